@@ -3,6 +3,21 @@
 This package imports nothing from the rest of the runtime; everything else builds on it.
 """
 
+from runtime.gtype._analyzer import (
+    HandlerTypes,
+    analyze_handler,
+    analyze_type,
+    build_schema,
+    method_name,
+)
+from runtime.gtype._checks import (
+    check_format,
+    custom_validator_names,
+    is_date,
+    is_datetime,
+    register_custom_validator,
+    run_custom_validator,
+)
 from runtime.gtype._errors import FieldViolation, UnsupportedType
 from runtime.gtype._model import (
     PRIMITIVES,
@@ -22,10 +37,21 @@ __all__ = [
     "Field",
     "FieldViolation",
     "GType",
+    "HandlerTypes",
     "Kind",
     "Method",
     "Schema",
     "UnsupportedType",
+    "analyze_handler",
+    "analyze_type",
+    "build_schema",
     "canonical_json",
+    "check_format",
+    "custom_validator_names",
     "fingerprint",
+    "is_date",
+    "is_datetime",
+    "method_name",
+    "register_custom_validator",
+    "run_custom_validator",
 ]

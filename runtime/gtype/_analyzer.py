@@ -1,0 +1,616 @@
+"""The analyzer: Python annotations in, GTypes out.
+
+A handler's request and response annotations are walked once. Every named type met on the way (a
+pydantic model, dataclass, TypedDict or Enum) becomes one entry of a ``types`` table and is
+replaced by a ``ref`` to it, so recursive and shared types are described once.
+
+What maps to what:
+
+=====================================  ==========================================================
+annotation                             GType
+=====================================  ==========================================================
+``str int float bool bytes``           primitive of that name
+``datetime.datetime`` / ``date``       primitive ``datetime`` / ``date``
+``uuid.UUID``                          primitive ``str`` with format ``uuid``
+``EmailStr`` / ``AnyUrl``, ``HttpUrl``  primitive ``str`` with format ``email`` / ``url``
+``Literal[...]``                       literal (all str, all int or all bool)
+``X | None``, ``Optional[X]``          X, nullable
+``A | B``                              union (nullable when it contains None)
+``list[X]``, ``Sequence[X]``           array
+``dict[K, V]``, ``Mapping[K, V]``      map; K is ``str`` or ``int``
+``Annotated[X, ...]``                  X with constraints (annotated_types, ``Field``,
+                                       ``StringConstraints``, ``AfterValidator``)
+model, dataclass, TypedDict, Enum      a named object or enum, and a ``ref`` to it
+=====================================  ==========================================================
+
+Everything else (``Any``, ``object``, sets, tuples, callables, arbitrary classes, a bare
+``list``...) raises :class:`UnsupportedType` naming the handler, the field path and the type.
+
+Validators that only check a value (``AfterValidator``, ``field_validator(mode="after")``) are
+recorded as custom constraints named ``module:qualname`` and registered, so ``validate`` runs them
+in the same process. Validators that change what the wire may carry (before, wrap and plain
+validators, serializers) are refused, because the GType would then describe the wrong input.
+Model validators are not represented: they see the whole model, and pydantic runs them when the
+request is decoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import re
+import types as pytypes
+import typing
+import uuid
+from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any, ForwardRef, Literal, NewType, Union, get_args, get_origin
+
+import annotated_types as at
+import typing_extensions
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    AnyUrl,
+    BaseModel,
+    BeforeValidator,
+    EmailStr,
+    HttpUrl,
+    PlainSerializer,
+    PlainValidator,
+    WrapSerializer,
+    WrapValidator,
+)
+from pydantic.fields import FieldInfo
+from pydantic.types import AllowInfNan, Discriminator, FailFast, Strict, UuidVersion
+from pydantic_core import PydanticUndefined, to_jsonable_python
+
+from runtime.gtype._checks import register_custom_validator
+from runtime.gtype._errors import UnsupportedType
+from runtime.gtype._model import Constraints, Field, GType, Method, Schema
+
+__all__ = [
+    "HandlerTypes",
+    "analyze_handler",
+    "analyze_type",
+    "build_schema",
+    "method_name",
+]
+
+FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+"""Field names become protobuf field names, so they are lower_snake_case."""
+TYPE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+"""Named types become protobuf messages and enums, so they are PascalCase."""
+
+_PRIMITIVE_TYPES: dict[object, str] = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    bytes: "bytes",
+    datetime: "datetime",
+    date: "date",
+}
+_URL_TYPES: tuple[type, ...] = (AnyUrl, AnyHttpUrl, HttpUrl)
+_SEQUENCE_ORIGINS: tuple[object, ...] = (list, Sequence, MutableSequence)
+_MAPPING_ORIGINS: tuple[object, ...] = (dict, Mapping)
+_REQUIRED_WRAPPERS: tuple[object, ...] = (
+    typing.Required,
+    typing.NotRequired,
+    typing_extensions.Required,
+    typing_extensions.NotRequired,
+)
+# Metadata that only narrows how pydantic coerces input, never what valid wire data looks like.
+_IGNORED_METADATA: tuple[type, ...] = (Strict, AllowInfNan, FailFast, UuidVersion, Discriminator)
+# Keys of pydantic's general metadata (from Field(...) and StringConstraints) that are safe to
+# ignore: they transform or coerce, and the transformed value still matches the GType.
+_IGNORED_GENERAL_KEYS = frozenset(
+    ("strict", "strip_whitespace", "to_upper", "to_lower", "allow_inf_nan", "union_mode",
+     "fail_fast", "coerce_numbers_to_str")
+)
+_NUMERIC = frozenset(("int", "float"))
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerTypes:
+    """The analyzed request and response of one handler, with every named type they reach."""
+
+    handler: str
+    """Handler id ``module.Method``, e.g. ``users.CreateUser``."""
+    method: str
+    """gRPC method name, PascalCase (``CreateUser``)."""
+    request: GType
+    """``GType.ref`` to the request's named type."""
+    response: GType
+    """``GType.ref`` to the response's named type."""
+    types: tuple[GType, ...]
+    """Every named object and enum reachable from request and response, sorted by name."""
+
+
+def method_name(function_name: str) -> str:
+    """The PascalCase gRPC method name of a handler function.
+
+    >>> method_name("create_user"), method_name("get_user_by_id")
+    ('CreateUser', 'GetUserById')
+    """
+    return "".join(part[:1].upper() + part[1:] for part in function_name.split("_") if part)
+
+
+def analyze_handler(
+    fn: Callable[..., Any], *, module: str, method: str | None = None
+) -> HandlerTypes:
+    """Analyze a handler's request (first positional parameter) and response (return) types.
+
+    ``method`` overrides the method name derived from the function name.
+
+    >>> analyze_handler(create_user, module="users").handler  # doctest: +SKIP
+    'users.CreateUser'
+    """
+    name = method or method_name(fn.__name__)
+    handler = f"{module}.{name}"
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:  # NameError, TypeError... from evaluating string annotations
+        raise UnsupportedType(
+            handler, "request", fn, f"its annotations cannot be resolved: {exc}"
+        ) from exc
+    positional = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not positional or positional[0].name not in hints:
+        raise UnsupportedType(
+            handler, "request", "missing annotation", "the request parameter has no annotation"
+        )
+    if "return" not in hints:
+        raise UnsupportedType(
+            handler, "response", "missing annotation", "the return type is not annotated"
+        )
+    types: dict[str, GType] = {}
+    ends: list[GType] = []
+    for label, annotation in (("request", hints[positional[0].name]), ("response", hints["return"])):
+        node = analyze_type(annotation, handler=handler, field=label, types=types)
+        if node.kind != "ref" or node.nullable or types[node.name].kind != "object":
+            raise UnsupportedType(
+                handler, label, annotation,
+                f"the {label} must be a pydantic model, dataclass or TypedDict",
+            )
+        ends.append(node)
+    return HandlerTypes(
+        handler=handler,
+        method=name,
+        request=ends[0],
+        response=ends[1],
+        types=tuple(sorted(types.values(), key=lambda t: t.name)),
+    )
+
+
+def analyze_type(
+    annotation: object, *, handler: str, field: str, types: dict[str, GType]
+) -> GType:
+    """Map one annotation to a GType; named types go into ``types`` and come back as refs.
+
+    ``handler`` and ``field`` only name the place in errors.
+
+    >>> types = {}
+    >>> analyze_type(list[int], handler="users.List", field="ids", types=types).kind
+    'array'
+    """
+    return _Analyzer(handler, types).type_of(annotation, field)
+
+
+def build_schema(module: str, handlers: Iterable[HandlerTypes]) -> Schema:
+    """One module's Schema: the union of its handlers' named types and one Method per handler.
+
+    The same name must mean the same type everywhere; otherwise UnsupportedType names the
+    handler where the second meaning appeared.
+    """
+    types: dict[str, GType] = {}
+    methods: dict[str, Method] = {}
+    for h in handlers:
+        if h.method in methods:
+            raise ValueError(f"module {module!r} has two handlers for method {h.method!r}")
+        for t in h.types:
+            seen = types.setdefault(t.name, t)
+            if seen != t:
+                raise UnsupportedType(
+                    h.handler, t.name, t.name, f"two different types are named {t.name}"
+                )
+        methods[h.method] = Method(name=h.method, request=h.request, response=h.response)
+    return Schema(module=module, types=tuple(types.values()), methods=tuple(methods.values()))
+
+
+class _Analyzer:
+    """One walk over an annotation. Keeps the classes being built, to stop at recursion."""
+
+    def __init__(self, handler: str, types: dict[str, GType]) -> None:
+        self.handler = handler
+        self.types = types
+        self.building: dict[str, object] = {}
+        self.built: dict[str, object] = {}
+
+    def fail(self, path: str, annotation: object, reason: str) -> UnsupportedType:
+        return UnsupportedType(self.handler, path, annotation, reason)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def type_of(self, ann: object, path: str) -> GType:
+        origin = get_origin(ann)
+        if origin is Annotated:
+            base, *meta = get_args(ann)
+            return self.constrain(self.type_of(base, path), meta, path)
+        if origin in _REQUIRED_WRAPPERS:
+            return self.type_of(get_args(ann)[0], path)
+        if origin is Union or origin is pytypes.UnionType:
+            return self.union_of(ann, path)
+        if origin is Literal:
+            return self.literal_of(ann, path)
+        if origin in _SEQUENCE_ORIGINS:
+            (item,) = get_args(ann)
+            return GType.array(self.type_of(item, f"{path}[]"))
+        if origin in _MAPPING_ORIGINS:
+            return self.map_of(ann, path)
+        if origin is not None:
+            return self.refuse(ann, path)
+        if isinstance(ann, NewType):
+            return self.type_of(ann.__supertype__, path)
+        if ann in _PRIMITIVE_TYPES:
+            return GType.primitive(_PRIMITIVE_TYPES[ann])
+        if ann is uuid.UUID:
+            return GType.primitive("str", constraints=Constraints(format="uuid"))
+        if ann is EmailStr:
+            return GType.primitive("str", constraints=Constraints(format="email"))
+        if ann in _URL_TYPES:
+            return GType.primitive("str", constraints=Constraints(format="url"))
+        if isinstance(ann, type):
+            if issubclass(ann, enum.Enum):
+                return self.named(ann, path, self.enum_of)
+            if issubclass(ann, BaseModel):
+                return self.named(ann, path, self.model_of)
+            if dataclasses.is_dataclass(ann):
+                return self.named(ann, path, self.dataclass_of)
+            if typing_extensions.is_typeddict(ann):
+                return self.named(ann, path, self.typeddict_of)
+        return self.refuse(ann, path)
+
+    def refuse(self, ann: object, path: str) -> GType:
+        if ann is Any or ann is object:
+            reason = "Any and object say nothing about the wire format"
+        elif ann in (list, dict, Sequence, Mapping, typing.List, typing.Dict):  # noqa: UP006
+            reason = "a container needs its item types, e.g. list[str] or dict[str, int]"
+        elif get_origin(ann) is tuple or ann is tuple:
+            reason = "tuples are not supported; use list[X] or a model"
+        elif get_origin(ann) in (set, frozenset) or ann in (set, frozenset):
+            reason = "sets are not supported; use list[X]"
+        elif isinstance(ann, (str, ForwardRef)):
+            reason = "a forward reference that cannot be resolved"
+        elif ann is None or ann is type(None):
+            reason = "None alone is not a type; use X | None"
+        else:
+            reason = (
+                "supported are str, int, float, bool, bytes, datetime, date, UUID, EmailStr, "
+                "AnyUrl, Literal, Enum, list, dict, unions, Annotated, pydantic models, "
+                "dataclasses and TypedDict"
+            )
+        raise self.fail(path, ann, reason)
+
+    # -- structural kinds -------------------------------------------------------------------
+    def union_of(self, ann: object, path: str) -> GType:
+        args = get_args(ann)
+        nullable = type(None) in args
+        variants = [a for a in args if a is not type(None)]
+        if len(variants) == 1:
+            node = self.type_of(variants[0], path)
+            return node.with_nullable(True) if nullable else node
+        nodes = [self.type_of(v, path) for v in variants]
+        return GType.union(*nodes, nullable=nullable)
+
+    def literal_of(self, ann: object, path: str) -> GType:
+        args = get_args(ann)
+        nullable = None in args
+        values = [v for v in args if v is not None]
+        kinds = {type(v) for v in values}
+        if not values or len(kinds) != 1 or not kinds <= {str, int, bool}:
+            raise self.fail(path, ann, "Literal values must be all str, all int or all bool")
+        return GType.literal(*values, nullable=nullable)
+
+    def map_of(self, ann: object, path: str) -> GType:
+        key, value = get_args(ann)
+        if key not in (str, int):
+            raise self.fail(path, ann, "map keys must be str or int")
+        return GType.map(GType.primitive(_PRIMITIVE_TYPES[key]), self.type_of(value, f"{path}{{}}"))
+
+    # -- named types ------------------------------------------------------------------------
+    def named(self, cls: type, path: str, build: Callable[[type, str], GType]) -> GType:
+        """Build ``cls`` once, store it in ``types`` and return a ref; stop at recursion."""
+        name = cls.__name__
+        if not TYPE_NAME.match(name):
+            raise self.fail(
+                path, cls, "type names must be PascalCase letters and digits (protobuf names)"
+            )
+        owner = self.building.get(name, self.built.get(name))
+        if owner is not None:
+            if owner is not cls:
+                raise self.fail(path, cls, f"two different types are named {name}")
+            return GType.ref(name)
+        self.building[name] = cls
+        try:
+            node = build(cls, path)
+        finally:
+            del self.building[name]
+        seen = self.types.setdefault(name, node)
+        if seen != node:
+            raise self.fail(path, cls, f"two different types are named {name}")
+        self.built[name] = cls
+        return GType.ref(name)
+
+    def enum_of(self, cls: type, path: str) -> GType:
+        assert issubclass(cls, enum.Enum)
+        values = [member.value for member in cls]
+        kinds = {type(v) for v in values}
+        if not values or len(kinds) != 1 or not (kinds <= {str} or kinds <= {int}):
+            raise self.fail(path, cls, "enum values must be all str or all int")
+        return GType.enum(cls.__name__, values, description=_doc(cls))
+
+    def model_of(self, cls: type, path: str) -> GType:
+        assert issubclass(cls, BaseModel)
+        if not cls.__pydantic_complete__:
+            try:
+                cls.model_rebuild()
+            except Exception as exc:  # pydantic's own errors about undefined names
+                raise self.fail(path, cls, f"the model cannot be completed: {exc}") from exc
+        if cls.model_computed_fields:
+            raise self.fail(path, cls, "computed fields are not supported")
+        checks = self.field_validators(cls, path)
+        fields = [
+            self.pydantic_field(cls, name, info, path, checks.get(name, ()) + checks.get("*", ()))
+            for name, info in cls.model_fields.items()
+        ]
+        return GType.object(cls.__name__, fields, description=_doc(cls))
+
+    def dataclass_of(self, cls: type, path: str) -> GType:
+        pydantic_fields: dict[str, FieldInfo] | None = getattr(cls, "__pydantic_fields__", None)
+        if pydantic_fields is not None:
+            fields = [
+                self.pydantic_field(cls, name, info, path, ())
+                for name, info in pydantic_fields.items()
+            ]
+            return GType.object(cls.__name__, fields, description=_doc(cls))
+        hints = self.hints_of(cls, path)
+        out: list[Field] = []
+        for f in dataclasses.fields(cls):
+            fpath = self.field_path(path, f.name, cls)
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            default: object = None
+            if f.default is not dataclasses.MISSING:
+                default = self.json_default(f.default, fpath)
+            elif f.default_factory in (list, dict):
+                default = f.default_factory()
+            description = f.metadata.get("description", "")
+            out.append(
+                Field(
+                    name=f.name,
+                    type=self.type_of(hints[f.name], fpath),
+                    required=required,
+                    default=None if required else default,
+                    description=description if isinstance(description, str) else "",
+                )
+            )
+        return GType.object(cls.__name__, out, description=_doc(cls))
+
+    def typeddict_of(self, cls: type, path: str) -> GType:
+        hints = self.hints_of(cls, path)
+        required_keys: frozenset[str] = getattr(cls, "__required_keys__", frozenset())
+        fields = [
+            Field(
+                name=name,
+                type=self.type_of(ann, self.field_path(path, name, cls)),
+                required=name in required_keys,
+            )
+            for name, ann in hints.items()
+        ]
+        return GType.object(cls.__name__, fields, description=_doc(cls))
+
+    # -- fields -----------------------------------------------------------------------------
+    def pydantic_field(
+        self, cls: type, name: str, info: FieldInfo, path: str, checks: tuple[str, ...]
+    ) -> Field:
+        fpath = self.field_path(path, name, cls)
+        if info.alias is not None and info.alias != name:
+            raise self.fail(fpath, info.alias, "field aliases are not supported")
+        if info.annotation is None:
+            raise self.fail(fpath, "missing annotation", "the field has no annotation")
+        node = self.type_of(info.annotation, fpath)
+        if info.metadata:
+            node = self.constrain(node, info.metadata, fpath)
+        if checks:
+            node = self.constrain(node, [], fpath, custom=checks)
+        required = info.is_required()
+        default: object = None
+        if not required:
+            if info.default_factory is not None:
+                factory: object = info.default_factory
+                default = [] if factory is list else {} if factory is dict else None
+            elif info.default is not PydanticUndefined:
+                default = self.json_default(info.default, fpath)
+        return Field(
+            name=name,
+            type=node,
+            required=required,
+            default=default,
+            description=info.description or "",
+        )
+
+    def field_validators(self, cls: type[BaseModel], path: str) -> dict[str, tuple[str, ...]]:
+        """``field_validator``s of a model, as custom names per field (``*`` for all fields)."""
+        decorators = cls.__pydantic_decorators__
+        if decorators.validators or decorators.field_serializers or decorators.model_serializers:
+            raise self.fail(
+                path, cls, "v1 validators and serializers change the wire data; not supported"
+            )
+        out: dict[str, tuple[str, ...]] = {}
+        for attr, dec in sorted(decorators.field_validators.items()):
+            if dec.info.mode != "after":
+                raise self.fail(
+                    path, cls,
+                    f"field_validator {attr!r} runs in {dec.info.mode!r} mode; "
+                    "only 'after' validators can be represented",
+                )
+            name = f"{cls.__module__}:{cls.__qualname__}.{attr}"
+            self.register(name, dec.func, path)
+            for field_name in dec.info.fields:
+                out[field_name] = (*out.get(field_name, ()), name)
+        return out
+
+    def field_path(self, path: str, name: str, owner: type) -> str:
+        fpath = f"{path}.{name}"
+        if not FIELD_NAME.match(name):
+            raise self.fail(
+                fpath, owner, "field names must be lower_snake_case (they become protobuf fields)"
+            )
+        return fpath
+
+    def hints_of(self, cls: type, path: str) -> dict[str, Any]:
+        try:
+            return typing.get_type_hints(cls, include_extras=True)
+        except Exception as exc:  # NameError, TypeError... from evaluating string annotations
+            raise self.fail(path, cls, f"its annotations cannot be resolved: {exc}") from exc
+
+    def json_default(self, value: object, path: str) -> object:
+        try:
+            return to_jsonable_python(value)
+        except Exception as exc:  # pydantic_core.PydanticSerializationError and friends
+            raise self.fail(path, value, "its default cannot be written as JSON") from exc
+
+    # -- constraints ------------------------------------------------------------------------
+    def constrain(
+        self, node: GType, meta: Sequence[object], path: str, custom: tuple[str, ...] = ()
+    ) -> GType:
+        """Attach the constraints in ``meta`` (Annotated metadata) to ``node``."""
+        updates: dict[str, Any] = {}
+        names = list(custom)
+        for m in _flatten(meta):
+            self.read_metadata(m, path, updates, names)
+        if not updates and not names:
+            return node
+        for key, value in updates.items():
+            self.check_applies(node, key, value, path)
+        merged = dataclasses.replace(
+            node.constraints, **updates, custom=node.constraints.custom + tuple(names)
+        )
+        return dataclasses.replace(node, constraints=merged)
+
+    def read_metadata(
+        self, m: object, path: str, updates: dict[str, Any], names: list[str]
+    ) -> None:
+        bounds = ((at.Gt, "gt"), (at.Ge, "ge"), (at.Lt, "lt"), (at.Le, "le"))
+        for cls, key in bounds:
+            if isinstance(m, cls):
+                updates[key] = getattr(m, key)
+                return
+        if isinstance(m, at.MinLen):
+            updates["min_length"] = m.min_length
+        elif isinstance(m, at.MaxLen):
+            updates["max_length"] = m.max_length
+        elif isinstance(m, AfterValidator):
+            name = _callable_name(m.func)
+            if name is None:
+                raise self.fail(
+                    path, m, "custom validators must be named functions (not lambdas)"
+                )
+            self.register(name, m.func, path)
+            names.append(name)
+        elif isinstance(m, (BeforeValidator, PlainValidator, WrapValidator)):
+            raise self.fail(path, m, "only after-validators can be represented")
+        elif isinstance(m, (PlainSerializer, WrapSerializer)):
+            raise self.fail(path, m, "serializers change the wire data; not supported")
+        elif isinstance(m, _IGNORED_METADATA):
+            return
+        elif isinstance(m, at.BaseMetadata) and type(m).__name__ == "_PydanticGeneralMetadata":
+            for key, value in vars(m).items():
+                if value is None or key in _IGNORED_GENERAL_KEYS:
+                    continue
+                if key != "pattern":
+                    raise self.fail(path, m, f"the constraint {key!r} is not supported")
+                try:
+                    re.compile(value)
+                except re.error as exc:
+                    raise self.fail(path, m, f"pattern does not compile: {exc}") from exc
+                updates["pattern"] = value
+        elif isinstance(m, at.BaseMetadata):
+            raise self.fail(path, m, "this constraint is not supported")
+        # Anything else is metadata for some other tool; Annotated is meant to carry it.
+
+    def check_applies(self, node: GType, key: str, value: object, path: str) -> None:
+        numeric = node.kind == "primitive" and node.name in _NUMERIC
+        sized = node.kind in ("array", "map") or (
+            node.kind == "primitive" and node.name in ("str", "bytes")
+        )
+        textual = node.kind == "primitive" and node.name == "str"
+        if key in ("gt", "ge", "lt", "le"):
+            ok = numeric and isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif key in ("min_length", "max_length"):
+            ok = sized and isinstance(value, int) and not isinstance(value, bool)
+        else:  # pattern
+            ok = textual
+        if not ok:
+            shown = node.name if node.kind == "primitive" else node.kind
+            raise self.fail(path, value, f"the constraint {key} does not apply to {shown}")
+
+    def register(self, name: str, fn: Callable[..., object], path: str) -> None:
+        """Register a pydantic validator: it passes by returning anything, fails by raising."""
+        try:
+            params = [
+                p for p in inspect.signature(fn).parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+        except (TypeError, ValueError):  # builtins without a signature
+            params = []
+        if len(params) != 1:
+            raise self.fail(
+                path, fn, "custom validators must take exactly one argument (the value)"
+            )
+
+        def check(value: object) -> bool:
+            fn(value)
+            return True
+
+        register_custom_validator(name, check)
+
+
+def _flatten(meta: Iterable[object]) -> Iterable[object]:
+    """Annotated metadata with groups (``Len``, ``Interval``, ``StringConstraints``) unrolled."""
+    for m in meta:
+        if isinstance(m, FieldInfo):
+            yield from _flatten(m.metadata)
+        elif isinstance(m, at.GroupedMetadata):
+            yield from _flatten(m)
+        else:
+            yield m
+
+
+def _callable_name(fn: object) -> str | None:
+    """``module:qualname`` of a function, or None when it has no stable name (a lambda)."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<lambda>" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _doc(cls: type) -> str:
+    """The class's own docstring, cleaned; empty when it has none of its own."""
+    doc = cls.__dict__.get("__doc__")
+    if not isinstance(doc, str):
+        return ""
+    if dataclasses.is_dataclass(cls):
+        # dataclasses invent "Name(field: type, ...)" when there is no docstring; skip that.
+        try:
+            invented = cls.__name__ + str(inspect.signature(cls)).replace(" -> None", "")
+        except (TypeError, ValueError):
+            invented = ""
+        if doc == invented:
+            return ""
+    return inspect.cleandoc(doc)
