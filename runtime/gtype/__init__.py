@@ -30,9 +30,23 @@ from runtime.gtype._model import (
     canonical_json,
     fingerprint,
 )
+from runtime.gtype._validate import (
+    CONSTRAINT_ORDER,
+    MISSING,
+    REQUIRED,
+    constraint_text,
+    describe,
+    field_path,
+    key_path,
+    same_scalar,
+    validate,
+)
 
 __all__ = [
+    "CONSTRAINT_ORDER",
+    "MISSING",
     "PRIMITIVES",
+    "REQUIRED",
     "Constraints",
     "Field",
     "FieldViolation",
@@ -47,11 +61,17 @@ __all__ = [
     "build_schema",
     "canonical_json",
     "check_format",
+    "constraint_text",
     "custom_validator_names",
+    "describe",
+    "field_path",
     "fingerprint",
     "is_date",
     "is_datetime",
+    "key_path",
     "method_name",
     "register_custom_validator",
     "run_custom_validator",
+    "same_scalar",
+    "validate",
 ]

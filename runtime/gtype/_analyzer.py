@@ -407,7 +407,7 @@ class _Analyzer:
             Field(
                 name=name,
                 type=self.type_of(ann, self.field_path(path, name, cls)),
-                required=name in required_keys,
+                required=_typeddict_required(ann, name in required_keys),
             )
             for name, ann in hints.items()
         ]
@@ -589,6 +589,20 @@ def _flatten(meta: Iterable[object]) -> Iterable[object]:
             yield from _flatten(m)
         else:
             yield m
+
+
+def _typeddict_required(ann: object, declared: bool) -> bool:
+    """A TypedDict key's requiredness: an explicit Required/NotRequired wins over ``total``.
+
+    Under ``from __future__ import annotations`` Python 3.11 cannot see the wrappers when it
+    computes ``__required_keys__``, but the resolved hints still carry them (as pydantic sees).
+    """
+    origin = get_origin(ann)
+    if origin in (typing.NotRequired, typing_extensions.NotRequired):
+        return False
+    if origin in (typing.Required, typing_extensions.Required):
+        return True
+    return declared
 
 
 def _callable_name(fn: object) -> str | None:

@@ -1,0 +1,321 @@
+"""Validation: check JSON-like data against a GType and report every violation at once.
+
+``validate`` never raises for bad data; it returns a list of :class:`FieldViolation`, each with a
+path (``items[2].sku``, ``tags["red"]``), a readable ``expected`` and the ``actual`` value
+(``"<missing>"`` for a required field that is absent). It raises only for programmer errors: a
+``ref`` that the schema cannot resolve.
+
+What each kind accepts:
+
+* ``str``: str. ``int``: int but not bool. ``float``: int or float but not bool. ``bool``: bool.
+* ``bytes``: bytes, bytearray, or str (the JSON form; its length counts UTF-8 bytes).
+* ``datetime`` / ``date``: the objects or their ISO-8601 strings (a datetime is not a date).
+* ``enum`` / ``literal``: the wire values (Enum members count as their value); True is not 1.
+* ``object``: a dict with exactly the declared keys (unknown keys are violations).
+* ``array``: list or tuple. ``map``: a dict; int-keyed maps also take decimal string keys,
+  because JSON object keys are always strings.
+* ``union``: a value any one variant accepts.
+* ``None`` only where the node is nullable.
+
+Checks run in a fixed order: kind, then constraints (min/max length, gt, ge, lt, le, pattern,
+format, enum), then children, then custom validators, which, as in pydantic, run only when
+everything before them passed. Generated validators (``runtime.codegen``) follow the same order
+and texts, and tests hold them to identical results.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from typing import Any
+
+from runtime.gtype._checks import check_format, is_date, is_datetime, run_custom_validator
+from runtime.gtype._errors import FieldViolation
+from runtime.gtype._model import GType, Schema
+
+__all__ = [
+    "CONSTRAINT_ORDER",
+    "MISSING",
+    "REQUIRED",
+    "constraint_text",
+    "describe",
+    "field_path",
+    "key_path",
+    "same_scalar",
+    "validate",
+]
+
+MISSING = "<missing>"
+"""The ``actual`` of a violation for a required field that is absent."""
+REQUIRED = "a value (field is required)"
+"""The ``expected`` of a violation for a required field that is absent."""
+CONSTRAINT_ORDER: tuple[str, ...] = (
+    "min_length", "max_length", "gt", "ge", "lt", "le", "pattern", "format", "enum"
+)
+"""The order constraints are checked (and reported) in."""
+
+_KIND_TEXT = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "bytes": "bytes",
+    "datetime": "datetime (ISO 8601)",
+    "date": "date (ISO 8601, YYYY-MM-DD)",
+}
+_FORMAT_TEXT = {"email": "email address", "uuid": "UUID", "url": "URL (scheme://host)"}
+_OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_INT_KEY = re.compile(r"^-?[0-9]+$")
+
+
+def validate(
+    value: object, gtype: GType, schema: Schema | None = None, *, path: str = ""
+) -> list[FieldViolation]:
+    """Every way ``value`` fails ``gtype``, in a deterministic order; empty when it is valid.
+
+    >>> from runtime.gtype import GType
+    >>> validate([1, "x"], GType.array(GType.primitive("int")))
+    [FieldViolation(path='[1]', expected='integer', actual='x')]
+    """
+    out: list[FieldViolation] = []
+    _check(value, gtype, schema, path, out)
+    return out
+
+
+def describe(node: GType, schema: Schema | None = None) -> str:
+    """What ``node`` expects, in words (``string``, ``one of ['a', 'b']``, ``... or null``)."""
+    node = _resolve(node, schema)
+    if node.kind == "primitive":
+        text = _FORMAT_TEXT.get(node.constraints.format or "", _KIND_TEXT[node.name])
+    elif node.kind in ("literal", "enum"):
+        text = f"one of {list(node.values)!r}"
+    elif node.kind == "object":
+        text = f"object ({node.name})" if node.name else "object"
+    elif node.kind == "array":
+        text = "array"
+    elif node.kind == "map":
+        assert node.keys is not None
+        text = f"map with {_KIND_TEXT[node.keys.name]} keys"
+    else:  # union
+        text = " or ".join(describe(v, schema) for v in node.variants)
+    return f"{text} or null" if node.nullable else text
+
+
+def constraint_text(node: GType, key: str) -> str:
+    """The ``expected`` text for a value of ``node`` that breaks its constraint ``key``."""
+    c = node.constraints
+    if key in ("min_length", "max_length"):
+        bound = c.min_length if key == "min_length" else c.max_length
+        word = "at least" if key == "min_length" else "at most"
+        noun, unit = {
+            "array": ("array", "items"),
+            "map": ("map", "entries"),
+            "bytes": ("bytes", "bytes"),
+        }.get(node.kind if node.kind != "primitive" else node.name, ("string", "characters"))
+        return f"{noun} of {word} {bound} {unit}"
+    if key in _OPS:
+        return f"{_KIND_TEXT[node.name]} {_OPS[key]} {getattr(c, key)!r}"
+    if key == "pattern":
+        return f"string matching /{c.pattern}/"
+    if key == "format":
+        return _FORMAT_TEXT[c.format or ""]
+    if key == "enum":
+        return f"one of {list(c.enum)!r}"
+    raise ValueError(f"unknown constraint {key!r}")
+
+
+def field_path(path: str, name: str) -> str:
+    """The path of field ``name`` inside ``path`` (``user`` + ``email`` = ``user.email``)."""
+    return f"{path}.{name}" if path else name
+
+
+def key_path(path: str, key: object) -> str:
+    """The path of a map entry or an unknown object key: ``tags["red"]``, ``scores[3]``."""
+    if isinstance(key, str):
+        return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]"
+    return f"{path}[{key!r}]"
+
+
+def same_scalar(value: object, allowed: tuple[object, ...]) -> bool:
+    """Whether ``value`` equals one of ``allowed`` without bool/int/str mixing (True is not 1)."""
+    if isinstance(value, Enum):
+        value = value.value
+    for a in allowed:
+        if isinstance(value, bool) or isinstance(a, bool):
+            if value is a:
+                return True
+        elif isinstance(value, str) or isinstance(a, str):
+            if isinstance(value, str) and isinstance(a, str) and value == a:
+                return True
+        elif isinstance(value, (int, float)) and value == a:
+            return True
+    return False
+
+
+def _resolve(node: GType, schema: Schema | None) -> GType:
+    if node.kind != "ref":
+        return node
+    if schema is None:
+        raise KeyError(f"cannot resolve ref {node.name!r}: validate() was given no schema")
+    try:
+        target = schema.type(node.name)
+    except KeyError as exc:
+        raise KeyError(
+            f"cannot resolve ref {node.name!r}: schema {schema.module!r} has no such type"
+        ) from exc
+    return target.with_nullable(True) if node.nullable and not target.nullable else target
+
+
+def _kind_ok(value: object, node: GType) -> bool:
+    """Whether ``value`` has the right Python type for a primitive, literal or enum node."""
+    name = node.name
+    if node.kind in ("literal", "enum"):
+        return same_scalar(value, node.values)
+    if name == "str":
+        return isinstance(value, str)
+    if name == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name == "bool":
+        return isinstance(value, bool)
+    if name == "bytes":
+        return isinstance(value, (bytes, bytearray, str))
+    if name == "datetime":
+        return is_datetime(value)
+    return is_date(value)
+
+
+def _constraint_ok(value: Any, node: GType, key: str) -> bool:
+    c = node.constraints
+    if key == "min_length":
+        return _length(value, node) >= (c.min_length or 0)
+    if key == "max_length":
+        return _length(value, node) <= (c.max_length or 0)
+    if key == "gt":
+        return bool(value > c.gt)
+    if key == "ge":
+        return bool(value >= c.ge)
+    if key == "lt":
+        return bool(value < c.lt)
+    if key == "le":
+        return bool(value <= c.le)
+    if key == "pattern":
+        return re.search(c.pattern or "", value) is not None
+    if key == "format":
+        return check_format(c.format or "", value)
+    return same_scalar(value, c.enum)
+
+
+def _length(value: Any, node: GType) -> int:
+    if node.kind == "primitive" and node.name == "bytes" and isinstance(value, str):
+        return len(value.encode("utf-8"))
+    return len(value)
+
+
+def _present(node: GType, key: str) -> bool:
+    value = getattr(node.constraints, key)
+    return value is not None and value != ()
+
+
+def _check(
+    value: object, node: GType, schema: Schema | None, path: str, out: list[FieldViolation]
+) -> None:
+    start = len(out)
+    target = _resolve(node, schema)
+    if value is None:
+        if not target.nullable:
+            out.append(FieldViolation(path, describe(target, schema), value))
+        return
+    kind = target.kind
+    if kind == "union":
+        for variant in target.variants:
+            trial: list[FieldViolation] = []
+            _check(value, variant, schema, path, trial)
+            if not trial:
+                break
+        else:
+            out.append(FieldViolation(path, describe(target, schema), value))
+    elif kind in ("primitive", "literal", "enum"):
+        if not _kind_ok(value, target):
+            out.append(FieldViolation(path, describe(target, schema), value))
+            return
+        _check_constraints(value, target, path, out)
+    elif kind == "array":
+        if not isinstance(value, (list, tuple)):
+            out.append(FieldViolation(path, describe(target, schema), value))
+            return
+        _check_constraints(value, target, path, out)
+        assert target.items is not None
+        for i, item in enumerate(value):
+            _check(item, target.items, schema, f"{path}[{i}]", out)
+    elif kind == "map":
+        if not isinstance(value, dict):
+            out.append(FieldViolation(path, describe(target, schema), value))
+            return
+        _check_constraints(value, target, path, out)
+        assert target.keys is not None and target.items is not None
+        int_keys = target.keys.name == "int"
+        for key, item in value.items():
+            where = key_path(path, key)
+            if not _key_ok(key, int_keys):
+                out.append(FieldViolation(where, f"{_KIND_TEXT[target.keys.name]} key", key))
+                continue
+            _check(item, target.items, schema, where, out)
+    else:  # object
+        if not isinstance(value, dict):
+            out.append(FieldViolation(path, describe(target, schema), value))
+            return
+        _check_object(value, target, schema, path, out)
+    if len(out) == start:
+        _check_custom(value, target.constraints.custom + _ref_custom(node), path, out)
+
+
+def _ref_custom(node: GType) -> tuple[str, ...]:
+    return node.constraints.custom if node.kind == "ref" else ()
+
+
+def _key_ok(key: object, int_keys: bool) -> bool:
+    if int_keys:
+        if isinstance(key, str):
+            return _INT_KEY.match(key) is not None
+        return isinstance(key, int) and not isinstance(key, bool)
+    return isinstance(key, str)
+
+
+def _check_constraints(value: object, node: GType, path: str, out: list[FieldViolation]) -> None:
+    for key in CONSTRAINT_ORDER:
+        if _present(node, key) and not _constraint_ok(value, node, key):
+            out.append(FieldViolation(path, constraint_text(node, key), value))
+
+
+def _check_object(
+    value: dict[Any, Any],
+    node: GType,
+    schema: Schema | None,
+    path: str,
+    out: list[FieldViolation],
+) -> None:
+    for f in node.fields:
+        where = field_path(path, f.name)
+        if f.name in value:
+            _check(value[f.name], f.type, schema, where, out)
+        elif f.required:
+            out.append(FieldViolation(where, REQUIRED, MISSING))
+    names = {f.name for f in node.fields}
+    for key, item in value.items():
+        if key not in names:
+            where = field_path(path, key) if isinstance(key, str) else key_path(path, key)
+            out.append(FieldViolation(where, f"no field named {key!r}", item))
+
+
+def _check_custom(
+    value: object, names: tuple[str, ...], path: str, out: list[FieldViolation]
+) -> None:
+    for name in names:
+        failure = run_custom_validator(name, value)
+        if failure is not None:
+            out.append(FieldViolation(path, failure, value))
