@@ -1,0 +1,30 @@
+"""Codegen: GType schemas → ``.proto`` files, Python messages and stubs, clients, validators.
+
+``modrpc gen`` runs :func:`generate`; see ``_generate`` for what it writes and how it keeps
+the output deterministic and atomic.
+"""
+
+from runtime.codegen._generate import GenResult, ModuleSource, build_version_files, generate
+from runtime.codegen._history import VersionHistory, VersionRecord, version_instant
+from runtime.codegen._proto import render_proto
+from runtime.codegen._transformers import (
+    changed_directions,
+    render_transformer_stub,
+    transformer_module,
+    transformer_path,
+)
+
+__all__ = [
+    "GenResult",
+    "ModuleSource",
+    "VersionHistory",
+    "VersionRecord",
+    "build_version_files",
+    "changed_directions",
+    "generate",
+    "render_proto",
+    "render_transformer_stub",
+    "transformer_module",
+    "transformer_path",
+    "version_instant",
+]

@@ -1,0 +1,269 @@
+"""``modrpc gen``: record versions, then write ``proto/`` and ``gen/`` atomically (or check them).
+
+For each module:
+
+1. Compare the schema of the handler code with the latest recorded version. When it differs,
+   record a new version (``modules/<m>/versions/<id>.json``) with its diff; when the diff is
+   breaking, also write transformer stubs that fail loudly until someone fills them in.
+2. For every recorded version, build the descriptor (field numbers from the committed
+   ``fields.lock.json``; fields dropped since earlier versions reserved) and render:
+   ``proto/<m>/<version>/<m>/v1/<m>.proto`` and ``gen/<m>/<vseg>/`` (messages, gRPC stubs,
+   ``.pyi`` stubs, typed clients, validators).
+
+Everything is produced in a temporary tree first. ``--check`` compares that tree with the
+committed one and names every stale file; otherwise the tree is swapped into place, so a
+failure never leaves half-written output behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import filecmp
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+from runtime.codegen._history import VersionHistory, VersionRecord, version_instant
+from runtime.codegen._proto import render_proto
+from runtime.codegen._pycode import compile_python, render_client, render_version_init
+from runtime.codegen._transformers import render_transformer_stub, transformer_path
+from runtime.gtype import Schema, diff, fingerprint
+from runtime.wire import FieldLock, WireSchemaError, build_file, version_segment
+
+__all__ = ["GenResult", "ModuleSource", "build_version_files", "generate"]
+
+ValidatorRenderer = Callable[[Schema, str], str]
+
+
+@dataclass(frozen=True)
+class ModuleSource:
+    """What codegen needs to know of one module: where it lives and its current schema."""
+
+    name: str
+    directory: Path
+    schema: Schema
+
+
+@dataclass
+class GenResult:
+    """What a run did (or, with ``check``, what is stale)."""
+
+    recorded: list[str] = field(default_factory=list)
+    stubs: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.stale
+
+
+def _rel(path: Path, root: Path) -> str:
+    return str(path.relative_to(root))
+
+
+def build_version_files(
+    history: VersionHistory, lock: FieldLock
+) -> list[tuple[VersionRecord, descriptor_pb2.FileDescriptorProto]]:
+    """The descriptor of every recorded version, oldest first (assigning numbers in ``lock``)."""
+    built: list[tuple[VersionRecord, descriptor_pb2.FileDescriptorProto]] = []
+    for record in history.records:
+        fdp = build_file(record.schema, lock, previous=[f for _, f in built])
+        built.append((record, fdp))
+    return built
+
+
+def _record_version(
+    src: ModuleSource, history: VersionHistory, *, date: str, now: float, check: bool, result: GenResult,
+    root: Path, out_modules: Path,
+) -> None:  # fmt: skip
+    current = fingerprint(src.schema)
+    latest = history.latest
+    if latest is not None and latest.fingerprint == current:
+        return
+    if check:
+        what = "has no recorded version" if latest is None else f"changed since version {latest.id}"
+        result.stale.append(f"{_rel(src.directory, root)}: the handler schema {what}; run `modrpc gen`")
+        return
+    changes = diff(latest.schema, src.schema) if latest is not None else None
+    version_id = history.next_id(date, now)
+    record = VersionRecord(
+        id=version_id,
+        created_at=version_instant(version_id),
+        schema=src.schema,
+        fingerprint=current,
+        parent=latest.id if latest else None,
+        breaking=bool(changes and changes.breaking),
+        changes=tuple(
+            {"path": c.path, "kind": c.kind, "breaking": c.breaking, "detail": c.detail}
+            for c in (changes.changes if changes else ())
+        ),
+    )
+    history.records.append(record)
+    target = out_modules / "versions" / VersionHistory.file_name(version_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(record.dumps(), encoding="utf-8")
+    result.recorded.append(f"{src.name} {version_id}" + (" (breaking)" if record.breaking else ""))
+    if latest is not None and record.breaking:
+        stub = transformer_path(src.directory, latest.id, version_id)
+        if not stub.exists():
+            staged = out_modules / stub.relative_to(src.directory)
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_text(
+                render_transformer_stub(src.name, latest, record), encoding="utf-8"
+            )
+            result.stubs.append(_rel(stub, root))
+
+
+def _render_module(
+    src: ModuleSource, history: VersionHistory, lock: FieldLock, out: Path, validators: ValidatorRenderer,
+) -> None:  # fmt: skip
+    module_gen = out / "gen" / src.name
+    module_gen.mkdir(parents=True)
+    versions = []
+    for record, fdp in build_version_files(history, lock):
+        header = f"DO NOT EDIT: generated by modrpc gen from modules/{src.name}/versions/{VersionHistory.file_name(record.id)}."
+        proto_text = render_proto(fdp, header=header)
+        proto_file = out / "proto" / src.name / record.id.replace(":", "_") / fdp.name
+        proto_file.parent.mkdir(parents=True, exist_ok=True)
+        proto_file.write_text(proto_text, encoding="utf-8")
+        seg = version_segment(record.id)
+        package = f"gen.{src.name}.{seg}"
+        pkg_dir = module_gen / seg
+        pkg_dir.mkdir()
+        for name, text in compile_python(fdp, proto_text, package=package, header=header).items():
+            (pkg_dir / name).write_text(text, encoding="utf-8")
+        (pkg_dir / "__init__.py").write_text(
+            render_version_init(module=src.name, version=record.id, header=header), encoding="utf-8"
+        )
+        (pkg_dir / "client.py").write_text(
+            render_client(fdp, module=src.name, version=record.id, package=package, header=header),
+            encoding="utf-8",
+        )
+        (pkg_dir / "validators.py").write_text(validators(record.schema, header), encoding="utf-8")
+        versions.append(record.id)
+    init_header = f"DO NOT EDIT: generated by modrpc gen from modules/{src.name}."
+    listed = ", ".join(f'"{v}"' for v in versions)
+    (module_gen / "__init__.py").write_text(
+        f'# {init_header}\n"""Generated code for the {src.name} module, one package per API version."""\n\n'
+        f"VERSIONS: tuple[str, ...] = ({listed},)\n"
+        f'LATEST = "{versions[-1]}"\n',
+        encoding="utf-8",
+    )
+
+
+def _validators_renderer() -> ValidatorRenderer:
+    from runtime.codegen._validators import render_validators
+
+    def render(schema: Schema, header: str) -> str:
+        source = header.removeprefix("DO NOT EDIT: generated by modrpc gen from ").rstrip(".")
+        return render_validators(schema, source=source)
+
+    return render
+
+
+def _compare(expected: Path, actual: Path, root: Path, result: GenResult) -> None:
+    """Name every file that differs, is missing from, or is extra in ``actual``."""
+    want = {p.relative_to(expected) for p in expected.rglob("*") if p.is_file()}
+    have = {p.relative_to(actual) for p in actual.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    for rel in sorted(want - have):
+        result.stale.append(f"{_rel(actual / rel, root)}: missing")
+    for rel in sorted(have - want):
+        result.stale.append(f"{_rel(actual / rel, root)}: not generated by the current schemas")
+    for rel in sorted(want & have):
+        if not filecmp.cmp(expected / rel, actual / rel, shallow=False):
+            result.stale.append(f"{_rel(actual / rel, root)}: stale")
+
+
+def _swap(staged: Path, target: Path) -> None:
+    """Replace directory ``target`` with ``staged`` (same filesystem), keeping no half state."""
+    backup = target.with_name(f".{target.name}.old")
+    if backup.exists():
+        shutil.rmtree(backup)
+    if target.exists():
+        os.replace(target, backup)
+    os.replace(staged, target)
+    if backup.exists():
+        shutil.rmtree(backup)
+
+
+def generate(
+    root: Path,
+    modules: Sequence[ModuleSource],
+    *,
+    check: bool = False,
+    date: str | None = None,
+    now: Callable[[], float] = time.time,
+    validators: ValidatorRenderer | None = None,
+) -> GenResult:
+    """Record new versions and (re)write ``proto/`` and ``gen/`` under ``root``; see module doc."""
+    render_validators = validators or _validators_renderer()
+    result = GenResult()
+    today = date or _dt.datetime.fromtimestamp(now(), _dt.timezone.utc).date().isoformat()
+    with tempfile.TemporaryDirectory(prefix=".modrpc-gen-", dir=root) as tmp:
+        out = Path(tmp)
+        (out / "gen").mkdir()
+        (out / "proto").mkdir()
+        (out / "gen" / "__init__.py").write_text(
+            '# DO NOT EDIT: generated by modrpc gen.\n"""Generated code for every module in modules/."""\n',
+            encoding="utf-8",
+        )
+        (out / "gen" / "py.typed").write_text("", encoding="utf-8")
+        (out / "proto" / "buf.yaml").write_text(_BUF_YAML, encoding="utf-8")
+        staged_modules: list[tuple[ModuleSource, Path]] = []
+        for src in sorted(modules, key=lambda m: m.name):
+            out_modules = out / "modules" / src.name
+            out_modules.mkdir(parents=True)
+            history = VersionHistory.load(src.name, src.directory / "versions")
+            lock_path = src.directory / "fields.lock.json"
+            lock = FieldLock.load(lock_path)
+            _record_version(
+                src, history, date=today, now=now(), check=check, result=result, root=root,
+                out_modules=out_modules,
+            )  # fmt: skip
+            if not history.records:
+                continue
+            try:
+                _render_module(src, history, lock, out, render_validators)
+            except WireSchemaError as exc:
+                raise WireSchemaError(f"module {src.name}: {exc}") from exc
+            if lock.changed:
+                if check:
+                    result.stale.append(f"{_rel(lock_path, root)}: new field numbers are not locked")
+                else:
+                    (out_modules / "fields.lock.json").write_text(lock.dumps(), encoding="utf-8")
+            staged_modules.append((src, out_modules))
+        if check:
+            _compare(out / "gen", root / "gen", root, result)
+            _compare(out / "proto", root / "proto", root, result)
+            return result
+        for src, staged in staged_modules:
+            for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+                target = src.directory / path.relative_to(staged)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        for name in ("gen", "proto"):
+            _swap(out / name, root / name)
+            result.written.append(name + "/")
+    return result
+
+
+_BUF_YAML = """\
+# DO NOT EDIT: generated by modrpc gen.
+# Each folder proto/<module>/<version>/ is one self-contained version of a module; every version
+# of a module declares the same package (users.v1), so lint each folder as its own input:
+#   buf lint proto/<module>/<version> --config proto/buf.yaml
+version: v2
+lint:
+  use:
+    - STANDARD
+breaking:
+  use:
+    - FILE
+"""

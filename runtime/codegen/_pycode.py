@@ -1,0 +1,159 @@
+"""Python code for one module version: protoc's output made importable, plus typed clients.
+
+protoc writes ``users/v1/users_pb2.py`` importing ``users.v1``; we place the files under
+``gen/users/v2025_01_15/`` and rewrite those imports so the output imports as a package with no
+``sys.path`` edits. Each version registers its descriptors in a private pool, because every
+version of a module declares the same protobuf names with different shapes and the default pool
+would refuse the second one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+from runtime.wire import pascal, service_name, snake
+
+__all__ = ["compile_python", "render_client", "render_version_init"]
+
+
+def _protoc_include() -> str:
+    import grpc_tools
+
+    return os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+
+
+def compile_python(
+    fdp: descriptor_pb2.FileDescriptorProto, proto_text: str, *, package: str, header: str
+) -> dict[str, str]:
+    """Run protoc (python, grpc and mypy plugins) on ``proto_text``; file name → contents."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    with tempfile.TemporaryDirectory(prefix="modrpc-protoc-") as tmp:
+        src, out = Path(tmp, "src"), Path(tmp, "out")
+        proto_path = src / fdp.name
+        proto_path.parent.mkdir(parents=True)
+        proto_path.write_text(proto_text, encoding="utf-8")
+        out.mkdir()
+        cmd = [
+            sys.executable, "-m", "grpc_tools.protoc",
+            f"-I{src}", f"-I{_protoc_include()}",
+            f"--python_out={out}", f"--grpc_python_out={out}",
+            f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+            fdp.name,
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"protoc failed on {fdp.name}:\n{done.stderr.strip()}")
+        produced = out / Path(fdp.name).parent
+        files = {p.name: p.read_text(encoding="utf-8") for p in sorted(produced.iterdir()) if p.is_file()}
+        shutil.rmtree(out)
+    proto_pkg = fdp.package  # users.v1
+    module_stem = Path(fdp.name).stem  # users
+    result: dict[str, str] = {}
+    for name, text in files.items():
+        text = text.replace(f"from {proto_pkg} import", f"from {package} import")
+        text = text.replace(f"'{proto_pkg}.{module_stem}_pb2'", f"'{package}.{module_stem}_pb2'")
+        if name.endswith("_pb2.py"):
+            text = _private_pool(text, fdp)
+        result[name] = f"# {header}\n{text}"
+    return result
+
+
+def _private_pool(text: str, fdp: descriptor_pb2.FileDescriptorProto) -> str:
+    """Register this version's descriptors in a pool of its own instead of the default pool."""
+    lines = ["_POOL = _descriptor_pool.DescriptorPool()"]
+    for dep in fdp.dependency:
+        alias = "google_dot_protobuf_dot_" + Path(dep).stem.replace("_", "__") + "__pb2"
+        lines.append(f"_POOL.AddSerializedFile({alias}.DESCRIPTOR.serialized_pb)")
+    lines.append("DESCRIPTOR = _POOL.AddSerializedFile(")
+    replaced, count = re.subn(
+        r"DESCRIPTOR = _descriptor_pool\.Default\(\)\.AddSerializedFile\(", "\n".join(lines), text
+    )
+    if count != 1:
+        raise RuntimeError("unexpected protoc output: cannot find the descriptor registration")
+    return replaced
+
+
+def render_version_init(*, module: str, version: str, header: str) -> str:
+    return (
+        f"# {header}\n"
+        f'"""{module} at API version {version}: messages, gRPC stubs, typed clients, validators."""\n\n'
+        f'VERSION = "{version}"\n'
+        f'SERVICE = "{service_name(module)}"\n'
+    )
+
+
+def render_client(
+    fdp: descriptor_pb2.FileDescriptorProto, *, module: str, version: str, package: str, header: str
+) -> str:
+    """Typed async and sync clients whose calls carry ``x-api-version`` for this version."""
+    stem = Path(fdp.name).stem
+    pb = f"{stem}_pb2"
+    cls = pascal(module)
+    methods = list(fdp.service[0].method) if fdp.service else []
+    prefix = f".{fdp.package}."
+    out: list[str] = [
+        f"# {header}",
+        f'"""Typed clients for {service_name(module)} at API version {version}.',
+        "",
+        "Every call sends ``x-api-version: " + version + "``, so the gateway serves this exact shape",
+        "whatever the module's newest version is.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from collections.abc import Sequence",
+        "from typing import cast",
+        "",
+        "import grpc",
+        "import grpc.aio",
+        "",
+        f"from {package} import {pb}",
+        "",
+        f'VERSION = "{version}"',
+        "Metadata = Sequence[tuple[str, str]]",
+        "",
+    ]
+    for kind, channel_type, is_async in (
+        ("", "grpc.aio.Channel", True),
+        ("Sync", "grpc.Channel", False),
+    ):
+        out += [
+            "",
+            f"class {cls}{kind}Client:",
+            f'    """{"Async" if is_async else "Blocking"} client for {service_name(module)} at {version}."""',
+            "",
+            f"    def __init__(self, channel: {channel_type}, *, metadata: Metadata = ()) -> None:",
+            '        self._metadata: tuple[tuple[str, str], ...] = (("x-api-version", VERSION), *metadata)',
+        ]
+        for m in methods:
+            req, resp = m.input_type[len(prefix) :], m.output_type[len(prefix) :]
+            out += [
+                f"        self._{snake(m.name)} = channel.unary_unary(",
+                f'            "/{service_name(module)}/{m.name}",',
+                f"            request_serializer={pb}.{req}.SerializeToString,",
+                f"            response_deserializer={pb}.{resp}.FromString,",
+                "        )",
+            ]
+        for m in methods:
+            req, resp = m.input_type[len(prefix) :], m.output_type[len(prefix) :]
+            out += [
+                "",
+                f"    {'async ' if is_async else ''}def {snake(m.name)}(",
+                f"        self, request: {pb}.{req}, *, timeout: float | None = None, metadata: Metadata = ()",
+                f"    ) -> {pb}.{resp}:",
+                f'        """Call {m.name}."""',
+                f"        response = {'await ' if is_async else ''}self._{snake(m.name)}(",
+                "            request, timeout=timeout, metadata=(*self._metadata, *metadata)",
+                "        )",
+                f"        return cast({pb}.{resp}, response)",
+            ]
+    return "\n".join(out) + "\n"

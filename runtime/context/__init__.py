@@ -1,0 +1,25 @@
+"""GlobalContext (``gctx``): module clients, config, secrets, metrics, topics and versions."""
+
+from runtime.context._config import ReadOnlyConfig, freeze
+from runtime.context._global import (
+    GlobalContext,
+    SecretSource,
+    current_deadline,
+    current_request_id,
+    encode_payload,
+)
+from runtime.context._modules import MethodTarget, ModuleInvoker, ModuleProxy, ModuleRegistry
+
+__all__ = [
+    "GlobalContext",
+    "MethodTarget",
+    "ModuleInvoker",
+    "ModuleProxy",
+    "ModuleRegistry",
+    "ReadOnlyConfig",
+    "SecretSource",
+    "current_deadline",
+    "current_request_id",
+    "encode_payload",
+    "freeze",
+]

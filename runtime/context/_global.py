@@ -1,0 +1,159 @@
+"""``gctx``: the one per-process context a handler receives, every access capability-checked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from runtime.context._config import ReadOnlyConfig
+from runtime.context._modules import ModuleRegistry
+from runtime.deadline import Deadline
+from runtime.errors import FailedPrecondition
+from runtime.fabric import Fabric, Message, Subscription
+from runtime.manifest import CapabilitySet
+
+__all__ = ["GlobalContext", "SecretSource", "current_deadline", "current_request_id", "encode_payload"]
+
+current_request_id: ContextVar[str | None] = ContextVar("modrpc_current_request_id", default=None)
+"""The request id of the call being handled; published messages and module calls carry it."""
+current_deadline: ContextVar[Deadline | None] = ContextVar("modrpc_current_deadline", default=None)
+"""The deadline of the call being handled; publishes and module calls never outlive it."""
+
+
+class SecretSource(Protocol):
+    """What ``gctx.secrets`` needs from the secrets manager."""
+
+    async def get(self, name: str) -> Any: ...
+
+
+class _ScopedSecrets:
+    """``gctx.secrets``: the secrets manager, narrowed to the secrets the module declared."""
+
+    def __init__(self, caps: CapabilitySet, source: SecretSource | None) -> None:
+        self._caps = caps
+        self._source = source
+
+    async def get(self, name: str) -> Any:
+        self._caps.require_secret(name)
+        if self._source is None:
+            raise FailedPrecondition(f"no secrets provider is configured (asked for {name!r})")
+        return await self._source.get(name)
+
+
+def encode_payload(payload: BaseModel | Mapping[str, Any] | bytes) -> bytes:
+    """Messages on the fabric are JSON: a model dumps itself, a mapping is dumped, bytes pass."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, BaseModel):
+        return payload.model_dump_json().encode()
+    return json.dumps(dict(payload), separators=(",", ":"), default=str).encode()
+
+
+class GlobalContext:
+    """One per process: module clients, read-only config, secrets, metrics, topics, versions.
+
+    >>> async def create_user(req, lctx, gctx):                     # doctest: +SKIP
+    ...     await gctx.publish("users.created", user)               # needs publish capability
+    ...     stock = await gctx.modules.inventory.reserve(...)       # needs modules capability
+    """
+
+    def __init__(
+        self,
+        *,
+        module: str,
+        capabilities: CapabilitySet,
+        modules: ModuleRegistry,
+        config: Mapping[str, Any] | None = None,
+        fabric: Fabric | None = None,
+        secrets: SecretSource | None = None,
+        metrics: Any = None,
+        versions: Any = None,
+    ) -> None:
+        self.module = module
+        self._caps = capabilities
+        self._modules = modules
+        self._config = ReadOnlyConfig(config or {})
+        self._fabric = fabric
+        self._secrets = _ScopedSecrets(capabilities, secrets)
+        self._metrics = metrics
+        self._versions = versions
+
+    @property
+    def capabilities(self) -> CapabilitySet:
+        return self._caps
+
+    @property
+    def modules(self) -> ModuleRegistry:
+        """A typed client for every declared module; others raise PERMISSION_DENIED."""
+        return self._modules
+
+    @property
+    def config(self) -> ReadOnlyConfig:
+        """Read-only; any attempt to change it raises ``TypeError``."""
+        return self._config
+
+    @property
+    def secrets(self) -> _ScopedSecrets:
+        return self._secrets
+
+    @property
+    def metrics(self) -> Any:
+        """Counters, gauges and histograms (``runtime.observability.Metrics``)."""
+        return self._metrics
+
+    @property
+    def versions(self) -> Any:
+        """Version resolution queries for the modules of this deployment."""
+        return self._versions
+
+    def _fabric_or_fail(self, topic: str) -> Fabric:
+        if self._fabric is None:
+            raise FailedPrecondition(f"no queue fabric is configured (topic {topic!r})")
+        return self._fabric
+
+    async def publish(
+        self,
+        topic: str,
+        payload: BaseModel | Mapping[str, Any] | bytes,
+        *,
+        msg_id: str | None = None,
+        ttl: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Publish to a global topic. Waits at most until the request's deadline.
+
+        Backpressure surfaces here: a full fabric raises RESOURCE_EXHAUSTED or, when waiting
+        outlasts the deadline, DEADLINE_EXCEEDED, which fails the request cleanly.
+        """
+        self._caps.require_publish(topic)
+        fabric = self._fabric_or_fail(topic)
+        deadline = current_deadline.get()
+        if deadline is not None:
+            timeout = deadline.remaining() if timeout is None else min(timeout, deadline.remaining())
+        out = dict(headers or {})
+        request_id = current_request_id.get()
+        if request_id:
+            out.setdefault("x-request-id", request_id)
+        await fabric.publish(
+            topic, encode_payload(payload), headers=out, msg_id=msg_id, ttl=ttl, priority=priority, timeout=timeout
+        )
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: Callable[[Message], Awaitable[None]],
+        *,
+        group: str | None = None,
+        max_attempts: int = 5,
+        ack_wait: float = 30.0,
+    ) -> Subscription:
+        """Subscribe to a global topic; ``group`` makes the members of one group compete."""
+        self._caps.require_subscribe(topic)
+        fabric = self._fabric_or_fail(topic)
+        return await fabric.subscribe(topic, handler, group=group, max_attempts=max_attempts, ack_wait=ack_wait)

@@ -1,0 +1,100 @@
+"""``gctx.modules``: a typed client for every module this module declared.
+
+``gctx.modules.users.get_user(GetUser(id=...))`` takes and returns the callee's own pydantic
+models; serialisation, the deadline, the request id and the trace context are carried by the
+:class:`ModuleInvoker` the worker supplies. An undeclared module is refused with
+PERMISSION_DENIED naming the missing capability, before anything goes on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from runtime.manifest import CapabilitySet
+from runtime.wire import snake
+
+__all__ = ["MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry"]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodTarget:
+    """One callable method of another module, with its request and response model types."""
+
+    module: str
+    method: str
+    request_type: type[Any]
+    response_type: type[Any]
+    idempotent: bool = False
+
+
+class ModuleInvoker(Protocol):
+    """Sends one call to another module and returns its decoded response."""
+
+    async def __call__(self, target: MethodTarget, request: Any) -> Any: ...
+
+
+class ModuleProxy:
+    """The client of one module; its attributes are the module's methods in snake_case."""
+
+    def __init__(self, module: str, methods: Mapping[str, MethodTarget], invoke: ModuleInvoker) -> None:
+        self._module = module
+        self._calls: dict[str, Callable[[Any], Awaitable[Any]]] = {}
+        for target in methods.values():
+            self._calls[snake(target.method)] = self._bind(target, invoke)
+
+    @staticmethod
+    def _bind(target: MethodTarget, invoke: ModuleInvoker) -> Callable[[Any], Awaitable[Any]]:
+        model = target.request_type if issubclass(target.request_type, BaseModel) else None
+
+        async def call(request: Any) -> Any:
+            if model is not None and not isinstance(request, model):
+                request = model.model_validate(request)  # a dict, or another module's model
+            return await invoke(target, request)
+
+        call.__name__ = snake(target.method)
+        call.__qualname__ = f"{target.module}.{snake(target.method)}"
+        return call
+
+    def __getattr__(self, name: str) -> Callable[[Any], Awaitable[Any]]:
+        try:
+            return self._calls[name]
+        except KeyError:
+            raise AttributeError(
+                f"module {self._module!r} has no method {name!r}; it has {sorted(self._calls)}"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._calls)
+
+
+class ModuleRegistry:
+    """``gctx.modules``: attribute access per module, checked against the declared capabilities."""
+
+    def __init__(
+        self,
+        capabilities: CapabilitySet,
+        targets: Mapping[str, Mapping[str, MethodTarget]],
+        invoke: ModuleInvoker,
+    ) -> None:
+        self._caps = capabilities
+        self._proxies = {name: ModuleProxy(name, methods, invoke) for name, methods in targets.items()}
+
+    def __getattr__(self, name: str) -> ModuleProxy:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._caps.require_module(name)
+        try:
+            return self._proxies[name]
+        except KeyError:
+            raise AttributeError(f"no module named {name!r} is loaded") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._proxies and self._caps.allows_module(str(name))
+
+    def names(self) -> list[str]:
+        """The modules reachable from here: declared and loaded."""
+        return sorted(n for n in self._proxies if self._caps.allows_module(n))
