@@ -18,6 +18,7 @@ from runtime.gtype._checks import (
     register_custom_validator,
     run_custom_validator,
 )
+from runtime.gtype._diff import CHANGE_KINDS, Change, Diff, diff
 from runtime.gtype._errors import FieldViolation, UnsupportedType
 from runtime.gtype._model import (
     PRIMITIVES,
@@ -43,11 +44,14 @@ from runtime.gtype._validate import (
 )
 
 __all__ = [
+    "CHANGE_KINDS",
     "CONSTRAINT_ORDER",
     "MISSING",
     "PRIMITIVES",
     "REQUIRED",
+    "Change",
     "Constraints",
+    "Diff",
     "Field",
     "FieldViolation",
     "GType",
@@ -64,6 +68,7 @@ __all__ = [
     "constraint_text",
     "custom_validator_names",
     "describe",
+    "diff",
     "field_path",
     "fingerprint",
     "is_date",

@@ -107,8 +107,16 @@ _IGNORED_METADATA: tuple[type, ...] = (Strict, AllowInfNan, FailFast, UuidVersio
 # Keys of pydantic's general metadata (from Field(...) and StringConstraints) that are safe to
 # ignore: they transform or coerce, and the transformed value still matches the GType.
 _IGNORED_GENERAL_KEYS = frozenset(
-    ("strict", "strip_whitespace", "to_upper", "to_lower", "allow_inf_nan", "union_mode",
-     "fail_fast", "coerce_numbers_to_str")
+    (
+        "strict",
+        "strip_whitespace",
+        "to_upper",
+        "to_lower",
+        "allow_inf_nan",
+        "union_mode",
+        "fail_fast",
+        "coerce_numbers_to_str",
+    )
 )
 _NUMERIC = frozenset(("int", "float"))
 
@@ -171,11 +179,16 @@ def analyze_handler(
         )
     types: dict[str, GType] = {}
     ends: list[GType] = []
-    for label, annotation in (("request", hints[positional[0].name]), ("response", hints["return"])):
+    for label, annotation in (
+        ("request", hints[positional[0].name]),
+        ("response", hints["return"]),
+    ):
         node = analyze_type(annotation, handler=handler, field=label, types=types)
         if node.kind != "ref" or node.nullable or types[node.name].kind != "object":
             raise UnsupportedType(
-                handler, label, annotation,
+                handler,
+                label,
+                annotation,
                 f"the {label} must be a pydantic model, dataclass or TypedDict",
             )
         ends.append(node)
@@ -188,9 +201,7 @@ def analyze_handler(
     )
 
 
-def analyze_type(
-    annotation: object, *, handler: str, field: str, types: dict[str, GType]
-) -> GType:
+def analyze_type(annotation: object, *, handler: str, field: str, types: dict[str, GType]) -> GType:
     """Map one annotation to a GType; named types go into ``types`` and come back as refs.
 
     ``handler`` and ``field`` only name the place in errors.
@@ -454,7 +465,8 @@ class _Analyzer:
         for attr, dec in sorted(decorators.field_validators.items()):
             if dec.info.mode != "after":
                 raise self.fail(
-                    path, cls,
+                    path,
+                    cls,
                     f"field_validator {attr!r} runs in {dec.info.mode!r} mode; "
                     "only 'after' validators can be represented",
                 )
@@ -517,9 +529,7 @@ class _Analyzer:
         elif isinstance(m, AfterValidator):
             name = _callable_name(m.func)
             if name is None:
-                raise self.fail(
-                    path, m, "custom validators must be named functions (not lambdas)"
-                )
+                raise self.fail(path, m, "custom validators must be named functions (not lambdas)")
             self.register(name, m.func, path)
             names.append(name)
         elif isinstance(m, (BeforeValidator, PlainValidator, WrapValidator)):
@@ -563,7 +573,8 @@ class _Analyzer:
         """Register a pydantic validator: it passes by returning anything, fails by raising."""
         try:
             params = [
-                p for p in inspect.signature(fn).parameters.values()
+                p
+                for p in inspect.signature(fn).parameters.values()
                 if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
             ]
         except (TypeError, ValueError):  # builtins without a signature

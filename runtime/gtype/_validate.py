@@ -51,7 +51,15 @@ MISSING = "<missing>"
 REQUIRED = "a value (field is required)"
 """The ``expected`` of a violation for a required field that is absent."""
 CONSTRAINT_ORDER: tuple[str, ...] = (
-    "min_length", "max_length", "gt", "ge", "lt", "le", "pattern", "format", "enum"
+    "min_length",
+    "max_length",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "pattern",
+    "format",
+    "enum",
 )
 """The order constraints are checked (and reported) in."""
 
