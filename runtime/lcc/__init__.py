@@ -1,0 +1,71 @@
+"""The request lifecycle (LCC): LocalContext, hooks, lifecycle events, snapshots and replays.
+
+A worker builds a :class:`RequestMeta` and a :class:`LocalContext` for each call and hands both,
+with the handler, its hooks and validators, to :func:`run_lifecycle` as one
+:class:`LifecycleCall`. Everything here is plain asyncio: no gRPC, no backend, no worker.
+
+    meta = RequestMeta(request_id=new_request_id(), handler="users.GetUser",
+                       method="/users.v1.Users/GetUser", version="2025-06-01",
+                       flags=parse_flags(metadata.get("x-flags")), deadline=deadline,
+                       principal=principal)
+    response = await run_lifecycle(LifecycleCall(
+        handler=get_user, request=req, lctx=LocalContext(meta, redact=secrets.redact),
+        gctx=gctx, hooks=hooks, validate_request=check_req, validate_response=check_resp,
+        sink=audit_events, snapshots=snapshot_store, snapshot_policy=policy.snapshot))
+"""
+
+from runtime.lcc._context import Compensation, LocalContext, Redactor
+from runtime.lcc._events import EventKind, EventSink, LifecycleEvent, MemoryEventSink
+from runtime.lcc._hooks import LEVELS, PHASES, HookSpec, Level, Phase
+from runtime.lcc._ids import is_valid_request_id, new_request_id
+from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
+from runtime.lcc._meta import RequestMeta, parse_flags
+from runtime.lcc._replay import (
+    ReplayDiff,
+    ReplayResult,
+    TraceChange,
+    ValueChange,
+    diff_replays,
+    replay,
+    replay_meta,
+    run_captured,
+)
+from runtime.lcc._snapshot import SNAPSHOT_FORMAT, Snapshot, TaskStatus, should_snapshot
+from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, RecordLog, SnapshotStore
+
+__all__ = [
+    "LEVELS",
+    "PHASES",
+    "SNAPSHOT_FORMAT",
+    "Compensation",
+    "EventKind",
+    "EventSink",
+    "HookSpec",
+    "Level",
+    "LifecycleCall",
+    "LifecycleEvent",
+    "LocalContext",
+    "LogSnapshotStore",
+    "MemoryEventSink",
+    "MemorySnapshotStore",
+    "Phase",
+    "RecordLog",
+    "Redactor",
+    "ReplayDiff",
+    "ReplayResult",
+    "RequestMeta",
+    "Snapshot",
+    "SnapshotStore",
+    "TaskStatus",
+    "TraceChange",
+    "ValueChange",
+    "diff_replays",
+    "is_valid_request_id",
+    "new_request_id",
+    "parse_flags",
+    "replay",
+    "replay_meta",
+    "run_captured",
+    "run_lifecycle",
+    "should_snapshot",
+]

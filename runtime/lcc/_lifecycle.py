@@ -1,0 +1,288 @@
+"""The request lifecycle: hooks, validation, handler, compensations and cleanup, in order.
+
+One call of :func:`run_lifecycle` runs one request (ARCHITECTURE "Request flow")::
+
+    before hooks (global → module → handler → request)
+    validate request          ValidationFailed → INVALID_ARGUMENT; the handler never runs
+    handler(req, lctx, gctx)
+    validate response         InternalError("response failed validation") → INTERNAL
+    after hooks (request → handler → module → global)
+
+    on error:        catch hooks (reverse order), then undo steps (newest first)
+    on cancellation: undo steps (newest first); catch hooks are for errors, not for a caller
+                     that went away
+    always:          cancel leftover tasks, cleanup callbacks (newest first), lifecycle_end,
+                     and a stored snapshot when the policy or the ``snapshot`` flag asks
+
+The deadline in ``lctx.meta`` bounds everything up to the after hooks: past it the running step is
+cancelled and the request fails with :class:`runtime.errors.DeadlineExceeded`. Catch hooks, undo
+steps and cleanup run after that point, bounded by their own timeouts, because undoing side
+effects matters more than answering on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.errors import DeadlineExceeded, InternalError, ValidationFailed
+from runtime.lcc._calls import call_any, call_with_timeout, callable_name, describe_error
+from runtime.lcc._context import LocalContext
+from runtime.lcc._events import EventKind, EventSink, LifecycleEvent
+from runtime.lcc._hooks import HookSpec, Phase, ordered, run_hook
+from runtime.lcc._snapshot import should_snapshot
+from runtime.lcc._store import SnapshotStore
+
+__all__ = ["LifecycleCall", "run_lifecycle"]
+
+logger = logging.getLogger("runtime.lcc")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LifecycleCall:
+    """Everything one run of the lifecycle needs, built by the worker for each request."""
+
+    handler: Callable[..., Any]
+    """``handler(req, lctx, gctx)``: ``async def`` is awaited, a plain ``def`` runs in a thread."""
+    request: Any
+    """The decoded request object handed to hooks, validators and the handler."""
+    lctx: LocalContext
+    """This request's context; its ``meta.deadline`` is the deadline enforced."""
+    gctx: Any = None
+    """The process's GlobalContext, passed through to the handler untouched."""
+    hooks: Sequence[HookSpec] = ()
+    """Global, module and handler level hooks, each level in registration order. Request-level
+    hooks come from ``lctx.add_hook``."""
+    validate_request: Callable[[Any], None] | None = None
+    """Raises :class:`runtime.errors.ValidationFailed` for a bad request."""
+    validate_response: Callable[[Any], None] | None = None
+    """Raises :class:`runtime.errors.ValidationFailed` for a bad response."""
+    sink: EventSink | None = None
+    """Receives every lifecycle event as it happens (e.g. to build the audit record)."""
+    snapshots: SnapshotStore | None = None
+    """Where to store a snapshot when :func:`runtime.lcc.should_snapshot` says so."""
+    snapshot_policy: bool = False
+    """The method's policy asks for a snapshot of every call."""
+
+
+async def run_lifecycle(call: LifecycleCall) -> Any:
+    """Run one request through its whole lifecycle and return the handler's response.
+
+    Raises what the request failed with: the handler's or a hook's exception,
+    :class:`~runtime.errors.ValidationFailed`, :class:`~runtime.errors.InternalError` for a bad
+    response, :class:`~runtime.errors.DeadlineExceeded`, or ``CancelledError`` when the caller
+    went away. Either way the cleanup callbacks have run.
+
+        >>> from runtime.lcc import LifecycleCall, LocalContext, RequestMeta, run_lifecycle
+        >>> async def hello(req, lctx, gctx):
+        ...     return {"greeting": f"hello {req['name']}"}
+        >>> meta = RequestMeta(request_id="r1", handler="greeter.Hello",
+        ...                    method="/greeter.v1.Greeter/Hello", version="2025-06-01")
+        >>> asyncio.run(run_lifecycle(LifecycleCall(
+        ...     handler=hello, request={"name": "ada"}, lctx=LocalContext(meta))))
+        {'greeting': 'hello ada'}
+    """
+    return await _Run(call).run()
+
+
+class _Run:
+    """The state of one :func:`run_lifecycle` call; split out so each phase reads on its own."""
+
+    def __init__(self, call: LifecycleCall) -> None:
+        self.call = call
+        self.lctx = call.lctx
+        self.meta = call.lctx.meta
+
+    def emit(
+        self, kind: EventKind, name: str, *, started: float | None = None, error: str | None = None
+    ) -> None:
+        duration = None if started is None else (time.perf_counter() - started) * 1000
+        event = LifecycleEvent(
+            kind=kind,
+            name=name,
+            request_id=self.meta.request_id,
+            handler=self.meta.handler,
+            at=time.time(),
+            duration_ms=duration,
+            error=error,
+        )
+        self.lctx._record(event)
+        if self.call.sink is not None:
+            self.call.sink.emit(event)
+        logger.debug("%s %s %s%s", event.request_id, kind, name, f" ({error})" if error else "")
+
+    async def run(self) -> Any:
+        self.lctx._begin(self.call.request)
+        started = time.perf_counter()
+        self.emit("lifecycle_start", self.meta.handler)
+        failure: BaseException | None = None
+        try:
+            try:
+                return await self.within_deadline()
+            except BaseException as exc:
+                failure = exc
+                await self.unwind(exc)
+                raise
+            finally:
+                try:
+                    await self.close()
+                finally:
+                    error = None if failure is None else describe_error(failure)
+                    self.emit("lifecycle_end", self.meta.handler, started=started, error=error)
+        finally:
+            await self.store_snapshot()
+
+    async def within_deadline(self) -> Any:
+        deadline = self.meta.deadline
+        if deadline is None:
+            return await self.body()
+        if deadline.expired():
+            raise DeadlineExceeded(
+                f"{self.meta.handler}: the deadline passed before the call started"
+            )
+        scope = asyncio.timeout(deadline.remaining())
+        try:
+            async with scope:
+                return await self.body()
+        except TimeoutError as exc:
+            if scope.expired():
+                raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from exc
+            raise
+
+    async def body(self) -> Any:
+        request = self.call.request
+        for hook in self.hooks("before"):
+            await self.hook(hook, (self.lctx, request))
+        if self.call.validate_request is not None:
+            try:
+                self.call.validate_request(request)
+            except ValidationFailed as exc:
+                self.emit("validation_error", "request", error=_violations(exc))
+                raise
+        response = await self.handler(request)
+        if self.call.validate_response is not None:
+            try:
+                self.call.validate_response(response)
+            except ValidationFailed as exc:
+                details = _violations(exc)
+                self.emit("validation_error", "response", error=details)
+                logger.error(
+                    "request %s: the response of %s failed validation: %s",
+                    self.meta.request_id,
+                    self.meta.handler,
+                    details,
+                )
+                raise InternalError("response failed validation") from exc
+        for hook in self.hooks("after"):
+            await self.hook(hook, (self.lctx, request, response))
+        return response
+
+    def hooks(self, phase: Phase) -> list[HookSpec]:
+        return ordered([*self.call.hooks, *self.lctx.hooks], phase)
+
+    async def hook(self, spec: HookSpec, args: tuple[Any, ...]) -> None:
+        self.lctx._hook_started()
+        started = time.perf_counter()
+        self.emit("hook_start", spec.id)
+        try:
+            await run_hook(spec, args)
+        except BaseException as exc:
+            self.emit("hook_error", spec.id, started=started, error=describe_error(exc))
+            raise
+        self.emit("hook_end", spec.id, started=started)
+
+    async def handler(self, request: Any) -> Any:
+        started = time.perf_counter()
+        self.emit("handler_start", self.meta.handler)
+        try:
+            response = await call_any(self.call.handler, request, self.lctx, self.call.gctx)
+        except BaseException as exc:
+            self.emit(
+                "handler_error", self.meta.handler, started=started, error=describe_error(exc)
+            )
+            raise
+        self.emit("handler_end", self.meta.handler, started=started)
+        return response
+
+    async def unwind(self, failure: BaseException) -> None:
+        """Catch hooks (for errors) and undo steps; a second cancellation is held until the end.
+
+        Holding a ``CancelledError`` that arrives mid-way lets every remaining step run, and
+        re-raising it afterwards keeps the cancellation: nothing here swallows it.
+        """
+        cancelled: asyncio.CancelledError | None = None
+        if isinstance(failure, Exception):
+            for spec in self.hooks("catch"):
+                try:
+                    await self.hook(spec, (self.lctx, self.call.request, failure))
+                except asyncio.CancelledError as exc:
+                    cancelled = cancelled or exc
+                except Exception:
+                    logger.exception(
+                        "request %s: catch hook %s failed while handling %s",
+                        self.meta.request_id,
+                        spec.id,
+                        describe_error(failure),
+                    )
+        for step in reversed(self.lctx._take_compensations()):
+            started = time.perf_counter()
+            try:
+                await call_with_timeout(step.fn, (), step.timeout, f"undo step {step.name!r}")
+            except asyncio.CancelledError as exc:
+                cancelled = cancelled or exc
+                self.emit("compensation_error", step.name, started=started, error="cancelled")
+            except Exception as exc:
+                error = describe_error(exc)
+                self.emit("compensation_error", step.name, started=started, error=error)
+                self.emit("alert", step.name, error=f"undo step failed: {error}")
+                logger.error(
+                    "request %s: undo step %s failed: %s", self.meta.request_id, step.name, error
+                )
+            else:
+                self.emit("compensation", step.name, started=started)
+        if cancelled is not None:
+            raise cancelled
+
+    async def close(self) -> None:
+        """Cancel leftover tasks, then run every cleanup callback, newest first."""
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            await self.lctx._settle_tasks()
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+        for fn in reversed(self.lctx._take_cleanups()):
+            name = callable_name(fn)
+            started = time.perf_counter()
+            try:
+                await call_any(fn)
+            except asyncio.CancelledError as exc:
+                cancelled = cancelled or exc
+                self.emit("cleanup", name, started=started, error="cancelled")
+            except Exception as exc:
+                self.emit("cleanup", name, started=started, error=describe_error(exc))
+                logger.exception("request %s: cleanup %s failed", self.meta.request_id, name)
+            else:
+                self.emit("cleanup", name, started=started)
+        if cancelled is not None:
+            raise cancelled
+
+    async def store_snapshot(self) -> None:
+        store = self.call.snapshots
+        if store is None or not should_snapshot(self.meta, self.call.snapshot_policy):
+            return
+        try:
+            await store.save(self.lctx.snapshot())
+        except Exception as exc:
+            error = describe_error(exc)
+            self.emit("alert", "snapshot", error=f"snapshot not stored: {error}")
+            logger.error("request %s: snapshot not stored: %s", self.meta.request_id, error)
+
+
+def _violations(exc: ValidationFailed) -> str:
+    if not exc.violations:
+        return exc.message
+    return f"{exc.message}: " + "; ".join(v.describe() for v in exc.violations)

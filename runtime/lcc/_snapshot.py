@@ -1,0 +1,103 @@
+"""Snapshots: one request's lifecycle state as plain data (SPEC §3 "Snapshots", Property 21).
+
+A :class:`Snapshot` is taken with ``lctx.snapshot()`` and turned back into a context with
+``LocalContext.restore(snapshot)``. It is pure JSON-shaped data, so ``Snapshot.from_json(
+s.to_json()) == s`` and it can be stored anywhere that keeps JSON. Secrets are removed before the
+data is built into a snapshot (the context's ``redact`` function sees the whole document), so
+nothing downstream, not even the store, ever holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, get_args
+
+from runtime.errors import InvalidArgument
+from runtime.lcc._events import LifecycleEvent
+from runtime.lcc._meta import RequestMeta
+
+__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "TaskStatus", "should_snapshot"]
+
+TaskStatus: TypeAlias = Literal["pending", "done", "cancelled", "failed"]
+TASK_STATUSES: frozenset[str] = frozenset(get_args(TaskStatus))
+SNAPSHOT_FORMAT = 1
+"""Version of the JSON layout; bumped when it changes so old stored snapshots are recognised."""
+
+SNAPSHOT_FLAG = "snapshot"
+"""The ``x-flags`` flag that asks for a snapshot of one request."""
+
+
+def should_snapshot(meta: RequestMeta, policy_snapshot: bool) -> bool:
+    """Whether to store a snapshot of this request: the method's policy says so, or the caller
+    sent the ``snapshot`` flag in ``x-flags``."""
+    return policy_snapshot or SNAPSHOT_FLAG in meta.flags
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state of one request's lifecycle at one moment. Treat it as read-only data."""
+
+    request: Any
+    """The request, as JSON data (after redaction)."""
+    state: dict[str, Any]
+    """The lctx key-value state, as JSON data (after redaction)."""
+    tasks: dict[str, TaskStatus]
+    """Each task started with ``lctx.spawn``, by name: pending, done, cancelled or failed."""
+    last_hook: int
+    """Position, in the order hooks ran, of the last hook started; -1 when none has run."""
+    version: str
+    """The handler version the request ran against."""
+    events: tuple[LifecycleEvent, ...]
+    """The lifecycle events so far."""
+    meta: dict[str, Any]
+    """``lctx.meta`` as :meth:`RequestMeta.to_json` writes it (deadline as milliseconds left)."""
+
+    @property
+    def request_id(self) -> str:
+        return str(self.meta["request_id"])
+
+    @property
+    def handler(self) -> str:
+        """The handler id, ``module.Method``."""
+        return str(self.meta["handler"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "request": self.request,
+            "state": self.state,
+            "tasks": self.tasks,
+            "last_hook": self.last_hook,
+            "version": self.version,
+            "events": [event.to_json() for event in self.events],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
+        """Parse :meth:`to_json` output; anything else raises :class:`InvalidArgument`."""
+        if not isinstance(data, Mapping):
+            raise InvalidArgument(f"a snapshot is a JSON object, got {type(data).__name__}")
+        if data.get("format") != SNAPSHOT_FORMAT:
+            raise InvalidArgument(
+                f"snapshot format {data.get('format')!r} is not supported (expected {SNAPSHOT_FORMAT})"
+            )
+        try:
+            tasks = dict(data["tasks"])
+            for name, status in tasks.items():
+                if status not in TASK_STATUSES:
+                    raise ValueError(f"task {name!r} has unknown status {status!r}")
+            snapshot = cls(
+                request=data["request"],
+                state=dict(data["state"]),
+                tasks=tasks,
+                last_hook=int(data["last_hook"]),
+                version=str(data["version"]),
+                events=tuple(LifecycleEvent.from_json(event) for event in data["events"]),
+                meta=dict(data["meta"]),
+            )
+            RequestMeta.from_json(snapshot.meta)  # the meta must describe a real request
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgument(f"malformed snapshot: {exc!r}") from exc
+        return snapshot
