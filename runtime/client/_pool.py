@@ -1,0 +1,251 @@
+"""Channel pool: grpc.aio channels to every instance of every module, picked round-robin.
+
+The pool answers one question per call: which channel should this call to module M use? It
+spreads calls over M's instances in turn, skipping instances marked unhealthy while at least one
+healthy instance is left. When every instance is marked unhealthy it spreads over all of them
+anyway ("panic routing", as Envoy does): health marks lag reality, and trying an instance that
+may have recovered beats failing every call outright.
+
+Channels are created lazily, on the first call that needs them, so building a pool (or calling
+:meth:`ChannelPool.update`) needs no running event loop. Channels belong to an address, not a
+module: two modules served from one address share them.
+
+    >>> picker = RoundRobin(["a:1", "b:1", "c:1"])
+    >>> [picker.pick(unhealthy={"b:1"}) for _ in range(4)]
+    ['a:1', 'c:1', 'a:1', 'c:1']
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+
+import grpc
+import grpc.aio
+
+from runtime.errors import Unavailable
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "ChannelPool", "RoundRobin", "channel_options"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""gRPC's own default limit; the gateway's configured limit should be passed instead."""
+
+ChannelOptions = Sequence[tuple[str, int | str]]
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, separate: bool = False) -> ChannelOptions:
+    """Options for a channel to a worker.
+
+    Keepalive pings every 60 s notice a dead peer behind a silent NAT or load balancer; they
+    stop after two pings with no data, which stays inside the ping policy of a default gRPC
+    server. ``separate`` gives the channel its own connection instead of sharing one with
+    other channels to the same address, which is the point of several channels per instance.
+    """
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 2),
+        ("grpc.enable_retries", 0),  # retries are ours: budgeted, idempotent-only
+    ]
+    if separate:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    return options
+
+
+class RoundRobin:
+    """Round-robin over a fixed list of addresses, skipping the unhealthy ones when it can.
+
+    A pure object: the health set is passed in, so the rule "an unhealthy instance gets no new
+    traffic while a healthy one exists" can be tested without a network.
+    """
+
+    __slots__ = ("_addresses", "_next")
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        self._addresses = tuple(dict.fromkeys(addresses))
+        self._next = 0
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self._addresses
+
+    def pick(self, unhealthy: Collection[str] = frozenset()) -> str | None:
+        """The next healthy address; any address if none is healthy; ``None`` if there are none."""
+        addresses = self._addresses
+        count = len(addresses)
+        if count == 0:
+            return None
+        start = self._next % count
+        for offset in range(count):
+            index = (start + offset) % count
+            if addresses[index] not in unhealthy:
+                self._next = index + 1
+                return addresses[index]
+        self._next = start + 1
+        return addresses[start]
+
+
+class _Instance:
+    """The channels to one address, used in turn, with their method callables cached."""
+
+    __slots__ = ("_callables", "_channels", "_next", "address")
+
+    def __init__(self, address: str, channels: list[grpc.aio.Channel]) -> None:
+        self.address = address
+        self._channels = channels
+        self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = [{} for _ in channels]
+        self._next = 0
+
+    def channel(self) -> tuple[int, grpc.aio.Channel]:
+        index = self._next % len(self._channels)
+        self._next = index + 1
+        return index, self._channels[index]
+
+    def unary_unary(self, method_path: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        index, channel = self.channel()
+        cache = self._callables[index]
+        callable_ = cache.get(method_path)
+        if callable_ is None:
+            # No serializers: payloads are bytes on both sides and nothing is decoded here.
+            callable_ = channel.unary_unary(method_path, request_serializer=None, response_deserializer=None)
+            cache[method_path] = callable_
+        return callable_
+
+    async def close(self, grace: float | None) -> None:
+        await asyncio.gather(*(channel.close(grace) for channel in self._channels))
+
+
+class ChannelPool:
+    """The channels of a module client: per module, over its instances, with health marks.
+
+    ``interceptors`` (e.g. :func:`runtime.client.client_interceptors`) are attached to every
+    channel; the same list objects are reused, never rebuilt per call. ``close_grace`` is how
+    long calls in flight on a channel whose instance was removed may still finish.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels_per_instance: int = 1,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        close_grace: float = 5.0,
+    ) -> None:
+        if channels_per_instance < 1:
+            raise ValueError("channels_per_instance must be at least 1")
+        self._channels_per_instance = channels_per_instance
+        self._options = channel_options(max_message_bytes, separate=channels_per_instance > 1)
+        self._interceptors = list(interceptors)
+        self._close_grace = close_grace
+        self._pickers: dict[str, RoundRobin] = {}
+        self._instances: dict[str, _Instance] = {}
+        self._unhealthy: set[str] = set()
+        self._retired: list[_Instance] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def __aenter__(self) -> ChannelPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- membership and health -------------------------------------------------------------
+
+    def update(self, module: str, addresses: Sequence[str]) -> None:
+        """Replace the instances of ``module``. Channels no module uses any more are closed,
+        giving their calls in flight ``close_grace`` seconds; an empty list removes the module.
+        """
+        if self._closed:
+            raise Unavailable("the module client is closed")
+        if addresses:
+            self._pickers[module] = RoundRobin(addresses)
+        else:
+            self._pickers.pop(module, None)
+        in_use = {address for picker in self._pickers.values() for address in picker.addresses}
+        for address in [a for a in self._instances if a not in in_use]:
+            self._retire(self._instances.pop(address))
+        self._unhealthy &= in_use
+
+    def mark_unhealthy(self, address: str) -> None:
+        """Send no new calls to ``address`` while another instance of its module is healthy."""
+        self._unhealthy.add(address)
+
+    def mark_healthy(self, address: str) -> None:
+        self._unhealthy.discard(address)
+
+    def modules(self) -> tuple[str, ...]:
+        return tuple(self._pickers)
+
+    def addresses(self, module: str) -> tuple[str, ...]:
+        """The instances of ``module``, healthy or not; empty when the module is unknown."""
+        picker = self._pickers.get(module)
+        return () if picker is None else picker.addresses
+
+    def is_healthy(self, address: str) -> bool:
+        return address not in self._unhealthy
+
+    # -- picking -----------------------------------------------------------------------------
+
+    def _instance(self, module: str) -> _Instance:
+        if self._closed:
+            raise Unavailable("the module client is closed")
+        picker = self._pickers.get(module)
+        address = None if picker is None else picker.pick(self._unhealthy)
+        if address is None:
+            raise Unavailable(f"no instance of module {module!r} is known")
+        instance = self._instances.get(address)
+        if instance is None:
+            channels = [
+                grpc.aio.insecure_channel(address, options=self._options, interceptors=self._interceptors)
+                for _ in range(self._channels_per_instance)
+            ]
+            instance = self._instances[address] = _Instance(address, channels)
+        return instance
+
+    def pick(self, module: str) -> tuple[str, grpc.aio.Channel]:
+        """The address and channel for the next call to ``module``.
+
+        Raises :class:`~runtime.errors.Unavailable` naming the module when it has no instance.
+        Must be called with the event loop running (channels are created on first use).
+        """
+        instance = self._instance(module)
+        return instance.address, instance.channel()[1]
+
+    def unary_unary(self, module: str, method_path: str) -> tuple[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]:
+        """Like :meth:`pick`, but the raw-bytes unary callable for ``method_path``, cached."""
+        instance = self._instance(module)
+        return instance.address, instance.unary_unary(method_path)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _retire(self, instance: _Instance) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._retired.append(instance)  # closed by close(), which runs on a loop
+            return
+        task = loop.create_task(instance.close(self._close_grace))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close every channel. ``grace``: seconds calls in flight may still take (None: cancel).
+
+        Safe to call twice; after it, calls raise :class:`~runtime.errors.Unavailable`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._pickers.clear()
+        instances = [*self._instances.values(), *self._retired]
+        self._instances.clear()
+        self._retired.clear()
+        self._unhealthy.clear()
+        await asyncio.gather(*(instance.close(grace) for instance in instances))
+        if self._closing:
+            # Channels retired earlier are still draining; wait for them, whatever became of them.
+            await asyncio.gather(*self._closing, return_exceptions=True)

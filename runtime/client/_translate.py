@@ -1,0 +1,68 @@
+"""gRPC status -> runtime error: the one place the module client translates failures.
+
+The mapping is :data:`runtime.errors.STATUS_OF` read backwards, so a worker raising
+``NotFound`` reaches the caller of the module client as ``NotFound`` again. Codes the runtime
+never sends (UNKNOWN, ABORTED, OUT_OF_RANGE, DATA_LOSS) become :class:`InternalError`, with the
+code named in the message: they mean a peer that is not a modrpc worker, or a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+from runtime.errors import STATUS_OF, InternalError, ModrpcError, ResourceExhausted
+
+__all__ = ["ERROR_OF", "error_from_rpc_error", "error_from_status"]
+
+ERROR_OF: dict[grpc.StatusCode, type[ModrpcError]] = {code: cls for cls, code in STATUS_OF.items()}
+"""gRPC status -> runtime error class; the inverse of :data:`runtime.errors.STATUS_OF`."""
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def error_from_status(
+    code: grpc.StatusCode, details: str | None, *, retry_after: float | None = None
+) -> ModrpcError:
+    """The runtime error for a failed call's status; the peer's details become the message."""
+    cls = ERROR_OF.get(code)
+    message = details or code.name
+    if cls is None:
+        return InternalError(f"{code.name}: {message}")
+    if cls is ResourceExhausted:
+        return ResourceExhausted(message, retry_after=retry_after)
+    return cls(message)
+
+
+def _retry_after(trailing: Sequence[tuple[str, str | bytes]]) -> float | None:
+    """``google.rpc.RetryInfo.retry_delay`` from the rich status in trailing metadata, if sent."""
+    for key, value in trailing:
+        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:  # malformed details from a peer must not hide the real error
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+    return None
+
+
+def error_from_rpc_error(exc: grpc.aio.AioRpcError) -> ModrpcError:
+    """Translate a failed grpc.aio call. Callers chain it: ``raise error_from_rpc_error(e) from e``.
+
+    The original ``AioRpcError`` stays reachable as ``__cause__``, with its trailing metadata
+    (and so any ``google.rpc`` details) intact for a gateway that forwards them.
+    """
+    code = exc.code()
+    retry_after = None
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        trailing: Sequence[tuple[str, str | bytes]] = tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
+        retry_after = _retry_after(trailing)
+    return error_from_status(code, exc.details(), retry_after=retry_after)
