@@ -1,0 +1,32 @@
+"""Configuration: one frozen, validated :class:`Settings` per process.
+
+Loaded by :func:`load_settings` from ``modrpc.toml`` (top-level keys), overridden by ``MODRPC_*``
+environment variables (nested with ``__``) and by explicit keyword overrides. Every field carries
+a description; unknown keys and wrong types raise :class:`ConfigError` naming the source and key.
+
+    >>> settings = load_settings(gateway_port=0)
+    >>> settings.auth.issuer
+    'modrpc-dev'
+"""
+
+from runtime.config._load import DEFAULT_CONFIG_FILE, ConfigError, load_settings
+from runtime.config._settings import (
+    DEV_JWT_SECRET,
+    ApiKeySettings,
+    AuthSettings,
+    ObservabilitySettings,
+    SecretsSettings,
+    Settings,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "DEV_JWT_SECRET",
+    "ApiKeySettings",
+    "AuthSettings",
+    "ConfigError",
+    "ObservabilitySettings",
+    "SecretsSettings",
+    "Settings",
+    "load_settings",
+]
