@@ -1,0 +1,30 @@
+"""The manifest store: module versions, labels, worker registrations and append-only logs.
+
+One narrow interface (:class:`ManifestStore`) with two backends chosen by URL, SQLite (the
+embedded default, :data:`DEFAULT_URL`) and PostgreSQL (shared by many hosts)::
+
+    async with open_store("sqlite:///.modrpc/store.db") as store:
+        await store.put_version("users", record)
+        async with store.watch() as events:
+            async for event in events:
+                ...
+
+Gateways watch the store to see new versions, moved labels and workers without restarting.
+"""
+
+from runtime.store._open import open_store
+from runtime.store._protocol import ManifestStore
+from runtime.store._records import EventKind, StoreEvent, VersionRecord, WorkerRecord
+from runtime.store._url import DEFAULT_URL
+from runtime.store._watch import Watch
+
+__all__ = [
+    "DEFAULT_URL",
+    "EventKind",
+    "ManifestStore",
+    "StoreEvent",
+    "VersionRecord",
+    "Watch",
+    "WorkerRecord",
+    "open_store",
+]

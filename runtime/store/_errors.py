@@ -1,0 +1,80 @@
+"""The one place where sqlite3 and asyncpg errors become runtime errors.
+
+Both backends run every operation inside :func:`store_errors`. A lost or refused connection, a
+locked database or a timeout is :class:`~runtime.errors.Unavailable` (retrying later may work);
+anything else the database reports is :class:`~runtime.errors.InternalError` (the store or its
+schema is broken). Runtime errors raised on purpose (``NotFound``, ``InvalidArgument``) pass
+through untouched, and so does cancellation, which is never an error to translate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import asyncpg
+
+from runtime.errors import InternalError, ModrpcError, Unavailable
+
+__all__ = ["store_errors", "translate"]
+
+# SQLite result codes that mean "cannot get at the database now", not "the database is wrong".
+_SQLITE_UNAVAILABLE = frozenset(
+    code
+    for code in (
+        getattr(sqlite3, "SQLITE_BUSY", 5),
+        getattr(sqlite3, "SQLITE_LOCKED", 6),
+        getattr(sqlite3, "SQLITE_IOERR", 10),
+        getattr(sqlite3, "SQLITE_FULL", 13),
+        getattr(sqlite3, "SQLITE_CANTOPEN", 14),
+        getattr(sqlite3, "SQLITE_READONLY", 8),
+    )
+)
+
+_PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable host, timed out
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # the connection or pool was closed under us
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,  # statement_timeout / lock_timeout
+)
+
+
+def translate(exc: Exception, url: str, *, connecting: bool = False) -> ModrpcError:
+    """The runtime error for a failure of the store at ``url`` (already masked).
+
+    While ``connecting``, every failure is Unavailable: a wrong password or a missing database
+    means the store cannot be reached, which is how SPEC section 9 names that case.
+    """
+    if isinstance(exc, ModrpcError):
+        return exc
+    if connecting:
+        return Unavailable(f"manifest store {url} is unavailable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in _SQLITE_UNAVAILABLE:
+            return Unavailable(f"manifest store {url} is unavailable: {exc}")
+        return InternalError(f"manifest store {url} failed: {type(exc).__name__}: {exc}")
+    if isinstance(exc, _PG_UNAVAILABLE):
+        return Unavailable(f"manifest store {url} is unavailable: {type(exc).__name__}: {exc}")
+    return InternalError(f"manifest store {url} failed: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def store_errors(url: str, *, connecting: bool = False) -> Iterator[None]:
+    """Run the body, turning database and connection errors into runtime errors (``from`` them).
+
+    ``OSError`` covers refused connections, timeouts (``TimeoutError`` is one) and folders that
+    cannot be created.
+    """
+    try:
+        yield
+    except ModrpcError:
+        raise
+    except (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise translate(exc, url, connecting=connecting) from exc
