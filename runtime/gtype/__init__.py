@@ -15,6 +15,7 @@ from runtime.gtype._checks import (
     custom_validator_names,
     is_date,
     is_datetime,
+    map_key_ok,
     register_custom_validator,
     run_custom_validator,
 )
@@ -39,6 +40,7 @@ from runtime.gtype._validate import (
     describe,
     field_path,
     key_path,
+    map_key_text,
     same_scalar,
     validate,
 )
@@ -74,6 +76,8 @@ __all__ = [
     "is_date",
     "is_datetime",
     "key_path",
+    "map_key_ok",
+    "map_key_text",
     "method_name",
     "register_custom_validator",
     "run_custom_validator",

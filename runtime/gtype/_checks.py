@@ -30,12 +30,15 @@ __all__ = [
     "custom_validator_names",
     "is_date",
     "is_datetime",
+    "map_key_ok",
     "register_custom_validator",
     "run_custom_validator",
 ]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#]+[^\s]*$")
+
+_INT_KEY = re.compile(r"^-?[0-9]+$")
 
 _CUSTOM: dict[str, Callable[[object], object]] = {}
 
@@ -85,6 +88,18 @@ def is_date(value: object) -> bool:
             return False
         return True
     return False
+
+
+def map_key_ok(key: object, key_type: str) -> bool:
+    """Whether ``key`` is a valid key of a map whose keys are ``str`` or ``int``.
+
+    An int-keyed map also takes decimal strings, because JSON object keys are always strings.
+    """
+    if key_type == "int":
+        if isinstance(key, str):
+            return _INT_KEY.match(key) is not None
+        return isinstance(key, int) and not isinstance(key, bool)
+    return isinstance(key, str)
 
 
 def register_custom_validator(name: str, fn: Callable[[object], object]) -> None:

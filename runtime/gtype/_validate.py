@@ -30,7 +30,13 @@ import re
 from enum import Enum
 from typing import Any
 
-from runtime.gtype._checks import check_format, is_date, is_datetime, run_custom_validator
+from runtime.gtype._checks import (
+    check_format,
+    is_date,
+    is_datetime,
+    map_key_ok,
+    run_custom_validator,
+)
 from runtime.gtype._errors import FieldViolation
 from runtime.gtype._model import GType, Schema
 
@@ -42,6 +48,7 @@ __all__ = [
     "describe",
     "field_path",
     "key_path",
+    "map_key_text",
     "same_scalar",
     "validate",
 ]
@@ -74,7 +81,6 @@ _KIND_TEXT = {
 }
 _FORMAT_TEXT = {"email": "email address", "uuid": "UUID", "url": "URL (scheme://host)"}
 _OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-_INT_KEY = re.compile(r"^-?[0-9]+$")
 
 
 def validate(
@@ -138,6 +144,11 @@ def field_path(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+def map_key_text(key_type: str) -> str:
+    """The ``expected`` text for a map key of the wrong type (``string key``)."""
+    return f"{_KIND_TEXT[key_type]} key"
+
+
 def key_path(path: str, key: object) -> str:
     """The path of a map entry or an unknown object key: ``tags["red"]``, ``scores[3]``."""
     if isinstance(key, str):
@@ -164,8 +175,15 @@ def same_scalar(value: object, allowed: tuple[object, ...]) -> bool:
 
 
 def _resolve(node: GType, schema: Schema | None) -> GType:
+    """The node a ref stands for, nullable when the ref is; other nodes as they are."""
     if node.kind != "ref":
         return node
+    target = _target(node, schema)
+    return target.with_nullable(True) if node.nullable and not target.nullable else target
+
+
+def _target(node: GType, schema: Schema | None) -> GType:
+    """The named type a ref names; KeyError (a programmer error) when it cannot be found."""
     if schema is None:
         raise KeyError(f"cannot resolve ref {node.name!r}: validate() was given no schema")
     try:
@@ -174,7 +192,7 @@ def _resolve(node: GType, schema: Schema | None) -> GType:
         raise KeyError(
             f"cannot resolve ref {node.name!r}: schema {schema.module!r} has no such type"
         ) from exc
-    return target.with_nullable(True) if node.nullable and not target.nullable else target
+    return target
 
 
 def _kind_ok(value: object, node: GType) -> bool:
@@ -233,65 +251,62 @@ def _check(
     value: object, node: GType, schema: Schema | None, path: str, out: list[FieldViolation]
 ) -> None:
     start = len(out)
-    target = _resolve(node, schema)
-    if value is None:
-        if not target.nullable:
-            out.append(FieldViolation(path, describe(target, schema), value))
+    if node.kind == "ref":
+        # A nullable ref takes None; anything else is the named type's to judge, custom
+        # validators included. The ref's own custom validators (Annotated[Model,
+        # AfterValidator(f)]) run only when all of that passed.
+        if value is None and node.nullable:
+            return
+        _check(value, _target(node, schema), schema, path, out)
+        if value is not None and len(out) == start:
+            _check_custom(value, node.constraints.custom, path, out)
         return
-    kind = target.kind
+    if value is None:
+        if not node.nullable:
+            out.append(FieldViolation(path, describe(node, schema), value))
+        return
+    kind = node.kind
     if kind == "union":
-        for variant in target.variants:
+        for variant in node.variants:
             trial: list[FieldViolation] = []
             _check(value, variant, schema, path, trial)
             if not trial:
                 break
         else:
-            out.append(FieldViolation(path, describe(target, schema), value))
+            out.append(FieldViolation(path, describe(node, schema), value))
     elif kind in ("primitive", "literal", "enum"):
-        if not _kind_ok(value, target):
-            out.append(FieldViolation(path, describe(target, schema), value))
+        if not _kind_ok(value, node):
+            out.append(FieldViolation(path, describe(node, schema), value))
             return
-        _check_constraints(value, target, path, out)
+        _check_constraints(value, node, path, out)
     elif kind == "array":
         if not isinstance(value, (list, tuple)):
-            out.append(FieldViolation(path, describe(target, schema), value))
+            out.append(FieldViolation(path, describe(node, schema), value))
             return
-        _check_constraints(value, target, path, out)
-        assert target.items is not None
+        _check_constraints(value, node, path, out)
+        assert node.items is not None
         for i, item in enumerate(value):
-            _check(item, target.items, schema, f"{path}[{i}]", out)
+            _check(item, node.items, schema, f"{path}[{i}]", out)
     elif kind == "map":
         if not isinstance(value, dict):
-            out.append(FieldViolation(path, describe(target, schema), value))
+            out.append(FieldViolation(path, describe(node, schema), value))
             return
-        _check_constraints(value, target, path, out)
-        assert target.keys is not None and target.items is not None
-        int_keys = target.keys.name == "int"
+        _check_constraints(value, node, path, out)
+        assert node.keys is not None and node.items is not None
+        key_type = node.keys.name
         for key, item in value.items():
             where = key_path(path, key)
-            if not _key_ok(key, int_keys):
-                out.append(FieldViolation(where, f"{_KIND_TEXT[target.keys.name]} key", key))
+            if not map_key_ok(key, key_type):
+                out.append(FieldViolation(where, map_key_text(key_type), key))
                 continue
-            _check(item, target.items, schema, where, out)
+            _check(item, node.items, schema, where, out)
     else:  # object
         if not isinstance(value, dict):
-            out.append(FieldViolation(path, describe(target, schema), value))
+            out.append(FieldViolation(path, describe(node, schema), value))
             return
-        _check_object(value, target, schema, path, out)
+        _check_object(value, node, schema, path, out)
     if len(out) == start:
-        _check_custom(value, target.constraints.custom + _ref_custom(node), path, out)
-
-
-def _ref_custom(node: GType) -> tuple[str, ...]:
-    return node.constraints.custom if node.kind == "ref" else ()
-
-
-def _key_ok(key: object, int_keys: bool) -> bool:
-    if int_keys:
-        if isinstance(key, str):
-            return _INT_KEY.match(key) is not None
-        return isinstance(key, int) and not isinstance(key, bool)
-    return isinstance(key, str)
+        _check_custom(value, node.constraints.custom, path, out)
 
 
 def _check_constraints(value: object, node: GType, path: str, out: list[FieldViolation]) -> None:
