@@ -101,7 +101,8 @@ def _describe_env_parse_error(detail: str) -> str:
     names = sorted(
         name
         for name, value in os.environ.items()
-        if name.upper().startswith(_ENV_PREFIX + field) and value.lstrip()[:1] in ("[", "{")
+        if name.upper().startswith(_ENV_PREFIX + field)
+        and value.lstrip()[:1] in ("[", "{")
         and not _is_json(value)
     )
     if not names:

@@ -94,14 +94,20 @@ class ApiKeySettings(BaseModel):
             "written to config, so a leaked config file does not leak credentials."
         ),
     )
-    subject: str = Field(min_length=1, description="The principal's subject for calls made with this key.")
-    roles: tuple[str, ...] = Field(default=(), description="Roles granted to callers using this key.")
+    subject: str = Field(
+        min_length=1, description="The principal's subject for calls made with this key."
+    )
+    roles: tuple[str, ...] = Field(
+        default=(), description="Roles granted to callers using this key."
+    )
 
     @field_validator("hash")
     @classmethod
     def _check_hash(cls, value: str) -> str:
         if not _API_KEY_HASH.match(value):
-            raise ValueError("must be 'sha256:' followed by 64 lower-case hex digits, not the key itself")
+            raise ValueError(
+                "must be 'sha256:' followed by 64 lower-case hex digits, not the key itself"
+            )
         return value
 
 
@@ -164,7 +170,8 @@ class SecretsSettings(BaseModel):
         ),
     )
     vault_url: str | None = Field(
-        default=None, description="Vault server address, e.g. https://vault:8200 (vault provider only)."
+        default=None,
+        description="Vault server address, e.g. https://vault:8200 (vault provider only).",
     )
     vault_token_env: str = Field(
         default="VAULT_TOKEN",
@@ -193,7 +200,9 @@ class ObservabilitySettings(BaseModel):
 
     model_config = _FROZEN
 
-    service_name: str = Field(default="modrpc", min_length=1, description="OpenTelemetry service.name.")
+    service_name: str = Field(
+        default="modrpc", min_length=1, description="OpenTelemetry service.name."
+    )
     otlp_endpoint: str | None = Field(
         default=None,
         description=(
@@ -230,15 +239,21 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    host: str = Field(default="127.0.0.1", min_length=1, description="Interface the gateway and workers bind to.")
-    gateway_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port of the gateway (0 = any free port).")
+    host: str = Field(
+        default="127.0.0.1", min_length=1, description="Interface the gateway and workers bind to."
+    )
+    gateway_port: int = Field(
+        default=50051, ge=0, le=65535, description="gRPC port of the gateway (0 = any free port)."
+    )
     admin_port: int = Field(
         default=9464,
         ge=0,
         le=65535,
         description="HTTP port serving Prometheus /metrics and /healthz; 0 disables the admin server.",
     )
-    modules_dir: Path = Field(default=Path("modules"), description="Folder holding one package per module.")
+    modules_dir: Path = Field(
+        default=Path("modules"), description="Folder holding one package per module."
+    )
     log_level: LogLevel = Field(default="INFO", description="Root log level (case-insensitive).")
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024,
@@ -250,7 +265,8 @@ class Settings(BaseSettings):
         description="Manifest store: sqlite:///path (embedded) or postgresql://... (distributed).",
     )
     fabric_url: str = Field(
-        default="memory://", description="Queue fabric: memory:// (embedded) or nats://host:port (JetStream)."
+        default="memory://",
+        description="Queue fabric: memory:// (embedded) or nats://host:port (JetStream).",
     )
     ratelimit_url: str = Field(
         default="memory://",
@@ -266,16 +282,22 @@ class Settings(BaseSettings):
         description="Most rate-limit keys kept in memory; the least recently used are evicted beyond it.",
     )
     drain_seconds: float = Field(
-        default=10.0, ge=0.0, description="On shutdown, how long calls in flight may take to finish."
+        default=10.0,
+        ge=0.0,
+        description="On shutdown, how long calls in flight may take to finish.",
     )
     worker_restart_backoff: float = Field(
-        default=0.5, gt=0.0, description="Delay before restarting a crashed worker; doubles per crash."
+        default=0.5,
+        gt=0.0,
+        description="Delay before restarting a crashed worker; doubles per crash.",
     )
     worker_restart_backoff_max: float = Field(
         default=30.0, gt=0.0, description="Upper bound of the worker restart delay."
     )
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Caller authentication.")
-    secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="Secret providers.")
+    secrets: SecretsSettings = Field(
+        default_factory=SecretsSettings, description="Secret providers."
+    )
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Tracing, metrics, logs and audit."
     )
@@ -287,7 +309,9 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in allowed:
             names = ", ".join(f"{s}://" for s in allowed)
-            raise ValueError(f"unsupported URL scheme {scheme + '://' if scheme else '(none)'}; expected one of {names}")
+            raise ValueError(
+                f"unsupported URL scheme {scheme + '://' if scheme else '(none)'}; expected one of {names}"
+            )
         return value
 
     @model_validator(mode="after")

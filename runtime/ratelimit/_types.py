@@ -20,9 +20,9 @@ _MIN_RETRY_AFTER = 0.001
 class RateLimit:
     """A limit such as ``100/second`` or ``5 per minute``, parsed by the ``limits`` library.
 
-        >>> limit = RateLimit.parse("100/second")
-        >>> limit.amount, limit.period
-        (100, 1)
+    >>> limit = RateLimit.parse("100/second")
+    >>> limit.amount, limit.period
+    (100, 1)
     """
 
     text: str

@@ -160,8 +160,8 @@ def open_secrets(
 ) -> SecretsManager:
     """The process's secrets manager, built from the ``[secrets]`` config.
 
-        >>> from runtime.config import load_settings
-        >>> manager = open_secrets(load_settings().secrets)
+    >>> from runtime.config import load_settings
+    >>> manager = open_secrets(load_settings().secrets)
     """
     env = os.environ if environ is None else environ
     return SecretsManager(providers_from_settings(settings, env), ttl=settings.ttl, clock=clock)

@@ -60,7 +60,9 @@ class EnvProvider:
 
     name = "env"
 
-    def __init__(self, prefix: str = "MODRPC_SECRET_", environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, prefix: str = "MODRPC_SECRET_", environ: Mapping[str, str] | None = None
+    ) -> None:
         self._prefix = prefix
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
 
@@ -93,7 +95,9 @@ class FileProvider:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise Unavailable(f"secret directory {self._directory} cannot be read: {exc.strerror}") from exc
+            raise Unavailable(
+                f"secret directory {self._directory} cannot be read: {exc.strerror}"
+            ) from exc
         if not stat.S_ISDIR(dir_stat.st_mode):
             raise InternalError(f"secret directory {self._directory} is not a directory")
         _refuse_loose_mode("secret directory", self._directory, dir_stat.st_mode)

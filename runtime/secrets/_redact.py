@@ -126,7 +126,6 @@ class Redactor:
             notes[:] = [self.scrub(n) if isinstance(n, str) else n for n in notes]
 
 
-
 class RedactingFilter(logging.Filter):
     """A logging filter that masks secret values in a record's message, arguments and traceback.
 

@@ -1,0 +1,231 @@
+"""The audit trail: one append-only record per handler execution (SPEC §6, Property 42).
+
+A record says who called what, at which version and manifest, how it ended and what happened on
+the way (the lifecycle events). Sinks only ever append: :class:`FileAuditSink` writes JSON lines
+with one ``write(2)`` per record to a file opened with ``O_APPEND``, and :class:`StoreAuditSink`
+appends to the manifest store's ``audit`` stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from runtime.config import ObservabilitySettings
+from runtime.errors import FailedPrecondition, status_of
+from runtime.identity import Principal
+
+__all__ = [
+    "AppendLog",
+    "AuditRecord",
+    "AuditSink",
+    "FileAuditSink",
+    "StoreAuditSink",
+    "open_audit_sink",
+    "outcome_of",
+    "read_audit_file",
+]
+
+Redact = Callable[[Any], Any]
+
+
+def outcome_of(error: BaseException | None) -> str:
+    """``"ok"`` for success, else the gRPC status name the error maps to (``"NOT_FOUND"``)."""
+    return "ok" if error is None else status_of(error).name
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What happened in one handler execution.
+
+    ``started_at`` is wall-clock unix seconds; ``events`` are the lifecycle events as JSON
+    objects, in order.
+    """
+
+    request_id: str
+    principal: Principal
+    method: str
+    version: str
+    manifest_hash: str
+    outcome: str
+    events: tuple[Mapping[str, Any], ...] = field(default=())
+    started_at: float = 0.0
+    duration_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.events, tuple):
+            object.__setattr__(self, "events", tuple(self.events))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "principal": self.principal.to_json(),
+            "method": self.method,
+            "version": self.version,
+            "manifest_hash": self.manifest_hash,
+            "outcome": self.outcome,
+            "events": [dict(event) for event in self.events],
+            "started_at": self.started_at,
+            "duration_ms": self.duration_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditRecord:
+        """The record ``to_json`` produced. A missing field is a ``ValueError`` naming it."""
+        missing = [name for name in _FIELDS if name not in data]
+        if missing:
+            raise ValueError(f"audit record is missing {', '.join(missing)}")
+        return cls(
+            request_id=data["request_id"],
+            principal=Principal.from_json(data["principal"]),
+            method=data["method"],
+            version=data["version"],
+            manifest_hash=data["manifest_hash"],
+            outcome=data["outcome"],
+            events=tuple(data["events"]),
+            started_at=float(data["started_at"]),
+            duration_ms=float(data["duration_ms"]),
+        )
+
+
+_FIELDS = (
+    "request_id",
+    "principal",
+    "method",
+    "version",
+    "manifest_hash",
+    "outcome",
+    "events",
+    "started_at",
+    "duration_ms",
+)
+
+
+class AuditSink(Protocol):
+    """Where audit records go. Writes only append; nothing is ever rewritten."""
+
+    async def write(self, record: AuditRecord) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AppendLog(Protocol):
+    """The one method of the manifest store the store sink depends on."""
+
+    async def append(self, stream: str, record: dict[str, Any]) -> int: ...
+
+
+class FileAuditSink:
+    """Audit records as JSON lines appended to ``path`` (created ``0600`` with its folders).
+
+    Each record is one ``os.write`` on a descriptor opened with ``O_APPEND``: the kernel places
+    every record at the end of the file whole, even with several processes writing, and nothing
+    is buffered in the process to be lost on a crash. With ``fsync`` each record is also flushed
+    to disk (in a worker thread, since fsync blocks). ``redact`` is applied to each record's JSON
+    before it is written, to keep secrets out.
+    """
+
+    def __init__(self, path: Path, *, fsync: bool = False, redact: Redact | None = None) -> None:
+        self.path = Path(path)
+        self._fsync = fsync
+        self._redact = redact
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def write(self, record: AuditRecord) -> None:
+        data = record.to_json()
+        if self._redact is not None:
+            data = self._redact(data)
+        line = (
+            json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
+        ).encode()
+        if self._fsync:
+            await asyncio.to_thread(self._append, line)
+        else:
+            # A single append to a local file is microseconds; a thread hop would cost more.
+            self._append(line)
+
+    def _append(self, line: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                raise FailedPrecondition(f"the audit sink for {self.path} is closed")
+            if self._fd is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            view = memoryview(line)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self._fsync:
+                os.fsync(self._fd)
+
+    async def close(self) -> None:
+        """Close the file. Safe to call twice; later writes fail."""
+        with self._lock:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    async def __aenter__(self) -> FileAuditSink:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+
+def read_audit_file(path: Path) -> Iterator[AuditRecord]:
+    """The records in an audit file, oldest first."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    yield AuditRecord.from_json(json.loads(line))
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{number}: {exc}") from exc
+
+
+class StoreAuditSink:
+    """Audit records appended to the manifest store's ``stream`` (default ``audit``).
+
+    Depends only on ``append(stream, record)``, so any store with that method works. The store
+    translates its own errors; the store's lifetime belongs to whoever opened it, so ``close``
+    leaves it open.
+    """
+
+    def __init__(
+        self, store: AppendLog, *, stream: str = "audit", redact: Redact | None = None
+    ) -> None:
+        self._store = store
+        self._stream = stream
+        self._redact = redact
+
+    async def write(self, record: AuditRecord) -> None:
+        data = record.to_json()
+        if self._redact is not None:
+            data = self._redact(data)
+        await self._store.append(self._stream, data)
+
+    async def close(self) -> None:
+        return None
+
+
+def open_audit_sink(
+    settings: ObservabilitySettings,
+    *,
+    store: AppendLog | None = None,
+    redact: Redact | None = None,
+) -> AuditSink:
+    """The sink ``settings.audit_sink`` names: the audit file, or ``store``'s audit stream."""
+    if settings.audit_sink == "store":
+        if store is None:
+            raise ValueError("observability.audit_sink is 'store' but no store was given")
+        return StoreAuditSink(store, redact=redact)
+    return FileAuditSink(settings.audit_path, fsync=settings.audit_fsync, redact=redact)
