@@ -28,7 +28,7 @@ test: install
 lint: install
 	$(BIN)/ruff check runtime modules tests bench
 	$(BIN)/mypy
-	$(BIN)/buf lint proto --config proto/buf.yaml
+	for d in proto/*/*/; do $(BIN)/buf lint "$$d" --config proto/buf.yaml || exit 1; done
 
 gen: install
 	$(BIN)/modrpc gen

@@ -2,15 +2,37 @@
 
 This top level holds only what a module author writes in a handlers file::
 
-    from runtime import handler
+    from runtime import GlobalContext, LocalContext, handler, subscriber
 
     @handler
-    async def create_user(req: CreateUserRequest, lctx: LocalContext, gctx: GlobalContext) -> User:
+    async def create_user(req: CreateUser, lctx: LocalContext, gctx: GlobalContext) -> User:
         ...
 
-Everything else lives in its own package (``runtime.manifest``, ``runtime.gtype``, ...).
+Everything else lives in its own package (``runtime.manifest``, ``runtime.gtype``, ...). The
+context types are imported on first use, so ``import runtime.gtype`` stays light.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from runtime.manifest import handler
 
-__all__ = ["handler"]
+if TYPE_CHECKING:
+    from runtime.context import GlobalContext, subscriber
+    from runtime.lcc import LocalContext
+
+__all__ = ["GlobalContext", "LocalContext", "handler", "subscriber"]
+
+_LAZY = {
+    "GlobalContext": "runtime.context",
+    "subscriber": "runtime.context",
+    "LocalContext": "runtime.lcc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

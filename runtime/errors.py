@@ -177,7 +177,7 @@ STATUS_OF: dict[type[ModrpcError], grpc.StatusCode] = {
 def status_of(exc: BaseException) -> grpc.StatusCode:
     """The gRPC status for any exception; anything that is not a runtime error is INTERNAL."""
     for cls in type(exc).__mro__:
-        code = STATUS_OF.get(cls)  # type: ignore[call-overload]
+        code = STATUS_OF.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL

@@ -12,17 +12,7 @@ from runtime.gtype import UnsupportedType, diff
 from runtime.manifest import discover_modules, load_manifest, load_module
 from runtime.wire import WireSchemaError
 
-__all__ = ["add_arguments", "run"]
-
-
-def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
-    parser.add_argument("--modules", default="modules", help="modules folder under the root")
-    if command == "gen":
-        parser.add_argument("--check", action="store_true", help="fail, naming each stale file, instead of writing")
-        parser.add_argument("--date", help="version id for a newly recorded version (default: today, UTC)")
-    else:
-        parser.add_argument("module", help="module name")
+__all__ = ["run"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """``modrpc``: one entry point, one sub-command per job.
 
-Each sub-command lives in its own module and is imported only when it runs, so ``modrpc gen``
-does not pay for importing the gateway.
+Arguments are declared here; each sub-command's code lives in its own module and is imported
+only when it runs, so ``modrpc gen`` does not pay for importing the gateway.
 """
 
 from __future__ import annotations
@@ -10,32 +10,66 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
-
-_COMMANDS = {
-    "up": ("runtime.cli._serve", "Run the gateway and one worker per module (embedded backends)."),
-    "gateway": ("runtime.cli._serve", "Run the gateway alone; it finds workers through the store."),
-    "worker": ("runtime.cli._serve", "Serve every active version of one module."),
-    "gen": ("runtime.cli._gen", "Record schema versions and write proto/ and gen/ (or --check)."),
-    "token": ("runtime.cli._token", "Print a development JWT that the running dev config accepts."),
-    "versions": ("runtime.cli._gen", "List a module's versions, labels and breaking steps."),
-}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modrpc", description="modrpc: typed modules over gRPC.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, help_text) in _COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(name, p)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text)
+
+    for name, help_text in (
+        ("up", "Run the gateway and one worker per module, on the configured backends."),
+        ("gateway", "Run the gateway alone; it finds workers through the manifest store."),
+    ):
+        p = command(name, help_text)
+        p.add_argument("--port", type=int, default=None, help="gateway port (default: 50051)")
+        p.add_argument("--host", default=None, help="listen address (default: 127.0.0.1)")
+        p.add_argument("--modules", default=None, help="modules folder (default: modules)")
+        p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
+    p = command("worker", "Serve every version of one module that its code can serve.")
+    p.add_argument("module", help="module name (a folder under the modules folder)")
+    p.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    p.add_argument("--host", default=None, help="listen address (default: 127.0.0.1)")
+    p.add_argument("--modules", default=None, help="modules folder (default: modules)")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
+
+    p = command("gen", "Record schema versions and write proto/ and gen/ (or --check them).")
+    p.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
+    p.add_argument("--modules", default="modules", help="modules folder under the root")
+    p.add_argument("--check", action="store_true", help="fail, naming each stale file, instead of writing")
+    p.add_argument("--date", help="version id for a newly recorded version (default: today, UTC)")
+
+    p = command("versions", "List a module's versions, labels and which steps are breaking.")
+    p.add_argument("module", help="module name")
+    p.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
+    p.add_argument("--modules", default="modules", help="modules folder under the root")
+
+    p = command("token", "Print a development JWT that the running dev config accepts.")
+    p.add_argument("--subject", required=True, help="the token's subject (sub claim)")
+    p.add_argument("--roles", default="", help="comma-separated roles, e.g. users:read,users:write")
+    p.add_argument("--ttl", default="1h", help="lifetime: seconds or a number with s/m/h/d (default 1h)")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
     return parser
+
+
+_RUNNERS = {
+    "up": "runtime.cli._serve",
+    "gateway": "runtime.cli._serve",
+    "worker": "runtime.cli._serve",
+    "gen": "runtime.cli._gen",
+    "versions": "runtime.cli._gen",
+    "token": "runtime.cli._token",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    module, _ = _COMMANDS[args.command]
-    run = importlib.import_module(module).run
+    run = importlib.import_module(_RUNNERS[args.command]).run
     try:
         code: int = run(args)
     except KeyboardInterrupt:

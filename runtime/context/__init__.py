@@ -9,6 +9,7 @@ from runtime.context._global import (
     encode_payload,
 )
 from runtime.context._modules import MethodTarget, ModuleInvoker, ModuleProxy, ModuleRegistry
+from runtime.context._subscriber import SubscriberMark, subscriber, subscriber_mark
 
 __all__ = [
     "GlobalContext",
@@ -18,8 +19,11 @@ __all__ = [
     "ModuleRegistry",
     "ReadOnlyConfig",
     "SecretSource",
+    "SubscriberMark",
     "current_deadline",
     "current_request_id",
     "encode_payload",
     "freeze",
+    "subscriber",
+    "subscriber_mark",
 ]

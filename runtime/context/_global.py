@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -13,8 +13,10 @@ from runtime.context._config import ReadOnlyConfig
 from runtime.context._modules import ModuleRegistry
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition
-from runtime.fabric import Fabric, Message, Subscription
 from runtime.manifest import CapabilitySet
+
+if TYPE_CHECKING:  # the fabric's backends are imported only where one is opened
+    from runtime.fabric import Fabric, Message, Subscription
 
 __all__ = ["GlobalContext", "SecretSource", "current_deadline", "current_request_id", "encode_payload"]
 

@@ -1,0 +1,1 @@
+"""The inventory module: stock per SKU, with reservations that can be released."""

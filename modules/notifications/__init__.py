@@ -1,0 +1,1 @@
+"""The notifications module: consumes ``users.created`` and keeps the welcome messages sent."""

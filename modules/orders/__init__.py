@@ -1,0 +1,1 @@
+"""The orders module: places orders, calling users and inventory through ``gctx``."""

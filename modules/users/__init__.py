@@ -1,0 +1,1 @@
+"""The users module: user accounts, published as ``users.created`` when made."""
