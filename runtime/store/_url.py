@@ -28,23 +28,26 @@ _MASK = "***"
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password (in the user info or a ``password=`` option) replaced by ``***``."""
+    """``url`` with any password (in the user info or a ``password=`` option) replaced by ``***``.
+
+    Only the password changes: the rest is kept byte for byte (``urlunsplit`` would turn
+    ``sqlite:////abs/path`` into ``sqlite://abs/path``).
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
+    masked = url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
     if at and ":" in userinfo:
         user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{_MASK}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
+        masked = masked.replace(f"//{parts.netloc}", f"//{user}:{_MASK}@{hostport}", 1)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
         if any(key == "password" for key, _ in pairs):
-            masked = [(k, _MASK if k == "password" else v) for k, v in pairs]
-            query = urlencode(masked, safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+            query = urlencode([(k, _MASK if k == "password" else v) for k, v in pairs], safe="*")
+            masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
 
 
 def sqlite_path(url: str) -> Path:
