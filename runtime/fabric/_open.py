@@ -1,0 +1,35 @@
+"""Choosing a fabric backend from a URL (``MODRPC_FABRIC_URL``)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from runtime.errors import InvalidArgument
+from runtime.fabric._memory import MemoryFabric
+from runtime.fabric._naming import mask_url
+from runtime.fabric._nats import NatsFabric
+from runtime.fabric._types import Fabric, MemoryOptions, NatsOptions
+
+__all__ = ["open_fabric"]
+
+
+def open_fabric(url: str, **options: object) -> Fabric:
+    """The fabric for ``url``, not yet started: use it with ``async with`` or ``start()``.
+
+    ``memory://`` is the embedded default (one broker per call); ``nats://host:port`` (several
+    servers comma-separated) is NATS JetStream. ``options`` are the fields of
+    :class:`MemoryOptions` or :class:`NatsOptions`; an unknown one is an error.
+
+    >>> fabric = open_fabric("memory://", capacity=1_000, backpressure="refuse")
+    """
+    try:
+        scheme = urlsplit(url.split(",", 1)[0].strip()).scheme.lower()
+    except ValueError as exc:
+        raise InvalidArgument(f"unparsable fabric URL {mask_url(url)!r}") from exc
+    if scheme == "memory":
+        return MemoryFabric(MemoryOptions.build(options))
+    if scheme in ("nats", "tls"):
+        return NatsFabric(url, NatsOptions.build(options))
+    raise InvalidArgument(
+        f"unknown fabric URL scheme {scheme!r} in {mask_url(url)!r}: use memory:// or nats://host:port"
+    )
