@@ -199,9 +199,12 @@ def _message_problem(fn: Callable[..., Any], annotation: Any, what: str) -> str 
         return (
             f"{what} has no annotation; annotate it with a pydantic model, dataclass or TypedDict"
         )
-    if isinstance(annotation, str):
+    # The same evaluation typing.get_type_hints performs, one annotation at a time. A quoted
+    # annotation under ``from __future__ import annotations`` is a string of a string, hence the loop.
+    for _ in range(3):
+        if not isinstance(annotation, str):
+            break
         try:
-            # The same evaluation typing.get_type_hints performs, one annotation at a time.
             annotation = eval(annotation, getattr(fn, "__globals__", {}))
         except Exception as exc:
             return f"{what} {annotation!r} cannot be resolved ({type(exc).__name__}: {exc})"
