@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import grpc.aio
@@ -47,8 +47,16 @@ _REQUEST_ID_KEY = "x-request-id"
 _VERSION_KEY = "x-api-version"
 _INSTRUMENTATION = "modrpc"
 
-_Handler = grpc.RpcMethodHandler[Any, Any]
-_Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:  # grpc-stubs makes these generic; grpc itself does not
+    _Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    _Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+    _ClientInterceptor: TypeAlias = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _ServerInterceptor: TypeAlias = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Handler = grpc.RpcMethodHandler
+    _Context = grpc.aio.ServicerContext
+    _ClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor
+    _ServerInterceptor = grpc.aio.ServerInterceptor
 
 HandlerOf = Callable[[str], str | None]
 """Maps a gRPC method path (``/pkg.Service/Method``) to a handler id (``module.method``)."""
@@ -83,7 +91,7 @@ def _set_status(span: trace.Span, code: grpc.StatusCode, details: str | None) ->
         span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}"))
 
 
-class _ClientTracing(grpc.aio.UnaryUnaryClientInterceptor[Any, Any]):
+class _ClientTracing(_ClientInterceptor):
     """Starts the client span, injects ``traceparent`` and ends the span when the call does."""
 
     def __init__(self, tracer: trace.Tracer, propagator: TextMapPropagator, handler_of: HandlerOf) -> None:
@@ -127,7 +135,7 @@ def client_interceptors(
     *,
     handler_of: HandlerOf = default_handler_id,
     propagator: TextMapPropagator | None = None,
-) -> list[grpc.aio.UnaryUnaryClientInterceptor[Any, Any]]:
+) -> list[_ClientInterceptor]:
     """The client-side interceptors, built once and handed to :class:`ChannelPool`.
 
     ``tracer_provider`` defaults to the global one; tests pass their own.
@@ -137,7 +145,7 @@ def client_interceptors(
     return [_ClientTracing(tracer, propagator or TraceContextTextMapPropagator(), handler_of)]
 
 
-class _ServerTracing(grpc.aio.ServerInterceptor[Any, Any]):
+class _ServerTracing(_ServerInterceptor):
     """Wraps each unary-response handler in a server span that continues the caller's trace."""
 
     def __init__(self, tracer: trace.Tracer, propagator: TextMapPropagator, handler_of: HandlerOf) -> None:
@@ -199,7 +207,7 @@ def server_interceptors(
     *,
     handler_of: HandlerOf = default_handler_id,
     propagator: TextMapPropagator | None = None,
-) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+) -> list[_ServerInterceptor]:
     """The server-side interceptors, built once and handed to ``grpc.aio.server(interceptors=...)``."""
     provider = tracer_provider or trace.get_tracer_provider()
     tracer = provider.get_tracer(_INSTRUMENTATION)

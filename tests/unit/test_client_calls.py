@@ -1,0 +1,287 @@
+"""ModuleClient over a real socket: retries, deadlines, cancellation, health and errors.
+
+Each test runs real grpc.aio servers on 127.0.0.1 port 0 with raw-bytes generic handlers.
+Backoff never sleeps here: the client gets a ``sleep`` that records the delay and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from runtime.client import ChannelPool, ModuleClient, RetryPolicy, client_interceptors
+from runtime.deadline import Deadline
+from runtime.errors import DeadlineExceeded, NotFound, ResourceExhausted, Unavailable
+
+
+class Worker:
+    """A real server whose ``Echo`` can fail with UNAVAILABLE a given number of times."""
+
+    def __init__(self, fail_times: int = 0) -> None:
+        self.fail_times = fail_times
+        self.calls = 0
+        self.seen_remaining: list[float | None] = []
+        self.seen_metadata: list[dict[str, str | bytes]] = []
+        self.hang_started = asyncio.Event()
+        self.hang_cancelled = asyncio.Event()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _echo(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        self.calls += 1
+        self.seen_remaining.append(context.time_remaining())
+        self.seen_metadata.append(dict(context.invocation_metadata() or ()))
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
+        await context.send_initial_metadata((("x-served-by", self.address),))
+        context.set_trailing_metadata((("x-cost", "1"),))
+        return b"echo:" + request
+
+    async def _hang(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        self.calls += 1
+        self.hang_started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.hang_cancelled.set()
+            raise
+        return b""
+
+    async def _missing(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        await context.abort(grpc.StatusCode.NOT_FOUND, "user 42 not found")
+        return b""
+
+    async def _limited(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        self.calls += 1
+        info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=2, nanos=500_000_000))
+        status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message="slow down")
+        status.details.add().Pack(info)
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "slow down",
+            trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+        )
+        return b""
+
+    async def start(self) -> Worker:
+        handlers = {
+            "Echo": grpc.unary_unary_rpc_method_handler(self._echo),
+            "Hang": grpc.unary_unary_rpc_method_handler(self._hang),
+            "Missing": grpc.unary_unary_rpc_method_handler(self._missing),
+            "Limited": grpc.unary_unary_rpc_method_handler(self._limited),
+        }
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Worker", handlers),))
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(None)
+
+
+class RecordingSleep:
+    """Stands in for asyncio.sleep in the retry loop: records the delay, does not wait."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[Worker]:
+    w = await Worker().start()
+    yield w
+    await w.stop()
+
+
+@pytest.fixture
+async def second_worker() -> AsyncIterator[Worker]:
+    w = await Worker().start()
+    yield w
+    await w.stop()
+
+
+def make_client(*addresses: str, sleep: RecordingSleep | None = None, **policy: float) -> ModuleClient:
+    pool = ChannelPool(interceptors=client_interceptors())
+    pool.update("users", list(addresses))
+    return ModuleClient(pool, retry=RetryPolicy(**policy), sleep=sleep or RecordingSleep())  # type: ignore[arg-type]
+
+
+ECHO = "/test.Worker/Echo"
+
+
+async def test_idempotent_call_is_retried_on_unavailable_and_succeeds(worker: Worker) -> None:
+    worker.fail_times = 2
+    sleep = RecordingSleep()
+    async with make_client(worker.address, sleep=sleep, max_attempts=3) as client:
+        body, _ = await client.call_raw("users", ECHO, b"hi", idempotent=True)
+    assert body == b"echo:hi"
+    assert worker.calls == 3
+    assert len(sleep.delays) == 2
+
+
+async def test_non_idempotent_call_fails_at_once_with_unavailable(worker: Worker) -> None:
+    worker.fail_times = 1
+    sleep = RecordingSleep()
+    async with make_client(worker.address, sleep=sleep, max_attempts=5) as client:
+        with pytest.raises(Unavailable, match="warming up") as caught:
+            await client.call_raw("users", ECHO, b"hi")
+    assert worker.calls == 1
+    assert sleep.delays == []
+    assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_retries_stop_after_max_attempts_and_raise_the_last_error(worker: Worker) -> None:
+    worker.fail_times = 10
+    async with make_client(worker.address, max_attempts=4) as client:
+        with pytest.raises(Unavailable, match="warming up"):
+            await client.call_raw("users", ECHO, b"hi", idempotent=True)
+    assert worker.calls == 4
+
+
+async def test_an_empty_retry_budget_turns_retries_off(worker: Worker) -> None:
+    worker.fail_times = 1
+    async with make_client(worker.address, max_attempts=3, budget_ratio=0.0, budget_min_per_second=0.0) as client:
+        with pytest.raises(Unavailable):
+            await client.call_raw("users", ECHO, b"hi", idempotent=True)
+    assert worker.calls == 1
+
+
+async def test_a_retry_goes_to_another_instance(worker: Worker, second_worker: Worker) -> None:
+    worker.fail_times = 1
+    second_worker.fail_times = 0
+    async with make_client(worker.address, second_worker.address, max_attempts=2) as client:
+        body, metadata = await client.call_raw("users", ECHO, b"x", idempotent=True)
+    assert body == b"echo:x"
+    assert (worker.calls, second_worker.calls) == (1, 1)
+    assert ("x-served-by", second_worker.address) in metadata
+
+
+async def test_deadline_exceeded_is_not_retried_even_when_idempotent(worker: Worker) -> None:
+    async with make_client(worker.address, max_attempts=3) as client:
+        with pytest.raises(DeadlineExceeded):
+            await client.call_raw("users", "/test.Worker/Hang", b"", deadline=Deadline.after(0.2), idempotent=True)
+    assert worker.calls == 1
+
+
+async def test_the_server_sees_the_deadline_shortened_by_time_already_spent(worker: Worker) -> None:
+    clock = FakeClock()
+    deadline = Deadline.after(2.0, clock)
+    clock.now += 1.5  # the caller has already spent 1.5 s of its 2 s
+    async with make_client(worker.address) as client:
+        await client.call_raw("users", ECHO, b"", deadline=deadline)
+    remaining = worker.seen_remaining[0]
+    assert remaining is not None
+    assert 0.3 < remaining <= 0.5
+
+
+async def test_a_passed_deadline_fails_without_calling(worker: Worker) -> None:
+    clock = FakeClock()
+    deadline = Deadline.after(1.0, clock)
+    clock.now += 1.0
+    async with make_client(worker.address) as client:
+        with pytest.raises(DeadlineExceeded):
+            await client.call_raw("users", ECHO, b"", deadline=deadline, idempotent=True)
+    assert worker.calls == 0
+
+
+@pytest.mark.parametrize("traced", [True, False], ids=["with-interceptors", "bare"])
+async def test_cancelling_the_caller_cancels_the_call_on_the_server(worker: Worker, traced: bool) -> None:
+    pool = ChannelPool(interceptors=client_interceptors() if traced else ())
+    pool.update("users", [worker.address])
+    async with ModuleClient(pool) as client:
+        task = asyncio.create_task(client.call_raw("users", "/test.Worker/Hang", b""))
+        await asyncio.wait_for(worker.hang_started.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(worker.hang_cancelled.wait(), 5)
+    assert worker.hang_cancelled.is_set()
+
+
+async def test_an_unhealthy_instance_gets_no_calls_while_a_healthy_one_exists(
+    worker: Worker, second_worker: Worker
+) -> None:
+    async with make_client(worker.address, second_worker.address) as client:
+        client.pool.mark_unhealthy(worker.address)
+        for _ in range(6):
+            await client.call_raw("users", ECHO, b"")
+        assert (worker.calls, second_worker.calls) == (0, 6)
+        client.pool.mark_healthy(worker.address)
+        for _ in range(4):
+            await client.call_raw("users", ECHO, b"")
+    assert (worker.calls, second_worker.calls) == (2, 8)
+
+
+async def test_an_unknown_module_is_unavailable_and_named(worker: Worker) -> None:
+    async with make_client(worker.address) as client:
+        with pytest.raises(Unavailable, match="'billing'"):
+            await client.call_raw("billing", ECHO, b"")
+
+
+async def test_payload_and_response_are_raw_bytes_and_response_metadata_is_returned(worker: Worker) -> None:
+    payload = bytes(range(256))  # not UTF-8, not a valid protobuf message: nothing may decode it
+    async with make_client(worker.address) as client:
+        body, metadata = await client.call_raw("users", ECHO, payload, metadata=[("x-request-id", "r-1")])
+    assert body == b"echo:" + payload
+    assert ("x-served-by", worker.address) in metadata
+    assert ("x-cost", "1") in metadata
+    assert worker.seen_metadata[0]["x-request-id"] == "r-1"
+
+
+async def test_a_status_from_the_worker_becomes_the_runtime_error_with_its_details(worker: Worker) -> None:
+    async with make_client(worker.address) as client:
+        with pytest.raises(NotFound) as caught:
+            await client.call_raw("users", "/test.Worker/Missing", b"")
+    assert caught.value.message == "user 42 not found"
+
+
+async def test_retry_info_from_the_worker_becomes_retry_after(worker: Worker) -> None:
+    async with make_client(worker.address, max_attempts=3) as client:
+        with pytest.raises(ResourceExhausted) as caught:
+            await client.call_raw("users", "/test.Worker/Limited", b"", idempotent=True)
+    assert caught.value.retry_after == pytest.approx(2.5)
+    assert worker.calls == 1  # RESOURCE_EXHAUSTED is not retried
+
+
+async def test_an_oversized_request_is_refused_by_the_configured_message_limit(worker: Worker) -> None:
+    pool = ChannelPool(max_message_bytes=1024)
+    pool.update("users", [worker.address])
+    async with ModuleClient(pool) as client:
+        with pytest.raises(ResourceExhausted):
+            await client.call_raw("users", ECHO, b"x" * 4096)
+        body, _ = await client.call_raw("users", ECHO, b"x" * 100)
+    assert body == b"echo:" + b"x" * 100
+    assert worker.calls == 1
+
+
+async def test_a_closed_client_refuses_calls(worker: Worker) -> None:
+    client = make_client(worker.address)
+    await client.call_raw("users", ECHO, b"")
+    await client.close()
+    await client.close()
+    with pytest.raises(Unavailable):
+        await client.call_raw("users", ECHO, b"")
