@@ -12,10 +12,12 @@ Two checks run before a module is served:
    ``gctx.subscribe("<topic>", ...)``            ``subscribe``
    ``gctx.secrets.get("<name>")``                ``secrets``
    ``gctx.secrets["<name>"]``                    ``secrets``
+   ``@subscriber("<topic>", ...)``               ``subscribe``
    ============================================  ===================
 
 ``gctx`` here means a name called ``gctx``, the third parameter of any handler, or a parameter
-annotated ``GlobalContext``. The scan is static, so a topic computed at run time is not seen; such
+annotated ``GlobalContext``. ``gctx.modules.<name>(...)`` called directly is a method of the
+registry itself (``gctx.modules.names()``), not a module, so it is not counted. The scan is static, so a topic computed at run time is not seen; such
 uses are still checked when they happen, by :class:`CapabilitySet`.
 """
 
@@ -110,9 +112,19 @@ def scan_source(
     def is_gctx_attr(node: ast.expr, attr: str) -> bool:
         return isinstance(node, ast.Attribute) and node.attr == attr and is_gctx(node.value)
 
+    registry_calls = {
+        id(node.func)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and is_gctx_attr(node.value, "modules"):
-            found.append(CapabilityUse("modules", node.attr, file, node.lineno))
+            if id(node) not in registry_calls:
+                found.append(CapabilityUse("modules", node.attr, file, node.lineno))
+        elif isinstance(node, ast.Call) and _is_subscriber_decorator(node.func):
+            topic = _literal_argument(node, "topic")
+            if topic is not None:
+                found.append(CapabilityUse("subscribe", topic, file, node.lineno))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             func = node.func
             if func.attr in ("publish", "subscribe") and is_gctx(func.value):
@@ -128,6 +140,13 @@ def scan_source(
                 found.append(CapabilityUse("secrets", node.slice.value, file, node.lineno))
     found.sort(key=lambda use: (use.line, use.key, use.value))
     return found
+
+
+def _is_subscriber_decorator(func: ast.expr) -> bool:
+    """``subscriber(...)`` or ``runtime.subscriber(...)``: a function fed by a global topic."""
+    if isinstance(func, ast.Name):
+        return func.id == "subscriber"
+    return isinstance(func, ast.Attribute) and func.attr == "subscriber"
 
 
 def _literal_argument(call: ast.Call, keyword: str) -> str | None:

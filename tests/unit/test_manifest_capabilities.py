@@ -84,6 +84,7 @@ def test_secrets_and_network_are_exact() -> None:
 
 
 def test_scan_finds_literal_uses_with_lines() -> None:
+    """Registry methods such as ``gctx.modules.names()`` are not modules; ``@subscriber`` subscribes."""
     source = """
 async def h(req, lctx, ctx):
     await ctx.modules.payments.charge(req)
@@ -97,7 +98,13 @@ async def h(req, lctx, ctx):
 
 
 def helper(g: "GlobalContext"):
+    reachable = g.modules.names()
     return g.modules.inventory
+
+
+@subscriber("users.created", group="orders")
+async def on_user(msg, gctx):
+    pass
 """
     uses = scan_source(source, "orders/handlers.py", ["ctx"])
     assert uses == [
@@ -107,7 +114,8 @@ def helper(g: "GlobalContext"):
         CapabilityUse("subscribe", "users.>", "orders/handlers.py", 6),
         CapabilityUse("secrets", "stripe_key", "orders/handlers.py", 7),
         CapabilityUse("secrets", "webhook", "orders/handlers.py", 8),
-        CapabilityUse("modules", "inventory", "orders/handlers.py", 14),
+        CapabilityUse("modules", "inventory", "orders/handlers.py", 15),
+        CapabilityUse("subscribe", "users.created", "orders/handlers.py", 18),
     ]
 
 
