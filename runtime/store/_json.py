@@ -19,7 +19,7 @@ __all__ = ["check_document", "check_name", "decode", "encode"]
 
 
 def check_name(value: object, what: str) -> str:
-    """``value`` as an identifier: a non-empty string without NUL (PostgreSQL text cannot hold it)."""
+    """``value`` as an identifier: a non-empty string without NUL, which PostgreSQL cannot store."""
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{what} must be a non-empty string, got {value!r}")
     if "\x00" in value:
@@ -37,7 +37,10 @@ def check_document(value: object, what: str) -> dict[str, Any]:
 
 
 def _check(value: object, path: str) -> None:
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, str):
+        _require_utf8(value, path)
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -47,6 +50,7 @@ def _check(value: object, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidArgument(f"{path}: key {key!r} is not a string; JSON keys are strings")
+            _require_utf8(key, path)
             _check(item, f"{path}[{key!r}]")
         return
     if isinstance(value, list | tuple):
@@ -56,11 +60,9 @@ def _check(value: object, path: str) -> None:
     raise InvalidArgument(f"{path}: a {type(value).__name__} has no JSON form")
 
 
-def encode(value: object, what: str) -> str:
-    """Compact JSON text of a checked document; a lone surrogate in a string is refused here."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    _require_utf8(text, what)
-    return text
+def encode(value: object) -> str:
+    """Compact JSON text of a document :func:`check_document` accepted (so it cannot fail)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def decode(text: str) -> Any:

@@ -121,8 +121,12 @@ class PostgresStore:
         async with conn.transaction():
             # Held to the end of the transaction: concurrent starts migrate one after another,
             # and the later ones find nothing left to do.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key("migrate", self._schema))
-            exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", self._schema)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", _lock_key("migrate", self._schema)
+            )
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1", self._schema
+            )
             if exists is None:
                 await conn.execute(f'CREATE SCHEMA "{self._schema}"')
             await conn.execute(SCHEMA_VERSION_TABLE)
@@ -188,7 +192,9 @@ class PostgresStore:
             async with pool.acquire() as conn, conn.transaction():
                 result, events = await body(conn)
                 for event in events:
-                    await conn.execute("SELECT pg_notify($1, $2)", self._channel, encode(event.to_json(), "event"))
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)", self._channel, encode(event.to_json())
+                    )
         return result
 
     # -- versions and labels ------------------------------------------------------------------
@@ -199,7 +205,9 @@ class PostgresStore:
 
         async def body(conn: Conn) -> tuple[None, list[StoreEvent]]:
             # Lock the module's labels so a concurrent put cannot move one under us.
-            rows = await conn.fetch("SELECT label, version_id FROM labels WHERE module = $1 FOR UPDATE", module)
+            rows = await conn.fetch(
+                "SELECT label, version_id FROM labels WHERE module = $1 FOR UPDATE", module
+            )
             before = {row[0]: row[1] for row in rows}
             await conn.execute(
                 f"INSERT INTO versions (module, {VERSION_COLUMNS})"
@@ -215,7 +223,9 @@ class PostgresStore:
             dropped, events = label_events(module, before, record.id, record.labels)
             if dropped:
                 await conn.execute(
-                    "DELETE FROM labels WHERE module = $1 AND label = ANY($2::text[])", module, dropped
+                    "DELETE FROM labels WHERE module = $1 AND label = ANY($2::text[])",
+                    module,
+                    dropped,
                 )
             for label in record.labels:
                 await conn.execute(
@@ -251,7 +261,8 @@ class PostgresStore:
     async def list_versions(self, module: str) -> list[VersionRecord]:
         async def query(conn: Conn) -> list[VersionRecord]:
             rows = await conn.fetch(
-                f"SELECT {VERSION_COLUMNS} FROM versions WHERE module = $1 ORDER BY created_at, seq",
+                f"SELECT {VERSION_COLUMNS} FROM versions WHERE module = $1"
+                " ORDER BY created_at, seq",
                 module,
             )
             labels = labels_by_version(
@@ -266,12 +277,18 @@ class PostgresStore:
 
         async def body(conn: Conn) -> tuple[None, list[StoreEvent]]:
             exists = await conn.fetchval(
-                "SELECT 1 FROM versions WHERE module = $1 AND version_id = $2 FOR SHARE", module, version_id
+                "SELECT 1 FROM versions WHERE module = $1 AND version_id = $2 FOR SHARE",
+                module,
+                version_id,
             )
             if exists is None:
-                raise NotFound(f"cannot label {label!r}: module {module!r} has no version {version_id!r}")
+                raise NotFound(
+                    f"cannot label {label!r}: module {module!r} has no version {version_id!r}"
+                )
             before = await conn.fetchval(
-                "SELECT version_id FROM labels WHERE module = $1 AND label = $2 FOR UPDATE", module, label
+                "SELECT version_id FROM labels WHERE module = $1 AND label = $2 FOR UPDATE",
+                module,
+                label,
             )
             if before == version_id:
                 return None, []
@@ -288,7 +305,9 @@ class PostgresStore:
 
     async def labels(self, module: str) -> dict[str, str]:
         async def query(conn: Conn) -> dict[str, str]:
-            rows = await conn.fetch("SELECT label, version_id FROM labels WHERE module = $1", module)
+            rows = await conn.fetch(
+                "SELECT label, version_id FROM labels WHERE module = $1", module
+            )
             return {row[0]: row[1] for row in rows}
 
         return dict(sorted((await self._read(query)).items()))
@@ -320,7 +339,9 @@ class PostgresStore:
 
     async def deregister_worker(self, worker_id: str) -> None:
         async def body(conn: Conn) -> tuple[None, list[StoreEvent]]:
-            module = await conn.fetchval("DELETE FROM workers WHERE id = $1 RETURNING module", worker_id)
+            module = await conn.fetchval(
+                "DELETE FROM workers WHERE id = $1 RETURNING module", worker_id
+            )
             return None, [] if module is None else [StoreEvent("worker", module, worker_id)]
 
         await self._write(body)
@@ -357,7 +378,9 @@ class PostgresStore:
             if module is None:
                 rows = await conn.fetch(f"SELECT {WORKER_COLUMNS} FROM workers")
             else:
-                rows = await conn.fetch(f"SELECT {WORKER_COLUMNS} FROM workers WHERE module = $1", module)
+                rows = await conn.fetch(
+                    f"SELECT {WORKER_COLUMNS} FROM workers WHERE module = $1", module
+                )
             return [worker_from_row(row) for row in rows]
 
         return sorted(await self._read(query), key=lambda w: (w.module, w.id))
@@ -366,20 +389,26 @@ class PostgresStore:
 
     async def append(self, stream: str, record: dict[str, Any]) -> int:
         check_name(stream, "stream")
-        text = encode(check_document(record, "record"), "record")
+        text = encode(check_document(record, "record"))
 
         async def body(conn: Conn) -> tuple[int, list[StoreEvent]]:
             # Ids come from a sequence, and transactions can commit out of sequence order; a
             # reader paging with ``after`` would then skip an id that commits late. Appends to
             # one stream take turns, so within a stream ids become visible in order.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key("log", self._schema, stream))
-            entry_id = await conn.fetchval("INSERT INTO log (stream, record) VALUES ($1, $2) RETURNING id", stream, text)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", _lock_key("log", self._schema, stream)
+            )
+            entry_id = await conn.fetchval(
+                "INSERT INTO log (stream, record) VALUES ($1, $2) RETURNING id", stream, text
+            )
             assert isinstance(entry_id, int)
             return entry_id, []
 
         return await self._write(body)
 
-    async def read(self, stream: str, after: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+    async def read(
+        self, stream: str, after: int = 0, limit: int = 100
+    ) -> list[tuple[int, dict[str, Any]]]:
         if limit < 1:
             raise InvalidArgument(f"limit must be at least 1, got {limit}")
 
@@ -422,7 +451,9 @@ class _Subscription:
     async def open(self) -> None:
         store = self._store
         conn = await asyncpg.connect(
-            store._dsn, timeout=store._connect_timeout, server_settings=store._server_settings("watch")
+            store._dsn,
+            timeout=store._connect_timeout,
+            server_settings=store._server_settings("watch"),
         )
         try:
             conn.add_termination_listener(self._on_terminated)
@@ -439,7 +470,9 @@ class _Subscription:
 
     def _on_terminated(self, conn: object) -> None:
         if not self._closed:
-            self._lost = Unavailable(f"manifest store {self._store._url}: the watch lost its connection")
+            self._lost = Unavailable(
+                f"manifest store {self._store._url}: the watch lost its connection"
+            )
             self._ready.set()
 
     async def next_events(self) -> list[StoreEvent] | None:

@@ -23,10 +23,11 @@ __all__ = ["ManifestStore"]
 class ManifestStore(Protocol):
     """Module versions and their labels, worker registrations, and append-only logs.
 
-        >>> async def example() -> None:
-        ...     async with open_store("sqlite:///.modrpc/store.db") as store:
-        ...         await store.put_version("users", record)
-        ...         await store.set_label("users", "stable", record.id)
+    Build one with :func:`open_store`; use it inside ``async with`` so it is always closed::
+
+        async with open_store("sqlite:///.modrpc/store.db") as store:
+            await store.put_version("users", record)
+            await store.set_label("users", "stable", record.id)
     """
 
     @property
@@ -71,7 +72,7 @@ class ManifestStore(Protocol):
         ...
 
     async def set_label(self, module: str, label: str, version_id: str) -> None:
-        """Point ``label`` at ``version_id`` (moving it if set); NotFound if the version is unknown."""
+        """Point ``label`` at ``version_id``, moving it if set; NotFound for an unknown version."""
         ...
 
     async def labels(self, module: str) -> dict[str, str]:
@@ -114,7 +115,9 @@ class ManifestStore(Protocol):
         """Append a JSON document to ``stream``; returns its id, greater than every earlier one."""
         ...
 
-    async def read(self, stream: str, after: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+    async def read(
+        self, stream: str, after: int = 0, limit: int = 100
+    ) -> list[tuple[int, dict[str, Any]]]:
         """Up to ``limit`` entries of ``stream`` with ids above ``after``, in id order."""
         ...
 

@@ -124,9 +124,9 @@ class VersionRecord:
 class WorkerRecord:
     """A running worker as registered in the store; the gateway routes only to healthy ones.
 
-        >>> WorkerRecord(id="users-1", module="users", address="127.0.0.1:50061",
-        ...              versions=("2025-06-01",), pid=4242, started_at=1.0, last_seen=1.0).healthy
-        True
+    >>> WorkerRecord(id="users-1", module="users", address="127.0.0.1:50061",
+    ...              versions=("2025-06-01",), pid=4242, started_at=1.0, last_seen=1.0).healthy
+    True
     """
 
     id: str
@@ -200,7 +200,9 @@ class StoreEvent:
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
-            raise InvalidArgument(f"event kind must be one of {sorted(EVENT_KINDS)}, got {self.kind!r}")
+            raise InvalidArgument(
+                f"event kind must be one of {sorted(EVENT_KINDS)}, got {self.kind!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "module": self.module, "key": self.key}

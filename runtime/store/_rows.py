@@ -46,13 +46,13 @@ def version_params(record: VersionRecord) -> tuple[object, ...]:
     return (
         record.id,
         record.created_at,
-        encode(record.schema, "schema"),
+        encode(record.schema),
         record.fingerprint,
-        encode(record.manifest, "manifest"),
+        encode(record.manifest),
         record.breaking,
         record.parent,
-        encode(record.transformers, "transformers"),
-        encode(record.metadata, "metadata"),
+        encode(record.transformers),
+        encode(record.metadata),
     )
 
 
@@ -76,7 +76,7 @@ def worker_params(worker: WorkerRecord) -> tuple[object, ...]:
         worker.id,
         worker.module,
         worker.address,
-        encode(list(worker.versions), "versions"),
+        encode(list(worker.versions)),
         worker.healthy,
         worker.pid,
         worker.started_at,
@@ -113,7 +113,9 @@ def label_events(
     Returns the labels to delete (they pointed at ``version_id`` and are no longer wanted) and
     an event for every label whose target changes.
     """
-    dropped = sorted(label for label, target in before.items() if target == version_id and label not in wanted)
+    dropped = sorted(
+        label for label, target in before.items() if target == version_id and label not in wanted
+    )
     moved = [label for label in wanted if before.get(label) != version_id]
     events = [StoreEvent("label", module, label) for label in sorted((*dropped, *moved))]
     return dropped, events

@@ -54,7 +54,9 @@ CHANGES_KEPT = 10_000
 def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE themselves and
     # reads do not hold a snapshot open (which would keep the WAL from being checkpointed).
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -146,7 +148,9 @@ class SqliteStore:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         def body(conn: sqlite3.Connection) -> tuple[None, list[StoreEvent]]:
             conn.execute(SCHEMA_VERSION_TABLE)
-            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            current = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+            ).fetchone()[0]
             for migration in pending(current, self._url):
                 for statement in migration.sqlite:
                     conn.execute(statement)
@@ -221,7 +225,8 @@ class SqliteStore:
         def body(conn: sqlite3.Connection) -> tuple[None, list[StoreEvent]]:
             before = _labels(conn, module)
             conn.execute(
-                f"INSERT INTO versions (module, {VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO versions (module, {VERSION_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (module, version_id) DO UPDATE SET created_at = excluded.created_at,"
                 " schema_json = excluded.schema_json, fingerprint = excluded.fingerprint,"
                 " manifest = excluded.manifest, breaking = excluded.breaking,"
@@ -231,7 +236,8 @@ class SqliteStore:
             )
             dropped, events = label_events(module, before, record.id, record.labels)
             conn.executemany(
-                "DELETE FROM labels WHERE module = ? AND label = ?", [(module, label) for label in dropped]
+                "DELETE FROM labels WHERE module = ? AND label = ?",
+                [(module, label) for label in dropped],
             )
             conn.executemany(
                 "INSERT INTO labels (module, label, version_id) VALUES (?, ?, ?)"
@@ -281,7 +287,9 @@ class SqliteStore:
                 "SELECT 1 FROM versions WHERE module = ? AND version_id = ?", (module, version_id)
             ).fetchone()
             if exists is None:
-                raise NotFound(f"cannot label {label!r}: module {module!r} has no version {version_id!r}")
+                raise NotFound(
+                    f"cannot label {label!r}: module {module!r} has no version {version_id!r}"
+                )
             before = conn.execute(
                 "SELECT version_id FROM labels WHERE module = ? AND label = ?", (module, label)
             ).fetchone()
@@ -313,7 +321,8 @@ class SqliteStore:
 
         def body(conn: sqlite3.Connection) -> tuple[None, list[StoreEvent]]:
             conn.execute(
-                f"INSERT OR REPLACE INTO workers ({WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO workers ({WORKER_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 params,
             )
             return None, [StoreEvent("worker", worker.module, worker.id)]
@@ -361,7 +370,9 @@ class SqliteStore:
             if module is None:
                 rows = conn.execute(f"SELECT {WORKER_COLUMNS} FROM workers")
             else:
-                rows = conn.execute(f"SELECT {WORKER_COLUMNS} FROM workers WHERE module = ?", (module,))
+                rows = conn.execute(
+                    f"SELECT {WORKER_COLUMNS} FROM workers WHERE module = ?", (module,)
+                )
             return [worker_from_row(row) for row in rows]
 
         return sorted(await self._read(query), key=lambda w: (w.module, w.id))
@@ -370,7 +381,7 @@ class SqliteStore:
 
     async def append(self, stream: str, record: dict[str, Any]) -> int:
         check_name(stream, "stream")
-        text = encode(check_document(record, "record"), "record")
+        text = encode(check_document(record, "record"))
 
         def body(conn: sqlite3.Connection) -> tuple[int, list[StoreEvent]]:
             cursor = conn.execute("INSERT INTO log (stream, record) VALUES (?, ?)", (stream, text))
@@ -379,7 +390,9 @@ class SqliteStore:
 
         return await self._write(body)
 
-    async def read(self, stream: str, after: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+    async def read(
+        self, stream: str, after: int = 0, limit: int = 100
+    ) -> list[tuple[int, dict[str, Any]]]:
         if limit < 1:
             raise InvalidArgument(f"limit must be at least 1, got {limit}")
 

@@ -76,6 +76,10 @@ class PostgresTarget:
 def postgres_target(url: str) -> PostgresTarget:
     """Split the store's ``schema`` option off a PostgreSQL URL and check the schema name."""
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- parsing the port is the check
+    except ValueError as exc:
+        raise InvalidArgument(f"store URL {mask_url(url)!r}: {exc}") from exc
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [value for key, value in pairs if key == "schema"]
     schema = schemas[-1] if schemas else "public"
