@@ -433,6 +433,9 @@ class PostgresStore:
         subscription = _Subscription(self)
         with store_errors(self._url, connecting=True):
             await subscription.open()
+        if self._closed:  # closed while the watch was connecting
+            await subscription.close()
+            raise FailedPrecondition(f"manifest store {self._url} is closed")
         self._subscriptions.add(subscription)
         return subscription
 

@@ -192,7 +192,8 @@ class SqliteStore:
     # -- running sqlite3 off the loop ----------------------------------------------------------
 
     def _running(self) -> ThreadPoolExecutor:
-        if self._executor is None:
+        # Closed counts from the moment close() begins, so nothing new queues behind it.
+        if self._executor is None or self._closed:
             state = "closed" if self._closed else "not started"
             raise FailedPrecondition(f"manifest store {self._url} is {state}")
         return self._executor
@@ -413,6 +414,9 @@ class SqliteStore:
     async def _subscribe(self) -> _Subscription:
         subscription = _Subscription(self)
         await subscription.open()
+        if self._closed:  # closed while the watch was connecting
+            await subscription.close()
+            raise FailedPrecondition(f"manifest store {self._url} is closed")
         self._subscriptions.add(subscription)
         return subscription
 
@@ -431,8 +435,8 @@ class _Subscription:
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
             conn = _connect(str(self._store._path), self._store._busy_timeout)
-            # data_version first: a commit between the two reads then shows up as a changed
-            # data_version and is re-read, rather than being counted in _last_id and missed.
+            # data_version first. Read the other way round, a commit landing between the two
+            # reads would be in neither: past _last_id, yet already in the baseline version.
             self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
             self._last_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM changes").fetchone()[0]
             return conn
@@ -443,7 +447,7 @@ class _Subscription:
         self._nudged.set()
 
     async def next_events(self) -> list[StoreEvent] | None:
-        while not self._closed:
+        while not (self._closed or self._store._closed):
             self._nudged.clear()
             events = await self._store._in_thread(self._poll)
             if events:
