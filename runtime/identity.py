@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ANONYMOUS", "AuthMethod", "Principal"]
+__all__ = ["ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "principal_from_header", "principal_header"]
 
 AuthMethod = Literal["jwt", "api_key", "anonymous", "internal"]
 
@@ -33,3 +33,30 @@ class Principal:
 
 ANONYMOUS = Principal(subject="anonymous")
 """The principal of a call to a public method made without credentials."""
+
+
+PRINCIPAL_HEADER = "x-modrpc-principal"
+"""How the gateway tells a worker whom it authenticated: ``subject;role1,role2;method``.
+
+Workers listen on private addresses and trust this header from the gateway; a direct call
+without it runs as the anonymous principal.
+"""
+
+_METHODS: tuple[AuthMethod, ...] = ("jwt", "api_key", "anonymous", "internal")
+
+
+def principal_header(principal: Principal) -> str:
+    return f"{principal.subject};{','.join(principal.roles)};{principal.method}"
+
+
+def principal_from_header(value: str | None) -> Principal:
+    """The principal a gateway forwarded; anonymous when there is none."""
+    if not value:
+        return ANONYMOUS
+    subject, _, rest = value.partition(";")
+    roles, _, method = rest.partition(";")
+    return Principal(
+        subject=subject or "anonymous",
+        roles=tuple(r for r in roles.split(",") if r),
+        method=next((m for m in _METHODS if m == method), "internal"),
+    )

@@ -38,7 +38,7 @@ __all__ = [
     "Settings",
 ]
 
-DEV_JWT_SECRET = "modrpc-dev-secret-change-me"
+DEV_JWT_SECRET = "modrpc-dev-secret-change-me-in-production"
 """The HS256 secret of the development config; ``modrpc token`` signs with it. Never use it in
 production: set ``MODRPC_AUTH__JWT_SECRET`` (or ``auth.jwt_secret``) to a real secret."""
 

@@ -4,7 +4,7 @@ Workers, the gateway, reflection and codegen all derive their protobuf view of a
 from here, so the bytes served and the ``.proto`` committed come from one function.
 """
 
-from runtime.wire._codec import WireVersion
+from runtime.wire._codec import WireVersion, serving_pool
 from runtime.wire._descriptor import WireSchemaError, build_file, message_fields
 from runtime.wire._lock import FieldLock
 from runtime.wire._naming import (
@@ -32,6 +32,7 @@ __all__ = [
     "request_message",
     "response_message",
     "service_name",
+    "serving_pool",
     "snake",
     "version_segment",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, timestamp_pb2
@@ -22,7 +22,7 @@ from runtime.gtype import Field, GType, Schema
 from runtime.wire._descriptor import enum_value_name, is_string_enum, variant_suffix
 from runtime.wire._naming import request_message, response_message
 
-__all__ = ["WireVersion"]
+__all__ = ["WireVersion", "serving_pool"]
 
 _UTC = _dt.timezone.utc
 
@@ -233,3 +233,24 @@ def _accepts(schema: Schema, t: GType, v: Any) -> bool:
             return isinstance(v, Mapping)
         return (v.value if isinstance(v, enum.Enum) else v) in target.values
     return False
+
+
+def serving_pool(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> descriptor_pool.DescriptorPool:
+    """A pool for server reflection: ``files`` plus health and reflection's own descriptors.
+
+    grpcurl asks reflection for every service a server lists, health and reflection included,
+    so those must resolve in the same pool as the module's services.
+    """
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    seen: set[str] = set()
+    for fd in (timestamp_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        pool.AddSerializedFile(fd.serialized_pb)
+        seen.add(fd.name)
+    for fdp in files:
+        if fdp.name not in seen:
+            pool.AddSerializedFile(fdp.SerializeToString())
+            seen.add(fdp.name)
+    return pool

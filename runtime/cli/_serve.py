@@ -1,0 +1,219 @@
+"""``modrpc up``, ``modrpc gateway`` and ``modrpc worker``.
+
+``up`` is a small supervisor: one ``modrpc worker`` child process per module, each restarted
+(with backoff, and logged) when it crashes, plus the gateway in this process. It prints one line
+per worker with its address, then a line containing ``ready`` once calls succeed. SIGTERM or
+Ctrl-C drains the gateway, then stops every child with SIGTERM and waits for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.config import ConfigError, Settings, load_settings
+
+__all__ = ["run"]
+
+log = logging.getLogger("modrpc.up")
+
+READY_PREFIX = "modrpc-worker-ready "
+"""The line a worker child prints once it serves: the prefix, the module, then its address."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "port", None) and args.command != "worker":
+        overrides["gateway_port"] = args.port
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "modules", None):
+        overrides["modules_dir"] = Path(args.modules)
+    return load_settings(args.config, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"modrpc {args.command}: {exc}", file=sys.stderr)
+        return 2
+    from runtime.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    main = {"worker": _worker, "gateway": _gateway, "up": _up}[args.command]
+    try:
+        return asyncio.run(main(args, settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _fail(what: str, exc: BaseException) -> int:
+    print(f"modrpc: {what}: {exc}", file=sys.stderr)
+    return 1
+
+
+async def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.errors import ModrpcError
+    from runtime.worker import Worker
+
+    stop = _stop_event()
+    worker = Worker(args.module, settings, port=args.port)
+    try:
+        address = await worker.start()
+    except (ModrpcError, OSError) as exc:
+        await worker.stop(0)
+        return await _fail(f"worker {args.module} could not start", exc)
+    print(f"{READY_PREFIX}{args.module} {address}", flush=True)
+    watchdog = asyncio.create_task(_exit_with_parent(stop))
+    await stop.wait()
+    watchdog.cancel()
+    await worker.stop()
+    return 0
+
+
+async def _exit_with_parent(stop: asyncio.Event) -> None:
+    """A worker started by ``modrpc up`` stops when its supervisor dies, even by SIGKILL."""
+    parent = os.environ.get("MODRPC_SUPERVISOR_PID")
+    if not parent:
+        return
+    while os.getppid() == int(parent):
+        await asyncio.sleep(1.0)
+    log.warning("supervisor %s is gone; stopping", parent)
+    stop.set()
+
+
+async def _gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.errors import ModrpcError
+    from runtime.gateway import Gateway
+
+    stop = _stop_event()
+    gateway = Gateway(settings)
+    try:
+        address = await gateway.start()
+    except (ModrpcError, OSError) as exc:
+        await gateway.stop(0)
+        return await _fail("gateway could not start", exc)
+    print(f"gateway listening on {address}", flush=True)
+    await gateway.wait_ready()
+    print(f"ready: gateway on {address}", flush=True)
+    await stop.wait()
+    await gateway.stop()
+    return 0
+
+
+class _Child:
+    """One supervised worker process."""
+
+    def __init__(self, module: str, settings: Settings, config: Path | None) -> None:
+        self.module = module
+        self.settings = settings
+        self.config = config
+        self.process: asyncio.subprocess.Process | None = None
+        self.address = ""
+        self.restarts = 0
+        self.stopping = False
+
+    async def spawn(self) -> str:
+        cmd = [sys.executable, "-m", "runtime.cli", "worker", self.module, "--modules", str(self.settings.modules_dir)]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
+        self.process = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1", MODRPC_SUPERVISOR_PID=str(os.getpid()))
+        )
+        assert self.process.stdout is not None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                code = await self.process.wait()
+                raise RuntimeError(f"worker {self.module} exited with code {code} before it was ready")
+            text = line.decode().strip()
+            if text.startswith(READY_PREFIX):
+                self.address = text.split()[-1]
+                return self.address
+
+    async def supervise(self) -> None:
+        """Wait for the child; restart it when it dies unasked, with a growing backoff."""
+        while not self.stopping:
+            assert self.process is not None
+            code = await self.process.wait()
+            if self.stopping:
+                return
+            self.restarts += 1
+            backoff = min(10.0, 0.5 * 2 ** min(self.restarts, 5))
+            log.error("worker %s exited with code %s; restarting in %.1fs (restart %d)", self.module, code, backoff, self.restarts)
+            await asyncio.sleep(backoff)
+            try:
+                address = await self.spawn()
+                log.warning("worker %s restarted on %s", self.module, address)
+                print(f"{self.module} restarted on {address}", flush=True)
+            except Exception as exc:
+                log.error("worker %s failed to restart: %s", self.module, exc)
+
+    async def stop(self, grace: float) -> None:
+        self.stopping = True
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), grace + 5)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime.errors import ModrpcError
+    from runtime.gateway import Gateway
+    from runtime.manifest import discover_modules
+
+    stop = _stop_event()
+    modules = [p.name for p in discover_modules(Path(settings.modules_dir))]
+    if not modules:
+        print(f"modrpc up: no modules under {settings.modules_dir}/", file=sys.stderr)
+        return 2
+    children = [_Child(m, settings, args.config) for m in modules]
+    supervisors: list[asyncio.Task[None]] = []
+    gateway = Gateway(settings)
+    try:
+        try:
+            started = time.monotonic()
+            addresses = await asyncio.gather(*(c.spawn() for c in children))
+            for child, address in zip(children, addresses, strict=True):
+                print(f"{child.module} {address}", flush=True)
+            supervisors = [asyncio.create_task(c.supervise()) for c in children]
+            address = await gateway.start()
+            await gateway.wait_ready(modules)
+            elapsed = time.monotonic() - started
+            print(f"ready: gateway on {address} ({len(children)} workers, {elapsed:.1f}s)", flush=True)
+        except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
+            return await _fail("up failed", exc)
+        await stop.wait()
+        print("shutting down", flush=True)
+        return 0
+    finally:
+        # Whatever happened above, no worker outlives this process.
+        await gateway.stop()
+        for child in children:
+            child.stopping = True
+        await asyncio.gather(*(c.stop(settings.drain_seconds) for c in children), return_exceptions=True)
+        for task in supervisors:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

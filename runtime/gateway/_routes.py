@@ -1,0 +1,225 @@
+"""The route manager's table: one :class:`Route` per gRPC method path, rebuilt on store changes.
+
+Everything a call needs that does not depend on the call is computed here, once per change of
+the store: version catalogs, policies, parsed rate limits, the served versions of healthy
+workers. The call path then reads plain attributes and dicts and never touches the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from runtime.client import ModuleClient
+from runtime.deadline import Deadline
+from runtime.errors import InternalError, ModrpcError, Unavailable
+from runtime.gateway._auth import Authenticator
+from runtime.gateway._metadata import is_valid_request_id
+from runtime.gateway._roles import check_roles
+from runtime.identity import PRINCIPAL_HEADER, principal_header
+from runtime.lcc import new_request_id
+from runtime.ratelimit import RateLimit, RateLimiter, check_rate
+from runtime.status import rpc_status_of
+from runtime.versions import VersionCatalog, run_chain
+from runtime.wire import method_path, request_message, response_message
+
+__all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
+
+log = logging.getLogger("modrpc.gateway")
+
+WORKER_STALE_SECONDS = 10.0
+"""A worker whose last heartbeat is older than this gets no new traffic."""
+
+
+@dataclass
+class Usage:
+    """Requests counted per (module, version): what the version lifecycle classifies by."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def count(self, module: str, version: str) -> None:
+        key = (module, version)
+        self.counts[key] += 1
+        self.last_seen[key] = time.monotonic()
+
+
+@dataclass(frozen=True)
+class ModuleRoutes:
+    """One module as the gateway sees it."""
+
+    name: str
+    catalog: VersionCatalog
+    served: tuple[str, ...]
+    """Versions some healthy worker serves natively, newest first."""
+
+
+class Route:
+    """One method path. ``__call__`` is the gRPC handler: bytes in, bytes out."""
+
+    __slots__ = (
+        "hop_timeout", "idempotent", "limiter", "method", "module", "path", "public", "rate_limit",
+        "request_message", "response_message", "roles", "routes", "services", "timeout", "usage",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        module: ModuleRoutes,
+        method: str,
+        policy: Mapping[str, Any],
+        services: _Services,
+    ) -> None:
+        self.routes = module
+        self.module = module.name
+        self.method = method
+        self.path = method_path(module.name, method)
+        self.public = bool(policy.get("public", False))
+        self.roles = tuple(policy.get("roles", ()))
+        limit = policy.get("rate_limit")
+        self.rate_limit = RateLimit.parse(limit) if limit else None
+        self.timeout = float(policy.get("timeout", 5.0))
+        self.idempotent = bool(policy.get("idempotent", False))
+        self.request_message = request_message(method)
+        self.response_message = response_message(method)
+        self.services = services
+        self.limiter = services.limiter
+        self.usage = services.usage
+        self.hop_timeout = services.hop_timeout
+
+    async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        metadata = context.invocation_metadata() or ()
+        headers = {k: v for k, v in metadata}
+        request_id = headers.get("x-request-id")
+        if not (isinstance(request_id, str) and is_valid_request_id(request_id)):
+            request_id = new_request_id()
+        await context.send_initial_metadata((("x-request-id", request_id),))
+        try:
+            return await self._call(payload, context, headers, request_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
+                log.error("call %s %s failed: %s", request_id, self.path, exc, exc_info=exc)
+            await context.abort_with_status(rpc_status_of(exc, request_id))
+            raise
+
+    async def _call(
+        self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes], headers: dict[str, Any], request_id: str
+    ) -> bytes:
+        principal = self.services.auth.authenticate(headers, public=self.public)
+        catalog = self.routes.catalog
+        version = catalog.resolve(headers.get("x-api-version"))
+        if self.roles:
+            check_roles(principal, self.roles)
+        if self.rate_limit is not None:
+            await check_rate(self.limiter, f"{self.path}|{principal.subject}", self.rate_limit)
+        route = catalog.route(version, self.routes.served)
+        if route is None:
+            raise Unavailable(
+                f"no healthy worker serves {self.module} {version}, and no transformer chain leads "
+                f"from it to a served version ({', '.join(self.routes.served) or 'none running'})"
+            )
+        target, steps = route
+        self.usage.count(self.module, version)
+        remaining = context.time_remaining()
+        deadline = Deadline.earliest(Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout))
+        out_metadata = [
+            ("x-request-id", request_id),
+            ("x-api-version", target),
+            (PRINCIPAL_HEADER, principal_header(principal)),
+        ]
+        flags = headers.get("x-flags")
+        if isinstance(flags, str):
+            out_metadata.append(("x-flags", flags))
+        traceparent = headers.get("traceparent")
+        if isinstance(traceparent, str):
+            out_metadata.append(("traceparent", traceparent))
+        client: ModuleClient = self.services.client
+        if not steps:  # the hot path: the bytes go through untouched
+            response, _ = await client.call_raw(
+                self.module, self.path, payload, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
+            )
+            return response
+        old = catalog.wire(version)
+        new = catalog.wire(target)
+        left = deadline.remaining if deadline is not None else None
+        request = await run_chain(
+            steps, self.method, old.decode(self.request_message, payload),
+            direction="forward", hop_timeout=self.hop_timeout, deadline_remaining=left,
+        )  # fmt: skip
+        try:
+            forwarded = new.encode(self.request_message, request)
+        except TypeError as exc:
+            raise InternalError(f"transformed {self.path} request does not fit {target}: {exc}") from exc
+        response_bytes, _ = await client.call_raw(
+            self.module, self.path, forwarded, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
+        )
+        response = await run_chain(
+            steps, self.method, new.decode(self.response_message, response_bytes),
+            direction="backward", hop_timeout=self.hop_timeout, deadline_remaining=left,
+        )  # fmt: skip
+        try:
+            return old.encode(self.response_message, response)
+        except TypeError as exc:
+            raise InternalError(f"transformed {self.path} response does not fit {version}: {exc}") from exc
+
+
+@dataclass
+class _Services:
+    """What every route shares; one per gateway."""
+
+    auth: Authenticator
+    limiter: RateLimiter
+    client: ModuleClient
+    usage: Usage
+    hop_timeout: float = 0.25
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Every route by method path, plus each module's routes; replaced whole on every change."""
+
+    routes: Mapping[str, Route]
+    modules: Mapping[str, ModuleRoutes]
+    handlers: Mapping[str, grpc.RpcMethodHandler]
+    """The prebuilt gRPC handler of each route, so lookups allocate nothing per call."""
+
+
+async def build_table(store: Any, services: _Services, *, now: float | None = None) -> RouteTable:
+    """Read the store once and build the whole table."""
+    now = time.time() if now is None else now
+    routes: dict[str, Route] = {}
+    modules: dict[str, ModuleRoutes] = {}
+    workers = await store.list_workers()
+    for module in await store.modules():
+        records = await store.list_versions(module)
+        if not records:
+            continue
+        labels = await store.labels(module)
+        catalog = VersionCatalog.from_records(module, records, labels)
+        alive = [
+            w for w in workers
+            if w.module == module and w.healthy and now - w.last_seen <= WORKER_STALE_SECONDS
+        ]  # fmt: skip
+        served = sorted({v for w in alive for v in w.versions if v in catalog.by_id},
+                        key=lambda v: catalog.by_id[v].created_at, reverse=True)  # fmt: skip
+        services.client.pool.update(module, sorted({w.address for w in alive}))
+        entry = ModuleRoutes(module, catalog, tuple(served))
+        modules[module] = entry
+        manifest = catalog.latest.manifest
+        policies = {h["method"]: h.get("policy", {}) for h in manifest.get("handlers", ())}
+        methods = {m.name for v in catalog.versions for m in v.schema.methods}
+        for method in sorted(methods):
+            route = Route(module=entry, method=method, policy=policies.get(method, {}), services=services)
+            routes[route.path] = route
+    # grpc.aio recognises coroutine functions, not objects with an async __call__: pass the method.
+    handlers = {path: grpc.unary_unary_rpc_method_handler(route.__call__) for path, route in routes.items()}
+    return RouteTable(routes, modules, handlers)

@@ -1,0 +1,241 @@
+"""The gateway: every module behind one gRPC port.
+
+Ingress (authentication, metadata, request id) and the route manager (version, roles, rate
+limit, healthy instance) run per call inside :class:`~runtime.gateway._routes.Route`. The
+routes themselves are rebuilt from the manifest store whenever it reports a change, and swapped
+in whole, so a call never reads the store and never waits on a lock.
+
+Reflection answers with the descriptors of the version the caller's ``x-api-version`` resolves
+to, so ``grpcurl -H 'x-api-version: 2025-01-15' describe`` shows the old shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
+
+from runtime.client import ChannelPool, ModuleClient, client_interceptors
+from runtime.config import Settings
+from runtime.errors import ExpectedError, NotFound, Unavailable
+from runtime.gateway._auth import Authenticator
+from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
+from runtime.ratelimit import open_ratelimiter
+from runtime.wire import service_name, serving_pool
+
+__all__ = ["Gateway", "authenticator_from_settings"]
+
+log = logging.getLogger("modrpc.gateway")
+
+REFRESH_SECONDS = 2.0
+"""How often routes are rebuilt even without a store event, to drop workers that went silent."""
+
+
+def authenticator_from_settings(settings: Settings) -> Authenticator:
+    auth = settings.auth
+    return Authenticator(
+        hs256_secret=auth.jwt_secret if "HS256" in auth.jwt_algorithms else None,
+        public_keys_pem=[p.read_text() for p in auth.jwt_public_keys],
+        jwks_path=auth.jwks_path,
+        issuer=auth.issuer,
+        audience=auth.audience,
+        leeway=auth.leeway,
+        algorithms=auth.jwt_algorithms,
+        api_keys={k: (v.hash, v.subject, tuple(v.roles)) for k, v in auth.api_keys.items()},
+    )
+
+
+class _Router(grpc.GenericRpcHandler):
+    """Looks a method path up in the current table; unknown paths get UNIMPLEMENTED from grpc."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._gateway.table.handlers.get(handler_call_details.method)
+
+
+class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):
+    """Server reflection whose descriptors follow the caller's ``x-api-version``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._cache: dict[tuple[Any, ...], ReflectionServicer] = {}
+
+    def _servicer(self, header: str | None) -> ReflectionServicer:
+        table = self._gateway.table
+        chosen = []
+        for name in sorted(table.modules):
+            catalog = table.modules[name].catalog
+            try:
+                version = catalog.resolve(header)
+            except NotFound:  # a module with no version that old: show its default
+                version = catalog.resolve(None)
+            chosen.append((name, version))
+        key = (id(table), *chosen)
+        servicer = self._cache.get(key)
+        if servicer is None:
+            files = [table.modules[m].catalog.by_id[v].descriptor for m, v in chosen]
+            names = [service_name(m) for m, _ in chosen] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
+            servicer = ReflectionServicer(sorted(names), pool=serving_pool(files))
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = servicer
+        return servicer
+
+    async def ServerReflectionInfo(  # noqa: N802 - the gRPC method name
+        self, request_iterator: AsyncIterator[reflection_pb2.ServerReflectionRequest], context: Any
+    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
+        header = next((v for k, v in context.invocation_metadata() or () if k == "x-api-version"), None)
+        try:
+            servicer = self._servicer(header)
+        except ExpectedError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            return
+        async for response in servicer.ServerReflectionInfo(request_iterator, context):
+            yield response
+
+
+class Gateway:
+    """The gRPC front door. Use ``async with Gateway(settings)`` or ``start()``/``stop()``."""
+
+    def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+        self.settings = settings
+        self.host = host or settings.host
+        self.port = settings.gateway_port if port is None else port
+        self.address = ""
+        self.table = RouteTable({}, {}, {})
+        self.usage = Usage()
+        self.store: Any = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._services: _Services | None = None
+        self._changed = asyncio.Event()
+        self._stopped = False
+
+    async def start(self) -> str:
+        from runtime.store import open_store
+
+        settings = self.settings
+        self.store = open_store(settings.store_url)
+        await self.store.start()
+        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, interceptors=client_interceptors())
+        self._services = _Services(
+            auth=authenticator_from_settings(settings),
+            limiter=open_ratelimiter(
+                settings.ratelimit_url,
+                failure_mode=settings.ratelimit_failure_mode,
+                max_keys=settings.ratelimit_max_keys,
+            ),
+            client=ModuleClient(pool),
+            usage=self.usage,
+        )
+        await self.refresh()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ],
+        )
+        server.add_generic_rpc_handlers((_Router(self),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(_VersionedReflection(self), server)
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.host}:{self.port}")
+        await server.start()
+        self._server = server
+        self.port = bound
+        self.address = f"{self.host}:{bound}"
+        self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
+        self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
+        log.info("gateway listening on %s", self.address)
+        return self.address
+
+    async def refresh(self) -> None:
+        """Rebuild the route table from the store and swap it in."""
+        assert self._services is not None
+        table = await build_table(self.store, self._services)
+        self.table = table
+        for name, module in table.modules.items():
+            status = health_pb2.HealthCheckResponse.SERVING if module.served else health_pb2.HealthCheckResponse.NOT_SERVING
+            await self._health.set(service_name(name), status)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                async for _event in self.store.watch():
+                    self._changed.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("store watch failed (%s); routing continues from the cached table", exc)
+                await asyncio.sleep(1.0)
+
+    async def _tick(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), REFRESH_SECONDS)
+            self._changed.clear()
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("route refresh failed (%s); keeping the previous routes", exc)
+
+    async def wait_ready(self, modules: Sequence[str] = (), timeout: float = 30.0) -> None:
+        """Wait until every module (all known ones when empty) has a served version."""
+        async def ready() -> None:
+            while True:
+                table = self.table
+                names = modules or list(table.modules)
+                if names and all(n in table.modules and table.modules[n].served for n in names):
+                    return
+                await asyncio.sleep(0.05)
+                await self.refresh()
+
+        try:
+            await asyncio.wait_for(ready(), timeout)
+        except TimeoutError:
+            missing = [n for n in modules if n not in self.table.modules or not self.table.modules[n].served]
+            raise Unavailable(f"gateway not ready after {timeout:.0f}s; no worker serves {missing}") from None
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, stop accepting, drain calls in flight, close. Safe twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.settings.drain_seconds if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._services is not None:
+            with contextlib.suppress(Exception):
+                await self._services.client.close()
+            with contextlib.suppress(Exception):
+                await self._services.limiter.close()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.close()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

@@ -1,0 +1,245 @@
+"""One served method: bytes in, the request lifecycle, bytes out.
+
+Everything that can be worked out once per method is worked out in the constructor (message
+names, the type adapters, the schema nodes validation walks, hooks, policy), so a call only
+does the work that depends on the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pydantic
+from pydantic import TypeAdapter
+
+from runtime.context import GlobalContext, current_deadline, current_request_id
+from runtime.deadline import Deadline
+from runtime.errors import (
+    InternalError,
+    ModrpcError,
+    Unimplemented,
+    ValidationFailed,
+)
+from runtime.gtype import FieldViolation, Schema, validate
+from runtime.identity import PRINCIPAL_HEADER, principal_from_header
+from runtime.lcc import (
+    HookSpec,
+    LifecycleCall,
+    LocalContext,
+    MemoryEventSink,
+    RequestMeta,
+    SnapshotStore,
+    is_valid_request_id,
+    new_request_id,
+    parse_flags,
+    run_lifecycle,
+)
+from runtime.manifest import HandlerSpec, MethodPolicy
+from runtime.status import rpc_status_of
+from runtime.versions import VersionCatalog, run_chain
+from runtime.wire import method_path, request_message, response_message
+
+__all__ = ["CallObserver", "MethodEndpoint"]
+
+log = logging.getLogger("modrpc.worker")
+
+class CallObserver(typing.Protocol):
+    """Told about every finished call: metrics and the audit trail hang off this."""
+
+    def finished(
+        self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float
+    ) -> None: ...
+
+
+def _violations_from_pydantic(exc: pydantic.ValidationError) -> list[FieldViolation]:
+    out = []
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        out.append(FieldViolation(path=path, expected=err["msg"], actual=err.get("input")))
+    return out
+
+
+@dataclass(frozen=True)
+class _Types:
+    request: TypeAdapter[Any]
+    response: TypeAdapter[Any]
+
+
+def _handler_types(spec: HandlerSpec) -> _Types:
+    hints = typing.get_type_hints(spec.function)
+    params = list(hints)
+    request_type = hints[params[0]]
+    return _Types(TypeAdapter(request_type), TypeAdapter(hints["return"]))
+
+
+class MethodEndpoint:
+    """The served form of one handler."""
+
+    def __init__(
+        self,
+        *,
+        module: str,
+        spec: HandlerSpec,
+        policy: MethodPolicy,
+        catalog: VersionCatalog,
+        served: str,
+        gctx: GlobalContext,
+        hooks: Sequence[HookSpec],
+        snapshots: SnapshotStore | None,
+        redact: Callable[[Any], Any] | None,
+        observer: CallObserver | None,
+        hop_timeout: float,
+    ) -> None:
+        self.module = module
+        self.spec = spec
+        self.method = spec.method
+        self.path = method_path(module, spec.method)
+        self.policy = policy
+        self.catalog = catalog
+        self.served = served
+        self.gctx = gctx
+        self.hooks = tuple(hooks)
+        self.snapshots = snapshots
+        self.redact = redact
+        self.observer = observer
+        self.hop_timeout = hop_timeout
+        self.request_message = request_message(spec.method)
+        self.response_message = response_message(spec.method)
+        schema: Schema = catalog.by_id[served].schema
+        self.schema = schema
+        m = schema.method(spec.method)
+        self.request_node = schema.resolve(m.request)
+        self.response_node = schema.resolve(m.response)
+        self.types = _handler_types(spec)
+        self.served_wire = catalog.wire(served)
+        self.timeout = policy.timeout
+
+    # -- the lifecycle's callables --------------------------------------------------------------
+    def validate_request(self, request: Any) -> None:
+        problems = validate(request, self.request_node, self.schema)
+        if problems:
+            listed = "; ".join(p.describe() for p in problems[:5])
+            raise ValidationFailed(f"invalid {self.spec.handler_id} request: {listed}", problems)
+
+    def validate_response(self, response: Any) -> None:
+        problems = validate(response, self.response_node, self.schema)
+        if problems:
+            log.error(
+                "handler %s returned an invalid response: %s",
+                self.spec.handler_id,
+                "; ".join(p.describe() for p in problems),
+            )
+            raise ValidationFailed("response failed validation", problems)
+
+    async def _run_handler(self, request: Any, lctx: LocalContext, gctx: Any) -> Any:
+        try:
+            model = self.types.request.validate_python(request)
+        except pydantic.ValidationError as exc:
+            problems = _violations_from_pydantic(exc)
+            raise ValidationFailed(
+                f"invalid {self.spec.handler_id} request: " + "; ".join(p.describe() for p in problems[:5]),
+                problems,
+            ) from None
+        if self.spec.is_async:
+            result = await self.spec.function(model, lctx, gctx)
+        else:
+            result = await asyncio.to_thread(self.spec.function, model, lctx, gctx)
+        try:
+            return self.types.response.dump_python(result, mode="python")
+        except (pydantic.ValidationError, TypeError, ValueError) as exc:
+            log.error("handler %s returned %r, not its response type: %s", self.spec.handler_id, type(result), exc)
+            raise InternalError("response has the wrong type") from exc
+
+    # -- the gRPC call --------------------------------------------------------------------------
+    async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        started = time.perf_counter()
+        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        request_id = headers.get("x-request-id")
+        if not is_valid_request_id(request_id):
+            request_id = new_request_id()
+        assert request_id is not None
+        await context.send_initial_metadata((("x-request-id", request_id),))
+        meta: RequestMeta | None = None
+        sink = MemoryEventSink()
+        error: BaseException | None = None
+        try:
+            version = self.catalog.resolve(headers.get("x-api-version"))
+            route = self.catalog.route(version, (self.served,))
+            if route is None:
+                raise Unimplemented(
+                    f"{self.module} version {version} is not served here and no transformer chain "
+                    f"leads from it to {self.served}"
+                )
+            _, steps = route
+            wire = self.catalog.wire(version) if steps else self.served_wire
+            request = wire.decode(self.request_message, payload)
+            remaining = context.time_remaining()
+            deadline = Deadline.earliest(
+                Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout)
+            )
+            if steps:
+                request = await run_chain(
+                    steps, self.method, request, direction="forward", hop_timeout=self.hop_timeout,
+                    deadline_remaining=deadline.remaining if deadline else None,
+                )  # fmt: skip
+            meta = RequestMeta(
+                request_id=request_id,
+                handler=self.spec.handler_id,
+                method=self.path,
+                version=self.served,
+                flags=parse_flags(headers.get("x-flags")),
+                deadline=deadline,
+                principal=principal_from_header(headers.get(PRINCIPAL_HEADER)),
+            )
+            lctx = LocalContext(meta, redact=self.redact)
+            rid_token = current_request_id.set(request_id)
+            deadline_token = current_deadline.set(deadline)
+            try:
+                response = await run_lifecycle(
+                    LifecycleCall(
+                        handler=self._run_handler,
+                        request=request,
+                        lctx=lctx,
+                        gctx=self.gctx,
+                        hooks=self.hooks,
+                        validate_request=self.validate_request,
+                        validate_response=self.validate_response,
+                        sink=sink,
+                        snapshots=self.snapshots,
+                        snapshot_policy=self.policy.snapshot,
+                    )
+                )
+            finally:
+                current_request_id.reset(rid_token)
+                current_deadline.reset(deadline_token)
+            if steps:
+                response = await run_chain(
+                    steps, self.method, response, direction="backward", hop_timeout=self.hop_timeout,
+                    deadline_remaining=deadline.remaining if deadline else None,
+                )  # fmt: skip
+            try:
+                return wire.encode(self.response_message, response)
+            except TypeError as exc:
+                log.error("cannot encode %s response: %s", self.spec.handler_id, exc)
+                raise InternalError("response could not be encoded") from exc
+        except asyncio.CancelledError as exc:
+            error = exc
+            raise
+        except Exception as exc:
+            error = exc
+            if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
+                log.error("call %s %s failed: %s", request_id, self.spec.handler_id, exc, exc_info=exc)
+            await context.abort_with_status(rpc_status_of(exc, request_id))
+            raise  # abort_with_status raises; this line is never reached
+        finally:
+            if self.observer is not None and meta is not None:
+                self.observer.finished(meta, sink.events, error, started)

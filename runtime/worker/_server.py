@@ -1,0 +1,249 @@
+"""``modrpc worker MODULE``: serve one module on grpc.aio, registered in the manifest store.
+
+Startup: load and check the module, open the backends the config names, start the gRPC server
+(module service, ``grpc.health.v1``, reflection), publish the module's versions to the store and
+register this worker with its address, then heartbeat. Shutdown (SIGTERM/Ctrl-C): report
+NOT_SERVING and deregister so gateways stop routing here, stop accepting, drain the calls in
+flight up to the drain deadline, then close the backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from runtime.client import ChannelPool, ModuleClient, client_interceptors, server_interceptors
+from runtime.config import Settings
+from runtime.lcc import LogSnapshotStore, RequestMeta
+from runtime.manifest import check_registration, discover_modules, load_module
+from runtime.observability import AuditRecord, Metrics, RedMetrics, open_audit_sink, outcome_of
+from runtime.wire import service_name, serving_pool
+from runtime.worker._directory import WorkerDirectory
+from runtime.worker._service import ModuleService, WorkerDeps
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("modrpc.worker")
+
+HEARTBEAT_SECONDS = 2.0
+
+
+@dataclass
+class _Observer:
+    """Counts every call (RED metrics) and queues its audit record for the audit sink."""
+
+    red: RedMetrics | None
+    manifest_hash: str
+    queue: asyncio.Queue[AuditRecord] = field(default_factory=asyncio.Queue)
+
+    def finished(self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float) -> None:
+        duration = time.perf_counter() - started
+        outcome = outcome_of(error)
+        if self.red is not None:
+            self.red.observe(meta.method, meta.version, outcome, duration)
+        self.queue.put_nowait(
+            AuditRecord(
+                request_id=meta.request_id,
+                principal=meta.principal,
+                method=meta.method,
+                version=meta.version,
+                manifest_hash=self.manifest_hash,
+                outcome=outcome,
+                events=tuple(e.to_json() for e in events),
+                started_at=time.time() - duration,
+                duration_ms=duration * 1000,
+            )
+        )
+
+
+class Worker:
+    """One module served on one port. Use ``async with`` or ``start()``/``stop()``."""
+
+    def __init__(
+        self,
+        module: str,
+        settings: Settings,
+        *,
+        host: str | None = None,
+        port: int = 0,
+        modules_dir: Path | None = None,
+        worker_id: str | None = None,
+        register: bool = True,
+    ) -> None:
+        self.module = module
+        self.settings = settings
+        self.host = host or settings.host
+        self.port = port
+        self.modules_dir = Path(modules_dir or settings.modules_dir)
+        self.worker_id = worker_id or f"{module}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.register = register
+        self.address = ""
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Any] = []
+        self.service: ModuleService | None = None
+        self._observer: _Observer | None = None
+        self._audit: Any = None
+        self.store: Any = None
+        self._stopped = False
+
+    async def start(self) -> str:
+        """Start serving; returns the ``host:port`` address."""
+        from runtime.fabric import open_fabric
+        from runtime.secrets import RedactingFilter, open_secrets
+        from runtime.store import open_store
+
+        settings = self.settings
+        loaded = load_module(self.modules_dir / self.module)
+        known = {p.name for p in discover_modules(self.modules_dir)}
+        check_registration(loaded, known)
+
+        self.store = open_store(settings.store_url)
+        await self.store.start()
+        self._closers.append(self.store)
+        fabric = open_fabric(settings.fabric_url)
+        await fabric.start()
+        self._closers.append(fabric)
+        secrets = open_secrets(settings.secrets)
+        logging.getLogger().addFilter(RedactingFilter(secrets.redactor))
+        metrics = Metrics(service_name=f"modrpc-worker-{self.module}")
+        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, interceptors=client_interceptors())
+        client = ModuleClient(pool)
+        self._closers.append(client)
+        audit = open_audit_sink(settings.observability, store=self.store, redact=secrets.redact)
+        observer = _Observer(RedMetrics(metrics), manifest_hash="")
+        self._observer, self._audit = observer, audit
+        deps = WorkerDeps(
+            client=client,
+            fabric=fabric,
+            secrets=secrets,
+            metrics=metrics,
+            snapshots=LogSnapshotStore(self.store),
+            redact=secrets.redact,
+            observer=observer,
+            config={"module": self.module},
+        )
+        service = ModuleService.build(loaded, modules_dir=self.modules_dir, deps=deps)
+        self.service = service
+        records = service.store_records()
+        observer.manifest_hash = str(records[-1].manifest.get("content_hash", "")) if records else ""
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ],
+            interceptors=server_interceptors(),
+        )
+        server.add_generic_rpc_handlers((service.generic_handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = (service_name(self.module), health.SERVICE_NAME, reflection.SERVICE_NAME)
+        pool_files = [service.catalog.latest.descriptor]
+        reflection.enable_server_reflection(names, server, pool=serving_pool(pool_files))
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.host}:{self.port}")
+        await server.start()
+        self._server = server
+        self.port = bound
+        self.address = f"{self.host}:{bound}"
+
+        directory = WorkerDirectory(self.store, pool, service.dependencies())
+        await directory.refresh()
+        self._tasks.append(asyncio.create_task(directory.run(), name="modrpc-directory"))
+        self._tasks.append(asyncio.create_task(self._drain_audit(observer, audit), name="modrpc-audit"))
+        await service.start_subscribers()
+        if self.register:
+            for record in records:
+                await self.store.put_version(self.module, record)
+            for label, version in service.catalog.labels.items():
+                await self.store.set_label(self.module, label, version)
+            await self._register(healthy=True)
+            self._tasks.append(asyncio.create_task(self._heartbeat(), name="modrpc-heartbeat"))
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(service_name(self.module), health_pb2.HealthCheckResponse.SERVING)
+        log.info("worker %s serving %s %s on %s", self.worker_id, self.module, service.served, self.address)
+        return self.address
+
+    async def _register(self, *, healthy: bool) -> None:
+        from runtime.store import WorkerRecord
+
+        assert self.service is not None
+        now = time.time()
+        await self.store.register_worker(
+            WorkerRecord(
+                id=self.worker_id,
+                module=self.module,
+                address=self.address,
+                versions=(self.service.served,),
+                healthy=healthy,
+                pid=os.getpid(),
+                started_at=now,
+                last_seen=now,
+            )
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self.store.heartbeat(self.worker_id)
+            except Exception as exc:  # the store may be down for a while; keep serving
+                log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)
+
+    @staticmethod
+    async def _drain_audit(observer: _Observer, audit: Any) -> None:
+        while True:
+            record = await observer.queue.get()
+            try:
+                await audit.write(record)
+            except Exception as exc:
+                log.error("audit record %s could not be written: %s", record.request_id, exc)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, drain those in flight for ``grace`` seconds, close. Safe twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.settings.drain_seconds if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        if self.register and self.store is not None and self.address:
+            with contextlib.suppress(Exception):
+                await self.store.deregister_worker(self.worker_id)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.service is not None:
+            await self.service.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._observer is not None:  # what the drain task had not written yet
+            while not self._observer.queue.empty():
+                with contextlib.suppress(Exception):
+                    await self._audit.write(self._observer.queue.get_nowait())
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await closer.close()
+        log.info("worker %s stopped", self.worker_id)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

@@ -1,0 +1,255 @@
+"""A module made servable: endpoints, its GlobalContext, module clients and subscribers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from pydantic import TypeAdapter
+
+from runtime.client import ModuleClient
+from runtime.context import (
+    GlobalContext,
+    MethodTarget,
+    ModuleRegistry,
+    current_deadline,
+    current_request_id,
+    subscriber_mark,
+)
+from runtime.errors import FailedPrecondition
+from runtime.lcc import HookSpec, SnapshotStore
+from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
+from runtime.versions import VersionCatalog, encode_descriptor
+from runtime.wire import method_path, request_message, response_message, service_name
+from runtime.identity import PRINCIPAL_HEADER
+from runtime.worker._endpoint import CallObserver, MethodEndpoint
+
+__all__ = ["ModuleService", "RemoteInvoker", "WorkerDeps", "load_catalog"]
+
+log = logging.getLogger("modrpc.worker")
+
+
+@dataclass
+class WorkerDeps:
+    """What one worker process shares between the modules it serves."""
+
+    client: ModuleClient
+    fabric: Any = None
+    secrets: Any = None
+    metrics: Any = None
+    snapshots: SnapshotStore | None = None
+    redact: Callable[[Any], Any] | None = None
+    observer: CallObserver | None = None
+    config: Mapping[str, Any] | None = None
+    hop_timeout: float = 0.25
+
+
+def load_catalog(loaded: LoadedModule) -> VersionCatalog:
+    """The module's recorded versions, refusing code that changed since the last one."""
+    catalog = VersionCatalog.from_module_dir(loaded.name, loaded.directory, dict(loaded.manifest.versions))
+    if catalog.latest.schema.fingerprint() != loaded.schema.fingerprint():
+        raise FailedPrecondition(
+            f"module {loaded.name}: the handler code's schema differs from its latest recorded "
+            f"version {catalog.latest.id}; run `modrpc gen` to record it"
+        )
+    return catalog
+
+
+class RemoteInvoker:
+    """``gctx.modules.X.method(req)``: encode, call the module's worker, decode. Typed both ways."""
+
+    def __init__(self, client: ModuleClient, catalogs: Mapping[str, VersionCatalog], caller: str) -> None:
+        self._client = client
+        self._catalogs = catalogs
+        self._caller = caller
+        self._adapters: dict[type[Any], TypeAdapter[Any]] = {}
+
+    def _adapter(self, t: type[Any]) -> TypeAdapter[Any]:
+        adapter = self._adapters.get(t)
+        if adapter is None:
+            adapter = self._adapters[t] = TypeAdapter(t)
+        return adapter
+
+    async def __call__(self, target: MethodTarget, request: Any) -> Any:
+        catalog = self._catalogs[target.module]
+        version = catalog.latest.id
+        wire = catalog.wire(version)
+        payload = wire.encode(
+            request_message(target.method), self._adapter(target.request_type).dump_python(request)
+        )
+        metadata: list[tuple[str, str]] = [
+            ("x-api-version", version),
+            (PRINCIPAL_HEADER, f"module:{self._caller};;internal"),
+        ]
+        request_id = current_request_id.get()
+        if request_id:
+            metadata.append(("x-request-id", request_id))
+        response, _ = await self._client.call_raw(
+            target.module,
+            method_path(target.module, target.method),
+            payload,
+            metadata=metadata,
+            deadline=current_deadline.get(),
+            idempotent=target.idempotent,
+        )
+        data = wire.decode(response_message(target.method), response)
+        return self._adapter(target.response_type).validate_python(data)
+
+
+def _hook_spec(hook: ResolvedHook) -> HookSpec:
+    return HookSpec(
+        id=hook.id,
+        phase=hook.phase,
+        level=hook.level,
+        fn=hook.function,
+        timeout=hook.decl.timeout,
+        retries=hook.decl.retries,
+        source=f"{hook.file}:{hook.line}",
+    )
+
+
+class ModuleService:
+    """One module's served methods, its ``gctx``, and its fabric subscribers."""
+
+    def __init__(self, loaded: LoadedModule, catalog: VersionCatalog, gctx: GlobalContext, deps: WorkerDeps) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.catalog = catalog
+        self.served = catalog.latest.id
+        self.gctx = gctx
+        self.deps = deps
+        self.endpoints: dict[str, MethodEndpoint] = {}
+        for spec in loaded.handlers:
+            hooks = [_hook_spec(h) for h in loaded.hooks_for(spec.method)]
+            self.endpoints[spec.method] = MethodEndpoint(
+                module=self.name,
+                spec=spec,
+                policy=loaded.policy(spec.method),
+                catalog=catalog,
+                served=self.served,
+                gctx=gctx,
+                hooks=hooks,
+                snapshots=deps.snapshots,
+                redact=deps.redact,
+                observer=deps.observer,
+                hop_timeout=deps.hop_timeout,
+            )
+        self._subscriptions: list[Any] = []
+
+    @classmethod
+    def build(cls, loaded: LoadedModule, *, modules_dir: Path, deps: WorkerDeps) -> ModuleService:
+        catalog = load_catalog(loaded)
+        targets: dict[str, dict[str, MethodTarget]] = {}
+        catalogs: dict[str, VersionCatalog] = {}
+        for dep in sorted(loaded.manifest.capabilities.modules):
+            dep_loaded = loaded if dep == loaded.name else load_module(modules_dir / dep)
+            catalogs[dep] = catalog if dep == loaded.name else load_catalog(dep_loaded)
+            targets[dep] = {
+                spec.method: MethodTarget(
+                    module=dep,
+                    method=spec.method,
+                    request_type=_param_types(spec.function)[0],
+                    response_type=_param_types(spec.function)[1],
+                    idempotent=dep_loaded.policy(spec.method).idempotent,
+                )
+                for spec in dep_loaded.handlers
+            }
+        caps = loaded.capabilities
+        gctx = GlobalContext(
+            module=loaded.name,
+            capabilities=caps,
+            modules=ModuleRegistry(caps, targets, RemoteInvoker(deps.client, catalogs, loaded.name)),
+            config=deps.config,
+            fabric=deps.fabric,
+            secrets=deps.secrets,
+            metrics=deps.metrics,
+            versions=catalog,
+        )
+        return cls(loaded, catalog, gctx, deps)
+
+    def dependencies(self) -> list[str]:
+        return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        handlers = {
+            # raw bytes in and out; grpc.aio needs the coroutine method, not the callable object
+            method: grpc.unary_unary_rpc_method_handler(endpoint.__call__)
+            for method, endpoint in self.endpoints.items()
+        }
+        return grpc.method_handlers_generic_handler(service_name(self.name), handlers)
+
+    def store_records(self) -> list[Any]:
+        """The version records this worker publishes to the manifest store for gateways."""
+        from runtime.store import VersionRecord
+
+        manifest = build_manifests(self.loaded, version=self.served).to_json()
+        labels_of: dict[str, list[str]] = {}
+        for label, version in self.catalog.labels.items():
+            labels_of.setdefault(version, []).append(label)
+        records = []
+        for info in self.catalog.versions:
+            records.append(
+                VersionRecord(
+                    id=info.id,
+                    created_at=info.created_at,
+                    schema=info.schema.to_json(),
+                    fingerprint=info.schema.fingerprint(),
+                    manifest=manifest,
+                    labels=tuple(labels_of.get(info.id, ())),
+                    breaking=info.breaking,
+                    parent=info.parent,
+                    transformers={"source": info.transformer_source} if info.transformer_source else {},
+                    metadata={"descriptor": encode_descriptor(info.descriptor)},
+                )
+            )
+        return records
+
+    async def start_subscribers(self) -> None:
+        """Subscribe every ``@subscriber`` function of the module's handlers file."""
+        module = self.loaded.handlers_module
+        for name in sorted(vars(module)):
+            fn = getattr(module, name)
+            mark = subscriber_mark(fn)
+            if mark is None:
+                continue
+            event_type = list(typing.get_type_hints(fn).values())[0]
+            adapter: TypeAdapter[Any] = TypeAdapter(event_type)
+            self._subscriptions.append(
+                await self.gctx.subscribe(
+                    mark.topic, _deliver(fn, adapter, self.gctx), group=mark.group, max_attempts=mark.max_attempts
+                )
+            )
+            log.info("module %s subscribed %s to %s", self.name, name, mark.topic)
+
+    async def close(self) -> None:
+        for sub in self._subscriptions:
+            await sub.close()
+        self._subscriptions.clear()
+
+
+def _param_types(fn: Callable[..., Any]) -> tuple[type[Any], type[Any]]:
+    hints = typing.get_type_hints(fn)
+    first = next(iter(hints))
+    return hints[first], hints["return"]
+
+
+def _deliver(fn: Callable[..., Any], adapter: TypeAdapter[Any], gctx: GlobalContext) -> Callable[[Any], Any]:
+    async def on_message(message: Any) -> None:
+        event = adapter.validate_python(json.loads(message.data))
+        token = current_request_id.set(message.request_id)
+        try:
+            await fn(event, gctx)
+        finally:
+            current_request_id.reset(token)
+
+    return on_message
+
+
+def served_versions(services: Sequence[ModuleService]) -> dict[str, str]:
+    return {s.name: s.served for s in services}
