@@ -21,16 +21,16 @@ __all__ = ["store_errors", "translate"]
 
 # SQLite result codes that mean "cannot get at the database now", not "the database is wrong".
 _SQLITE_UNAVAILABLE = frozenset(
-    code
-    for code in (
-        getattr(sqlite3, "SQLITE_BUSY", 5),
-        getattr(sqlite3, "SQLITE_LOCKED", 6),
-        getattr(sqlite3, "SQLITE_IOERR", 10),
-        getattr(sqlite3, "SQLITE_FULL", 13),
-        getattr(sqlite3, "SQLITE_CANTOPEN", 14),
-        getattr(sqlite3, "SQLITE_READONLY", 8),
+    (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
     )
 )
+"""Primary codes; extended codes (``SQLITE_BUSY_TIMEOUT``...) carry them in their low byte."""
 
 _PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable host, timed out
@@ -56,7 +56,8 @@ def translate(exc: Exception, url: str, *, connecting: bool = False) -> ModrpcEr
     if connecting:
         return Unavailable(f"manifest store {url} is unavailable: {type(exc).__name__}: {exc}")
     if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
+        # Errors sqlite3 raises itself (a closed connection, say) carry no code: a bug.
+        code: int | None = getattr(exc, "sqlite_errorcode", None)
         if code is not None and (code & 0xFF) in _SQLITE_UNAVAILABLE:
             return Unavailable(f"manifest store {url} is unavailable: {exc}")
         return InternalError(f"manifest store {url} failed: {type(exc).__name__}: {exc}")

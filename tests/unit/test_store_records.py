@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 import runtime.store
-from runtime.errors import FailedPrecondition, InvalidArgument
+from runtime.errors import FailedPrecondition, InternalError, InvalidArgument, NotFound, Unavailable
 from runtime.gtype import Field, GType, Method, Schema
 from runtime.store import DEFAULT_URL, StoreEvent, VersionRecord, WorkerRecord, open_store
+from runtime.store._errors import store_errors, translate
 from runtime.store._migrations import MIGRATIONS, pending
 from runtime.store._url import mask_url, postgres_target, sqlite_path
 
@@ -199,3 +203,48 @@ def test_migrations_are_numbered_from_one_without_gaps_for_both_backends() -> No
 def test_a_database_newer_than_the_migrations_is_refused() -> None:
     with pytest.raises(FailedPrecondition, match="upgrade the runtime"):
         pending(MIGRATIONS[-1].number + 1, "sqlite:///store.db")
+
+
+def test_a_locked_sqlite_database_is_unavailable(tmp_path: Path) -> None:
+    path = str(tmp_path / "locked.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Unavailable, match="store-url is unavailable: database is locked"):
+            with store_errors("store-url"):
+                waiter.execute("BEGIN IMMEDIATE")
+    finally:
+        holder.close()
+        waiter.close()
+
+
+def test_using_a_closed_sqlite_connection_is_an_internal_error() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.close()
+    with pytest.raises(InternalError, match="ProgrammingError") as caught:
+        with store_errors("store-url"):
+            conn.execute("SELECT 1")
+    assert isinstance(caught.value.__cause__, sqlite3.ProgrammingError)
+
+
+@pytest.mark.parametrize(
+    ("exc", "connecting", "expected"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), False, Unavailable),
+        (TimeoutError(), False, Unavailable),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), False, Unavailable),
+        (asyncpg.AdminShutdownError("terminating connection"), False, Unavailable),
+        (asyncpg.CheckViolationError("violates check constraint"), False, InternalError),
+        (asyncpg.UndefinedTableError('relation "labels" does not exist'), False, InternalError),
+        (asyncpg.InvalidPasswordError("password authentication failed"), True, Unavailable),
+        (NotFound("no such version"), False, NotFound),
+    ],
+)
+def test_database_errors_become_runtime_errors(
+    exc: Exception, connecting: bool, expected: type[Exception]
+) -> None:
+    translated = translate(exc, "postgresql://u:***@db/test", connecting=connecting)
+    assert type(translated) is expected
+    if translated is not exc:
+        assert "postgresql://u:***@db/test" in str(translated)
