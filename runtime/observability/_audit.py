@@ -143,9 +143,8 @@ class FileAuditSink:
         data = record.to_json()
         if self._redact is not None:
             data = self._redact(data)
-        line = (
-            json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str) + "\n"
-        ).encode()
+        # ASCII-only JSON: no raw U+2028/U+0085 that line-oriented tools would split a record on.
+        line = (json.dumps(data, separators=(",", ":"), default=str) + "\n").encode()
         if self._fsync:
             await asyncio.to_thread(self._append, line)
         else:
@@ -183,7 +182,7 @@ class FileAuditSink:
 
 def read_audit_file(path: Path) -> Iterator[AuditRecord]:
     """The records in an audit file, oldest first."""
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", newline="\n") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 try:

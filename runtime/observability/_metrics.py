@@ -148,7 +148,7 @@ class Metrics:
                     name,
                     unit=unit,
                     description=description,
-                    explicit_bucket_boundaries_advisory=list(buckets)
+                    explicit_bucket_boundaries_advisory=[float(b) for b in buckets]
                     if buckets is not None
                     else None,
                 )

@@ -86,7 +86,9 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.mark.usefixtures("_isolated")
 @settings(max_examples=100, deadline=None)
 @given(data=overrides, attribute=_IDENT, value=st.one_of(st.integers(), st.text(max_size=5)))
-def test_every_mutation_of_settings_raises(data: dict[str, Any], attribute: str, value: Any) -> None:
+def test_every_mutation_of_settings_raises(
+    data: dict[str, Any], attribute: str, value: Any
+) -> None:
     """Property 32: Config is immutable.
 
     For random valid settings, every attempt to set or delete an attribute on the settings or on

@@ -145,9 +145,7 @@ def test_secrets_are_reached_only_when_declared_and_never_leak(
     names = [f"s{i}" for i in range(len(values))]
     environ = {f"MODRPC_SECRET_S{i}": v for i, v in enumerate(values)}
     declared_names = {f"s{i}" for i in declared if i < len(values)}
-    manager = SecretsManager(
-        [EnvProvider(environ=environ)], ttl=30, allowed=_only(declared_names)
-    )
+    manager = SecretsManager([EnvProvider(environ=environ)], ttl=30, allowed=_only(declared_names))
 
     async def read_all() -> list[str]:
         handed_out = []
@@ -160,7 +158,9 @@ def test_secrets_are_reached_only_when_declared_and_never_leak(
         return handed_out
 
     handed_out = asyncio.run(read_all())
-    assert sorted(handed_out) == sorted(environ[f"MODRPC_SECRET_{n.upper()}"] for n in declared_names)
+    assert sorted(handed_out) == sorted(
+        environ[f"MODRPC_SECRET_{n.upper()}"] for n in declared_names
+    )
     assert manager.redactor.values == frozenset(handed_out)
     if not handed_out:
         return

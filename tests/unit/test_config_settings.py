@@ -142,7 +142,7 @@ def test_bad_override_is_reported_as_an_override() -> None:
 
 
 def test_missing_explicit_file_and_invalid_toml_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.toml: configuration file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: configuration file not found"):
         load_settings(tmp_path / "nope.toml")
     broken = write(tmp_path / "broken.toml", "gateway_port = [\n")
     with pytest.raises(ConfigError, match=r"broken.toml: not valid TOML"):
@@ -169,7 +169,9 @@ def test_alg_none_cannot_be_configured(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_backend_urls_must_use_a_known_scheme() -> None:
-    with pytest.raises(ConfigError, match=r"override ratelimit_url: unsupported URL scheme mysql://"):
+    with pytest.raises(
+        ConfigError, match=r"override ratelimit_url: unsupported URL scheme mysql://"
+    ):
         load_settings(ratelimit_url="mysql://x")
     assert load_settings(ratelimit_url="redis://127.0.0.1:6379/0").ratelimit_url.startswith("redis")
     assert load_settings(store_url="postgresql://db/test").store_url == "postgresql://db/test"
@@ -215,7 +217,7 @@ def _models(model: type[BaseModel]) -> list[type[BaseModel]]:
 
 
 def test_every_field_has_a_description() -> None:
-    models = _models(Settings) + [config.ApiKeySettings]
+    models = [*_models(Settings), config.ApiKeySettings]
     assert {m.__name__ for m in models} >= {
         "Settings",
         "AuthSettings",

@@ -1,0 +1,151 @@
+"""The audit trail: append-only file and store sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.config import ObservabilitySettings
+from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
+from runtime.identity import Principal
+from runtime.observability import (
+    AuditRecord,
+    FileAuditSink,
+    StoreAuditSink,
+    open_audit_sink,
+    outcome_of,
+    read_audit_file,
+)
+
+
+class ListAppendLog:
+    """An in-memory append-only log with the store's ``append`` signature."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, list[dict[str, Any]]] = {}
+
+    async def append(self, stream: str, record: dict[str, Any]) -> int:
+        entries = self.streams.setdefault(stream, [])
+        entries.append(json.loads(json.dumps(record)))
+        return len(entries)
+
+
+def record(n: int = 1, **changes: Any) -> AuditRecord:
+    fields: dict[str, Any] = {
+        "request_id": f"req-{n}",
+        "principal": Principal("alice", ("admin",), "jwt"),
+        "method": "/orders.v1.Orders/Create",
+        "version": "2025-06-01",
+        "manifest_hash": "sha256:" + "0" * 64,
+        "outcome": "ok",
+        "events": [{"kind": "handler_start", "at": 1.0}, {"kind": "handler_end", "at": 1.5}],
+        "started_at": 1_750_000_000.25,
+        "duration_ms": 12.5,
+    }
+    fields.update(changes)
+    return AuditRecord(**fields)
+
+
+def test_outcome_is_ok_or_the_status_name() -> None:
+    assert outcome_of(None) == "ok"
+    assert outcome_of(NotFound("x")) == "NOT_FOUND"
+    assert outcome_of(ResourceExhausted("x")) == "RESOURCE_EXHAUSTED"
+    assert outcome_of(ZeroDivisionError()) == "INTERNAL"
+
+
+def test_events_given_as_a_list_are_kept_as_an_immutable_tuple() -> None:
+    assert isinstance(record().events, tuple)
+
+
+async def test_file_sink_appends_one_line_per_record_and_keeps_what_was_there(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit" / "audit.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"earlier": "line"}\n')
+    async with FileAuditSink(path) as sink:
+        await sink.write(record(1))
+        await sink.write(record(2, outcome="NOT_FOUND"))
+    async with FileAuditSink(path) as sink:
+        await sink.write(record(3))
+    lines = path.read_text().splitlines()
+    assert lines[0] == '{"earlier": "line"}'
+    assert [json.loads(line)["request_id"] for line in lines[1:]] == ["req-1", "req-2", "req-3"]
+    assert json.loads(lines[2])["outcome"] == "NOT_FOUND"
+
+
+async def test_file_sink_creates_folders_and_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "audit.jsonl"
+    async with FileAuditSink(path, fsync=True) as sink:
+        await sink.write(record())
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert list(read_audit_file(path)) == [record()]
+
+
+async def test_concurrent_writers_never_interleave_records(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    big_events = [{"kind": "step", "payload": "x" * 5000, "i": i} for i in range(4)]
+    async with FileAuditSink(path) as one, FileAuditSink(path, fsync=True) as two:
+        await asyncio.gather(
+            *((one if n % 2 else two).write(record(n, events=big_events)) for n in range(40))
+        )
+    records = list(read_audit_file(path))
+    assert sorted(r.request_id for r in records) == sorted(f"req-{n}" for n in range(40))
+
+
+async def test_closed_file_sink_refuses_writes_and_close_is_idempotent(tmp_path: Path) -> None:
+    sink = FileAuditSink(tmp_path / "audit.jsonl")
+    await sink.write(record())
+    await sink.close()
+    await sink.close()
+    with pytest.raises(FailedPrecondition, match="closed"):
+        await sink.write(record())
+
+
+async def test_sinks_apply_the_redactor_before_writing(tmp_path: Path) -> None:
+    def redact(data: Any) -> Any:
+        return json.loads(json.dumps(data).replace("hunter2", "***"))
+
+    path = tmp_path / "audit.jsonl"
+    leaky = record(events=[{"kind": "handler_error", "error": "bad password hunter2"}])
+    async with FileAuditSink(path, redact=redact) as sink:
+        await sink.write(leaky)
+    log = ListAppendLog()
+    await StoreAuditSink(log, redact=redact).write(leaky)
+    assert "hunter2" not in path.read_text()
+    assert log.streams["audit"][0]["events"][0]["error"] == "bad password ***"
+
+
+async def test_store_sink_appends_the_record_json_to_the_audit_stream() -> None:
+    log = ListAppendLog()
+    sink = StoreAuditSink(log)
+    await sink.write(record(1))
+    await sink.write(record(2))
+    await sink.close()
+    assert [AuditRecord.from_json(r) for r in log.streams["audit"]] == [record(1), record(2)]
+
+
+def test_open_audit_sink_follows_the_settings(tmp_path: Path) -> None:
+    file_sink = open_audit_sink(ObservabilitySettings(audit_path=tmp_path / "a.jsonl"))
+    assert isinstance(file_sink, FileAuditSink) and file_sink.path == tmp_path / "a.jsonl"
+    store_sink = open_audit_sink(ObservabilitySettings(audit_sink="store"), store=ListAppendLog())
+    assert isinstance(store_sink, StoreAuditSink)
+    with pytest.raises(ValueError, match="no store"):
+        open_audit_sink(ObservabilitySettings(audit_sink="store"))
+
+
+def test_a_record_missing_a_field_is_refused_by_name(tmp_path: Path) -> None:
+    data = record().to_json()
+    del data["manifest_hash"]
+    with pytest.raises(ValueError, match="manifest_hash"):
+        AuditRecord.from_json(data)
+    path = tmp_path / "audit.jsonl"
+    path.write_text(json.dumps(data) + "\n")
+    with pytest.raises(ValueError, match=r"audit.jsonl:1: audit record is missing manifest_hash"):
+        list(read_audit_file(path))

@@ -1,0 +1,153 @@
+"""JSON-lines logging that carries the request id, handler and version of the call."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import runtime.observability as observability
+from runtime.observability import (
+    configure_logging,
+    handler_var,
+    log_context,
+    request_id_var,
+    version_var,
+)
+
+
+def test_public_surface_is_exactly_the_documented_names() -> None:
+    assert len(observability.__all__) == len(set(observability.__all__))
+    assert set(observability.__all__) == {
+        "OTLP_PACKAGE",
+        "SECONDS_BUCKETS",
+        "AdminServer",
+        "AppendLog",
+        "Attributes",
+        "AuditRecord",
+        "AuditSink",
+        "Counter",
+        "FileAuditSink",
+        "Gauge",
+        "Histogram",
+        "JsonFormatter",
+        "Metrics",
+        "RedMetrics",
+        "StoreAuditSink",
+        "configure_logging",
+        "configure_tracing",
+        "handler_var",
+        "log_context",
+        "open_audit_sink",
+        "outcome_of",
+        "read_audit_file",
+        "request_id_var",
+        "start_admin_server",
+        "version_var",
+    }
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging("DEBUG", stream=out)
+    yield out
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def lines(out: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_each_record_is_one_json_object_with_the_core_fields(json_lines: io.StringIO) -> None:
+    logging.getLogger("modrpc.test").warning("disk %s%% full", 93)
+    [entry] = lines(json_lines)
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "modrpc.test"
+    assert entry["message"] == "disk 93% full"
+    assert entry["request_id"] is None and entry["handler"] is None and entry["version"] is None
+    assert entry["ts"].endswith("Z") and entry["ts"][10] == "T" and len(entry["ts"]) == 24
+
+
+def test_request_context_comes_from_the_context_variables(json_lines: io.StringIO) -> None:
+    log = logging.getLogger("modrpc.test")
+    with log_context("req-1", "orders.create", "2025-06-01"):
+        assert request_id_var.get() == "req-1"
+        log.info("inside")
+    log.info("outside")
+    inside, outside = lines(json_lines)
+    assert (inside["request_id"], inside["handler"], inside["version"]) == (
+        "req-1",
+        "orders.create",
+        "2025-06-01",
+    )
+    assert outside["request_id"] is None
+    assert request_id_var.get() is None and handler_var.get() is None and version_var.get() is None
+
+
+async def test_concurrent_requests_log_their_own_ids(json_lines: io.StringIO) -> None:
+    log = logging.getLogger("modrpc.test")
+
+    async def request(n: int) -> None:
+        with log_context(f"req-{n}", f"h.{n}"):
+            for step in range(3):
+                await asyncio.sleep(0)
+                log.info("step", extra={"n": n, "step": step})
+
+    await asyncio.gather(*(request(n) for n in range(10)))
+    entries = [e for e in lines(json_lines) if e["logger"] == "modrpc.test"]
+    assert len(entries) == 30
+    assert all(
+        e["request_id"] == f"req-{e['n']}" and e["handler"] == f"h.{e['n']}" for e in entries
+    )
+
+
+def test_extra_fields_and_tracebacks_are_included(json_lines: io.StringIO) -> None:
+    log = logging.getLogger("modrpc.test")
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        log.exception("failed", extra={"order_id": 42, "when": object()})
+    [entry] = lines(json_lines)
+    assert entry["order_id"] == 42
+    assert entry["when"].startswith("<object object")  # not JSON: logged as str
+    assert "ValueError: bad value" in entry["exc"]
+    assert entry["exc"].startswith("Traceback")
+
+
+def test_configuring_twice_replaces_the_handler_instead_of_doubling_output() -> None:
+    root = logging.getLogger()
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("INFO", stream=first)
+    handler = configure_logging("INFO", stream=second)
+    try:
+        logging.getLogger("modrpc.test").info("once")
+    finally:
+        root.removeHandler(handler)
+    assert first.getvalue() == ""
+    assert len(lines(second)) == 1
+    assert sum(1 for h in root.handlers if h is handler) == 0
+
+
+def test_level_and_filters_apply_to_every_logger() -> None:
+    class DropHealth(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "healthz" not in record.getMessage()
+
+    out = io.StringIO()
+    handler = configure_logging("warning", stream=out, filters=[DropHealth()])
+    try:
+        logging.getLogger("a.b.c").info("not at INFO")
+        logging.getLogger("a.b.c").warning("GET /healthz")
+        logging.getLogger("x").error("kept")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert [e["message"] for e in lines(out)] == ["kept"]
