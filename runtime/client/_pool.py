@@ -161,6 +161,9 @@ class ChannelPool:
         """
         if self._closed:
             raise Unavailable("the module client is closed")
+        current = self._pickers.get(module)
+        if current is not None and current.addresses == tuple(dict.fromkeys(addresses)):
+            return  # unchanged: keep the round-robin position
         if addresses:
             self._pickers[module] = RoundRobin(addresses)
         else:

@@ -98,6 +98,7 @@ class _ClientTracing(_ClientInterceptor):
         self._tracer = tracer
         self._propagator = propagator
         self._handler_of = handler_of
+        self._fields = frozenset(propagator.fields)
 
     async def intercept_unary_unary(
         self,
@@ -107,7 +108,10 @@ class _ClientTracing(_ClientInterceptor):
     ) -> Any:
         method = client_call_details.method
         method_path = method.decode() if isinstance(method, bytes) else method
-        pairs: list[tuple[str, str | bytes]] = list(client_call_details.metadata or ())
+        # Trace context is this span's to set: any traceparent the caller copied in is dropped.
+        pairs: list[tuple[str, str | bytes]] = [
+            (key, value) for key, value in client_call_details.metadata or () if key not in self._fields
+        ]
         with self._tracer.start_as_current_span(
             method_path.lstrip("/"), kind=SpanKind.CLIENT, attributes=_attributes(method_path, pairs, self._handler_of)
         ) as span:

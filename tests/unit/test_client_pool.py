@@ -151,3 +151,11 @@ def test_the_package_exports_exactly_its_public_names() -> None:
     }
     for name in client_pkg.__all__:
         assert getattr(client_pkg, name) is not None
+
+
+async def test_an_unchanged_update_keeps_the_round_robin_position() -> None:
+    async with ChannelPool() as pool:
+        pool.update("users", ["127.0.0.1:1", "127.0.0.1:2"])
+        first = pool.pick("users")[0]
+        pool.update("users", ["127.0.0.1:1", "127.0.0.1:2"])
+        assert [first, pool.pick("users")[0]] == ["127.0.0.1:1", "127.0.0.1:2"]

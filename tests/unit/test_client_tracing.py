@@ -127,3 +127,13 @@ async def test_the_server_interceptor_wraps_each_method_once(setup: Setup) -> No
     wrapped = interceptor._wrapped["/t.S/Echo"]
     await setup.client.call_raw("t", "/t.S/Echo", b"")
     assert interceptor._wrapped["/t.S/Echo"] is wrapped
+
+
+async def test_a_traceparent_copied_in_by_the_caller_is_replaced_by_the_client_span(setup: Setup) -> None:
+    stale = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await setup.client.call_raw("t", "/t.S/Echo", b"", metadata=[("traceparent", stale)])
+    spans = {span.kind: span for span in await setup.spans(2)}
+    client, server = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
+    assert client.context is not None and server.parent is not None
+    assert server.parent.span_id == client.context.span_id
+    assert client.context.trace_id != int("0af7651916cd43dd8448eb211c80319c", 16)
