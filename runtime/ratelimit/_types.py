@@ -25,8 +25,9 @@ class RateLimit:
     (100, 1)
     """
 
-    text: str
-    item: RateLimitItem = field(compare=False, repr=False)
+    text: str = field(compare=False)
+    item: RateLimitItem = field(repr=False)
+    """The parsed limit; equality goes by it, so ``5/minute`` equals ``5 per minute``."""
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:

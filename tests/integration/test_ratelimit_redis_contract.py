@@ -71,9 +71,9 @@ async def test_calls_are_allowed_again_once_the_window_has_moved(limiter: RateLi
 
 
 async def test_check_rate_turns_refusal_into_resource_exhausted(limiter: RateLimiter) -> None:
-    limit = RateLimit.parse("1/hour")
+    limit = RateLimit.parse("1/minute")
     await check_rate(limiter, "k", limit)
-    with pytest.raises(ResourceExhausted, match="rate limit 1/hour exceeded") as caught:
+    with pytest.raises(ResourceExhausted, match="rate limit 1/minute exceeded") as caught:
         await check_rate(limiter, "k", limit)
     assert caught.value.retry_after is not None and caught.value.retry_after > 0
 

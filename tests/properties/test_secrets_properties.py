@@ -120,10 +120,13 @@ def _only(declared: set[str]) -> Callable[[str], None]:
 def json_log() -> Any:
     """The process's JSON log handler writing into a buffer the test reads."""
     out = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
     yield out
-    for handler in list(logging.getLogger().handlers):
+    root.setLevel(level)
+    for handler in list(root.handlers):
         if getattr(handler, "stream", None) is out:
-            logging.getLogger().removeHandler(handler)
+            root.removeHandler(handler)
 
 
 @settings(max_examples=100, deadline=None)

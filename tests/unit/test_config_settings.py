@@ -217,7 +217,7 @@ def _models(model: type[BaseModel]) -> list[type[BaseModel]]:
 
 
 def test_every_field_has_a_description() -> None:
-    models = [*_models(Settings), config.ApiKeySettings]
+    models: list[type[BaseModel]] = [*_models(Settings), config.ApiKeySettings]
     assert {m.__name__ for m in models} >= {
         "Settings",
         "AuthSettings",

@@ -21,6 +21,18 @@ from runtime.observability import (
 )
 
 
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    """configure_logging changes the root logger; put it back for the rest of the suite."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+
+
 def test_public_surface_is_exactly_the_documented_names() -> None:
     assert len(observability.__all__) == len(set(observability.__all__))
     assert set(observability.__all__) == {

@@ -49,6 +49,12 @@ def test_limits_parse_with_the_limits_notation(text: str, amount: int, period: i
     assert str(limit) == text
 
 
+def test_limits_are_equal_when_they_mean_the_same() -> None:
+    assert RateLimit.parse("5/minute") == RateLimit.parse("5 per minute")
+    assert hash(RateLimit.parse("5/minute")) == hash(RateLimit.parse("5 per 1 minute"))
+    assert RateLimit.parse("5/minute") != RateLimit.parse("5/second")
+
+
 @pytest.mark.parametrize("text", ["", "fast", "10/fortnight", "ten/second", "0/second", "/second"])
 def test_bad_limits_are_a_value_error_quoting_the_text(text: str) -> None:
     with pytest.raises(ValueError, match="bad rate limit"):

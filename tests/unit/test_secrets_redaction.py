@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,6 +14,18 @@ from runtime.observability import configure_logging
 from runtime.secrets import EnvProvider, RedactingFilter, Redactor, Secret, SecretsManager
 
 VALUE = "pa55-w0rd-xyz"
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger() -> Iterator[None]:
+    """configure_logging changes the root logger; put it back for the rest of the suite."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
 
 
 async def manager_with_secret() -> SecretsManager:
