@@ -266,7 +266,7 @@ def _describe(exc: jwt.PyJWTError) -> str:
     if isinstance(exc, jwt.ExpiredSignatureError):
         return "token expired"
     if isinstance(exc, jwt.ImmatureSignatureError):
-        return "token not yet valid (nbf is in the future)"
+        return "token not yet valid (nbf or iat is in the future)"
     if isinstance(exc, jwt.InvalidSignatureError):
         return "bad signature"
     if isinstance(exc, jwt.InvalidAudienceError):
@@ -275,6 +275,10 @@ def _describe(exc: jwt.PyJWTError) -> str:
         return "token issuer is not accepted"
     if isinstance(exc, jwt.MissingRequiredClaimError):
         return f"token is missing required claim {exc.claim!r}"
+    if isinstance(exc, jwt.InvalidIssuedAtError):
+        return "token claim 'iat' is malformed"
+    if isinstance(exc, jwt.exceptions.InvalidSubjectError):
+        return "token claim 'sub' must be a string"
     if isinstance(exc, jwt.InvalidAlgorithmError):
         return "token algorithm is not allowed"
     if isinstance(exc, jwt.DecodeError):

@@ -362,3 +362,18 @@ def test_a_dev_token_past_its_ttl_is_expired(hs_auth: Authenticator) -> None:
         SECRET, subject="dev", roles=[], ttl_seconds=60, issuer=ISSUER, audience=AUDIENCE, now=time.time() - 3600
     )
     assert refused(hs_auth, token) == "token expired"
+
+
+def test_a_token_issued_in_the_future_is_refused(hs_auth: Authenticator) -> None:
+    token = jwt.encode(claims(iat=int(time.time()) + 3600), SECRET, algorithm="HS256")
+    assert "not yet valid" in refused(hs_auth, token)
+
+
+def test_a_malformed_iat_is_refused(hs_auth: Authenticator) -> None:
+    token = jwt.encode(claims(iat="yesterday"), SECRET, algorithm="HS256")
+    assert refused(hs_auth, token) == "token claim 'iat' is malformed"
+
+
+def test_a_subject_that_is_not_a_string_is_refused(hs_auth: Authenticator) -> None:
+    token = jwt.encode(claims(sub=42), SECRET, algorithm="HS256")
+    assert "'sub'" in refused(hs_auth, token)
