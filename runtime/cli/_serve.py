@@ -46,9 +46,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"modrpc {args.command}: {exc}", file=sys.stderr)
         return 2
-    from runtime.observability import configure_logging
+    from runtime.observability import configure_logging, configure_tracing
 
     configure_logging(settings.log_level)
+    name = f"modrpc-{args.command}" + (f"-{args.module}" if args.command == "worker" else "")
+    configure_tracing(name, otlp_endpoint=settings.observability.otlp_endpoint, install_global=True)
     main = {"worker": _worker, "gateway": _gateway, "up": _up}[args.command]
     try:
         return asyncio.run(main(args, settings))

@@ -19,12 +19,13 @@ import grpc
 
 from runtime.client import ModuleClient
 from runtime.deadline import Deadline
-from runtime.errors import InternalError, ModrpcError, Unavailable
+from runtime.errors import InternalError, ModrpcError, Unavailable, status_of
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._metadata import is_valid_request_id
 from runtime.gateway._roles import check_roles
-from runtime.identity import PRINCIPAL_HEADER, principal_header
+from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from runtime.lcc import new_request_id
+from runtime.observability import RedMetrics, request_id_var
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import rpc_status_of
 from runtime.versions import VersionCatalog, run_chain
@@ -101,22 +102,39 @@ class Route:
         if not (isinstance(request_id, str) and is_valid_request_id(request_id)):
             request_id = new_request_id()
         await context.send_initial_metadata((("x-request-id", request_id),))
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        code = "OK"
+        version = "unresolved"
         try:
-            return await self._call(payload, context, headers, request_id)
+            principal = self.services.auth.authenticate(headers, public=self.public)
+            version = self.routes.catalog.resolve(headers.get("x-api-version"))
+            return await self._call(payload, context, headers, request_id, principal, version)
         except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception as exc:
+            code = status_of(exc).name
             if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
                 log.error("call %s %s failed: %s", request_id, self.path, exc, exc_info=exc)
             await context.abort_with_status(rpc_status_of(exc, request_id))
             raise
+        finally:
+            request_id_var.reset(token)
+            red = self.services.red
+            if red is not None:
+                red.observe(self.path, version, code, time.perf_counter() - started)
 
     async def _call(
-        self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes], headers: dict[str, Any], request_id: str
+        self,
+        payload: bytes,
+        context: grpc.aio.ServicerContext[bytes, bytes],
+        headers: dict[str, Any],
+        request_id: str,
+        principal: Principal,
+        version: str,
     ) -> bytes:
-        principal = self.services.auth.authenticate(headers, public=self.public)
         catalog = self.routes.catalog
-        version = catalog.resolve(headers.get("x-api-version"))
         if self.roles:
             check_roles(principal, self.roles)
         if self.rate_limit is not None:
@@ -181,6 +199,7 @@ class _Services:
     client: ModuleClient
     usage: Usage
     hop_timeout: float = 0.25
+    red: RedMetrics | None = None
 
 
 @dataclass(frozen=True)

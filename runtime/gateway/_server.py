@@ -27,6 +27,7 @@ from runtime.config import Settings
 from runtime.errors import ExpectedError, NotFound, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
+from runtime.observability import Metrics, RedMetrics, start_admin_server
 from runtime.ratelimit import open_ratelimiter
 from runtime.wire import service_name, serving_pool
 
@@ -120,6 +121,8 @@ class Gateway:
         self._services: _Services | None = None
         self._changed = asyncio.Event()
         self._stopped = False
+        self.metrics = Metrics(service_name="modrpc-gateway")
+        self._admin: Any = None
 
     async def start(self) -> str:
         from runtime.store import open_store
@@ -137,7 +140,11 @@ class Gateway:
             ),
             client=ModuleClient(pool),
             usage=self.usage,
+            red=RedMetrics(self.metrics),
         )
+        if settings.admin_port:
+            self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
+            log.info("gateway metrics on http://%s:%d/metrics", settings.host, self._admin.port)
         await self.refresh()
         server = grpc.aio.server(
             options=[
@@ -232,6 +239,8 @@ class Gateway:
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()
+        if self._admin is not None:
+            self._admin.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -42,6 +42,7 @@ from runtime.lcc import (
     run_lifecycle,
 )
 from runtime.manifest import HandlerSpec, MethodPolicy
+from runtime.observability import handler_var, version_var
 from runtime.status import rpc_status_of
 from runtime.versions import VersionCatalog, run_chain
 from runtime.wire import method_path, request_message, response_message
@@ -202,6 +203,8 @@ class MethodEndpoint:
             )
             lctx = LocalContext(meta, redact=self.redact)
             rid_token = current_request_id.set(request_id)
+            handler_token = handler_var.set(self.spec.handler_id)
+            version_token = version_var.set(self.served)
             deadline_token = current_deadline.set(deadline)
             try:
                 response = await run_lifecycle(
@@ -220,6 +223,8 @@ class MethodEndpoint:
                 )
             finally:
                 current_request_id.reset(rid_token)
+                handler_var.reset(handler_token)
+                version_var.reset(version_token)
                 current_deadline.reset(deadline_token)
             if steps:
                 response = await run_chain(

@@ -28,7 +28,14 @@ from runtime.client import ChannelPool, ModuleClient, client_interceptors, serve
 from runtime.config import Settings
 from runtime.lcc import LogSnapshotStore, RequestMeta
 from runtime.manifest import check_registration, discover_modules, load_module
-from runtime.observability import AuditRecord, Metrics, RedMetrics, open_audit_sink, outcome_of
+from runtime.observability import (
+    AuditRecord,
+    Metrics,
+    RedMetrics,
+    open_audit_sink,
+    outcome_of,
+    start_admin_server,
+)
 from runtime.wire import service_name, serving_pool
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._service import ModuleService, WorkerDeps
@@ -96,6 +103,8 @@ class Worker:
         self._closers: list[Any] = []
         self.service: ModuleService | None = None
         self._observer: _Observer | None = None
+        self._admin: Any = None
+        self.metrics_address = ""
         self._audit: Any = None
         self.store: Any = None
         self._stopped = False
@@ -120,6 +129,8 @@ class Worker:
         secrets = open_secrets(settings.secrets)
         logging.getLogger().addFilter(RedactingFilter(secrets.redactor))
         metrics = Metrics(service_name=f"modrpc-worker-{self.module}")
+        self._admin = start_admin_server(self.host, 0, metrics=metrics)
+        self.metrics_address = f"{self.host}:{self._admin.port}"
         pool = ChannelPool(max_message_bytes=settings.max_message_bytes, interceptors=client_interceptors())
         client = ModuleClient(pool)
         self._closers.append(client)
@@ -175,7 +186,10 @@ class Worker:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="modrpc-heartbeat"))
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(service_name(self.module), health_pb2.HealthCheckResponse.SERVING)
-        log.info("worker %s serving %s %s on %s", self.worker_id, self.module, service.served, self.address)
+        log.info(
+            "worker %s serving %s %s on %s (metrics on http://%s/metrics)",
+            self.worker_id, self.module, service.served, self.address, self.metrics_address,
+        )  # fmt: skip
         return self.address
 
     async def _register(self, *, healthy: bool) -> None:
@@ -239,6 +253,8 @@ class Worker:
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 await closer.close()
+        if self._admin is not None:
+            self._admin.close()
         log.info("worker %s stopped", self.worker_id)
 
     async def __aenter__(self) -> Worker:
