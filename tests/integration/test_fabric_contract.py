@@ -38,6 +38,16 @@ from tests.services import require_nats
 
 pytestmark = pytest.mark.timeout(60)
 
+
+async def until(predicate: Callable[[], bool], within: float = 5.0, every: float = 0.005) -> None:
+    """Wait until ``predicate()`` holds; the handlers that make it true run on this loop."""
+    async with asyncio.timeout(within):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(every)
+
+
 MakeFabric = Callable[..., Awaitable[Fabric]]
 
 
@@ -56,8 +66,8 @@ class Inbox:
     def data(self) -> list[bytes]:
         return [m.data for m in self.messages]
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Message]:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, count: int, within: float = 5.0) -> list[Message]:
+        async with asyncio.timeout(within):
             while len(self.messages) < count:
                 self._changed.clear()
                 await self._changed.wait()
@@ -130,9 +140,7 @@ async def test_every_ungrouped_subscriber_and_every_group_gets_every_message(
 
     for inbox in [*loners, audit]:
         await inbox.wait_for(len(sent))
-    async with asyncio.timeout(5):
-        while sum(len(i.messages) for i in billing) < len(sent):
-            await asyncio.sleep(0.01)
+    await until(lambda: sum(len(i.messages) for i in billing) >= len(sent))
     await settle()
     for inbox in [*loners, audit]:
         assert sorted(inbox.data) == sorted(sent)
@@ -237,9 +245,7 @@ async def test_dead_letters_wait_for_a_subscriber_that_comes_later(
     await fabric.subscribe("emails", poisoned, max_attempts=2)
     await fabric.publish("emails", b"first")
     await fabric.publish("emails", b"second")
-    async with asyncio.timeout(5):
-        while failures < 4:
-            await asyncio.sleep(0.01)
+    await until(lambda: failures >= 4)
 
     dead = Inbox()
     await fabric.subscribe(dead_letter_topic("emails"), dead, group="operators")
@@ -278,17 +284,13 @@ async def test_a_message_not_delivered_within_its_ttl_is_dropped(make_fabric: Ma
 
     await fabric.subscribe("quotes", slow, group="pricing")
     await fabric.publish("quotes", b"blocker")
-    async with asyncio.timeout(5):
-        while not seen:
-            await asyncio.sleep(0.01)
+    await until(lambda: bool(seen))
     await fabric.publish("quotes", b"stale", ttl=0.2)
     await fabric.publish("quotes", b"fresh", ttl=30)
     await fabric.publish("quotes", b"forever")
     await asyncio.sleep(0.4)
     release.set()
-    async with asyncio.timeout(5):
-        while len(seen) < 3:
-            await asyncio.sleep(0.01)
+    await until(lambda: len(seen) >= 3)
     await settle()
     assert seen == [b"blocker", b"fresh", b"forever"]
 
@@ -403,13 +405,11 @@ async def test_a_subscriber_whose_task_dies_mid_handler_loses_no_message(
         await fabric.publish("tasks", data)
 
     doomed_task[0].cancel()  # the subscriber "crashes" in the middle of its handler
-    await survivor.wait_for(len(sent), timeout=10)
+    await survivor.wait_for(len(sent), within=10)
     assert sorted(survivor.data) == sorted(sent)
     redelivered = [m for m in survivor.messages if m.data == sent[0]]
     assert redelivered[0].attempt == 2
-    async with asyncio.timeout(5):
-        while not doomed_sub.closed:
-            await asyncio.sleep(0.01)
+    await until(lambda: doomed_sub.closed)
 
 
 async def test_closing_a_subscription_mid_handler_hands_its_message_to_another_member(
