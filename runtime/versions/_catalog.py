@@ -101,7 +101,9 @@ class VersionCatalog:
         current = new
         while current != old:
             info = self.by_id.get(current)
-            if info is None or info.parent is None or len(steps) > MAX_HOPS:
+            # Another step is needed here; refuse it once MAX_HOPS are already taken, so a
+            # chain that run_chain would reject is never offered as a route.
+            if info is None or info.parent is None or len(steps) >= MAX_HOPS:
                 return None
             step = self.step_into(current)
             if step is None:

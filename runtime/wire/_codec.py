@@ -18,13 +18,13 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, timestamp_pb2
 
 from runtime.errors import InvalidArgument
-from runtime.gtype import Field, GType, Schema
+from runtime.gtype import Field, GType, Schema, same_scalar, validate
 from runtime.wire._descriptor import enum_value_name, is_string_enum, variant_suffix
 from runtime.wire._naming import request_message, response_message
 
 __all__ = ["WireVersion", "serving_pool"]
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 
 class WireVersion:
@@ -204,9 +204,13 @@ class WireVersion:
                 container[k] = self._scalar(t, v)
 
     def _pick_variant(self, t: GType, v: Any) -> GType:
-        for variant in t.variants:
-            if _accepts(self.schema, variant, v):
-                return variant
+        # Prefer the variant that takes the value exactly as it is: the first object that
+        # merely receives a dict would drop the fields of the variant it really is, and 3 is
+        # an int before it is a float. Only then fall back to the first variant that accepts it.
+        for exact in (True, False):
+            for variant in t.variants:
+                if _accepts(self.schema, variant, v, exact=exact):
+                    return variant
         raise TypeError(f"value {v!r} matches no variant of the union")
 
 
@@ -221,16 +225,27 @@ _PRIMITIVE_CHECKS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _accepts(schema: Schema, t: GType, v: Any) -> bool:
-    """A cheap structural check used only to pick a union variant when encoding."""
+def _accepts(schema: Schema, t: GType, v: Any, *, exact: bool = False) -> bool:
+    """Whether union variant ``t`` can carry ``v``; used only to pick a variant when encoding.
+
+    Loosely, any dict fits an object and an int fits a float. ``exact`` asks for more: the
+    dict validates as that object, the number has the variant's own Python type, and a
+    literal or enum value is the same scalar (``True`` is not ``1``).
+    """
     if t.kind == "primitive":
+        if exact and t.name == "float":
+            return isinstance(v, float)
         return _PRIMITIVE_CHECKS[t.name](v)
     if t.kind == "literal":
-        return v in t.values
+        return same_scalar(v, t.values) if exact else v in t.values
     if t.kind == "ref":
         target = schema.type(t.name)
         if target.kind == "object":
+            if exact:
+                return isinstance(v, Mapping) and not validate(dict(v), t, schema)
             return isinstance(v, Mapping)
+        if exact:
+            return same_scalar(v, target.values)
         return (v.value if isinstance(v, enum.Enum) else v) in target.values
     return False
 

@@ -155,8 +155,10 @@ class _Builder:
 
     def enum(self, t: GType) -> descriptor_pb2.EnumDescriptorProto:
         e = descriptor_pb2.EnumDescriptorProto(name=t.name)
-        e.value.add(name=f"{snake(t.name).upper()}_UNSPECIFIED", number=0)
-        names: set[str] = set()
+        unspecified = f"{snake(t.name).upper()}_UNSPECIFIED"
+        e.value.add(name=unspecified, number=0)
+        # A value spelt "unspecified" would declare the zero value's name a second time.
+        names: set[str] = {unspecified}
         for value in t.values:
             vname = enum_value_name(t.name, value)
             if vname in names:
