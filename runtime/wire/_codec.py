@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, timestamp_pb2
 
 from runtime.errors import InvalidArgument
-from runtime.gtype import Field, GType, Schema, same_scalar, validate
+from runtime.gtype import Field, GType, Schema, is_date, is_datetime, same_scalar, validate
 from runtime.wire._descriptor import enum_value_name, is_string_enum, variant_suffix
 from runtime.wire._naming import request_message, response_message
 
@@ -174,11 +174,16 @@ class WireVersion:
     def _set_message(self, target: message.Message, t: GType, v: Any) -> None:
         if t.kind == "primitive":  # datetime
             if isinstance(v, str):
-                target.FromJsonString(v)  # type: ignore[attr-defined]
-            else:
-                if v.tzinfo is None:
-                    v = v.replace(tzinfo=_UTC)
-                target.FromDatetime(v)  # type: ignore[attr-defined]
+                try:
+                    target.FromJsonString(v)  # type: ignore[attr-defined]
+                    return
+                except ValueError:
+                    # RFC 3339 only; validation takes any ISO 8601 form Python reads, such as
+                    # "2025-01-15T10:00:00" (naive, so UTC like a naive datetime) or "2025-01-15".
+                    v = _dt.datetime.fromisoformat(v)
+            if v.tzinfo is None:
+                v = v.replace(tzinfo=_UTC)
+            target.FromDatetime(v)  # type: ignore[attr-defined]
             return
         target.SetInParent()
         self._fill(t.name, target, v)
@@ -223,18 +228,23 @@ _PRIMITIVE_CHECKS: dict[str, Callable[[Any], bool]] = {
     "bytes": lambda v: isinstance(v, bytes),
     "datetime": lambda v: isinstance(v, str | _dt.datetime),
 }
+_EXACT_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "float": lambda v: isinstance(v, float),
+    "date": is_date,
+    "datetime": is_datetime,
+}
 
 
 def _accepts(schema: Schema, t: GType, v: Any, *, exact: bool = False) -> bool:
     """Whether union variant ``t`` can carry ``v``; used only to pick a variant when encoding.
 
-    Loosely, any dict fits an object and an int fits a float. ``exact`` asks for more: the
-    dict validates as that object, the number has the variant's own Python type, and a
-    literal or enum value is the same scalar (``True`` is not ``1``).
+    Loosely, any dict fits an object, an int fits a float and any string a date. ``exact`` asks
+    for more: the dict validates as that object, a float is a float, a date or datetime string
+    parses as one, and a literal or enum value is the same scalar (``True`` is not ``1``).
     """
     if t.kind == "primitive":
-        if exact and t.name == "float":
-            return isinstance(v, float)
+        if exact and t.name in _EXACT_CHECKS:
+            return _EXACT_CHECKS[t.name](v)
         return _PRIMITIVE_CHECKS[t.name](v)
     if t.kind == "literal":
         return same_scalar(v, t.values) if exact else v in t.values
