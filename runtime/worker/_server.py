@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from runtime.client import ChannelPool, ModuleClient, client_interceptors, server_interceptors
 from runtime.config import Settings
@@ -36,8 +36,9 @@ from runtime.observability import (
     outcome_of,
     start_admin_server,
 )
-from runtime.wire import service_name, serving_pool
+from runtime.wire import service_name
 from runtime.worker._directory import WorkerDirectory
+from runtime.worker._reflection import VersionedReflection
 from runtime.worker._service import ModuleService, WorkerDeps
 
 __all__ = ["Worker"]
@@ -162,8 +163,9 @@ class Worker:
         server.add_generic_rpc_handlers((service.generic_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (service_name(self.module), health.SERVICE_NAME, reflection.SERVICE_NAME)
-        pool_files = [service.catalog.latest.descriptor]
-        reflection.enable_server_reflection(names, server, pool=serving_pool(pool_files))
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            VersionedReflection(service.catalog, names), server
+        )
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if bound == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")

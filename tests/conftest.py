@@ -1,0 +1,81 @@
+"""Fixtures shared by the test layers: module data on disk, and in-process workers.
+
+The example modules keep their data (users, stock) in SQLite files under ``$MODRPC_DATA_DIR``
+through process-level singletons (``modules/users/_repo.py``, ``modules/inventory/_stock.py``)
+that open on first use and never move. So one data directory serves the whole session, set
+before the first worker starts; tests that create users pick unique emails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runtime.config import Settings, load_settings
+from runtime.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES_DIR = ROOT / "modules"
+"""The example modules."""
+PROBE_MODULES_DIR = ROOT / "tests" / "fixtures" / "worker_modules"
+"""Modules that exist only for worker tests (``probe``)."""
+
+StartWorker = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture(scope="session")
+def module_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``$MODRPC_DATA_DIR`` for the whole session, in a temporary folder."""
+    path = tmp_path_factory.mktemp("module-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODRPC_DATA_DIR", str(path))
+        yield path
+
+
+@pytest.fixture
+def worker_settings(tmp_path: Path, module_data_dir: Path) -> Callable[..., Settings]:
+    """Settings for workers of one test: a SQLite store in ``tmp_path`` shared by every worker
+    built from it, the in-memory fabric, audit records in the store; ``overrides`` win."""
+
+    def make(**overrides: Any) -> Settings:
+        defaults: dict[str, Any] = {
+            "store_url": f"sqlite:///{tmp_path}/store.db",
+            "fabric_url": "memory://",
+            "modules_dir": MODULES_DIR,
+            "drain_seconds": 2.0,
+            "observability": {"audit_sink": "store"},
+        }
+        return load_settings(**{**defaults, **overrides})
+
+    return make
+
+
+@pytest.fixture
+async def start_worker(worker_settings: Callable[..., Settings]) -> AsyncIterator[StartWorker]:
+    """Start :class:`Worker` s on 127.0.0.1 port 0; every one started is stopped afterwards.
+
+    ``await start_worker("users")`` uses :func:`worker_settings`; pass ``settings=`` or
+    ``modules_dir=`` (e.g. :data:`PROBE_MODULES_DIR`) to change them.
+    """
+    started: list[Worker] = []
+
+    async def start(
+        module: str, *, settings: Settings | None = None, modules_dir: Path | None = None
+    ) -> Worker:
+        worker = Worker(
+            module,
+            settings or worker_settings(),
+            host="127.0.0.1",
+            port=0,
+            modules_dir=modules_dir,
+        )
+        started.append(worker)
+        await worker.start()
+        return worker
+
+    yield start
+    for worker in reversed(started):
+        await worker.stop(0.5)
