@@ -187,7 +187,12 @@ class RedMetrics:
         )
 
     def observe(self, method: str, version: str, code: str, seconds: float) -> None:
-        """Record one finished call. ``code`` is the gRPC status name, e.g. ``OK``, ``NOT_FOUND``."""
+        """Record one finished call. ``code`` is the gRPC status name, e.g. ``OK``, ``NOT_FOUND``.
+
+        The audit outcome ``ok`` is accepted for ``OK``, so callers can pass either.
+        """
+        if code == "ok":
+            code = "OK"
         attributes = {"method": method, "version": version, "code": code}
         self._requests.add(1, attributes)
         if code != "OK":

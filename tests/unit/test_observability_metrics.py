@@ -89,7 +89,7 @@ def test_instances_do_not_share_series() -> None:
 def test_red_metrics_count_requests_errors_and_durations(metrics: Metrics) -> None:
     red = RedMetrics(metrics)
     red.observe("/orders.v1.Orders/Create", "2025-06-01", "OK", 0.02)
-    red.observe("/orders.v1.Orders/Create", "2025-06-01", "OK", 0.2)
+    red.observe("/orders.v1.Orders/Create", "2025-06-01", "ok", 0.2)  # the audit outcome form
     red.observe("/orders.v1.Orders/Create", "2025-06-01", "NOT_FOUND", 0.003)
     values = samples(metrics.render())
     ok = frozenset(
