@@ -35,20 +35,23 @@ class WorkerDirectory:
             self._pool.update(module, addresses)
 
     async def run(self) -> None:
-        """Refresh on every worker change the store reports; retry while the store is down."""
+        """Refresh on every worker change the store reports; retry while the store is down.
+
+        Each pass subscribes to the change feed first and reads the store second, so a worker
+        that registers in between (after the read in ``Worker.start``, or while the store was
+        unreachable) is in the read or in the feed, never in neither.
+        """
         if not self._modules:
             return
         while True:
             try:
-                async for event in self._store.watch():
-                    if event.kind == "worker" and (event.module in self._modules or not event.module):
-                        await self.refresh()
+                async with self._store.watch() as events:
+                    await self.refresh()
+                    async for event in events:
+                        if event.kind == "worker" and (event.module in self._modules or not event.module):
+                            await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("store watch failed (%s); routing continues from the cached addresses", exc)
                 await asyncio.sleep(1.0)
-                try:
-                    await self.refresh()
-                except Exception:
-                    continue
