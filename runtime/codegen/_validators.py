@@ -151,18 +151,29 @@ class _Renderer:
     def named_function(self, t: GType) -> str:
         if t.kind not in ("object", "enum"):
             raise ValueError(f"named type {t.name!r} is a {t.kind}; expected object or enum")
-        body = self.node(t, "value", "path", "    ")
+        # A nullable ref to this type passes ``nullable=True``: None is then fine, and a value
+        # of the wrong kind is told the type "or null", as validate() says it.
+        guard = "" if t.nullable else "    if value is None and nullable:\n        return\n"
+        text = (
+            f"({describe(t.with_nullable(True), self.schema)!r} if nullable "
+            f"else {describe(t, self.schema)!r})"
+        )
+        body = self.node(t, "value", "path", "    ", describe_text=text)
         return (
-            f"def _check_{t.name}(value: object, path: str, out: list[FieldViolation]) -> None:\n"
-            + "".join(body)
+            f"def _check_{t.name}(\n"
+            "    value: object, path: str, out: list[FieldViolation], nullable: bool = False\n"
+            ") -> None:\n" + guard + "".join(body)
         )
 
     # -- nodes ------------------------------------------------------------------------------
-    def node(self, node: GType, v: str, p: str, ind: str) -> list[str]:
+    def node(
+        self, node: GType, v: str, p: str, ind: str, describe_text: str | None = None
+    ) -> list[str]:
         """Statements that check the value in variable ``v`` at the path in variable ``p``."""
         if node.kind == "ref":
             return self.ref(node, v, p, ind)
-        describe_text = repr(describe(node, self.schema))
+        if describe_text is None:
+            describe_text = repr(describe(node, self.schema))
         lines: list[str] = []
         if node.kind == "union":
             lines.append(f"{ind}if {v} is None:\n")
@@ -235,15 +246,12 @@ class _Renderer:
 
     def ref(self, node: GType, v: str, p: str, ind: str) -> list[str]:
         target = self.schema.type(node.name)
-        call = f"_check_{node.name}({v}, {p}, out)"
+        nullable = ", True" if node.nullable and not target.nullable else ""
         lines: list[str] = []
         if node.constraints.custom:
             mark = self.fresh("n")
             lines.append(f"{ind}{mark} = len(out)\n")
-        if node.nullable and not target.nullable:
-            lines.append(f"{ind}if {v} is not None:\n{ind}    {call}\n")
-        else:
-            lines.append(f"{ind}{call}\n")
+        lines.append(f"{ind}_check_{node.name}({v}, {p}, out{nullable})\n")
         if node.constraints.custom:
             lines.append(f"{ind}if {v} is not None and len(out) == {mark}:\n")
             lines += self.customs(node.constraints.custom, v, p, ind + "    ")

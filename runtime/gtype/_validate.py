@@ -252,12 +252,10 @@ def _check(
 ) -> None:
     start = len(out)
     if node.kind == "ref":
-        # A nullable ref takes None; anything else is the named type's to judge, custom
-        # validators included. The ref's own custom validators (Annotated[Model,
-        # AfterValidator(f)]) run only when all of that passed.
-        if value is None and node.nullable:
-            return
-        _check(value, _target(node, schema), schema, path, out)
+        # The named type judges the value (nullable when the ref is), custom validators
+        # included. The ref's own custom validators (Annotated[Model, AfterValidator(f)]) run
+        # only when all of that passed.
+        _check(value, _resolve(node, schema), schema, path, out)
         if value is not None and len(out) == start:
             _check_custom(value, node.constraints.custom, path, out)
         return
