@@ -452,76 +452,91 @@ class MemorySubscription(Worker):
         self._handler = handler
         self._max_attempts = max_attempts
         self.ack_wait = ack_wait
+        self._clock = fabric.options.clock
         self._current: _Item | None = None
-        self._started_at = 0.0
+        self._seen: _Item | None = None
+        """The delivery the reaper saw last, and when (see ``expire_if_held_since``)."""
+        self._seen_at = 0.0
 
     def expire_if_held_since(self, now: float) -> None:
-        """Give the current message to another member if it has been held past ``ack_wait``."""
+        """Give the current message to another member if it has been held past ``ack_wait``.
+
+        Called by the fabric's reaper on every tick. The reaper, not the delivery, notes when it
+        first saw a delivery, which keeps a clock read off the hot path; a delivery is therefore
+        redelivered after between one and about one and a half ``ack_wait``, never before.
+        """
         item = self._current
-        if item is not None and now - self._started_at >= self.ack_wait:
-            self._current = None  # the late outcome of this delivery is ignored
+        if item is None or item is not self._seen:
+            self._seen, self._seen_at = item, now
+            return
+        if now - self._seen_at >= self.ack_wait:
+            self._current = self._seen = None  # the late outcome of this delivery is ignored
             env, attempt = item
             log.info("redelivering a message of %s held past ack_wait", self.topic)
             self.members.push((env, attempt + 1), front=True)
 
     async def _run(self) -> None:
-        group = self.members
-        queue = group.queue
-        loop = asyncio.get_running_loop()
+        state = self.state
+        topic = state.name
+        queue = self.members.queue
+        handler = self._handler
         try:
             while not self._stopping:
                 item = queue.pop()
                 if item is None:
-                    waiter: asyncio.Future[None] = loop.create_future()
-                    group.idle.append(waiter)
-                    try:
-                        await waiter
-                    except BaseException:
-                        if waiter.done() and not waiter.cancelled():
-                            group.wake_one()  # we were woken but will not pop: pass it on
-                        raise
+                    await self._idle()
                     continue
-                await self._deliver(item)
+                env, attempt = item
+                if (attempt > 1 or env.expires_at is not None) and self._skip(env, attempt):
+                    continue
+                self._current = item
+                try:
+                    await handler(Message(topic, env.data, env.headers, env.msg_id, attempt))
+                except asyncio.CancelledError:
+                    if self._current is item:
+                        self.members.push((env, attempt + 1), front=True)
+                    raise
+                except Exception as exc:
+                    if self._current is item:  # else it was redelivered after ack_wait
+                        self._failed(env, attempt, exc)
+                else:
+                    if self._current is item:
+                        state.release(env)
+                finally:
+                    self._current = None
         finally:
             self._closed = True
             self._fabric.forget(self)
 
-    async def _deliver(self, item: _Item) -> None:
-        env, attempt = item
-        state = self.state
-        fabric = self._fabric
-        if attempt == 1 and env.expires_at is not None and fabric._clock() >= env.expires_at:
-            state.release(env)
-            return
-        if attempt > self._max_attempts:
-            fabric.dead_letter(
-                state.name,
-                env,
-                self.members.name,
-                attempt - 1,
-                f"not acknowledged after {attempt - 1} deliveries",
-            )
-            state.release(env)
-            return
-        self._current = item
-        self._started_at = fabric._clock()
+    async def _idle(self) -> None:
+        """Wait until the group's queue may have something."""
+        group = self.members
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        group.idle.append(waiter)
         try:
-            await self._handler(Message(state.name, env.data, env.headers, env.msg_id, attempt))
-        except asyncio.CancelledError:
-            if self._current is item:
-                self.members.push((env, attempt + 1), front=True)
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                group.wake_one()  # we were woken but will not pop: pass it on
             raise
-        except Exception as exc:
-            if self._current is not item:
-                return  # already redelivered after ack_wait
-            if attempt >= self._max_attempts:
-                fabric.dead_letter(state.name, env, self.members.name, attempt, describe_error(exc))
-                state.release(env)
-            else:
-                log.debug("handler for %s failed (attempt %d): %r", state.name, attempt, exc)
-                self.members.push((env, attempt + 1), front=True)
+
+    def _skip(self, env: _Envelope, attempt: int) -> bool:
+        """Whether ``env`` is done with before its handler runs: expired, or out of attempts."""
+        if attempt == 1 and env.expires_at is not None and self._clock() >= env.expires_at:
+            self.state.release(env)
+            return True
+        if attempt > self._max_attempts:
+            error = f"not acknowledged after {attempt - 1} deliveries"
+            self._fabric.dead_letter(self.topic, env, self.group, attempt - 1, error)
+            self.state.release(env)
+            return True
+        return False
+
+    def _failed(self, env: _Envelope, attempt: int, exc: Exception) -> None:
+        """The handler raised: redeliver, or dead-letter after the last attempt."""
+        if attempt >= self._max_attempts:
+            self._fabric.dead_letter(self.topic, env, self.group, attempt, describe_error(exc))
+            self.state.release(env)
         else:
-            if self._current is item:
-                state.release(env)
-        finally:
-            self._current = None
+            log.debug("handler for %s failed (attempt %d): %r", self.topic, attempt, exc)
+            self.members.push((env, attempt + 1), front=True)

@@ -16,6 +16,9 @@ How the contract maps onto JetStream, and why:
 * **Attempts and dead letters**: the attempt number is JetStream's delivery count. The server
   is told to redeliver forever (``max_deliver=-1``) and the fabric decides when to give up, so
   it can publish the dead letter with the error text before acknowledging the original.
+  nats-server 2.9 now and then reports a redelivery with the count still at 1 (seen when the
+  first delivery raced a pull request expiring), so on NATS ``attempt`` can lag by one and a
+  poison message can get one attempt more than ``max_attempts``. Nothing is lost by it.
 * **Backpressure**: streams have ``max_msgs=capacity`` and ``discard=new``; the server's refusal
   becomes ``ResourceExhausted`` (``refuse``), or is retried with backoff for up to ``max_wait``
   (``wait``). The check is on the server, not a client-side count, because publishers on other
@@ -298,46 +301,61 @@ class NatsFabric(Lifecycle):
     ) -> None:
         """Publish and wait for the server's ack, applying backpressure when the stream is full."""
         options = self._options
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        give_up_at = started + (options.publish_timeout if limit is None else limit)
-        by_deadline = limit is not None and limit < options.max_wait
-        budget = limit if by_deadline and limit is not None else options.max_wait
-        doing = f"publish to topic {topic!r}"
+        started = time.monotonic()
+        total = options.publish_timeout if limit is None else limit
+        remaining = total
         to = subject(options.prefix, topic)
+        refused_at: float | None = None
         pause = 0.002
+        recreated = False
         while True:
-            remaining = give_up_at - loop.time()
             if remaining <= 0:
-                raise DeadlineExceeded(f"timed out trying to {doing} after {limit:g}s")
+                raise DeadlineExceeded(f"timed out trying to publish to {topic!r} after {total:g}s")
             try:
                 await js.publish(to, data, timeout=remaining, headers=headers)
                 return
             except nats.js.errors.APIError as exc:
                 if exc.err_code not in _FULL:
-                    raise translate(exc, doing=doing, where=self._where) from exc
-                full = f"topic {topic!r} is at capacity ({options.capacity} messages not yet acknowledged)"
-                if options.backpressure == "refuse":
-                    raise ResourceExhausted(full) from exc
-                waited = loop.time() - started
-                if waited >= budget:
-                    if by_deadline:
-                        raise DeadlineExceeded(
-                            f"{doing} timed out after {budget:g}s waiting for room"
-                        ) from exc
-                    raise ResourceExhausted(f"{full}; waited {budget:g}s for room") from exc
-                await asyncio.sleep(min(pause, budget - waited))
+                    raise self._failed(exc, topic, limit) from exc
+                refused_at = time.monotonic() if refused_at is None else refused_at
+                await self._wait_for_room(exc, topic, limit, time.monotonic() - refused_at, pause)
                 pause = min(pause * 2, 0.05)
             except nats.js.errors.NoStreamResponseError as exc:
                 # The stream was deleted behind our back: recreate it once, then give up.
-                if topic not in self._streams:
-                    raise translate(exc, doing=doing, where=self._where) from exc
-                del self._streams[topic]
+                if recreated:
+                    raise self._failed(exc, topic, limit) from exc
+                recreated = True
+                self._streams.pop(topic, None)
                 await self._stream(topic)
             except Exception as exc:
-                raise translate(
-                    exc, doing=doing, where=self._where, deadline=limit is not None
+                raise self._failed(exc, topic, limit) from exc
+            remaining = total - (time.monotonic() - started)
+
+    async def _wait_for_room(
+        self, exc: Exception, topic: str, limit: float | None, waited: float, pause: float
+    ) -> None:
+        """Pause before retrying a publish the server refused as full, or give up: see
+        ``FabricOptions.backpressure``. A caller's timeout shorter than ``max_wait`` is the
+        caller's deadline (``DeadlineExceeded``); otherwise the wait ends in
+        ``ResourceExhausted``."""
+        options = self._options
+        full = f"topic {topic!r} is at capacity ({options.capacity} messages not yet acknowledged)"
+        if options.backpressure == "refuse":
+            raise ResourceExhausted(full) from exc
+        by_deadline = limit is not None and limit < options.max_wait
+        budget = limit if by_deadline and limit is not None else options.max_wait
+        if waited >= budget:
+            if by_deadline:
+                raise DeadlineExceeded(
+                    f"publish to {topic!r} timed out after {budget:g}s waiting for room"
                 ) from exc
+            raise ResourceExhausted(f"{full}; waited {budget:g}s for room") from exc
+        await asyncio.sleep(min(pause, budget - waited))
+
+    def _failed(self, exc: Exception, topic: str, limit: float | None) -> ModrpcError:
+        return translate(
+            exc, doing=f"publish to topic {topic!r}", where=self._where, deadline=limit is not None
+        )
 
     async def dead_letter(self, topic: str, data: bytes, headers: dict[str, str]) -> None:
         """Publish a dead letter of ``topic`` to ``dlq.<topic>``."""
