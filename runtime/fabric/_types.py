@@ -227,8 +227,9 @@ class FabricOptions:
     max_message_bytes: int = 1 << 20
     """Largest payload accepted; bigger ones get ``ResourceExhausted``."""
     request_id: Callable[[], str | None] | None = None
-    """Where the current request id comes from (e.g. a contextvar's ``get``); it is sent as
-    ``x-request-id`` unless the caller's headers already carry one."""
+    """Where the current request id comes from, e.g. ``runtime.observability.request_id_var.get``;
+    it is sent as ``x-request-id`` unless the caller's headers already carry one. A callable
+    rather than an import keeps the fabric free of the serving stack."""
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
