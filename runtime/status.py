@@ -9,23 +9,80 @@ The code comes from :func:`runtime.errors.status_of` (the one table). Details fo
 
 An :class:`~runtime.errors.InternalError` (or any unexpected exception) never sends its text:
 the caller gets a generic message with the request id, and the details go to the logs.
+
+The message and the details travel in trailing metadata, which clients refuse past a few KiB
+(grpc's hard limit is 16 KiB per value): a 20 000-character field echoed back whole would turn
+the caller's INVALID_ARGUMENT into RESOURCE_EXHAUSTED "Stream removed". So values are quoted
+in brief, the message is cut at :data:`MAX_MESSAGE_BYTES` and the violations sent stop at
+:data:`MAX_DETAILS_BYTES`, the message saying how many were left out.
 """
 
 from __future__ import annotations
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from runtime.errors import (
     ExpectedError,
+    FieldViolation,
     ResourceExhausted,
     ValidationFailed,
     status_of,
 )
 
-__all__ = ["rpc_status_of", "safe_message"]
+__all__ = [
+    "MAX_DETAILS_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "describe_violation",
+    "rpc_status_of",
+    "safe_message",
+]
+
+MAX_MESSAGE_BYTES = 1024
+"""Longest status message sent, in UTF-8 bytes (percent-encoding can triple it on the wire)."""
+MAX_DETAILS_BYTES = 3072
+"""Largest serialized ``BadRequest`` sent (base64 on the wire, so about 4 KiB of metadata)."""
+_MAX_VALUE_CHARS = 60
+_MAX_TEXT_CHARS = 200
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _brief(value: object) -> str:
+    """``repr(value)``, shortened to its start and its length when it is long."""
+    text = repr(value)
+    if len(text) <= _MAX_VALUE_CHARS:
+        return text
+    if isinstance(value, str):
+        size = f"{len(value)} characters"
+    elif isinstance(value, bytes):
+        size = f"{len(value)} bytes"
+    else:
+        size = f"{len(text)} characters as text"
+    return f"{text[:_MAX_VALUE_CHARS]}\u2026 ({size})"
+
+
+def describe_violation(violation: FieldViolation) -> str:
+    """``path: expected X, got Y`` with Y in brief: for status messages the caller reads."""
+    path = _clip(violation.path, _MAX_TEXT_CHARS) or "<root>"
+    return f"{path}: {_description(violation)}"
+
+
+def _description(violation: FieldViolation) -> str:
+    expected = _clip(str(violation.expected), _MAX_TEXT_CHARS)
+    return f"expected {expected}, got {_brief(violation.actual)}"
+
+
+def _bounded_message(message: str) -> str:
+    data = message.encode("utf-8")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return message
+    return data[: MAX_MESSAGE_BYTES - 20].decode("utf-8", "ignore") + "\u2026 (message cut)"
 
 
 def safe_message(exc: BaseException, request_id: str | None = None) -> str:
@@ -39,14 +96,25 @@ def safe_message(exc: BaseException, request_id: str | None = None) -> str:
 def rpc_status_of(exc: BaseException, request_id: str | None = None) -> grpc.Status:
     """The full status (code, message, details) to abort a call with."""
     code = status_of(exc)
-    status = status_pb2.Status(code=code.value[0], message=safe_message(exc, request_id))
+    message = safe_message(exc, request_id)
+    details: list[Message] = []
     if isinstance(exc, ValidationFailed):
         bad = error_details_pb2.BadRequest()
-        for v in exc.violations:
-            bad.field_violations.add(field=v.path, description=f"expected {v.expected}, got {v.actual!r}")
-        status.details.add().Pack(bad)
+        for sent, v in enumerate(exc.violations):
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=_clip(v.path, _MAX_TEXT_CHARS),
+                description=_description(v),
+            )
+            if bad.ByteSize() + violation.ByteSize() + 8 > MAX_DETAILS_BYTES:
+                message += f" ({len(exc.violations) - sent} more violations not listed)"
+                break
+            bad.field_violations.append(violation)
+        details.append(bad)
     elif isinstance(exc, ResourceExhausted) and exc.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(max(1, int(exc.retry_after * 1000)))
-        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=code.value[0], message=_bounded_message(message))
+    for detail in details:
+        status.details.add().Pack(detail)
     return rpc_status.to_status(status)

@@ -43,7 +43,7 @@ from runtime.lcc import (
 )
 from runtime.manifest import HandlerSpec, MethodPolicy
 from runtime.observability import handler_var, version_var
-from runtime.status import rpc_status_of
+from runtime.status import describe_violation, rpc_status_of
 from runtime.versions import VersionCatalog, run_chain
 from runtime.wire import method_path, request_message, response_message
 
@@ -128,7 +128,7 @@ class MethodEndpoint:
     def validate_request(self, request: Any) -> None:
         problems = validate(request, self.request_node, self.schema)
         if problems:
-            listed = "; ".join(p.describe() for p in problems[:5])
+            listed = "; ".join(describe_violation(p) for p in problems[:5])
             raise ValidationFailed(f"invalid {self.spec.handler_id} request: {listed}", problems)
 
     def validate_response(self, response: Any) -> None:
@@ -147,7 +147,8 @@ class MethodEndpoint:
         except pydantic.ValidationError as exc:
             problems = _violations_from_pydantic(exc)
             raise ValidationFailed(
-                f"invalid {self.spec.handler_id} request: " + "; ".join(p.describe() for p in problems[:5]),
+                f"invalid {self.spec.handler_id} request: "
+                + "; ".join(describe_violation(p) for p in problems[:5]),
                 problems,
             ) from None
         if self.spec.is_async:

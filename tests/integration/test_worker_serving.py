@@ -20,6 +20,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from gen.orders.v2025_01_15 import orders_pb2
+from gen.orders.v2025_01_15.client import OrdersClient
 from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.config import Settings
@@ -287,3 +289,52 @@ async def test_a_sync_handler_runs_in_a_thread_and_does_not_block_other_calls(
     assert not nap.done(), "the async calls should finish while the sync handler still sleeps"
     napped, _ = await nap
     assert napped["thread"] != "MainThread"
+
+
+# -- errors that must fit in trailing metadata -----------------------------------------------------
+
+
+async def test_a_huge_invalid_value_is_quoted_in_brief(channel: grpc.aio.Channel) -> None:
+    # Echoed whole, 50 000 characters would exceed grpc's 16 KiB metadata limit and reach the
+    # caller as RESOURCE_EXHAUSTED "Stream removed" instead of the validation failure.
+    bad = users_pb2.CreateUserRequest(given_name="A" * 50_000, email=unique_email())
+    error = await rpc_error(UsersClient(channel).create_user(bad, timeout=5))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "given_name: expected string of at most 200 characters" in (error.details() or "")
+    assert len(error.details() or "") < 400
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    (violation,) = bad_request.field_violations
+    assert violation.field == "given_name"
+    assert violation.description.endswith("(50000 characters)")
+    await still_serves(channel)
+
+
+async def test_thousands_of_violations_are_listed_within_the_metadata_limit(
+    start_worker: StartWorker,
+) -> None:
+    orders = await start_worker("orders")
+    request = orders_pb2.PlaceOrderRequest(
+        user_id="u", items=[orders_pb2.OrderItem(sku="", quantity=0) for _ in range(2_000)]
+    )
+    async with grpc.aio.insecure_channel(orders.address) as channel:
+        error = await rpc_error(OrdersClient(channel).place_order(request, timeout=5))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(error)
+        assert status is not None
+        bad_request = error_details_pb2.BadRequest()
+        assert status.details[0].Unpack(bad_request)
+        fields = [v.field for v in bad_request.field_violations]
+        assert fields[0] == "items" and "items[0].sku" in fields and "items[0].quantity" in fields
+        assert status.ByteSize() <= 4096
+        listed = len(fields)
+        assert f"({4001 - listed} more violations not listed)" in (error.details() or "")
+        # the worker is fine: the next call is judged on its own
+        small = orders_pb2.PlaceOrderRequest(
+            user_id="u", items=[orders_pb2.OrderItem(sku="", quantity=1)]
+        )
+        error = await rpc_error(OrdersClient(channel).place_order(small, timeout=5))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "items[0].sku" in (error.details() or "")
