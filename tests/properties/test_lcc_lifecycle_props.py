@@ -1,0 +1,715 @@
+"""Property tests of the request lifecycle (SPEC §3 and §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+
+from runtime.deadline import Deadline
+from runtime.errors import (
+    DeadlineExceeded,
+    InternalError,
+    ValidationFailed,
+    status_of,
+)
+from runtime.gtype import Schema, analyze_type, validate
+from runtime.identity import Principal
+from runtime.lcc import (
+    LEVELS,
+    PHASES,
+    HookSpec,
+    LifecycleCall,
+    LocalContext,
+    MemoryEventSink,
+    RequestMeta,
+    is_valid_request_id,
+    new_request_id,
+    run_lifecycle,
+)
+
+HANDLER = "shop.Order"
+
+
+def make_meta(request_id: str | None = None, *, deadline: Deadline | None = None) -> RequestMeta:
+    return RequestMeta(
+        request_id=request_id or new_request_id(),
+        handler=HANDLER,
+        method="/shop.v1.Shop/Order",
+        version="2025-06-01",
+        deadline=deadline,
+    )
+
+
+class Boom(Exception):
+    """The failure the generated handlers raise."""
+
+
+def labelled_hook(log: list[str], label: str, is_async: bool, *, fail: bool = False) -> Any:
+    """A hook for any phase that records ``label``: async or sync (run in a thread)."""
+    if is_async:
+
+        async def async_hook(*args: Any) -> None:
+            log.append(label)
+            if fail:
+                raise Boom(label)
+
+        return async_hook
+
+    def sync_hook(*args: Any) -> None:
+        log.append(label)
+        if fail:
+            raise Boom(label)
+
+    return sync_hook
+
+
+hook_defs = st.lists(
+    st.tuples(st.sampled_from(LEVELS), st.sampled_from(PHASES), st.booleans()), max_size=12
+)
+outcomes = st.sampled_from(["ok", "handler raises", "request invalid"])
+
+
+def build_call(
+    defs: list[tuple[str, str, bool]], outcome: str, log: list[str], sink: MemoryEventSink
+) -> LifecycleCall:
+    lctx = LocalContext(make_meta())
+    static: list[HookSpec] = []
+    for index, (level, phase, is_async) in enumerate(defs):
+        label = f"{phase}:{level}:{index}"
+        fn = labelled_hook(log, label, is_async)
+        if level == "request":
+            lctx.add_hook(phase, fn, id=label)  # type: ignore[arg-type]
+        else:
+            static.append(HookSpec(label, phase, level, fn))  # type: ignore[arg-type]
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> str:
+        log.append("handler")
+        if outcome == "handler raises":
+            raise Boom("handler")
+        return "ok"
+
+    def validate_request(req: Any) -> None:
+        log.append("validate")
+        if outcome == "request invalid":
+            raise ValidationFailed("request is invalid", [])
+
+    return LifecycleCall(
+        handler=handler,
+        request={},
+        lctx=lctx,
+        hooks=static,
+        validate_request=validate_request,
+        sink=sink,
+    )
+
+
+def expected_order(defs: list[tuple[str, str, bool]], outcome: str) -> list[str]:
+    """SPEC §3 written out: before hooks level by level, then the handler, then the after hooks
+    (success) or catch hooks (error) in exactly the reverse order."""
+
+    def phase_in_level_order(phase: str) -> list[str]:
+        return [
+            f"{phase}:{level}:{index}"
+            for level in LEVELS
+            for index, (hook_level, hook_phase, _) in enumerate(defs)
+            if hook_level == level and hook_phase == phase
+        ]
+
+    order = [*phase_in_level_order("before"), "validate"]
+    if outcome == "request invalid":
+        return order + phase_in_level_order("catch")[::-1]
+    order.append("handler")
+    if outcome == "handler raises":
+        return order + phase_in_level_order("catch")[::-1]
+    return order + phase_in_level_order("after")[::-1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(defs=hook_defs, outcome=outcomes)
+def test_hooks_run_in_the_order_of_section_3(
+    defs: list[tuple[str, str, bool]], outcome: str
+) -> None:
+    """Property 25: Hooks run in the order of section 3.
+
+    Before hooks run global → module → handler → request; after hooks (on success) and catch
+    hooks (on error) run in exactly the reverse order, with sync and async hooks mixed.
+    """
+    log: list[str] = []
+    call = build_call(defs, outcome, log, MemoryEventSink())
+    try:
+        assert asyncio.run(run_lifecycle(call)) == "ok"
+        assert outcome == "ok"
+    except (Boom, ValidationFailed):
+        assert outcome != "ok"
+    assert log == expected_order(defs, outcome)
+
+
+@settings(max_examples=100, deadline=None)
+@given(defs=hook_defs, outcome=outcomes)
+def test_lifecycle_events_are_emitted(defs: list[tuple[str, str, bool]], outcome: str) -> None:
+    """Property 20: Lifecycle events are emitted.
+
+    Every hook, the handler and validation produce structured events: each start is closed by
+    an end or an error, the trace opens with lifecycle_start and closes with lifecycle_end, and
+    the sink and ``lctx.events`` hold the same records.
+    """
+    log: list[str] = []
+    sink = MemoryEventSink()
+    call = build_call(defs, outcome, log, sink)
+    try:
+        asyncio.run(run_lifecycle(call))
+    except (Boom, ValidationFailed):
+        pass
+    events = sink.events
+    assert list(call.lctx.events) == events
+    assert events[0].kind == "lifecycle_start" and events[-1].kind == "lifecycle_end"
+    assert (events[-1].error is None) == (outcome == "ok")
+    assert all(e.request_id == call.lctx.meta.request_id and e.handler == HANDLER for e in events)
+    hook_runs = [e.name for e in events if e.kind == "hook_start"]
+    assert hook_runs == [label for label in log if label not in ("handler", "validate")]
+    open_step: str | None = None
+    for event in events[1:-1]:
+        if event.kind in ("hook_start", "handler_start"):
+            assert open_step is None
+            open_step = event.name
+        elif event.kind in ("hook_end", "hook_error", "handler_end", "handler_error"):
+            assert open_step == event.name
+            assert event.duration_ms is not None and event.duration_ms >= 0
+            open_step = None
+    assert open_step is None
+    handler_kinds = [e.kind for e in events if e.kind.startswith("handler_")]
+    validation = [e.name for e in events if e.kind == "validation_error"]
+    if outcome == "ok":
+        assert handler_kinds == ["handler_start", "handler_end"] and validation == []
+    elif outcome == "handler raises":
+        assert handler_kinds == ["handler_start", "handler_error"] and validation == []
+    else:
+        assert handler_kinds == [] and validation == ["request"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(outcomes=st.lists(st.sampled_from(["ok", "raises", "invalid"]), min_size=1, max_size=20))
+def test_every_request_gets_a_unique_id_and_completes_its_lifecycle(outcomes: list[str]) -> None:
+    """Property 3: Every request gets a unique request id and completes its whole lifecycle.
+
+    Requests run concurrently, succeed or fail; each has its own valid id and a trace that runs
+    from lifecycle_start to lifecycle_end, with its cleanup run.
+    """
+
+    async def handler(req: str, lctx: LocalContext, gctx: Any) -> str:
+        await asyncio.sleep(0)
+        if req == "raises":
+            raise Boom(lctx.meta.request_id)
+        return lctx.meta.request_id
+
+    def validate_request(req: str) -> None:
+        if req == "invalid":
+            raise ValidationFailed("invalid", [])
+
+    async def main() -> list[tuple[LocalContext, list[str]]]:
+        runs = []
+        for outcome in outcomes:
+            lctx = LocalContext(make_meta())
+            cleaned: list[str] = []
+            lctx.on_cleanup(lambda cleaned=cleaned: cleaned.append("done"))
+            runs.append((lctx, cleaned, outcome))
+        results = await asyncio.gather(
+            *(
+                run_lifecycle(
+                    LifecycleCall(
+                        handler=handler, request=o, lctx=lctx, validate_request=validate_request
+                    )
+                )
+                for lctx, _, o in runs
+            ),
+            return_exceptions=True,
+        )
+        for (lctx, _, outcome), result in zip(runs, results, strict=True):
+            if outcome == "ok":
+                assert result == lctx.meta.request_id
+            else:
+                assert isinstance(result, Boom | ValidationFailed)
+        return [(lctx, cleaned) for lctx, cleaned, _ in runs]
+
+    runs = asyncio.run(main())
+    ids = [lctx.meta.request_id for lctx, _ in runs]
+    assert len(set(ids)) == len(ids) and all(is_valid_request_id(i) for i in ids)
+    for lctx, cleaned in runs:
+        kinds = [e.kind for e in lctx.events]
+        assert kinds[0] == "lifecycle_start" and kinds[-1] == "lifecycle_end"
+        assert {e.request_id for e in lctx.events} == {lctx.meta.request_id}
+        assert cleaned == ["done"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(raising=st.lists(st.booleans(), min_size=2, max_size=8))
+def test_a_raising_handler_runs_its_catch_hooks_and_fails_only_its_own_request(
+    raising: list[bool],
+) -> None:
+    """Property 6: A raising handler runs its catch hooks and fails only its own request."""
+    caught: list[str] = []
+
+    def catch(lctx: LocalContext, req: Any, exc: BaseException) -> None:
+        assert isinstance(exc, Boom) and str(exc) == lctx.meta.request_id
+        caught.append(lctx.meta.request_id)
+
+    async def handler(req: bool, lctx: LocalContext, gctx: Any) -> str:
+        await asyncio.sleep(0)
+        if req:
+            raise Boom(lctx.meta.request_id)
+        await asyncio.sleep(0)
+        return f"done {lctx.meta.request_id}"
+
+    async def main() -> tuple[list[LocalContext], list[Any]]:
+        contexts = [LocalContext(make_meta()) for _ in raising]
+        hooks = [HookSpec("catch", "catch", "global", catch)]
+        results = await asyncio.gather(
+            *(
+                run_lifecycle(LifecycleCall(handler=handler, request=r, lctx=lctx, hooks=hooks))
+                for r, lctx in zip(raising, contexts, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        return contexts, results
+
+    contexts, results = asyncio.run(main())
+    for fails, lctx, result in zip(raising, contexts, results, strict=True):
+        rid = lctx.meta.request_id
+        if fails:
+            assert isinstance(result, Boom) and str(result) == rid
+        else:
+            assert result == f"done {rid}"
+    assert sorted(caught) == sorted(
+        lctx.meta.request_id for fails, lctx in zip(raising, contexts, strict=True) if fails
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    deadline_ms=st.integers(min_value=1, max_value=25),
+    sync_handler=st.booleans(),
+    hooks_before=st.integers(min_value=0, max_value=2),
+)
+def test_a_handler_past_its_deadline_is_cancelled_and_cleans_up(
+    deadline_ms: int, sync_handler: bool, hooks_before: int
+) -> None:
+    """Property 8: A handler past its deadline is cancelled, its cleanup runs, and the caller
+    gets DEADLINE_EXCEEDED.
+
+    Async handlers see the cancellation; a sync handler's thread is abandoned (and released
+    afterwards) while the caller gets its answer at once.
+    """
+    release = threading.Event()
+    log: list[str] = []
+
+    async def async_handler(req: Any, lctx: LocalContext, gctx: Any) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+
+    def blocking_handler(req: Any, lctx: LocalContext, gctx: Any) -> None:
+        release.wait(timeout=5)
+
+    async def main() -> tuple[BaseException | None, float, LocalContext]:
+        lctx = LocalContext(make_meta(deadline=Deadline.after(deadline_ms / 1000)))
+        lctx.on_cleanup(lambda: log.append("cleanup"))
+        hooks = [
+            HookSpec(f"before-{i}", "before", "module", lambda lctx, req: None)
+            for i in range(hooks_before)
+        ]
+        call = LifecycleCall(
+            handler=blocking_handler if sync_handler else async_handler,
+            request={},
+            lctx=lctx,
+            hooks=hooks,
+        )
+        began = time.monotonic()
+        error: BaseException | None = None
+        try:
+            await run_lifecycle(call)
+        except DeadlineExceeded as exc:
+            error = exc
+        finally:
+            release.set()  # let an abandoned handler thread finish so the loop can close
+        return error, time.monotonic() - began, lctx
+
+    error, elapsed, lctx = asyncio.run(main())
+    assert error is not None and status_of(error).name == "DEADLINE_EXCEEDED"
+    assert elapsed < deadline_ms / 1000 + 0.5
+    handler_ran = any(e.kind == "handler_start" for e in lctx.events)
+    if handler_ran:
+        assert [e.kind for e in lctx.events if e.kind.startswith("handler_")] == [
+            "handler_start",
+            "handler_error",
+        ]
+    assert log == (["cancelled", "cleanup"] if handler_ran and not sync_handler else ["cleanup"])
+
+
+class OrderRequest(BaseModel):
+    sku: str = Field(min_length=1, max_length=8)
+    qty: int = Field(ge=1, le=100)
+
+
+class OrderResponse(BaseModel):
+    total: int = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+def gtype_validator(model: type[BaseModel]) -> Any:
+    """A validator built from the real GType analyzer and ``validate``, as the worker does."""
+    types: dict[str, Any] = {}
+    node = analyze_type(model, handler=HANDLER, field="req", types=types)
+    schema = Schema(module="shop", types=tuple(types.values()))
+
+    def check(value: Any) -> None:
+        violations = validate(value, node, schema)
+        if violations:
+            raise ValidationFailed(f"{model.__name__} is invalid", violations)
+
+    return check
+
+
+CHECK_REQUEST = gtype_validator(OrderRequest)
+CHECK_RESPONSE = gtype_validator(OrderResponse)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    request=st.fixed_dictionaries(
+        {"sku": st.text(max_size=10), "qty": st.integers(min_value=-5, max_value=120)}
+    )
+)
+def test_the_request_is_validated_before_the_handler(request: dict[str, Any]) -> None:
+    """Property 10: The request is validated before the handler.
+
+    An invalid request fails with INVALID_ARGUMENT carrying every violation, after the before
+    hooks and without the handler ever running; a valid one reaches the handler.
+    """
+    log: list[str] = []
+
+    def check(req: Any) -> None:
+        log.append("validate")
+        CHECK_REQUEST(req)
+
+    async def handler(req: dict[str, Any], lctx: LocalContext, gctx: Any) -> int:
+        log.append("handler")
+        return int(req["qty"])
+
+    hooks = [HookSpec("b", "before", "global", lambda lctx, req: log.append("before"))]
+    violations = validate(request, *_request_schema())
+    call = LifecycleCall(
+        handler=handler, request=request, lctx=LocalContext(make_meta()), hooks=hooks,
+        validate_request=check,
+    )  # fmt: skip
+    try:
+        result = asyncio.run(run_lifecycle(call))
+    except ValidationFailed as exc:
+        assert violations and exc.violations == violations
+        assert status_of(exc).name == "INVALID_ARGUMENT"
+        assert log == ["before", "validate"]
+    else:
+        assert not violations and result == request["qty"]
+        assert log == ["before", "validate", "handler"]
+
+
+def _request_schema() -> tuple[Any, Schema]:
+    types: dict[str, Any] = {}
+    node = analyze_type(OrderRequest, handler=HANDLER, field="req", types=types)
+    return node, Schema(module="shop", types=tuple(types.values()))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    response=st.fixed_dictionaries(
+        {
+            "total": st.integers(min_value=-10, max_value=10),
+            "currency": st.sampled_from(["EUR", "USD", "eur", "EURO", ""]),
+        }
+    )
+)
+def test_the_response_is_validated_after_the_handler(response: dict[str, Any]) -> None:
+    """Property 11: The response is validated after the handler.
+
+    A bad response reaches the caller as INTERNAL with a generic message (details go to the
+    logs), the after hooks do not run and the catch hooks do; a good one passes through.
+    """
+    log: list[str] = []
+
+    def check(resp: Any) -> None:
+        log.append("validate")
+        CHECK_RESPONSE(resp)
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> dict[str, Any]:
+        log.append("handler")
+        return response
+
+    hooks = [
+        HookSpec("a", "after", "module", lambda lctx, req, resp: log.append("after")),
+        HookSpec("c", "catch", "module", lambda lctx, req, exc: log.append("catch")),
+    ]
+    valid = response["total"] >= 0 and response["currency"] in ("EUR", "USD")
+    call = LifecycleCall(
+        handler=handler, request={}, lctx=LocalContext(make_meta()), hooks=hooks,
+        validate_response=check,
+    )  # fmt: skip
+    try:
+        result = asyncio.run(run_lifecycle(call))
+    except InternalError as exc:
+        assert not valid
+        assert exc.message == "response failed validation" and status_of(exc).name == "INTERNAL"
+        assert log == ["handler", "validate", "catch"]
+    else:
+        assert valid and result == response
+        assert log == ["handler", "validate", "after"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    is_async=st.booleans(),
+    mode=st.sampled_from(["raises", "slow"]),
+    bad_attempts=st.integers(min_value=0, max_value=3),
+    retries=st.integers(min_value=0, max_value=3),
+    phase=st.sampled_from(PHASES),
+)
+def test_hooks_sync_or_async_honour_timeout_and_retries(
+    is_async: bool, mode: str, bad_attempts: int, retries: int, phase: str
+) -> None:
+    """Property 24: Hooks can be registered sync or async, with timeout and retries.
+
+    A hook whose first ``bad_attempts`` attempts raise (or outlast a 30 ms timeout) succeeds
+    on attempt ``bad_attempts + 1`` when the retries allow it, and otherwise fails the request
+    after exactly ``retries + 1`` attempts.
+    """
+    attempts = 0
+    release = threading.Event()
+
+    def attempt_outcome() -> bool:
+        """Count an attempt; True when this attempt should misbehave."""
+        nonlocal attempts
+        attempts += 1
+        return attempts <= bad_attempts
+
+    async def async_hook(*args: Any) -> None:
+        if attempt_outcome():
+            if mode == "raises":
+                raise Boom("flaky")
+            await asyncio.Event().wait()
+
+    def sync_hook(*args: Any) -> None:
+        if attempt_outcome():
+            if mode == "raises":
+                raise Boom("flaky")
+            release.wait(timeout=5)
+
+    spec = HookSpec(
+        "h", phase, "handler", async_hook if is_async else sync_hook,  # type: ignore[arg-type]
+        timeout=0.03 if mode == "slow" else 1.0, retries=retries,
+    )  # fmt: skip
+    assert spec.is_async is is_async
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> str:
+        if phase == "catch":
+            raise LookupError("to reach the catch hook")
+        return "ok"
+
+    async def main() -> Any:
+        call = LifecycleCall(
+            handler=handler, request={}, lctx=LocalContext(make_meta()), hooks=[spec]
+        )
+        try:
+            return await run_lifecycle(call)
+        except Exception as exc:
+            return exc
+        finally:
+            release.set()  # let abandoned hook threads finish so the loop can close
+
+    result = asyncio.run(main())
+    hook_fails = bad_attempts > retries
+    assert attempts == (retries + 1 if hook_fails else bad_attempts + 1)
+    if phase == "catch":  # a failing catch hook never hides the original error
+        assert isinstance(result, LookupError)
+    elif hook_fails:
+        expected = Boom if mode == "raises" else TimeoutError
+        assert isinstance(result, expected)
+    else:
+        assert result == "ok"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    scripts=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["set", "delete", "clear"]),
+                st.sampled_from(["a", "b", "c", "shared"]),
+                st.integers(),
+            ),
+            max_size=10,
+        ),
+        min_size=2,
+        max_size=6,
+    )
+)
+def test_lctx_operations_are_isolated_per_request(
+    scripts: list[list[tuple[str, str, int]]],
+) -> None:
+    """Property 23: lctx operations are isolated per request.
+
+    Concurrent requests apply their own operations to the same keys, interleaved at every
+    step; each ends with exactly the state its own operations produce.
+    """
+
+    async def handler(
+        script: list[tuple[str, str, int]], lctx: LocalContext, gctx: Any
+    ) -> dict[str, Any]:
+        for op, key, value in script:
+            if op == "set":
+                lctx.set(key, value)
+            elif op == "delete":
+                lctx.delete(key)
+            else:
+                lctx.clear()
+            await asyncio.sleep(0)
+        return dict(lctx.state)
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(
+                run_lifecycle(
+                    LifecycleCall(handler=handler, request=s, lctx=LocalContext(make_meta()))
+                )
+                for s in scripts
+            )
+        )
+
+    for script, final in zip(scripts, asyncio.run(main()), strict=True):
+        expected: dict[str, int] = {}
+        for op, key, value in script:
+            if op == "set":
+                expected[key] = value
+            elif op == "delete":
+                expected.pop(key, None)
+            else:
+                expected.clear()
+        assert final == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    plans=st.lists(
+        st.tuples(
+            st.sets(st.sampled_from(["created", "paid", "shipped"])),
+            st.lists(st.sampled_from(["created", "paid", "shipped"]), max_size=6),
+        ),
+        min_size=2,
+        max_size=6,
+    )
+)
+def test_a_request_scoped_event_reaches_only_its_own_request(
+    plans: list[tuple[set[str], list[str]]],
+) -> None:
+    """Property 26: A request-scoped event reaches only its own request.
+
+    Concurrent requests subscribe to overlapping event names and publish interleaved; each
+    listener receives exactly its own request's payloads for its event, in order.
+    """
+
+    async def handler(
+        plan: tuple[set[str], list[str]], lctx: LocalContext, gctx: Any
+    ) -> dict[str, list[Any]]:
+        subscribed, published = plan
+        received: dict[str, list[Any]] = {name: [] for name in subscribed}
+        for name in sorted(subscribed):
+            lctx.subscribe(name, received[name].append)
+        await asyncio.sleep(0)
+        for index, name in enumerate(published):
+            delivered = await lctx.publish(name, (lctx.meta.request_id, index))
+            assert delivered == (1 if name in subscribed else 0)
+            await asyncio.sleep(0)
+        return received
+
+    async def main() -> list[tuple[str, dict[str, list[Any]]]]:
+        contexts = [LocalContext(make_meta()) for _ in plans]
+        results = await asyncio.gather(
+            *(
+                run_lifecycle(LifecycleCall(handler=handler, request=plan, lctx=lctx))
+                for plan, lctx in zip(plans, contexts, strict=True)
+            )
+        )
+        return [(lctx.meta.request_id, r) for lctx, r in zip(contexts, results, strict=True)]
+
+    for (subscribed, published), (request_id, received) in zip(
+        plans, asyncio.run(main()), strict=True
+    ):
+        for name in subscribed:
+            assert received[name] == [
+                (request_id, index) for index, sent in enumerate(published) if sent == name
+            ]
+
+
+metas = st.builds(
+    RequestMeta,
+    request_id=st.from_regex(r"\A[A-Za-z0-9._:-]{1,128}\Z"),
+    handler=st.from_regex(r"\A[a-z][a-z0-9_]{0,10}\.[A-Z][A-Za-z0-9]{0,10}\Z"),
+    method=st.from_regex(r"\A/[a-z][a-z0-9]{0,6}\.v[0-9]\.[A-Z][a-z]{0,6}/[A-Z][A-Za-z]{0,8}\Z"),
+    version=st.one_of(
+        st.dates().map(str), st.from_regex(r"\Atsv:[0-9]{10}-[a-z]{1,8}-[0-9]{1,3}\Z")
+    ),
+    flags=st.frozensets(st.sampled_from(["snapshot", "debug", "trace"])),
+    deadline=st.one_of(
+        st.none(),
+        st.integers(min_value=1000, max_value=60_000).map(lambda ms: Deadline.after(ms / 1000)),
+    ),
+    principal=st.builds(
+        Principal,
+        subject=st.text(min_size=1, max_size=12),
+        roles=st.lists(st.sampled_from(["admin", "buyer", "ops"]), unique=True).map(tuple),
+        method=st.sampled_from(["jwt", "api_key", "anonymous", "internal"]),
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(meta=metas)
+def test_lctx_meta_is_complete(meta: RequestMeta) -> None:
+    """Property 27: ``lctx.meta`` is complete.
+
+    Hooks and the handler see the request id, handler id, method, resolved version, flags,
+    deadline and principal exactly as the worker built them, and the JSON form has all seven.
+    """
+    seen: list[RequestMeta] = []
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> None:
+        seen.append(lctx.meta)
+
+    hooks = [HookSpec("b", "before", "global", lambda lctx, req: seen.append(lctx.meta))]
+    asyncio.run(
+        run_lifecycle(
+            LifecycleCall(handler=handler, request={}, lctx=LocalContext(meta), hooks=hooks)
+        )
+    )
+    assert seen == [meta, meta]
+    data = meta.to_json()
+    assert set(data) == {
+        "request_id",
+        "handler",
+        "method",
+        "version",
+        "flags",
+        "deadline_ms",
+        "principal",
+    }
+    assert all(data[key] for key in ("request_id", "handler", "method", "version", "principal"))
+    assert (data["deadline_ms"] is None) == (meta.deadline is None)
+    back = RequestMeta.from_json(data)
+    assert (back.request_id, back.handler, back.method, back.version, back.flags, back.principal) == (
+        meta.request_id, meta.handler, meta.method, meta.version, meta.flags, meta.principal,
+    )  # fmt: skip
