@@ -32,6 +32,9 @@ How the contract maps onto JetStream, and why:
 * **Priority is not supported**: JetStream delivers in stream order. ``priority`` is accepted so
   code runs unchanged on both backends, and ignored.
 * **Connections** reconnect automatically (nats-py); disconnects and reconnects are logged.
+  While disconnected, publishing fails at once with ``Unavailable`` rather than being buffered
+  for later, so that error means the message was not sent. A publish that times out waiting
+  for the server's ack may still have been stored: give it a ``msg_id`` to make a retry safe.
   Every nats exception is translated to a runtime error in :func:`translate`, and nowhere else.
 """
 
@@ -300,6 +303,13 @@ class NatsFabric(Lifecycle):
         limit: float | None,
     ) -> None:
         """Publish and wait for the server's ack, applying backpressure when the stream is full."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            # nats-py would buffer it until the reconnect; refusing now makes "Unavailable"
+            # mean "not sent" instead of "maybe sent later".
+            raise Unavailable(
+                f"cannot publish to {topic!r}: not connected to NATS at {self._where}"
+            )
         options = self._options
         started = time.monotonic()
         total = options.publish_timeout if limit is None else limit

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
+import socket
 import sys
 import textwrap
 import uuid
@@ -208,3 +211,78 @@ async def test_a_killed_subscriber_process_loses_no_message(prefix: str) -> None
 
         await until(lambda: len({m.data for m in received}) == 10, within=15)
     assert {m.data for m in received} == {b"%d" % i for i in range(10)}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _start_server(port: int, store: Path) -> asyncio.subprocess.Process:
+    binary = shutil.which("nats-server") or shutil.which("/usr/sbin/nats-server")
+    if binary is None:
+        pytest.skip("nats-server binary not installed; needed to restart a private server")
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return proc
+
+
+async def _stop_server(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_the_fabric_reconnects_by_itself_and_logs_the_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private nats-server is stopped and started again under a live fabric."""
+    caplog.set_level(logging.INFO, logger="runtime.fabric")
+    port = _free_port()
+    server = await _start_server(port, tmp_path)
+    received: list[bytes] = []
+
+    async def record(msg: Message) -> None:
+        received.append(msg.data)
+
+    try:
+        async with open_fabric(f"nats://127.0.0.1:{port}", prefix="reconnect") as fabric:
+            await fabric.subscribe("pings", record, group="pong", ack_wait=1.0)
+            await fabric.publish("pings", b"before")
+            await until(lambda: received == [b"before"])
+
+            await _stop_server(server)
+            await until(
+                lambda: any("lost the connection" in r.getMessage() for r in caplog.records)
+            )
+            with pytest.raises(Unavailable, match="not connected"):
+                await fabric.publish("pings", b"during")  # refused at once, never sent later
+            server = await _start_server(port, tmp_path)
+
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        await fabric.publish("pings", b"after")
+                        break
+                    except Unavailable:
+                        await asyncio.sleep(0.1)
+            await until(lambda: b"after" in received, within=20)
+    finally:
+        await _stop_server(server)
+    messages = [r.getMessage() for r in caplog.records if r.name == "runtime.fabric"]
+    assert any("lost the connection to NATS" in m for m in messages)
+    assert any("reconnected to NATS" in m for m in messages)
+    assert received == [b"before", b"after"]
