@@ -370,3 +370,28 @@ async def test_run_captured_turns_the_outcome_into_a_result() -> None:
     assert result.ok and result.response == {"sku": "z", "when": "2025-01-01"}
     assert result.trace[0] == ("lifecycle_start", "shop.Order")
     assert result.trace[-1] == ("lifecycle_end", "shop.Order")
+
+
+async def test_log_store_over_the_sqlite_manifest_store_survives_a_restart(tmp_path: Any) -> None:
+    from runtime.store import open_store
+
+    url = f"sqlite:///{tmp_path}/store.db"
+    saved: dict[str, Snapshot] = {}
+    async with open_store(url) as manifest_store:
+        store = LogSnapshotStore(manifest_store)
+        await manifest_store.append("audit", {"not": "a snapshot"})
+        for index, handler in enumerate(["shop.Order", "shop.Refund", "shop.Order"]):
+            lctx = LocalContext(make_meta(handler=handler), redact=redact)
+            lctx.set("n", index)
+            lctx.set("token", SECRET)
+            snapshot = lctx.snapshot()
+            saved[await store.save(snapshot)] = snapshot
+    async with open_store(url) as reopened:
+        store = LogSnapshotStore(reopened)
+        assert await store.list() == list(saved)
+        assert len(await store.list(handler="shop.Order")) == 2
+        for snapshot_id, snapshot in saved.items():
+            assert await store.load(snapshot_id) == snapshot
+        missing = str(max(int(i) for i in saved) + 100)
+        with pytest.raises(NotFound):
+            await store.load(missing)
