@@ -133,7 +133,7 @@ def literal_nodes() -> SearchStrategy[GType]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nodes(refs: tuple[str, ...], depth: int) -> SearchStrategy[GType]:
     """Any node kind; refs point only at ``refs`` (types defined earlier)."""
     leaves: list[SearchStrategy[GType]] = [primitive_nodes(), literal_nodes()]
@@ -345,7 +345,7 @@ def _primitive_values(node: GType) -> SearchStrategy[Any]:
     return days | days.map(date.isoformat)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pattern_values(pattern: str) -> SearchStrategy[str]:
     return st.from_regex(pattern)
 
