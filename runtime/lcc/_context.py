@@ -189,7 +189,8 @@ class LocalContext:
         """Start ``coro`` as a task owned by this request.
 
         Snapshots report its status; if it is still running when the request ends it is
-        cancelled, because nothing request-scoped may outlive the request.
+        cancelled, because nothing request-scoped may outlive the request. Call it from async
+        code (the handler or an async hook): sync hooks run in a thread, which has no loop.
         """
         name = name or f"task-{len(self._tasks) + 1}"
         if name in self._tasks:
