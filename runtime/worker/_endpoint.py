@@ -244,7 +244,8 @@ class MethodEndpoint:
             error = exc
             if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
                 log.error("call %s %s failed: %s", request_id, self.spec.handler_id, exc, exc_info=exc)
-            await context.abort_with_status(rpc_status_of(exc, request_id))
+            # grpc-stubs lacks the aio context's abort_with_status; grpc.aio has it
+            await context.abort_with_status(rpc_status_of(exc, request_id))  # type: ignore[attr-defined]
             raise  # abort_with_status raises; this line is never reached
         finally:
             if self.observer is not None and meta is not None:

@@ -176,7 +176,7 @@ class ModuleService:
     def dependencies(self) -> list[str]:
         return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
+    def generic_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         handlers = {
             # raw bytes in and out; grpc.aio needs the coroutine method, not the callable object
             method: grpc.unary_unary_rpc_method_handler(endpoint.__call__)
