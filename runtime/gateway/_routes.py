@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from grpc_status import rpc_status
 
 from runtime.client import ModuleClient
 from runtime.deadline import Deadline
@@ -117,7 +118,7 @@ class Route:
             code = status_of(exc).name
             if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
                 log.error("call %s %s failed: %s", request_id, self.path, exc, exc_info=exc)
-            await context.abort_with_status(rpc_status_of(exc, request_id))
+            await context.abort_with_status(_relayed_status(exc) or rpc_status_of(exc, request_id))
             raise
         finally:
             request_id_var.reset(token)
@@ -157,9 +158,6 @@ class Route:
         flags = headers.get("x-flags")
         if isinstance(flags, str):
             out_metadata.append(("x-flags", flags))
-        traceparent = headers.get("traceparent")
-        if isinstance(traceparent, str):
-            out_metadata.append(("traceparent", traceparent))
         client: ModuleClient = self.services.client
         if not steps:  # the hot path: the bytes go through untouched
             response, _ = await client.call_raw(
@@ -188,6 +186,21 @@ class Route:
             return old.encode(self.response_message, response)
         except TypeError as exc:
             raise InternalError(f"transformed {self.path} response does not fit {version}: {exc}") from exc
+
+
+def _relayed_status(exc: BaseException) -> grpc.Status | None:
+    """A worker's own status with its ``google.rpc`` details (BadRequest, RetryInfo), if any.
+
+    The worker already chose the code, the safe message and the details; the gateway passes
+    them on unchanged rather than rebuilding a poorer copy.
+    """
+    cause = exc.__cause__
+    if not isinstance(cause, grpc.aio.AioRpcError):
+        return None
+    status = rpc_status.from_call(cause)  # type: ignore[arg-type]
+    if status is None or not status.details:
+        return None
+    return rpc_status.to_status(status)
 
 
 @dataclass

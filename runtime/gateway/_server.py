@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from runtime.client import ChannelPool, ModuleClient, client_interceptors
+from runtime.client import ChannelPool, ModuleClient, client_interceptors, server_interceptors
 from runtime.config import Settings
 from runtime.errors import ExpectedError, NotFound, Unavailable
 from runtime.gateway._auth import Authenticator
@@ -151,8 +151,11 @@ class Gateway:
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
             ],
+            interceptors=server_interceptors(),
         )
         server.add_generic_rpc_handlers((_Router(self),))
+        # The server span continues the caller's trace; the module client's interceptors carry
+        # it on to the worker, so one trace spans caller → gateway → worker → module calls.
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(_VersionedReflection(self), server)
         bound = server.add_insecure_port(f"{self.host}:{self.port}")

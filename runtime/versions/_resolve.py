@@ -50,9 +50,9 @@ ACCEPTED_FORMS = (
     "an ISO-8601 timestamp (2025-03-01T12:00:00Z) or unix seconds (1740000000)"
 )
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TSV = re.compile(r"tsv:(\d{1,12})-([A-Za-z0-9_.-]+)-(\d{1,9})")
-_UNIX = re.compile(r"\d{1,12}(?:\.\d{1,9})?")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TSV = re.compile(r"tsv:([0-9]{1,12})-([A-Za-z0-9_.-]+)-([0-9]{1,9})")
+_UNIX = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,63}")
 _MAX_ECHO = 80
 
@@ -120,9 +120,11 @@ def _as_seconds(created_at: float | datetime) -> float:
 class VersionTable:
     """The versions of one module and their labels, resolving ``x-api-version`` in O(log n).
 
-    ``versions`` pairs each id with the instant it came into effect (``created_at``: unix
-    seconds or an aware datetime). Versions are ordered by that instant, ties broken by the
-    id's own instant and sequence number, so "newest" is always well defined.
+    A version takes effect at the instant its id names (a date at midnight UTC, a tsv id at
+    its unix seconds): that is what a caller can read off the id, so "the API as of 1 March"
+    means the same thing to the caller and to the gateway. ``created_at`` (unix seconds or an
+    aware datetime, when the version was recorded) only orders versions whose ids name the same
+    instant, after the tsv sequence number.
 
     Resolutions are cached per header string in a bounded LRU; errors are not cached, so junk
     headers cannot push good entries out faster than they would anyway.
@@ -139,7 +141,7 @@ class VersionTable:
         cache_size: int = 1024,
     ) -> None:
         self.module = module
-        ordered: list[tuple[float, float, int, str]] = []
+        ordered: list[tuple[float, int, float, str]] = []
         seen: set[str] = set()
         for text, created_at in versions:
             parsed = parse_version_id(text)
@@ -148,7 +150,7 @@ class VersionTable:
             if text in seen:
                 raise InternalError(f"module {module!r}: version id {text!r} is listed twice")
             seen.add(text)
-            ordered.append((_as_seconds(created_at), parsed.instant, parsed.seq, text))
+            ordered.append((parsed.instant, parsed.seq, _as_seconds(created_at), text))
         ordered.sort()
         self._instants = [entry[0] for entry in ordered]
         self._ids = tuple(entry[3] for entry in ordered)

@@ -128,7 +128,9 @@ class Worker:
         await fabric.start()
         self._closers.append(fabric)
         secrets = open_secrets(settings.secrets)
-        logging.getLogger().addFilter(RedactingFilter(secrets.redactor))
+        # Filters on a logger do not see records from its children; handlers see every record.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RedactingFilter(secrets.redactor))
         metrics = Metrics(service_name=f"modrpc-worker-{self.module}")
         self._admin = start_admin_server(self.host, 0, metrics=metrics)
         self.metrics_address = f"{self.host}:{self._admin.port}"

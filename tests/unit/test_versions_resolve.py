@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from runtime.errors import InternalError, InvalidArgument, NotFound
-from runtime.gateway._versions import VersionTable, parse_instant, parse_version_id
+from runtime.versions._resolve import VersionTable, parse_instant, parse_version_id
 
 JAN = "2025-01-15"
 JUN = "2025-06-01"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.errors import InvalidArgument, NotFound
-from runtime.gateway._versions import VersionTable
+from runtime.versions._resolve import VersionTable
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 120  # versions and queries share a window, so most queries land between versions
