@@ -195,7 +195,9 @@ async def test_the_server_sees_the_deadline_shortened_by_time_already_spent(work
         await client.call_raw("users", ECHO, b"", deadline=deadline)
     remaining = worker.seen_remaining[0]
     assert remaining is not None
-    assert 0.3 < remaining <= 0.5
+    # 0.5 s were left when the call was made. gRPC sends the timeout rounded up to its wire
+    # units, so the server may see a hair more than 0.5 s; the point is it is nowhere near 2 s.
+    assert 0.3 < remaining < 0.75
 
 
 async def test_a_passed_deadline_fails_without_calling(worker: Worker) -> None:
