@@ -1,7 +1,7 @@
 """The orders module's messages."""
 
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, Field
@@ -19,7 +19,7 @@ class PlaceOrder(BaseModel):
     items: Annotated[list[OrderItem], Field(min_length=1, max_length=50)]
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     PLACED = "placed"
     CANCELLED = "cancelled"
 

@@ -95,7 +95,7 @@ async def _exit_with_parent(stop: asyncio.Event) -> None:
     parent = os.environ.get("MODRPC_SUPERVISOR_PID")
     if not parent:
         return
-    while os.getppid() == int(parent):
+    while os.getppid() == int(parent):  # noqa: ASYNC110 - no event tells us the parent died
         await asyncio.sleep(1.0)
     log.warning("supervisor %s is gone; stopping", parent)
     stop.set()
@@ -183,14 +183,21 @@ class _Child:
 async def _up(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.errors import ModrpcError
     from runtime.gateway import Gateway
-    from runtime.manifest import discover_modules
+    from runtime.manifest import discover_modules, load_manifest
 
     stop = _stop_event()
-    modules = [p.name for p in discover_modules(Path(settings.modules_dir))]
+    module_dirs = discover_modules(Path(settings.modules_dir))
+    modules = [p.name for p in module_dirs]
     if not modules:
         print(f"modrpc up: no modules under {settings.modules_dir}/", file=sys.stderr)
         return 2
-    children = [_Child(m, settings, args.config) for m in modules]
+    # Warm pools: each module keeps at least `warm_pool` live worker processes (at least one);
+    # the supervisor restarts any that die, so the minimum holds.
+    children = [
+        _Child(p.name, settings, args.config)
+        for p in module_dirs
+        for _ in range(max(1, load_manifest(p / "module.toml").module.warm_pool))
+    ]
     supervisors: list[asyncio.Task[None]] = []
     gateway = Gateway(settings)
     try:

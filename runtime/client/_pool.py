@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -131,7 +132,8 @@ class ChannelPool:
         *,
         channels_per_instance: int = 1,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        # grpc-stubs cannot spell the aio interceptor types, hence Any.
+        interceptors: Sequence[Any] = (),
         close_grace: float = 5.0,
     ) -> None:
         if channels_per_instance < 1:

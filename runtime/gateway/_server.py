@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
@@ -53,17 +54,17 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
     )
 
 
-class _Router(grpc.GenericRpcHandler):
+class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """Looks a method path up in the current table; unknown paths get UNIMPLEMENTED from grpc."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         return self._gateway.table.handlers.get(handler_call_details.method)
 
 
-class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):
+class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type: ignore[misc]
     """Server reflection whose descriptors follow the caller's ``x-api-version``."""
 
     def __init__(self, gateway: Gateway) -> None:
@@ -91,7 +92,7 @@ class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):
             self._cache[key] = servicer
         return servicer
 
-    async def ServerReflectionInfo(  # noqa: N802 - the gRPC method name
+    async def ServerReflectionInfo(
         self, request_iterator: AsyncIterator[reflection_pb2.ServerReflectionRequest], context: Any
     ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
         header = next((v for k, v in context.invocation_metadata() or () if k == "x-api-version"), None)
@@ -116,7 +117,7 @@ class Gateway:
         self.usage = Usage()
         self.store: Any = None
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._services: _Services | None = None
         self._changed = asyncio.Event()

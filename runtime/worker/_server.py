@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from runtime.client import ChannelPool, ModuleClient, client_interceptors, server_interceptors
@@ -99,7 +100,7 @@ class Worker:
         self.register = register
         self.address = ""
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Any] = []
         self.service: ModuleService | None = None

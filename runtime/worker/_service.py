@@ -23,11 +23,11 @@ from runtime.context import (
     subscriber_mark,
 )
 from runtime.errors import FailedPrecondition
+from runtime.identity import PRINCIPAL_HEADER
 from runtime.lcc import HookSpec, SnapshotStore
 from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
 from runtime.versions import VersionCatalog, encode_descriptor
 from runtime.wire import method_path, request_message, response_message, service_name
-from runtime.identity import PRINCIPAL_HEADER
 from runtime.worker._endpoint import CallObserver, MethodEndpoint
 
 __all__ = ["ModuleService", "RemoteInvoker", "WorkerDeps", "load_catalog"]
@@ -218,7 +218,7 @@ class ModuleService:
             mark = subscriber_mark(fn)
             if mark is None:
                 continue
-            event_type = list(typing.get_type_hints(fn).values())[0]
+            event_type = next(iter(typing.get_type_hints(fn).values()))
             adapter: TypeAdapter[Any] = TypeAdapter(event_type)
             self._subscriptions.append(
                 await self.gctx.subscribe(

@@ -36,9 +36,13 @@ _FIELDS29: frozenset[object] = frozenset(('sku', 'quantity', 'order_id'))
 _FIELDS38: frozenset[object] = frozenset(('sku', 'available'))
 
 
-def _check_GetStock(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_GetStock(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (GetStock)', value))
+        out.append(FieldViolation(path, ('object (GetStock) or null' if nullable else 'object (GetStock)'), value))
     else:
         if 'sku' in value:
             v2: object = value['sku']
@@ -72,9 +76,13 @@ def validate_GetStock(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_Release(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Release(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Release)', value))
+        out.append(FieldViolation(path, ('object (Release) or null' if nullable else 'object (Release)'), value))
     else:
         if 'reservation_id' in value:
             v7: object = value['reservation_id']
@@ -101,9 +109,13 @@ def validate_Release(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_Released(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Released(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Released)', value))
+        out.append(FieldViolation(path, ('object (Released) or null' if nullable else 'object (Released)'), value))
     else:
         if 'reservation_id' in value:
             v12: object = value['reservation_id']
@@ -137,9 +149,13 @@ def validate_Released(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_Reservation(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Reservation(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Reservation)', value))
+        out.append(FieldViolation(path, ('object (Reservation) or null' if nullable else 'object (Reservation)'), value))
     else:
         if 'reservation_id' in value:
             v19: object = value['reservation_id']
@@ -187,9 +203,13 @@ def validate_Reservation(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_Reserve(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Reserve(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Reserve)', value))
+        out.append(FieldViolation(path, ('object (Reserve) or null' if nullable else 'object (Reserve)'), value))
     else:
         if 'sku' in value:
             v30: object = value['sku']
@@ -240,9 +260,13 @@ def validate_Reserve(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_Stock(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Stock(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Stock)', value))
+        out.append(FieldViolation(path, ('object (Stock) or null' if nullable else 'object (Stock)'), value))
     else:
         if 'sku' in value:
             v39: object = value['sku']

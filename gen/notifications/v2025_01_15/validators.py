@@ -29,9 +29,13 @@ _FIELDS6: frozenset[object] = frozenset(('id', 'user_id', 'email', 'message', 'c
 _FIELDS19: frozenset[object] = frozenset(('items',))
 
 
-def _check_ListNotifications(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_ListNotifications(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (ListNotifications)', value))
+        out.append(FieldViolation(path, ('object (ListNotifications) or null' if nullable else 'object (ListNotifications)'), value))
     else:
         if 'user_id' in value:
             v2: object = value['user_id']
@@ -56,9 +60,13 @@ def validate_ListNotifications(value: object, path: str = "") -> list[FieldViola
     return out
 
 
-def _check_Notification(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Notification(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Notification)', value))
+        out.append(FieldViolation(path, ('object (Notification) or null' if nullable else 'object (Notification)'), value))
     else:
         if 'id' in value:
             v7: object = value['id']
@@ -113,9 +121,13 @@ def validate_Notification(value: object, path: str = "") -> list[FieldViolation]
     return out
 
 
-def _check_Notifications(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Notifications(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Notifications)', value))
+        out.append(FieldViolation(path, ('object (Notifications) or null' if nullable else 'object (Notifications)'), value))
     else:
         if 'items' in value:
             v20: object = value['items']

@@ -34,9 +34,13 @@ _VALUES36: tuple[object, ...] = ('placed', 'cancelled')
 _FIELDS37: frozenset[object] = frozenset(('user_id', 'items'))
 
 
-def _check_GetOrder(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_GetOrder(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (GetOrder)', value))
+        out.append(FieldViolation(path, ('object (GetOrder) or null' if nullable else 'object (GetOrder)'), value))
     else:
         if 'id' in value:
             v2: object = value['id']
@@ -63,9 +67,13 @@ def validate_GetOrder(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_Order(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_Order(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (Order)', value))
+        out.append(FieldViolation(path, ('object (Order) or null' if nullable else 'object (Order)'), value))
     else:
         if 'id' in value:
             v7: object = value['id']
@@ -142,9 +150,13 @@ def validate_Order(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_OrderItem(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_OrderItem(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (OrderItem)', value))
+        out.append(FieldViolation(path, ('object (OrderItem) or null' if nullable else 'object (OrderItem)'), value))
     else:
         if 'sku' in value:
             v30: object = value['sku']
@@ -188,9 +200,13 @@ def validate_OrderItem(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_OrderStatus(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_OrderStatus(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not same_scalar(value, _VALUES36):
-        out.append(FieldViolation(path, "one of ['placed', 'cancelled']", value))
+        out.append(FieldViolation(path, ("one of ['placed', 'cancelled'] or null" if nullable else "one of ['placed', 'cancelled']"), value))
 
 
 def validate_OrderStatus(value: object, path: str = "") -> list[FieldViolation]:
@@ -200,9 +216,13 @@ def validate_OrderStatus(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_PlaceOrder(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_PlaceOrder(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (PlaceOrder)', value))
+        out.append(FieldViolation(path, ('object (PlaceOrder) or null' if nullable else 'object (PlaceOrder)'), value))
     else:
         if 'user_id' in value:
             v38: object = value['user_id']

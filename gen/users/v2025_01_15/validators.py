@@ -30,9 +30,13 @@ _FIELDS8: frozenset[object] = frozenset(('id',))
 _FIELDS13: frozenset[object] = frozenset(('id', 'name', 'email', 'created_at'))
 
 
-def _check_CreateUser(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_CreateUser(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (CreateUser)', value))
+        out.append(FieldViolation(path, ('object (CreateUser) or null' if nullable else 'object (CreateUser)'), value))
     else:
         if 'name' in value:
             v2: object = value['name']
@@ -74,9 +78,13 @@ def validate_CreateUser(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_GetUser(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_GetUser(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (GetUser)', value))
+        out.append(FieldViolation(path, ('object (GetUser) or null' if nullable else 'object (GetUser)'), value))
     else:
         if 'id' in value:
             v9: object = value['id']
@@ -103,9 +111,13 @@ def validate_GetUser(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_User(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_User(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (User)', value))
+        out.append(FieldViolation(path, ('object (User) or null' if nullable else 'object (User)'), value))
     else:
         if 'id' in value:
             v14: object = value['id']

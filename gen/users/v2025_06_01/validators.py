@@ -30,9 +30,13 @@ _FIELDS10: frozenset[object] = frozenset(('id',))
 _FIELDS15: frozenset[object] = frozenset(('id', 'given_name', 'family_name', 'email', 'created_at'))
 
 
-def _check_CreateUser(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_CreateUser(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (CreateUser)', value))
+        out.append(FieldViolation(path, ('object (CreateUser) or null' if nullable else 'object (CreateUser)'), value))
     else:
         if 'given_name' in value:
             v2: object = value['given_name']
@@ -82,9 +86,13 @@ def validate_CreateUser(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_GetUser(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_GetUser(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (GetUser)', value))
+        out.append(FieldViolation(path, ('object (GetUser) or null' if nullable else 'object (GetUser)'), value))
     else:
         if 'id' in value:
             v11: object = value['id']
@@ -111,9 +119,13 @@ def validate_GetUser(value: object, path: str = "") -> list[FieldViolation]:
     return out
 
 
-def _check_User(value: object, path: str, out: list[FieldViolation]) -> None:
+def _check_User(
+    value: object, path: str, out: list[FieldViolation], nullable: bool = False
+) -> None:
+    if value is None and nullable:
+        return
     if not isinstance(value, dict):
-        out.append(FieldViolation(path, 'object (User)', value))
+        out.append(FieldViolation(path, ('object (User) or null' if nullable else 'object (User)'), value))
     else:
         if 'id' in value:
             v16: object = value['id']
