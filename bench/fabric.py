@@ -2,8 +2,8 @@
 
 Run with ``.venv/bin/python -m bench.fabric``; a bench driver calls :func:`run`.
 
-Four measurements, each the best of ``rounds`` (NATS fabric and raw rounds alternate, so a
-burst of load on the machine hits both sides alike):
+Four measurements, each the best of ``rounds``. NATS fabric and raw rounds are interleaved,
+and which goes first alternates, so a burst of load on the machine hits both sides alike:
 
 * **memory**: the in-memory fabric end to end, from the first publish to the last
   acknowledgement, one group with one member.
@@ -225,17 +225,14 @@ async def run(
         fabric: list[tuple[float, float]] = []
         raw: list[tuple[float, float]] = []
         async with asyncio.timeout(time_limit):
-            for _ in range(rounds):
-                fabric.append(
-                    await _nats_fabric(
-                        nats_url, prefix, nats_messages, payload, concurrency, fetch_batch
+            for i in range(rounds):
+                sides = [(fabric, _nats_fabric), (raw, _raw_nats)]
+                for figures, measure in sides if i % 2 == 0 else sides[::-1]:
+                    figures.append(
+                        await measure(
+                            nats_url, prefix, nats_messages, payload, concurrency, fetch_batch
+                        )
                     )
-                )
-                raw.append(
-                    await _raw_nats(
-                        nats_url, prefix, nats_messages, payload, concurrency, fetch_batch
-                    )
-                )
         async with asyncio.timeout(time_limit):
             pipelined = await _best(
                 rounds, lambda: _raw_publish_async(nats_url, prefix, nats_messages, payload)

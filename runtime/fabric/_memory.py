@@ -29,6 +29,8 @@ from collections import deque
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from opentelemetry import context as otel_context
+
 from runtime.errors import DeadlineExceeded, FailedPrecondition, ResourceExhausted
 from runtime.fabric._types import (
     EMPTY_HEADERS,
@@ -259,7 +261,7 @@ class MemoryFabric(Lifecycle):
         msg_id: str | None = None,
         ttl: float | None = None,
         priority: int = 0,
-        timeout: float | None = None,  # noqa: ASYNC109 - part of the fabric contract
+        timeout: float | None = None,
     ) -> None:
         if not self._open:
             self._check_open()
@@ -267,7 +269,9 @@ class MemoryFabric(Lifecycle):
         if ttl is not None or timeout is not None or len(data) > options.max_message_bytes:
             check_publish(options, topic, data, ttl, timeout)
         state = self._topics.get(topic) or self._topic(topic)
-        sent = outgoing_headers(headers, options.request_id)
+        sent = None
+        if headers is not None or options.request_id is not None or otel_context.get_current():
+            sent = outgoing_headers(headers, options.request_id)
         expires_at = None
         if msg_id is not None or ttl is not None:
             now = self._clock()

@@ -63,6 +63,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from opentelemetry import context as otel_context
 
 from runtime.errors import (
     DeadlineExceeded,
@@ -276,16 +277,18 @@ class NatsFabric(Lifecycle):
         msg_id: str | None = None,
         ttl: float | None = None,
         priority: int = 0,  # accepted for portability; JetStream delivers in stream order
-        timeout: float | None = None,  # noqa: ASYNC109 - part of the fabric contract
+        timeout: float | None = None,
     ) -> None:
-        js = self._live()
+        js = self._js or self._live()
         options = self._options
         if ttl is not None or timeout is not None or len(data) > options.max_message_bytes:
             check_publish(options, topic, data, ttl, timeout)
         if topic not in self._streams:
             check_topic(topic)
             await self._stream(topic)
-        sent = outgoing_headers(headers, options.request_id)
+        sent = None
+        if headers is not None or options.request_id is not None or otel_context.get_current():
+            sent = outgoing_headers(headers, options.request_id)
         if msg_id is not None or ttl is not None:
             sent = {} if sent is None else sent
             if msg_id is not None:

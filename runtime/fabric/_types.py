@@ -179,7 +179,7 @@ class Fabric(Protocol):
         msg_id: str | None = None,
         ttl: float | None = None,
         priority: int = 0,
-        timeout: float | None = None,  # noqa: ASYNC109 - part of the fabric contract
+        timeout: float | None = None,
     ) -> None:
         """Publish ``data`` to ``topic``; returns once the fabric has accepted it.
 
