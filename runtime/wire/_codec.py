@@ -231,7 +231,8 @@ _PRIMITIVE_CHECKS: dict[str, Callable[[Any], bool]] = {
 _EXACT_CHECKS: dict[str, Callable[[Any], bool]] = {
     "float": lambda v: isinstance(v, float),
     "date": is_date,
-    "datetime": is_datetime,
+    # "2025-01-15" also reads as a datetime (midnight), but as it is, it is a date.
+    "datetime": lambda v: is_datetime(v) and not is_date(v),
 }
 
 
