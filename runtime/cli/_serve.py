@@ -200,9 +200,18 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     ]
     supervisors: list[asyncio.Task[None]] = []
     gateway = Gateway(settings)
+    hub = None
     try:
         try:
             started = time.monotonic()
+            if settings.fabric_url.startswith("memory://"):
+                # One in-memory fabric for all the worker processes: kept here, served locally.
+                from runtime.fabric import FabricHub, open_fabric
+
+                hub_fabric = open_fabric(settings.fabric_url)
+                await hub_fabric.start()
+                hub = FabricHub(hub_fabric)
+                os.environ["MODRPC_FABRIC_URL"] = await hub.start()
             addresses = await asyncio.gather(*(c.spawn() for c in children))
             for child, address in zip(children, addresses, strict=True):
                 print(f"{child.module} {address}", flush=True)
@@ -226,3 +235,6 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if hub is not None:
+            await hub.stop()
+            await hub.fabric.close()

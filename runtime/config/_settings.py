@@ -76,7 +76,7 @@ SecretProviderName = Literal["env", "file", "vault"]
 _API_KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _URL_SCHEMES = {
     "store_url": ("sqlite", "postgresql", "postgres"),
-    "fabric_url": ("memory", "nats", "tls"),
+    "fabric_url": ("memory", "nats", "tls", "hub"),
     "ratelimit_url": ("memory", "redis", "rediss"),
 }
 

@@ -31,6 +31,7 @@ Semantics shared by both backends:
   see :func:`inject_trace` and :meth:`Message.trace_context`.
 """
 
+from runtime.fabric._hub import FabricHub, HubFabric
 from runtime.fabric._memory import MemoryFabric, MemorySubscription
 from runtime.fabric._nats import NatsFabric, NatsSubscription
 from runtime.fabric._open import open_fabric
@@ -64,8 +65,10 @@ __all__ = [
     "TRACEPARENT_HEADER",
     "Backpressure",
     "Fabric",
+    "FabricHub",
     "FabricOptions",
     "Handler",
+    "HubFabric",
     "MemoryFabric",
     "MemoryOptions",
     "MemorySubscription",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from runtime.errors import InvalidArgument
+from runtime.fabric._hub import HubFabric
 from runtime.fabric._memory import MemoryFabric
 from runtime.fabric._naming import mask_url
 from runtime.fabric._nats import NatsFabric
@@ -28,8 +29,10 @@ def open_fabric(url: str, **options: object) -> Fabric:
         raise InvalidArgument(f"unparsable fabric URL {mask_url(url)!r}") from exc
     if scheme == "memory":
         return MemoryFabric(MemoryOptions.build(options))
+    if scheme == "hub":  # the supervisor's memory fabric, shared by its worker processes
+        return HubFabric(url)
     if scheme in ("nats", "tls"):
         return NatsFabric(url, NatsOptions.build(options))
     raise InvalidArgument(
-        f"unknown fabric URL scheme {scheme!r} in {mask_url(url)!r}: use memory:// or nats://host:port"
+        f"unknown fabric URL scheme {scheme!r} in {mask_url(url)!r}: use memory://, nats://host:port or hub://host:port"
     )

@@ -1,0 +1,300 @@
+"""One in-memory fabric shared by several processes on one machine: the hub.
+
+``modrpc up`` runs one worker process per module on the embedded defaults. An in-memory fabric
+lives inside one process, so the supervisor keeps the only one and serves it on a loopback port
+(:class:`FabricHub`); each worker reaches it through :class:`HubFabric` (``hub://127.0.0.1:PORT``).
+Every semantic stays the memory fabric's own: at-least-once delivery, groups, redelivery and the
+dead-letter topic, exactly-once ids, TTL, priority and backpressure. The hub only carries calls.
+
+Wire form (no .proto: gRPC generic handlers with raw bytes). Every frame is a 4-byte big-endian
+length, a JSON header of that length, then the payload bytes:
+
+- ``Publish``: header ``{topic, headers, msg_id, ttl, priority, timeout}``, payload the data;
+- ``Subscribe`` (server streaming): header ``{topic, group, max_attempts, ack_wait}``; each
+  streamed frame is one delivery ``{delivery, topic, headers, msg_id, attempt}`` + data;
+- ``Settle``: header ``{delivery, error}`` — ``error`` null acknowledges, text asks for redelivery.
+
+A subscriber process that goes away (its stream ends) has its in-flight deliveries failed, so
+the memory fabric redelivers them to another member: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import struct
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from runtime.errors import ModrpcError, Unavailable, status_of
+from runtime.fabric._types import Fabric, Handler, Message, Subscription
+
+__all__ = ["FabricHub", "HubFabric"]
+
+log = logging.getLogger("modrpc.fabric.hub")
+
+SERVICE = "modrpc.fabric.v1.Hub"
+_LEN = struct.Struct(">I")
+
+
+def _frame(header: Mapping[str, Any], data: bytes = b"") -> bytes:
+    meta = json.dumps(header, separators=(",", ":")).encode()
+    return _LEN.pack(len(meta)) + meta + data
+
+
+def _unframe(frame: bytes) -> tuple[dict[str, Any], bytes]:
+    (size,) = _LEN.unpack_from(frame)
+    return json.loads(frame[4 : 4 + size]), frame[4 + size :]
+
+
+class HubNack(Exception):
+    """The remote subscriber failed the delivery; the fabric should redeliver it."""
+
+
+class FabricHub:
+    """Serves ``fabric`` to other processes on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, fabric: Fabric, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.fabric = fabric
+        self.host = host
+        self.port = port
+        self._server: grpc.aio.Server | None = None
+        self._pending: dict[str, asyncio.Future[str | None]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"hub://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        server = grpc.aio.server()
+        handlers = {
+            "Publish": grpc.unary_unary_rpc_method_handler(self._publish),
+            "Subscribe": grpc.unary_stream_rpc_method_handler(self._subscribe),
+            "Settle": grpc.unary_unary_rpc_method_handler(self._settle),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
+        await server.start()
+        self._server = server
+        return self.url
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def _publish(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        header, data = _unframe(request)
+        try:
+            await self.fabric.publish(
+                header["topic"],
+                data,
+                headers=header.get("headers") or None,
+                msg_id=header.get("msg_id"),
+                ttl=header.get("ttl"),
+                priority=header.get("priority", 0),
+                timeout=header.get("timeout"),
+            )
+        except ModrpcError as exc:
+            await context.abort(status_of(exc), exc.message)
+        return b""
+
+    async def _settle(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        header, _ = _unframe(request)
+        future = self._pending.pop(header["delivery"], None)
+        if future is not None and not future.done():
+            future.set_result(header.get("error"))
+        return b""
+
+    async def _subscribe(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+        header, _ = _unframe(request)
+        queue: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
+        mine: set[str] = set()
+
+        async def deliver(message: Message) -> None:
+            delivery = uuid.uuid4().hex
+            future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            self._pending[delivery] = future
+            mine.add(delivery)
+            await queue.put((delivery, message))
+            try:
+                error = await future
+            finally:
+                mine.discard(delivery)
+                self._pending.pop(delivery, None)
+            if error is not None:
+                raise HubNack(error)
+
+        try:
+            subscription = await self.fabric.subscribe(
+                header["topic"],
+                deliver,
+                group=header.get("group"),
+                max_attempts=header.get("max_attempts", 5),
+                ack_wait=header.get("ack_wait", 30.0),
+            )
+        except ModrpcError as exc:
+            await context.abort(status_of(exc), exc.message)
+            return
+        try:
+            while True:
+                delivery, message = await queue.get()
+                yield _frame(
+                    {
+                        "delivery": delivery,
+                        "topic": message.topic,
+                        "headers": dict(message.headers),
+                        "msg_id": message.msg_id,
+                        "attempt": message.attempt,
+                    },
+                    message.data,
+                )
+        finally:
+            for delivery in list(mine):  # the subscriber went away: let others have these
+                future = self._pending.pop(delivery, None)
+                if future is not None and not future.done():
+                    future.set_result("subscriber disconnected")
+            await subscription.close()
+
+
+class _HubSubscription:
+    """A subscription held open by one streaming call to the hub."""
+
+    def __init__(self, topic: str, group: str | None, task: asyncio.Task[None]) -> None:
+        self._topic = topic
+        self._group = group
+        self._task = task
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def group(self) -> str | None:
+        return self._group
+
+    @property
+    def closed(self) -> bool:
+        return self._task.done()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class HubFabric:
+    """The :class:`~runtime.fabric.Fabric` of a process that uses a hub's fabric."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.target = url.removeprefix("hub://").rstrip("/")
+        self._channel: grpc.aio.Channel | None = None
+        self._subscriptions: list[_HubSubscription] = []
+
+    async def start(self) -> None:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+            try:
+                await asyncio.wait_for(self._channel.channel_ready(), 5.0)
+            except TimeoutError:
+                await self._channel.close()
+                self._channel = None
+                raise Unavailable(f"fabric hub {self.url} cannot be reached") from None
+
+    async def close(self) -> None:
+        for sub in self._subscriptions:
+            await sub.close()
+        self._subscriptions.clear()
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _require(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            raise Unavailable(f"fabric hub {self.url} is not started")
+        return self._channel
+
+    async def publish(
+        self,
+        topic: str,
+        data: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        msg_id: str | None = None,
+        ttl: float | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> None:
+        from runtime.client import error_from_rpc_error
+
+        call = self._require().unary_unary(f"/{SERVICE}/Publish")
+        header = {"topic": topic, "headers": dict(headers or {}), "msg_id": msg_id, "ttl": ttl,
+                  "priority": priority, "timeout": timeout}  # fmt: skip
+        try:
+            await call(_frame(header, data), timeout=None if timeout is None else timeout + 1.0)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc_error(exc) from exc
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        max_attempts: int = 5,
+        ack_wait: float = 30.0,
+    ) -> Subscription:
+        channel = self._require()
+        stream = channel.unary_stream(f"/{SERVICE}/Subscribe")
+        settle = channel.unary_unary(f"/{SERVICE}/Settle")
+        call = stream(_frame({"topic": topic, "group": group, "max_attempts": max_attempts, "ack_wait": ack_wait}))
+
+        async def consume() -> None:
+            try:
+                async for frame in call:
+                    header, data = _unframe(frame)
+                    message = Message(
+                        topic=header["topic"], data=data, headers=header.get("headers") or {},
+                        msg_id=header.get("msg_id"), attempt=header.get("attempt", 1),
+                    )  # fmt: skip
+                    error: str | None = None
+                    try:
+                        await handler(message)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                    await settle(_frame({"delivery": header["delivery"], "error": error}))
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except grpc.aio.AioRpcError as exc:
+                log.error("subscription to %s through %s ended: %s", topic, self.url, exc.details())
+
+        sub = _HubSubscription(topic, group, asyncio.create_task(consume(), name=f"modrpc-hub-{topic}"))
+        self._subscriptions.append(sub)
+        return sub
