@@ -212,7 +212,7 @@ class HubFabric:
             try:
                 await asyncio.wait_for(self._channel.channel_ready(), 5.0)
             except TimeoutError:
-                await self._channel.close()
+                await self._channel.close(None)
                 self._channel = None
                 raise Unavailable(f"fabric hub {self.url} cannot be reached") from None
 
@@ -221,7 +221,7 @@ class HubFabric:
             await sub.close()
         self._subscriptions.clear()
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
             self._channel = None
 
     async def __aenter__(self) -> Self:
@@ -251,7 +251,7 @@ class HubFabric:
     ) -> None:
         from runtime.client import error_from_rpc_error
 
-        call = self._require().unary_unary(f"/{SERVICE}/Publish")
+        call = self._require().unary_unary(f"/{SERVICE}/Publish", None, None)
         header = {"topic": topic, "headers": dict(headers or {}), "msg_id": msg_id, "ttl": ttl,
                   "priority": priority, "timeout": timeout}  # fmt: skip
         try:
@@ -269,8 +269,8 @@ class HubFabric:
         ack_wait: float = 30.0,
     ) -> Subscription:
         channel = self._require()
-        stream = channel.unary_stream(f"/{SERVICE}/Subscribe")
-        settle = channel.unary_unary(f"/{SERVICE}/Settle")
+        stream = channel.unary_stream(f"/{SERVICE}/Subscribe", None, None)
+        settle = channel.unary_unary(f"/{SERVICE}/Settle", None, None)
         call = stream(_frame({"topic": topic, "group": group, "max_attempts": max_attempts, "ack_wait": ack_wait}))
 
         async def consume() -> None:
