@@ -181,7 +181,7 @@ class NatsFabric(Lifecycle):
         if self._nc is not None:
             return
         nc = Client()
-        failures: list[BaseException] = []
+        failures: deque[BaseException] = deque(maxlen=1)  # the latest is what explains it
 
         async def on_error(exc: Exception) -> None:
             failures.append(exc)
@@ -219,6 +219,9 @@ class NatsFabric(Lifecycle):
                 f"cannot start the fabric: NATS JetStream at {self._where} is unavailable "
                 f"({type(cause).__name__}: {cause})"
             ) from exc
+        except BaseException:
+            await _close_quietly(nc)  # cancelled while connecting: leave nothing half-open
+            raise
         self._nc, self._js = nc, js
 
     async def close(self) -> None:
