@@ -120,6 +120,24 @@ async def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _preflight(settings: Settings) -> None:
+    """Reach the store and the fabric once, so a dead backend is one clear error, not N."""
+    from runtime.fabric import open_fabric
+    from runtime.store import open_store
+
+    store = open_store(settings.store_url)
+    try:
+        await store.start()
+    finally:
+        await store.close()
+    if not settings.fabric_url.startswith("memory://"):
+        fabric = open_fabric(settings.fabric_url)
+        try:
+            await fabric.start()
+        finally:
+            await fabric.close()
+
+
 class _Child:
     """One supervised worker process."""
 
@@ -204,6 +222,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     try:
         try:
             started = time.monotonic()
+            await _preflight(settings)
             if settings.fabric_url.startswith("memory://"):
                 # One in-memory fabric for all the worker processes: kept here, served locally.
                 from runtime.fabric import FabricHub, open_fabric
