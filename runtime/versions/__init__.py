@@ -1,4 +1,5 @@
-"""Timescape: version ids, resolution of ``x-api-version``, catalogs and transformer chains.
+"""Timescape: version ids, resolution of ``x-api-version``, catalogs, transformer chains and
+the version lifecycle (usage, hot/warm/cold, promotion, retirement).
 
 Shared by the gateway and the workers, so neither imports the other.
 """
@@ -9,18 +10,60 @@ from runtime.versions._catalog import (
     decode_descriptor,
     encode_descriptor,
 )
-from runtime.versions._chain import MAX_HOPS, TransformStep, Transformer, run_chain
+from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
+from runtime.versions._lifecycle import (
+    DAY,
+    Activity,
+    LifecyclePolicy,
+    LifecycleState,
+    Override,
+    RetirementDecision,
+    RetirementPlan,
+    UsageLedger,
+    VersionUsage,
+    apply_retirement,
+    classify,
+    is_retired,
+    plan_retirement,
+    promote,
+    record_usage,
+    refresh_states,
+    retired_error,
+    retirement_plan,
+    set_override,
+    state_of,
+)
 from runtime.versions._resolve import VersionId, VersionTable
 
 __all__ = [
+    "DAY",
     "MAX_HOPS",
+    "Activity",
+    "LifecyclePolicy",
+    "LifecycleState",
+    "Override",
+    "RetirementDecision",
+    "RetirementPlan",
     "TransformStep",
     "Transformer",
+    "UsageLedger",
     "VersionCatalog",
     "VersionId",
     "VersionInfo",
     "VersionTable",
+    "VersionUsage",
+    "apply_retirement",
+    "classify",
     "decode_descriptor",
     "encode_descriptor",
+    "is_retired",
+    "plan_retirement",
+    "promote",
+    "record_usage",
+    "refresh_states",
+    "retired_error",
+    "retirement_plan",
     "run_chain",
+    "set_override",
+    "state_of",
 ]
