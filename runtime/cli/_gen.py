@@ -1,16 +1,30 @@
-"""``modrpc gen [--check]`` and ``modrpc versions MODULE``."""
+"""``modrpc gen [--check]`` and ``modrpc versions MODULE``.
+
+``modrpc versions MODULE`` lists the versions recorded next to the module. With ``--store``,
+``--retire``, ``--dry-run``, ``--keep``, ``--unkeep`` or ``--retire-version`` it works on the
+manifest store instead: the version lifecycle (hot, warm, cold, retired) of the running system.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.codegen import GenResult, ModuleSource, VersionHistory, generate
-from runtime.errors import SchemaError
+from runtime.errors import ExpectedError, InvalidArgument, NotFound, SchemaError
 from runtime.gtype import UnsupportedType, diff
 from runtime.manifest import discover_modules, load_manifest, load_module
 from runtime.wire import WireSchemaError
+
+if TYPE_CHECKING:  # the store and its drivers load only when the lifecycle is managed
+    from runtime.store import ManifestStore
+    from runtime.versions import Override, RetirementDecision
 
 __all__ = ["run"]
 
@@ -51,6 +65,8 @@ def _report(result: GenResult, *, check: bool) -> int:
 
 
 def _versions(args: argparse.Namespace) -> int:
+    if args.store or args.retire or args.dry_run or args.keep or args.unkeep or args.retire_version:
+        return _lifecycle(args)
     root: Path = args.root.resolve()
     directory = root / args.modules / args.module
     manifest_path = directory / "module.toml"
@@ -79,3 +95,107 @@ def _versions(args: argparse.Namespace) -> int:
         print(f"{record.id:<28} {tags or '-':<20} {step}")
         previous = record
     return 0
+
+
+# -- the lifecycle, in the manifest store --------------------------------------------------------
+
+_ROW = "{:<28} {:<20} {:<8} {:<9} {}"
+_PLAN = "{:<28} {:<8} {:<9} {}"
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    from runtime.config import ConfigError, load_settings
+
+    pending: dict[str, Override | None] = {}
+    wanted: tuple[tuple[list[str], Override | None], ...] = (
+        (args.keep, "keep"), (args.unkeep, None), (args.retire_version, "retire"),
+    )  # fmt: skip
+    for versions, override in wanted:
+        for version in versions:
+            if pending.get(version, override) != override:
+                print(f"modrpc versions: {version!r} is given two overrides", file=sys.stderr)
+                return 2
+            pending[version] = override
+    try:
+        url = args.store or load_settings().store_url
+        return asyncio.run(_manage(args, url, pending, now=time.time()))
+    except ConfigError as exc:
+        print(f"modrpc versions: {exc}", file=sys.stderr)
+        return 2
+    except ExpectedError as exc:
+        print(f"modrpc versions: {exc.message}", file=sys.stderr)
+        return 2 if isinstance(exc, InvalidArgument | NotFound) else 1
+
+
+async def _manage(
+    args: argparse.Namespace, url: str, pending: dict[str, Override | None], *, now: float
+) -> int:
+    from runtime.store import open_store
+    from runtime.versions import (
+        apply_retirement,
+        refresh_states,
+        retirement_plan,
+        set_override,
+    )
+
+    module: str = args.module
+    async with open_store(url) as store:
+        known = {v.id for v in await store.list_versions(module)}
+        if not known:
+            raise NotFound(f"module {module!r} has no versions in the store at {store.url}")
+        unknown = sorted(set(pending) - known)
+        if unknown:  # refuse before writing any override, so nothing is half done
+            raise NotFound(f"module {module!r} has no version {unknown[0]!r} in {store.url}")
+        if args.dry_run:
+            plan = await retirement_plan(store, module, now=now, overrides=pending)
+            for version, override in pending.items():
+                print(f"would {_override_text(override, version)}")
+            print(f"{module}: dry run against {store.url}; nothing was changed")
+            _print_decisions(plan.decisions, done=False)
+            return 0
+        for version, override in pending.items():
+            await set_override(store, module, version, override)
+            print(_override_text(override, version))
+        if args.retire:
+            await refresh_states(store, module, now=now)
+            plan = await retirement_plan(store, module, now=now)
+            if not plan.to_retire:
+                print(f"{module}: nothing to retire")
+            else:
+                _print_decisions(await apply_retirement(store, module, plan), done=True)
+            return 0
+        if pending:
+            print(f"overrides take effect at the next `modrpc versions {module} --retire`")
+            return 0
+        await _list(store, module, now)
+    return 0
+
+
+def _override_text(override: Override | None, version: str) -> str:
+    if override is None:
+        return f"clear the override of {version}"
+    return f"record override {override!r} for {version}"
+
+
+def _print_decisions(decisions: Sequence[RetirementDecision], *, done: bool) -> None:
+    print(_PLAN.format("VERSION", "STATE", "DECISION", "REASON"))
+    for d in decisions:
+        verb = ("retired" if done else "retire") if d.retire else "keep"
+        print(_PLAN.format(d.version, d.state, verb, d.reason))
+
+
+async def _list(store: ManifestStore, module: str, now: float) -> None:
+    from runtime.versions import UsageLedger, classify, is_retired
+
+    ledger = UsageLedger(module)
+    await ledger.refresh(store)
+    usage = ledger.usage()
+    records = await store.list_versions(module)
+    states = classify({r.id: usage[r.id] for r in records if r.id in usage}, now=now)
+    print(_ROW.format("VERSION", "LABELS", "STATE", "OVERRIDE", "LAST CALL"))
+    for record in records:
+        state = "retired" if is_retired(record.metadata) else states.get(record.id, "cold")
+        seen = usage[record.id].last_seen if record.id in usage else None
+        last = "never" if seen is None else f"{datetime.fromtimestamp(seen, UTC):%Y-%m-%dT%H:%M:%SZ}"
+        override = record.metadata.get("override") or "-"
+        print(_ROW.format(record.id, ",".join(record.labels) or "-", state, override, last))

@@ -48,6 +48,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("module", help="module name")
     p.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
     p.add_argument("--modules", default="modules", help="modules folder under the root")
+    # Any of these works against the manifest store (lifecycle) instead of the module folder.
+    p.add_argument("--store", metavar="URL", default=None,
+                   help="manifest store to manage the lifecycle in (default: store_url from config)")
+    p.add_argument("--retire", action="store_true",
+                   help="record hot/warm/cold states and retire idle versions")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be retired and why; change nothing")
+    p.add_argument("--keep", action="append", default=[], metavar="VERSION",
+                   help="never retire VERSION (restores it if retired); repeatable")
+    p.add_argument("--unkeep", action="append", default=[], metavar="VERSION",
+                   help="drop the manual override (keep or retire) of VERSION; repeatable")
+    p.add_argument("--retire-version", action="append", default=[], metavar="VERSION",
+                   help="retire VERSION at the next --retire, even if in use; repeatable")
 
     p = command("token", "Print a development JWT that the running dev config accepts.")
     p.add_argument("--subject", required=True, help="the token's subject (sub claim)")
