@@ -79,3 +79,44 @@ async def start_worker(worker_settings: Callable[..., Settings]) -> AsyncIterato
     yield start
     for worker in reversed(started):
         await worker.stop(0.5)
+
+
+# -- the gateway's tests ---------------------------------------------------------------------------
+# Fixtures for tests/*/test_gateway_* and test_up_*: a gateway in this process in front of
+# in-process workers, all sharing the test's SQLite store (see ``worker_settings``).
+
+from tests.fixtures.gateway_modules import build_trees  # noqa: E402 - this section's own imports
+from tests.fixtures.gateway_modules.stack import GatewayStack  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gw_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The gateway tests' module trees with their versions recorded, by tree name.
+
+    ``main`` holds ``tally``, ``notes`` and ``relabel``; ``side_v1`` and ``side_v2`` hold the two
+    ``clock`` modules. See :mod:`tests.fixtures.gateway_modules`.
+    """
+    return build_trees(tmp_path_factory.mktemp("gateway-modules"))
+
+
+@pytest.fixture
+def gw_settings(worker_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """Settings for a gateway (and its workers) of one test: :func:`worker_settings` without the
+    fixed admin port 9464, so tests never collide on it; ``overrides`` win."""
+
+    def make(**overrides: Any) -> Settings:
+        return worker_settings(**{"admin_port": 0, **overrides})
+
+    return make
+
+
+@pytest.fixture
+async def gw_stack(
+    gw_settings: Callable[..., Settings], start_worker: StartWorker
+) -> AsyncIterator[GatewayStack]:
+    """Workers and gateways on 127.0.0.1 port 0 sharing the test's store; all stopped afterwards
+    (gateways first, then workers)."""
+    stack = GatewayStack(gw_settings, start_worker)
+    yield stack
+    await stack.close()
+
