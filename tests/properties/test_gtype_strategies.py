@@ -316,8 +316,9 @@ def _primitive_values(node: GType) -> SearchStrategy[Any]:
             base = st.text(min_size=c.min_length or 0, max_size=c.max_length)
         low, high = c.min_length or 0, c.max_length
         return base.filter(
-            lambda v: low <= len(v) <= (len(v) if high is None else high)
-            and passes_custom(v, c.custom)
+            lambda v: (
+                low <= len(v) <= (len(v) if high is None else high) and passes_custom(v, c.custom)
+            )
         )
     if name in ("int", "float"):
         low = c.gt if c.gt is not None else c.ge
