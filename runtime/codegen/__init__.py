@@ -7,6 +7,7 @@ the output deterministic and atomic.
 from runtime.codegen._generate import GenResult, ModuleSource, build_version_files, generate
 from runtime.codegen._history import VersionHistory, VersionRecord, version_instant
 from runtime.codegen._proto import render_proto
+from runtime.codegen._pycode import render_client
 from runtime.codegen._transformers import (
     changed_directions,
     render_transformer_stub,
@@ -22,6 +23,7 @@ __all__ = [
     "build_version_files",
     "changed_directions",
     "generate",
+    "render_client",
     "render_proto",
     "render_transformer_stub",
     "transformer_module",

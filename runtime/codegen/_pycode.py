@@ -9,6 +9,7 @@ would refuse the second one.
 
 from __future__ import annotations
 
+import keyword
 import os
 import re
 import shutil
@@ -91,6 +92,21 @@ def render_version_init(*, module: str, version: str, header: str) -> str:
     )
 
 
+def _method_attr(method: str) -> str:
+    """The client method for an RPC: ``CreateUser`` → ``create_user``; ``Import`` → ``import_``.
+
+    A keyword gets PEP 8's trailing underscore, since ``def import(...)`` is not Python.
+    """
+    name = snake(method)
+    return f"{name}_" if keyword.iskeyword(name) else name
+
+
+def _callable_attr(method: str) -> str:
+    """The attribute holding an RPC's multi-callable, kept clear of the client's ``_metadata``."""
+    name = f"_{snake(method)}"
+    return f"{name}_rpc" if name == "_metadata" else name
+
+
 def render_client(
     fdp: descriptor_pb2.FileDescriptorProto, *, module: str, version: str, package: str, header: str
 ) -> str:
@@ -137,7 +153,7 @@ def render_client(
         for m in methods:
             req, resp = m.input_type[len(prefix) :], m.output_type[len(prefix) :]
             out += [
-                f"        self._{snake(m.name)} = channel.unary_unary(",
+                f"        self.{_callable_attr(m.name)} = channel.unary_unary(",
                 f'            "/{service_name(module)}/{m.name}",',
                 f"            request_serializer={pb}.{req}.SerializeToString,",
                 f"            response_deserializer={pb}.{resp}.FromString,",
@@ -147,11 +163,11 @@ def render_client(
             req, resp = m.input_type[len(prefix) :], m.output_type[len(prefix) :]
             out += [
                 "",
-                f"    {'async ' if is_async else ''}def {snake(m.name)}(",
+                f"    {'async ' if is_async else ''}def {_method_attr(m.name)}(",
                 f"        self, request: {pb}.{req}, *, timeout: float | None = None, metadata: Metadata = ()",
                 f"    ) -> {pb}.{resp}:",
                 f'        """Call {m.name}."""',
-                f"        response = {'await ' if is_async else ''}self._{snake(m.name)}(",
+                f"        response = {'await ' if is_async else ''}self.{_callable_attr(m.name)}(",
                 "            request, timeout=timeout, metadata=(*self._metadata, *metadata)",
                 "        )",
                 f"        return cast({pb}.{resp}, response)",

@@ -8,6 +8,7 @@ two have drifted apart. The schema strategies here are shared with the other wir
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -40,26 +41,28 @@ field_names = st.builds(
 enum_values = st.lists(words, min_size=1, max_size=4, unique=True)
 
 
-def _singular(enums: list[str], objects: list[str]) -> st.SearchStrategy[GType]:
+def _singular(enums: tuple[str, ...], objects: tuple[str, ...]) -> st.SearchStrategy[GType]:
     options: list[st.SearchStrategy[GType]] = [
         st.sampled_from(PRIMITIVES).map(GType.primitive),
         st.lists(words, min_size=1, max_size=3, unique=True).map(lambda vs: GType.literal(*vs)),
     ]
-    refs = enums + objects
+    refs = (*enums, *objects)
     if refs:
         options.append(st.sampled_from(refs).map(GType.ref))
     return st.one_of(options)
 
 
-def _union(enums: list[str], objects: list[str]) -> st.SearchStrategy[GType]:
+def _union(enums: tuple[str, ...], objects: tuple[str, ...]) -> st.SearchStrategy[GType]:
     """2-3 variants with distinct oneof member names: primitives and named types."""
-    choices = [GType.primitive(p) for p in PRIMITIVES] + [GType.ref(n) for n in enums + objects]
+    choices = [GType.primitive(p) for p in PRIMITIVES] + [GType.ref(n) for n in (*enums, *objects)]
     return st.lists(st.sampled_from(choices), min_size=2, max_size=3, unique=True).map(
         lambda vs: GType.union(*vs)
     )
 
 
-def _field_type(enums: list[str], objects: list[str]) -> st.SearchStrategy[GType]:
+@functools.cache
+def _field_type(enums: tuple[str, ...], objects: tuple[str, ...]) -> st.SearchStrategy[GType]:
+    """Cached: building strategies costs more than drawing from them."""
     singular = _singular(enums, objects)
     keys = st.sampled_from(("str", "int")).map(GType.primitive)
     return st.one_of(
@@ -92,7 +95,11 @@ def schemas(draw: st.DrawFn) -> Schema:
     for i, name in enumerate(object_names):
         names = draw(st.lists(field_names, max_size=6, unique=True))
         fields = [
-            Field(n, draw(_field_type(enum_names, object_names[:i])), required=draw(st.booleans()))
+            Field(
+                n,
+                draw(_field_type(tuple(enum_names), tuple(object_names[:i]))),
+                required=draw(st.booleans()),
+            )
             for n in names
         ]
         obj = GType.object(name, fields)
@@ -114,6 +121,7 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
 _INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
+@functools.cache
 def values_of(schema: Schema, t: GType) -> st.SearchStrategy[Any]:
     """Valid JSON-like values of ``t`` in the form the codec gives back.
 
@@ -148,6 +156,7 @@ def values_of(schema: Schema, t: GType) -> st.SearchStrategy[Any]:
     return st.one_of([values_of(schema, v) for v in t.variants])
 
 
+@functools.cache
 def object_values(schema: Schema, t: GType) -> st.SearchStrategy[dict[str, Any]]:
     always = {
         f.name: values_of(schema, f.type)
