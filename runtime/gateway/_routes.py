@@ -17,8 +17,9 @@ from typing import Any
 
 import grpc
 from grpc_status import rpc_status
+from opentelemetry import trace
 
-from runtime.client import ModuleClient
+from runtime.client import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE, ModuleClient
 from runtime.deadline import Deadline
 from runtime.errors import InternalError, ModrpcError, Unavailable, status_of
 from runtime.gateway._auth import Authenticator
@@ -29,7 +30,7 @@ from runtime.lcc import new_request_id
 from runtime.observability import RedMetrics, request_id_var
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import rpc_status_of
-from runtime.versions import VersionCatalog, run_chain
+from runtime.versions import TransformStep, VersionCatalog, run_chain
 from runtime.wire import method_path, request_message, response_message
 
 __all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
@@ -38,6 +39,19 @@ log = logging.getLogger("modrpc.gateway")
 
 WORKER_STALE_SECONDS = 10.0
 """A worker whose last heartbeat is older than this gets no new traffic."""
+
+Plan = tuple[str, tuple[TransformStep, ...]]
+"""Where a call at some version goes: the served version, and the steps that transform it."""
+
+
+def instances_key(module: str, version: str) -> str:
+    """The channel pool's key for the workers of ``module`` that serve ``version``.
+
+    Workers of one module may serve different versions side by side (a breaking version with
+    no transformers), and a worker refuses a version it does not serve, so the gateway keeps
+    one set of instances per served version rather than one per module.
+    """
+    return f"{module}@{version}"
 
 
 @dataclass
@@ -67,8 +81,9 @@ class Route:
     """One method path. ``__call__`` is the gRPC handler: bytes in, bytes out."""
 
     __slots__ = (
-        "hop_timeout", "idempotent", "limiter", "method", "module", "path", "public", "rate_limit",
-        "request_message", "response_message", "roles", "routes", "services", "timeout", "usage",
+        "_plans", "handler_id", "hop_timeout", "idempotent", "limiter", "method", "module", "path",
+        "public", "rate_limit", "request_message", "response_message", "roles", "routes",
+        "services", "timeout", "usage",
     )  # fmt: skip
 
     def __init__(
@@ -83,6 +98,7 @@ class Route:
         self.module = module.name
         self.method = method
         self.path = method_path(module.name, method)
+        self.handler_id = f"{module.name}.{method}"
         self.public = bool(policy.get("public", False))
         self.roles = tuple(policy.get("roles", ()))
         limit = policy.get("rate_limit")
@@ -95,6 +111,31 @@ class Route:
         self.limiter = services.limiter
         self.usage = services.usage
         self.hop_timeout = services.hop_timeout
+        self._plans: dict[str, Plan | None] = {}
+
+    def plan(self, version: str) -> Plan | None:
+        """Where a call at ``version`` goes and the steps it needs; None when nothing serves it.
+
+        No steps means the bytes pass through untouched. That holds for a served version, and
+        also for a chain of compatible (non-breaking) versions none of which has a transformer
+        for this method: field numbers are never reused, so the old request bytes are valid new
+        request bytes and the new response bytes read fine as the old response. Computed once
+        per version; the route (and so the cache) is rebuilt whenever the table is.
+        """
+        if version in self._plans:
+            return self._plans[version]
+        catalog = self.routes.catalog
+        found = catalog.route(version, self.routes.served)
+        plan: Plan | None = None
+        if found is not None:
+            target, steps = found
+            needed = any(
+                catalog.by_id[step.to_version].breaking or self.method in step.forward or self.method in step.backward
+                for step in steps
+            )
+            plan = (target, tuple(steps) if needed else ())
+        self._plans[version] = plan
+        return plan
 
     async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         # Binary (-bin) values are not needed for routing; keeping text only keeps types simple.
@@ -103,6 +144,11 @@ class Route:
         if not (isinstance(request_id, str) and is_valid_request_id(request_id)):
             request_id = new_request_id()
         await context.send_initial_metadata((("x-request-id", request_id),))
+        # The server span was opened from the caller's metadata; give it the ids the caller
+        # may not have sent: the request id in force, this handler, and (below) the version.
+        span = trace.get_current_span()
+        span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
+        span.set_attribute(HANDLER_ATTRIBUTE, self.handler_id)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         code = "OK"
@@ -110,6 +156,7 @@ class Route:
         try:
             principal = self.services.auth.authenticate(headers, public=self.public)
             version = self.routes.catalog.resolve(headers.get("x-api-version"))
+            span.set_attribute(VERSION_ATTRIBUTE, version)
             return await self._call(payload, context, headers, request_id, principal, version)
         except asyncio.CancelledError:
             code = "CANCELLED"
@@ -141,13 +188,14 @@ class Route:
             check_roles(principal, self.roles)
         if self.rate_limit is not None:
             await check_rate(self.limiter, f"{self.path}|{principal.subject}", self.rate_limit)
-        route = catalog.route(version, self.routes.served)
-        if route is None:
+        plan = self.plan(version)
+        if plan is None:
             raise Unavailable(
                 f"no healthy worker serves {self.module} {version}, and no transformer chain leads "
                 f"from it to a served version ({', '.join(self.routes.served) or 'none running'})"
             )
-        target, steps = route
+        target, steps = plan
+        instances = instances_key(self.module, target)
         self.usage.count(self.module, version)
         remaining = context.time_remaining()
         deadline = Deadline.earliest(Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout))
@@ -162,7 +210,7 @@ class Route:
         client: ModuleClient = self.services.client
         if not steps:  # the hot path: the bytes go through untouched
             response, _ = await client.call_raw(
-                self.module, self.path, payload, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
+                instances, self.path, payload, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
             )
             return response
         old = catalog.wire(version)
@@ -177,7 +225,7 @@ class Route:
         except TypeError as exc:
             raise InternalError(f"transformed {self.path} request does not fit {target}: {exc}") from exc
         response_bytes, _ = await client.call_raw(
-            self.module, self.path, forwarded, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
+            instances, self.path, forwarded, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
         )
         answer = await run_chain(
             steps, self.method, new.decode(self.response_message, response_bytes),
@@ -232,6 +280,8 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
     routes: dict[str, Route] = {}
     modules: dict[str, ModuleRoutes] = {}
     workers = await store.list_workers()
+    pool = services.client.pool
+    keys: set[str] = set()
     for module in await store.modules():
         records = await store.list_versions(module)
         if not records:
@@ -244,7 +294,10 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
         ]  # fmt: skip
         served = sorted({v for w in alive for v in w.versions if v in catalog.by_id},
                         key=lambda v: catalog.by_id[v].created_at, reverse=True)  # fmt: skip
-        services.client.pool.update(module, sorted({w.address for w in alive}))
+        for version in served:
+            key = instances_key(module, version)
+            keys.add(key)
+            pool.update(key, sorted({w.address for w in alive if version in w.versions}))
         entry = ModuleRoutes(module, catalog, tuple(served))
         modules[module] = entry
         manifest = catalog.latest.manifest
@@ -253,6 +306,9 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
         for method in sorted(methods):
             route = Route(module=entry, method=method, policy=policies.get(method, {}), services=services)
             routes[route.path] = route
+    for key in pool.modules():
+        if key not in keys:  # no healthy worker serves that version any more
+            pool.update(key, [])
     # grpc.aio recognises coroutine functions, not objects with an async __call__: pass the method.
     handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         path: grpc.unary_unary_rpc_method_handler(route.__call__) for path, route in routes.items()
