@@ -40,6 +40,17 @@ REFRESH_SECONDS = 2.0
 """How often routes are rebuilt even without a store event, to drop workers that went silent."""
 
 
+def _handler_id(method_path: str) -> str | None:
+    """The handler id (``users.GetUser``) of a module method path, for the spans' handler tag.
+
+    ``/users.v1.UsersService/GetUser`` names module ``users``; paths of other services (health,
+    reflection) get None, and the tracing interceptors then use the path itself.
+    """
+    service, _, method = method_path.lstrip("/").partition("/")
+    module = service.partition(".")[0]
+    return f"{module}.{method}" if method and service == service_name(module) else None
+
+
 def authenticator_from_settings(settings: Settings) -> Authenticator:
     auth = settings.auth
     return Authenticator(
@@ -131,7 +142,9 @@ class Gateway:
         settings = self.settings
         self.store = open_store(settings.store_url)
         await self.store.start()
-        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, interceptors=client_interceptors())
+        pool = ChannelPool(
+            max_message_bytes=settings.max_message_bytes, interceptors=client_interceptors(handler_of=_handler_id)
+        )
         self._services = _Services(
             auth=authenticator_from_settings(settings),
             limiter=open_ratelimiter(
@@ -152,7 +165,7 @@ class Gateway:
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
             ],
-            interceptors=server_interceptors(),
+            interceptors=server_interceptors(handler_of=_handler_id),
         )
         server.add_generic_rpc_handlers((_Router(self),))
         # The server span continues the caller's trace; the module client's interceptors carry
