@@ -32,8 +32,20 @@ from typing import Any, Self
 
 import grpc
 
-from runtime.errors import ModrpcError, Unavailable, status_of
-from runtime.fabric._types import Fabric, Handler, Message, Subscription
+from runtime.errors import FailedPrecondition, ModrpcError, Unavailable, status_of
+from runtime.fabric._types import (
+    Fabric,
+    FabricOptions,
+    Handler,
+    Message,
+    Subscription,
+    check_group,
+    check_publish,
+    check_subscribe,
+    check_topic,
+    describe_error,
+    outgoing_headers,
+)
 
 __all__ = ["FabricHub", "HubFabric"]
 
@@ -54,7 +66,14 @@ def _unframe(frame: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 class HubNack(Exception):
-    """The remote subscriber failed the delivery; the fabric should redeliver it."""
+    """The remote subscriber failed the delivery; the fabric should redeliver it.
+
+    ``described`` is the subscriber's own ``Type: message``, recorded as is on a dead letter.
+    """
+
+    def __init__(self, described: str) -> None:
+        super().__init__(described)
+        self.described = described
 
 
 class FabricHub:
@@ -164,12 +183,20 @@ class FabricHub:
 
 
 class _HubSubscription:
-    """A subscription held open by one streaming call to the hub."""
+    """A subscription held open by one streaming call to the hub.
 
-    def __init__(self, topic: str, group: str | None, task: asyncio.Task[None]) -> None:
+    Closing stops taking deliveries, lets a running handler finish (up to ``drain_timeout``)
+    and settles it, then ends the stream; a delivery not settled by then goes back to the topic.
+    """
+
+    def __init__(self, topic: str, group: str | None, drain_timeout: float) -> None:
         self._topic = topic
         self._group = group
-        self._task = task
+        self._drain_timeout = drain_timeout
+        self.task: asyncio.Task[None] | None = None
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.closing = False
 
     @property
     def topic(self) -> str:
@@ -181,12 +208,16 @@ class _HubSubscription:
 
     @property
     def closed(self) -> bool:
-        return self._task.done()
+        return self.closing or self.task is None or self.task.done()
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        self.closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), self._drain_timeout)
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
 
     async def __aenter__(self) -> Self:
         return self
@@ -200,13 +231,17 @@ class _HubSubscription:
 class HubFabric:
     """The :class:`~runtime.fabric.Fabric` of a process that uses a hub's fabric."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, options: FabricOptions | None = None) -> None:
         self.url = url
         self.target = url.removeprefix("hub://").rstrip("/")
+        self.options = options or FabricOptions()
         self._channel: grpc.aio.Channel | None = None
         self._subscriptions: list[_HubSubscription] = []
+        self._closed = False
 
     async def start(self) -> None:
+        if self._closed:
+            raise FailedPrecondition(f"fabric {self.url} is closed; open a new one")
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.target)
             try:
@@ -217,8 +252,8 @@ class HubFabric:
                 raise Unavailable(f"fabric hub {self.url} cannot be reached") from None
 
     async def close(self) -> None:
-        for sub in self._subscriptions:
-            await sub.close()
+        self._closed = True
+        await asyncio.gather(*(sub.close() for sub in self._subscriptions))
         self._subscriptions.clear()
         if self._channel is not None:
             await self._channel.close(None)
@@ -234,6 +269,8 @@ class HubFabric:
         await self.close()
 
     def _require(self) -> grpc.aio.Channel:
+        if self._closed:
+            raise FailedPrecondition(f"fabric {self.url} is closed")
         if self._channel is None:
             raise Unavailable(f"fabric hub {self.url} is not started")
         return self._channel
@@ -252,7 +289,11 @@ class HubFabric:
         from runtime.client import error_from_rpc_error
 
         call = self._require().unary_unary(f"/{SERVICE}/Publish", None, None)
-        header = {"topic": topic, "headers": dict(headers or {}), "msg_id": msg_id, "ttl": ttl,
+        check_topic(topic)
+        check_publish(self.options, topic, data, ttl, timeout)
+        # Trace context and request id belong to this process's current call: add them here.
+        sent = outgoing_headers(headers, self.options.request_id) or {}
+        header = {"topic": topic, "headers": sent, "msg_id": msg_id, "ttl": ttl,
                   "priority": priority, "timeout": timeout}  # fmt: skip
         try:
             await call(_frame(header, data), timeout=None if timeout is None else timeout + 1.0)
@@ -269,13 +310,21 @@ class HubFabric:
         ack_wait: float = 30.0,
     ) -> Subscription:
         channel = self._require()
+        check_topic(topic)
+        check_group(group)
+        check_subscribe(max_attempts, ack_wait)
         stream = channel.unary_stream(f"/{SERVICE}/Subscribe", None, None)
         settle = channel.unary_unary(f"/{SERVICE}/Settle", None, None)
         call = stream(_frame({"topic": topic, "group": group, "max_attempts": max_attempts, "ack_wait": ack_wait}))
 
+        sub = _HubSubscription(topic, group, self.options.drain_timeout)
+
         async def consume() -> None:
             try:
                 async for frame in call:
+                    if sub.closing:
+                        break  # not handled: the hub redelivers it once this stream ends
+                    sub.idle.clear()
                     header, data = _unframe(frame)
                     message = Message(
                         topic=header["topic"], data=data, headers=header.get("headers") or {},
@@ -287,14 +336,20 @@ class HubFabric:
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
-                        error = f"{type(exc).__name__}: {exc}"
-                    await settle(_frame({"delivery": header["delivery"], "error": error}))
+                        error = describe_error(exc)
+                    try:
+                        await settle(_frame({"delivery": header["delivery"], "error": error}))
+                    finally:
+                        sub.idle.set()
+                    if sub.closing:
+                        break
+                call.cancel()
             except asyncio.CancelledError:
                 call.cancel()
                 raise
             except grpc.aio.AioRpcError as exc:
                 log.error("subscription to %s through %s ended: %s", topic, self.url, exc.details())
 
-        sub = _HubSubscription(topic, group, asyncio.create_task(consume(), name=f"modrpc-hub-{topic}"))
+        sub.task = asyncio.create_task(consume(), name=f"modrpc-hub-{topic}")
         self._subscriptions.append(sub)
         return sub

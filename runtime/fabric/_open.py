@@ -9,7 +9,7 @@ from runtime.fabric._hub import HubFabric
 from runtime.fabric._memory import MemoryFabric
 from runtime.fabric._naming import mask_url
 from runtime.fabric._nats import NatsFabric
-from runtime.fabric._types import Fabric, MemoryOptions, NatsOptions
+from runtime.fabric._types import Fabric, FabricOptions, MemoryOptions, NatsOptions
 
 __all__ = ["open_fabric"]
 
@@ -30,7 +30,7 @@ def open_fabric(url: str, **options: object) -> Fabric:
     if scheme == "memory":
         return MemoryFabric(MemoryOptions.build(options))
     if scheme == "hub":  # the supervisor's memory fabric, shared by its worker processes
-        return HubFabric(url)
+        return HubFabric(url, FabricOptions.build(options))
     if scheme in ("nats", "tls"):
         return NatsFabric(url, NatsOptions.build(options))
     raise InvalidArgument(

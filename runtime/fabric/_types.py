@@ -419,7 +419,14 @@ def dead_letter_headers(
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message``, the form recorded on a dead letter."""
+    """``Type: message``, the form recorded on a dead letter.
+
+    An error relayed from another process (the hub's remote subscriber) already carries that
+    form as its ``described`` attribute, and it is kept as the subscriber wrote it.
+    """
+    described = getattr(exc, "described", None)
+    if isinstance(described, str):
+        return described
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

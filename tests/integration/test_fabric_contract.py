@@ -30,6 +30,7 @@ from runtime.fabric import (
     DLQ_GROUP_HEADER,
     DLQ_TOPIC_HEADER,
     Fabric,
+    FabricHub,
     Message,
     dead_letter_topic,
     open_fabric,
@@ -101,20 +102,36 @@ async def _delete_streams(prefix: str) -> None:
         await nc.close()
 
 
-@pytest.fixture(params=["memory", "nats"])
+@pytest.fixture(params=["memory", "nats", "hub"])
 async def make_fabric(request: pytest.FixtureRequest) -> AsyncIterator[MakeFabric]:
-    """Open started fabrics of one backend; on NATS they share a prefix, so they share topics."""
+    """Open started fabrics of one backend; on NATS they share a prefix, so they share topics.
+
+    ``hub`` is the memory fabric served to other processes by ``modrpc up``: the first call
+    starts a hub around a memory fabric built with the call's options, and every call returns
+    a client of that hub (``hub://``), as each worker process has.
+    """
     backend: str = request.param
-    url = "memory://" if backend == "memory" else require_nats()
+    url = {"memory": "memory://", "hub": "memory://"}.get(backend) or require_nats()
     prefix = f"t{uuid.uuid4().hex[:10]}"
     opened: list[Fabric] = []
+    hubs: list[FabricHub] = []
 
     async def make(**options: Any) -> Fabric:
         options.setdefault("drain_timeout", 0.5)
         if backend == "nats":
             options.setdefault("prefix", prefix)
             options.setdefault("storage", "memory")
-        fabric = open_fabric(url, **options)
+        if backend == "hub":
+            if not hubs:
+                inner = open_fabric("memory://", **options)
+                await inner.start()
+                opened.append(inner)
+                hubs.append(FabricHub(inner))
+                await hubs[0].start()
+            client_options = {k: v for k, v in options.items() if k in ("request_id", "drain_timeout")}
+            fabric = open_fabric(hubs[0].url, **client_options)
+        else:
+            fabric = open_fabric(url, **options)
         await fabric.start()
         opened.append(fabric)
         return fabric
@@ -123,8 +140,10 @@ async def make_fabric(request: pytest.FixtureRequest) -> AsyncIterator[MakeFabri
     try:
         yield make
     finally:
-        for fabric in opened:
+        for fabric in reversed(opened):
             await fabric.close()
+        for hub in hubs:
+            await hub.stop()
         if backend == "nats":
             await _delete_streams(prefix)
 
