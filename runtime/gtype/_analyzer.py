@@ -48,27 +48,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, ForwardRef, Literal, NewType, Union, get_args, get_origin
 
-import annotated_types as at
 import typing_extensions
-from pydantic import (
-    AfterValidator,
-    AnyHttpUrl,
-    AnyUrl,
-    BaseModel,
-    BeforeValidator,
-    EmailStr,
-    HttpUrl,
-    PlainSerializer,
-    PlainValidator,
-    WrapSerializer,
-    WrapValidator,
-)
+from pydantic import AnyHttpUrl, AnyUrl, BaseModel, EmailStr, HttpUrl
 from pydantic.fields import FieldInfo
-from pydantic.types import AllowInfNan, Discriminator, FailFast, Strict, UuidVersion
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
-from runtime.gtype._checks import register_custom_validator
 from runtime.gtype._errors import UnsupportedType
+from runtime.gtype._metadata import constrain, register_pydantic_validator
 from runtime.gtype._model import Constraints, Field, GType, Method, Schema
 
 __all__ = [
@@ -102,23 +88,6 @@ _REQUIRED_WRAPPERS: tuple[object, ...] = (
     typing_extensions.Required,
     typing_extensions.NotRequired,
 )
-# Metadata that only narrows how pydantic coerces input, never what valid wire data looks like.
-_IGNORED_METADATA: tuple[type, ...] = (Strict, AllowInfNan, FailFast, UuidVersion, Discriminator)
-# Keys of pydantic's general metadata (from Field(...) and StringConstraints) that are safe to
-# ignore: they transform or coerce, and the transformed value still matches the GType.
-_IGNORED_GENERAL_KEYS = frozenset(
-    (
-        "strict",
-        "strip_whitespace",
-        "to_upper",
-        "to_lower",
-        "allow_inf_nan",
-        "union_mode",
-        "fail_fast",
-        "coerce_numbers_to_str",
-    )
-)
-_NUMERIC = frozenset(("int", "float"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +220,7 @@ class _Analyzer:
         origin = get_origin(ann)
         if origin is Annotated:
             base, *meta = get_args(ann)
-            return self.constrain(self.type_of(base, path), meta, path)
+            return constrain(self.type_of(base, path), meta, path, self.fail)
         if origin in _REQUIRED_WRAPPERS:
             return self.type_of(get_args(ann)[0], path)
         if origin is Union or origin is pytypes.UnionType:
@@ -435,9 +404,9 @@ class _Analyzer:
             raise self.fail(fpath, "missing annotation", "the field has no annotation")
         node = self.type_of(info.annotation, fpath)
         if info.metadata:
-            node = self.constrain(node, info.metadata, fpath)
+            node = constrain(node, info.metadata, fpath, self.fail)
         if checks:
-            node = self.constrain(node, [], fpath, custom=checks)
+            node = constrain(node, [], fpath, self.fail, custom=checks)
         required = info.is_required()
         default: object = None
         if not required:
@@ -471,7 +440,7 @@ class _Analyzer:
                     "only 'after' validators can be represented",
                 )
             name = f"{cls.__module__}:{cls.__qualname__}.{attr}"
-            self.register(name, dec.func, path)
+            register_pydantic_validator(name, dec.func, path, self.fail)
             for field_name in dec.info.fields:
                 out[field_name] = (*out.get(field_name, ()), name)
         return out
@@ -496,111 +465,6 @@ class _Analyzer:
         except Exception as exc:  # pydantic_core.PydanticSerializationError and friends
             raise self.fail(path, value, "its default cannot be written as JSON") from exc
 
-    # -- constraints ------------------------------------------------------------------------
-    def constrain(
-        self, node: GType, meta: Sequence[object], path: str, custom: tuple[str, ...] = ()
-    ) -> GType:
-        """Attach the constraints in ``meta`` (Annotated metadata) to ``node``."""
-        updates: dict[str, Any] = {}
-        names = list(custom)
-        for m in _flatten(meta):
-            self.read_metadata(m, path, updates, names)
-        if not updates and not names:
-            return node
-        for key, value in updates.items():
-            self.check_applies(node, key, value, path)
-        merged = dataclasses.replace(
-            node.constraints, **updates, custom=node.constraints.custom + tuple(names)
-        )
-        return dataclasses.replace(node, constraints=merged)
-
-    def read_metadata(
-        self, m: object, path: str, updates: dict[str, Any], names: list[str]
-    ) -> None:
-        bounds = ((at.Gt, "gt"), (at.Ge, "ge"), (at.Lt, "lt"), (at.Le, "le"))
-        for cls, key in bounds:
-            if isinstance(m, cls):
-                updates[key] = getattr(m, key)
-                return
-        if isinstance(m, at.MinLen):
-            updates["min_length"] = m.min_length
-        elif isinstance(m, at.MaxLen):
-            updates["max_length"] = m.max_length
-        elif isinstance(m, AfterValidator):
-            name = _callable_name(m.func)
-            if name is None:
-                raise self.fail(path, m, "custom validators must be named functions (not lambdas)")
-            self.register(name, m.func, path)
-            names.append(name)
-        elif isinstance(m, (BeforeValidator, PlainValidator, WrapValidator)):
-            raise self.fail(path, m, "only after-validators can be represented")
-        elif isinstance(m, (PlainSerializer, WrapSerializer)):
-            raise self.fail(path, m, "serializers change the wire data; not supported")
-        elif isinstance(m, _IGNORED_METADATA):
-            return
-        elif isinstance(m, at.BaseMetadata) and type(m).__name__ == "_PydanticGeneralMetadata":
-            for key, value in vars(m).items():
-                if value is None or key in _IGNORED_GENERAL_KEYS:
-                    continue
-                if key != "pattern":
-                    raise self.fail(path, m, f"the constraint {key!r} is not supported")
-                try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise self.fail(path, m, f"pattern does not compile: {exc}") from exc
-                updates["pattern"] = value
-        elif isinstance(m, at.BaseMetadata):
-            raise self.fail(path, m, "this constraint is not supported")
-        # Anything else is metadata for some other tool; Annotated is meant to carry it.
-
-    def check_applies(self, node: GType, key: str, value: object, path: str) -> None:
-        numeric = node.kind == "primitive" and node.name in _NUMERIC
-        sized = node.kind in ("array", "map") or (
-            node.kind == "primitive" and node.name in ("str", "bytes")
-        )
-        textual = node.kind == "primitive" and node.name == "str"
-        if key in ("gt", "ge", "lt", "le"):
-            ok = numeric and isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif key in ("min_length", "max_length"):
-            ok = sized and isinstance(value, int) and not isinstance(value, bool)
-        else:  # pattern
-            ok = textual
-        if not ok:
-            shown = node.name if node.kind == "primitive" else node.kind
-            raise self.fail(path, value, f"the constraint {key} does not apply to {shown}")
-
-    def register(self, name: str, fn: Callable[..., object], path: str) -> None:
-        """Register a pydantic validator: it passes by returning anything, fails by raising."""
-        try:
-            params = [
-                p
-                for p in inspect.signature(fn).parameters.values()
-                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            ]
-        except (TypeError, ValueError):  # builtins without a signature
-            params = []
-        if len(params) != 1:
-            raise self.fail(
-                path, fn, "custom validators must take exactly one argument (the value)"
-            )
-
-        def check(value: object) -> bool:
-            fn(value)
-            return True
-
-        register_custom_validator(name, check)
-
-
-def _flatten(meta: Iterable[object]) -> Iterable[object]:
-    """Annotated metadata with groups (``Len``, ``Interval``, ``StringConstraints``) unrolled."""
-    for m in meta:
-        if isinstance(m, FieldInfo):
-            yield from _flatten(m.metadata)
-        elif isinstance(m, at.GroupedMetadata):
-            yield from _flatten(m)
-        else:
-            yield m
-
 
 def _typeddict_required(ann: object, declared: bool) -> bool:
     """A TypedDict key's requiredness: an explicit Required/NotRequired wins over ``total``.
@@ -614,15 +478,6 @@ def _typeddict_required(ann: object, declared: bool) -> bool:
     if origin in (typing.Required, typing_extensions.Required):
         return True
     return declared
-
-
-def _callable_name(fn: object) -> str | None:
-    """``module:qualname`` of a function, or None when it has no stable name (a lambda)."""
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    if not module or not qualname or "<lambda>" in qualname:
-        return None
-    return f"{module}:{qualname}"
 
 
 def _doc(cls: type) -> str:
