@@ -29,6 +29,7 @@ from runtime.store import open_store
 from runtime.versions import decode_descriptor
 from runtime.worker import Worker
 from tests.conftest import PROBE_MODULES_DIR, StartWorker
+from tests.fixtures.worker_modules.probe.handlers import SEEN
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
 USERS = "/users.v1.UsersService"
@@ -338,3 +339,29 @@ async def test_thousands_of_violations_are_listed_within_the_metadata_limit(
         error = await rpc_error(OrdersClient(channel).place_order(small, timeout=5))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "items[0].sku" in (error.details() or "")
+
+
+async def test_a_caller_that_goes_away_cancels_its_handler_and_cleanup_still_runs(
+    probe_client: ProbeClient,
+) -> None:
+    # Echo's policy allows 10 s and it sleeps 8: only the caller's cancellation, passed on to
+    # the lifecycle, ends it within the 2 s this test waits.
+    request_id = f"gone-{uuid.uuid4().hex}"
+    call = asyncio.ensure_future(
+        probe_client.call(
+            "Echo", {"text": "bye", "delay": 8}, metadata=[("x-request-id", request_id)]
+        )
+    )
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 5
+    while request_id not in SEEN["started"]:
+        assert loop.time() < give_up, "the handler never started"
+        await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    give_up = loop.time() + 2
+    while request_id not in SEEN["cleaned"]:
+        assert loop.time() < give_up, "cleanup did not run"
+        await asyncio.sleep(0.01)
+    await probe_still_serves(probe_client)
