@@ -8,10 +8,13 @@ The gateway and ``gctx.modules`` both reach workers through a :class:`ModuleClie
   with jittered exponential backoff, never past the caller's deadline;
 * :func:`client_interceptors` and :func:`server_interceptors` trace every call with the request
   id, handler id and version;
-* :func:`error_from_status` is the one translation from a gRPC status to a runtime error.
+* :func:`error_from_status` is the one translation from a gRPC status to a runtime error;
+* :class:`LocalTransport` reaches modules served in the same process (the embedded mode)
+  without a socket, with the same bytes, metadata, deadline, retries and tracing.
 """
 
 from runtime.client._client import ModuleClient, ResponseMetadata
+from runtime.client._local import LocalAbort, LocalCall, LocalTransport
 from runtime.client._pool import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, RoundRobin, channel_options
 from runtime.client._retry import (
     RetryBudget,
@@ -24,11 +27,17 @@ from runtime.client._tracing import (
     HANDLER_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
     VERSION_ATTRIBUTE,
+    ClientTracer,
     client_interceptors,
     default_handler_id,
     server_interceptors,
 )
-from runtime.client._translate import ERROR_OF, error_from_rpc_error, error_from_status
+from runtime.client._translate import (
+    ERROR_OF,
+    error_from_local_abort,
+    error_from_rpc_error,
+    error_from_status,
+)
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -37,6 +46,10 @@ __all__ = [
     "REQUEST_ID_ATTRIBUTE",
     "VERSION_ATTRIBUTE",
     "ChannelPool",
+    "ClientTracer",
+    "LocalAbort",
+    "LocalCall",
+    "LocalTransport",
     "ModuleClient",
     "ResponseMetadata",
     "RetryBudget",
@@ -45,6 +58,7 @@ __all__ = [
     "channel_options",
     "client_interceptors",
     "default_handler_id",
+    "error_from_local_abort",
     "error_from_rpc_error",
     "error_from_status",
     "is_retryable",

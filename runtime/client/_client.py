@@ -8,7 +8,9 @@
         )
 
 Nothing is decoded: the gateway passes request bytes through when no transformer applies, and
-typed clients serialise before and after. gRPC failures come back as :mod:`runtime.errors`
+typed clients serialise before and after. A module registered in the client's
+:class:`~runtime.client.LocalTransport` is called in process instead, with the same bytes,
+metadata, deadline, retries and tracing. gRPC failures come back as :mod:`runtime.errors`
 types (see :mod:`runtime.client._translate`), with the ``AioRpcError`` as ``__cause__``.
 """
 
@@ -17,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import grpc.aio
 
+from runtime.client._local import LocalAbort, LocalTransport
 from runtime.client._pool import ChannelPool
-from runtime.client._retry import RetryBudget, RetryPolicy, Sleep
-from runtime.client._translate import error_from_rpc_error
+from runtime.client._retry import RetryBudget, RetryPolicy, Sleep, is_retryable
+from runtime.client._tracing import ClientTracer
+from runtime.client._translate import error_from_local_abort, error_from_rpc_error
 from runtime.deadline import Clock, Deadline
 from runtime.errors import DeadlineExceeded, Unavailable
 
@@ -39,6 +44,10 @@ class ModuleClient:
     Each module gets its own :class:`RetryBudget`, so one failing module cannot spend the
     retries of the others. ``sleep`` and ``clock`` are for tests: backoff without waiting, a
     budget on a clock they control.
+
+    ``tracing`` starts a client span per attempt inline (see :class:`ClientTracer`); give the pool
+    no tracing interceptor then, or each call is traced twice. ``local`` names the modules
+    served in this process (:class:`LocalTransport`): their calls skip the network entirely.
     """
 
     def __init__(
@@ -48,16 +57,25 @@ class ModuleClient:
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
+        tracing: ClientTracer | None = None,
+        local: LocalTransport | None = None,
     ) -> None:
         self._pool = pool
         self._policy = retry or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
+        self._tracing = tracing
+        self._local = local
         self._budgets: dict[str, RetryBudget] = {}
 
     @property
     def pool(self) -> ChannelPool:
         return self._pool
+
+    @property
+    def local(self) -> LocalTransport | None:
+        """The modules this client reaches in process, if any."""
+        return self._local
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -100,18 +118,44 @@ class ModuleClient:
         :class:`~runtime.errors.DeadlineExceeded` when the deadline has passed, and the runtime
         error for any other status the call ends with.
         """
-        if not self._pool.addresses(module):
+        local = self._local.lookup(module) if self._local is not None else None
+        if local is None and not self._pool.addresses(module):
             raise Unavailable(f"no instance of module {module!r} is known")
         budget = self.budget(module)
         budget.deposit()
         wire_metadata = tuple(metadata) or None
-        if not idempotent or self._policy.max_attempts == 1:
-            return await self._attempt(module, method_path, payload, wire_metadata, deadline)
+        attempt = self._attempt if local is None else self._attempt_local
+        # The first attempt runs bare: building a retry controller for every call costs more
+        # than most calls, and most calls succeed.
+        try:
+            return await attempt(module, method_path, payload, wire_metadata, deadline)
+        except Exception as exc:
+            if not (idempotent and self._policy.max_attempts > 1 and is_retryable(exc)):
+                raise
+            first_failure = exc
+        # Replay that first failure into the controller, so stop, backoff and budget see exactly
+        # the attempts they would have seen had the controller run from the start.
+        replay: list[Exception] = [first_failure]
+
+        async def retried(*args: Any) -> tuple[bytes, ResponseMetadata]:
+            if replay:
+                raise replay.pop()
+            return await attempt(*args)
+
         retrying = self._policy.retrying(deadline=deadline, budget=budget, sleep=self._sleep)
         result: tuple[bytes, ResponseMetadata] = await retrying(
-            self._attempt, module, method_path, payload, wire_metadata, deadline
+            retried, module, method_path, payload, wire_metadata, deadline
         )
         return result
+
+    @staticmethod
+    def _timeout(module: str, method_path: str, deadline: Deadline | None) -> float | None:
+        if deadline is None:
+            return None
+        timeout = deadline.timeout()
+        if timeout <= 0:
+            raise DeadlineExceeded(f"the deadline passed before {method_path} could be sent to {module!r}")
+        return timeout
 
     async def _attempt(
         self,
@@ -122,16 +166,63 @@ class ModuleClient:
         deadline: Deadline | None,
     ) -> tuple[bytes, ResponseMetadata]:
         _address, unary = self._pool.unary_unary(module, method_path)
-        timeout: float | None = None
-        if deadline is not None:
-            timeout = deadline.timeout()
-            if timeout <= 0:
-                raise DeadlineExceeded(f"the deadline passed before {method_path} could be sent to {module!r}")
-        call = unary(payload, timeout=timeout, metadata=metadata)
+        timeout = self._timeout(module, method_path, deadline)
+        tracing = self._tracing
+        if tracing is None:
+            call = unary(payload, timeout=timeout, metadata=metadata)
+            try:
+                response: bytes = await call
+                initial = await call.initial_metadata()
+                trailing = await call.trailing_metadata()
+            except grpc.aio.AioRpcError as exc:
+                raise error_from_rpc_error(exc) from exc
+            return response, (*(initial or ()), *(trailing or ()))
+        span, metadata = tracing.start(method_path, metadata)
         try:
-            response: bytes = await call
-            initial = await call.initial_metadata()
-            trailing = await call.trailing_metadata()
+            call = unary(payload, timeout=timeout, metadata=metadata)
+            try:
+                response = await call
+                initial = await call.initial_metadata()
+                trailing = await call.trailing_metadata()
+            except asyncio.CancelledError:
+                call.cancel()  # the caller gave up: so does the RPC, and the server sees it
+                raise
         except grpc.aio.AioRpcError as exc:
+            tracing.finish(span, exc.code(), exc.details())
             raise error_from_rpc_error(exc) from exc
+        except BaseException as exc:
+            tracing.fail(span, exc)
+            raise
+        tracing.finish(span, grpc.StatusCode.OK, None)
         return response, (*(initial or ()), *(trailing or ()))
+
+    async def _attempt_local(
+        self,
+        module: str,
+        method_path: str,
+        payload: bytes,
+        metadata: tuple[tuple[str, str | bytes], ...] | None,
+        deadline: Deadline | None,
+    ) -> tuple[bytes, ResponseMetadata]:
+        assert self._local is not None
+        serve = self._local.lookup(module)
+        if serve is None:  # unregistered since the call started: it is gone, as a stopped worker
+            raise Unavailable(f"module {module!r} is no longer served in this process")
+        self._timeout(module, method_path, deadline)
+        tracing = self._tracing
+        if tracing is None:
+            try:
+                return await serve(method_path, payload, metadata or (), deadline)
+            except LocalAbort as exc:
+                raise error_from_local_abort(exc) from exc
+        span, metadata = tracing.start(method_path, metadata)
+        try:
+            result = await serve(method_path, payload, metadata, deadline)
+        except LocalAbort as exc:
+            tracing.finish(span, exc.code, exc.details)
+            raise error_from_local_abort(exc) from exc
+        except BaseException as exc:
+            tracing.fail(span, exc)
+            raise
+        tracing.finish(span, grpc.StatusCode.OK, None)
+        return result

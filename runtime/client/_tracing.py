@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -33,6 +33,7 @@ __all__ = [
     "HANDLER_ATTRIBUTE",
     "REQUEST_ID_ATTRIBUTE",
     "VERSION_ATTRIBUTE",
+    "ClientTracer",
     "HandlerOf",
     "client_interceptors",
     "default_handler_id",
@@ -75,6 +76,12 @@ def _attributes(method_path: str, metadata: Iterable[tuple[str, str | bytes]], h
         "rpc.method": method,
         HANDLER_ATTRIBUTE: handler_of(method_path) or default_handler_id(method_path),
     }
+    _tag_ids(attributes, metadata)
+    return attributes
+
+
+def _tag_ids(attributes: dict[str, str], metadata: Iterable[tuple[str, str | bytes]]) -> None:
+    """Add the request id and version found in ``metadata`` to ``attributes``."""
     for key, value in metadata:
         if not isinstance(value, str):
             continue
@@ -82,7 +89,26 @@ def _attributes(method_path: str, metadata: Iterable[tuple[str, str | bytes]], h
             attributes[REQUEST_ID_ATTRIBUTE] = value
         elif key == _VERSION_KEY:
             attributes[VERSION_ATTRIBUTE] = value
-    return attributes
+
+
+class _MethodAttributes:
+    """The attributes of a method path that do not change from call to call, computed once.
+
+    Bounded by the method paths a process calls or serves; ``handler_of`` runs once per path.
+    """
+
+    __slots__ = ("_by_path", "_handler_of")
+
+    def __init__(self, handler_of: HandlerOf) -> None:
+        self._handler_of = handler_of
+        self._by_path: dict[str, tuple[str, dict[str, str]]] = {}
+
+    def of(self, method_path: str) -> tuple[str, dict[str, str]]:
+        """The span name and a fresh copy of the path's fixed attributes."""
+        cached = self._by_path.get(method_path)
+        if cached is None:
+            cached = self._by_path[method_path] = (method_path.lstrip("/"), _attributes(method_path, (), self._handler_of))
+        return cached[0], dict(cached[1])
 
 
 def _set_status(span: trace.Span, code: grpc.StatusCode, details: str | None) -> None:
@@ -91,14 +117,76 @@ def _set_status(span: trace.Span, code: grpc.StatusCode, details: str | None) ->
         span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details or ''}"))
 
 
-class _ClientTracing(_ClientInterceptor):
-    """Starts the client span, injects ``traceparent`` and ends the span when the call does."""
+class ClientTracer:
+    """The client span of one module call, started and ended by the caller: no interceptor.
 
-    def __init__(self, tracer: trace.Tracer, propagator: TextMapPropagator, handler_of: HandlerOf) -> None:
+    grpc.aio runs a client interceptor in an extra task with wrapped call objects on every call;
+    the module client does the same work inline instead (see :class:`ModuleClient`), and the
+    interceptor below is this class plugged into a channel. Either way the span is named after
+    the method, tagged with the request id, handler id and version, is a child of the caller's
+    current span, and its trace context replaces any ``traceparent`` the caller copied in.
+
+        >>> from opentelemetry.sdk.trace import TracerProvider
+        >>> tracer = ClientTracer(TracerProvider())
+        >>> span, metadata = tracer.start("/users.v1.UsersService/GetUser", [("x-request-id", "r-1")])
+        >>> [key for key, _ in metadata]
+        ['x-request-id', 'traceparent']
+        >>> tracer.finish(span, grpc.StatusCode.OK, None)
+    """
+
+    __slots__ = ("_fields", "_methods", "_propagator", "_tracer")
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        handler_of: HandlerOf = default_handler_id,
+        propagator: TextMapPropagator | None = None,
+    ) -> None:
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = provider.get_tracer(_INSTRUMENTATION)
+        self._propagator = propagator or TraceContextTextMapPropagator()
+        self._fields = frozenset(self._propagator.fields)
+        self._methods = _MethodAttributes(handler_of)
+
+    def start(
+        self, method_path: str, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> tuple[trace.Span, tuple[tuple[str, str | bytes], ...]]:
+        """Start the span; returns it and the metadata to send, with this span's trace context."""
+        fields = self._fields
+        # Trace context is this span's to set: any traceparent the caller copied in is dropped.
+        pairs = [(key, value) for key, value in metadata or () if key not in fields]
+        name, attributes = self._methods.of(method_path)
+        _tag_ids(attributes, pairs)
+        span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier, context=trace.set_span_in_context(span))
+        return span, (*pairs, *carrier.items())
+
+    @staticmethod
+    def finish(span: trace.Span, code: grpc.StatusCode, details: str | None) -> None:
+        """Record how the call ended and end the span."""
+        _set_status(span, code, details)
+        span.end()
+
+    @staticmethod
+    def fail(span: trace.Span, exc: BaseException) -> None:
+        """End the span of a call that raised instead of ending with a status.
+
+        As OpenTelemetry's own ``use_span`` does, an ``Exception`` is recorded with an error
+        status, while a cancellation only ends the span: the caller went away, nothing failed.
+        """
+        if isinstance(exc, Exception):
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+
+
+class _ClientTracing(_ClientInterceptor):
+    """:class:`ClientTracer` as a grpc.aio interceptor, for channels used outside a module client."""
+
+    def __init__(self, tracer: ClientTracer) -> None:
         self._tracer = tracer
-        self._propagator = propagator
-        self._handler_of = handler_of
-        self._fields = frozenset(propagator.fields)
 
     async def intercept_unary_unary(
         self,
@@ -108,30 +196,28 @@ class _ClientTracing(_ClientInterceptor):
     ) -> Any:
         method = client_call_details.method
         method_path = method.decode() if isinstance(method, bytes) else method
-        # Trace context is this span's to set: any traceparent the caller copied in is dropped.
-        pairs: list[tuple[str, str | bytes]] = [
-            (key, value) for key, value in client_call_details.metadata or () if key not in self._fields
-        ]
-        with self._tracer.start_as_current_span(
-            method_path.lstrip("/"), kind=SpanKind.CLIENT, attributes=_attributes(method_path, pairs, self._handler_of)
-        ) as span:
-            carrier: dict[str, str] = {}
-            self._propagator.inject(carrier)
+        span, metadata = self._tracer.start(method_path, client_call_details.metadata)
+        try:
             details = grpc.aio.ClientCallDetails(
                 client_call_details.method,
                 client_call_details.timeout,
-                grpc.aio.Metadata(*pairs, *carrier.items()),
+                grpc.aio.Metadata(*metadata),
                 client_call_details.credentials,
                 client_call_details.wait_for_ready,
             )
-            call = await continuation(details, request)
+            # The span is current while the call starts, as for any span a caller would open.
+            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                call = await continuation(details, request)
             try:
                 code = await call.code()  # waits for the end of the call without raising
             except asyncio.CancelledError:
                 call.cancel()  # the caller gave up: so does the RPC, and the server sees it
                 raise
-            _set_status(span, code, await call.details())
-            return call
+        except BaseException as exc:
+            ClientTracer.fail(span, exc)
+            raise
+        ClientTracer.finish(span, code, await call.details())
+        return call
 
 
 def client_interceptors(
@@ -144,9 +230,7 @@ def client_interceptors(
 
     ``tracer_provider`` defaults to the global one; tests pass their own.
     """
-    provider = tracer_provider or trace.get_tracer_provider()
-    tracer = provider.get_tracer(_INSTRUMENTATION)
-    return [_ClientTracing(tracer, propagator or TraceContextTextMapPropagator(), handler_of)]
+    return [_ClientTracing(ClientTracer(tracer_provider, handler_of=handler_of, propagator=propagator))]
 
 
 class _ServerTracing(_ServerInterceptor):
@@ -155,7 +239,7 @@ class _ServerTracing(_ServerInterceptor):
     def __init__(self, tracer: trace.Tracer, propagator: TextMapPropagator, handler_of: HandlerOf) -> None:
         self._tracer = tracer
         self._propagator = propagator
-        self._handler_of = handler_of
+        self._methods = _MethodAttributes(handler_of)
         # method path -> (handler as given, handler wrapped); bounded by the methods served.
         self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
 
@@ -177,9 +261,18 @@ class _ServerTracing(_ServerInterceptor):
         return wrapped
 
     def _span_context(self, method_path: str, context: _Context) -> tuple[Context, dict[str, str]]:
-        pairs: list[tuple[str, str | bytes]] = list(context.invocation_metadata() or ())
-        carrier: Mapping[str, str] = {key: value for key, value in pairs if isinstance(value, str)}
-        return self._propagator.extract(carrier), _attributes(method_path, pairs, self._handler_of)
+        carrier: dict[str, str] = {
+            key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+        }
+        _, attributes = self._methods.of(method_path)
+        # The last value of a repeated key wins, in the carrier as in the attributes.
+        request_id = carrier.get(_REQUEST_ID_KEY)
+        if request_id is not None:
+            attributes[REQUEST_ID_ATTRIBUTE] = request_id
+        version = carrier.get(_VERSION_KEY)
+        if version is not None:
+            attributes[VERSION_ATTRIBUTE] = version
+        return self._propagator.extract(carrier), attributes
 
     def _wrap(self, method_path: str, handler: _Handler) -> _Handler:
         streaming_request = handler.request_streaming

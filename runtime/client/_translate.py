@@ -1,5 +1,8 @@
 """gRPC status -> runtime error: the one place the module client translates failures.
 
+Both transports end up here: a failed grpc.aio call (``AioRpcError``) and a status an
+in-process endpoint aborted with (:class:`~runtime.client.LocalAbort`).
+
 The mapping is :data:`runtime.errors.STATUS_OF` read backwards, so a worker raising
 ``NotFound`` reaches the caller of the module client as ``NotFound`` again. Codes the runtime
 never sends (UNKNOWN, ABORTED, OUT_OF_RANGE, DATA_LOSS) become :class:`InternalError`, with the
@@ -14,9 +17,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
+from runtime.client._local import LocalAbort
 from runtime.errors import STATUS_OF, InternalError, ModrpcError, ResourceExhausted
 
-__all__ = ["ERROR_OF", "error_from_rpc_error", "error_from_status"]
+__all__ = ["ERROR_OF", "error_from_local_abort", "error_from_rpc_error", "error_from_status"]
 
 ERROR_OF: dict[grpc.StatusCode, type[ModrpcError]] = {code: cls for cls, code in STATUS_OF.items()}
 """gRPC status -> runtime error class; the inverse of :data:`runtime.errors.STATUS_OF`."""
@@ -66,3 +70,15 @@ def error_from_rpc_error(exc: grpc.aio.AioRpcError) -> ModrpcError:
         trailing: Sequence[tuple[str, str | bytes]] = tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
         retry_after = _retry_after(trailing)
     return error_from_status(code, exc.details(), retry_after=retry_after)
+
+
+def error_from_local_abort(exc: LocalAbort) -> ModrpcError:
+    """Translate a status an in-process endpoint aborted with, exactly as a failed gRPC call.
+
+    Callers chain it: ``raise error_from_local_abort(e) from e``; the status (and its details)
+    stays reachable on ``__cause__.status``.
+    """
+    retry_after = None
+    if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry_after = _retry_after(exc.trailing_metadata)
+    return error_from_status(exc.code, exc.details, retry_after=retry_after)

@@ -1,0 +1,86 @@
+"""The in-process transport: modules served inside the calling process, reached without a socket.
+
+In the embedded mode (``modrpc up --embedded``) every module runs inside the gateway's process.
+The module client then hands each call for such a module to the module's in-process endpoint
+instead of a channel: the same request bytes, metadata and deadline go in and the same response
+bytes come out, but there is no HTTP/2 framing, no socket and no second gRPC server.
+
+The worker registers one :data:`LocalCall` per module; the gateway, which never imports the
+worker, only sees this registry::
+
+    transport = LocalTransport()
+    transport.register("users", service.local_call)      # the worker side
+    client = ModuleClient(pool, local=transport)          # the gateway side
+    body, metadata = await client.call_raw("users", "/users.v1.UsersService/GetUser", payload)
+
+An endpoint that ends a call with a status (as a gRPC server aborts) raises :class:`LocalAbort`
+carrying that status; the module client translates it exactly as it translates a failed gRPC
+call, so callers cannot tell the two transports apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+
+from runtime.deadline import Deadline
+
+__all__ = ["LocalAbort", "LocalCall", "LocalTransport"]
+
+PairsIn = Sequence[tuple[str, str | bytes]]
+PairsOut = tuple[tuple[str, str | bytes], ...]
+
+LocalCall = Callable[[str, bytes, PairsIn, Deadline | None], Awaitable[tuple[bytes, PairsOut]]]
+"""``(method_path, payload, metadata, deadline) -> (response bytes, response metadata)``."""
+
+
+class LocalAbort(Exception):
+    """The status an in-process endpoint ended its call with: the local twin of ``AioRpcError``.
+
+    Expected: it carries a status the endpoint chose (``NOT_FOUND``, ``INVALID_ARGUMENT`` with
+    ``google.rpc.BadRequest`` details...). The module client turns it into the runtime error of
+    that status, with this exception as ``__cause__`` so a gateway can relay the details.
+    """
+
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__(f"{status.code.name}: {status.details}")
+        self.status = status
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        code: grpc.StatusCode = self.status.code
+        return code
+
+    @property
+    def details(self) -> str:
+        details: str = self.status.details or ""
+        return details
+
+    @property
+    def trailing_metadata(self) -> PairsOut:
+        return tuple(self.status.trailing_metadata or ())
+
+
+class LocalTransport:
+    """Module name → the in-process endpoint serving it. Registration happens at startup only."""
+
+    __slots__ = ("_calls",)
+
+    def __init__(self) -> None:
+        self._calls: dict[str, LocalCall] = {}
+
+    def register(self, module: str, call: LocalCall) -> None:
+        """Serve ``module`` in process from now on; a second registration replaces the first."""
+        self._calls[module] = call
+
+    def unregister(self, module: str) -> None:
+        """Stop serving ``module`` in process (calls go back to the network). Safe twice."""
+        self._calls.pop(module, None)
+
+    def lookup(self, module: str) -> LocalCall | None:
+        """The in-process endpoint of ``module``, or None when it is served elsewhere."""
+        return self._calls.get(module)
+
+    def modules(self) -> tuple[str, ...]:
+        return tuple(sorted(self._calls))

@@ -1,0 +1,133 @@
+"""ModuleClient tracing without an interceptor: the same spans as the tracing interceptor makes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from runtime.client import (
+    HANDLER_ATTRIBUTE,
+    REQUEST_ID_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    ChannelPool,
+    ClientTracer,
+    ModuleClient,
+    server_interceptors,
+)
+from runtime.errors import NotFound
+
+HANDLERS = {"/t.S/Echo": "t.Echo", "/t.S/Missing": "t.Missing", "/t.S/Hang": "t.Hang"}
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.seen: list[dict[str, str | bytes]] = []
+        self.hanging = asyncio.Event()
+
+    async def start(self) -> None:
+        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+            self.seen.append(dict(context.invocation_metadata() or ()))
+            return request
+
+        async def missing(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+            await context.abort(grpc.StatusCode.NOT_FOUND, "nothing here")
+            return b""
+
+        async def hang(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+            self.hanging.set()
+            await asyncio.sleep(30)
+            return b""
+
+        handlers = {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Missing": grpc.unary_unary_rpc_method_handler(missing),
+            "Hang": grpc.unary_unary_rpc_method_handler(hang),
+        }
+        self.server = grpc.aio.server(interceptors=server_interceptors(self.provider, handler_of=HANDLERS.get))
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", handlers),))
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        await self.server.start()
+        pool = ChannelPool()  # no interceptor: the client traces inline
+        pool.update("t", [self.address])
+        self.client = ModuleClient(pool, tracing=ClientTracer(self.provider, handler_of=HANDLERS.get))
+
+    async def spans(self, count: int) -> dict[SpanKind, ReadableSpan]:
+        for _ in range(500):
+            if len(self.exporter.get_finished_spans()) >= count:
+                break
+            await asyncio.sleep(0.002)
+        return {span.kind: span for span in self.exporter.get_finished_spans()}
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[Setup]:
+    s = Setup()
+    await s.start()
+    yield s
+    await s.client.close()
+    await s.server.stop(None)
+
+
+async def test_the_inline_client_span_is_the_parent_of_the_server_span_and_both_carry_the_ids(setup: Setup) -> None:
+    metadata = [("x-request-id", "r-7"), ("x-api-version", "2025-06-01")]
+    await setup.client.call_raw("t", "/t.S/Echo", b"x", metadata=metadata)
+    spans = await setup.spans(2)
+    client, server = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
+    assert client.name == "t.S/Echo"
+    for span in (client, server):
+        assert span.attributes is not None
+        assert span.attributes[REQUEST_ID_ATTRIBUTE] == "r-7"
+        assert span.attributes[VERSION_ATTRIBUTE] == "2025-06-01"
+        assert span.attributes[HANDLER_ATTRIBUTE] == "t.Echo"
+    assert client.context is not None and server.parent is not None
+    assert server.parent.span_id == client.context.span_id
+    assert client.attributes is not None and client.attributes["rpc.grpc.status_code"] == 0
+
+
+async def test_a_copied_traceparent_is_replaced_by_the_client_spans_own(setup: Setup) -> None:
+    stale = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await setup.client.call_raw("t", "/t.S/Echo", b"", metadata=[("traceparent", stale)])
+    client = (await setup.spans(2))[SpanKind.CLIENT]
+    assert client.context is not None
+    sent = setup.seen[0]["traceparent"]
+    assert sent != stale
+    assert isinstance(sent, str)
+    assert sent.startswith(f"00-{client.context.trace_id:032x}-{client.context.span_id:016x}-")
+
+
+async def test_the_client_span_continues_the_callers_current_trace(setup: Setup) -> None:
+    with setup.provider.get_tracer("test").start_as_current_span("outer") as outer:
+        await setup.client.call_raw("t", "/t.S/Echo", b"")
+    client = (await setup.spans(3))[SpanKind.CLIENT]
+    assert client.parent is not None and client.parent.span_id == outer.get_span_context().span_id
+
+
+async def test_a_failed_call_marks_the_client_span_with_its_status(setup: Setup) -> None:
+    with pytest.raises(NotFound):
+        await setup.client.call_raw("t", "/t.S/Missing", b"")
+    client = (await setup.spans(2))[SpanKind.CLIENT]
+    assert client.status.status_code == StatusCode.ERROR
+    assert client.status.description == "NOT_FOUND: nothing here"
+    assert client.attributes is not None and client.attributes["rpc.grpc.status_code"] == 5
+
+
+async def test_a_cancelled_call_ends_its_client_span_without_an_error(setup: Setup) -> None:
+    task = asyncio.create_task(setup.client.call_raw("t", "/t.S/Hang", b""))
+    await asyncio.wait_for(setup.hanging.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    client = (await setup.spans(1))[SpanKind.CLIENT]
+    assert client.end_time is not None
+    assert client.status.status_code == StatusCode.UNSET
