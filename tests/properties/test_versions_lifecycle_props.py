@@ -130,7 +130,7 @@ def test_more_traffic_never_cools_a_version(
 @given(
     documents=entries,
     version=st.sampled_from(IDS),
-    later=st.floats(0, 1, exclude_max=True),
+    later=st.floats(0, 0.999),  # short of the edge, which rounding at NOW blurs
     window=windows,
 )
 def test_a_request_to_a_cold_version_promotes_it_to_warm(
@@ -313,7 +313,7 @@ def test_the_plan_retires_exactly_the_idle_cold_and_overridden_versions_with_a_r
 @given(fleet=fleets())
 def test_planning_is_a_dry_run_that_changes_none_of_its_inputs(fleet: dict[str, Any]) -> None:
     """Lifecycle (SPEC §4): a dry run is available. Planning reads its inputs and changes none of
-    them (the store-backed dry run is pinned in test_versions_lifecycle_store.py)."""
+    them (the store-backed dry run is pinned in test_versions_lifecycle_store_props.py)."""
     before = copy.deepcopy(fleet)
     plan_of(fleet)
     assert fleet == before
