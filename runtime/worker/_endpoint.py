@@ -22,6 +22,8 @@ from pydantic import TypeAdapter
 from runtime.context import GlobalContext, current_deadline, current_request_id
 from runtime.deadline import Deadline
 from runtime.errors import (
+    Cancelled,
+    DeadlineExceeded,
     InternalError,
     ModrpcError,
     Unimplemented,
@@ -269,8 +271,13 @@ class MethodEndpoint:
             except TypeError as exc:
                 log.error("cannot encode %s response: %s", self.spec.handler_id, exc)
                 raise InternalError("response could not be encoded") from exc
-        except asyncio.CancelledError as exc:
-            error = exc
+        except asyncio.CancelledError:
+            # The caller went away or its deadline passed; audit and metrics record which, not
+            # the INTERNAL that a bare CancelledError maps to.
+            if meta is not None and meta.deadline is not None and meta.deadline.remaining() <= DEADLINE_SLACK:
+                error = DeadlineExceeded(f"{self.spec.handler_id}: deadline exceeded")
+            else:
+                error = Cancelled(f"{self.spec.handler_id}: the caller cancelled the call")
             raise
         except Exception as exc:
             error = exc

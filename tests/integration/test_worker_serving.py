@@ -77,6 +77,17 @@ async def probe_still_serves(client: ProbeClient) -> None:
     assert reply["text"] == "still here"
 
 
+async def audited_outcome(worker: Worker, request_id: str) -> str:
+    """The outcome in the audit record of ``request_id`` (written asynchronously)."""
+    give_up = asyncio.get_running_loop().time() + 5
+    while True:
+        for _, record in await worker.store.read("audit", limit=100_000):
+            if record["request_id"] == request_id:
+                return str(record["outcome"])
+        assert asyncio.get_running_loop().time() < give_up, f"no audit record for {request_id}"
+        await asyncio.sleep(0.05)
+
+
 async def rpc_error(call: asyncio.Future[object] | object) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call  # type: ignore[misc]
@@ -342,7 +353,7 @@ async def test_thousands_of_violations_are_listed_within_the_metadata_limit(
 
 
 async def test_a_caller_that_goes_away_cancels_its_handler_and_cleanup_still_runs(
-    probe_client: ProbeClient,
+    probe: Worker, probe_client: ProbeClient
 ) -> None:
     # Echo's policy allows 10 s and it sleeps 8: only the caller's cancellation, passed on to
     # the lifecycle, ends it within the 2 s this test waits.
@@ -365,3 +376,4 @@ async def test_a_caller_that_goes_away_cancels_its_handler_and_cleanup_still_run
         assert loop.time() < give_up, "cleanup did not run"
         await asyncio.sleep(0.01)
     await probe_still_serves(probe_client)
+    assert await audited_outcome(probe, request_id) == "CANCELLED"

@@ -92,7 +92,7 @@ async def outcome(
     method: str,
     fields: dict[str, Any],
     metadata: list[tuple[str, str]],
-    timeout: float | None = 10,  # noqa: ASYNC109 - the gRPC call's own deadline, the thing tested
+    timeout: float | None = 10,
 ) -> tuple[grpc.StatusCode, dict[str, Any] | None, str, str]:
     """(status code, reply or None, details, the x-request-id the worker sent back)."""
     stub = client.call(method, fields, metadata=metadata, timeout=timeout)
@@ -259,3 +259,8 @@ async def test_a_handler_past_its_deadline_is_cancelled_and_cleaned_up(
         assert details == "probe.Stall: deadline exceeded"  # the worker's own verdict
     await eventually(lambda: request_id in SEEN["cleaned"])
     assert request_id in SEEN["cancelled"]
+    await probe.audit.wait_for({request_id})
+    (record,) = probe.audit.by_id[request_id]
+    assert record["outcome"] == "DEADLINE_EXCEEDED"
+    cleanups = [e for e in record["events"] if e["kind"] == "cleanup"]
+    assert [e["error"] for e in cleanups] == [None]  # ran to the end, not cut short
