@@ -231,24 +231,23 @@ def _parse_entry(document: Mapping[str, Any]) -> tuple[float, dict[str, int], li
     if not isinstance(document, Mapping):
         raise InvalidArgument(f"expected a JSON object, got {type(document).__name__}")
     at = _finite(document.get("at"), "at")
-    counts = document.get("counts", {})
-    seen = document.get("seen", [])
-    if not isinstance(counts, Mapping) or not (
-        isinstance(seen, list) and all(isinstance(v, str) for v in seen)
-    ):
+    counts, seen = document.get("counts", {}), document.get("seen", [])
+    if not isinstance(counts, Mapping) or not isinstance(seen, list) or not all(map(_id, seen)):
         raise InvalidArgument("counts must be an object and seen a list of version ids")
     return at, _check_counts(counts), seen
+
+
+def _id(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def _check_counts(counts: Mapping[str, int]) -> dict[str, int]:
     checked: dict[str, int] = {}
     for version, calls in counts.items():
-        if not isinstance(version, str) or not version:
+        if not _id(version):
             raise InvalidArgument(f"usage is counted per version id (a string), got {version!r}")
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
-            raise InvalidArgument(
-                f"calls to {version!r} must be a count (0 or more), got {calls!r}"
-            )
+            raise InvalidArgument(f"calls to {version!r} must be a count >= 0, got {calls!r}")
         if calls:
             checked[version] = calls
     return checked
@@ -476,6 +475,9 @@ async def promote(
     state = state_of(record.metadata)
     if state in ("hot", "warm"):
         return state
+    record = await store.get_version(module, version_id)  # fresh, just before writing
+    if is_retired(record.metadata):  # retired meanwhile: never undo that
+        raise retired_error(module, version_id)
     await _rewrite(store, module, record, {**record.metadata, "state": "warm", "promoted_at": at})
     return "warm"
 
@@ -493,9 +495,7 @@ async def refresh_states(
     Only versions whose state changed are written (each write wakes the store's watchers);
     retired versions are left alone. Pass a long-lived ``ledger`` to read only new usage.
     """
-    if ledger is None:
-        ledger = UsageLedger(module, horizon=policy.hot_window)
-    await ledger.refresh(store)
+    ledger = await _refreshed(store, module, policy, ledger)
     records = await store.list_versions(module)
     activity = _classify_records(records, ledger, now, policy)
     states: dict[str, LifecycleState] = {}
@@ -509,6 +509,20 @@ async def refresh_states(
             if not is_retired(fresh.metadata):  # retired since the listing: leave it so
                 await _rewrite(store, module, fresh, {**fresh.metadata, "state": states[record.id]})
     return states
+
+
+async def _refreshed(
+    store: ManifestStore, module: str, policy: LifecyclePolicy, ledger: UsageLedger | None
+) -> UsageLedger:
+    if ledger is None:
+        ledger = UsageLedger(module, horizon=policy.hot_window)
+    elif ledger.module != module or ledger.horizon < policy.hot_window:
+        raise InvalidArgument(
+            f"a ledger of {ledger.module!r} with a {ledger.horizon}s horizon cannot classify "
+            f"{module!r} over a {policy.hot_window}s hot window"
+        )
+    await ledger.refresh(store)
+    return ledger
 
 
 def _classify_records(
@@ -554,9 +568,7 @@ async def retirement_plan(
     plan as if :func:`set_override` had recorded them: what the plan would be if they were set.
     NotFound for a pending override of an unknown version.
     """
-    if ledger is None:
-        ledger = UsageLedger(module, horizon=policy.hot_window)
-    await ledger.refresh(store)
+    ledger = await _refreshed(store, module, policy, ledger)
     records = await store.list_versions(module)
     known = {r.id for r in records}
     for version_id in overrides or {}:

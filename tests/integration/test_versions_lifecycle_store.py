@@ -268,3 +268,23 @@ async def test_the_policy_decides_how_long_idle_is(store: ManifestStore) -> None
     strict = LifecyclePolicy(idle_after=100 * DAY, protected_labels=("latest",))
     plan = await retirement_plan(store, "users", now=NOW, policy=strict)
     assert plan.to_retire == ("2024-01-01", "2024-06-01", "2025-01-15")
+
+
+async def test_a_long_lived_ledger_reads_on_from_its_cursor_and_must_fit_the_policy(
+    store: ManifestStore,
+) -> None:
+    await seed(store)
+    ledger = UsageLedger("users")
+    await record_usage(store, "users", {"2025-01-15": 1}, NOW - 10)
+    assert (await refresh_states(store, "users", now=NOW, ledger=ledger))["2025-01-15"] == "warm"
+    cursor = ledger.cursor
+    await record_usage(store, "users", {"2024-01-01": 200}, NOW - 5)
+
+    plan = await retirement_plan(store, "users", now=NOW, ledger=ledger)
+
+    assert ledger.cursor > cursor
+    assert {d.version: d.state for d in plan.decisions}["2024-01-01"] == "hot"
+    with pytest.raises(InvalidArgument, match="'orders'"):
+        await refresh_states(store, "orders", now=NOW, ledger=ledger)
+    with pytest.raises(InvalidArgument, match="hot window"):
+        await retirement_plan(store, "users", now=NOW, ledger=UsageLedger("users", horizon=10))
