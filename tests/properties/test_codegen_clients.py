@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import itertools
+import keyword
 import sys
 import types
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from runtime.wire import (
     request_message,
     response_message,
     service_name,
+    snake,
 )
 from tests.properties.test_wire_descriptor_protoc import LOWER, object_values, schemas
 
@@ -68,10 +70,9 @@ def services(draw: st.DrawFn) -> tuple[Schema, dict[str, dict[str, Any]]]:
 
 
 def _method_name(rpc: str) -> str:
-    from runtime.wire import snake
-
+    """The client method for an RPC: snake case, with a trailing underscore for a keyword."""
     name = snake(rpc)
-    return f"{name}_" if name in {"import", "return", "pass", "class", "global"} else name
+    return f"{name}_" if keyword.iskeyword(name) else name
 
 
 def _signature(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, str]:
