@@ -353,8 +353,11 @@ class _Analyzer:
     def dataclass_of(self, cls: type, path: str) -> GType:
         pydantic_fields: dict[str, FieldInfo] | None = getattr(cls, "__pydantic_fields__", None)
         if pydantic_fields is not None:
+            checks = self.field_validators(cls, path)
             fields = [
-                self.pydantic_field(cls, name, info, path, ())
+                self.pydantic_field(
+                    cls, name, info, path, checks.get(name, ()) + checks.get("*", ())
+                )
                 for name, info in pydantic_fields.items()
             ]
             return GType.object(cls.__name__, fields, description=_doc(cls))
@@ -369,10 +372,11 @@ class _Analyzer:
             elif f.default_factory in (list, dict):
                 default = f.default_factory()
             description = f.metadata.get("description", "")
+            node = self.type_of(hints[f.name], fpath)
             out.append(
                 Field(
                     name=f.name,
-                    type=self.type_of(hints[f.name], fpath),
+                    type=node.with_nullable(True) if f.default is None else node,
                     required=required,
                     default=None if required else default,
                     description=description if isinstance(description, str) else "",
@@ -413,6 +417,9 @@ class _Analyzer:
             if info.default_factory is not None:
                 factory: object = info.default_factory
                 default = [] if factory is list else {} if factory is dict else None
+            elif info.default is None:
+                # `x: int = None`: pydantic writes null when the field is left out.
+                node = node.with_nullable(True)
             elif info.default is not PydanticUndefined:
                 default = self.json_default(info.default, fpath)
         return Field(
@@ -423,9 +430,12 @@ class _Analyzer:
             description=info.description or "",
         )
 
-    def field_validators(self, cls: type[BaseModel], path: str) -> dict[str, tuple[str, ...]]:
-        """``field_validator``s of a model, as custom names per field (``*`` for all fields)."""
-        decorators = cls.__pydantic_decorators__
+    def field_validators(self, cls: type, path: str) -> dict[str, tuple[str, ...]]:
+        """``field_validator``s of a model or pydantic dataclass, as custom names per field.
+
+        The name ``*`` collects validators that apply to every field.
+        """
+        decorators = cls.__pydantic_decorators__  # type: ignore[attr-defined]
         if decorators.validators or decorators.field_serializers or decorators.model_serializers:
             raise self.fail(
                 path, cls, "v1 validators and serializers change the wire data; not supported"

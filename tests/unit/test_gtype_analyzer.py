@@ -25,6 +25,7 @@ from pydantic import (
     computed_field,
     field_validator,
 )
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from runtime.gtype import (
     Constraints,
@@ -584,3 +585,40 @@ def test_fingerprint_ignores_the_order_types_were_given_in() -> None:
 
     assert fingerprint(Schema("m", types=(a, b))) == fingerprint(Schema("m", types=(b, a)))
     assert fingerprint(Schema("m", types=(a,))) != fingerprint(Schema("m", types=(b,)))
+
+
+def test_a_none_default_makes_the_field_nullable_because_pydantic_writes_null() -> None:
+    @dataclasses.dataclass
+    class Plain:
+        limit: int = None  # type: ignore[assignment]
+
+    class Model(BaseModel):
+        limit: int = None  # type: ignore[assignment]
+
+    for cls in (Plain, Model):
+        _, types = analyze(cls)
+        assert types[cls.__name__].field("limit") == GField(
+            "limit", GType.primitive("int", nullable=True), required=False
+        )
+
+
+@pydantic_dataclass
+class Invite:
+    code: str
+
+    @field_validator("code")
+    @classmethod
+    def no_spaces(cls, value: str) -> str:
+        if " " in value:
+            raise ValueError("no spaces")
+        return value
+
+
+def test_pydantic_dataclasses_keep_their_field_validators() -> None:
+    root, types = analyze(Invite)
+    schema = Schema(module="shop", types=tuple(types.values()))
+
+    assert field_type(types, "Invite", "code").constraints.custom == (
+        f"{__name__}:Invite.no_spaces",
+    )
+    assert [v.path for v in validate({"code": "a b"}, root, schema)] == ["code"]
