@@ -262,17 +262,24 @@ def _accepts(schema: Schema, t: GType, v: Any, *, exact: bool = False) -> bool:
 
 
 def serving_pool(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> descriptor_pool.DescriptorPool:
-    """A pool for server reflection: ``files`` plus health and reflection's own descriptors.
+    """A pool for server reflection: ``files`` plus the descriptors every server needs.
 
     grpcurl asks reflection for every service a server lists, health and reflection included,
-    so those must resolve in the same pool as the module's services.
+    so those must resolve in the same pool as the module's services; and it decodes the
+    ``google.rpc`` error details (BadRequest, RetryInfo) of a failed call through reflection too.
     """
+    from google.protobuf import duration_pb2
+    from google.rpc import error_details_pb2
     from grpc_health.v1 import health_pb2
     from grpc_reflection.v1alpha import reflection_pb2
 
     pool = descriptor_pool.DescriptorPool()
     seen: set[str] = set()
-    for fd in (timestamp_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+    common = (
+        timestamp_pb2.DESCRIPTOR, duration_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR,
+        health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR,
+    )  # fmt: skip
+    for fd in common:
         pool.AddSerializedFile(fd.serialized_pb)
         seen.add(fd.name)
     for fdp in files:

@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from google.protobuf import descriptor_pool, duration_pb2
-from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
@@ -28,15 +26,6 @@ from runtime.versions import VersionCatalog
 from runtime.wire import serving_pool
 
 __all__ = ["VersionedReflection"]
-
-
-def _with_error_details(pool: descriptor_pool.DescriptorPool) -> descriptor_pool.DescriptorPool:
-    for fd in (duration_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR):
-        try:
-            pool.FindFileByName(fd.name)
-        except KeyError:
-            pool.AddSerializedFile(fd.serialized_pb)
-    return pool
 
 
 class VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type: ignore[misc]
@@ -56,7 +45,7 @@ class VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type
         servicer = self._servicers.get(version)
         if servicer is None:
             pool = serving_pool([self._catalog.by_id[version].descriptor])
-            servicer = ReflectionServicer(self._services, pool=_with_error_details(pool))
+            servicer = ReflectionServicer(self._services, pool=pool)
             self._servicers[version] = servicer
         return servicer
 
