@@ -8,21 +8,21 @@ This top level holds only what a module author writes in a handlers file::
     async def create_user(req: CreateUser, lctx: LocalContext, gctx: GlobalContext) -> User:
         ...
 
-Everything else lives in its own package (``runtime.manifest``, ``runtime.gtype``, ...). The
-context types are imported on first use, so ``import runtime.gtype`` stays light.
+Everything else lives in its own package (``runtime.manifest``, ``runtime.gtype``, ...). Each
+name is imported on first use, so ``import runtime.gtype`` loads nothing else of the runtime.
 """
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.manifest import handler
-
 if TYPE_CHECKING:
     from runtime.context import GlobalContext, subscriber
     from runtime.lcc import LocalContext
+    from runtime.manifest import handler
 
 __all__ = ["GlobalContext", "LocalContext", "handler", "subscriber"]
 
 _LAZY = {
+    "handler": "runtime.manifest",
     "GlobalContext": "runtime.context",
     "subscriber": "runtime.context",
     "LocalContext": "runtime.lcc",
