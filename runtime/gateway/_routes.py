@@ -11,15 +11,23 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
 
-from runtime.client import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE, ModuleClient
+from runtime.client import (
+    HANDLER_ATTRIBUTE,
+    REQUEST_ID_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    LocalAbort,
+    ModuleClient,
+)
 from runtime.deadline import Deadline
 from runtime.errors import InternalError, ModrpcError, Unavailable, status_of
 from runtime.gateway._auth import Authenticator
@@ -33,12 +41,15 @@ from runtime.status import rpc_status_of
 from runtime.versions import TransformStep, VersionCatalog, run_chain
 from runtime.wire import method_path, request_message, response_message
 
-__all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
+__all__ = ["Credentials", "ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
 
 log = logging.getLogger("modrpc.gateway")
 
 WORKER_STALE_SECONDS = 10.0
 """A worker whose last heartbeat is older than this gets no new traffic."""
+
+VERIFIED_TOKENS = 4096
+"""Bearer tokens whose verification is remembered (per gateway); the oldest go first beyond it."""
 
 Plan = tuple[str, tuple[TransformStep, ...]]
 """Where a call at some version goes: the served version, and the steps that transform it."""
@@ -75,6 +86,52 @@ class ModuleRoutes:
     catalog: VersionCatalog
     served: tuple[str, ...]
     """Versions some healthy worker serves natively, newest first."""
+
+
+class Credentials:
+    """The ingress's authentication, with each verified bearer token remembered while it is valid.
+
+    Clients send the same token on every call until it expires, and checking its signature and
+    claims again each time is most of what authentication costs. A token string is verified
+    once; after that, the same string maps to the same principal for as long as the token's own
+    time window (``nbf``/``iat`` to ``exp``) holds on ``clock``. Outside that window, or for any
+    other kind of credential, :class:`Authenticator` decides afresh, so every refusal (expired,
+    not yet valid, bad signature...) still comes from it, with its message.
+
+    The principal's forwarded form (the ``x-modrpc-principal`` header) is kept with it, so a
+    cached call builds no strings either.
+    """
+
+    __slots__ = ("_auth", "_clock", "_size", "_tokens")
+
+    def __init__(self, auth: Authenticator, *, size: int = VERIFIED_TOKENS, clock: Callable[[], float] = time.time) -> None:
+        self._auth = auth
+        self._size = size
+        self._clock = clock
+        # authorization header -> (principal, forwarded header, valid from, valid until)
+        self._tokens: dict[str, tuple[Principal, str, float, float]] = {}
+
+    def authenticate(self, headers: Mapping[str, str], *, public: bool) -> tuple[Principal, str]:
+        """The caller's principal and its forwarded header; raises what the authenticator raises."""
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            known = self._tokens.get(authorization)
+            if known is not None and known[2] <= self._clock() < known[3]:
+                return known[0], known[1]
+        principal = self._auth.authenticate(headers, public=public)
+        forwarded = principal_header(principal)
+        if authorization is not None and principal.method == "jwt":
+            self._remember(authorization, principal, forwarded)
+        return principal, forwarded
+
+    def _remember(self, authorization: str, principal: Principal, forwarded: str) -> None:
+        window = [principal.claims.get(claim, 0) for claim in ("nbf", "iat", "exp")]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in window):
+            return  # the authenticator accepted it; without a plain time window it is not cached
+        not_before, issued, expires = (float(v) for v in window)
+        if len(self._tokens) >= self._size:
+            del self._tokens[next(iter(self._tokens))]
+        self._tokens[authorization] = (principal, forwarded, max(not_before, issued), expires)
 
 
 class Route:
@@ -154,10 +211,10 @@ class Route:
         code = "OK"
         version = "unresolved"
         try:
-            principal = self.services.auth.authenticate(headers, public=self.public)
+            principal, principal_value = self.services.credentials.authenticate(headers, public=self.public)
             version = self.routes.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
-            return await self._call(payload, context, headers, request_id, principal, version)
+            return await self._call(payload, context, headers, request_id, principal, principal_value, version)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
@@ -181,6 +238,7 @@ class Route:
         headers: dict[str, str],
         request_id: str,
         principal: Principal,
+        principal_value: str,
         version: str,
     ) -> bytes:
         catalog = self.routes.catalog
@@ -202,7 +260,7 @@ class Route:
         out_metadata = [
             ("x-request-id", request_id),
             ("x-api-version", target),
-            (PRINCIPAL_HEADER, principal_header(principal)),
+            (PRINCIPAL_HEADER, principal_value),
         ]
         flags = headers.get("x-flags")
         if flags:
@@ -241,15 +299,29 @@ def _relayed_status(exc: BaseException) -> grpc.Status | None:
     """A worker's own status with its ``google.rpc`` details (BadRequest, RetryInfo), if any.
 
     The worker already chose the code, the safe message and the details; the gateway passes
-    them on unchanged rather than rebuilding a poorer copy.
+    them on unchanged rather than rebuilding a poorer copy. A worker in this process (the
+    embedded mode) hands its status over as a :class:`~runtime.client.LocalAbort`.
     """
     cause = exc.__cause__
-    if not isinstance(cause, grpc.aio.AioRpcError):
+    if isinstance(cause, grpc.aio.AioRpcError):
+        status = rpc_status.from_call(cause)  # type: ignore[arg-type]
+    elif isinstance(cause, LocalAbort):
+        status = _local_status(cause)
+    else:
         return None
-    status = rpc_status.from_call(cause)  # type: ignore[arg-type]
     if status is None or not status.details:
         return None
     return rpc_status.to_status(status)
+
+
+def _local_status(abort: LocalAbort) -> status_pb2.Status | None:
+    for key, value in abort.trailing_metadata:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except DecodeError:
+                return None
+    return None
 
 
 @dataclass
@@ -262,6 +334,11 @@ class _Services:
     usage: Usage
     hop_timeout: float = 0.25
     red: RedMetrics | None = None
+    credentials: Credentials = field(init=False)
+    """``auth`` with verified tokens remembered; what routes authenticate with."""
+
+    def __post_init__(self) -> None:
+        self.credentials = Credentials(self.auth)
 
 
 @dataclass(frozen=True)

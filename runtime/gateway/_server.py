@@ -23,7 +23,13 @@ from grpc_health.v1._async import HealthServicer  # what `health.aio` names, vis
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from runtime.client import ChannelPool, ModuleClient, client_interceptors, server_interceptors
+from runtime.client import (
+    ChannelPool,
+    ClientTracer,
+    LocalTransport,
+    ModuleClient,
+    server_interceptors,
+)
 from runtime.config import Settings
 from runtime.errors import ExpectedError, NotFound, Unavailable
 from runtime.gateway._auth import Authenticator
@@ -117,10 +123,23 @@ class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # typ
 
 
 class Gateway:
-    """The gRPC front door. Use ``async with Gateway(settings)`` or ``start()``/``stop()``."""
+    """The gRPC front door. Use ``async with Gateway(settings)`` or ``start()``/``stop()``.
 
-    def __init__(self, settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    ``local`` holds the modules served inside this process (the embedded mode, ``modrpc up
+    --embedded``): calls to them skip the network. Routing, policies and health still come from
+    the manifest store, where the in-process workers register like any other.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        local: LocalTransport | None = None,
+    ) -> None:
         self.settings = settings
+        self.local = local
         self.host = host or settings.host
         self.port = settings.gateway_port if port is None else port
         self.address = ""
@@ -142,9 +161,9 @@ class Gateway:
         settings = self.settings
         self.store = open_store(settings.store_url)
         await self.store.start()
-        pool = ChannelPool(
-            max_message_bytes=settings.max_message_bytes, interceptors=client_interceptors(handler_of=_handler_id)
-        )
+        # Client spans are made inline by the module client: a grpc.aio client interceptor would
+        # add a task and wrapper objects to every call.
+        pool = ChannelPool(max_message_bytes=settings.max_message_bytes)
         self._services = _Services(
             auth=authenticator_from_settings(settings),
             limiter=open_ratelimiter(
@@ -152,7 +171,7 @@ class Gateway:
                 failure_mode=settings.ratelimit_failure_mode,
                 max_keys=settings.ratelimit_max_keys,
             ),
-            client=ModuleClient(pool),
+            client=ModuleClient(pool, tracing=ClientTracer(handler_of=_handler_id), local=self.local),
             usage=self.usage,
             red=RedMetrics(self.metrics),
         )
