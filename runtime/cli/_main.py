@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default=None, help="listen address (default: 127.0.0.1)")
         p.add_argument("--modules", default=None, help="modules folder (default: modules)")
         p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
+        if name == "up":
+            p.add_argument(
+                "--embedded",
+                action="store_true",
+                help="serve every module inside the gateway's process, reached without a socket",
+            )
     p = command("worker", "Serve every version of one module that its code can serve.")
     p.add_argument("module", help="module name (a folder under the modules folder)")
     p.add_argument("--port", type=int, default=0, help="port (default: any free port)")

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +139,37 @@ async def _preflight(settings: Settings) -> None:
             await fabric.close()
 
 
+Forget = Callable[[int, str], Awaitable[None]]
+"""Drops what a dead worker process (pid, address) left registered in the store."""
+
+Announce = Callable[[], Awaitable[None]]
+"""Runs once a restarted worker serves, before the restart is announced."""
+
+
+async def _forget_nothing(pid: int, address: str) -> None:
+    return None
+
+
+async def _announce_nothing() -> None:
+    return None
+
+
 class _Child:
     """One supervised worker process."""
 
-    def __init__(self, module: str, settings: Settings, config: Path | None) -> None:
+    def __init__(
+        self,
+        module: str,
+        settings: Settings,
+        config: Path | None,
+        forget: Forget = _forget_nothing,
+        restarted: Announce = _announce_nothing,
+    ) -> None:
         self.module = module
         self.settings = settings
         self.config = config
+        self.forget = forget
+        self.restarted = restarted
         self.process: asyncio.subprocess.Process | None = None
         self.address = ""
         self.restarts = 0
@@ -175,12 +200,20 @@ class _Child:
             code = await self.process.wait()
             if self.stopping:
                 return
+            # A worker killed outright never deregistered: until its record goes stale, gateways
+            # and other workers would keep sending calls to an address nobody listens on.
+            await self.forget(self.process.pid, self.address)
             self.restarts += 1
-            backoff = min(10.0, 0.5 * 2 ** min(self.restarts, 5))
+            settings = self.settings
+            backoff = min(
+                settings.worker_restart_backoff_max,
+                settings.worker_restart_backoff * 2 ** min(self.restarts - 1, 16),
+            )
             log.error("worker %s exited with code %s; restarting in %.1fs (restart %d)", self.module, code, backoff, self.restarts)
             await asyncio.sleep(backoff)
             try:
                 address = await self.spawn()
+                await self.restarted()
                 log.warning("worker %s restarted on %s", self.module, address)
                 print(f"{self.module} restarted on {address}", flush=True)
             except Exception as exc:
@@ -203,6 +236,8 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.gateway import Gateway
     from runtime.manifest import discover_modules, load_manifest
 
+    if getattr(args, "embedded", False):
+        return await _up_embedded(settings)
     stop = _stop_event()
     module_dirs = discover_modules(Path(settings.modules_dir))
     modules = [p.name for p in module_dirs]
@@ -211,13 +246,35 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     # Warm pools: each module keeps at least `warm_pool` live worker processes (at least one);
     # the supervisor restarts any that die, so the minimum holds.
+    gateway = Gateway(settings)
+
+    async def forget(pid: int, address: str) -> None:
+        store = gateway.store  # open once the gateway has started
+        if store is None:
+            return
+        try:
+            for record in await store.list_workers():
+                if record.pid == pid and record.address == address:
+                    await store.deregister_worker(record.id)
+                    log.info("deregistered worker %s of the dead process %d", record.id, pid)
+        except Exception as exc:  # the store may be down too; the record then goes stale instead
+            log.warning("could not deregister the workers of dead process %d: %s", pid, exc)
+
+    async def restarted() -> None:
+        """Route to a restarted worker before saying it is back, not on the next refresh."""
+        if gateway.store is None:
+            return
+        try:
+            await gateway.refresh()
+        except Exception as exc:  # the periodic refresh will pick the worker up
+            log.warning("could not refresh routes after a restart: %s", exc)
+
     children = [
-        _Child(p.name, settings, args.config)
+        _Child(p.name, settings, args.config, forget, restarted)
         for p in module_dirs
         for _ in range(max(1, load_manifest(p / "module.toml").module.warm_pool))
     ]
     supervisors: list[asyncio.Task[None]] = []
-    gateway = Gateway(settings)
     hub = None
     try:
         try:
@@ -254,6 +311,63 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if hub is not None:
+            await hub.stop()
+            await hub.fabric.close()
+
+
+async def _up_embedded(settings: Settings) -> int:
+    """``modrpc up --embedded``: every module served inside the gateway's own process.
+
+    Each module still runs as a full :class:`~runtime.worker.Worker` (its lifecycle, store
+    registration, health, and a port of its own for direct calls), but the gateway reaches it
+    through a :class:`~runtime.client.LocalTransport`: no socket, no second gRPC server, no
+    second event loop. The modules share one in-memory fabric through a hub, as in ``up``.
+    """
+    from runtime.client import LocalTransport
+    from runtime.errors import ModrpcError
+    from runtime.gateway import Gateway
+    from runtime.manifest import discover_modules
+    from runtime.worker import Worker
+
+    stop = _stop_event()
+    modules = [p.name for p in discover_modules(Path(settings.modules_dir))]
+    if not modules:
+        print(f"modrpc up: no modules under {settings.modules_dir}/", file=sys.stderr)
+        return 2
+    local = LocalTransport()
+    workers: list[Worker] = []
+    gateway = Gateway(settings, local=local)
+    hub = None
+    try:
+        try:
+            started = time.monotonic()
+            await _preflight(settings)
+            worker_settings = settings
+            if settings.fabric_url.startswith("memory://"):
+                from runtime.fabric import FabricHub, open_fabric
+
+                hub_fabric = open_fabric(settings.fabric_url)
+                await hub_fabric.start()
+                hub = FabricHub(hub_fabric)
+                worker_settings = settings.model_copy(update={"fabric_url": await hub.start()})
+            for module in modules:
+                worker = Worker(module, worker_settings, local=local)
+                workers.append(worker)
+                print(f"{module} {await worker.start()} (in process)", flush=True)
+            address = await gateway.start()
+            await gateway.wait_ready(modules)
+            elapsed = time.monotonic() - started
+            print(f"ready: gateway on {address} ({len(modules)} modules in process, {elapsed:.1f}s)", flush=True)
+        except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
+            return await _fail("up failed", exc)
+        await stop.wait()
+        print("shutting down", flush=True)
+        return 0
+    finally:
+        await gateway.stop()
+        for worker in reversed(workers):
+            await worker.stop()
         if hub is not None:
             await hub.stop()
             await hub.fabric.close()

@@ -20,7 +20,7 @@ call, so callers cannot tell the two transports apart.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import grpc
 
@@ -63,24 +63,45 @@ class LocalAbort(Exception):
 
 
 class LocalTransport:
-    """Module name → the in-process endpoint serving it. Registration happens at startup only."""
+    """Module name → the in-process endpoint serving it. Registration happens at startup only.
 
-    __slots__ = ("_calls",)
+    A module client is called with a pool key: a module name, or ``module@version``, which is
+    how the gateway keeps apart the instances of each version served side by side. A key of the
+    second form finds the module's endpoint only when that version is one the endpoint serves.
+
+        >>> async def serve(path, payload, metadata, deadline):
+        ...     return payload, ()
+        >>> transport = LocalTransport()
+        >>> transport.register("users", serve, versions=["2025-06-01"])
+        >>> transport.lookup("users@2025-06-01") is serve, transport.lookup("users@2025-01-15")
+        (True, None)
+    """
+
+    __slots__ = ("_calls", "_keys")
 
     def __init__(self) -> None:
         self._calls: dict[str, LocalCall] = {}
+        self._keys: dict[str, LocalCall] = {}
 
-    def register(self, module: str, call: LocalCall) -> None:
-        """Serve ``module`` in process from now on; a second registration replaces the first."""
+    def register(self, module: str, call: LocalCall, *, versions: Collection[str] = ()) -> None:
+        """Serve ``module`` (at ``versions``) in process from now on; replaces an earlier registration."""
+        self.unregister(module)
         self._calls[module] = call
+        self._keys[module] = call
+        for version in versions:
+            self._keys[f"{module}@{version}"] = call
 
     def unregister(self, module: str) -> None:
         """Stop serving ``module`` in process (calls go back to the network). Safe twice."""
-        self._calls.pop(module, None)
+        call = self._calls.pop(module, None)
+        if call is None:
+            return
+        for key in [k for k, c in self._keys.items() if c is call and k.partition("@")[0] == module]:
+            del self._keys[key]
 
-    def lookup(self, module: str) -> LocalCall | None:
-        """The in-process endpoint of ``module``, or None when it is served elsewhere."""
-        return self._calls.get(module)
+    def lookup(self, key: str) -> LocalCall | None:
+        """The in-process endpoint for a pool key, or None when it is served elsewhere."""
+        return self._keys.get(key)
 
     def modules(self) -> tuple[str, ...]:
         return tuple(sorted(self._calls))

@@ -2,11 +2,14 @@
 
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._endpoint import CallObserver, MethodEndpoint
+from runtime.worker._local import InProcessContext, LocalEndpoints
 from runtime.worker._server import Worker
 from runtime.worker._service import ModuleService, RemoteInvoker, WorkerDeps, load_catalog
 
 __all__ = [
     "CallObserver",
+    "InProcessContext",
+    "LocalEndpoints",
     "MethodEndpoint",
     "ModuleService",
     "RemoteInvoker",

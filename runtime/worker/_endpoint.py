@@ -13,7 +13,7 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import pydantic
@@ -49,7 +49,13 @@ from runtime.status import describe_violation, rpc_status_of
 from runtime.versions import VersionCatalog, run_chain
 from runtime.wire import method_path, request_message, response_message
 
-__all__ = ["CallObserver", "MethodEndpoint"]
+__all__ = ["CallContext", "CallObserver", "MethodEndpoint"]
+
+if TYPE_CHECKING:
+    from runtime.worker._local import InProcessContext
+
+CallContext: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes] | InProcessContext"
+"""Where a call comes from: grpc.aio's servicer context, or an in-process call's stand-in."""
 
 log = logging.getLogger("modrpc.worker")
 
@@ -195,7 +201,8 @@ class MethodEndpoint:
             raise InternalError("response has the wrong type") from exc
 
     # -- the gRPC call --------------------------------------------------------------------------
-    async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    async def __call__(self, payload: bytes, context: CallContext) -> bytes:
+        """Serve one call: from grpc.aio, or in process with an :class:`InProcessContext`."""
         started = time.perf_counter()
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         request_id = headers.get("x-request-id")
@@ -284,7 +291,7 @@ class MethodEndpoint:
             if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
                 log.error("call %s %s failed: %s", request_id, self.spec.handler_id, exc, exc_info=exc)
             # grpc-stubs lacks the aio context's abort_with_status; grpc.aio has it
-            await context.abort_with_status(rpc_status_of(exc, request_id))  # type: ignore[attr-defined]
+            await context.abort_with_status(rpc_status_of(exc, request_id))  # type: ignore[union-attr]
             raise  # abort_with_status raises; this line is never reached
         finally:
             if self.observer is not None and meta is not None:

@@ -25,7 +25,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from runtime.client import ChannelPool, ModuleClient, client_interceptors, server_interceptors
+from runtime.client import (
+    ChannelPool,
+    ClientTracer,
+    LocalTransport,
+    ModuleClient,
+    server_interceptors,
+)
 from runtime.config import Settings
 from runtime.lcc import LogSnapshotStore, RequestMeta
 from runtime.manifest import check_registration, discover_modules, load_module
@@ -39,6 +45,7 @@ from runtime.observability import (
 )
 from runtime.wire import service_name
 from runtime.worker._directory import WorkerDirectory
+from runtime.worker._local import LocalEndpoints
 from runtime.worker._reflection import VersionedReflection
 from runtime.worker._service import ModuleService, WorkerDeps
 
@@ -90,6 +97,7 @@ class Worker:
         modules_dir: Path | None = None,
         worker_id: str | None = None,
         register: bool = True,
+        local: LocalTransport | None = None,
     ) -> None:
         self.module = module
         self.settings = settings
@@ -98,6 +106,9 @@ class Worker:
         self.modules_dir = Path(modules_dir or settings.modules_dir)
         self.worker_id = worker_id or f"{module}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.register = register
+        # Where the module is also served in process (the embedded mode), and where the module's
+        # own calls to other modules look first.
+        self.local = local
         self.address = ""
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
@@ -135,8 +146,9 @@ class Worker:
         metrics = Metrics(service_name=f"modrpc-worker-{self.module}")
         self._admin = start_admin_server(self.host, 0, metrics=metrics)
         self.metrics_address = f"{self.host}:{self._admin.port}"
-        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, interceptors=client_interceptors())
-        client = ModuleClient(pool)
+        # Client spans are made inline by the module client, cheaper than an interceptor.
+        pool = ChannelPool(max_message_bytes=settings.max_message_bytes)
+        client = ModuleClient(pool, tracing=ClientTracer(), local=self.local)
         self._closers.append(client)
         audit = open_audit_sink(settings.observability, store=self.store, redact=secrets.redact)
         observer = _Observer(RedMetrics(metrics), manifest_hash="")
@@ -189,6 +201,8 @@ class Worker:
                 await self.store.set_label(self.module, label, version)
             await self._register(healthy=True)
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="modrpc-heartbeat"))
+        if self.local is not None:
+            self.local.register(self.module, LocalEndpoints(service.endpoints), versions=(service.served,))
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(service_name(self.module), health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -237,6 +251,8 @@ class Worker:
         if self._stopped:
             return
         self._stopped = True
+        if self.local is not None:
+            self.local.unregister(self.module)
         grace = self.settings.drain_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
         if self.register and self.store is not None and self.address:

@@ -135,3 +135,16 @@ async def test_an_unregistered_module_goes_back_to_the_network() -> None:
         with pytest.raises(Unavailable, match="no instance of module 'echo'"):
             await client.call_raw("echo", PATH, b"")
     assert transport.modules() == ()
+
+
+async def test_a_pool_key_naming_a_version_reaches_the_local_module_only_when_it_serves_that_version() -> None:
+    endpoint = Endpoint()
+    transport = LocalTransport()
+    transport.register("echo", endpoint, versions=["2025-06-01"])
+    async with ModuleClient(ChannelPool(), local=transport) as client:
+        body, _ = await client.call_raw("echo@2025-06-01", PATH, b"v")
+        assert body == b"echo:v"
+        with pytest.raises(Unavailable, match="no instance of module 'echo@2025-01-15'"):
+            await client.call_raw("echo@2025-01-15", PATH, b"v")
+    transport.unregister("echo")
+    assert transport.lookup("echo@2025-06-01") is None
