@@ -141,8 +141,10 @@ class EchoServer:
     async def _start(self) -> grpc.aio.Server:
         seen = self.seen
 
-        class AnyMethod(grpc.GenericRpcHandler):
-            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        class AnyMethod(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+            def service(
+                self, details: grpc.HandlerCallDetails
+            ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
                 path = details.method
 
                 async def echo(
@@ -165,7 +167,7 @@ class EchoServer:
 
     def close(self) -> None:
         self.sync_channel.close()
-        self.loop.run_until_complete(self.channel.close())
+        self.loop.run_until_complete(self.channel.close(None))
         self.loop.run_until_complete(self.server.stop(None))
         self.loop.close()
 

@@ -25,9 +25,7 @@ OLD, NEW = "2025-01-15", "2025-06-01"
 
 # Words hold no ASCII space; names join them with single spaces, so they have no leading,
 # trailing or doubled spaces.
-words = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters=" "), min_size=1, max_size=12
-)
+words = st.text(st.characters(codec="utf-8", exclude_characters=" "), min_size=1, max_size=12)
 names = st.lists(words, min_size=1, max_size=4).map(" ".join)
 emails = st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=10).map(
     lambda local: f"{local}@example.com"

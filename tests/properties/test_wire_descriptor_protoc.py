@@ -90,7 +90,7 @@ def wire_names(t: GType) -> list[str]:
 def schemas(draw: st.DrawFn) -> Schema:
     """A module schema: string enums, acyclic objects (refs point at earlier types), methods."""
     enum_names = draw(st.lists(st.sampled_from(ENUM_NAMES), max_size=2, unique=True))
-    types: list[GType] = [GType.enum(name, draw(enum_values)) for name in enum_names]
+    types: list[GType] = [GType.enum(name, tuple(draw(enum_values))) for name in enum_names]
     object_names = draw(st.lists(st.sampled_from(TYPE_NAMES), min_size=1, max_size=4, unique=True))
     for i, name in enumerate(object_names):
         names = draw(st.lists(field_names, max_size=6, unique=True))
@@ -117,7 +117,7 @@ def schemas(draw: st.DrawFn) -> Schema:
     return Schema(draw(st.sampled_from(MODULES)), tuple(types), tuple(methods))
 
 
-_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=8)  # protobuf strings are UTF-8
 _INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
