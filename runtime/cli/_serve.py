@@ -114,11 +114,31 @@ async def _gateway(args: argparse.Namespace, settings: Settings) -> int:
         await gateway.stop(0)
         return await _fail("gateway could not start", exc)
     print(f"gateway listening on {address}", flush=True)
-    await gateway.wait_ready()
-    print(f"ready: gateway on {address}", flush=True)
+    announce = asyncio.create_task(_announce_ready(gateway, address))
     await stop.wait()
+    announce.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await announce
     await gateway.stop()
     return 0
+
+
+async def _announce_ready(gateway: Any, address: str) -> None:
+    """Print the ready line once the workers known to the store serve, however long that takes.
+
+    The gateway alone serves whatever registers; workers may well start after it, so waiting
+    longer than ``wait_ready``'s timeout is normal, not a failure.
+    """
+    from runtime.errors import Unavailable
+
+    while True:
+        try:
+            await gateway.wait_ready(timeout=30.0)
+        except Unavailable:
+            log.info("gateway on %s: no worker has registered yet; still waiting", address)
+            continue
+        print(f"ready: gateway on {address}", flush=True)
+        return
 
 
 async def _preflight(settings: Settings) -> None:

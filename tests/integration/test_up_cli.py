@@ -1,0 +1,112 @@
+"""``modrpc up`` as a user runs it: the real command in a child process, driven with grpcurl.
+
+It runs on the example modules with all its state in the test's tmp folder and the gateway on
+a free port (see ``tests/fixtures/gateway_modules/commands.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.gateway_modules.commands import (
+    Command,
+    free_port,
+    grpcurl,
+    registered,
+    running,
+    start,
+    stop,
+    token,
+)
+
+EXAMPLES = ("inventory", "notifications", "orders", "users")
+
+
+@pytest.fixture
+async def up(tmp_path: Path) -> AsyncIterator[tuple[Command, str]]:
+    """``modrpc up --port <free>`` once it printed its ready line; its gateway address."""
+    port = free_port()
+    command = await start(tmp_path, "up", "--port", str(port))
+    try:
+        ready = await command.line_with("ready", within=60)
+        assert f"127.0.0.1:{port}" in ready
+        yield command, f"127.0.0.1:{port}"
+    finally:
+        if command.process.returncode is None:
+            with contextlib.suppress(Exception):
+                await stop(command)
+
+
+async def test_up_prints_each_worker_then_ready_and_serves_through_one_port(
+    up: tuple[Command, str], tmp_path: Path
+) -> None:
+    command, address = up
+    printed = dict(line.split() for line in command.lines[:-1] if line.split()[0] in EXAMPLES)
+    assert sorted(printed) == list(EXAMPLES)
+    workers = await registered(tmp_path)
+    assert {w.module: w.address for w in workers} == printed
+
+    auth = f"authorization: Bearer {token('users:read', 'users:write')}"
+    email = f"grace-{uuid.uuid4().hex[:10]}@example.com"
+    code, out, err = await grpcurl(
+        "-H", auth, "-H", "x-api-version: 2025-01-15", "-d", json.dumps({"name": "Grace Hopper", "email": email}),
+        address, "users.v1.UsersService/CreateUser",
+    )  # fmt: skip
+    assert code == 0, err
+    created = json.loads(out)
+    code, out, err = await grpcurl(
+        "-H",
+        auth,
+        "-d",
+        json.dumps({"id": created["id"]}),
+        address,
+        "users.v1.UsersService/GetUser",
+    )
+    assert code == 0, err
+    assert (json.loads(out)["given_name"], json.loads(out)["family_name"]) == ("Grace", "Hopper")
+
+    assert await stop(command) == 0
+    assert command.process.returncode == 0
+    alive = [w for w in workers if running(w.pid)]
+    assert alive == [], f"workers outlived modrpc up: {alive}"
+    assert await registered(tmp_path) == [], "workers deregister as they stop"
+
+
+async def test_a_crashed_worker_is_restarted_logged_and_serves_again(
+    up: tuple[Command, str], tmp_path: Path
+) -> None:
+    command, address = up
+    (users,) = [w for w in await registered(tmp_path) if w.module == "users"]
+    os.kill(users.pid, signal.SIGKILL)
+
+    line = await command.line_with("users restarted on", within=30)
+    new_address = line.split()[-1]
+    assert new_address != users.address
+    log = command.log.read_text()
+    assert "worker users exited with code -9; restarting" in log
+    assert f"worker users restarted on {new_address}" in log
+
+    auth = f"authorization: Bearer {token('users:read', 'users:write')}"
+    for attempt in range(4):  # not idempotent, so never retried: each one must reach the new worker
+        email = f"after-crash-{attempt}-{uuid.uuid4().hex[:8]}@example.com"
+        body = json.dumps({"given_name": "Ada", "family_name": "Lovelace", "email": email})
+        code, out, err = await grpcurl(
+            "-H", auth, "-d", body, address, "users.v1.UsersService/CreateUser"
+        )
+        assert code == 0, f"call {attempt} after the restart: {err}"
+        assert json.loads(out)["email"] == email
+
+    now = [w for w in await registered(tmp_path) if w.module == "users"]
+    assert [w.address for w in now] == [new_address], "the dead worker's registration is gone"
+    all_workers = await registered(tmp_path)
+    assert await stop(command) == 0
+    assert not running(users.pid)
+    assert [w for w in all_workers if running(w.pid)] == []
