@@ -205,7 +205,7 @@ def generate(
     """Record new versions and (re)write ``proto/`` and ``gen/`` under ``root``; see module doc."""
     render_validators = validators or _validators_renderer()
     result = GenResult()
-    today = date or _dt.datetime.fromtimestamp(now(), _dt.timezone.utc).date().isoformat()
+    today = date or _dt.datetime.fromtimestamp(now(), _dt.UTC).date().isoformat()
     with tempfile.TemporaryDirectory(prefix=".modrpc-gen-", dir=root) as tmp:
         out = Path(tmp)
         (out / "gen").mkdir()

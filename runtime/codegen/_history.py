@@ -25,7 +25,7 @@ def version_instant(version_id: str) -> float:
     """Unix seconds a version id stands for: midnight UTC of a date, or a tsv id's seconds."""
     if DATE_RE.match(version_id):
         day = _dt.date.fromisoformat(version_id)
-        return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.timezone.utc).timestamp()
+        return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp()
     m = TSV_RE.match(version_id)
     if m:
         return float(m.group(1))
