@@ -1,0 +1,1 @@
+"""The echo module: the call every benchmark measures."""

@@ -1,0 +1,132 @@
+"""Reference servers the gateway and the worker are measured against.
+
+* ``echo``: the cheapest ``grpc.aio`` server there is. One generic handler answers every method
+  with the request's own bytes: no deserialisation, no metadata, no lifecycle. What a worker
+  costs beyond this is the worker's own overhead.
+* ``proxy``: the naive pass-through a Python developer would write first. A generic handler
+  forwards the raw request bytes and the caller's metadata over one ``grpc.aio`` channel and
+  returns the raw response. It has none of the gateway's policy, so the gateway has to beat it
+  while doing more.
+
+Run one per process, so its CPU can be read from ``/proc``::
+
+    python -m bench.reference echo --port 0
+    python -m bench.reference proxy --port 0 --target 127.0.0.1:50061
+
+Each prints ``listening 127.0.0.1:<port>`` once it accepts calls, and stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+__all__ = ["READY_PREFIX", "main", "serve_echo", "serve_proxy"]
+
+READY_PREFIX = "listening "
+"""The line each server prints once it serves: the prefix, then ``host:port``."""
+
+
+def _echo_handler() -> grpc.RpcMethodHandler[bytes, bytes]:
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    return grpc.unary_unary_rpc_method_handler(echo)
+
+
+class _EchoEverything(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method path gets the same prebuilt handler."""
+
+    def __init__(self) -> None:
+        self._handler = _echo_handler()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        return self._handler
+
+
+_NOT_FORWARDED = ("grpc-", ":")
+"""Metadata the gRPC library sets itself and refuses from applications."""
+
+
+class _PassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Forwards every method, bytes in and bytes out, over one channel to ``target``."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+        self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        method: str = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = self._handlers[method] = self._forwarder(method)
+        return handler
+
+    def _forwarder(self, method: str) -> grpc.RpcMethodHandler[bytes, bytes]:
+        upstream = self._channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+
+        async def forward(request: bytes, context: Any) -> bytes:
+            metadata = [
+                (key, value) for key, value in context.invocation_metadata() or () if not key.startswith(_NOT_FORWARDED)
+            ]
+            call = upstream(request, metadata=metadata, timeout=context.time_remaining())
+            try:
+                response: bytes = await call
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "")
+                raise
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+
+async def _serve(handler: grpc.GenericRpcHandler[bytes, bytes], host: str, port: int) -> None:
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"{READY_PREFIX}{host}:{bound}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(0.5)
+
+
+async def serve_echo(host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve the bare echo reference until SIGTERM."""
+    await _serve(_EchoEverything(), host, port)
+
+
+async def serve_proxy(target: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve the naive pass-through to ``target`` until SIGTERM."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        await _serve(_PassThrough(channel), host, port)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.reference", description=__doc__.split("\n")[0])
+    parser.add_argument("kind", choices=("echo", "proxy"))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--target", help="host:port the proxy forwards to (proxy only)")
+    args = parser.parse_args(argv)
+    if args.kind == "echo":
+        asyncio.run(serve_echo(args.host, args.port))
+    else:
+        if not args.target:
+            parser.error("proxy needs --target")
+        asyncio.run(serve_proxy(args.target, args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()

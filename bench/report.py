@@ -1,0 +1,89 @@
+"""A run's figures as markdown: the paths measured, the targets, the micro-benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["markdown"]
+
+_PATHS = (
+    ("bare", "bare grpc.aio echo (reference)"),
+    ("direct", "worker, called directly"),
+    ("gateway", "gateway → worker"),
+    ("embedded", "gateway with the module in process (embedded)"),
+    ("proxy", "naive grpc.aio pass-through → worker"),
+    ("nginx", "nginx grpc_pass → worker"),
+)
+
+
+def _n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _cpu(entry: dict[str, Any]) -> str:
+    return " + ".join(f"{role} {_n(us)}" for role, us in entry["cpu_us_per_call"].items())
+
+
+def paths_table(figures: dict[str, Any]) -> str:
+    profiles = [p["name"] for p in figures["profiles"]]
+    heavy = profiles[-1]
+    direct = figures["targets"].get("direct", {}).get(heavy)
+    header = "| path | " + " | ".join(f"{p} calls/s | {p} mean µs" for p in profiles)
+    header += f" | CPU µs per call ({heavy}) | ÷ direct ({heavy}) |"
+    lines = [header, "|---|" + "---:|" * (2 * len(profiles) + 1) + "---:|"]
+    for name, label in _PATHS:
+        by_profile = figures["targets"].get(name)
+        if by_profile is None:
+            why = figures.get("skipped", {}).get(name, "not measured")
+            lines.append(f"| {label} | " + " | ".join("-" for _ in range(2 * len(profiles) + 2)) + f" |  ({why})")
+            continue
+        cells = []
+        for profile in profiles:
+            entry = by_profile[profile]
+            cells += [_n(entry["per_second"]), _n(entry["mean_latency_us"])]
+        entry = by_profile[heavy]
+        ratio = "-" if direct is None else f"{entry['per_second'] / direct['per_second']:.2f}"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cpu(entry)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def goals_table(figures: dict[str, Any]) -> str:
+    lines = ["| measure | value | target | met |", "|---|---:|---:|:---:|"]
+    for goal in figures["goals"]:
+        value = goal["value"]
+        if value is None:
+            shown, met = "not measured", "-"
+        else:
+            shown = _n(value) if abs(value) >= 1000 else f"{value:.2f}"
+            met = "yes" if goal["met"] else "**no**"
+        lines.append(f"| {goal['measure']} | {shown} | {goal['target']} | {met} |")
+    return "\n".join(lines)
+
+
+def micro_table(figures: dict[str, Any]) -> str:
+    micro = figures["micro"]
+    lines = ["| micro-benchmark | value |", "|---|---:|"]
+    for header, rate in micro["resolve_per_second"].items():
+        lines.append(f"| cached resolution of x-api-version {header} | {_n(rate)}/s |")
+    for label, us in micro["transformer_hop_us"].items():
+        lines.append(f"| one transformer hop: users {label} | {us:.1f} µs |")
+    return "\n".join(lines)
+
+
+def markdown(figures: dict[str, Any], fabric_table: str | None = None) -> str:
+    """The whole report: paths, targets, micro-benchmarks and (when given) the fabric's table."""
+    env = figures["environment"]
+    parts = [
+        f"Run of {figures['started_at']}: {env['cpus']} CPUs, load average "
+        f"{', '.join(f'{x:.2f}' for x in env['load_average'])} at the start, Python {env['python']}, "
+        f"grpcio {env['grpcio']}; best of {figures['rounds']} rounds per figure.",
+        "",
+        paths_table(figures),
+        "",
+        goals_table(figures),
+        "",
+        micro_table(figures),
+    ]
+    if fabric_table:
+        parts += ["", "Queue fabric (`bench.fabric`):", "", fabric_table]
+    return "\n".join(parts)

@@ -1,0 +1,219 @@
+"""The servers one benchmark run measures, started side by side on 127.0.0.1.
+
+* **worker**: ``modrpc worker echo``, serving :mod:`bench.modules.echo` with its full lifecycle;
+* **gateway**: ``modrpc gateway`` in front of that worker, with the route's whole policy chain
+  (JWT authentication, role, rate limit, version resolution, tracing, RED metrics);
+* **bare**: :mod:`bench.reference` ``echo``, the cheapest grpc.aio server;
+* **proxy**: :mod:`bench.reference` ``proxy``, the naive pass-through in front of the worker;
+* **nginx**: ``grpc_pass`` in front of the worker, when nginx is installed;
+* **embedded**: ``modrpc up --embedded``, the gateway serving the echo module in its own process.
+
+Each is its own process so its CPU time can be read on its own. Every target is checked with
+real gRPC calls (:func:`bench.load.verify`) before any load is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.load import grpc_frame
+from bench.modules import MODULES_DIR
+from bench.processes import Server
+from runtime.config import DEV_JWT_SECRET
+from runtime.gateway import issue_dev_token
+from runtime.versions import VersionCatalog
+from runtime.wire import method_path, request_message
+
+__all__ = ["MODULE", "ROOT", "Call", "Target", "Topology", "echo_call", "topology"]
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = "echo"
+METHOD = "Echo"
+VERSION = "2025-01-15"
+WORKER_READY = "modrpc-worker-ready "
+GATEWAY_READY = "ready: gateway on "
+
+
+@dataclass(frozen=True)
+class Call:
+    """The measured call: where it goes, its bytes, and the metadata a real client sends."""
+
+    path: str
+    request: bytes
+    response: bytes
+    """What a successful call answers: the echo module encodes its response exactly as the request."""
+    metadata: tuple[tuple[str, str], ...]
+    body_file: Path
+    """The request as an h2load body: the gRPC frame prefix and the request bytes."""
+
+    @property
+    def response_frame_bytes(self) -> int:
+        return len(grpc_frame(self.response))
+
+
+def echo_call(workdir: Path) -> Call:
+    """The echo call at :data:`VERSION`, authenticated with a dev token holding ``echo:call``."""
+    catalog = VersionCatalog.from_module_dir(MODULE, MODULES_DIR / MODULE, {})
+    value = {"text": "modrpc benchmark: the same bytes there and back", "count": 42}
+    request = catalog.wire(VERSION).encode(request_message(METHOD), value)
+    token = issue_dev_token(
+        DEV_JWT_SECRET, subject="bench", roles=["echo:call"], ttl_seconds=3600, issuer="modrpc-dev", audience="modrpc"
+    )
+    body = workdir / "echo-request.bin"
+    body.write_bytes(grpc_frame(request))
+    metadata = (("authorization", f"Bearer {token}"), ("x-api-version", VERSION))
+    return Call(method_path(MODULE, METHOD), request, request, metadata, body)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Somewhere to send the call, and the processes whose CPU it costs."""
+
+    name: str
+    address: str
+    servers: Mapping[str, Server]
+    """Role (``gateway``, ``worker``, ``server``...) → process, for CPU per call."""
+
+
+@dataclass
+class Topology:
+    """The started servers, by target name."""
+
+    call: Call
+    workdir: Path
+    targets: dict[str, Target] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Target name → why it is not measured (e.g. nginx not installed)."""
+
+
+def _settings_env(workdir: Path, store: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(ROOT),
+        MODRPC_STORE_URL=f"sqlite:///{workdir / store}",
+        MODRPC_FABRIC_URL="memory://",
+        MODRPC_RATELIMIT_URL="memory://",
+        MODRPC_GATEWAY_PORT="0",
+        MODRPC_ADMIN_PORT="0",
+        MODRPC_LOG_LEVEL="WARNING",
+        MODRPC_MODULES_DIR=str(MODULES_DIR),
+        MODRPC_OBSERVABILITY__AUDIT_PATH=str(workdir / f"audit-{store}.jsonl"),
+        MODRPC_DATA_DIR=str(workdir / "data"),
+    )
+    return env
+
+
+def _modrpc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "runtime.cli", *args]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream worker {{
+        server {upstream};
+        keepalive 32;
+        keepalive_requests 10000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2;
+        keepalive_requests 10000000;
+        location / {{ grpc_pass grpc://worker; }}
+    }}
+}}
+"""
+
+
+async def _nginx(workdir: Path, upstream: str) -> Server:
+    # Debian puts nginx in /usr/sbin, which is not on every PATH.
+    binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if binary is None:
+        raise FileNotFoundError("nginx is not installed (Debian: apt-get install nginx-light)")
+    directory = workdir / "nginx"
+    directory.mkdir()
+    port = _free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=directory, upstream=upstream, port=port))
+    command = [binary, "-e", str(directory / "nginx-error.log"), "-p", str(directory), "-c", str(conf)]
+    server = await Server.start_polling("nginx", command, address=f"127.0.0.1:{port}")
+    server.pids = (server.process.pid, *_children(server.process.pid))
+    return server
+
+
+def _children(pid: int) -> tuple[int, ...]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(child) for child in text)
+    return tuple(found)
+
+
+@contextlib.asynccontextmanager
+async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterator[Topology]:
+    """Start every server, yield them, and stop them all whatever happened."""
+    with tempfile.TemporaryDirectory(prefix="modrpc-bench-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "data").mkdir()
+        top = Topology(echo_call(workdir), workdir)
+        async with contextlib.AsyncExitStack() as stack:
+
+            async def start(name: str, command: list[str], ready: str, env: dict[str, str] | None = None) -> Server:
+                server = await Server.start(name, command, ready=ready, env=env, cwd=ROOT)
+                stack.push_async_callback(server.stop)
+                return server
+
+            env = _settings_env(workdir, "store.db")
+            worker = await start("worker", _modrpc("worker", MODULE), WORKER_READY, env)
+            gateway = await start("gateway", _modrpc("gateway"), GATEWAY_READY, env)
+            bare = await start("bare", [sys.executable, "-m", "bench.reference", "echo"], "listening ")
+            proxy = await start(
+                "proxy", [sys.executable, "-m", "bench.reference", "proxy", "--target", worker.address], "listening "
+            )
+            top.targets["direct"] = Target("direct", worker.address, {"worker": worker})
+            top.targets["gateway"] = Target("gateway", gateway.address, {"gateway": gateway, "worker": worker})
+            top.targets["bare"] = Target("bare", bare.address, {"server": bare})
+            top.targets["proxy"] = Target("proxy", proxy.address, {"proxy": proxy, "worker": worker})
+            if nginx:
+                try:
+                    server = await _nginx(workdir, worker.address)
+                except (OSError, RuntimeError) as exc:
+                    top.skipped["nginx"] = str(exc).splitlines()[0]
+                else:
+                    stack.push_async_callback(server.stop)
+                    top.targets["nginx"] = Target("nginx", server.address, {"nginx": server, "worker": worker})
+            else:
+                top.skipped["nginx"] = "not requested"
+            if embedded:
+                embedded_env = _settings_env(workdir, "embedded.db")
+                up = await start("embedded", _modrpc("up", "--embedded"), GATEWAY_READY, embedded_env)
+                top.targets["embedded"] = Target("embedded", up.address, {"gateway": up})
+            yield top
+        await asyncio.sleep(0)
