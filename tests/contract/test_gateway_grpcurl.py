@@ -229,14 +229,17 @@ async def test_invalid_fields_show_bad_request_details(gateway: Gateway, token: 
     assert "email: expected email address, got 'not-an-email'" in err
 
 
-async def test_a_method_that_does_not_exist_is_unimplemented(gateway: Gateway, token: str) -> None:
+async def test_grpcurl_names_a_method_or_service_that_does_not_exist(
+    gateway: Gateway, token: str
+) -> None:
+    """grpcurl asks reflection before sending, so it names what is missing itself; the
+    gateway's own UNIMPLEMENTED for such calls is shown by raw calls in test_gateway_e2e."""
+    auth = f"authorization: Bearer {token}"
     code, _, err = await grpcurl(
-        "-H",
-        f"authorization: Bearer {token}",
-        "-d",
-        "{}",
-        gateway.address,
-        "users.v1.UsersService/DeleteUser",
+        "-H", auth, "-d", "{}", gateway.address, "users.v1.UsersService/DeleteUser"
     )
     assert code != 0
-    assert "DeleteUser" in err
+    assert 'service "users.v1.UsersService" does not include a method named "DeleteUser"' in err
+    code, _, err = await grpcurl("-d", "{}", gateway.address, "ghosts.v1.GhostsService/Haunt")
+    assert code != 0
+    assert 'target server does not expose service "ghosts.v1.GhostsService"' in err
