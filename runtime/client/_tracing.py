@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import Token
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import grpc.aio
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -35,6 +37,7 @@ __all__ = [
     "VERSION_ATTRIBUTE",
     "ClientTracer",
     "HandlerOf",
+    "ServerTracer",
     "client_interceptors",
     "default_handler_id",
     "server_interceptors",
@@ -231,6 +234,66 @@ def client_interceptors(
     ``tracer_provider`` defaults to the global one; tests pass their own.
     """
     return [_ClientTracing(ClientTracer(tracer_provider, handler_of=handler_of, propagator=propagator))]
+
+
+class ServerTracer:
+    """The server span of one call, opened by the handler itself: no interceptor.
+
+    What the server interceptor does, for a handler that already reads the call's metadata:
+    the span continues the caller's trace (``traceparent`` in ``carrier``), is named after the
+    method and tagged like the interceptor's, and is current until :meth:`end`, so spans the
+    handler opens (a module client's) are its children. grpc.aio runs an interceptor as an
+    extra coroutine per call; the gateway's routes use this instead.
+
+        >>> from opentelemetry.sdk.trace import TracerProvider
+        >>> tracer = ServerTracer(TracerProvider())
+        >>> span, token = tracer.start("/users.v1.UsersService/GetUser", {"x-request-id": "r-1"})
+        >>> span.attributes["modrpc.request_id"]
+        'r-1'
+        >>> tracer.end(span, token, grpc.StatusCode.OK)
+    """
+
+    __slots__ = ("_methods", "_propagator", "_tracer")
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        handler_of: HandlerOf = default_handler_id,
+        propagator: TextMapPropagator | None = None,
+    ) -> None:
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer = provider.get_tracer(_INSTRUMENTATION)
+        self._propagator = propagator or TraceContextTextMapPropagator()
+        self._methods = _MethodAttributes(handler_of)
+
+    def start(
+        self, method_path: str, carrier: Mapping[str, str], attributes: Mapping[str, str] | None = None
+    ) -> tuple[trace.Span, Token[Context]]:
+        """Start the span and make it current; ``attributes`` override the ones from ``carrier``.
+
+        Returns the span and the token :meth:`end` needs to restore the previous context.
+        """
+        name, tags = self._methods.of(method_path)
+        request_id = carrier.get(_REQUEST_ID_KEY)
+        if request_id is not None:
+            tags[REQUEST_ID_ATTRIBUTE] = request_id
+        version = carrier.get(_VERSION_KEY)
+        if version is not None:
+            tags[VERSION_ATTRIBUTE] = version
+        if attributes:
+            tags.update(attributes)
+        parent = self._propagator.extract(carrier)
+        span = self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=tags)
+        return span, context_api.attach(trace.set_span_in_context(span, parent))
+
+    @staticmethod
+    def end(span: trace.Span, token: Token[Context], code: grpc.StatusCode | None, details: str | None = None) -> None:
+        """Restore the context and end the span; ``code`` None means the call was cancelled."""
+        context_api.detach(token)
+        if code is not None:
+            _set_status(span, code, details)
+        span.end()
 
 
 class _ServerTracing(_ServerInterceptor):

@@ -19,7 +19,6 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from grpc_status import rpc_status
-from opentelemetry import trace
 
 from runtime.client import (
     HANDLER_ATTRIBUTE,
@@ -27,9 +26,10 @@ from runtime.client import (
     VERSION_ATTRIBUTE,
     LocalAbort,
     ModuleClient,
+    ServerTracer,
 )
 from runtime.deadline import Deadline
-from runtime.errors import InternalError, ModrpcError, Unavailable, status_of
+from runtime.errors import InternalError, ModrpcError, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._metadata import is_valid_request_id
 from runtime.gateway._roles import check_roles
@@ -201,35 +201,38 @@ class Route:
         if not (isinstance(request_id, str) and is_valid_request_id(request_id)):
             request_id = new_request_id()
         await context.send_initial_metadata((("x-request-id", request_id),))
-        # The server span was opened from the caller's metadata; give it the ids the caller
-        # may not have sent: the request id in force, this handler, and (below) the version.
-        span = trace.get_current_span()
-        span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
-        span.set_attribute(HANDLER_ATTRIBUTE, self.handler_id)
+        # The server span continues the caller's trace and carries the ids the caller may not
+        # have sent: the request id in force, this handler, and (below) the resolved version.
+        services = self.services
+        span, span_token = services.tracing.start(
+            self.path, headers, {REQUEST_ID_ATTRIBUTE: request_id, HANDLER_ATTRIBUTE: self.handler_id}
+        )
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        code = "OK"
+        code: grpc.StatusCode | None = grpc.StatusCode.OK
+        details: str | None = None
         version = "unresolved"
         try:
-            principal, principal_value = self.services.credentials.authenticate(headers, public=self.public)
+            principal, principal_value = services.credentials.authenticate(headers, public=self.public)
             version = self.routes.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
             return await self._call(payload, context, headers, request_id, principal, principal_value, version)
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            code = None
             raise
         except Exception as exc:
-            code = status_of(exc).name
             if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
                 log.error("call %s %s failed: %s", request_id, self.path, exc, exc_info=exc)
             status = _relayed_status(exc) or rpc_status_of(exc, request_id)
+            code, details = status.code, status.details
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
         finally:
             request_id_var.reset(token)
-            red = self.services.red
+            ServerTracer.end(span, span_token, code, details)
+            red = services.red
             if red is not None:
-                red.observe(self.path, version, code, time.perf_counter() - started)
+                red.observe(self.path, version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
 
     async def _call(
         self,
@@ -334,6 +337,8 @@ class _Services:
     usage: Usage
     hop_timeout: float = 0.25
     red: RedMetrics | None = None
+    tracing: ServerTracer = field(default_factory=ServerTracer)
+    """Opens each route's server span (the gateway's server has no tracing interceptor)."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 

@@ -28,7 +28,7 @@ from runtime.client import (
     ClientTracer,
     LocalTransport,
     ModuleClient,
-    server_interceptors,
+    ServerTracer,
 )
 from runtime.config import Settings
 from runtime.errors import ExpectedError, NotFound, Unavailable
@@ -50,7 +50,7 @@ def _handler_id(method_path: str) -> str | None:
     """The handler id (``users.GetUser``) of a module method path, for the spans' handler tag.
 
     ``/users.v1.UsersService/GetUser`` names module ``users``; paths of other services (health,
-    reflection) get None, and the tracing interceptors then use the path itself.
+    reflection) get None, and the tracers then use the path itself.
     """
     service, _, method = method_path.lstrip("/").partition("/")
     module = service.partition(".")[0]
@@ -172,6 +172,7 @@ class Gateway:
                 max_keys=settings.ratelimit_max_keys,
             ),
             client=ModuleClient(pool, tracing=ClientTracer(handler_of=_handler_id), local=self.local),
+            tracing=ServerTracer(handler_of=_handler_id),
             usage=self.usage,
             red=RedMetrics(self.metrics),
         )
@@ -184,11 +185,12 @@ class Gateway:
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
             ],
-            interceptors=server_interceptors(handler_of=_handler_id),
         )
         server.add_generic_rpc_handlers((_Router(self),))
-        # The server span continues the caller's trace; the module client's interceptors carry
-        # it on to the worker, so one trace spans caller → gateway → worker → module calls.
+        # No tracing interceptor: grpc.aio would run it as one more coroutine on every call. Each
+        # route opens its server span itself (ServerTracer), continuing the caller's trace, and
+        # the module client's span carries it on to the worker, so one trace spans caller →
+        # gateway → worker → module calls. Health checks and reflection are not traced here.
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(_VersionedReflection(self), server)
         bound = server.add_insecure_port(f"{self.host}:{self.port}")

@@ -1,4 +1,4 @@
-"""ModuleClient tracing without an interceptor: the same spans as the tracing interceptor makes."""
+"""Tracing without interceptors: ModuleClient's client spans and handlers' own server spans."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +21,7 @@ from runtime.client import (
     ChannelPool,
     ClientTracer,
     ModuleClient,
+    ServerTracer,
     server_interceptors,
 )
 from runtime.errors import NotFound
@@ -131,3 +133,40 @@ async def test_a_cancelled_call_ends_its_client_span_without_an_error(setup: Set
     client = (await setup.spans(1))[SpanKind.CLIENT]
     assert client.end_time is not None
     assert client.status.status_code == StatusCode.UNSET
+
+
+def test_a_server_span_opened_by_the_handler_continues_the_callers_trace_and_is_current() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = ServerTracer(provider, handler_of=HANDLERS.get)
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    carrier = {"traceparent": caller, "x-request-id": "from-caller", "x-api-version": "stable"}
+    span, token = tracer.start("/t.S/Echo", carrier, {REQUEST_ID_ATTRIBUTE: "in-force"})
+    assert trace.get_current_span() is span
+    span.set_attribute(VERSION_ATTRIBUTE, "2025-06-01")
+    ServerTracer.end(span, token, grpc.StatusCode.NOT_FOUND, "no such thing")
+    assert trace.get_current_span() is not span
+    (finished,) = exporter.get_finished_spans()
+    assert finished.kind == SpanKind.SERVER and finished.name == "t.S/Echo"
+    assert finished.context is not None and finished.parent is not None
+    assert finished.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert finished.parent.span_id == 0xB7AD6B7169203331
+    assert finished.attributes is not None
+    assert finished.attributes[REQUEST_ID_ATTRIBUTE] == "in-force"
+    assert finished.attributes[VERSION_ATTRIBUTE] == "2025-06-01"
+    assert finished.attributes[HANDLER_ATTRIBUTE] == "t.Echo"
+    assert finished.status.status_code == StatusCode.ERROR
+    assert finished.status.description == "NOT_FOUND: no such thing"
+
+
+def test_a_cancelled_server_span_ends_without_a_status() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = ServerTracer(provider)
+    span, token = tracer.start("/t.S/Echo", {})
+    ServerTracer.end(span, token, None)
+    (finished,) = exporter.get_finished_spans()
+    assert finished.status.status_code == StatusCode.UNSET
+    assert finished.attributes is not None and "rpc.grpc.status_code" not in finished.attributes

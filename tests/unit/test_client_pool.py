@@ -143,6 +143,7 @@ def test_the_package_exports_exactly_its_public_names() -> None:
         "RetryBudget",
         "RetryPolicy",
         "RoundRobin",
+        "ServerTracer",
         "channel_options",
         "client_interceptors",
         "default_handler_id",
