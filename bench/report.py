@@ -7,13 +7,16 @@ from typing import Any
 __all__ = ["markdown"]
 
 _PATHS = (
-    ("bare", "bare grpc.aio echo (reference)"),
-    ("direct", "worker, called directly"),
-    ("gateway", "gateway → worker"),
-    ("embedded", "gateway with the module in process (embedded)"),
-    ("proxy", "naive grpc.aio pass-through → worker"),
-    ("nginx", "nginx grpc_pass → worker"),
+    ("bare", "bare grpc.aio echo (reference)", "bare", None),
+    ("direct", "worker, called directly", "direct", "worker"),
+    ("gateway", "gateway → worker", "direct", "gateway"),
+    ("embedded", "gateway with the module in process (embedded)", "direct", "gateway"),
+    ("proxy", "naive grpc.aio pass-through → worker", "direct", "proxy"),
+    ("nginx", "nginx grpc_pass → worker", "direct", "nginx"),
+    ("proxy_bare", "naive grpc.aio pass-through → bare echo", "bare", "proxy"),
 )
+"""Target, label, what its throughput is compared with, and the process in front (its CPU is
+compared with the bare server's)."""
 
 
 def _n(value: float, digits: int = 0) -> str:
@@ -27,23 +30,28 @@ def _cpu(entry: dict[str, Any]) -> str:
 def paths_table(figures: dict[str, Any]) -> str:
     profiles = [p["name"] for p in figures["profiles"]]
     heavy = profiles[-1]
-    direct = figures["targets"].get("direct", {}).get(heavy)
+    targets = figures["targets"]
+    bare = targets.get("bare", {}).get(heavy)
     header = "| path | " + " | ".join(f"{p} calls/s | {p} mean µs" for p in profiles)
-    header += f" | CPU µs per call ({heavy}) | ÷ direct ({heavy}) |"
-    lines = [header, "|---|" + "---:|" * (2 * len(profiles) + 1) + "---:|"]
-    for name, label in _PATHS:
-        by_profile = figures["targets"].get(name)
+    header += f" | CPU µs per call ({heavy}) | throughput ÷ backend called directly | front CPU ÷ bare CPU |"
+    lines = [header, "|---|" + "---:|" * (2 * len(profiles) + 3)]
+    for name, label, backend, front in _PATHS:
+        by_profile = targets.get(name)
         if by_profile is None:
             why = figures.get("skipped", {}).get(name, "not measured")
-            lines.append(f"| {label} | " + " | ".join("-" for _ in range(2 * len(profiles) + 2)) + f" |  ({why})")
+            lines.append(f"| {label} ({why}) | " + " | ".join("-" for _ in range(2 * len(profiles) + 3)) + " |")
             continue
         cells = []
         for profile in profiles:
             entry = by_profile[profile]
             cells += [_n(entry["per_second"]), _n(entry["mean_latency_us"])]
         entry = by_profile[heavy]
-        ratio = "-" if direct is None else f"{entry['per_second'] / direct['per_second']:.2f}"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cpu(entry)} | {ratio} |")
+        base = targets.get(backend, {}).get(heavy)
+        ratio = "-" if base is None else f"{entry['per_second'] / base['per_second']:.2f} ({backend})"
+        cpu_ratio = "-"
+        if front is not None and bare is not None:
+            cpu_ratio = f"{entry['cpu_us_per_call'][front] / bare['cpu_us_per_call']['server']:.2f}"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cpu(entry)} | {ratio} | {cpu_ratio} |")
     return "\n".join(lines)
 
 

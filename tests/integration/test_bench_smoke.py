@@ -21,7 +21,7 @@ from bench.topology import echo_call
 
 pytestmark = pytest.mark.timeout(240)
 
-TARGETS = {"bare", "direct", "gateway", "embedded", "proxy"}
+TARGETS = {"bare", "direct", "gateway", "embedded", "proxy", "proxy_bare"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_cpu_is_accounted_to_every_process_on_each_path(figures: dict[str, Any])
         "gateway": {"gateway", "worker"},
         "embedded": {"gateway"},
         "proxy": {"proxy", "worker"},
+        "proxy_bare": {"proxy", "server"},
     }
     assert all(us >= 0 for by in figures["targets"].values() for us in by["c4/m10"]["cpu_us_per_call"].values())
 
