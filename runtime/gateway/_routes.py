@@ -31,14 +31,22 @@ from runtime.client import (
 from runtime.deadline import Deadline
 from runtime.errors import InternalError, ModrpcError, Unavailable
 from runtime.gateway._auth import Authenticator
-from runtime.gateway._metadata import is_valid_request_id
+from runtime.gateway._metadata import is_valid_request_id, peer_ip
 from runtime.gateway._roles import check_roles
+from runtime.gateway._usage import UsageReporter
 from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from runtime.lcc import new_request_id
 from runtime.observability import RedMetrics, request_id_var
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import rpc_status_of
-from runtime.versions import TransformStep, VersionCatalog, run_chain
+from runtime.versions import (
+    TransformStep,
+    VersionCatalog,
+    is_retired,
+    retired_error,
+    run_chain,
+    state_of,
+)
 from runtime.wire import method_path, request_message, response_message
 
 __all__ = ["Credentials", "ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
@@ -86,6 +94,10 @@ class ModuleRoutes:
     catalog: VersionCatalog
     served: tuple[str, ...]
     """Versions some healthy worker serves natively, newest first."""
+    retired: frozenset[str] = frozenset()
+    """Versions the lifecycle retired: calls at them are NOT_FOUND, naming them as retired."""
+    cold: frozenset[str] = frozenset()
+    """Versions with no recent traffic: a call at one asks for its promotion to warm."""
 
 
 class Credentials:
@@ -216,6 +228,8 @@ class Route:
             principal, principal_value = services.credentials.authenticate(headers, public=self.public)
             version = self.routes.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
+            if version in self.routes.retired:
+                raise retired_error(self.module, version)
             return await self._call(payload, context, headers, request_id, principal, principal_value, version)
         except asyncio.CancelledError:
             code = None
@@ -258,6 +272,8 @@ class Route:
         target, steps = plan
         instances = instances_key(self.module, target)
         self.usage.count(self.module, version)
+        if version in self.routes.cold and self.services.reporter is not None:
+            self.services.reporter.promote_soon(self.module, version)
         remaining = context.time_remaining()
         deadline = Deadline.earliest(Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout))
         out_metadata = [
@@ -268,6 +284,14 @@ class Route:
         flags = headers.get("x-flags")
         if flags:
             out_metadata.append(("x-flags", flags))
+        # Metadata normalisation: grpc hands keys over lower-cased, and only the keys named here
+        # travel on, so hop-by-hop headers never reach a worker; x-forwarded-for gains this peer.
+        peer = peer_ip(context.peer())
+        forwarded_for = headers.get("x-forwarded-for")
+        if peer is not None:
+            forwarded_for = f"{forwarded_for}, {peer}" if forwarded_for else peer
+        if forwarded_for:
+            out_metadata.append(("x-forwarded-for", forwarded_for))
         client: ModuleClient = self.services.client
         if not steps:  # the hot path: the bytes go through untouched
             response, _ = await client.call_raw(
@@ -337,6 +361,8 @@ class _Services:
     usage: Usage
     hop_timeout: float = 0.25
     red: RedMetrics | None = None
+    reporter: UsageReporter | None = None
+    """Flushes usage to the store and promotes cold versions (None: usage stays in memory)."""
     tracing: ServerTracer = field(default_factory=ServerTracer)
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
     credentials: Credentials = field(init=False)
@@ -380,7 +406,13 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
             key = instances_key(module, version)
             keys.add(key)
             pool.update(key, sorted({w.address for w in alive if version in w.versions}))
-        entry = ModuleRoutes(module, catalog, tuple(served))
+        entry = ModuleRoutes(
+            module,
+            catalog,
+            tuple(served),
+            retired=frozenset(r.id for r in records if is_retired(r.metadata)),
+            cold=frozenset(r.id for r in records if state_of(r.metadata) == "cold"),
+        )
         modules[module] = entry
         manifest = catalog.latest.manifest
         policies = {h["method"]: h.get("policy", {}) for h in manifest.get("handlers", ())}

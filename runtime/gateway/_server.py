@@ -34,6 +34,7 @@ from runtime.config import Settings
 from runtime.errors import ExpectedError, NotFound, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
+from runtime.gateway._usage import UsageReporter
 from runtime.observability import Metrics, RedMetrics, start_admin_server
 from runtime.ratelimit import open_ratelimiter
 from runtime.wire import service_name, serving_pool
@@ -175,6 +176,7 @@ class Gateway:
             tracing=ServerTracer(handler_of=_handler_id),
             usage=self.usage,
             red=RedMetrics(self.metrics),
+            reporter=UsageReporter(self.store, self.usage.counts),
         )
         if settings.admin_port:
             self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
@@ -202,6 +204,8 @@ class Gateway:
         self.address = f"{self.host}:{bound}"
         self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
         self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
+        assert self._services.reporter is not None
+        self._tasks.append(asyncio.create_task(self._services.reporter.run(), name="modrpc-gateway-usage"))
         log.info("gateway listening on %s", self.address)
         return self.address
 
@@ -210,6 +214,8 @@ class Gateway:
         assert self._services is not None
         table = await build_table(self.store, self._services)
         self.table = table
+        if self._services.reporter is not None:  # the new table knows the current states
+            self._services.reporter.forget_promotions()
         for name, module in table.modules.items():
             status = health_pb2.HealthCheckResponse.SERVING if module.served else health_pb2.HealthCheckResponse.NOT_SERVING
             await self._health.set(service_name(name), status)
@@ -269,6 +275,9 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._services is not None and self._services.reporter is not None:
+            with contextlib.suppress(Exception):  # the last counts, so no usage is lost
+                await self._services.reporter.flush()
         if self._services is not None:
             with contextlib.suppress(Exception):
                 await self._services.client.close()

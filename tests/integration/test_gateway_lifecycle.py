@@ -1,0 +1,117 @@
+"""The gateway and the version lifecycle, and what it forwards to workers.
+
+- A call at a cold version asks for its promotion; the gateway's usage reporter writes it, with
+  the call counts, to the store, where every gateway's counts add up.
+- A retired version is refused with NOT_FOUND naming it as retired, while others keep serving.
+- ``x-forwarded-for`` is maintained: the caller's chain plus the peer the gateway saw.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import grpc
+import pytest
+
+from runtime.store import WorkerRecord
+from runtime.versions import UsageLedger, apply_retirement, retirement_plan, set_override, state_of
+from tests.fixtures.gateway_modules.stack import GatewayStack
+
+pytestmark = pytest.mark.integration
+
+READ = "users:read"
+
+
+async def test_a_call_at_a_cold_version_promotes_it_and_usage_reaches_the_store(
+    gw_stack: GatewayStack,
+) -> None:
+    await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    client = gw_stack.client(gateway)
+    assert "2025-01-15" in gateway.table.modules["users"].cold
+
+    reply = await client.call(
+        "users", "GetUser", {"id": "nobody"}, version="2025-01-15", token=gw_stack.token(READ)
+    )
+    assert reply.code == grpc.StatusCode.NOT_FOUND  # the call reached the worker
+    services = gateway._services
+    assert services is not None and services.reporter is not None
+    await services.reporter.flush()
+
+    record = await gateway.store.get_version("users", "2025-01-15")
+    assert state_of(record.metadata) == "warm"
+    ledger = UsageLedger("users")
+    await ledger.refresh(gateway.store)
+    assert ledger.usage()["2025-01-15"].calls_since(time.time() - 60) == 1
+
+
+async def test_a_retired_version_is_refused_by_name_and_the_others_still_serve(
+    gw_stack: GatewayStack,
+) -> None:
+    await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    client = gw_stack.client(gateway)
+    store = gateway.store
+    await set_override(store, "users", "2025-01-15", "retire")
+    plan = await retirement_plan(store, "users", now=time.time())
+    assert list(plan.to_retire) == ["2025-01-15"]
+    await apply_retirement(store, "users", plan)
+    await gateway.refresh()
+
+    token = gw_stack.token(READ)
+    old = await client.call("users", "GetUser", {"id": "x"}, version="2025-01-15", token=token)
+    assert old.code == grpc.StatusCode.NOT_FOUND
+    assert "retired" in old.details and "2025-01-15" in old.details
+    current = await client.call("users", "GetUser", {"id": "x"}, token=token)
+    assert current.code == grpc.StatusCode.NOT_FOUND and "no user" in current.details
+
+
+async def test_x_forwarded_for_carries_the_callers_chain_and_the_peer(
+    gw_stack: GatewayStack,
+) -> None:
+    await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    seen: list[dict[str, str]] = []
+
+    async def get_user(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        seen.append({k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)})
+        return b""
+
+    spy = grpc.aio.server()
+    spy.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "users.v1.UsersService", {"GetUser": grpc.unary_unary_rpc_method_handler(get_user)}
+            ),
+        )
+    )
+    port = spy.add_insecure_port("127.0.0.1:0")
+    await spy.start()
+    try:
+        # The spy replaces the real worker in the store: the gateway's only users instance.
+        for worker in await gateway.store.list_workers("users"):
+            await gateway.store.deregister_worker(worker.id)
+        now = time.time()
+        await gateway.store.register_worker(
+            WorkerRecord(
+                id="spy",
+                module="users",
+                address=f"127.0.0.1:{port}",
+                versions=("2025-06-01",),
+                pid=os.getpid(),
+                started_at=now,
+                last_seen=now,
+            )  # fmt: skip
+        )
+        await gateway.refresh()
+        client = gw_stack.client(gateway)
+        reply = await client.call(
+            "users", "GetUser", {"id": "x"}, token=gw_stack.token(READ),
+            metadata=[("x-forwarded-for", "203.0.113.7")],
+        )  # fmt: skip
+        assert reply.code == grpc.StatusCode.OK
+        assert seen[-1]["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+        assert "x-request-id" in seen[-1] and seen[-1]["x-api-version"] == "2025-06-01"
+    finally:
+        await spy.stop(0)
