@@ -37,7 +37,7 @@ from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._usage import UsageReporter
 from runtime.observability import Metrics, RedMetrics, start_admin_server
 from runtime.ratelimit import open_ratelimiter
-from runtime.wire import service_name, serving_pool
+from runtime.wire import handler_id_of, service_name, serving_pool
 
 __all__ = ["Gateway", "authenticator_from_settings"]
 
@@ -45,17 +45,6 @@ log = logging.getLogger("modrpc.gateway")
 
 REFRESH_SECONDS = 2.0
 """How often routes are rebuilt even without a store event, to drop workers that went silent."""
-
-
-def _handler_id(method_path: str) -> str | None:
-    """The handler id (``users.GetUser``) of a module method path, for the spans' handler tag.
-
-    ``/users.v1.UsersService/GetUser`` names module ``users``; paths of other services (health,
-    reflection) get None, and the tracers then use the path itself.
-    """
-    service, _, method = method_path.lstrip("/").partition("/")
-    module = service.partition(".")[0]
-    return f"{module}.{method}" if method and service == service_name(module) else None
 
 
 def authenticator_from_settings(settings: Settings) -> Authenticator:
@@ -172,8 +161,8 @@ class Gateway:
                 failure_mode=settings.ratelimit_failure_mode,
                 max_keys=settings.ratelimit_max_keys,
             ),
-            client=ModuleClient(pool, tracing=ClientTracer(handler_of=_handler_id), local=self.local),
-            tracing=ServerTracer(handler_of=_handler_id),
+            client=ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of), local=self.local),
+            tracing=ServerTracer(handler_of=handler_id_of),
             usage=self.usage,
             red=RedMetrics(self.metrics),
             reporter=UsageReporter(self.store, self.usage.counts),

@@ -9,6 +9,7 @@ from runtime.wire._descriptor import WireSchemaError, build_file, message_fields
 from runtime.wire._lock import FieldLock
 from runtime.wire._naming import (
     file_name,
+    handler_id_of,
     method_path,
     package_name,
     pascal,
@@ -25,6 +26,7 @@ __all__ = [
     "WireVersion",
     "build_file",
     "file_name",
+    "handler_id_of",
     "message_fields",
     "method_path",
     "package_name",

@@ -11,6 +11,7 @@ import re
 
 __all__ = [
     "file_name",
+    "handler_id_of",
     "method_path",
     "package_name",
     "pascal",
@@ -50,6 +51,17 @@ def service_name(module: str) -> str:
 def method_path(module: str, method: str) -> str:
     """The gRPC method path: ``/users.v1.UsersService/CreateUser``."""
     return f"/{service_name(module)}/{method}"
+
+
+def handler_id_of(path: str) -> str | None:
+    """The handler id (``users.GetUser``) of a module's method path, for spans and logs.
+
+    ``/users.v1.UsersService/GetUser`` names module ``users``; paths of other services (health,
+    reflection) give None.
+    """
+    service, _, method = path.lstrip("/").partition("/")
+    module = service.partition(".")[0]
+    return f"{module}.{method}" if method and service == service_name(module) else None
 
 
 def file_name(module: str) -> str:

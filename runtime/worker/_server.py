@@ -43,7 +43,7 @@ from runtime.observability import (
     outcome_of,
     start_admin_server,
 )
-from runtime.wire import service_name
+from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._local import LocalEndpoints
 from runtime.worker._reflection import VersionedReflection
@@ -148,7 +148,7 @@ class Worker:
         self.metrics_address = f"{self.host}:{self._admin.port}"
         # Client spans are made inline by the module client, cheaper than an interceptor.
         pool = ChannelPool(max_message_bytes=settings.max_message_bytes)
-        client = ModuleClient(pool, tracing=ClientTracer(), local=self.local)
+        client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of), local=self.local)
         self._closers.append(client)
         audit = open_audit_sink(settings.observability, store=self.store, redact=secrets.redact)
         observer = _Observer(RedMetrics(metrics), manifest_hash="")
@@ -173,7 +173,7 @@ class Worker:
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
             ],
-            interceptors=server_interceptors(),
+            interceptors=server_interceptors(handler_of=handler_id_of),
         )
         server.add_generic_rpc_handlers((service.generic_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
