@@ -1,0 +1,67 @@
+"""Each package's public surface is exactly what it says: pinned here, so a change is deliberate.
+
+The packages with their own export tests (gtype, lcc, fabric, ...) are pinned there; these are
+the ones that compose them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+SURFACES = {
+    "runtime": ["GlobalContext", "LocalContext", "handler", "subscriber"],
+    "runtime.context": [
+        "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
+        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_deadline", "current_request_id",
+        "encode_payload", "freeze", "subscriber", "subscriber_mark",
+    ],
+    "runtime.gateway": [
+        "ApiKey", "Authenticator", "Credentials", "Gateway", "Metadata", "ModuleRoutes", "Route",
+        "RouteTable", "Usage", "authenticator_from_settings", "build_table", "check_roles",
+        "hash_api_key", "issue_dev_token", "missing_roles", "normalise", "request_id",
+    ],
+    "runtime.worker": [
+        "CallObserver", "InProcessContext", "LocalEndpoints", "MethodEndpoint", "ModuleService",
+        "RemoteInvoker", "Worker", "WorkerDeps", "WorkerDirectory", "load_catalog",
+    ],
+    "runtime.cli": ["main"],
+    "runtime.identity": [
+        "ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "principal_from_header",
+        "principal_header",
+    ],
+    "runtime.deadline": ["Clock", "Deadline"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("package", sorted(SURFACES))
+def test_the_public_surface_is_pinned_and_every_name_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    assert list(module.__all__) == SURFACES[package]
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def test_the_gateway_does_not_import_the_worker() -> None:
+    """No import goes back up the request flow (ARCHITECTURE.md): the gateway never needs a worker."""
+    import ast
+    from pathlib import Path
+
+    for path in Path(importlib.import_module("runtime.gateway").__file__ or "").parent.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            assert not any(n.startswith("runtime.worker") for n in names), f"{path.name} imports the worker"
+
+
+def test_gtype_imports_nothing_else_of_the_runtime() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, runtime.gtype; print(sorted(m for m in sys.modules if m.startswith('runtime.')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert all(m.startswith("runtime.gtype") for m in eval(out)), out
