@@ -51,7 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level)
     name = f"modrpc-{args.command}" + (f"-{args.module}" if args.command == "worker" else "")
-    configure_tracing(name, otlp_endpoint=settings.observability.otlp_endpoint, install_global=True)
+    endpoint = settings.observability.otlp_endpoint
+    if endpoint:
+        configure_tracing(name, otlp_endpoint=endpoint, install_global=True)
+    # Without an exporter, recorded spans would go nowhere: the API's non-recording spans still
+    # carry the caller's trace context on to workers and module calls, at a fraction of the cost.
     main = {"worker": _worker, "gateway": _gateway, "up": _up}[args.command]
     try:
         return asyncio.run(main(args, settings))
