@@ -102,7 +102,7 @@ async def test_x_forwarded_for_carries_the_callers_chain_and_the_peer(
                 pid=os.getpid(),
                 started_at=now,
                 last_seen=now,
-            )  # fmt: skip
+            )
         )
         await gateway.refresh()
         client = gw_stack.client(gateway)
