@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from runtime.config import Settings, load_settings
 from runtime.worker import Worker
@@ -120,3 +124,21 @@ async def gw_stack(
     yield stack
     await stack.close()
 
+
+
+@pytest.fixture(scope="session")
+def span_exporter() -> Iterator[InMemorySpanExporter]:
+    """Every span this process finishes, from the global tracer provider.
+
+    Gateways and workers trace through the global provider, which can be set only once per
+    process: it is set here (or, when something set one already, extended) before they start.
+    """
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+        provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()

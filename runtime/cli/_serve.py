@@ -18,9 +18,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from runtime.fabric import FabricHub
 
 __all__ = ["run"]
 
@@ -143,6 +146,28 @@ async def _announce_ready(gateway: Any, address: str) -> None:
             continue
         print(f"ready: gateway on {address}", flush=True)
         return
+
+
+async def _memory_hub(settings: Settings) -> FabricHub | None:
+    """On the embedded fabric, the one in-memory fabric every worker of this ``up`` shares.
+
+    It lives in this process and is served to the workers on a loopback port (``hub://``); with
+    a real fabric (NATS) there is nothing to share and this is None.
+    """
+    if not settings.fabric_url.startswith("memory://"):
+        return None
+    from runtime.fabric import FabricHub, open_fabric
+
+    fabric = open_fabric(settings.fabric_url)
+    await fabric.start()
+    hub = FabricHub(fabric)
+    await hub.start()
+    return hub
+
+
+async def _close_hub(hub: FabricHub) -> None:
+    await hub.stop()
+    await hub.fabric.close()
 
 
 async def _preflight(settings: Settings) -> None:
@@ -304,14 +329,9 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
         try:
             started = time.monotonic()
             await _preflight(settings)
-            if settings.fabric_url.startswith("memory://"):
-                # One in-memory fabric for all the worker processes: kept here, served locally.
-                from runtime.fabric import FabricHub, open_fabric
-
-                hub_fabric = open_fabric(settings.fabric_url)
-                await hub_fabric.start()
-                hub = FabricHub(hub_fabric)
-                os.environ["MODRPC_FABRIC_URL"] = await hub.start()
+            hub = await _memory_hub(settings)
+            if hub is not None:
+                os.environ["MODRPC_FABRIC_URL"] = hub.url
             addresses = await asyncio.gather(*(c.spawn() for c in children))
             for child, address in zip(children, addresses, strict=True):
                 print(f"{child.module} {address}", flush=True)
@@ -336,8 +356,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if hub is not None:
-            await hub.stop()
-            await hub.fabric.close()
+            await _close_hub(hub)
 
 
 async def _up_embedded(settings: Settings) -> int:
@@ -368,13 +387,9 @@ async def _up_embedded(settings: Settings) -> int:
             started = time.monotonic()
             await _preflight(settings)
             worker_settings = settings
-            if settings.fabric_url.startswith("memory://"):
-                from runtime.fabric import FabricHub, open_fabric
-
-                hub_fabric = open_fabric(settings.fabric_url)
-                await hub_fabric.start()
-                hub = FabricHub(hub_fabric)
-                worker_settings = settings.model_copy(update={"fabric_url": await hub.start()})
+            hub = await _memory_hub(settings)
+            if hub is not None:
+                worker_settings = settings.model_copy(update={"fabric_url": hub.url})
             for module in modules:
                 worker = Worker(module, worker_settings, local=local)
                 workers.append(worker)
@@ -393,5 +408,4 @@ async def _up_embedded(settings: Settings) -> int:
         for worker in reversed(workers):
             await worker.stop()
         if hub is not None:
-            await hub.stop()
-            await hub.fabric.close()
+            await _close_hub(hub)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.config import DEV_JWT_SECRET
 from runtime.gateway import issue_dev_token
-from tests.services import require_nats
+from tests.services import free_port, require_nats
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _metadata() -> list[tuple[str, str]]:
@@ -47,7 +41,7 @@ def _metadata() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("fabric", ["embedded", "nats"])
 def test_a_created_user_is_welcomed_by_the_notifications_worker(fabric: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         MODRPC_STORE_URL=f"sqlite:///{tmp_path}/store.db",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import socket
 import sys
 import textwrap
 import uuid
@@ -18,7 +17,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy
 
 from runtime.errors import Unavailable
 from runtime.fabric import Message, NatsFabric, NatsOptions, open_fabric
-from tests.services import require_nats
+from tests.services import free_port, require_nats
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -213,13 +212,6 @@ async def test_a_killed_subscriber_process_loses_no_message(prefix: str) -> None
     assert {m.data for m in received} == {b"%d" % i for i in range(10)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _start_server(port: int, store: Path) -> asyncio.subprocess.Process:
     binary = shutil.which("nats-server") or shutil.which("/usr/sbin/nats-server")
     if binary is None:
@@ -251,7 +243,7 @@ async def test_the_fabric_reconnects_by_itself_and_logs_the_outage(
 ) -> None:
     """A private nats-server is stopped and started again under a live fabric."""
     caplog.set_level(logging.INFO, logger="runtime.fabric")
-    port = _free_port()
+    port = free_port()
     server = await _start_server(port, tmp_path)
     received: list[bytes] = []
 

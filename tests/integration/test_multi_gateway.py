@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,16 +28,11 @@ from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.config import DEV_JWT_SECRET
 from runtime.gateway import issue_dev_token
-from tests.services import require_nats, require_postgres, require_redis
+from tests.services import free_port, require_nats, require_postgres, require_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Processes:
@@ -140,7 +134,7 @@ async def _get_user_anywhere(ports: list[int], user_id: str, attempts: int = 5) 
 
 def test_two_gateways_share_workers_survive_a_gateway_stop_and_restore_routes(backends: dict[str, str]) -> None:
     procs = Processes(backends)
-    a, b = _free_port(), _free_port()
+    a, b = free_port(), free_port()
     try:
         procs.start("worker", "users", ready="modrpc-worker-ready users")
         gateway_a = procs.start("gateway", "--port", str(a), ready="ready")

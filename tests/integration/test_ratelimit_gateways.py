@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,17 +25,12 @@ from grpc_status import rpc_status
 from runtime.config import DEV_JWT_SECRET
 from runtime.gateway import issue_dev_token
 from runtime.versions import VersionCatalog
-from tests.services import require_redis
+from tests.services import free_port, require_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "tests" / "fixtures" / "limited_modules"
 pytestmark = pytest.mark.integration
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(args: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[str]:
@@ -62,8 +56,8 @@ def test_two_gateways_enforce_one_limit_through_redis(tmp_path: Path) -> None:
         MODRPC_LOG_LEVEL="WARNING",
         MODRPC_ADMIN_PORT="0",
     )
-    ports = [_free_port(), _free_port()]
-    admin = _free_port()
+    ports = [free_port(), free_port()]
+    admin = free_port()
     procs: list[subprocess.Popen[str]] = []
     try:
         procs.append(_start(["worker", "limited", "--modules", str(MODULES)], env, "modrpc-worker-ready"))

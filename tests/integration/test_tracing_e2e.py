@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from runtime.client import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE
@@ -25,23 +22,10 @@ from tests.fixtures.gateway_modules.stack import GatewayStack
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """Every span this process finishes (the global provider is set once per process)."""
-    spans = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    yield spans
-    spans.shutdown()
-
-
 async def test_one_trace_spans_gateway_worker_and_module_calls(
-    exporter: InMemorySpanExporter, gw_stack: GatewayStack
+    span_exporter: InMemorySpanExporter, gw_stack: GatewayStack
 ) -> None:
+    exporter = span_exporter
     for module in ("users", "inventory", "orders"):
         await gw_stack.worker(module)
     gateway = await gw_stack.gateway(ready=["users", "inventory", "orders"])
