@@ -8,6 +8,7 @@ from typing import Protocol
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter as SyncMovingWindowRateLimiter
 
 from runtime.errors import ResourceExhausted
 
@@ -106,9 +107,20 @@ async def decide(strategy: MovingWindowRateLimiter, key: str, limit: RateLimit) 
     """
     allowed = await strategy.hit(limit.item, key)
     stats = await strategy.get_window_stats(limit.item, key)
-    remaining = max(0, int(stats.remaining))
+    return _decision(allowed, stats.remaining, stats.reset_time, limit)
+
+
+def decide_now(strategy: SyncMovingWindowRateLimiter, key: str, limit: RateLimit) -> Decision:
+    """:func:`decide` for ``limits``' synchronous strategies: in-memory work, done inline."""
+    allowed = strategy.hit(limit.item, key)
+    stats = strategy.get_window_stats(limit.item, key)
+    return _decision(allowed, stats.remaining, stats.reset_time, limit)
+
+
+def _decision(allowed: bool, remaining_slots: float, reset_time: float, limit: RateLimit) -> Decision:
+    remaining = max(0, int(remaining_slots))
     if allowed:
         return Decision(True, remaining, 0.0)
     # reset_time is when the oldest hit in the window leaves it, freeing one slot.
-    retry_after = max(_MIN_RETRY_AFTER, round(stats.reset_time - time.time(), 3))
+    retry_after = max(_MIN_RETRY_AFTER, round(reset_time - time.time(), 3))
     return Decision(False, 0, min(retry_after, float(limit.period)))
