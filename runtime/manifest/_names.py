@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import re
 
+# A module's wire names (package, service, method path) belong to runtime.wire; manifests record
+# them, so they are re-exported here rather than written twice.
+from runtime.wire import method_path, package_name, pascal, service_name
+
 __all__ = [
     "HOOK_TARGET",
     "METHOD_NAME",
@@ -36,26 +40,6 @@ HOOK_TARGET = re.compile(rf"{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*")
 """``package.module:function`` (the part after the colon may be a dotted attribute path)."""
 
 _TOPIC_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def pascal(snake: str) -> str:
-    """``order_items`` -> ``OrderItems``."""
-    return "".join(part[:1].upper() + part[1:] for part in snake.split("_") if part)
-
-
-def package_name(module: str) -> str:
-    """The proto package of a module: ``users`` -> ``users.v1``."""
-    return f"{module}.v1"
-
-
-def service_name(module: str) -> str:
-    """The fully qualified gRPC service of a module: ``users`` -> ``users.v1.UsersService``."""
-    return f"{package_name(module)}.{pascal(module)}Service"
-
-
-def method_path(module: str, method: str) -> str:
-    """The full gRPC method path: ``/users.v1.UsersService/CreateUser``."""
-    return f"/{service_name(module)}/{method}"
 
 
 def is_topic_pattern(topic: str) -> bool:
