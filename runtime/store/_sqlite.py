@@ -59,12 +59,33 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(conn, busy_timeout)
         conn.execute("PRAGMA foreign_keys = ON")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock.
+
+    Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once instead of calling the busy handler when another connection is doing the
+    same (several processes starting on one new database). So it is retried here, within the
+    same busy timeout every other statement gets.
+    """
+    give_up = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() >= give_up:
+                raise
+        time.sleep(pause)  # in the store's own thread, never on the event loop
+        pause = min(pause * 2, 0.1)
 
 
 def _transaction(conn: sqlite3.Connection, body: Body[T]) -> T:
