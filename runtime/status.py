@@ -19,6 +19,8 @@ in brief, the message is cut at :data:`MAX_MESSAGE_BYTES` and the violations sen
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
@@ -36,10 +38,16 @@ from runtime.errors import (
 __all__ = [
     "MAX_DETAILS_BYTES",
     "MAX_MESSAGE_BYTES",
+    "REQUEST_ID_KEY",
+    "RpcStatus",
     "describe_violation",
     "rpc_status_of",
     "safe_message",
+    "with_request_id",
 ]
+
+REQUEST_ID_KEY = "x-request-id"
+"""The metadata key of the request id; servers return it in the trailers, with the status."""
 
 MAX_MESSAGE_BYTES = 1024
 """Longest status message sent, in UTF-8 bytes (percent-encoding can triple it on the wire)."""
@@ -117,4 +125,25 @@ def rpc_status_of(exc: BaseException, request_id: str | None = None) -> grpc.Sta
     status = status_pb2.Status(code=code.value[0], message=_bounded_message(message))
     for detail in details:
         status.details.add().Pack(detail)
-    return rpc_status.to_status(status)
+    return with_request_id(rpc_status.to_status(status), request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RpcStatus(grpc.Status):
+    """A ``grpc.Status`` value (grpc itself only ships the abstract class)."""
+
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+def with_request_id(status: grpc.Status, request_id: str | None) -> grpc.Status:
+    """``status`` with ``x-request-id`` in its trailing metadata (replacing any earlier one).
+
+    Servers return the request id in the trailers on success and on failure alike, so a caller
+    always finds it in the same place.
+    """
+    if not request_id:
+        return status
+    kept = tuple((k, v) for k, v in status.trailing_metadata or () if k != REQUEST_ID_KEY)
+    return RpcStatus(status.code, status.details, (*kept, (REQUEST_ID_KEY, request_id)))

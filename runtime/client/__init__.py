@@ -14,7 +14,7 @@ The gateway and ``gctx.modules`` both reach workers through a :class:`ModuleClie
 """
 
 from runtime.client._client import ModuleClient, ResponseMetadata
-from runtime.client._local import LocalAbort, LocalCall, LocalTransport
+from runtime.client._local import LocalAbort, LocalCall, LocalTransport, Unreached
 from runtime.client._pool import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, RoundRobin, channel_options
 from runtime.client._retry import (
     RetryBudget,
@@ -57,6 +57,7 @@ __all__ = [
     "RetryPolicy",
     "RoundRobin",
     "ServerTracer",
+    "Unreached",
     "channel_options",
     "client_interceptors",
     "default_handler_id",

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from runtime.client._local import LocalAbort, LocalTransport
+from runtime.client._local import LocalAbort, LocalCall, LocalTransport, Unreached
 from runtime.client._pool import ChannelPool
 from runtime.client._retry import RetryBudget, RetryPolicy, Sleep, is_retryable
 from runtime.client._tracing import ClientTracer
@@ -165,7 +165,16 @@ class ModuleClient:
         metadata: tuple[tuple[str, str | bytes], ...] | None,
         deadline: Deadline | None,
     ) -> tuple[bytes, ResponseMetadata]:
-        _address, unary = self._pool.unary_unary(module, method_path)
+        address, unary, lane = self._pool.route(module, method_path)
+        if lane is not None:  # the worker's lane: the same call, without HTTP/2
+            try:
+                return await self._serve(lane, module, method_path, payload, metadata, deadline)
+            except Unavailable as exc:
+                unreached = isinstance(exc.__cause__, Unreached)
+                self._pool.lane_failed(address, lane, unreached=unreached)  # restarted: a new lane?
+                if not unreached:
+                    raise
+                # Nothing was sent: the same call goes over gRPC, whatever its idempotency.
         timeout = self._timeout(module, method_path, deadline)
         tracing = self._tracing
         if tracing is None:
@@ -208,6 +217,18 @@ class ModuleClient:
         serve = self._local.lookup(module)
         if serve is None:  # unregistered since the call started: it is gone, as a stopped worker
             raise Unavailable(f"module {module!r} is no longer served in this process")
+        return await self._serve(serve, module, method_path, payload, metadata, deadline)
+
+    async def _serve(
+        self,
+        serve: LocalCall,
+        module: str,
+        method_path: str,
+        payload: bytes,
+        metadata: tuple[tuple[str, str | bytes], ...] | None,
+        deadline: Deadline | None,
+    ) -> tuple[bytes, ResponseMetadata]:
+        """One attempt through a :data:`LocalCall`: in process, or a worker's lane."""
         self._timeout(module, method_path, deadline)
         tracing = self._tracing
         if tracing is None:

@@ -26,7 +26,7 @@ import grpc
 
 from runtime.deadline import Deadline
 
-__all__ = ["LocalAbort", "LocalCall", "LocalTransport"]
+__all__ = ["LocalAbort", "LocalCall", "LocalTransport", "Unreached"]
 
 PairsIn = Sequence[tuple[str, str | bytes]]
 PairsOut = tuple[tuple[str, str | bytes], ...]
@@ -60,6 +60,15 @@ class LocalAbort(Exception):
     @property
     def trailing_metadata(self) -> PairsOut:
         return tuple(self.status.trailing_metadata or ())
+
+
+class Unreached(LocalAbort):
+    """UNAVAILABLE before anything was sent: the endpoint never saw the call.
+
+    A transport raises it when it could not even hand the call over (a lane whose port refuses
+    connections, a client already closed). The call may then safely go another way, retried or
+    not, idempotent or not: the module client sends it over gRPC instead.
+    """
 
 
 class LocalTransport:

@@ -18,6 +18,8 @@ module: two modules served from one address share them.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -25,6 +27,8 @@ import grpc
 import grpc.aio
 
 from runtime.errors import Unavailable
+
+log = logging.getLogger("modrpc.client")
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "ChannelPool", "RoundRobin", "channel_options"]
 
@@ -89,16 +93,80 @@ class RoundRobin:
         return addresses[start]
 
 
+LANE_RETRY_SECONDS = 5.0
+"""After a failed lane lookup (the worker was not answering yet), how long calls keep to gRPC;
+also the first wait after a lane found unreachable twice running (it doubles from there)."""
+LANE_RETRY_MAX_SECONDS = 300.0
+"""The longest wait before asking again for a lane that could not be reached."""
+
+
 class _Instance:
-    """The channels to one address, used in turn, with their method callables cached."""
+    """The channels to one address, used in turn, with their method callables cached.
 
-    __slots__ = ("_callables", "_channels", "_next", "address")
+    With ``lanes`` on, the instance also asks the worker once for its lane address
+    (:data:`runtime.lane.WHERE_METHOD`, in the background) and, once it has one, hands out a
+    :class:`runtime.lane.LaneClient` for calls to it. Until then, and for good when the worker
+    has no lane (UNIMPLEMENTED: an older worker, or ``lane = false``), calls go over gRPC.
+    """
 
-    def __init__(self, address: str, channels: list[grpc.aio.Channel]) -> None:
+    __slots__ = (
+        "_callables", "_channels", "_lane", "_lane_lookup", "_lane_misses", "_lane_retry_at", "_lanes", "_max_message_bytes", "_next",
+        "address",
+    )  # fmt: skip
+
+    def __init__(
+        self, address: str, channels: list[grpc.aio.Channel], *, lanes: bool = False, max_message_bytes: int = 0
+    ) -> None:
         self.address = address
         self._channels = channels
         self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = [{} for _ in channels]
         self._next = 0
+        self._lanes = lanes
+        self._max_message_bytes = max_message_bytes
+        self._lane: Any = None
+        self._lane_lookup: asyncio.Task[None] | None = None
+        self._lane_retry_at = 0.0
+        self._lane_misses = 0
+
+    def lane(self) -> Any:
+        """The lane client of this worker, or None while calls should go over gRPC."""
+        lane = self._lane
+        if lane is not None or not self._lanes:
+            return lane
+        if self._lane_lookup is None and time.monotonic() >= self._lane_retry_at:
+            self._lane_lookup = asyncio.get_running_loop().create_task(self._look_up_lane())
+        return None
+
+    async def _look_up_lane(self) -> None:
+        from runtime.lane import (  # the lane imports this package
+            WHERE_METHOD,
+            LaneClient,
+            parse_where,
+        )
+
+        where = self._channels[0].unary_unary(WHERE_METHOD, request_serializer=None, response_deserializer=None)
+        try:
+            answer: bytes = await where(b"", timeout=2.0)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._lanes = False  # this worker has no lane: gRPC it is, for good
+                log.info("worker %s serves no lane; calls to it use gRPC", self.address)
+            else:
+                self._lane_retry_at = time.monotonic() + LANE_RETRY_SECONDS
+            return
+        finally:
+            self._lane_lookup = None
+        named = parse_where(answer)
+        if named is None:
+            self._lanes = False
+            log.warning("worker %s serves a lane this gateway cannot speak (%r); using gRPC", self.address, answer[:40])
+            return
+        # The port the worker names, on the host this pool already reaches it at: a worker bound
+        # to 0.0.0.0 names that address, which means nothing to the caller.
+        port = named.rpartition(":")[2]
+        address = f"{self.address.rpartition(':')[0]}:{port}"
+        self._lane = LaneClient(address, max_message_bytes=self._max_message_bytes)
+        log.debug("worker %s: calls go over its lane at %s", self.address, address)
 
     def channel(self) -> tuple[int, grpc.aio.Channel]:
         index = self._next % len(self._channels)
@@ -115,8 +183,35 @@ class _Instance:
             cache[method_path] = callable_
         return callable_
 
+    def lane_failed(self, lane: Any, *, unreached: bool) -> None:
+        """A call over ``lane`` was UNAVAILABLE: forget the lane, and ask the worker again.
+
+        The gRPC address is what names a worker; its lane port may change when a worker is
+        restarted on the same gRPC port, and then only a fresh lookup finds the new one. When
+        the lane could not even be reached (``unreached``), the next lookups wait longer each
+        time (a port the worker names but this host cannot reach, as behind a port mapping),
+        and calls keep to gRPC meanwhile.
+        """
+        if self._lane is not lane or lane is None:
+            return
+        self._lane = None
+        delay = 0.0
+        if unreached:
+            if self._lane_misses:
+                delay = min(LANE_RETRY_SECONDS * 2 ** (self._lane_misses - 1), LANE_RETRY_MAX_SECONDS)
+            self._lane_misses += 1
+        self._lane_retry_at = time.monotonic() + delay
+        asyncio.get_running_loop().create_task(lane.close())
+
     async def close(self, grace: float | None) -> None:
-        await asyncio.gather(*(channel.close(grace) for channel in self._channels))
+        self._lanes = False
+        if self._lane_lookup is not None:
+            self._lane_lookup.cancel()
+        lane, self._lane = self._lane, None
+        closing = [channel.close(grace) for channel in self._channels]
+        if lane is not None:
+            closing.append(lane.close())
+        await asyncio.gather(*closing)
 
 
 class ChannelPool:
@@ -124,7 +219,8 @@ class ChannelPool:
 
     ``interceptors`` (e.g. :func:`runtime.client.client_interceptors`) are attached to every
     channel; the same list objects are reused, never rebuilt per call. ``close_grace`` is how
-    long calls in flight on a channel whose instance was removed may still finish.
+    long calls in flight on a channel whose instance was removed may still finish. ``lanes``:
+    calls to workers that serve a lane (:mod:`runtime.lane`) go over it instead of gRPC.
     """
 
     def __init__(
@@ -135,6 +231,7 @@ class ChannelPool:
         # grpc-stubs cannot spell the aio interceptor types, hence Any.
         interceptors: Sequence[Any] = (),
         close_grace: float = 5.0,
+        lanes: bool = False,
     ) -> None:
         if channels_per_instance < 1:
             raise ValueError("channels_per_instance must be at least 1")
@@ -142,6 +239,8 @@ class ChannelPool:
         self._options = channel_options(max_message_bytes, separate=channels_per_instance > 1)
         self._interceptors = list(interceptors)
         self._close_grace = close_grace
+        self._lanes = lanes
+        self._max_message_bytes = max_message_bytes
         self._pickers: dict[str, RoundRobin] = {}
         self._instances: dict[str, _Instance] = {}
         self._unhealthy: set[str] = set()
@@ -208,7 +307,9 @@ class ChannelPool:
                 grpc.aio.insecure_channel(address, options=self._options, interceptors=self._interceptors)
                 for _ in range(self._channels_per_instance)
             ]
-            instance = self._instances[address] = _Instance(address, channels)
+            instance = self._instances[address] = _Instance(
+                address, channels, lanes=self._lanes, max_message_bytes=self._max_message_bytes
+            )
         return instance
 
     def pick(self, module: str) -> tuple[str, grpc.aio.Channel]:
@@ -224,6 +325,20 @@ class ChannelPool:
         """Like :meth:`pick`, but the raw-bytes unary callable for ``method_path``, cached."""
         instance = self._instance(module)
         return instance.address, instance.unary_unary(method_path)
+
+    def route(
+        self, module: str, method_path: str
+    ) -> tuple[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], Any]:
+        """Like :meth:`unary_unary`, plus the instance's lane client when calls should use it."""
+        instance = self._instance(module)
+        return instance.address, instance.unary_unary(method_path), instance.lane()
+
+    def lane_failed(self, address: str, lane: Any, *, unreached: bool = False) -> None:
+        """A call over the lane of ``address`` was UNAVAILABLE: look that worker's lane up again
+        (later and later while it cannot be ``unreached``)."""
+        instance = self._instances.get(address)
+        if instance is not None:
+            instance.lane_failed(lane, unreached=unreached)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -281,6 +281,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Most rate-limit keys kept in memory; the least recently used are evicted beyond it.",
     )
+    lane: bool = Field(
+        default=True,
+        description=(
+            "Workers also listen on a lane port: a framed transport the gateway and other workers "
+            "use for their own calls, far cheaper than a gRPC hop. false: gRPC only."
+        ),
+    )
     drain_seconds: float = Field(
         default=10.0,
         ge=0.0,

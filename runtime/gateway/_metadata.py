@@ -17,9 +17,11 @@ the metadata a handler sees is first put into one shape:
 
 from __future__ import annotations
 
-import re
-import uuid
+import functools
 from collections.abc import Iterator, Mapping, Sequence
+
+from runtime.lcc import is_valid_request_id, new_request_id
+from runtime.status import REQUEST_ID_KEY
 
 __all__ = [
     "HOP_BY_HOP",
@@ -31,7 +33,6 @@ __all__ = [
     "request_id",
 ]
 
-REQUEST_ID_KEY = "x-request-id"
 FORWARDED_FOR_KEY = "x-forwarded-for"
 
 HOP_BY_HOP = frozenset(
@@ -53,7 +54,6 @@ HOP_BY_HOP = frozenset(
 as-is still says it accepts trailers. Every other ``te`` value is dropped.
 """
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 MetadataValue = str | bytes
 
@@ -96,8 +96,12 @@ class Metadata(Mapping[str, MetadataValue]):
         return value if isinstance(value, str) else None
 
 
+@functools.lru_cache(maxsize=1024)
 def peer_ip(peer: str) -> str | None:
-    """The IP address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), if any."""
+    """The IP address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), if any.
+
+    Remembered per peer string: a gateway sees the same few connections call after call.
+    """
     kind, _, rest = peer.partition(":")
     if kind == "ipv4":
         host, _, _port = rest.rpartition(":")
@@ -148,11 +152,6 @@ def normalise(metadata: Sequence[tuple[str, str | bytes]], *, peer: str) -> Meta
     return Metadata(pairs)
 
 
-def is_valid_request_id(value: str) -> bool:
-    """A caller-chosen request id is kept when it is 1-128 characters of ``[A-Za-z0-9._:-]``."""
-    return _REQUEST_ID.fullmatch(value) is not None
-
-
 def request_id(metadata: Mapping[str, MetadataValue]) -> str:
     """The caller's ``x-request-id`` when well formed, otherwise a fresh unique id.
 
@@ -162,4 +161,4 @@ def request_id(metadata: Mapping[str, MetadataValue]) -> str:
     value = metadata.get(REQUEST_ID_KEY)
     if isinstance(value, str) and is_valid_request_id(value):
         return value
-    return uuid.uuid4().hex
+    return new_request_id()

@@ -31,14 +31,14 @@ from runtime.client import (
 from runtime.deadline import Deadline
 from runtime.errors import InternalError, ModrpcError, Unavailable
 from runtime.gateway._auth import Authenticator
-from runtime.gateway._metadata import is_valid_request_id, peer_ip
+from runtime.gateway._metadata import peer_ip
+from runtime.gateway._metadata import request_id as caller_or_new_request_id
 from runtime.gateway._roles import check_roles
 from runtime.gateway._usage import UsageReporter
 from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
-from runtime.lcc import new_request_id
 from runtime.observability import RedMetrics, request_id_var
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
-from runtime.status import rpc_status_of
+from runtime.status import REQUEST_ID_KEY, rpc_status_of, with_request_id
 from runtime.versions import (
     TransformStep,
     VersionCatalog,
@@ -209,10 +209,10 @@ class Route:
     async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         # Binary (-bin) values are not needed for routing; keeping text only keeps types simple.
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        request_id = headers.get("x-request-id")
-        if not (isinstance(request_id, str) and is_valid_request_id(request_id)):
-            request_id = new_request_id()
-        await context.send_initial_metadata((("x-request-id", request_id),))
+        request_id = caller_or_new_request_id(headers)
+        # Returned in the trailers, with the status, on success and failure alike: initial
+        # metadata sent on its own costs grpc.aio a batch of its own on every call.
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         # The server span continues the caller's trace and carries the ids the caller may not
         # have sent: the request id in force, this handler, and (below) the resolved version.
         services = self.services
@@ -237,7 +237,8 @@ class Route:
         except Exception as exc:
             if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
                 log.error("call %s %s failed: %s", request_id, self.path, exc, exc_info=exc)
-            status = _relayed_status(exc) or rpc_status_of(exc, request_id)
+            relayed = _relayed_status(exc)
+            status = with_request_id(relayed, request_id) if relayed is not None else rpc_status_of(exc, request_id)
             code, details = status.code, status.details
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
@@ -277,7 +278,7 @@ class Route:
         remaining = context.time_remaining()
         deadline = Deadline.earliest(Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout))
         out_metadata = [
-            ("x-request-id", request_id),
+            (REQUEST_ID_KEY, request_id),
             ("x-api-version", target),
             (PRINCIPAL_HEADER, principal_value),
         ]

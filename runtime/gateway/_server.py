@@ -153,7 +153,7 @@ class Gateway:
         await self.store.start()
         # Client spans are made inline by the module client: a grpc.aio client interceptor would
         # add a task and wrapper objects to every call.
-        pool = ChannelPool(max_message_bytes=settings.max_message_bytes)
+        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane)
         self._services = _Services(
             auth=authenticator_from_settings(settings),
             limiter=open_ratelimiter(

@@ -3,7 +3,7 @@
 :class:`LocalEndpoints` is a module's :data:`~runtime.client.LocalCall`: it finds the endpoint of
 a method path and runs it with an :class:`InProcessContext` in place of grpc.aio's servicer
 context. The endpoint cannot tell the difference: it reads the same metadata and time remaining,
-sends its initial metadata, and ends a failed call with the same status, which arrives at the
+sets its trailing metadata, and ends a failed call with the same status, which arrives at the
 caller as a :class:`~runtime.client.LocalAbort` instead of on the wire.
 """
 
@@ -28,18 +28,18 @@ Pairs = tuple[tuple[str, str | bytes], ...]
 class InProcessContext:
     """What :class:`MethodEndpoint` uses of a servicer context, for one call made in process."""
 
-    __slots__ = ("_deadline", "_metadata", "initial_metadata")
+    __slots__ = ("_deadline", "_metadata", "trailing_metadata")
 
     def __init__(self, metadata: Sequence[tuple[str, str | bytes]], deadline: Deadline | None) -> None:
         self._metadata: Pairs = tuple(metadata)
         self._deadline = deadline
-        self.initial_metadata: Pairs = ()
+        self.trailing_metadata: Pairs = ()
 
     def invocation_metadata(self) -> Pairs:
         return self._metadata
 
-    async def send_initial_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
-        self.initial_metadata = tuple(metadata)
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        self.trailing_metadata = tuple(metadata)
 
     def time_remaining(self) -> float | None:
         """Seconds left before the caller's deadline, as grpc.aio reports it (None: no deadline)."""
@@ -66,4 +66,4 @@ class LocalEndpoints:
             raise LocalAbort(rpc_status_of(Unimplemented(f"method {method_path} is not served here")))
         context = InProcessContext(metadata, deadline)
         response = await endpoint(payload, context)
-        return response, context.initial_metadata
+        return response, context.trailing_metadata

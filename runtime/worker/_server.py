@@ -30,9 +30,10 @@ from runtime.client import (
     ClientTracer,
     LocalTransport,
     ModuleClient,
-    server_interceptors,
+    ServerTracer,
 )
 from runtime.config import Settings
+from runtime.lane import LaneServer, where_handler
 from runtime.lcc import LogSnapshotStore, RequestMeta
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
@@ -58,18 +59,32 @@ HEARTBEAT_SECONDS = 2.0
 
 @dataclass
 class _Observer:
-    """Counts every call (RED metrics) and queues its audit record for the audit sink."""
+    """Counts every call (RED metrics) and keeps its audit record for the audit task.
+
+    The record is built and written off the call's path: a finished call only appends what
+    it knows to :attr:`pending`, and wakes the audit task when the list was empty, so under
+    load one wakeup writes every record that piled up meanwhile, in one append.
+    """
 
     red: RedMetrics | None
     manifest_hash: str
-    queue: asyncio.Queue[AuditRecord] = field(default_factory=asyncio.Queue)
+    pending: list[tuple[RequestMeta, Sequence[Any], str, float, float]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def finished(self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float) -> None:
         duration = time.perf_counter() - started
         outcome = outcome_of(error)
         if self.red is not None:
             self.red.observe(meta.method, meta.version, outcome, duration)
-        self.queue.put_nowait(
+        if not self.pending:
+            self.wake.set()
+        self.pending.append((meta, events, outcome, time.time() - duration, duration))
+
+    def take(self) -> list[AuditRecord]:
+        """The audit records of every call finished since the last take, oldest first."""
+        pending, self.pending = self.pending, []
+        self.wake.clear()
+        return [
             AuditRecord(
                 request_id=meta.request_id,
                 principal=meta.principal,
@@ -78,10 +93,11 @@ class _Observer:
                 manifest_hash=self.manifest_hash,
                 outcome=outcome,
                 events=tuple(e.to_json() for e in events),
-                started_at=time.time() - duration,
+                started_at=started_at,
                 duration_ms=duration * 1000,
             )
-        )
+            for meta, events, outcome, started_at, duration in pending
+        ]
 
 
 def _audit_redactor(redactor: Any) -> Callable[[Any], Any]:
@@ -96,6 +112,17 @@ def _audit_redactor(redactor: Any) -> Callable[[Any], Any]:
         return redactor.redact(record) if redactor.values else record
 
     return redact
+
+
+async def _write_audit(audit: Any, records: list[AuditRecord]) -> None:
+    if not records:
+        return
+    try:
+        await audit.write_many(records)
+    except Exception as exc:
+        ids = ", ".join(record.request_id for record in records[:5])
+        more = f" and {len(records) - 5} more" if len(records) > 5 else ""
+        log.error("%d audit records (%s%s) could not be written: %s", len(records), ids, more, exc)
 
 
 class Worker:
@@ -135,6 +162,12 @@ class Worker:
         self._audit: Any = None
         self.store: Any = None
         self._stopped = False
+        self._lane: LaneServer | None = None
+
+    @property
+    def lane_address(self) -> str:
+        """Where the worker's lane listens (``host:port``); empty when it has none."""
+        return self._lane.address if self._lane is not None else ""
 
     async def start(self) -> str:
         """Start serving; returns the ``host:port`` address."""
@@ -161,7 +194,7 @@ class Worker:
         self._admin = start_admin_server(self.host, 0, metrics=metrics)
         self.metrics_address = f"{self.host}:{self._admin.port}"
         # Client spans are made inline by the module client, cheaper than an interceptor.
-        pool = ChannelPool(max_message_bytes=settings.max_message_bytes)
+        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane)
         client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of), local=self.local)
         self._closers.append(client)
         audit = open_audit_sink(settings.observability, store=self.store, redact=_audit_redactor(secrets.redactor))
@@ -176,6 +209,7 @@ class Worker:
             redact=secrets.redact,
             observer=observer,
             config={"module": self.module},
+            tracing=ServerTracer(handler_of=handler_id_of),
         )
         service = ModuleService.build(loaded, modules_dir=self.modules_dir, deps=deps)
         self.service = service
@@ -187,9 +221,19 @@ class Worker:
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
             ],
-            interceptors=server_interceptors(handler_of=handler_id_of),
+            # No interceptors: each endpoint opens its server span itself (grpc.aio runs an
+            # interceptor as an extra coroutine on every call).
         )
-        server.add_generic_rpc_handlers((service.generic_handler(),))
+        handlers: list[Any] = [service.generic_handler()]
+        if settings.lane:
+            # The lane: the same endpoints behind a framed transport, for the gateway and other
+            # workers; its address is handed out over gRPC (runtime.lane.WHERE_METHOD).
+            self._lane = LaneServer(
+                LocalEndpoints(service.endpoints), host=self.host, max_message_bytes=settings.max_message_bytes
+            )
+            await self._lane.start()
+            handlers.append(where_handler(lambda: self._lane.address if self._lane is not None else ""))
+        server.add_generic_rpc_handlers(tuple(handlers))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (service_name(self.module), health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
@@ -254,11 +298,8 @@ class Worker:
     @staticmethod
     async def _drain_audit(observer: _Observer, audit: Any) -> None:
         while True:
-            record = await observer.queue.get()
-            try:
-                await audit.write(record)
-            except Exception as exc:
-                log.error("audit record %s could not be written: %s", record.request_id, exc)
+            await observer.wake.wait()
+            await _write_audit(audit, observer.take())
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, drain those in flight for ``grace`` seconds, close. Safe twice."""
@@ -272,8 +313,12 @@ class Worker:
         if self.register and self.store is not None and self.address:
             with contextlib.suppress(Exception):
                 await self.store.deregister_worker(self.worker_id)
+        stopping = []
         if self._server is not None:
-            await self._server.stop(grace)
+            stopping.append(self._server.stop(grace))
+        if self._lane is not None:
+            stopping.append(self._lane.stop(grace))
+        await asyncio.gather(*stopping)
         if self.service is not None:
             await self.service.close()
         for task in self._tasks:
@@ -282,9 +327,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._observer is not None:  # what the drain task had not written yet
-            while not self._observer.queue.empty():
-                with contextlib.suppress(Exception):
-                    await self._audit.write(self._observer.queue.get_nowait())
+            await _write_audit(self._audit, self._observer.take())
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 await closer.close()

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from pydantic import TypeAdapter
 
-from runtime.client import ModuleClient
+from runtime.client import ModuleClient, ServerTracer
 from runtime.context import (
     GlobalContext,
     MethodTarget,
@@ -26,6 +26,7 @@ from runtime.errors import FailedPrecondition
 from runtime.identity import PRINCIPAL_HEADER
 from runtime.lcc import HookSpec, SnapshotStore
 from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
+from runtime.status import REQUEST_ID_KEY
 from runtime.versions import VersionCatalog, encode_descriptor
 from runtime.wire import method_path, request_message, response_message, service_name
 from runtime.worker._endpoint import CallObserver, MethodEndpoint
@@ -48,6 +49,8 @@ class WorkerDeps:
     observer: CallObserver | None = None
     config: Mapping[str, Any] | None = None
     hop_timeout: float = 0.25
+    tracing: ServerTracer | None = None
+    """Opens each call's server span; the default uses the global tracer provider."""
 
 
 def load_catalog(loaded: LoadedModule) -> VersionCatalog:
@@ -89,7 +92,7 @@ class RemoteInvoker:
         ]
         request_id = current_request_id.get()
         if request_id:
-            metadata.append(("x-request-id", request_id))
+            metadata.append((REQUEST_ID_KEY, request_id))
         response, _ = await self._client.call_raw(
             target.module,
             method_path(target.module, target.method),
@@ -139,6 +142,7 @@ class ModuleService:
                 redact=deps.redact,
                 observer=deps.observer,
                 hop_timeout=deps.hop_timeout,
+                tracing=deps.tracing,
             )
         self._subscriptions: list[Any] = []
 

@@ -99,9 +99,9 @@ async def outcome(
     try:
         reply, call = await stub
     except grpc.aio.AioRpcError as error:
-        returned = dict(error.initial_metadata() or ()).get("x-request-id", "")
+        returned = dict(error.trailing_metadata() or ()).get("x-request-id", "")
         return error.code(), None, error.details() or "", str(returned)
-    returned = dict(await call.initial_metadata() or ()).get("x-request-id", "")
+    returned = dict(await call.trailing_metadata() or ()).get("x-request-id", "")
     return grpc.StatusCode.OK, reply, "", str(returned)
 
 

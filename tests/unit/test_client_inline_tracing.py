@@ -170,3 +170,51 @@ def test_a_cancelled_server_span_ends_without_a_status() -> None:
     (finished,) = exporter.get_finished_spans()
     assert finished.status.status_code == StatusCode.UNSET
     assert finished.attributes is not None and "rpc.grpc.status_code" not in finished.attributes
+
+
+# -- no tracer provider installed: no spans, the caller's trace context passed on as it came ------
+
+CALLER_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def no_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process as ``modrpc`` runs it without an OTLP endpoint: the API's proxy provider only."""
+    proxy = trace.ProxyTracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: proxy)
+
+
+@pytest.mark.usefixtures("no_provider")
+def test_without_a_provider_the_callers_trace_context_travels_on_unchanged() -> None:
+    server, client = ServerTracer(), ClientTracer()
+    carrier = {"traceparent": CALLER_TRACE, "tracestate": "vendor=1", "x-request-id": "r-1"}
+    span, token = server.start("/t.S/Echo", carrier, {REQUEST_ID_ATTRIBUTE: "r-1"})
+    assert not span.is_recording()
+    # A traceparent copied in by the caller's code is replaced by the inbound one.
+    sent_span, metadata = client.start("/t.S/Echo", [("x-request-id", "r-1"), ("traceparent", "00-stale")])
+    client.finish(sent_span, grpc.StatusCode.OK, None)
+    ServerTracer.end(span, token, grpc.StatusCode.OK)
+    assert metadata == (("x-request-id", "r-1"), ("traceparent", CALLER_TRACE), ("tracestate", "vendor=1"))
+    # Outside the served call there is no inbound context left to pass on.
+    assert client.start("/t.S/Echo", [("x-request-id", "r-2")])[1] == (("x-request-id", "r-2"),)
+
+
+@pytest.mark.usefixtures("no_provider")
+def test_without_a_provider_a_call_that_had_no_trace_context_sends_none() -> None:
+    server, client = ServerTracer(), ClientTracer()
+    span, token = server.start("/t.S/Echo", {"x-request-id": "r-1"})
+    try:
+        assert client.start("/t.S/Echo", [("x-request-id", "r-1")])[1] == (("x-request-id", "r-1"),)
+    finally:
+        ServerTracer.end(span, token, None)
+
+
+@pytest.mark.usefixtures("no_provider")
+def test_a_provider_given_explicitly_still_records_spans() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span, token = ServerTracer(provider).start("/t.S/Echo", {"traceparent": CALLER_TRACE})
+    ServerTracer.end(span, token, grpc.StatusCode.OK)
+    (finished,) = exporter.get_finished_spans()
+    assert finished.context is not None and format(finished.context.trace_id, "032x") == CALLER_TRACE[3:35]

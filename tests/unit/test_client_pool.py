@@ -144,6 +144,7 @@ def test_the_package_exports_exactly_its_public_names() -> None:
         "RetryPolicy",
         "RoundRobin",
         "ServerTracer",
+        "Unreached",
         "channel_options",
         "client_interceptors",
         "default_handler_id",

@@ -1,0 +1,327 @@
+"""The gateway's end of the lane: a :data:`~runtime.client.LocalCall` over one TCP connection.
+
+Calls to one worker address share one connection, multiplexed by stream id: each call writes a
+REQUEST frame and waits on a future that the RESPONSE or STATUS frame for its stream id settles.
+Every failure arrives as :class:`~runtime.client.LocalAbort`, so the module client translates
+and retries lane calls exactly like gRPC calls:
+
+- the worker cannot be reached, or the connection drops mid-call → UNAVAILABLE (naming the address);
+- the caller's deadline passes first → DEADLINE_EXCEEDED, and a CANCEL frame tells the worker;
+- a response past ``max_message_bytes`` → RESOURCE_EXHAUSTED.
+
+A caller that is cancelled sends CANCEL too, then re-raises: cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+
+from runtime.client import LocalAbort, Unreached
+from runtime.deadline import Deadline
+from runtime.lane._frames import (
+    CANCEL,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    METADATA_ALLOWANCE,
+    REQUEST,
+    RESPONSE,
+    STATUS,
+    Frame,
+    FrameError,
+    FrameReader,
+    Oversized,
+    decode_response,
+    decode_status,
+    encode_cancel,
+    encode_request,
+    too_large,
+)
+from runtime.lane._protocol import FramedProtocol
+from runtime.status import RpcStatus
+
+__all__ = ["LaneClient"]
+
+Pairs = tuple[tuple[str, str | bytes], ...]
+Reply = tuple[bytes, Pairs]
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _unreached(details: str) -> Unreached:
+    """UNAVAILABLE for a call that was never sent: the module client then sends it over gRPC."""
+    return Unreached(RpcStatus(grpc.StatusCode.UNAVAILABLE, details))
+
+
+def _abort(code: grpc.StatusCode, details: str) -> LocalAbort:
+    return LocalAbort(RpcStatus(code, details))
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6 host]:port``) → ``(host, port)``; ValueError when it is neither."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"lane address {address!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+class _Connection(FramedProtocol):
+    """One connection to a lane server and the futures of the calls waiting on it."""
+
+    def __init__(self, address: str, max_message_bytes: int) -> None:
+        super().__init__()
+        self.address = address
+        self.max_message_bytes = max_message_bytes
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self.lost = False
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        self._reader = FrameReader(max_message_bytes + METADATA_ALLOWANCE)
+        self._last_id = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    @property
+    def usable(self) -> bool:
+        """Not lost, and not on its way out (the server's end may have closed already)."""
+        transport = self._transport
+        return not self.lost and transport is not None and not transport.is_closing()
+
+    def eof_received(self) -> None:
+        self.lost = True  # the server closed its end: no answer can come any more
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._transport = None
+        reason = f": {exc}" if exc is not None else ""
+        self.fail_all(
+            grpc.StatusCode.UNAVAILABLE, f"lane connection to {self.address} was lost{reason}"
+        )
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def fail_all(self, code: grpc.StatusCode, details: str) -> None:
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(_abort(code, details))
+
+    def close(self) -> None:
+        self.lost = True
+        if self._transport is not None:
+            self.flush()
+            self._transport.close()
+
+    def send(
+        self,
+        method: str,
+        payload: bytes,
+        metadata: Sequence[tuple[str, str | bytes]],
+        timeout: float | None,
+    ) -> tuple[int, asyncio.Future[Reply]]:
+        """Write the REQUEST frame of a new stream; its id and the future its answer settles."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise _unreached(f"lane connection to {self.address} is closed")
+        self._last_id = stream_id = (self._last_id + 1) & 0xFFFFFFFF
+        try:
+            frame = encode_request(stream_id, method, metadata, timeout, payload)
+        except FrameError as exc:
+            raise _abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
+        future: asyncio.Future[Reply] = self.loop.create_future()
+        self.pending[stream_id] = future
+        self.write_frame(frame)
+        return stream_id, future
+
+    def give_up(
+        self, stream_id: int, code: grpc.StatusCode | None = None, details: str = ""
+    ) -> None:
+        """Stop waiting for ``stream_id`` (failing it with ``code`` when given), and tell the server."""
+        future = self.pending.pop(stream_id, None)
+        if future is None:
+            return
+        if code is not None and not future.done():
+            future.set_exception(_abort(code, details))
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self.write_frame(encode_cancel(stream_id))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except FrameError as exc:
+            self._protocol_error(str(exc))
+            return
+        for frame in frames:
+            if frame.kind == REQUEST or frame.kind == CANCEL:  # a server never sends these
+                self._protocol_error(f"a lane server sent a frame of kind {frame.kind}")
+                return
+            future = self.pending.pop(frame.stream_id, None)
+            if future is None or future.done():
+                continue  # the answer to a call given up on (deadline, cancellation)
+            if isinstance(frame, Oversized):
+                limit = self._reader.max_body
+                message = too_large("response frame", frame.length, limit)
+                future.set_exception(_abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+            else:
+                self._settle(future, frame)
+
+    def _settle(self, future: asyncio.Future[Reply], frame: Frame) -> None:
+        try:
+            if frame.kind == RESPONSE:
+                metadata, payload = decode_response(frame.body)
+                if len(payload) > self.max_message_bytes:
+                    message = too_large("response message", len(payload), self.max_message_bytes)
+                    future.set_exception(_abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+                else:
+                    future.set_result((payload, metadata))
+            else:
+                assert frame.kind == STATUS
+                code, details, trailing = decode_status(frame.body)
+                status = RpcStatus(_CODES.get(code, grpc.StatusCode.UNKNOWN), details, trailing)
+                future.set_exception(LocalAbort(status))
+        except FrameError as exc:
+            future.set_exception(
+                _abort(
+                    grpc.StatusCode.INTERNAL, f"malformed lane answer from {self.address}: {exc}"
+                )
+            )
+
+    def _protocol_error(self, reason: str) -> None:
+        self.fail_all(
+            grpc.StatusCode.INTERNAL, f"malformed lane frame from {self.address}: {reason}"
+        )
+        self.close()
+
+
+class LaneClient:
+    """A :data:`~runtime.client.LocalCall` to the lane server at ``address``.
+
+    It connects on the first call (concurrent first calls share one attempt) and again on the
+    first call after the connection dropped. Use one client per worker address.
+
+        client = LaneClient("127.0.0.1:40123")
+        body, metadata = await client("/users.v1.UsersService/GetUser", payload, [], Deadline.after(2))
+        await client.close()
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.address = address
+        self._host, self._port = split_address(address)
+        self._max_message_bytes = max_message_bytes
+        self._connect_timeout = connect_timeout
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Task[_Connection] | None = None
+        self._closed = False
+
+    async def __call__(
+        self,
+        method_path: str,
+        payload: bytes,
+        metadata: Sequence[tuple[str, str | bytes]],
+        deadline: Deadline | None,
+    ) -> Reply:
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect(method_path, deadline)
+        timeout = None
+        if deadline is not None:
+            timeout = deadline.remaining()
+            if timeout <= 0:
+                raise self._deadline_exceeded(method_path)
+        stream_id, future = connection.send(method_path, payload, metadata, timeout)
+        timer = None
+        if timeout is not None:
+            timer = connection.loop.call_later(
+                timeout, self._expire, connection, stream_id, method_path
+            )
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                future.exception()  # settled in the same turn: retrieved, so nothing logs it
+            connection.give_up(stream_id)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _deadline_message(self, method_path: str) -> str:
+        return f"deadline exceeded before {method_path} answered over the lane to {self.address}"
+
+    def _deadline_exceeded(self, method_path: str) -> LocalAbort:
+        return _abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._deadline_message(method_path))
+
+    def _expire(self, connection: _Connection, stream_id: int, method_path: str) -> None:
+        """The deadline timer: fail the call and tell the server to stop working on it."""
+        connection.give_up(
+            stream_id, grpc.StatusCode.DEADLINE_EXCEEDED, self._deadline_message(method_path)
+        )
+
+    async def _connect(self, method_path: str, deadline: Deadline | None) -> _Connection:
+        if self._closed:
+            raise _unreached(f"the lane client for {self.address} is closed")
+        task = self._connecting
+        if task is None:
+            task = self._connecting = asyncio.get_running_loop().create_task(self._open())
+            task.add_done_callback(_retrieve)
+        # Shielded: a caller that gives up must not cancel the attempt other callers share.
+        if deadline is None:
+            return await asyncio.shield(task)
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise self._deadline_exceeded(method_path) from None
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self.address, self._max_message_bytes),
+                    self._host,
+                    self._port,
+                )
+        except OSError as exc:  # refused, unreachable, or the connect timeout (TimeoutError)
+            raise _unreached(f"cannot reach the lane at {self.address}: {exc!r}") from exc
+        finally:
+            self._connecting = None
+        if self._closed:
+            connection.close()
+            raise _unreached(f"the lane client for {self.address} is closed")
+        self._connection = connection
+        return connection
+
+    async def close(self) -> None:
+        """Close the connection; calls still waiting fail with UNAVAILABLE. Safe to call twice."""
+        self._closed = True
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        connection.fail_all(
+            grpc.StatusCode.UNAVAILABLE, f"the lane client for {self.address} was closed"
+        )
+        connection.close()
+        await connection.closed
+
+    async def __aenter__(self) -> LaneClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _retrieve(task: asyncio.Task[_Connection]) -> None:
+    """Mark a connect attempt's failure as seen: every caller may have given up on it already."""
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,238 @@
+"""The worker's end of the lane: frames in, one task per request, frames out.
+
+Each connection is an :class:`asyncio.Protocol` (no streams: their per-read futures cost more
+than the call itself). A REQUEST frame starts a task running the :data:`~runtime.client.LocalCall`;
+its RESPONSE or STATUS is written with one ``transport.write``. A CANCEL frame, or the connection
+going away, cancels the task, and a cancelled call sends nothing: nobody is waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from runtime.client import LocalAbort, LocalCall
+from runtime.deadline import Deadline
+from runtime.lane._frames import (
+    CANCEL,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    METADATA_ALLOWANCE,
+    REQUEST,
+    FrameError,
+    FrameReader,
+    Oversized,
+    Request,
+    decode_request,
+    encode_response,
+    encode_status,
+    too_large,
+)
+from runtime.lane._protocol import FramedProtocol
+
+__all__ = ["LaneServer"]
+
+log = logging.getLogger("modrpc.lane")
+
+_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+_RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+_FLUSH_SECONDS = 1.0
+"""How long :meth:`LaneServer.stop` lets a connection flush its last answers before cutting it."""
+
+
+class _Connection(FramedProtocol):
+    """One client connection: its reader and the tasks of its requests still running."""
+
+    def __init__(self, server: LaneServer) -> None:
+        super().__init__()
+        self._server = server
+        self._reader = FrameReader(server.max_message_bytes + METADATA_ALLOWANCE)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Stream ids are never reused on a connection (the client counts up to 2**32), so a
+        # task's entry can be dropped by stream id alone.
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._connections.discard(self)
+        self._transport = None
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: take no new requests from it until it does,
+        # so answers cannot pile up in this process without bound.
+        log.debug("lane connection paused writing: not reading requests until it drains")
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        log.debug("lane connection resumed writing")
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self.flush()  # answers still queued go out before the connection closes
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except FrameError as exc:
+            log.warning("closing a lane connection that sent a malformed frame: %s", exc)
+            self.close()
+            return
+        for frame in frames:
+            if frame.kind == REQUEST:
+                if isinstance(frame, Oversized):
+                    message = too_large("request frame", frame.length, self._reader.max_body)
+                    self.write_frame(encode_status(frame.stream_id, _RESOURCE_EXHAUSTED, message, ()))
+                else:
+                    self._start(frame.stream_id, frame.body)
+            elif frame.kind == CANCEL and not isinstance(frame, Oversized):
+                task = self.tasks.pop(frame.stream_id, None)
+                if task is not None:
+                    task.cancel()
+            else:  # a client never sends RESPONSE or STATUS, nor an oversized CANCEL
+                log.warning(
+                    "closing a lane connection that sent a bad frame of kind %d", frame.kind
+                )
+                self.close()
+                return
+
+    def _start(self, stream_id: int, body: bytes) -> None:
+        try:
+            request = decode_request(body)
+        except FrameError as exc:
+            self.write_frame(encode_status(stream_id, _INTERNAL, f"malformed lane request: {exc}", ()))
+            return
+        limit = self._server.max_message_bytes
+        if len(request.payload) > limit:
+            message = too_large("request message", len(request.payload), limit)
+            self.write_frame(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
+            return
+        if self._server._stopping:
+            self.write_frame(encode_status(stream_id, _UNAVAILABLE, "the lane server is stopping", ()))
+            return
+        self.tasks[stream_id] = asyncio.get_running_loop().create_task(
+            self._serve(stream_id, request)
+        )
+
+    async def _serve(self, stream_id: int, request: Request) -> None:
+        try:
+            deadline = None if request.timeout is None else Deadline.after(request.timeout)
+            payload, metadata = await self._server._call(
+                request.method, request.payload, request.metadata, deadline
+            )
+            frame = encode_response(stream_id, metadata, payload)
+        except LocalAbort as abort:
+            frame = encode_status(
+                stream_id, abort.code.value[0], abort.details, abort.trailing_metadata
+            )
+        except Exception:
+            # The endpoint's bug: the details go to the log, the caller gets a generic status.
+            log.exception("lane call %s failed", request.method)
+            frame = encode_status(stream_id, _INTERNAL, "internal error", ())
+        finally:
+            self.tasks.pop(stream_id, None)
+        self.write_frame(frame)
+
+class LaneServer:
+    """Serves one :data:`~runtime.client.LocalCall` to lane clients on a TCP port.
+
+    server = LaneServer(LocalEndpoints(service.endpoints), host="127.0.0.1")
+    address = await server.start()          # "127.0.0.1:40123"
+    ...
+    await server.stop(grace=5.0)
+    """
+
+    def __init__(
+        self,
+        call: LocalCall,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._call = call
+        self._host = host
+        self._port = port
+        self.max_message_bytes = max_message_bytes
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = False
+        self._address: str | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` the server listens on; only after :meth:`start`."""
+        if self._address is None:
+            raise RuntimeError("the lane server has not started")
+        return self._address
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now (one per gateway, normally)."""
+        return len(self._connections)
+
+    async def start(self) -> str:
+        """Listen, and return ``host:port`` (the port chosen when 0 was asked for)."""
+        if self._server is not None:
+            raise RuntimeError("the lane server has started already")
+        loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._server = await loop.create_server(lambda: _Connection(self), self._host, self._port)
+        port = self._server.sockets[0].getsockname()[1]
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._address = f"{host}:{port}"
+        return self._address
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; let calls in flight finish for up to ``grace`` seconds (None: none
+        may), cancel the rest, and close every connection. Safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping = True
+        server.close()
+        tasks = [t for c in self._connections for t in c.tasks.values()]
+        if tasks and grace:
+            await asyncio.wait(tasks, timeout=grace)
+        for connection in list(self._connections):
+            for task in connection.tasks.values():
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        connections = list(self._connections)
+        for connection in connections:
+            connection.close()
+        if connections:
+            # close() flushes what is buffered first; a client that stopped reading is cut off.
+            _, stuck = await asyncio.wait([c.closed for c in connections], timeout=_FLUSH_SECONDS)
+            for connection in connections:
+                if not connection.closed.done():
+                    connection.abort()
+            if stuck:
+                await asyncio.wait(stuck)
+        await server.wait_closed()
+
+    async def __aenter__(self) -> LaneServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
