@@ -50,13 +50,27 @@ def principal_header(principal: Principal) -> str:
 
 
 def principal_from_header(value: str | None) -> Principal:
-    """The principal a gateway forwarded; anonymous when there is none."""
+    """The principal a gateway forwarded; anonymous when there is none.
+
+    Parsed once per distinct header: a worker sees the same few callers over and over.
+    """
     if not value:
         return ANONYMOUS
-    subject, _, rest = value.partition(";")
-    roles, _, method = rest.partition(";")
-    return Principal(
-        subject=subject or "anonymous",
-        roles=tuple(r for r in roles.split(",") if r),
-        method=next((m for m in _METHODS if m == method), "internal"),
-    )
+    principal = _PARSED.get(value)
+    if principal is None:
+        subject, _, rest = value.partition(";")
+        roles, _, method = rest.partition(";")
+        principal = Principal(
+            subject=subject or "anonymous",
+            roles=tuple(r for r in roles.split(",") if r),
+            method=next((m for m in _METHODS if m == method), "internal"),
+        )
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[value] = principal
+    return principal
+
+
+_PARSED: dict[str, Principal] = {}
+_PARSED_MAX = 4096
+"""Bound on the headers remembered; past it the memory starts over (principals are immutable)."""

@@ -38,7 +38,7 @@ from runtime.gtype._checks import (
     run_custom_validator,
 )
 from runtime.gtype._errors import FieldViolation
-from runtime.gtype._model import GType, Schema
+from runtime.gtype._model import Constraints, GType, Schema
 
 __all__ = [
     "CONSTRAINT_ORDER",
@@ -247,6 +247,26 @@ def _present(node: GType, key: str) -> bool:
     return value is not None and value != ()
 
 
+_PRESENT: dict[int, tuple[Constraints, tuple[str, ...]]] = {}
+"""id(constraints) → (the constraints, the keys they set, in CONSTRAINT_ORDER). Holding the
+object keeps its id from being reused; schemas are long-lived, so this stays small, and it is
+emptied if it ever grows past :data:`_PRESENT_MAX`."""
+_PRESENT_MAX = 4096
+
+
+def _present_keys(node: GType) -> tuple[str, ...]:
+    """The constraint keys ``node`` sets, worked out once per constraints object."""
+    constraints = node.constraints
+    cached = _PRESENT.get(id(constraints))
+    if cached is not None and cached[0] is constraints:
+        return cached[1]
+    keys = tuple(key for key in CONSTRAINT_ORDER if _present(node, key))
+    if len(_PRESENT) >= _PRESENT_MAX:
+        _PRESENT.clear()
+    _PRESENT[id(constraints)] = (constraints, keys)
+    return keys
+
+
 def _check(
     value: object, node: GType, schema: Schema | None, path: str, out: list[FieldViolation]
 ) -> None:
@@ -308,8 +328,8 @@ def _check(
 
 
 def _check_constraints(value: object, node: GType, path: str, out: list[FieldViolation]) -> None:
-    for key in CONSTRAINT_ORDER:
-        if _present(node, key) and not _constraint_ok(value, node, key):
+    for key in _present_keys(node):
+        if not _constraint_ok(value, node, key):
             out.append(FieldViolation(path, constraint_text(node, key), value))
 
 

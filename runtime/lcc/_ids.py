@@ -11,8 +11,8 @@ both rules live here so the gateway and the request lifecycle agree on what "wel
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 __all__ = ["is_valid_request_id", "new_request_id"]
 
@@ -20,8 +20,12 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def new_request_id() -> str:
-    """A fresh, unique request id: 32 lower-case hex digits of a random UUID4."""
-    return uuid.uuid4().hex
+    """A fresh, unique request id: 32 lower-case hex digits, 128 random bits.
+
+    The same shape as ``uuid.uuid4().hex`` (which also draws on ``os.urandom``), without
+    building a UUID object on every call.
+    """
+    return os.urandom(16).hex()
 
 
 def is_valid_request_id(value: object) -> bool:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import accumulate
 from typing import Any, Protocol
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "SECONDS_BUCKETS",
@@ -170,21 +174,23 @@ class RedMetrics:
     """Rate, errors and duration of every call, by method, version and status code.
 
     Exports ``modrpc_requests_total``, ``modrpc_request_errors_total`` (status other than ``OK``)
-    and the histogram ``modrpc_request_duration_seconds``.
+    and the histogram ``modrpc_request_duration_seconds`` (buckets :data:`SECONDS_BUCKETS`), in
+    the same registry as every other instrument of ``metrics``.
+
+    These three are counted here, not through OpenTelemetry instruments: they are updated on
+    every call, and the SDK's measurement path (attribute hashing, a lock per aggregation, a
+    view match per reader) cost ~20-30 us of CPU per call for the three of them, a sixth of
+    what a bare grpc.aio call costs in all. Here a call is one dict lookup, one bisect and
+    three additions (~1 us); the series are turned into Prometheus families only when scraped,
+    through ``prometheus_client``'s custom-collector interface.
     """
 
     def __init__(self, metrics: Metrics) -> None:
-        self._requests = metrics.counter(
-            "modrpc_requests_total", "Calls handled, by method, version and status code."
-        )
-        self._errors = metrics.counter(
-            "modrpc_request_errors_total", "Calls that ended with a status other than OK."
-        )
-        self._duration = metrics.histogram(
-            "modrpc_request_duration_seconds",
-            "Time from receiving a call to answering it.",
-            unit="s",
-        )
+        self._bounds = tuple(float(b) for b in SECONDS_BUCKETS)
+        # (method, version, code) -> [count, sum of seconds, per-bucket counts (last: +Inf)]
+        self._series: dict[tuple[str, str, str], list[Any]] = {}
+        self._lock = threading.Lock()
+        metrics.registry.register(_RedCollector(self))
 
     def observe(self, method: str, version: str, code: str, seconds: float) -> None:
         """Record one finished call. ``code`` is the gRPC status name, e.g. ``OK``, ``NOT_FOUND``.
@@ -193,8 +199,56 @@ class RedMetrics:
         """
         if code == "ok":
             code = "OK"
-        attributes = {"method": method, "version": version, "code": code}
-        self._requests.add(1, attributes)
-        if code != "OK":
-            self._errors.add(1, attributes)
-        self._duration.record(seconds, attributes)
+        key = (method, version, code)
+        bucket = bisect_left(self._bounds, seconds)  # the first bound >= seconds: "le" buckets
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = [0, 0.0, [0] * (len(self._bounds) + 1)]
+            series[0] += 1
+            series[1] += seconds
+            series[2][bucket] += 1
+
+    def snapshot(self) -> dict[tuple[str, str, str], tuple[int, float, tuple[int, ...]]]:
+        """A consistent copy of every series: key → (count, sum, per-bucket counts)."""
+        with self._lock:
+            return {key: (s[0], s[1], tuple(s[2])) for key, s in self._series.items()}
+
+
+_RED_LABELS = ("method", "version", "code")
+
+
+class _RedCollector:
+    """Turns :class:`RedMetrics`' series into Prometheus metric families at scrape time."""
+
+    def __init__(self, red: RedMetrics) -> None:
+        self._red = red
+        self._les = [str(floatToGoString(b)) for b in red._bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+    def describe(self) -> list[Any]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Any]:
+        return iter(self._families(self._red.snapshot()))
+
+    def _families(self, series: Mapping[tuple[str, str, str], tuple[int, float, tuple[int, ...]]]) -> list[Any]:
+        requests = CounterMetricFamily(
+            "modrpc_requests", "Calls handled, by method, version and status code.", labels=_RED_LABELS
+        )
+        errors = CounterMetricFamily(
+            "modrpc_request_errors", "Calls that ended with a status other than OK.", labels=_RED_LABELS
+        )
+        duration = HistogramMetricFamily(
+            "modrpc_request_duration_seconds",
+            "Time from receiving a call to answering it.",
+            labels=_RED_LABELS,
+            unit="seconds",
+        )
+        for key, (count, total, buckets) in series.items():
+            labels = list(key)
+            requests.add_metric(labels, count)
+            if key[2] != "OK":
+                errors.add_metric(labels, count)
+            cumulative = list(accumulate(buckets))
+            duration.add_metric(labels, list(zip(self._les, cumulative, strict=True)), total)
+        return [requests, errors, duration]

@@ -1,21 +1,26 @@
-"""The in-process rate limiter: ``limits``' memory storage with a bounded number of keys.
+"""The in-process rate limiter: a moving window per key, with a bounded number of keys.
 
-It uses the library's synchronous storage and strategy, called inline. Its work is plain
-in-memory bookkeeping under a per-key lock, so it never blocks the loop, and it costs about
-12 µs per hit against about 150 µs for the asyncio storage, which schedules an expiry task and
-hops to a thread on almost every hit. Expired windows are swept by the storage's own timer.
+The semantics are those of ``limits``' moving window, which the Redis limiter uses: a call is
+allowed while fewer than ``amount`` allowed calls happened in the last ``period`` seconds, a
+refused call does not count, and a refused caller may retry when the oldest call in the window
+leaves it. The bookkeeping is a deque of timestamps per key, trimmed from the front on each hit,
+all inline on the event loop.
+
+It does not use ``limits``' in-memory storage, whose cost grows with the traffic: it inserts each
+hit at the front of a list (O(n) in the hits within the window, thousands for a limit such as
+``1000000/second``) and, while hits keep coming, starts a new ``threading.Timer`` thread every
+10 ms to sweep every key. Measured in the gateway under load, that was ~30 µs of CPU per call;
+this is ~2 µs.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from typing import Any
 
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
-
 from runtime.errors import Unavailable
-from runtime.ratelimit._types import Decision, RateLimit, decide_now
+from runtime.ratelimit._types import Decision, RateLimit, refused
 
 __all__ = ["MemoryRateLimiter"]
 
@@ -38,9 +43,8 @@ class MemoryRateLimiter:
         if max_keys < 1:
             raise ValueError(f"max_keys must be at least 1, got {max_keys}")
         self._max_keys = max_keys
-        self._storage = MemoryStorage()
-        self._strategy = MovingWindowRateLimiter(self._storage)
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        # (key, amount, period) -> times of the allowed hits still in the window, oldest first
+        self._windows: OrderedDict[tuple[str, int, int], deque[float]] = OrderedDict()
         self._closed = False
 
     @property
@@ -49,29 +53,34 @@ class MemoryRateLimiter:
 
     def __len__(self) -> int:
         """How many keys are being tracked (never more than ``max_keys``)."""
-        return len(self._recent)
+        return len(self._windows)
 
     async def hit(self, key: str, limit: RateLimit) -> Decision:
         if self._closed:
             raise Unavailable("the rate limiter is closed")
-        storage_key = limit.item.key_for(key)
-        if storage_key in self._recent:
-            self._recent.move_to_end(storage_key)
+        amount, period = limit.amount, limit.period
+        windows = self._windows
+        slot = (key, amount, period)
+        window = windows.get(slot)
+        if window is None:
+            window = windows[slot] = deque()
+            while len(windows) > self._max_keys:
+                windows.popitem(last=False)
         else:
-            self._recent[storage_key] = None
-            while len(self._recent) > self._max_keys:
-                evicted, _ = self._recent.popitem(last=False)
-                self._storage.clear(evicted)
-        return decide_now(self._strategy, key, limit)
+            windows.move_to_end(slot)
+        now = time.time()
+        cutoff = now - period
+        while window and window[0] <= cutoff:
+            window.popleft()
+        if len(window) < amount:
+            window.append(now)
+            return Decision(True, amount - len(window), 0.0)
+        return refused(window[0] + period - now, limit)
 
     async def close(self) -> None:
-        """Stop the storage's expiry timer and drop every count. Safe to call twice."""
-        if self._closed:
-            return
+        """Drop every count; later hits raise Unavailable. Safe to call twice."""
         self._closed = True
-        self._storage.timer.cancel()
-        self._storage.reset()
-        self._recent.clear()
+        self._windows.clear()
 
     async def __aenter__(self) -> MemoryRateLimiter:
         return self

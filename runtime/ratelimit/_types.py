@@ -8,7 +8,6 @@ from typing import Protocol
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.strategies import MovingWindowRateLimiter as SyncMovingWindowRateLimiter
 
 from runtime.errors import ResourceExhausted
 
@@ -110,17 +109,15 @@ async def decide(strategy: MovingWindowRateLimiter, key: str, limit: RateLimit) 
     return _decision(allowed, stats.remaining, stats.reset_time, limit)
 
 
-def decide_now(strategy: SyncMovingWindowRateLimiter, key: str, limit: RateLimit) -> Decision:
-    """:func:`decide` for ``limits``' synchronous strategies: in-memory work, done inline."""
-    allowed = strategy.hit(limit.item, key)
-    stats = strategy.get_window_stats(limit.item, key)
-    return _decision(allowed, stats.remaining, stats.reset_time, limit)
-
-
 def _decision(allowed: bool, remaining_slots: float, reset_time: float, limit: RateLimit) -> Decision:
     remaining = max(0, int(remaining_slots))
     if allowed:
         return Decision(True, remaining, 0.0)
     # reset_time is when the oldest hit in the window leaves it, freeing one slot.
-    retry_after = max(_MIN_RETRY_AFTER, round(reset_time - time.time(), 3))
+    return refused(reset_time - time.time(), limit)
+
+
+def refused(seconds_to_slot: float, limit: RateLimit) -> Decision:
+    """A refusal whose caller may retry in ``seconds_to_slot`` (bounded to the limit's period)."""
+    retry_after = max(_MIN_RETRY_AFTER, round(seconds_to_slot, 3))
     return Decision(False, 0, min(retry_after, float(limit.period)))

@@ -149,3 +149,18 @@ def test_a_record_missing_a_field_is_refused_by_name(tmp_path: Path) -> None:
     path.write_text(json.dumps(data) + "\n")
     with pytest.raises(ValueError, match=r"audit.jsonl:1: audit record is missing manifest_hash"):
         list(read_audit_file(path))
+
+
+async def test_file_sink_keeps_each_record_on_one_line_whatever_its_text(tmp_path: Path) -> None:
+    # U+0085, U+2028 and U+2029 are line breaks to some tools; they are written escaped.
+    tricky = "next\u0085line\u2028sep\u2029para\nnewline \u00e9\u4e2d"
+    path = tmp_path / "audit.jsonl"
+    sink = FileAuditSink(path)
+    await sink.write_many([record(1, request_id="r-1", events=({"kind": "alert", "error": tricky},)), record(2)])
+    await sink.close()
+    data = path.read_bytes()
+    assert data.count(b"\n") == 2
+    for raw in (b"\xc2\x85", b"\xe2\x80\xa8", b"\xe2\x80\xa9"):
+        assert raw not in data
+    first, second = read_audit_file(path)
+    assert first.events[0]["error"] == tricky and second.request_id == record(2).request_id
