@@ -41,7 +41,7 @@ SMOKE = (
 )
 """A few hundred calls: enough to prove the harness works, far too few to mean anything."""
 
-TARGET_ORDER = ("bare", "direct", "gateway", "embedded", "proxy", "nginx", "proxy_bare")
+TARGET_ORDER = ("bare", "direct", "gateway", "gateway_grpc", "embedded", "proxy", "nginx", "proxy_bare")
 
 
 async def measure_target(

@@ -9,7 +9,8 @@ __all__ = ["markdown"]
 _PATHS = (
     ("bare", "bare grpc.aio echo (reference)", "bare", None),
     ("direct", "worker, called directly", "direct", "worker"),
-    ("gateway", "gateway → worker", "direct", "gateway"),
+    ("gateway", "gateway → worker (lane)", "direct", "gateway"),
+    ("gateway_grpc", "gateway → worker over gRPC (lane off)", "direct", "gateway"),
     ("embedded", "gateway with the module in process (embedded)", "direct", "gateway"),
     ("proxy", "naive grpc.aio pass-through → worker", "direct", "proxy"),
     ("nginx", "nginx grpc_pass → worker", "direct", "nginx"),

@@ -2,7 +2,9 @@
 
 * **worker**: ``modrpc worker echo``, serving :mod:`bench.modules.echo` with its full lifecycle;
 * **gateway**: ``modrpc gateway`` in front of that worker, with the route's whole policy chain
-  (JWT authentication, role, rate limit, version resolution, tracing, RED metrics);
+  (JWT authentication, role, rate limit, version resolution, tracing, RED metrics), reaching the
+  worker over its lane (:mod:`runtime.lane`);
+* **gateway_grpc**: the same gateway with ``MODRPC_LANE=false``, reaching the worker over gRPC;
 * **bare**: :mod:`bench.reference` ``echo``, the cheapest grpc.aio server;
 * **proxy**: :mod:`bench.reference` ``proxy``, the naive pass-through in front of the worker;
 * **proxy_bare**: the same pass-through in front of the bare server, the setting in which issue 7
@@ -201,6 +203,12 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
             )
             top.targets["direct"] = Target("direct", worker.address, {"worker": worker})
             top.targets["gateway"] = Target("gateway", gateway.address, {"gateway": gateway, "worker": worker})
+            # The same gateway with the lane switched off: its calls reach the worker over gRPC.
+            grpc_env = {**env, "MODRPC_LANE": "false"}
+            gateway_grpc = await start("gateway_grpc", _modrpc("gateway"), GATEWAY_READY, grpc_env)
+            top.targets["gateway_grpc"] = Target(
+                "gateway_grpc", gateway_grpc.address, {"gateway": gateway_grpc, "worker": worker}
+            )
             top.targets["bare"] = Target("bare", bare.address, {"server": bare})
             top.targets["proxy"] = Target("proxy", proxy.address, {"proxy": proxy, "worker": worker})
             proxy_bare = await start(

@@ -21,7 +21,7 @@ from bench.topology import echo_call
 
 pytestmark = pytest.mark.timeout(240)
 
-TARGETS = {"bare", "direct", "gateway", "embedded", "proxy", "proxy_bare"}
+TARGETS = {"bare", "direct", "gateway", "gateway_grpc", "embedded", "proxy", "proxy_bare"}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,7 @@ def test_cpu_is_accounted_to_every_process_on_each_path(figures: dict[str, Any])
         "bare": {"server"},
         "direct": {"worker"},
         "gateway": {"gateway", "worker"},
+        "gateway_grpc": {"gateway", "worker"},
         "embedded": {"gateway"},
         "proxy": {"proxy", "worker"},
         "proxy_bare": {"proxy", "server"},
