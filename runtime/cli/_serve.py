@@ -274,7 +274,8 @@ class _Child:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(self.process.wait(), grace + 5)
+            async with asyncio.timeout(grace + 5):
+                await self.process.wait()
         except TimeoutError:
             self.process.kill()
             await self.process.wait()

@@ -213,7 +213,8 @@ class _HubSubscription:
     async def close(self) -> None:
         self.closing = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.idle.wait(), self._drain_timeout)
+            async with asyncio.timeout(self._drain_timeout):
+                await self.idle.wait()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -245,7 +246,8 @@ class HubFabric:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.target)
             try:
-                await asyncio.wait_for(self._channel.channel_ready(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self._channel.channel_ready()
             except TimeoutError:
                 await self._channel.close(None)
                 self._channel = None

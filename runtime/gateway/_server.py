@@ -222,8 +222,11 @@ class Gateway:
 
     async def _tick(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when it is
+            # cancelled just as the event is set, and this loop would then outlive stop().
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), REFRESH_SECONDS)
+                async with asyncio.timeout(REFRESH_SECONDS):
+                    await self._changed.wait()
             self._changed.clear()
             try:
                 await self.refresh()
@@ -244,7 +247,8 @@ class Gateway:
                 await self.refresh()
 
         try:
-            await asyncio.wait_for(ready(), timeout)
+            async with asyncio.timeout(timeout):
+                await ready()
         except TimeoutError:
             missing = [n for n in modules if n not in self.table.modules or not self.table.modules[n].served]
             raise Unavailable(f"gateway not ready after {timeout:.0f}s; no worker serves {missing}") from None

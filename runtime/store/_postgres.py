@@ -152,7 +152,8 @@ class PostgresStore:
         finally:
             if pool is not None:
                 try:
-                    await asyncio.wait_for(pool.close(), timeout=CLOSE_GRACE)
+                    async with asyncio.timeout(CLOSE_GRACE):
+                        await pool.close()
                 except TimeoutError:
                     pool.terminate()  # queries still running after the grace period are cut off
                 except BaseException:
