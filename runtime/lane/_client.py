@@ -9,6 +9,10 @@ and retries lane calls exactly like gRPC calls:
 - the caller's deadline passes first → DEADLINE_EXCEEDED, and a CANCEL frame tells the worker;
 - a response past ``max_message_bytes`` → RESOURCE_EXHAUSTED.
 
+While the worker does not read (its send buffer is past the transport's high-water mark), new
+calls wait for it to drain, within their deadlines, so requests cannot pile up in this process
+without bound.
+
 A caller that is cancelled sends CANCEL too, then re-raises: cancellation is never swallowed.
 """
 
@@ -79,6 +83,8 @@ class _Connection(FramedProtocol):
         self.closed: asyncio.Future[None] = self.loop.create_future()
         self._reader = FrameReader(max_message_bytes + METADATA_ALLOWANCE)
         self._last_id = 0
+        self.drained: asyncio.Future[None] | None = None
+        """Set while writing is paused; settled when the transport drains or the connection is lost."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -90,12 +96,25 @@ class _Connection(FramedProtocol):
         transport = self._transport
         return not self.lost and transport is not None and not transport.is_closing()
 
+    def pause_writing(self) -> None:
+        if self.drained is None:
+            self.drained = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
     def eof_received(self) -> None:
         self.lost = True  # the server closed its end: no answer can come any more
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._transport = None
+        self._release()  # callers waiting to write find the connection gone and go elsewhere
         reason = f": {exc}" if exc is not None else ""
         self.fail_all(
             grpc.StatusCode.UNAVAILABLE, f"lane connection to {self.address} was lost{reason}"
@@ -233,6 +252,10 @@ class LaneClient:
         connection = self._connection
         if connection is None or not connection.usable:
             connection = await self._connect(method_path, deadline)
+        while connection.drained is not None:  # the worker is not reading: wait for it
+            await self._drain(connection, method_path, deadline)
+            if not connection.usable:
+                connection = await self._connect(method_path, deadline)
         timeout = None
         if deadline is not None:
             timeout = deadline.remaining()
@@ -254,6 +277,19 @@ class LaneClient:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    async def _drain(self, connection: _Connection, method_path: str, deadline: Deadline | None) -> None:
+        drained = connection.drained
+        assert drained is not None
+        # Shielded: one caller giving up must not settle the future the others wait on.
+        if deadline is None:
+            await asyncio.shield(drained)
+            return
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                await asyncio.shield(drained)
+        except TimeoutError:
+            raise self._deadline_exceeded(method_path) from None
 
     def _deadline_message(self, method_path: str) -> str:
         return f"deadline exceeded before {method_path} answered over the lane to {self.address}"

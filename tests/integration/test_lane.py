@@ -495,3 +495,111 @@ async def test_a_client_that_stops_reading_stops_being_read_until_it_drains() ->
     finally:
         writer.close()
         await server.stop(0)
+
+
+class StalledLaneServer:
+    """A lane server that reads nothing until :attr:`go` is set, then answers every request."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.requests: list[int] = []
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self.address = ""
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self.address = f"{host}:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        writer.transport.pause_reading()
+        await self.go.wait()
+        writer.transport.resume_reading()
+        cutter = FrameReader(8 * 1024 * 1024)
+        while data := await reader.read(1 << 20):
+            for frame in cutter.feed(data):
+                if frame.kind == REQUEST:  # CANCELs of calls that ended waiting are ignored
+                    self.requests.append(frame.stream_id)
+                    writer.write(encode_response(frame.stream_id, (), b"ok"))
+            await writer.drain()
+        writer.close()
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+async def send_in_turns(
+    lane: LaneClient, count: int, payload: bytes, deadline: float
+) -> list[asyncio.Task[tuple[bytes, Any]]]:
+    """``count`` calls, each started in its own turn of the loop (so each is its own write)."""
+    tasks = []
+    for _ in range(count):
+        tasks.append(asyncio.create_task(lane("/t.v1.T/Echo", payload, [], Deadline.after(deadline))))
+        await asyncio.sleep(0.005)
+    return tasks
+
+
+async def test_calls_wait_while_the_worker_reads_nothing_and_go_once_it_does() -> None:
+    """Client flow control: requests never pile up in the gateway without bound."""
+    stalled = StalledLaneServer()
+    await stalled.start()
+    lane = LaneClient(stalled.address)
+    megabyte = b"r" * (1 << 20)
+    try:
+        tasks = await send_in_turns(lane, 40, megabyte, deadline=60)
+        connection = lane._connection
+        assert connection is not None and connection._transport is not None
+        async with asyncio.timeout(10):
+            while connection.drained is None:  # noqa: ASYNC110 - pause_writing has no event
+                await asyncio.sleep(0.01)
+        # Past the 64 KiB high-water mark by one request at most, not by the 40 MB asked for.
+        assert connection._transport.get_write_buffer_size() <= (1 << 20) + 128 * 1024
+        waiting = [task for task in tasks if not task.done()]
+        assert len(waiting) == 40
+        stalled.go.set()
+        async with asyncio.timeout(30):
+            replies = await asyncio.gather(*tasks)
+        assert [body for body, _ in replies] == [b"ok"] * 40
+        assert sorted(stalled.requests) == list(range(1, 41))
+    finally:
+        stalled.go.set()
+        await lane.close()
+        await stalled.stop()
+
+
+async def test_a_call_waiting_for_a_worker_that_reads_nothing_ends_at_its_deadline_unsent() -> None:
+    stalled = StalledLaneServer()
+    await stalled.start()
+    lane = LaneClient(stalled.address)
+    try:
+        tasks = await send_in_turns(lane, 40, b"r" * (1 << 20), deadline=0.5)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(result, LocalAbort) for result in results)
+        codes = {result.code for result in results if isinstance(result, LocalAbort)}
+        assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED}
+        stalled.go.set()
+        connection = lane._connection
+        assert connection is not None
+        async with asyncio.timeout(10):  # the worker reads again: what was written reaches it
+            while connection.drained is not None:  # noqa: ASYNC110 - resume_writing has no event
+                await asyncio.sleep(0.01)
+            reply, _ = await lane("/t.v1.T/Echo", b"after", [], Deadline.after(5))
+        assert reply == b"ok"
+        # Calls that waited were never written (nor numbered): of the 40 that timed out, the
+        # worker saw only those sent before the pause, then the last call.
+        sent_before = len(stalled.requests) - 1
+        assert 0 < sent_before < 40
+        assert stalled.requests == list(range(1, sent_before + 2))
+    finally:
+        stalled.go.set()
+        await lane.close()
+        await stalled.stop()
