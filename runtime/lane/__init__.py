@@ -20,6 +20,10 @@ and trailing metadata, ``-bin`` values kept as bytes). Every field inside a body
 length-prefixed; a frame past ``max_message_bytes`` plus a metadata allowance is skipped
 unread and answered with RESOURCE_EXHAUSTED.
 
+Flow control at both ends: a server whose answers are not read stops reading requests on that
+connection, and a client whose requests are not read holds new calls (within their deadlines)
+until the connection drains. Neither end buffers without bound.
+
     server = LaneServer(LocalEndpoints(service.endpoints), host="127.0.0.1")
     address = await server.start()
     client = LaneClient(address)
