@@ -4,11 +4,18 @@ Each connection is an :class:`asyncio.Protocol` (no streams: their per-read futu
 than the call itself). A REQUEST frame starts a task running the :data:`~runtime.client.LocalCall`;
 its RESPONSE or STATUS is written with one ``transport.write``. A CANCEL frame, or the connection
 going away, cancels the task, and a cancelled call sends nothing: nobody is waiting for it.
+
+A connection runs at most ``max_concurrent_calls`` calls at once (the lane's counterpart of
+HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS); further requests wait, in order, and start as calls
+end. It stops reading while its answers are not being read (the transport's high-water mark) or
+while more requests wait than may run, so nothing piles up without bound; until then it keeps
+reading, so a CANCEL reaches a waiting or running call at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 
 import grpc
@@ -39,6 +46,8 @@ _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 _RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 _FLUSH_SECONDS = 1.0
+DEFAULT_MAX_CONCURRENT_CALLS = 1024
+"""Calls one connection may have running before the server reads no more of its requests."""
 """How long :meth:`LaneServer.stop` lets a connection flush its last answers before cutting it."""
 
 
@@ -53,6 +62,9 @@ class _Connection(FramedProtocol):
         # Stream ids are never reused on a connection (the client counts up to 2**32), so a
         # task's entry can be dropped by stream id alone.
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self._waiting: collections.deque[tuple[int, bytes]] = collections.deque()
+        """Requests (stream id, body) read while ``max_concurrent_calls`` were running."""
+        self._write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -65,6 +77,7 @@ class _Connection(FramedProtocol):
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
+        self._waiting.clear()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -72,13 +85,23 @@ class _Connection(FramedProtocol):
         # The client is not reading its answers: take no new requests from it until it does,
         # so answers cannot pile up in this process without bound.
         log.debug("lane connection paused writing: not reading requests until it drains")
-        if self._transport is not None:
-            self._transport.pause_reading()
+        self._write_paused = True
+        self._pace()
 
     def resume_writing(self) -> None:
         log.debug("lane connection resumed writing")
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+        self._write_paused = False
+        self._pace()
+
+    def _pace(self) -> None:
+        """Read requests only while answers drain and no more requests wait than may run."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._write_paused or len(self._waiting) > self._server.max_concurrent_calls:
+            transport.pause_reading()  # both are no-ops when already in that state
+        else:
+            transport.resume_reading()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -101,12 +124,20 @@ class _Connection(FramedProtocol):
                 if isinstance(frame, Oversized):
                     message = too_large("request frame", frame.length, self._reader.max_body)
                     self.write_frame(encode_status(frame.stream_id, _RESOURCE_EXHAUSTED, message, ()))
+                elif self._waiting or len(self.tasks) >= self._server.max_concurrent_calls:
+                    self._waiting.append((frame.stream_id, frame.body))
+                    self._pace()
                 else:
                     self._start(frame.stream_id, frame.body)
             elif frame.kind == CANCEL and not isinstance(frame, Oversized):
-                task = self.tasks.pop(frame.stream_id, None)
+                task = self.tasks.get(frame.stream_id)
                 if task is not None:
-                    task.cancel()
+                    task.cancel()  # its end makes room for a waiting request
+                elif self._waiting:  # a request that never started: dropped, unanswered
+                    self._waiting = collections.deque(
+                        waiting for waiting in self._waiting if waiting[0] != frame.stream_id
+                    )
+                    self._pace()
             else:  # a client never sends RESPONSE or STATUS, nor an oversized CANCEL
                 log.warning(
                     "closing a lane connection that sent a bad frame of kind %d", frame.kind
@@ -132,6 +163,16 @@ class _Connection(FramedProtocol):
             self._serve(stream_id, request)
         )
 
+    def _ended(self, stream_id: int) -> None:
+        """A call ended (answered or cancelled): a waiting request takes its place."""
+        self.tasks.pop(stream_id, None)
+        if not self._waiting or self._transport is None:
+            return
+        limit = self._server.max_concurrent_calls
+        while self._waiting and len(self.tasks) < limit:  # one not started (malformed) makes room
+            self._start(*self._waiting.popleft())
+        self._pace()
+
     async def _serve(self, stream_id: int, request: Request) -> None:
         try:
             deadline = None if request.timeout is None else Deadline.after(request.timeout)
@@ -148,7 +189,7 @@ class _Connection(FramedProtocol):
             log.exception("lane call %s failed", request.method)
             frame = encode_status(stream_id, _INTERNAL, "internal error", ())
         finally:
-            self.tasks.pop(stream_id, None)
+            self._ended(stream_id)
         self.write_frame(frame)
 
 class LaneServer:
@@ -167,11 +208,15 @@ class LaneServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
     ) -> None:
+        if max_concurrent_calls < 1:
+            raise ValueError(f"max_concurrent_calls must be at least 1, not {max_concurrent_calls}")
         self._call = call
         self._host = host
         self._port = port
         self.max_message_bytes = max_message_bytes
+        self.max_concurrent_calls = max_concurrent_calls
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False

@@ -603,3 +603,86 @@ async def test_a_call_waiting_for_a_worker_that_reads_nothing_ends_at_its_deadli
         stalled.go.set()
         await lane.close()
         await stalled.stop()
+
+
+async def test_a_connection_runs_at_most_max_concurrent_calls_and_reads_the_rest_as_they_end(
+    endpoint: Endpoint,
+) -> None:
+    server = LaneServer(endpoint, host="127.0.0.1", max_concurrent_calls=4)
+    await server.start()
+    lane = LaneClient(server.address)
+    try:
+        calls = [asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30))) for _ in range(10)]
+        async with asyncio.timeout(10):
+            while len(endpoint.seen) < 4:  # noqa: ASYNC110 - the endpoint counts, it has no event
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # time enough for any further request to be read and started
+        assert len(endpoint.seen) == 4
+        (connection,) = server._connections
+        assert connection._transport is not None and not connection._transport.is_reading()
+        endpoint.release.set()
+        async with asyncio.timeout(10):
+            answers = await asyncio.gather(*calls)
+        assert [body for body, _ in answers] == [b"released"] * 10
+        assert len(endpoint.seen) == 10
+        assert connection._transport is not None and connection._transport.is_reading()
+    finally:
+        endpoint.release.set()
+        await lane.close()
+        await server.stop(0)
+
+
+async def test_a_cancelled_call_frees_its_place_among_the_concurrent_calls(endpoint: Endpoint) -> None:
+    server = LaneServer(endpoint, host="127.0.0.1", max_concurrent_calls=2)
+    await server.start()
+    lane = LaneClient(server.address)
+    try:
+        first = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
+        second = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
+        third = asyncio.create_task(lane("/t.v1.T/Echo", b"three", [], Deadline.after(30)))
+        async with asyncio.timeout(10):
+            while len(endpoint.seen) < 2:  # noqa: ASYNC110 - the endpoint counts, it has no event
+                await asyncio.sleep(0.01)
+        first.cancel()  # a CANCEL frame: the worker stops it, and the third call is read
+        async with asyncio.timeout(10):
+            body, _ = await third
+        assert body == b"three"
+        assert endpoint.cancelled.is_set()
+        endpoint.release.set()
+        async with asyncio.timeout(10):
+            assert (await second)[0] == b"released"
+    finally:
+        endpoint.release.set()
+        await lane.close()
+        await server.stop(0)
+
+
+def test_max_concurrent_calls_must_be_positive(endpoint: Endpoint) -> None:
+    with pytest.raises(ValueError, match="max_concurrent_calls must be at least 1, not 0"):
+        LaneServer(endpoint, max_concurrent_calls=0)
+
+
+async def test_a_request_cancelled_while_it_waits_never_runs(endpoint: Endpoint) -> None:
+    server = LaneServer(endpoint, host="127.0.0.1", max_concurrent_calls=1)
+    await server.start()
+    lane = LaneClient(server.address)
+    try:
+        running = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
+        waiting = asyncio.create_task(lane("/t.v1.T/Echo", b"never", [], Deadline.after(30)))
+        async with asyncio.timeout(10):
+            while not server._connections or not next(iter(server._connections))._waiting:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        waiting.cancel()
+        (connection,) = server._connections
+        async with asyncio.timeout(10):
+            while connection._waiting:  # noqa: ASYNC110 - the CANCEL frame has no event
+                await asyncio.sleep(0.01)
+        endpoint.release.set()
+        async with asyncio.timeout(10):
+            assert (await running)[0] == b"released"
+            assert (await lane("/t.v1.T/Echo", b"after", [], Deadline.after(5)))[0] == b"after"
+        assert [method for method, payload, *_ in endpoint.seen if payload == b"never"] == []
+    finally:
+        endpoint.release.set()
+        await lane.close()
+        await server.stop(0)
