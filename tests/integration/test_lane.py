@@ -7,6 +7,7 @@ ones serve the real endpoints of a ``probe`` worker, as a worker will.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -605,13 +606,25 @@ async def test_a_call_waiting_for_a_worker_that_reads_nothing_ends_at_its_deadli
         await stalled.stop()
 
 
-async def test_a_connection_runs_at_most_max_concurrent_calls_and_reads_the_rest_as_they_end(
-    endpoint: Endpoint,
-) -> None:
-    server = LaneServer(endpoint, host="127.0.0.1", max_concurrent_calls=4)
+@contextlib.asynccontextmanager
+async def limited(endpoint: Endpoint, max_concurrent_calls: int) -> AsyncIterator[tuple[LaneServer, LaneClient]]:
+    """A lane server running at most ``max_concurrent_calls`` per connection, and its client;
+    whatever the test left waiting is released at the end."""
+    server = LaneServer(endpoint, host="127.0.0.1", max_concurrent_calls=max_concurrent_calls)
     await server.start()
     lane = LaneClient(server.address)
     try:
+        yield server, lane
+    finally:
+        endpoint.release.set()
+        await lane.close()
+        await server.stop(0)
+
+
+async def test_a_connection_runs_at_most_max_concurrent_calls_and_reads_the_rest_as_they_end(
+    endpoint: Endpoint,
+) -> None:
+    async with limited(endpoint, 4) as (server, lane):
         calls = [asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30))) for _ in range(10)]
         async with asyncio.timeout(10):
             while len(endpoint.seen) < 4:  # noqa: ASYNC110 - the endpoint counts, it has no event
@@ -626,17 +639,10 @@ async def test_a_connection_runs_at_most_max_concurrent_calls_and_reads_the_rest
         assert [body for body, _ in answers] == [b"released"] * 10
         assert len(endpoint.seen) == 10
         assert connection._transport is not None and connection._transport.is_reading()
-    finally:
-        endpoint.release.set()
-        await lane.close()
-        await server.stop(0)
 
 
 async def test_a_cancelled_call_frees_its_place_among_the_concurrent_calls(endpoint: Endpoint) -> None:
-    server = LaneServer(endpoint, host="127.0.0.1", max_concurrent_calls=2)
-    await server.start()
-    lane = LaneClient(server.address)
-    try:
+    async with limited(endpoint, 2) as (_, lane):
         first = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
         second = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
         third = asyncio.create_task(lane("/t.v1.T/Echo", b"three", [], Deadline.after(30)))
@@ -651,10 +657,6 @@ async def test_a_cancelled_call_frees_its_place_among_the_concurrent_calls(endpo
         endpoint.release.set()
         async with asyncio.timeout(10):
             assert (await second)[0] == b"released"
-    finally:
-        endpoint.release.set()
-        await lane.close()
-        await server.stop(0)
 
 
 def test_max_concurrent_calls_must_be_positive(endpoint: Endpoint) -> None:
@@ -663,10 +665,7 @@ def test_max_concurrent_calls_must_be_positive(endpoint: Endpoint) -> None:
 
 
 async def test_a_request_cancelled_while_it_waits_never_runs(endpoint: Endpoint) -> None:
-    server = LaneServer(endpoint, host="127.0.0.1", max_concurrent_calls=1)
-    await server.start()
-    lane = LaneClient(server.address)
-    try:
+    async with limited(endpoint, 1) as (server, lane):
         running = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
         waiting = asyncio.create_task(lane("/t.v1.T/Echo", b"never", [], Deadline.after(30)))
         async with asyncio.timeout(10):
@@ -682,7 +681,3 @@ async def test_a_request_cancelled_while_it_waits_never_runs(endpoint: Endpoint)
             assert (await running)[0] == b"released"
             assert (await lane("/t.v1.T/Echo", b"after", [], Deadline.after(5)))[0] == b"after"
         assert [method for method, payload, *_ in endpoint.seen if payload == b"never"] == []
-    finally:
-        endpoint.release.set()
-        await lane.close()
-        await server.stop(0)
