@@ -14,7 +14,7 @@ The gateway and ``gctx.modules`` both reach workers through a :class:`ModuleClie
 """
 
 from runtime.client._client import ModuleClient, ResponseMetadata
-from runtime.client._local import LocalAbort, LocalCall, LocalTransport, Unreached
+from runtime.client._local import Disconnected, LocalAbort, LocalCall, LocalTransport, Unreached
 from runtime.client._pool import DEFAULT_MAX_MESSAGE_BYTES, ChannelPool, RoundRobin, channel_options
 from runtime.client._retry import (
     RetryBudget,
@@ -48,6 +48,7 @@ __all__ = [
     "VERSION_ATTRIBUTE",
     "ChannelPool",
     "ClientTracer",
+    "Disconnected",
     "LocalAbort",
     "LocalCall",
     "LocalTransport",

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from runtime.client._local import LocalAbort, LocalCall, LocalTransport, Unreached
+from runtime.client._local import Disconnected, LocalAbort, LocalCall, LocalTransport, Unreached
 from runtime.client._pool import ChannelPool
 from runtime.client._retry import RetryBudget, RetryPolicy, Sleep, is_retryable
 from runtime.client._tracing import ClientTracer
@@ -170,9 +170,13 @@ class ModuleClient:
             try:
                 return await self._serve(lane, module, method_path, payload, metadata, deadline)
             except Unavailable as exc:
-                unreached = isinstance(exc.__cause__, Unreached)
-                self._pool.lane_failed(address, lane, unreached=unreached)  # restarted: a new lane?
-                if not unreached:
+                # Only the lane's own failures retire it (a worker restarted: a new lane?); an
+                # UNAVAILABLE the handler answered says nothing about the lane.
+                cause = exc.__cause__
+                if not isinstance(cause, (Unreached, Disconnected)):
+                    raise
+                self._pool.lane_failed(address, lane, unreached=isinstance(cause, Unreached))
+                if isinstance(cause, Disconnected):
                     raise
                 # Nothing was sent: the same call goes over gRPC, whatever its idempotency.
         timeout = self._timeout(module, method_path, deadline)

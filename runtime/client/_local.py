@@ -71,6 +71,14 @@ class Unreached(LocalAbort):
     """
 
 
+class Disconnected(LocalAbort):
+    """UNAVAILABLE because the transport's connection was lost or closed while the call was out.
+
+    The endpoint may or may not have run the call, so only an idempotent call may be retried;
+    but the transport itself failed, not the endpoint: the module client looks it up again.
+    """
+
+
 class LocalTransport:
     """Module name → the in-process endpoint serving it. Registration happens at startup only.
 

@@ -183,25 +183,28 @@ class _Instance:
             cache[method_path] = callable_
         return callable_
 
-    def lane_failed(self, lane: Any, *, unreached: bool) -> None:
-        """A call over ``lane`` was UNAVAILABLE: forget the lane, and ask the worker again.
+    def lane_failed(self, lane: Any, *, unreached: bool) -> Any:
+        """The lane itself failed a call: stop handing it out, ask the worker again, and return
+        the lane for the caller to close (None when it was retired already).
 
         The gRPC address is what names a worker; its lane port may change when a worker is
-        restarted on the same gRPC port, and then only a fresh lookup finds the new one. When
-        the lane could not even be reached (``unreached``), the next lookups wait longer each
-        time (a port the worker names but this host cannot reach, as behind a port mapping),
-        and calls keep to gRPC meanwhile.
+        restarted on the same gRPC port, and then only a fresh lookup finds the new one. A lane
+        that never connected at all (``unreached``: a port the worker names but this host cannot
+        reach, as behind a port mapping) is asked for later and later, calls keeping to gRPC
+        meanwhile; one that worked before is asked for again at once.
         """
         if self._lane is not lane or lane is None:
-            return
+            return None
         self._lane = None
         delay = 0.0
-        if unreached:
+        if unreached and not lane.connected:
             if self._lane_misses:
                 delay = min(LANE_RETRY_SECONDS * 2 ** (self._lane_misses - 1), LANE_RETRY_MAX_SECONDS)
             self._lane_misses += 1
+        else:
+            self._lane_misses = 0
         self._lane_retry_at = time.monotonic() + delay
-        asyncio.get_running_loop().create_task(lane.close())
+        return lane
 
     async def close(self, grace: float | None) -> None:
         self._lanes = False
@@ -210,7 +213,7 @@ class _Instance:
         lane, self._lane = self._lane, None
         closing = [channel.close(grace) for channel in self._channels]
         if lane is not None:
-            closing.append(lane.close())
+            closing.append(lane.close(grace))
         await asyncio.gather(*closing)
 
 
@@ -337,8 +340,9 @@ class ChannelPool:
         """A call over the lane of ``address`` was UNAVAILABLE: look that worker's lane up again
         (later and later while it cannot be ``unreached``)."""
         instance = self._instances.get(address)
-        if instance is not None:
-            instance.lane_failed(lane, unreached=unreached)
+        retired = None if instance is None else instance.lane_failed(lane, unreached=unreached)
+        if retired is not None:  # calls still out on it get the same grace as a retired channel
+            self._track(asyncio.get_running_loop().create_task(retired.close(self._close_grace)))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -348,7 +352,10 @@ class ChannelPool:
         except RuntimeError:
             self._retired.append(instance)  # closed by close(), which runs on a loop
             return
-        task = loop.create_task(instance.close(self._close_grace))
+        self._track(loop.create_task(instance.close(self._close_grace)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Keep a closing task until it ends, so that :meth:`close` can wait for it."""
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -15,14 +15,17 @@ so the module client traces, translates and retries lane calls exactly like gRPC
 The format (see ``_frames.py``): every frame is a 9-byte header ``!IIB`` (body length, stream
 id, kind) and a body of that length. The client sends REQUEST (method path, metadata pairs,
 seconds left or none, payload) and CANCEL (it gave up on a stream id); the server answers each
-stream once, with RESPONSE (response metadata and payload) or STATUS (a non-OK code, details
-and trailing metadata, ``-bin`` values kept as bytes). Every field inside a body is
+stream once, with RESPONSE (response metadata and payload), STATUS (a non-OK code, details
+and trailing metadata, ``-bin`` values kept as bytes) or REFUSED (the call was never started,
+as when the worker is stopping, so the client sends it over gRPC instead). Every field inside a body is
 length-prefixed; a frame past ``max_message_bytes`` plus a metadata allowance is skipped
 unread and answered with RESOURCE_EXHAUSTED.
 
-Flow control at both ends: a server whose answers are not read stops reading requests on that
-connection, and a client whose requests are not read holds new calls (within their deadlines)
-until the connection drains. Neither end buffers without bound.
+Flow control at both ends: a server runs at most ``max_concurrent_calls`` calls per connection
+and stops reading when its answers are not read or too many requests wait; a client whose
+requests are not read holds new calls (within their deadlines) until the connection drains.
+Neither end buffers without bound. The module client retires a lane only for the lane's own
+failures (never for a handler's UNAVAILABLE), and closing one gives its calls the pool's grace.
 
     server = LaneServer(LocalEndpoints(service.endpoints), host="127.0.0.1")
     address = await server.start()

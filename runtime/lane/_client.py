@@ -5,7 +5,10 @@ REQUEST frame and waits on a future that the RESPONSE or STATUS frame for its st
 Every failure arrives as :class:`~runtime.client.LocalAbort`, so the module client translates
 and retries lane calls exactly like gRPC calls:
 
-- the worker cannot be reached, or the connection drops mid-call → UNAVAILABLE (naming the address);
+- the worker cannot be reached, or refused the call without starting it (it is stopping) →
+  :class:`~runtime.client.Unreached`: UNAVAILABLE, and the call may go another way;
+- the connection drops mid-call, or the client is closed under it →
+  :class:`~runtime.client.Disconnected`: UNAVAILABLE, naming the address;
 - the caller's deadline passes first → DEADLINE_EXCEEDED, and a CANCEL frame tells the worker;
 - a response past ``max_message_bytes`` → RESOURCE_EXHAUSTED.
 
@@ -19,16 +22,19 @@ A caller that is cancelled sends CANCEL too, then re-raises: cancellation is nev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import socket
+from collections.abc import Callable, Sequence
 
 import grpc
 
-from runtime.client import LocalAbort, Unreached
+from runtime.client import Disconnected, LocalAbort, Unreached
 from runtime.deadline import Deadline
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
     METADATA_ALLOWANCE,
+    REFUSED,
     REQUEST,
     RESPONSE,
     STATUS,
@@ -36,6 +42,7 @@ from runtime.lane._frames import (
     FrameError,
     FrameReader,
     Oversized,
+    decode_refused,
     decode_response,
     decode_status,
     encode_cancel,
@@ -51,6 +58,11 @@ Pairs = tuple[tuple[str, str | bytes], ...]
 Reply = tuple[bytes, Pairs]
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_CLOSE_SECONDS = 1.0
+"""How long :meth:`LaneClient.close` lets the connection flush before cutting it."""
+_KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 3))
+"""Probe an idle connection after 60 s, every 20 s, and give up after 3 misses: as grpc's
+keepalive, so a call with no deadline to a host that vanished fails in minutes, not hours."""
 
 
 def _unreached(details: str) -> Unreached:
@@ -60,6 +72,21 @@ def _unreached(details: str) -> Unreached:
 
 def _abort(code: grpc.StatusCode, details: str) -> LocalAbort:
     return LocalAbort(RpcStatus(code, details))
+
+
+def _disconnected(details: str) -> Disconnected:
+    return Disconnected(RpcStatus(grpc.StatusCode.UNAVAILABLE, details))
+
+
+def _keep_alive(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in _KEEPALIVE:
+        option = getattr(socket, name, None)  # Linux names; others keep the system's defaults
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -85,10 +112,13 @@ class _Connection(FramedProtocol):
         self._last_id = 0
         self.drained: asyncio.Future[None] | None = None
         """Set while writing is paused; settled when the transport drains or the connection is lost."""
+        self.idle: asyncio.Future[None] | None = None
+        """Set by :meth:`LaneClient.close` while it waits for the calls out to end."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        _keep_alive(transport)
 
     @property
     def usable(self) -> bool:
@@ -116,23 +146,34 @@ class _Connection(FramedProtocol):
         self._transport = None
         self._release()  # callers waiting to write find the connection gone and go elsewhere
         reason = f": {exc}" if exc is not None else ""
-        self.fail_all(
-            grpc.StatusCode.UNAVAILABLE, f"lane connection to {self.address} was lost{reason}"
-        )
+        details = f"lane connection to {self.address} was lost{reason}"
+        self.fail_all(lambda: _disconnected(details))
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def fail_all(self, code: grpc.StatusCode, details: str) -> None:
+    def fail_all(self, error: Callable[[], LocalAbort]) -> None:
+        """Fail every call still out with a fresh ``error()`` each."""
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(_abort(code, details))
+                future.set_exception(error())
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        idle = self.idle
+        if idle is not None and not self.pending and not idle.done():
+            idle.set_result(None)
 
     def close(self) -> None:
         self.lost = True
         if self._transport is not None:
             self.flush()
             self._transport.close()
+
+    def abort(self) -> None:
+        self.lost = True
+        if self._transport is not None:
+            self._transport.abort()
 
     def send(
         self,
@@ -146,6 +187,8 @@ class _Connection(FramedProtocol):
         if transport is None or transport.is_closing():
             raise _unreached(f"lane connection to {self.address} is closed")
         self._last_id = stream_id = (self._last_id + 1) & 0xFFFFFFFF
+        while stream_id in self.pending:  # after 2**32 calls the ids come round again
+            self._last_id = stream_id = (stream_id + 1) & 0xFFFFFFFF
         try:
             frame = encode_request(stream_id, method, metadata, timeout, payload)
         except FrameError as exc:
@@ -164,6 +207,7 @@ class _Connection(FramedProtocol):
             return
         if code is not None and not future.done():
             future.set_exception(_abort(code, details))
+        self._check_idle()
         transport = self._transport
         if transport is not None and not transport.is_closing():
             self.write_frame(encode_cancel(stream_id))
@@ -178,6 +222,12 @@ class _Connection(FramedProtocol):
             if frame.kind == REQUEST or frame.kind == CANCEL:  # a server never sends these
                 self._protocol_error(f"a lane server sent a frame of kind {frame.kind}")
                 return
+            if frame.kind == REFUSED:  # not started: the call may go another way
+                refused = self.pending.pop(frame.stream_id, None)
+                if refused is not None and not refused.done():
+                    reason = "" if isinstance(frame, Oversized) else decode_refused(frame.body)
+                    refused.set_exception(_unreached(f"the lane at {self.address} refused the call: {reason}"))
+                continue
             future = self.pending.pop(frame.stream_id, None)
             if future is None or future.done():
                 continue  # the answer to a call given up on (deadline, cancellation)
@@ -187,6 +237,8 @@ class _Connection(FramedProtocol):
                 future.set_exception(_abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
             else:
                 self._settle(future, frame)
+        if self.idle is not None:
+            self._check_idle()
 
     def _settle(self, future: asyncio.Future[Reply], frame: Frame) -> None:
         try:
@@ -210,9 +262,8 @@ class _Connection(FramedProtocol):
             )
 
     def _protocol_error(self, reason: str) -> None:
-        self.fail_all(
-            grpc.StatusCode.INTERNAL, f"malformed lane frame from {self.address}: {reason}"
-        )
+        details = f"malformed lane frame from {self.address}: {reason}"
+        self.fail_all(lambda: _abort(grpc.StatusCode.INTERNAL, details))
         self.close()
 
 
@@ -241,6 +292,8 @@ class LaneClient:
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
+        self.connected = False
+        """Whether it ever connected: a lane that never could is not worth asking for soon again."""
 
     async def __call__(
         self,
@@ -336,19 +389,36 @@ class LaneClient:
             connection.close()
             raise _unreached(f"the lane client for {self.address} is closed")
         self._connection = connection
+        self.connected = True
         return connection
 
-    async def close(self) -> None:
-        """Close the connection; calls still waiting fail with UNAVAILABLE. Safe to call twice."""
+    async def close(self, grace: float | None = None) -> None:
+        """Take no new calls, give those out ``grace`` seconds to end, then close. Safe twice.
+
+        New calls raise :class:`~runtime.client.Unreached` at once (the module client sends them
+        over gRPC); calls still out after ``grace`` (None or 0: none) fail with
+        :class:`~runtime.client.Disconnected`. A worker that no longer reads is cut off after a
+        second rather than waited for.
+        """
         self._closed = True
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        connection.fail_all(
-            grpc.StatusCode.UNAVAILABLE, f"the lane client for {self.address} was closed"
-        )
+        if grace and connection.pending and not connection.lost:
+            connection.idle = connection.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await connection.idle
+        details = f"the lane client for {self.address} was closed"
+        connection.fail_all(lambda: _disconnected(details))
+        connection._release()  # calls waiting for the worker to read go elsewhere
         connection.close()
-        await connection.closed
+        try:
+            async with asyncio.timeout(_CLOSE_SECONDS):
+                await asyncio.shield(connection.closed)
+        except TimeoutError:
+            connection.abort()  # it reads nothing: what is left unsent is dropped
+            await connection.closed
 
     async def __aenter__(self) -> LaneClient:
         return self

@@ -1,4 +1,4 @@
-"""The lane's wire format: length-framed frames, and the bodies of the four frame kinds.
+"""The lane's wire format: length-framed frames, and the bodies of the five frame kinds.
 
 Every frame is a fixed 9-byte header, :data:`HEADER` = ``!IIB`` (body length, stream id, kind),
 followed by exactly that many body bytes. Inside a body every variable field is length-prefixed,
@@ -13,6 +13,8 @@ RESPONSE  ``!H`` (pair count), the response metadata pairs, then the payload (th
 STATUS    ``!BIH`` (status code number, details length, pair count), the details, the trailing
           metadata pairs; nothing after them
 CANCEL    empty: the client gave up on that stream id
+REFUSED   the reason, UTF-8: the server did not start the call (it is stopping), so the client
+          may send it elsewhere whatever its idempotency, as HTTP/2's REFUSED_STREAM allows
 ========  =====================================================================================
 
 A metadata pair is ``!HBI`` (key length, value kind, value length), the UTF-8 key, then the
@@ -37,6 +39,7 @@ __all__ = [
     "HEADER",
     "KINDS",
     "METADATA_ALLOWANCE",
+    "REFUSED",
     "REQUEST",
     "RESPONSE",
     "STATUS",
@@ -47,10 +50,12 @@ __all__ = [
     "Request",
     "Response",
     "Status",
+    "decode_refused",
     "decode_request",
     "decode_response",
     "decode_status",
     "encode_cancel",
+    "encode_refused",
     "encode_request",
     "encode_response",
     "encode_status",
@@ -64,7 +69,8 @@ REQUEST = 1
 RESPONSE = 2
 STATUS = 3
 CANCEL = 4
-KINDS = frozenset((REQUEST, RESPONSE, STATUS, CANCEL))
+REFUSED = 5
+KINDS = frozenset((REQUEST, RESPONSE, STATUS, CANCEL, REFUSED))
 
 HEADER = struct.Struct("!IIB")
 """(body length, stream id, kind) in front of every body."""
@@ -160,7 +166,7 @@ def encode_request(
     try:
         parts = [b"", _REQUEST_HEAD.pack(seconds, len(path), len(metadata)), path]
         _add_pairs(parts, metadata)
-    except struct.error as exc:
+    except (struct.error, TypeError, UnicodeEncodeError) as exc:  # a field too long, or not text/bytes
         raise FrameError(f"request cannot be framed: {exc}") from exc
     parts.append(payload)
     return _frame(stream_id, REQUEST, parts)
@@ -171,7 +177,7 @@ def encode_response(stream_id: int, metadata: PairsIn, payload: bytes) -> bytes:
     try:
         parts = [b"", _RESPONSE_HEAD.pack(len(metadata))]
         _add_pairs(parts, metadata)
-    except struct.error as exc:
+    except (struct.error, TypeError, UnicodeEncodeError) as exc:  # a field too long, or not text/bytes
         raise FrameError(f"response cannot be framed: {exc}") from exc
     parts.append(payload)
     return _frame(stream_id, RESPONSE, parts)
@@ -179,11 +185,11 @@ def encode_response(stream_id: int, metadata: PairsIn, payload: bytes) -> bytes:
 
 def encode_status(stream_id: int, code: int, details: str, trailing_metadata: PairsIn) -> bytes:
     """A whole STATUS frame: the call ended with the non-OK status ``code``."""
-    text = details.encode()
+    text = details.encode(errors="replace")  # details are for people: a stray surrogate becomes "?"
     try:
         parts = [b"", _STATUS_HEAD.pack(code, len(text), len(trailing_metadata)), text]
         _add_pairs(parts, trailing_metadata)
-    except struct.error as exc:
+    except (struct.error, TypeError, UnicodeEncodeError) as exc:  # a field too long, or not text/bytes
         raise FrameError(f"status cannot be framed: {exc}") from exc
     return _frame(stream_id, STATUS, parts)
 
@@ -191,6 +197,11 @@ def encode_status(stream_id: int, code: int, details: str, trailing_metadata: Pa
 def encode_cancel(stream_id: int) -> bytes:
     """A whole CANCEL frame."""
     return HEADER.pack(0, stream_id, CANCEL)
+
+
+def encode_refused(stream_id: int, reason: str) -> bytes:
+    """A whole REFUSED frame: the server did not start this call."""
+    return _frame(stream_id, REFUSED, [b"", reason.encode(errors="replace")])
 
 
 # -- decoding --------------------------------------------------------------------------------------
@@ -268,6 +279,11 @@ def decode_status(body: bytes) -> Status:
     if offset != len(body):
         raise FrameError(f"status frame has {len(body) - offset} bytes after its metadata")
     return Status(code, details, metadata)
+
+
+def decode_refused(body: bytes) -> str:
+    """The reason in a REFUSED body."""
+    return body.decode(errors="replace")
 
 
 class FrameReader:

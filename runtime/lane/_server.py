@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 
 import grpc
 
@@ -32,6 +33,7 @@ from runtime.lane._frames import (
     Oversized,
     Request,
     decode_request,
+    encode_refused,
     encode_response,
     encode_status,
     too_large,
@@ -44,11 +46,11 @@ log = logging.getLogger("modrpc.lane")
 
 _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 _RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+_DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 _FLUSH_SECONDS = 1.0
-DEFAULT_MAX_CONCURRENT_CALLS = 1024
-"""Calls one connection may have running before the server reads no more of its requests."""
 """How long :meth:`LaneServer.stop` lets a connection flush its last answers before cutting it."""
+DEFAULT_MAX_CONCURRENT_CALLS = 1024
+"""Calls one connection may have running before further requests wait for one to end."""
 
 
 class _Connection(FramedProtocol):
@@ -59,16 +61,19 @@ class _Connection(FramedProtocol):
         self._server = server
         self._reader = FrameReader(server.max_message_bytes + METADATA_ALLOWANCE)
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Stream ids are never reused on a connection (the client counts up to 2**32), so a
-        # task's entry can be dropped by stream id alone.
+        # A client never reuses a stream id that is still open (a REQUEST for one is a protocol
+        # error), so a task's entry can be dropped by stream id alone.
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self._waiting: collections.deque[tuple[int, bytes]] = collections.deque()
-        """Requests (stream id, body) read while ``max_concurrent_calls`` were running."""
+        self._waiting: collections.deque[tuple[int, bytes, float]] = collections.deque()
+        """Requests (stream id, body, when read) read while ``max_concurrent_calls`` were running."""
         self._write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        if self._server._stopping:  # accepted just as the server stopped: nobody will serve it
+            transport.abort()
+            return
         self._server._connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -124,8 +129,13 @@ class _Connection(FramedProtocol):
                 if isinstance(frame, Oversized):
                     message = too_large("request frame", frame.length, self._reader.max_body)
                     self.write_frame(encode_status(frame.stream_id, _RESOURCE_EXHAUSTED, message, ()))
+                elif frame.stream_id in self.tasks or (
+                    self._waiting and any(w[0] == frame.stream_id for w in self._waiting)
+                ):
+                    self._protocol_error(f"a request reused stream id {frame.stream_id}, still open")
+                    return
                 elif self._waiting or len(self.tasks) >= self._server.max_concurrent_calls:
-                    self._waiting.append((frame.stream_id, frame.body))
+                    self._waiting.append((frame.stream_id, frame.body, time.monotonic()))
                     self._pace()
                 else:
                     self._start(frame.stream_id, frame.body)
@@ -138,26 +148,35 @@ class _Connection(FramedProtocol):
                         waiting for waiting in self._waiting if waiting[0] != frame.stream_id
                     )
                     self._pace()
-            else:  # a client never sends RESPONSE or STATUS, nor an oversized CANCEL
-                log.warning(
-                    "closing a lane connection that sent a bad frame of kind %d", frame.kind
-                )
-                self.close()
+            else:  # a client never sends RESPONSE, STATUS or REFUSED, nor an oversized CANCEL
+                self._protocol_error(f"a client sent a frame of kind {frame.kind}")
                 return
 
-    def _start(self, stream_id: int, body: bytes) -> None:
+    def _protocol_error(self, reason: str) -> None:
+        log.warning("closing a lane connection: %s", reason)
+        self.close()
+
+    def _start(self, stream_id: int, body: bytes, read_at: float | None = None) -> None:
+        """Start the call of a REQUEST body; ``read_at``: when it was read, if it waited since."""
         try:
             request = decode_request(body)
         except FrameError as exc:
             self.write_frame(encode_status(stream_id, _INTERNAL, f"malformed lane request: {exc}", ()))
             return
+        if read_at is not None and request.timeout is not None:
+            left = request.timeout - (time.monotonic() - read_at)  # the wait counts against it
+            if left <= 0:
+                message = f"deadline exceeded while {request.method} waited for a free call slot"
+                self.write_frame(encode_status(stream_id, _DEADLINE_EXCEEDED, message, ()))
+                return
+            request = request._replace(timeout=left)
         limit = self._server.max_message_bytes
         if len(request.payload) > limit:
             message = too_large("request message", len(request.payload), limit)
             self.write_frame(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
             return
-        if self._server._stopping:
-            self.write_frame(encode_status(stream_id, _UNAVAILABLE, "the lane server is stopping", ()))
+        if self._server._stopping:  # never started: the client may send it elsewhere
+            self.write_frame(encode_refused(stream_id, "the lane server is stopping"))
             return
         self.tasks[stream_id] = asyncio.get_running_loop().create_task(
             self._serve(stream_id, request)
@@ -181,11 +200,16 @@ class _Connection(FramedProtocol):
             )
             frame = encode_response(stream_id, metadata, payload)
         except LocalAbort as abort:
-            frame = encode_status(
-                stream_id, abort.code.value[0], abort.details, abort.trailing_metadata
-            )
+            try:
+                frame = encode_status(
+                    stream_id, abort.code.value[0], abort.details, abort.trailing_metadata
+                )
+            except FrameError as exc:  # e.g. a trailing value neither text nor bytes
+                log.error("lane call %s: its status cannot be framed: %s", request.method, exc)
+                frame = encode_status(stream_id, _INTERNAL, "internal error", ())
         except Exception:
-            # The endpoint's bug: the details go to the log, the caller gets a generic status.
+            # The endpoint's bug (or a response that cannot be framed): the details go to the
+            # log, the caller gets a generic status.
             log.exception("lane call %s failed", request.method)
             frame = encode_status(stream_id, _INTERNAL, "internal error", ())
         finally:

@@ -239,10 +239,16 @@ class Worker:
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             VersionedReflection(service.catalog, names), server
         )
-        bound = server.add_insecure_port(f"{self.host}:{self.port}")
-        if bound == 0:
-            raise OSError(f"cannot listen on {self.host}:{self.port}")
-        await server.start()
+        try:
+            bound = server.add_insecure_port(f"{self.host}:{self.port}")
+            if bound == 0:
+                raise OSError(f"cannot listen on {self.host}:{self.port}")
+            await server.start()
+        except BaseException:
+            if self._lane is not None:  # started above: it must not outlive a failed start
+                lane, self._lane = self._lane, None
+                await lane.stop(0)
+            raise
         self._server = server
         self.port = bound
         self.address = f"{self.host}:{bound}"

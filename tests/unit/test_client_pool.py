@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -135,6 +136,7 @@ def test_the_package_exports_exactly_its_public_names() -> None:
         "VERSION_ATTRIBUTE",
         "ChannelPool",
         "ClientTracer",
+        "Disconnected",
         "LocalAbort",
         "LocalCall",
         "LocalTransport",
@@ -166,3 +168,27 @@ async def test_an_unchanged_update_keeps_the_round_robin_position() -> None:
         first = pool.pick("users")[0]
         pool.update("users", ["127.0.0.1:1", "127.0.0.1:2"])
         assert [first, pool.pick("users")[0]] == ["127.0.0.1:1", "127.0.0.1:2"]
+
+
+class _FakeLane:
+    def __init__(self, *, connected: bool) -> None:
+        self.connected = connected
+
+
+def test_a_lane_that_never_connected_is_asked_for_later_and_later_one_that_worked_at_once() -> None:
+    from runtime.client._pool import LANE_RETRY_SECONDS, _Instance
+
+    instance = _Instance("127.0.0.1:1", [], lanes=True)
+    waits = []
+    for _ in range(3):  # behind a port mapping: the named port never answers
+        lane = instance._lane = _FakeLane(connected=False)
+        assert instance.lane_failed(lane, unreached=True) is lane
+        waits.append(round(instance._lane_retry_at - time.monotonic()))
+    assert waits == [0, LANE_RETRY_SECONDS, 2 * LANE_RETRY_SECONDS]
+    # A worker restarted on its old port: its lane had worked, so it is looked up again at once,
+    # and the count of misses starts over.
+    lane = instance._lane = _FakeLane(connected=True)
+    instance.lane_failed(lane, unreached=True)
+    assert instance._lane_retry_at <= time.monotonic()
+    assert instance._lane_misses == 0
+    assert instance.lane_failed(lane, unreached=True) is None  # retired already
