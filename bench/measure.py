@@ -256,7 +256,8 @@ async def run(
         }
     figures["micro"] = await micro()
     figures["goals"] = [
-        {"measure": g.measure, "target": g.target, "value": value, "met": None if value is None else g.ok(value)}
+        {"measure": g.measure, "target": g.target, "value": value, "unit": g.unit,
+         "met": None if value is None else g.ok(value)}
         for g in GOALS
         for value in [g.compute(figures)]
     ]
