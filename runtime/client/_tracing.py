@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -54,10 +55,26 @@ _VERSION_KEY = "x-api-version"
 _INSTRUMENTATION = "modrpc"
 
 _TRACE_KEYS = ("traceparent", "tracestate")
-_UNTRACED: trace.Span = trace.INVALID_SPAN
-"""What :class:`ServerTracer` and :class:`ClientTracer` hand out while nothing records spans."""
+_UNTRACED: trace.Span = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+"""What :class:`ServerTracer` and :class:`ClientTracer` hand out while nothing records spans.
+Its own instance: a no-op tracer hands out ``trace.INVALID_SPAN``, which must not be taken for it."""
+_TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+"""A W3C ``traceparent`` of version 00 (a later version may add fields after these four)."""
 _inbound: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("modrpc_inbound_trace", default=())
 """The caller's W3C trace context, while spans are not recorded: passed on to module calls."""
+
+
+def _valid_inbound(carrier: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The caller's ``traceparent`` and ``tracestate`` to pass on, or none when the
+    ``traceparent`` is malformed (as the W3C propagator would drop them)."""
+    parent = carrier.get("traceparent")
+    if parent is None:
+        return ()
+    head = _TRACEPARENT.match(parent)
+    if head is None or (len(parent) != 55 and (parent.startswith("00") or parent[55:56] != "-")):
+        return ()
+    state = carrier.get("tracestate")
+    return (("traceparent", parent),) if state is None else (("traceparent", parent), ("tracestate", state))
 
 
 def _recording(explicit: bool) -> bool:
@@ -320,8 +337,7 @@ class ServerTracer(_Tracer):
         Returns the span and the token :meth:`end` needs to restore the previous context.
         """
         if not _recording(self._explicit):
-            inbound = tuple((key, carrier[key]) for key in _TRACE_KEYS if key in carrier)
-            return _UNTRACED, _inbound.set(inbound)
+            return _UNTRACED, _inbound.set(_valid_inbound(carrier))
         name, tags = self._methods.of(method_path)
         request_id = carrier.get(REQUEST_ID_KEY)
         if request_id is not None:

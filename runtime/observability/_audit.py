@@ -27,6 +27,7 @@ __all__ = [
     "AppendLog",
     "AuditRecord",
     "AuditSink",
+    "AuditWriteError",
     "FileAuditSink",
     "StoreAuditSink",
     "open_audit_sink",
@@ -109,13 +110,26 @@ _FIELDS = (
 )
 
 
+class AuditWriteError(Exception):
+    """Some records of a batch were not written (``failed``, in order); the others were."""
+
+    def __init__(self, failed: Sequence[AuditRecord], cause: BaseException) -> None:
+        super().__init__(f"{len(failed)} audit records were not written: {cause}")
+        self.failed = tuple(failed)
+        self.cause = cause
+
+
 class AuditSink(Protocol):
     """Where audit records go. Writes only append; nothing is ever rewritten."""
 
     async def write(self, record: AuditRecord) -> None: ...
 
     async def write_many(self, records: Sequence[AuditRecord]) -> None:
-        """Append ``records`` in order (a worker hands over what piled up since its last write)."""
+        """Append ``records`` in order (a worker hands over what piled up since its last write).
+
+        One record that cannot be written does not keep the others out: they are written, and
+        :class:`AuditWriteError` then names the ones that were not.
+        """
         ...
 
     async def close(self) -> None: ...
@@ -146,18 +160,36 @@ class FileAuditSink:
         self._closed = False
 
     async def write(self, record: AuditRecord) -> None:
-        await self.write_many((record,))
+        await self._write(self._line(record))
 
-    async def write_many(self, records: Sequence[AuditRecord]) -> None:
-        """Append every record, whole, in one ``write(2)`` (and one fsync when asked for)."""
-        if not records:
-            return
-        data = b"".join([self._line(record) for record in records])
+    async def _write(self, data: bytes) -> None:
         if self._fsync:
             await asyncio.to_thread(self._append, data)
         else:
             # An append to a local file is microseconds; a thread hop would cost more.
             self._append(data)
+
+    async def write_many(self, records: Sequence[AuditRecord]) -> None:
+        """Append every record, whole, in one ``write(2)`` (and one fsync when asked for)."""
+        if not records:
+            return
+        lines: list[bytes] = []
+        failed: list[AuditRecord] = []
+        cause: BaseException | None = None
+        for record in records:
+            try:
+                lines.append(self._line(record))
+            except Exception as exc:  # e.g. a redactor that fails on it: the others still go
+                failed.append(record)
+                cause = cause or exc
+        try:
+            if lines:
+                await self._write(b"".join(lines))
+        except Exception as exc:
+            raise AuditWriteError(records, exc) from exc
+        if failed:
+            assert cause is not None
+            raise AuditWriteError(failed, cause)
 
     def _line(self, record: AuditRecord) -> bytes:
         data = record.to_json()
@@ -202,9 +234,14 @@ def json_line(data: Any) -> bytes:
     """``data`` as one line of JSON (UTF-8, ending in a newline), written by orjson.
 
     Anything JSON has no type for is written as ``str(value)``. U+0085, U+2028 and U+2029 are
-    escaped, so no tool that splits on them cuts a record in two: orjson writes them raw.
+    escaped, so no tool that splits on them cuts a record in two: orjson writes them raw. What
+    orjson refuses (a lone surrogate in a string, an integer past 64 bits) is written by the
+    standard library instead, as ASCII with escapes.
     """
-    line = orjson.dumps(data, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+    try:
+        line = orjson.dumps(data, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return (json.dumps(data, default=str, ensure_ascii=True) + "\n").encode("ascii")
     for raw, escaped in _LINE_BREAKS:
         if raw in line:
             line = line.replace(raw, escaped)
@@ -244,9 +281,18 @@ class StoreAuditSink:
         await self._store.append(self._stream, data)
 
     async def write_many(self, records: Sequence[AuditRecord]) -> None:
-        """Append the records one by one, in order; the first failure stops the rest."""
+        """Append the records one by one, in order; one that fails does not stop the rest."""
+        failed: list[AuditRecord] = []
+        cause: BaseException | None = None
         for record in records:
-            await self.write(record)
+            try:
+                await self.write(record)
+            except Exception as exc:  # a transient store error ("database is locked"): go on
+                failed.append(record)
+                cause = cause or exc
+        if failed:
+            assert cause is not None
+            raise AuditWriteError(failed, cause)
 
     async def close(self) -> None:
         return None

@@ -61,7 +61,10 @@ CallContext: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes] | InProcessCont
 log = logging.getLogger("modrpc.worker")
 
 class CallObserver(typing.Protocol):
-    """Told about every finished call: metrics and the audit trail hang off this."""
+    """Told about every call's lifecycle starting and finishing: metrics and the audit trail
+    hang off this. Every ``started`` is followed by exactly one ``finished``."""
+
+    def started(self) -> None: ...
 
     def finished(
         self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float
@@ -256,6 +259,8 @@ class MethodEndpoint:
                 deadline=deadline,
                 principal=principal_from_header(headers.get(PRINCIPAL_HEADER)),
             )
+            if self.observer is not None:
+                self.observer.started()  # finished() follows in the finally below: meta is set
             lctx = LocalContext(meta, redact=self.redact)
             rid_token = current_request_id.set(request_id)
             handler_token = handler_var.set(self.spec.handler_id)

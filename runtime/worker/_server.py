@@ -38,6 +38,7 @@ from runtime.lcc import LogSnapshotStore, RequestMeta
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
     AuditRecord,
+    AuditWriteError,
     Metrics,
     RedMetrics,
     open_audit_sink,
@@ -55,6 +56,12 @@ __all__ = ["Worker"]
 log = logging.getLogger("modrpc.worker")
 
 HEARTBEAT_SECONDS = 2.0
+MAX_PENDING_AUDIT = 100_000
+"""Audit records that may wait for a slow sink before further ones are dropped (and logged)."""
+AUDIT_UNWIND_SECONDS = 10.0
+"""How long ``stop`` waits, after the grace, for cancelled calls to finish their undo steps."""
+AUDIT_FLUSH_SECONDS = 10.0
+"""How long ``stop`` lets the audit sink take the last records."""
 
 
 @dataclass
@@ -64,18 +71,48 @@ class _Observer:
     The record is built and written off the call's path: a finished call only appends what
     it knows to :attr:`pending`, and wakes the audit task when the list was empty, so under
     load one wakeup writes every record that piled up meanwhile, in one append.
+
+    At most ``max_pending`` records wait: past that the sink is not keeping up (a store that
+    hangs), and further records are counted in :attr:`dropped` and logged rather than held
+    until the process runs out of memory.
     """
 
     red: RedMetrics | None
     manifest_hash: str
+    max_pending: int = MAX_PENDING_AUDIT
     pending: list[tuple[RequestMeta, Sequence[Any], str, float, float]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    running: int = 0
+    """Lifecycles started and not yet finished."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while no lifecycle is running."""
+    closing: bool = False
+    """Set by the worker's stop: the audit task writes what is left, then ends."""
+    dropped: int = 0
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def started(self) -> None:
+        self.running += 1
+        self.idle.clear()
 
     def finished(self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float) -> None:
+        self.running -= 1
+        if not self.running:
+            self.idle.set()
         duration = time.perf_counter() - started
         outcome = outcome_of(error)
         if self.red is not None:
             self.red.observe(meta.method, meta.version, outcome, duration)
+        if len(self.pending) >= self.max_pending:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error(
+                    "the audit sink is not keeping up: %d records wait; %d dropped so far (the "
+                    "latest: %s %s)", len(self.pending), self.dropped, meta.request_id, meta.method,
+                )
+            return
         if not self.pending:
             self.wake.set()
         self.pending.append((meta, events, outcome, time.time() - duration, duration))
@@ -118,11 +155,22 @@ async def _write_audit(audit: Any, records: list[AuditRecord]) -> None:
     if not records:
         return
     try:
-        await audit.write_many(records)
+        write_many = getattr(audit, "write_many", None)
+        if write_many is not None:
+            await write_many(records)
+        else:  # a sink of the older, one-record kind
+            for record in records:
+                await audit.write(record)
+    except AuditWriteError as exc:
+        _unwritten(exc.failed, exc.cause)
     except Exception as exc:
-        ids = ", ".join(record.request_id for record in records[:5])
-        more = f" and {len(records) - 5} more" if len(records) > 5 else ""
-        log.error("%d audit records (%s%s) could not be written: %s", len(records), ids, more, exc)
+        _unwritten(records, exc)
+
+
+def _unwritten(records: Sequence[AuditRecord], cause: BaseException) -> None:
+    ids = ", ".join(record.request_id for record in records[:5])
+    more = f" and {len(records) - 5} more" if len(records) > 5 else ""
+    log.error("%d audit records (%s%s) could not be written: %s", len(records), ids, more, cause)
 
 
 class Worker:
@@ -160,6 +208,7 @@ class Worker:
         self._admin: Any = None
         self.metrics_address = ""
         self._audit: Any = None
+        self._audit_task: asyncio.Task[None] | None = None
         self.store: Any = None
         self._stopped = False
         self._lane: LaneServer | None = None
@@ -256,7 +305,7 @@ class Worker:
         directory = WorkerDirectory(self.store, pool, service.dependencies())
         await directory.refresh()
         self._tasks.append(asyncio.create_task(directory.run(), name="modrpc-directory"))
-        self._tasks.append(asyncio.create_task(self._drain_audit(observer, audit), name="modrpc-audit"))
+        self._audit_task = asyncio.create_task(self._drain_audit(observer, audit), name="modrpc-audit")
         await service.start_subscribers()
         if self.register:
             for record in records:
@@ -303,9 +352,16 @@ class Worker:
 
     @staticmethod
     async def _drain_audit(observer: _Observer, audit: Any) -> None:
+        """Write what piles up, until :meth:`stop` closes the observer and nothing is left.
+
+        Never cancelled mid-write by ``stop`` (a batch taken from ``pending`` would be lost):
+        ``stop`` sets ``closing``, wakes it, and waits for it to finish.
+        """
         while True:
             await observer.wake.wait()
             await _write_audit(audit, observer.take())
+            if observer.closing and not observer.pending:
+                return
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking calls, drain those in flight for ``grace`` seconds, close. Safe twice."""
@@ -325,6 +381,7 @@ class Worker:
         if self._lane is not None:
             stopping.append(self._lane.stop(grace))
         await asyncio.gather(*stopping)
+        await self._await_unwinding()  # before the service closes: undo steps may call modules
         if self.service is not None:
             await self.service.close()
         for task in self._tasks:
@@ -332,14 +389,51 @@ class Worker:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._observer is not None:  # what the drain task had not written yet
-            await _write_audit(self._audit, self._observer.take())
+        await self._flush_audit()
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 await closer.close()
         if self._admin is not None:
             self._admin.close()
         log.info("worker %s stopped", self.worker_id)
+
+    async def _await_unwinding(self) -> None:
+        """Wait (bounded) for calls cancelled at the end of the grace to finish their undo
+        steps and cleanup, so that their audit records are written too."""
+        observer = self._observer
+        if observer is None or not observer.running:
+            return
+        try:
+            async with asyncio.timeout(AUDIT_UNWIND_SECONDS):
+                await observer.idle.wait()
+        except TimeoutError:
+            log.error(
+                "worker %s: %d calls were still unwinding %.0fs after the stop; their audit "
+                "records are not written", self.worker_id, observer.running, AUDIT_UNWIND_SECONDS,
+            )
+
+    async def _flush_audit(self) -> None:
+        """Write the audit records left, within a bound, and say what could not be written."""
+        observer, task = self._observer, self._audit_task
+        if observer is None:
+            return
+        observer.closing = True
+        observer.wake.set()
+        if task is None:
+            await _write_audit(self._audit, observer.take())
+            return
+        try:
+            async with asyncio.timeout(AUDIT_FLUSH_SECONDS):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            log.error(
+                "worker %s: the audit sink did not take the last records within %.0fs; about %d "
+                "were not written", self.worker_id, AUDIT_FLUSH_SECONDS, len(observer.pending),
+            )
+        except Exception as exc:  # the drain task itself failed: what it left is written here
+            log.error("worker %s: the audit task failed: %s", self.worker_id, exc)
+            await _write_audit(self._audit, observer.take())
 
     async def __aenter__(self) -> Worker:
         await self.start()

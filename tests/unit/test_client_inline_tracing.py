@@ -218,3 +218,24 @@ def test_a_provider_given_explicitly_still_records_spans() -> None:
     ServerTracer.end(span, token, grpc.StatusCode.OK)
     (finished,) = exporter.get_finished_spans()
     assert finished.context is not None and format(finished.context.trace_id, "032x") == CALLER_TRACE[3:35]
+
+
+@pytest.mark.usefixtures("no_provider")
+def test_without_a_provider_a_malformed_traceparent_is_not_passed_on() -> None:
+    server, client = ServerTracer(), ClientTracer()
+    for bad in ("00-stale", CALLER_TRACE.upper(), CALLER_TRACE + "-extra", "ff" + CALLER_TRACE[2:]):
+        span, token = server.start("/t.S/Echo", {"traceparent": bad, "tracestate": "vendor=1"})
+        try:
+            assert client.start("/t.S/Echo", [("x-request-id", "r-1")])[1] == (("x-request-id", "r-1"),), bad
+        finally:
+            ServerTracer.end(span, token, grpc.StatusCode.OK)
+
+
+def test_a_no_op_tracer_provider_serves_calls_without_a_trace_context() -> None:
+    """A no-op tracer hands out the API's INVALID_SPAN; ending it must not be taken for the
+    pass-through path (which would reset a context token it never set)."""
+    tracer = ServerTracer(trace.NoOpTracerProvider())
+    span, token = tracer.start("/t.S/Echo", {"x-request-id": "r-1"})
+    ServerTracer.end(span, token, grpc.StatusCode.OK)
+    span, token = tracer.start("/t.S/Echo", {"traceparent": CALLER_TRACE})
+    ServerTracer.end(span, token, None)

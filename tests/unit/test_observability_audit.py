@@ -16,6 +16,7 @@ from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from runtime.identity import Principal
 from runtime.observability import (
     AuditRecord,
+    AuditWriteError,
     FileAuditSink,
     StoreAuditSink,
     open_audit_sink,
@@ -164,3 +165,53 @@ async def test_file_sink_keeps_each_record_on_one_line_whatever_its_text(tmp_pat
         assert raw not in data
     first, second = read_audit_file(path)
     assert first.events[0]["error"] == tricky and second.request_id == record(2).request_id
+
+
+class FlakyAppendLog(ListAppendLog):
+    """Refuses the appends whose request ids it is given, as a store does on a transient error."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    async def append(self, stream: str, record: dict[str, Any]) -> int:
+        if record["request_id"] in self.refuse:
+            raise RuntimeError("database is locked")
+        return await super().append(stream, record)
+
+
+async def test_a_store_append_that_fails_keeps_only_its_own_record_out() -> None:
+    log = FlakyAppendLog({"req-2"})
+    with pytest.raises(AuditWriteError) as caught:
+        await StoreAuditSink(log).write_many([record(n) for n in range(1, 6)])
+    assert [r.request_id for r in caught.value.failed] == ["req-2"]
+    assert "database is locked" in str(caught.value.cause)
+    assert [e["request_id"] for e in log.streams["audit"]] == ["req-1", "req-3", "req-4", "req-5"]
+
+
+async def test_records_orjson_refuses_are_still_written_whole(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    odd = [
+        record(2, events=({"kind": "alert", "error": "bad byte \udcff"},)),  # a lone surrogate
+        record(3, events=({"kind": "alert", "count": 2**70},)),  # past 64 bits
+    ]
+    async with FileAuditSink(path) as sink:
+        await sink.write_many([record(1), *odd, record(4)])
+    back = list(read_audit_file(path))
+    assert [r.request_id for r in back] == ["req-1", "req-2", "req-3", "req-4"]
+    assert back[1].events[0]["error"] == "bad byte \udcff"
+    assert back[2].events[0]["count"] == 2**70
+
+
+async def test_a_record_the_redactor_fails_on_keeps_only_itself_out(tmp_path: Path) -> None:
+    def redact(data: Any) -> Any:
+        if data["request_id"] == "req-2":
+            raise ValueError("cannot redact")
+        return data
+
+    path = tmp_path / "audit.jsonl"
+    async with FileAuditSink(path, redact=redact) as sink:
+        with pytest.raises(AuditWriteError) as caught:
+            await sink.write_many([record(1), record(2), record(3)])
+    assert [r.request_id for r in caught.value.failed] == ["req-2"]
+    assert [r.request_id for r in read_audit_file(path)] == ["req-1", "req-3"]

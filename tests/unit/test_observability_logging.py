@@ -43,6 +43,7 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "Attributes",
         "AuditRecord",
         "AuditSink",
+        "AuditWriteError",
         "Counter",
         "FileAuditSink",
         "Gauge",
