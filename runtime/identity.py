@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, unquote
 
 __all__ = ["ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "principal_from_header", "principal_header"]
 
@@ -36,7 +37,9 @@ ANONYMOUS = Principal(subject="anonymous")
 
 
 PRINCIPAL_HEADER = "x-modrpc-principal"
-"""How the gateway tells a worker whom it authenticated: ``subject;role1,role2;method``.
+"""How the gateway tells a worker whom it authenticated: ``subject;role1,role2;method``, the
+subject and each role percent-encoded, so that no ``;`` or ``,`` inside a token's claims can add
+a role or change the method the worker sees.
 
 Workers listen on private addresses and trust this header from the gateway; a direct call
 without it runs as the anonymous principal.
@@ -46,7 +49,8 @@ _METHODS: tuple[AuthMethod, ...] = ("jwt", "api_key", "anonymous", "internal")
 
 
 def principal_header(principal: Principal) -> str:
-    return f"{principal.subject};{','.join(principal.roles)};{principal.method}"
+    roles = ",".join(quote(role, safe=":@/") for role in principal.roles)
+    return f"{quote(principal.subject, safe=':@/')};{roles};{principal.method}"
 
 
 def principal_from_header(value: str | None) -> Principal:
@@ -58,12 +62,14 @@ def principal_from_header(value: str | None) -> Principal:
         return ANONYMOUS
     principal = _PARSED.get(value)
     if principal is None:
-        subject, _, rest = value.partition(";")
-        roles, _, method = rest.partition(";")
+        parts = value.split(";")
+        if len(parts) != 3:  # not what a gateway writes: nobody in particular
+            return ANONYMOUS
+        subject, roles, method = parts
         principal = Principal(
-            subject=subject or "anonymous",
-            roles=tuple(r for r in roles.split(",") if r),
-            method=next((m for m in _METHODS if m == method), "internal"),
+            subject=unquote(subject) or "anonymous",
+            roles=tuple(unquote(r) for r in roles.split(",") if r),
+            method=next((m for m in _METHODS if m == method), "anonymous"),
         )
         if len(_PARSED) >= _PARSED_MAX:
             _PARSED.clear()

@@ -44,6 +44,8 @@ __all__ = ["Gateway", "authenticator_from_settings"]
 log = logging.getLogger("modrpc.gateway")
 
 REFRESH_SECONDS = 2.0
+USAGE_FLUSH_SECONDS = 10.0
+"""How long ``stop`` lets the usage reporter write the last counts."""
 """How often routes are rebuilt even without a store event, to drop workers that went silent."""
 
 
@@ -141,6 +143,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._services: _Services | None = None
         self._changed = asyncio.Event()
+        self._refreshing = asyncio.Lock()
+        self._usage_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.metrics = Metrics(service_name="modrpc-gateway")
         self._admin: Any = None
@@ -194,20 +198,26 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
         self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
         assert self._services.reporter is not None
-        self._tasks.append(asyncio.create_task(self._services.reporter.run(), name="modrpc-gateway-usage"))
+        self._usage_task = asyncio.create_task(self._services.reporter.run(), name="modrpc-gateway-usage")
         log.info("gateway listening on %s", self.address)
         return self.address
 
     async def refresh(self) -> None:
-        """Rebuild the route table from the store and swap it in."""
+        """Rebuild the route table from the store and swap it in.
+
+        One rebuild at a time: two overlapping ones (the refresh loop and ``wait_ready``) could
+        otherwise finish out of order and swap in the older table last.
+        """
         assert self._services is not None
-        table = await build_table(self.store, self._services)
-        self.table = table
-        if self._services.reporter is not None:  # the new table knows the current states
-            self._services.reporter.forget_promotions()
-        for name, module in table.modules.items():
-            status = health_pb2.HealthCheckResponse.SERVING if module.served else health_pb2.HealthCheckResponse.NOT_SERVING
-            await self._health.set(service_name(name), status)
+        async with self._refreshing:
+            table = await build_table(self.store, self._services)
+            self.table = table
+            if self._services.reporter is not None:  # the new table knows the current states
+                self._services.reporter.forget_promotions()
+            for name, module in table.modules.items():
+                serving = module.served
+                status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+                await self._health.set(service_name(name), status)
 
     async def _watch(self) -> None:
         while True:
@@ -250,8 +260,14 @@ class Gateway:
             async with asyncio.timeout(timeout):
                 await ready()
         except TimeoutError:
-            missing = [n for n in modules if n not in self.table.modules or not self.table.modules[n].served]
-            raise Unavailable(f"gateway not ready after {timeout:.0f}s; no worker serves {missing}") from None
+            table = self.table
+            if modules:
+                missing = [n for n in modules if n not in table.modules or not table.modules[n].served]
+                reason = f"no worker serves {', '.join(missing)}"
+            else:
+                known = ", ".join(sorted(table.modules)) or "none"
+                reason = f"no module has a served version (known modules: {known})"
+            raise Unavailable(f"gateway not ready after {timeout:g}s: {reason}") from None
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -268,9 +284,7 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._services is not None and self._services.reporter is not None:
-            with contextlib.suppress(Exception):  # the last counts, so no usage is lost
-                await self._services.reporter.flush()
+        await self._stop_usage()
         if self._services is not None:
             with contextlib.suppress(Exception):
                 await self._services.client.close()
@@ -281,6 +295,26 @@ class Gateway:
                 await self.store.close()
         if self._admin is not None:
             self._admin.close()
+
+    async def _stop_usage(self) -> None:
+        """Let the usage reporter write the last counts (bounded), so no usage is lost."""
+        reporter = self._services.reporter if self._services is not None else None
+        if reporter is None:
+            return
+        reporter.stop()
+        task = self._usage_task
+        try:
+            async with asyncio.timeout(USAGE_FLUSH_SECONDS):
+                if task is not None:
+                    await asyncio.shield(task)
+                else:
+                    await reporter.flush()
+        except TimeoutError:
+            if task is not None:
+                task.cancel()
+            log.error("the store did not take the last usage counts within %.0fs", USAGE_FLUSH_SECONDS)
+        except Exception as exc:
+            log.error("the last usage counts could not be written: %s", exc)
 
     async def __aenter__(self) -> Gateway:
         await self.start()

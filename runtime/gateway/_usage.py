@@ -10,6 +10,7 @@ writes on its next tick, so the next route table sees the version warm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -33,6 +34,7 @@ class UsageReporter:
         self._interval = interval
         self._promote: set[tuple[str, str]] = set()
         self._promoted: set[tuple[str, str]] = set()
+        self._stop = asyncio.Event()
 
     def promote_soon(self, module: str, version: str) -> None:
         """Ask (cheaply, from the call path) for ``version`` to be promoted from cold to warm."""
@@ -69,11 +71,25 @@ class UsageReporter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep the counts for the next tick
-                log.warning("could not record usage of %s (%s); keeping it for the next flush", module, exc)
+                later = "keeping it for the next flush" if not self._stop.is_set() else "it is lost"
+                log.warning("could not record usage of %s (%s); %s", module, exc, later)
                 for version, n in counts.items():
                     self._counts[(module, version)] += n
 
     async def run(self) -> None:
+        """Flush every ``interval`` until :meth:`stop`, then once more, and end.
+
+        Never cancel it to stop it: a flush cut short loses the counts it had taken.
+        """
         while True:
-            await asyncio.sleep(self._interval)
+            stopping = self._stop.is_set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stop.wait()
             await self.flush()
+            if stopping:  # this flush began after the stop was asked for: nothing is left
+                return
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to write what is left and end."""
+        self._stop.set()

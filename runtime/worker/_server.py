@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -308,7 +309,13 @@ class Worker:
         self._audit_task = asyncio.create_task(self._drain_audit(observer, audit), name="modrpc-audit")
         await service.start_subscribers()
         if self.register:
+            # What this worker knows of each version replaces what is stored, except the
+            # lifecycle's own keys (retired, cold, warm...), which a start must not undo.
+            stored = {r.id: r for r in await self.store.list_versions(self.module)}
             for record in records:
+                before = stored.get(record.id)
+                if before is not None:
+                    record = dataclasses.replace(record, metadata={**before.metadata, **record.metadata})
                 await self.store.put_version(self.module, record)
             for label, version in service.catalog.labels.items():
                 await self.store.set_label(self.module, label, version)

@@ -14,6 +14,7 @@ import time
 import grpc
 import pytest
 
+from runtime.errors import Unavailable
 from runtime.store import WorkerRecord
 from runtime.versions import UsageLedger, apply_retirement, retirement_plan, set_override, state_of
 from tests.fixtures.gateway_modules.stack import GatewayStack
@@ -67,6 +68,24 @@ async def test_a_retired_version_is_refused_by_name_and_the_others_still_serve(
     assert current.code == grpc.StatusCode.NOT_FOUND and "no user" in current.details
 
 
+async def test_a_worker_starting_after_a_retirement_does_not_bring_the_version_back(
+    gw_stack: GatewayStack,
+) -> None:
+    await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    store = gateway.store
+    await set_override(store, "users", "2025-01-15", "retire")
+    await apply_retirement(store, "users", await retirement_plan(store, "users", now=time.time()))
+    await gw_stack.worker("users")  # scaled out, or restarted: it publishes its versions again
+    await gateway.refresh()
+    assert state_of((await store.get_version("users", "2025-01-15")).metadata) == "retired"
+    assert "2025-01-15" in gateway.table.modules["users"].retired
+    old = await gw_stack.client(gateway).call(
+        "users", "GetUser", {"id": "x"}, version="2025-01-15", token=gw_stack.token(READ)
+    )
+    assert old.code == grpc.StatusCode.NOT_FOUND and "retired" in old.details
+
+
 async def test_x_forwarded_for_carries_the_callers_chain_and_the_peer(
     gw_stack: GatewayStack,
 ) -> None:
@@ -115,3 +134,11 @@ async def test_x_forwarded_for_carries_the_callers_chain_and_the_peer(
         assert "x-request-id" in seen[-1] and seen[-1]["x-api-version"] == "2025-06-01"
     finally:
         await spy.stop(0)
+
+
+async def test_a_gateway_that_is_not_ready_says_what_it_waits_for(gw_stack: GatewayStack) -> None:
+    gateway = await gw_stack.gateway()
+    with pytest.raises(Unavailable, match=r"not ready after 0.3s: no module has a served version \(known modules: none\)"):
+        await gateway.wait_ready(timeout=0.3)
+    with pytest.raises(Unavailable, match=r"not ready after 0.3s: no worker serves users, orders"):
+        await gateway.wait_ready(["users", "orders"], timeout=0.3)
