@@ -359,6 +359,11 @@ async def test_a_registered_worker_that_refuses_connections_is_unavailable(
 
     reply = await client.call("users", "GetUser", {"id": "x"}, token=token)
     assert reply.code == grpc.StatusCode.UNAVAILABLE
+    # It names the module and version, not the worker's internal address (that goes to the log).
+    assert reply.details == (
+        "no instance of users 2025-06-01 could be reached for /users.v1.UsersService/GetUser"
+    )
+    assert dead.rsplit(":", 1)[1] not in reply.details
 
 
 async def test_idempotent_methods_are_retried_on_unavailable_and_others_are_not(
