@@ -17,8 +17,6 @@ types (see :mod:`runtime.client._translate`), with the ``AioRpcError`` as ``__ca
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,12 +30,9 @@ from runtime.client._retry import RetryBudget, RetryPolicy, Sleep, is_retryable
 from runtime.client._tracing import ClientTracer
 from runtime.client._translate import error_from_local_abort, error_from_rpc_error
 from runtime.deadline import Clock, Deadline
-from runtime.errors import DeadlineExceeded, ModrpcError, Unavailable
-from runtime.status import REQUEST_ID_KEY
+from runtime.errors import DeadlineExceeded, Unavailable
 
 __all__ = ["ModuleClient", "ResponseMetadata"]
-
-log = logging.getLogger("modrpc.client")
 
 ResponseMetadata = tuple[tuple[str, str | bytes], ...]
 """Initial then trailing metadata of a response; ``-bin`` values are bytes."""
@@ -193,7 +188,7 @@ class ModuleClient:
                 initial = await call.initial_metadata()
                 trailing = await call.trailing_metadata()
             except grpc.aio.AioRpcError as exc:
-                raise _rpc_failure(exc, module, method_path) from exc
+                raise error_from_rpc_error(exc, target=(module, method_path)) from exc
             return response, (*(initial or ()), *(trailing or ()))
         span, metadata = tracing.start(method_path, metadata)
         try:
@@ -207,7 +202,7 @@ class ModuleClient:
                 raise
         except grpc.aio.AioRpcError as exc:
             tracing.finish(span, exc.code(), exc.details())
-            raise _rpc_failure(exc, module, method_path) from exc
+            raise error_from_rpc_error(exc, target=(module, method_path)) from exc
         except BaseException as exc:
             tracing.fail(span, exc)
             raise
@@ -256,23 +251,3 @@ class ModuleClient:
             raise
         tracing.finish(span, grpc.StatusCode.OK, None)
         return result
-
-
-def _rpc_failure(exc: grpc.aio.AioRpcError, module: str, method_path: str) -> ModrpcError:
-    """The runtime error for a failed gRPC attempt.
-
-    An UNAVAILABLE that grpc's transport made up (no server answered: a modrpc worker returns
-    ``x-request-id`` with every status) names internal addresses ("failed to connect to all
-    addresses; ipv4:10.0.3.7:50061: Connection refused"): that text goes to the log, and callers
-    get one that names the module instead.
-    """
-    if exc.code() == grpc.StatusCode.UNAVAILABLE and _TRANSPORT_TEXT.search(exc.details() or ""):
-        trailing: Sequence[tuple[str, Any]] = tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
-        if all(key != REQUEST_ID_KEY for key, _ in trailing):
-            log.warning("%s to %s: no instance could be reached: %s", method_path, module, exc.details())
-            return Unavailable(f"no instance of {module.replace('@', ' ')} could be reached for {method_path}")
-    return error_from_rpc_error(exc)
-
-
-_TRANSPORT_TEXT = re.compile(r"failed to connect|\b(?:ipv4|ipv6|unix|dns):")
-"""What grpc core's own UNAVAILABLE messages contain, and a server's statuses do not."""

@@ -11,14 +11,18 @@ code named in the message: they mean a peer that is not a modrpc worker, or a bu
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from runtime.client._local import LocalAbort
-from runtime.errors import STATUS_OF, InternalError, ModrpcError, ResourceExhausted
+from runtime.errors import STATUS_OF, InternalError, ModrpcError, ResourceExhausted, Unavailable
+from runtime.status import REQUEST_ID_KEY
 
 __all__ = ["ERROR_OF", "error_from_local_abort", "error_from_rpc_error", "error_from_status"]
 
@@ -26,6 +30,8 @@ ERROR_OF: dict[grpc.StatusCode, type[ModrpcError]] = {code: cls for cls, code in
 """gRPC status -> runtime error class; the inverse of :data:`runtime.errors.STATUS_OF`."""
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+log = logging.getLogger("modrpc.client")
 
 
 def error_from_status(
@@ -58,18 +64,42 @@ def _retry_after(trailing: Sequence[tuple[str, str | bytes]]) -> float | None:
     return None
 
 
-def error_from_rpc_error(exc: grpc.aio.AioRpcError) -> ModrpcError:
+def error_from_rpc_error(
+    exc: grpc.aio.AioRpcError, *, target: tuple[str, str] | None = None
+) -> ModrpcError:
     """Translate a failed grpc.aio call. Callers chain it: ``raise error_from_rpc_error(e) from e``.
 
     The original ``AioRpcError`` stays reachable as ``__cause__``, with its trailing metadata
     (and so any ``google.rpc`` details) intact for a gateway that forwards them.
+
+    ``target`` (pool key, method path) names what was called. An UNAVAILABLE that grpc's
+    transport made up, no server having answered, names internal addresses ("failed to connect
+    to all addresses; ipv4:10.0.3.7:50061: Connection refused"): with a target, that text goes
+    to the log and the error names the module instead.
     """
     code = exc.code()
+    if target is not None and code == grpc.StatusCode.UNAVAILABLE and _from_transport(exc):
+        module, method_path = target
+        log.warning("%s to %s: no instance could be reached: %s", method_path, module, exc.details())
+        return Unavailable(f"no instance of {module.replace('@', ' ')} could be reached for {method_path}")
     retry_after = None
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         trailing: Sequence[tuple[str, str | bytes]] = tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
         retry_after = _retry_after(trailing)
     return error_from_status(code, exc.details(), retry_after=retry_after)
+
+
+_TRANSPORT_TEXT = re.compile(r"failed to connect|\b(?:ipv4|ipv6|unix|dns):")
+"""What grpc core's own UNAVAILABLE messages contain, and a server's statuses do not."""
+
+
+def _from_transport(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether grpc core made the status up (a modrpc worker returns ``x-request-id`` with every
+    status it sends, and its messages name no addresses)."""
+    if not _TRANSPORT_TEXT.search(exc.details() or ""):
+        return False
+    trailing: Sequence[tuple[str, Any]] = tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
+    return all(key != REQUEST_ID_KEY for key, _ in trailing)
 
 
 def error_from_local_abort(exc: LocalAbort) -> ModrpcError:

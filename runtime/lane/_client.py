@@ -49,7 +49,7 @@ from runtime.lane._frames import (
     encode_request,
     too_large,
 )
-from runtime.lane._protocol import FramedProtocol
+from runtime.lane._protocol import FramedProtocol, shut
 from runtime.status import RpcStatus
 
 __all__ = ["LaneClient"]
@@ -107,7 +107,6 @@ class _Connection(FramedProtocol):
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self.lost = False
-        self.closed: asyncio.Future[None] = self.loop.create_future()
         self._reader = FrameReader(max_message_bytes + METADATA_ALLOWANCE)
         self._last_id = 0
         self.drained: asyncio.Future[None] | None = None
@@ -143,13 +142,11 @@ class _Connection(FramedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._transport = None
+        super().connection_lost(exc)
         self._release()  # callers waiting to write find the connection gone and go elsewhere
         reason = f": {exc}" if exc is not None else ""
         details = f"lane connection to {self.address} was lost{reason}"
         self.fail_all(lambda: _disconnected(details))
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def fail_all(self, error: Callable[[], LocalAbort]) -> None:
         """Fail every call still out with a fresh ``error()`` each."""
@@ -166,14 +163,11 @@ class _Connection(FramedProtocol):
 
     def close(self) -> None:
         self.lost = True
-        if self._transport is not None:
-            self.flush()
-            self._transport.close()
+        super().close()
 
     def abort(self) -> None:
         self.lost = True
-        if self._transport is not None:
-            self._transport.abort()
+        super().abort()
 
     def send(
         self,
@@ -412,13 +406,7 @@ class LaneClient:
         details = f"the lane client for {self.address} was closed"
         connection.fail_all(lambda: _disconnected(details))
         connection._release()  # calls waiting for the worker to read go elsewhere
-        connection.close()
-        try:
-            async with asyncio.timeout(_CLOSE_SECONDS):
-                await asyncio.shield(connection.closed)
-        except TimeoutError:
-            connection.abort()  # it reads nothing: what is left unsent is dropped
-            await connection.closed
+        await shut([connection], _CLOSE_SECONDS)
 
     async def __aenter__(self) -> LaneClient:
         return self

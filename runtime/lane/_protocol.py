@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-__all__ = ["FramedProtocol"]
+__all__ = ["FramedProtocol", "shut"]
 
 
 class FramedProtocol(asyncio.Protocol):
@@ -20,6 +21,24 @@ class FramedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._batching = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Settled when the connection is gone (``connection_lost``)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        """Close once what is queued has been written (the peer must read it for that)."""
+        if self._transport is not None:
+            self.flush()
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping what is not written yet."""
+        if self._transport is not None:
+            self._transport.abort()
 
     def write_frame(self, frame: bytes) -> None:
         """Send ``frame`` (dropped when the connection is closing: no answer can arrive then)."""
@@ -40,3 +59,18 @@ class FramedProtocol(asyncio.Protocol):
         transport = self._transport
         if out and transport is not None and not transport.is_closing():
             transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+
+async def shut(connections: Sequence[FramedProtocol], flush_seconds: float) -> None:
+    """Close ``connections``, letting each flush for up to ``flush_seconds``; a peer that reads
+    nothing any more is then cut off rather than waited for."""
+    if not connections:
+        return
+    for connection in connections:
+        connection.close()
+    _, stuck = await asyncio.wait([c.closed for c in connections], timeout=flush_seconds)
+    if stuck:
+        for connection in connections:
+            if not connection.closed.done():
+                connection.abort()
+        await asyncio.wait(stuck)

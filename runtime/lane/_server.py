@@ -38,7 +38,7 @@ from runtime.lane._frames import (
     encode_status,
     too_large,
 )
-from runtime.lane._protocol import FramedProtocol
+from runtime.lane._protocol import FramedProtocol, shut
 
 __all__ = ["LaneServer"]
 
@@ -60,7 +60,6 @@ class _Connection(FramedProtocol):
         super().__init__()
         self._server = server
         self._reader = FrameReader(server.max_message_bytes + METADATA_ALLOWANCE)
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A client never reuses a stream id that is still open (a REQUEST for one is a protocol
         # error), so a task's entry can be dropped by stream id alone.
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -78,13 +77,11 @@ class _Connection(FramedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
-        self._transport = None
+        super().connection_lost(exc)
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
         self._waiting.clear()
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: take no new requests from it until it does,
@@ -107,15 +104,6 @@ class _Connection(FramedProtocol):
             transport.pause_reading()  # both are no-ops when already in that state
         else:
             transport.resume_reading()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self.flush()  # answers still queued go out before the connection closes
-            self._transport.close()
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -286,17 +274,7 @@ class LaneServer:
                 task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        connections = list(self._connections)
-        for connection in connections:
-            connection.close()
-        if connections:
-            # close() flushes what is buffered first; a client that stopped reading is cut off.
-            _, stuck = await asyncio.wait([c.closed for c in connections], timeout=_FLUSH_SECONDS)
-            for connection in connections:
-                if not connection.closed.done():
-                    connection.abort()
-            if stuck:
-                await asyncio.wait(stuck)
+        await shut(list(self._connections), _FLUSH_SECONDS)  # answers queued still go out
         await server.wait_closed()
 
     async def __aenter__(self) -> LaneServer:
