@@ -365,13 +365,13 @@ async def _up_embedded(settings: Settings) -> int:
 
     Each module still runs as a full :class:`~runtime.worker.Worker` (its lifecycle, store
     registration, health, and a port of its own for direct calls), but the gateway reaches it
-    through a :class:`~runtime.client.LocalTransport`: no socket, no second gRPC server, no
+    through :class:`~runtime.transport.InProcessModules`: no socket, no second gRPC server, no
     second event loop. The modules share one in-memory fabric through a hub, as in ``up``.
     """
-    from runtime.client import LocalTransport
     from runtime.errors import ModrpcError
     from runtime.gateway import Gateway
     from runtime.manifest import discover_modules
+    from runtime.transport import InProcessModules
     from runtime.worker import Worker
 
     stop = _stop_event()
@@ -379,7 +379,7 @@ async def _up_embedded(settings: Settings) -> int:
     if not modules:
         print(f"modrpc up: no modules under {settings.modules_dir}/", file=sys.stderr)
         return 2
-    local = LocalTransport()
+    local = InProcessModules()
     workers: list[Worker] = []
     gateway = Gateway(settings, local=local)
     hub = None

@@ -1,7 +1,7 @@
 """The worker's end of the lane: frames in, one task per request, frames out.
 
 Each connection is an :class:`asyncio.Protocol` (no streams: their per-read futures cost more
-than the call itself). A REQUEST frame starts a task running the :data:`~runtime.client.LocalCall`;
+than the call itself). A REQUEST frame starts a task calling the served :class:`~runtime.transport.Transport`;
 its RESPONSE or STATUS is written with one ``transport.write``. A CANCEL frame, or the connection
 going away, cancels the task, and a cancelled call sends nothing: nobody is waiting for it.
 
@@ -21,7 +21,6 @@ import time
 
 import grpc
 
-from runtime.client import LocalAbort, LocalCall
 from runtime.deadline import Deadline
 from runtime.lane._frames import (
     CANCEL,
@@ -39,6 +38,7 @@ from runtime.lane._frames import (
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
+from runtime.transport import CallError, Transport
 
 __all__ = ["LaneServer"]
 
@@ -183,11 +183,11 @@ class _Connection(FramedProtocol):
     async def _serve(self, stream_id: int, request: Request) -> None:
         try:
             deadline = None if request.timeout is None else Deadline.after(request.timeout)
-            payload, metadata = await self._server._call(
+            payload, metadata = await self._server._served.unary(
                 request.method, request.payload, request.metadata, deadline
             )
             frame = encode_response(stream_id, metadata, payload)
-        except LocalAbort as abort:
+        except CallError as abort:
             try:
                 frame = encode_status(
                     stream_id, abort.code.value[0], abort.details, abort.trailing_metadata
@@ -205,9 +205,9 @@ class _Connection(FramedProtocol):
         self.write_frame(frame)
 
 class LaneServer:
-    """Serves one :data:`~runtime.client.LocalCall` to lane clients on a TCP port.
+    """Serves one :class:`~runtime.transport.Transport` to lane clients on a TCP port.
 
-    server = LaneServer(LocalEndpoints(service.endpoints), host="127.0.0.1")
+    server = LaneServer(service.endpoints, host="127.0.0.1")
     address = await server.start()          # "127.0.0.1:40123"
     ...
     await server.stop(grace=5.0)
@@ -215,7 +215,7 @@ class LaneServer:
 
     def __init__(
         self,
-        call: LocalCall,
+        served: Transport,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -224,7 +224,7 @@ class LaneServer:
     ) -> None:
         if max_concurrent_calls < 1:
             raise ValueError(f"max_concurrent_calls must be at least 1, not {max_concurrent_calls}")
-        self._call = call
+        self._served = served
         self._host = host
         self._port = port
         self.max_message_bytes = max_message_bytes

@@ -17,7 +17,6 @@ with the handler, its hooks and validators, to :func:`run_lifecycle` as one
 from runtime.lcc._context import Compensation, LocalContext, Redactor
 from runtime.lcc._events import EventKind, EventSink, LifecycleEvent, MemoryEventSink
 from runtime.lcc._hooks import LEVELS, PHASES, HookSpec, Level, Phase
-from runtime.lcc._ids import is_valid_request_id, new_request_id
 from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
 from runtime.lcc._meta import RequestMeta, parse_flags
 from runtime.lcc._replay import (
@@ -60,8 +59,6 @@ __all__ = [
     "TraceChange",
     "ValueChange",
     "diff_replays",
-    "is_valid_request_id",
-    "new_request_id",
     "parse_flags",
     "replay",
     "replay_meta",

@@ -5,7 +5,9 @@
 - Metrics: :class:`Metrics` (counters, gauges, histograms over the OpenTelemetry API, exported in
   Prometheus format), :class:`RedMetrics` for per-call rate/errors/duration, and
   :func:`start_admin_server` serving ``/metrics`` and ``/healthz``.
-- Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured.
+- Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured;
+  :class:`ServerTracer` and :class:`ClientTracer` open each call's spans inline, tagged with the
+  request id, handler id and version.
 - Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`.
 
     >>> metrics = Metrics("demo")
@@ -44,17 +46,28 @@ from runtime.observability._metrics import (
     Metrics,
     RedMetrics,
 )
+from runtime.observability._spans import (
+    HANDLER_ATTRIBUTE,
+    REQUEST_ID_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    ClientTracer,
+    ServerTracer,
+)
 from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
 
 __all__ = [
+    "HANDLER_ATTRIBUTE",
     "OTLP_PACKAGE",
+    "REQUEST_ID_ATTRIBUTE",
     "SECONDS_BUCKETS",
+    "VERSION_ATTRIBUTE",
     "AdminServer",
     "AppendLog",
     "Attributes",
     "AuditRecord",
     "AuditSink",
     "AuditWriteError",
+    "ClientTracer",
     "Counter",
     "FileAuditSink",
     "Gauge",
@@ -62,6 +75,7 @@ __all__ = [
     "JsonFormatter",
     "Metrics",
     "RedMetrics",
+    "ServerTracer",
     "StoreAuditSink",
     "configure_logging",
     "configure_tracing",

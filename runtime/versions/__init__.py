@@ -11,6 +11,7 @@ from runtime.versions._catalog import (
     encode_descriptor,
 )
 from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
+from runtime.versions._conversion import Conversion, plan
 from runtime.versions._lifecycle import (
     DAY,
     Activity,
@@ -33,12 +34,14 @@ from runtime.versions._lifecycle import (
     set_override,
     state_of,
 )
+from runtime.versions._reflection import VersionedReflection
 from runtime.versions._resolve import VersionId, VersionTable
 
 __all__ = [
     "DAY",
     "MAX_HOPS",
     "Activity",
+    "Conversion",
     "LifecyclePolicy",
     "LifecycleState",
     "Override",
@@ -52,11 +55,13 @@ __all__ = [
     "VersionInfo",
     "VersionTable",
     "VersionUsage",
+    "VersionedReflection",
     "apply_retirement",
     "classify",
     "decode_descriptor",
     "encode_descriptor",
     "is_retired",
+    "plan",
     "plan_retirement",
     "promote",
     "record_usage",

@@ -26,13 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from runtime.client import (
-    ChannelPool,
-    ClientTracer,
-    LocalTransport,
-    ModuleClient,
-    ServerTracer,
-)
+from runtime.client import InstancePool, ModuleClient
 from runtime.config import Settings
 from runtime.lane import LaneServer, where_handler
 from runtime.lcc import LogSnapshotStore, RequestMeta
@@ -40,16 +34,18 @@ from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
     AuditRecord,
     AuditWriteError,
+    ClientTracer,
     Metrics,
     RedMetrics,
+    ServerTracer,
     open_audit_sink,
     outcome_of,
     start_admin_server,
 )
+from runtime.transport import InProcessModules
+from runtime.versions import VersionedReflection
 from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
-from runtime.worker._local import LocalEndpoints
-from runtime.worker._reflection import VersionedReflection
 from runtime.worker._service import ModuleService, WorkerDeps
 
 __all__ = ["Worker"]
@@ -187,7 +183,7 @@ class Worker:
         modules_dir: Path | None = None,
         worker_id: str | None = None,
         register: bool = True,
-        local: LocalTransport | None = None,
+        local: InProcessModules | None = None,
     ) -> None:
         self.module = module
         self.settings = settings
@@ -244,8 +240,8 @@ class Worker:
         self._admin = start_admin_server(self.host, 0, metrics=metrics)
         self.metrics_address = f"{self.host}:{self._admin.port}"
         # Client spans are made inline by the module client, cheaper than an interceptor.
-        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane)
-        client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of), local=self.local)
+        pool = InstancePool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane, local=self.local)
+        client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of))
         self._closers.append(client)
         audit = open_audit_sink(settings.observability, store=self.store, redact=_audit_redactor(secrets.redactor))
         observer = _Observer(RedMetrics(metrics), manifest_hash="")
@@ -279,15 +275,15 @@ class Worker:
             # The lane: the same endpoints behind a framed transport, for the gateway and other
             # workers; its address is handed out over gRPC (runtime.lane.WHERE_METHOD).
             self._lane = LaneServer(
-                LocalEndpoints(service.endpoints), host=self.host, max_message_bytes=settings.max_message_bytes
+                service.transport, host=self.host, max_message_bytes=settings.max_message_bytes
             )
             await self._lane.start()
             handlers.append(where_handler(lambda: self._lane.address if self._lane is not None else ""))
         server.add_generic_rpc_handlers(tuple(handlers))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = (service_name(self.module), health.SERVICE_NAME, reflection.SERVICE_NAME)
+        catalogs = {self.module: service.catalog}
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            VersionedReflection(service.catalog, names), server
+            VersionedReflection(lambda: catalogs, (health.SERVICE_NAME, reflection.SERVICE_NAME)), server
         )
         try:
             bound = server.add_insecure_port(f"{self.host}:{self.port}")
@@ -322,7 +318,7 @@ class Worker:
             await self._register(healthy=True)
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="modrpc-heartbeat"))
         if self.local is not None:
-            self.local.register(self.module, LocalEndpoints(service.endpoints), versions=(service.served,))
+            self.local.register(self.module, service.transport, versions=(service.served,))
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(service_name(self.module), health_pb2.HealthCheckResponse.SERVING)
         log.info(

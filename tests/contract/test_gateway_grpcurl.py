@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,9 +193,10 @@ async def test_the_request_id_comes_back_in_the_response_headers(
         ("garbage token", ["-H", "authorization: Bearer garbage"], "Code: Unauthenticated Message: malformed token"),
         ("bad api key", ["-H", "x-api-key: nope"], "Code: Unauthenticated"),
         ("missing role", ["-H", "authorization: Bearer {read_only}"], "Code: PermissionDenied Message: missing role 'users:write'"),
+        # grpcurl asks reflection first, and reflection refuses the header as a call would: an
+        # unknown version is NOT_FOUND, which grpcurl reports as a service it cannot see
         ("too old a version", ["-H", "authorization: Bearer {token}", "-H", "x-api-version: 2020-01-01"],
-         "Code: NotFound Message: module 'users' has no version at or before '2020-01-01'; its oldest is '2025-01-15'"),
-        # grpcurl asks reflection first, and reflection refuses the header the same way
+         'target server does not expose service "users.v1.UsersService"'),
         ("garbage version", ["-H", "authorization: Bearer {token}", "-H", "x-api-version: !!"],
          "code = InvalidArgument desc = failed to query for service descriptor \"users.v1.UsersService\": x-api-version '!!' is not understood"),
     ],
@@ -211,6 +213,49 @@ async def test_the_readme_error_cases(
     )
     assert code != 0, case
     assert expected in " ".join(err.split()), f"{case}: {err}"
+
+
+async def test_a_call_at_an_unknown_version_is_not_found_naming_the_oldest(
+    gateway: Gateway, token: str, tmp_path: Path
+) -> None:
+    """Past reflection (descriptors from a protoset, as a client with generated code has them),
+    the call itself is NOT_FOUND with the message the README shows; reflection lists the reason."""
+    catalog = gateway.table.modules["users"].catalog
+    protoset = tmp_path / "users.protoset"
+    protoset.write_bytes(descriptor_set(catalog.by_id[catalog.resolve(None)].descriptor))
+    body = json.dumps({"given_name": "Ada", "email": "ada@example.com"})
+    header = ["-H", f"authorization: Bearer {token}", "-H", "x-api-version: 2020-01-01"]
+    code, _, err = await grpcurl(
+        "-protoset", str(protoset), *header, "-d", body, gateway.address, "users.v1.UsersService/CreateUser"
+    )
+    assert code != 0
+    message = "module 'users' has no version at or before '2020-01-01'; its oldest is '2025-01-15'"
+    assert f"Code: NotFound Message: {message}" in " ".join(err.split())
+    code, _, err = await grpcurl("-H", "x-api-version: tsv:1-users-1", gateway.address, "list")
+    assert code != 0 and "code = NotFound" in err, err
+
+
+def descriptor_set(descriptor: Any) -> bytes:
+    """A FileDescriptorSet of ``descriptor`` and everything it imports, for grpcurl -protoset."""
+    from google.protobuf import descriptor_pb2
+
+    from runtime.wire import serving_pool
+
+    pool = serving_pool([descriptor])
+    files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(name: str) -> None:
+        if name in files:
+            return
+        found = pool.FindFileByName(name)
+        proto = descriptor_pb2.FileDescriptorProto()
+        found.CopyToProto(proto)
+        for dependency in proto.dependency:
+            add(dependency)
+        files[name] = proto
+
+    add(descriptor.name)
+    return descriptor_pb2.FileDescriptorSet(file=list(files.values())).SerializeToString()
 
 
 async def test_invalid_fields_show_bad_request_details(gateway: Gateway, token: str) -> None:

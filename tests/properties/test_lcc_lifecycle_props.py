@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from runtime.deadline import Deadline
 from runtime.errors import DeadlineExceeded, ValidationFailed, status_of
+from runtime.identity import is_valid_request_id, new_request_id
 from runtime.lcc import (
     LEVELS,
     PHASES,
@@ -20,8 +21,6 @@ from runtime.lcc import (
     LocalContext,
     MemoryEventSink,
     RequestMeta,
-    is_valid_request_id,
-    new_request_id,
     run_lifecycle,
 )
 

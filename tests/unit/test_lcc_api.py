@@ -9,8 +9,8 @@ import pytest
 
 import runtime.lcc as lcc
 from runtime.deadline import Deadline
-from runtime.identity import Principal
-from runtime.lcc import RequestMeta, is_valid_request_id, new_request_id, parse_flags
+from runtime.identity import Principal, is_valid_request_id, new_request_id
+from runtime.lcc import RequestMeta, parse_flags
 
 LCC_DIR = Path(lcc.__file__).parent
 
@@ -22,8 +22,8 @@ def test_exports_are_sorted_and_exactly_the_public_api() -> None:
         "HookSpec", "Level", "LifecycleCall", "LifecycleEvent", "LocalContext",
         "LogSnapshotStore", "MemoryEventSink", "MemorySnapshotStore", "Phase", "RecordLog",
         "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore",
-        "TaskStatus", "TraceChange", "ValueChange", "diff_replays", "is_valid_request_id",
-        "new_request_id", "parse_flags", "replay", "replay_meta", "run_captured",
+        "TaskStatus", "TraceChange", "ValueChange", "diff_replays",
+        "parse_flags", "replay", "replay_meta", "run_captured",
         "run_lifecycle", "should_snapshot",
     }  # fmt: skip
     for name in lcc.__all__:

@@ -36,14 +36,18 @@ def restore_root_logger() -> Iterator[None]:
 def test_public_surface_is_exactly_the_documented_names() -> None:
     assert len(observability.__all__) == len(set(observability.__all__))
     assert set(observability.__all__) == {
+        "HANDLER_ATTRIBUTE",
         "OTLP_PACKAGE",
+        "REQUEST_ID_ATTRIBUTE",
         "SECONDS_BUCKETS",
+        "VERSION_ATTRIBUTE",
         "AdminServer",
         "AppendLog",
         "Attributes",
         "AuditRecord",
         "AuditSink",
         "AuditWriteError",
+        "ClientTracer",
         "Counter",
         "FileAuditSink",
         "Gauge",
@@ -51,6 +55,7 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "JsonFormatter",
         "Metrics",
         "RedMetrics",
+        "ServerTracer",
         "StoreAuditSink",
         "configure_logging",
         "configure_tracing",

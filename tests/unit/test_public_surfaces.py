@@ -18,18 +18,14 @@ SURFACES = {
         "encode_payload", "freeze", "subscriber", "subscriber_mark",
     ],
     "runtime.gateway": [
-        "ApiKey", "Authenticator", "Credentials", "Gateway", "Metadata", "ModuleRoutes", "Route",
-        "RouteTable", "Usage", "authenticator_from_settings", "build_table", "check_roles",
-        "hash_api_key", "issue_dev_token", "missing_roles", "normalise", "request_id",
+        "ApiKey", "Authenticator", "Gateway", "authenticator_from_settings", "hash_api_key",
+        "issue_dev_token",
     ],
-    "runtime.worker": [
-        "CallObserver", "InProcessContext", "LocalEndpoints", "MethodEndpoint", "ModuleService",
-        "RemoteInvoker", "Worker", "WorkerDeps", "WorkerDirectory", "load_catalog",
-    ],
+    "runtime.worker": ["Worker"],
     "runtime.cli": ["main"],
     "runtime.identity": [
-        "ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "principal_from_header",
-        "principal_header",
+        "ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "is_valid_request_id",
+        "new_request_id", "principal_from_header", "principal_header", "request_id_of",
     ],
     "runtime.deadline": ["Clock", "Deadline"],
 }  # fmt: skip
