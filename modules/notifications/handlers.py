@@ -3,20 +3,16 @@
 import uuid
 from datetime import UTC, datetime
 
+from modules.notifications._sent import sent_log
 from modules.notifications.models import ListNotifications, Notification, Notifications, UserCreated
 from runtime import GlobalContext, LocalContext, handler, subscriber
-
-# Sent notifications, per worker process (a real module would hand them to a mail service).
-_SENT: list[Notification] = []
 
 
 @subscriber("users.created", group="notifications")
 async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
     """Welcome a new user. Redelivered events for the same user are sent once."""
-    if any(n.user_id == event.id for n in _SENT):
-        return
     greeting = f"Welcome, {event.given_name}!" if event.given_name else "Welcome!"
-    _SENT.append(
+    await sent_log().add(
         Notification(
             id=uuid.uuid4().hex,
             user_id=event.id,
@@ -29,5 +25,4 @@ async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
 
 @handler
 async def list_notifications(req: ListNotifications, lctx: LocalContext, gctx: GlobalContext) -> Notifications:
-    items = [n for n in _SENT if not req.user_id or n.user_id == req.user_id]
-    return Notifications(items=items)
+    return Notifications(items=await sent_log().list(req.user_id))
