@@ -4,6 +4,7 @@ from runtime.context._config import ReadOnlyConfig, freeze
 from runtime.context._global import (
     GlobalContext,
     SecretSource,
+    current_batch,
     current_deadline,
     current_request_id,
     encode_payload,
@@ -20,6 +21,7 @@ __all__ = [
     "ReadOnlyConfig",
     "SecretSource",
     "SubscriberMark",
+    "current_batch",
     "current_deadline",
     "current_request_id",
     "encode_payload",

@@ -29,12 +29,18 @@ Semantics shared by both backends:
   cleanly. Cancelling a waiting publish cancels it.
 * **Trace context and request id** travel as ``traceparent`` and ``x-request-id`` headers;
   see :func:`inject_trace` and :meth:`Message.trace_context`.
+
+A worker never publishes a handler's message from the call itself: it goes through the
+transactional outbox (:class:`OutboxRelay`, :class:`OutboxBatch`), committed locally when the
+handler succeeds (with the module's own write when the module does that) and relayed to the
+fabric, at least once, when the fabric takes it. A fabric outage loses no event.
 """
 
 from runtime.fabric._hub import FabricHub, HubFabric
 from runtime.fabric._memory import MemoryFabric, MemorySubscription
 from runtime.fabric._nats import NatsFabric, NatsSubscription
 from runtime.fabric._open import open_fabric
+from runtime.fabric._outbox import OutboxBatch, OutboxRelay, OutgoingMessage
 from runtime.fabric._types import (
     DLQ_ATTEMPTS_HEADER,
     DLQ_ERROR_HEADER,
@@ -76,6 +82,9 @@ __all__ = [
     "NatsFabric",
     "NatsOptions",
     "NatsSubscription",
+    "OutboxBatch",
+    "OutboxRelay",
+    "OutgoingMessage",
     "Subscription",
     "dead_letter_topic",
     "inject_trace",

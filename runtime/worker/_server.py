@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from runtime.client import InstancePool, ModuleClient
 from runtime.config import Settings
+from runtime.fabric import OutboxRelay
 from runtime.lane import LaneServer, where_handler
 from runtime.lcc import LogSnapshotStore, RequestMeta
 from runtime.manifest import check_registration, discover_modules, load_module
@@ -209,6 +210,7 @@ class Worker:
         self.store: Any = None
         self._stopped = False
         self._lane: LaneServer | None = None
+        self._outbox: OutboxRelay | None = None
 
     @property
     def lane_address(self) -> str:
@@ -232,6 +234,10 @@ class Worker:
         fabric = open_fabric(settings.fabric_url)
         await fabric.start()
         self._closers.append(fabric)
+        # Handlers' events go through the outbox: committed locally, relayed when the fabric
+        # takes them (runtime.fabric.OutboxRelay). Stopped before the fabric closes.
+        self._outbox = OutboxRelay(fabric, Path(settings.data_dir) / "outbox" / f"{self.module}.sqlite3")
+        await self._outbox.start()
         secrets = open_secrets(settings.secrets)
         # Filters on a logger do not see records from its children; handlers see every record.
         for handler in logging.getLogger().handlers:
@@ -256,6 +262,7 @@ class Worker:
             observer=observer,
             config={"module": self.module},
             tracing=ServerTracer(handler_of=handler_id_of),
+            outbox=self._outbox,
         )
         service = ModuleService.build(loaded, modules_dir=self.modules_dir, deps=deps)
         self.service = service
@@ -393,6 +400,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._flush_audit()
+        if self._outbox is not None:
+            await self._outbox.stop(grace)
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 await closer.close()

@@ -24,6 +24,7 @@ from runtime.context import (
 )
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition, Unimplemented
+from runtime.fabric import OutboxRelay
 from runtime.identity import PRINCIPAL_HEADER
 from runtime.lcc import HookSpec, SnapshotStore
 from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
@@ -54,6 +55,8 @@ class WorkerDeps:
     hop_timeout: float = 0.25
     tracing: ServerTracer | None = None
     """Opens each call's server span; the default uses the global tracer provider."""
+    outbox: OutboxRelay | None = None
+    """Where handlers' events are committed and relayed from; None publishes them at once."""
 
 
 def load_catalog(loaded: LoadedModule) -> VersionCatalog:
@@ -207,6 +210,7 @@ class ModuleService:
             secrets=deps.secrets,
             metrics=deps.metrics,
             versions=catalog,
+            outbox=deps.outbox,
         )
         return cls(loaded, catalog, gctx, deps)
 

@@ -63,6 +63,9 @@ def test_the_package_exports_exactly_its_public_names_sorted() -> None:
         "dead_letter_topic",
         "inject_trace",
         "open_fabric",
+        "OutboxBatch",
+        "OutboxRelay",
+        "OutgoingMessage",
     }
     for name in fabric_pkg.__all__:
         assert getattr(fabric_pkg, name) is not None

@@ -14,7 +14,7 @@ SURFACES = {
     "runtime": ["GlobalContext", "LocalContext", "handler", "subscriber"],
     "runtime.context": [
         "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
-        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_deadline", "current_request_id",
+        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_batch", "current_deadline", "current_request_id",
         "encode_payload", "freeze", "subscriber", "subscriber_mark",
     ],
     "runtime.gateway": [
