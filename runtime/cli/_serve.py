@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.cli._watchdog import watch_progress
 from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -242,11 +243,29 @@ class _Child:
                 self.address = text.split()[-1]
                 return self.address
 
+    async def _wait(self) -> int:
+        """Wait for the child to exit; kill it first if it hangs (see runtime.cli._watchdog)."""
+        assert self.process is not None
+        process, hang = self.process, self.settings.worker_hang_seconds
+        if not hang or not self.address:
+            return await process.wait()
+        watchdog = asyncio.create_task(watch_progress(self.module, self.address, hang))
+        exited = asyncio.create_task(process.wait())
+        try:
+            await asyncio.wait((watchdog, exited), return_when=asyncio.FIRST_COMPLETED)
+            if watchdog.done() and not exited.done() and not self.stopping:
+                process.kill()
+            return await exited
+        finally:
+            for task in (watchdog, exited):
+                task.cancel()
+            await asyncio.gather(watchdog, exited, return_exceptions=True)
+
     async def supervise(self) -> None:
-        """Wait for the child; restart it when it dies unasked, with a growing backoff."""
+        """Wait for the child; restart it when it dies unasked or hangs, with a growing backoff."""
         while not self.stopping:
             assert self.process is not None
-            code = await self.process.wait()
+            code = await self._wait()
             if self.stopping:
                 return
             # A worker killed outright never deregistered: until its record goes stale, gateways

@@ -398,7 +398,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except _TRANSIENT as exc:
-                self._down(exc)
+                await self._down(exc)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_SECONDS[1])
                 continue
@@ -471,16 +471,18 @@ class OutboxRelay:
                     self._held_back += len(done)
         return len(done)
 
-    def _down(self, exc: BaseException) -> None:
+    async def _down(self, exc: BaseException) -> None:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
             self._held_back = 0
         if now - self._reported >= REPORT_SECONDS or self._reported < self._down_since:
             self._reported = now
+            waiting = {path: await asyncio.to_thread(table.pending) for path, table in list(self._tables.items())}
+            where = ", ".join(f"{count} in {path}" for path, count in waiting.items() if count) or "none"
             log.warning(
-                "the fabric cannot take events (%s); %d wait in the outbox %s and will be published when it can",
-                exc, self._pending, self._local_path,
+                "the fabric cannot take events (%s); they wait in the outbox (%s) and are published "
+                "when it can", exc, where,
             )  # fmt: skip
 
     def _up(self) -> None:

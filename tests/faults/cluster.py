@@ -26,6 +26,8 @@ __all__ = ["Cluster", "Process"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "faults"
+HANG_SECONDS = 4.0
+"""The supervisor's ``worker_hang_seconds`` in the suite (10 by default), so a hang scenario is short."""
 ROLES = ("users:read", "users:write", "orders:read", "orders:write", "notifications:read", "inventory:write")
 
 
@@ -143,6 +145,7 @@ class Cluster:
             MODRPC_LOG_LEVEL="INFO",
             MODRPC_OBSERVABILITY__AUDIT_PATH=str(self.root / "audit.jsonl"),
             MODRPC_SECRETS__FILE_DIR=str(self.root / "secrets"),
+            MODRPC_WORKER_HANG_SECONDS=str(HANG_SECONDS),
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
