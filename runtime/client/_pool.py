@@ -317,6 +317,7 @@ class InstancePool:
         self._closed = False
         self._changed: asyncio.Future[None] | None = None
         """Settled (and replaced) whenever the instances change: calls waiting for one look again."""
+        self._draining = False
 
     async def __aenter__(self) -> InstancePool:
         return self
@@ -400,7 +401,7 @@ class InstancePool:
         now = time.monotonic()
         left = NO_DEADLINE_WAIT_SECONDS if deadline is None else deadline.remaining()
         give_up, panic_at = now + left, now + left / 2
-        while True:
+        while not self._draining:
             picker = self._pickers.get(key)
             addresses = () if picker is None else picker.addresses
             now = time.monotonic()
@@ -445,6 +446,12 @@ class InstancePool:
         return address, worker
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop making calls wait for an instance (their owner is shutting down): calls waiting
+        now, and later ones, pick what there is or fail at once."""
+        self._draining = True
+        self._notify()
 
     def _retire(self, worker: _Worker) -> None:
         try:

@@ -433,7 +433,7 @@ class OutboxRelay:
         done: list[int] = []
         index = 0
         try:
-            for index, (seq, message) in enumerate(claimed):  # noqa: B007 - read in the except below
+            for index, (seq, message) in enumerate(claimed):
                 ttl = message.ttl
                 if ttl is not None:
                     ttl -= time.time() - message.created

@@ -8,6 +8,7 @@ workers. The call path then reads plain attributes and dicts and never touches t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -36,12 +37,13 @@ from runtime.status import rpc_status_of
 from runtime.versions import Conversion, VersionCatalog, is_retired, plan, state_of
 from runtime.wire import method_path
 
-__all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
+__all__ = ["ModuleRoutes", "Route", "RouteTable", "TableFeed", "Usage", "build_table"]
 
 log = logging.getLogger("modrpc.gateway")
 
 WORKER_STALE_SECONDS = 10.0
-"""A worker whose last heartbeat is older than this gets no new traffic."""
+"""A worker whose last heartbeat is older than this gets no new traffic (counting only time the
+store could be reached: see :func:`build_table`)."""
 
 Plan = tuple[str, Conversion | None]
 """Where a call at some version goes: the served version, and the conversion it needs (None:
@@ -164,6 +166,43 @@ class Route:
                 red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
 
 
+class TableFeed:
+    """The gateway's current route table, and a wait for the next one.
+
+    A call to a module that no healthy worker serves right now (its workers are restarting)
+    waits here, within its deadline, for a table in which one does, instead of failing at once.
+    """
+
+    def __init__(self) -> None:
+        self.current: RouteTable | None = None
+        self._next: asyncio.Future[None] | None = None
+        self.closing = False
+        """Set when the gateway stops: waiting calls give up with UNAVAILABLE at once."""
+
+    def publish(self, table: RouteTable) -> None:
+        self.current = table
+        self._wake()
+
+    def close(self) -> None:
+        self.closing = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._next = self._next, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        """Until the next table (or :meth:`close`), at most ``seconds``."""
+        if self.closing or seconds <= 0:
+            return
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(self._next)
+
+
 @dataclass
 class _Services:
     """What every route shares; one per gateway."""
@@ -178,6 +217,8 @@ class _Services:
     """Flushes usage to the store and promotes cold versions (None: usage stays in memory)."""
     tracing: ServerTracer = field(default_factory=ServerTracer)
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
+    tables: TableFeed = field(default_factory=TableFeed)
+    """The current route table, which calls waiting for a worker wait on."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 
@@ -195,9 +236,17 @@ class RouteTable:
     """The prebuilt gRPC handler of each route, so lookups allocate nothing per call."""
 
 
-async def build_table(store: Any, services: _Services, *, now: float | None = None) -> RouteTable:
-    """Read the store once and build the whole table."""
+async def build_table(
+    store: Any, services: _Services, *, now: float | None = None, store_back_at: float | None = None
+) -> RouteTable:
+    """Read the store once and build the whole table.
+
+    ``store_back_at`` is when the store came back after an outage (unix seconds): no worker could
+    heartbeat while it was down, so a heartbeat counts as no older than that. A worker is stale
+    only after :data:`WORKER_STALE_SECONDS` during which the store was there and it said nothing.
+    """
     now = time.time() if now is None else now
+    since = store_back_at or 0.0
     routes: dict[str, Route] = {}
     modules: dict[str, ModuleRoutes] = {}
     workers = await store.list_workers()
@@ -211,7 +260,7 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
         catalog = VersionCatalog.from_records(module, records, labels)
         alive = [
             w for w in workers
-            if w.module == module and w.healthy and now - w.last_seen <= WORKER_STALE_SECONDS
+            if w.module == module and w.healthy and now - max(w.last_seen, since) <= WORKER_STALE_SECONDS
         ]  # fmt: skip
         served = sorted({v for w in alive for v in w.versions if v in catalog.by_id},
                         key=lambda v: catalog.by_id[v].created_at, reverse=True)  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,6 +107,10 @@ class Gateway:
         self._refreshing = asyncio.Lock()
         self._usage_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._store_failing = False
+        self._store_back_at: float | None = None
+        """When the store answered again after failing (unix seconds): workers' freshness counts
+        from there, since none of them could heartbeat meanwhile."""
         self.metrics = Metrics(service_name="modrpc-gateway")
         self._admin: Any = None
 
@@ -176,8 +181,18 @@ class Gateway:
         """
         assert self._services is not None
         async with self._refreshing:
-            table = await build_table(self.store, self._services)
+            try:
+                table = await build_table(self.store, self._services, store_back_at=self._store_back_at)
+            except Exception:
+                self._store_failing = True
+                raise
+            if self._store_failing:
+                self._store_failing = False
+                self._store_back_at = time.time()
+                log.warning("the store %s answers again; workers get time to heartbeat before any counts as stale", self.store.url)
+                table = await build_table(self.store, self._services, store_back_at=self._store_back_at)
             self.table = table
+            self._services.tables.publish(table)
             if self._services.reporter is not None:  # the new table knows the current states
                 self._services.reporter.forget_promotions()
             for name, module in table.modules.items():
@@ -243,6 +258,11 @@ class Gateway:
         self._stopped = True
         grace = self.settings.drain_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        if self._services is not None:
+            # Calls waiting for a worker end now, UNAVAILABLE: they never ran, so a client may
+            # retry them elsewhere; calls under way run on within the grace.
+            self._services.tables.close()
+            self._services.client.pool.drain()
         if self._server is not None:
             await self._server.stop(grace)
         for task in self._tasks:

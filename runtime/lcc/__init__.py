@@ -30,7 +30,13 @@ from runtime.lcc._replay import (
     run_captured,
 )
 from runtime.lcc._snapshot import SNAPSHOT_FORMAT, Snapshot, TaskStatus, should_snapshot
-from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, RecordLog, SnapshotStore
+from runtime.lcc._store import (
+    LogSnapshotStore,
+    MemorySnapshotStore,
+    RecordLog,
+    SnapshotStore,
+    WriteBehindSnapshots,
+)
 
 __all__ = [
     "LEVELS",
@@ -58,6 +64,7 @@ __all__ = [
     "TaskStatus",
     "TraceChange",
     "ValueChange",
+    "WriteBehindSnapshots",
     "diff_replays",
     "parse_flags",
     "replay",

@@ -30,7 +30,7 @@ from runtime.client import InstancePool, ModuleClient
 from runtime.config import Settings
 from runtime.fabric import OutboxRelay
 from runtime.lane import LaneServer, where_handler
-from runtime.lcc import LogSnapshotStore, RequestMeta
+from runtime.lcc import LogSnapshotStore, RequestMeta, WriteBehindSnapshots
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
     AuditRecord,
@@ -211,6 +211,7 @@ class Worker:
         self._stopped = False
         self._lane: LaneServer | None = None
         self._outbox: OutboxRelay | None = None
+        self._snapshots: WriteBehindSnapshots | None = None
 
     @property
     def lane_address(self) -> str:
@@ -249,6 +250,10 @@ class Worker:
         pool = InstancePool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane, local=self.local)
         client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of))
         self._closers.append(client)
+        # Snapshots are written behind the call: a store that is down or hangs must not fail
+        # or delay the calls whose policy asks for a snapshot.
+        snapshots = self._snapshots = WriteBehindSnapshots(LogSnapshotStore(self.store))
+        snapshots.start()
         audit = open_audit_sink(settings.observability, store=self.store, redact=_audit_redactor(secrets.redactor))
         observer = _Observer(RedMetrics(metrics), manifest_hash="")
         self._observer, self._audit = observer, audit
@@ -257,7 +262,7 @@ class Worker:
             fabric=fabric,
             secrets=secrets,
             metrics=metrics,
-            snapshots=LogSnapshotStore(self.store),
+            snapshots=snapshots,
             redact=secrets.redact,
             observer=observer,
             config={"module": self.module},
@@ -353,12 +358,25 @@ class Worker:
         )
 
     async def _heartbeat(self) -> None:
+        from runtime.errors import NotFound
+
+        failing = False
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                await self.store.heartbeat(self.worker_id)
+                try:
+                    await self.store.heartbeat(self.worker_id)
+                except NotFound:  # the record went (a store restored from before, a sweep): again
+                    log.warning("worker %s was not registered in the store any more; registering again", self.worker_id)
+                    await self._register(healthy=True)
             except Exception as exc:  # the store may be down for a while; keep serving
-                log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)
+                if not failing:
+                    log.warning("worker %s heartbeat failed (%s); serving on, and trying again", self.worker_id, exc)
+                failing = True
+                continue
+            if failing:
+                log.info("worker %s heartbeats again", self.worker_id)
+                failing = False
 
     @staticmethod
     async def _drain_audit(observer: _Observer, audit: Any) -> None:
@@ -400,6 +418,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._flush_audit()
+        if self._snapshots is not None:
+            await self._snapshots.close(AUDIT_FLUSH_SECONDS)
         if self._outbox is not None:
             await self._outbox.stop(grace)
         for closer in reversed(self._closers):

@@ -26,6 +26,8 @@ __all__ = ["Cluster", "Process"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "faults"
+DRAIN_SECONDS = 5.0
+"""``drain_seconds`` of every process in the suite."""
 HANG_SECONDS = 4.0
 """The supervisor's ``worker_hang_seconds`` in the suite (10 by default), so a hang scenario is short."""
 ROLES = ("users:read", "users:write", "orders:read", "orders:write", "notifications:read", "inventory:write")
@@ -146,6 +148,7 @@ class Cluster:
             MODRPC_OBSERVABILITY__AUDIT_PATH=str(self.root / "audit.jsonl"),
             MODRPC_SECRETS__FILE_DIR=str(self.root / "secrets"),
             MODRPC_WORKER_HANG_SECONDS=str(HANG_SECONDS),
+            MODRPC_DRAIN_SECONDS=str(DRAIN_SECONDS),
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
@@ -154,8 +157,17 @@ class Cluster:
     async def __aenter__(self) -> Cluster:
         try:
             await asyncio.gather(*(asyncio.to_thread(s.start) for s in (self.postgres, self.nats, self.redis)))
-            self.up = await Process.start("modrpc up", ["up", "--port", str(self.port)], self.env(), self.root / "up.log")
-            await self.up.line_with("ready", within=120)
+            for attempt in range(3):  # a free port may be taken by a worker before the gateway binds it
+                self.up = await Process.start("modrpc up", ["up", "--port", str(self.port)], self.env(), self.root / "up.log")
+                try:
+                    await self.up.line_with("ready", within=120)
+                    break
+                except RuntimeError:
+                    if attempt == 2 or "Failed to bind" not in "\n".join(self.up.lines):
+                        raise
+                    await self.up.stop()
+                    self.port = free_port()
+                    self.address = f"127.0.0.1:{self.port}"
         except BaseException:
             await self.close()
             raise

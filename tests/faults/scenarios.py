@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,17 @@ import grpc
 
 from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
-from tests.faults.cluster import Cluster
+from tests.faults.cluster import DRAIN_SECONDS, Cluster
 from tests.faults.events import EventAudit
-from tests.faults.load import Outcomes, create_users, get_users, metadata, place_orders, retrying_channel, saved
+from tests.faults.load import (
+    Outcomes,
+    create_users,
+    get_users,
+    metadata,
+    place_orders,
+    retrying_channel,
+    saved,
+)
 
 __all__ = ["FULL", "SHORT", "Row", "Suite", "table"]
 
@@ -84,7 +93,11 @@ class Suite:
         self.user_ids: list[str] = []
 
     async def seed(self) -> None:
-        """A few users for GetUser to read."""
+        """A few users for GetUser to read, and enough stock for every PlaceOrder to come."""
+        self.cluster.data.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(self.cluster.data / "inventory.sqlite3", timeout=10) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, available INTEGER NOT NULL)")
+            db.execute("INSERT OR REPLACE INTO stock VALUES ('WIDGET-1', 1000000)")
         async with grpc.aio.insecure_channel(self.cluster.address) as channel:
             users = UsersClient(channel, metadata=metadata(self.cluster.token))
             for n in range(20):
@@ -286,6 +299,41 @@ async def gateway_drained(suite: Suite, length: float) -> Row:
     return row
 
 
+async def ctrl_c(suite: Suite, length: float) -> Row:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) of ``modrpc up`` under load.
+
+    Calls running then finish; new ones are refused with UNAVAILABLE (the gateway stops
+    accepting, then its port closes: nothing can be called any more, which is the point).
+    None may end CANCELLED, and ``modrpc up`` must exit within its drain timeout.
+    """
+    row = Row("modrpc up Ctrl-C")
+    up = suite.cluster.up
+    assert up is not None
+    exited = asyncio.get_running_loop().create_future()
+
+    async def interrupt() -> None:
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        up.signal_group(signal.SIGINT)
+        await up.process.wait()
+        exited.set_result(time.monotonic() - started)
+
+    outcomes = await suite.under_load(row, length, interrupt)
+    took = await exited
+    refused = sum(o.codes["UNAVAILABLE"] for o in outcomes)
+    row.unavoidable += refused
+    # Calls refused once the gateway stopped cannot be made: they are not idempotent failures.
+    row.failed_idempotent -= sum(o.codes["UNAVAILABLE"] for o in outcomes if o.idempotent)
+    row.notes.append(
+        f"exited with code {up.process.returncode} {took:.1f}s after Ctrl-C (drain timeout "
+        f"{DRAIN_SECONDS:g}s); {refused} calls refused UNAVAILABLE after it, "
+        f"{sum(o.codes['CANCELLED'] for o in outcomes)} CANCELLED"
+    )
+    if up.process.returncode != 0 or took > DRAIN_SECONDS + 5:
+        row.unavoidable -= 1  # marks the row failed: the exit was not clean and in time
+    return row
+
+
 Scenario = Callable[[Suite, float], Awaitable[Row]]
 
 SHORT: list[tuple[Scenario, float]] = [
@@ -305,6 +353,7 @@ FULL: list[tuple[Scenario, float]] = [
     (postgres_hung, 15.0),
     (redis_down, 12.0),
     (gateway_drained, 12.0),
+    (ctrl_c, 6.0),
 ]
 """``make faults``."""
 

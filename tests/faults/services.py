@@ -200,7 +200,8 @@ class PrivatePostgres(_Server):
     def stop(self, *, kill: bool = False) -> None:
         process = self.process
         if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)
+            family = self._family()
+            self.thaw()
             # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected at once.
             process.send_signal(signal.SIGKILL if kill else signal.SIGINT)
             try:
@@ -208,16 +209,31 @@ class PrivatePostgres(_Server):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if kill and process is not None:  # backends outlive a killed postmaster: its group goes too
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            if kill:  # the backends outlive a killed postmaster
+                for pid in family[1:]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+    def _family(self) -> list[int]:
+        """The postmaster and its children (each backend is a session of its own, so a process
+        group does not reach them)."""
+        pids = [self.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.pid:
+                    pids.append(int(stat.parent.name))
+        return pids
 
     def freeze(self) -> None:
         """SIGSTOP the postmaster and every backend: connections stay open, nothing answers."""
-        os.killpg(self.pid, signal.SIGSTOP)
+        for pid in self._family():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        os.killpg(self.pid, signal.SIGCONT)
+        for pid in self._family():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def url(self, schema: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres?schema={schema}"

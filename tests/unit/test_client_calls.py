@@ -295,7 +295,7 @@ async def test_with_every_instance_ejected_a_call_waits_for_a_new_one_before_pan
         await asyncio.sleep(0.2)
         assert not call.done()
         client.pool.update("users", [worker.address, second_worker.address])
-        body, metadata = await asyncio.wait_for(call, 5)
+        _, metadata = await asyncio.wait_for(call, 5)
     assert ("x-served-by", second_worker.address) in metadata
     assert worker.calls == 0
 
@@ -316,7 +316,7 @@ async def test_an_attempt_past_its_per_try_timeout_is_retried_on_another_instanc
     worker.hangs = True
     async with make_client(worker.address, second_worker.address, max_attempts=3, per_try_timeout=0.2) as client:
         started = time.monotonic()
-        body, metadata = await client.call(
+        _, metadata = await client.call(
             "users", "/test.Worker/EchoOrHang", b"x", deadline=Deadline.after(2.0), idempotent=True
         )
         assert time.monotonic() - started < 1.0

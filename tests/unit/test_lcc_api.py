@@ -22,7 +22,7 @@ def test_exports_are_sorted_and_exactly_the_public_api() -> None:
         "HookSpec", "Level", "LifecycleCall", "LifecycleEvent", "LocalContext",
         "LogSnapshotStore", "MemoryEventSink", "MemorySnapshotStore", "Phase", "RecordLog",
         "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore",
-        "TaskStatus", "TraceChange", "ValueChange", "diff_replays",
+        "TaskStatus", "TraceChange", "ValueChange", "WriteBehindSnapshots", "diff_replays",
         "parse_flags", "replay", "replay_meta", "run_captured",
         "run_lifecycle", "should_snapshot",
     }  # fmt: skip
