@@ -229,8 +229,11 @@ class _Child:
         cmd = [sys.executable, "-m", "runtime.cli", "worker", self.module, "--modules", str(self.settings.modules_dir)]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
+        # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which drains the
+        # gateway first and then stops the workers, instead of every process stopping at once.
         self.process = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1", MODRPC_SUPERVISOR_PID=str(os.getpid()))
+            *cmd, stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1", MODRPC_SUPERVISOR_PID=str(os.getpid())),
+            start_new_session=True,
         )
         assert self.process.stdout is not None
         while True:
@@ -293,7 +296,7 @@ class _Child:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            async with asyncio.timeout(grace + 5):
+            async with asyncio.timeout(grace + 2):
                 await self.process.wait()
         except TimeoutError:
             self.process.kill()
@@ -366,11 +369,19 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
         print("shutting down", flush=True)
         return 0
     finally:
-        # Whatever happened above, no worker outlives this process.
-        await gateway.stop()
+        # Whatever happened above, no worker outlives this process, and all of it takes about
+        # drain_seconds: the gateway drains first (its calls need the workers), the workers get
+        # what is left of the drain time, then a kill.
+        finish_by = time.monotonic() + settings.drain_seconds
         for child in children:
             child.stopping = True
-        await asyncio.gather(*(c.stop(settings.drain_seconds) for c in children), return_exceptions=True)
+        try:
+            async with asyncio.timeout(settings.drain_seconds + 1):
+                await gateway.stop()
+        except TimeoutError:
+            log.error("the gateway did not stop within %.1fs; stopping the workers anyway", settings.drain_seconds)
+        left = max(1.0, finish_by - time.monotonic())
+        await asyncio.gather(*(c.stop(left) for c in children), return_exceptions=True)
         for task in supervisors:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -377,7 +377,8 @@ class InstancePool:
         """
         picked = self._pick(key, panic=True)
         if picked is None:
-            raise Unavailable(f"no instance of module {key!r} is known")
+            # The key's form (module@version) is the pool's own: callers read module and version.
+            raise Unavailable(f"no instance of {key.replace('@', ' ')} is known")
         return picked
 
     def pick_healthy(self, key: str) -> tuple[str, Transport] | None:

@@ -130,7 +130,10 @@ class RedisRateLimiter:
     def _degraded(self, limit: RateLimit) -> Decision:
         if self._failure_mode == "open":
             return Decision(True, limit.amount, 0.0)
-        return Decision(False, 0, max(self._cooldown, 0.001))
+        return Decision(
+            False, 0, max(self._cooldown, 0.001),
+            unavailable=f"rate-limit store {self._url} is unavailable and rate limits fail closed",
+        )  # fmt: skip
 
     def _on_failure(self, exc: BaseException) -> None:
         self._failing = True

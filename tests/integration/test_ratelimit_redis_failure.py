@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runtime.errors import ResourceExhausted
+from runtime.errors import Unavailable
 from runtime.ratelimit import RateLimit, RedisRateLimiter, check_rate
 
 LIMIT = RateLimit.parse("10/second")
@@ -64,14 +64,16 @@ async def test_fail_open_allows_calls_while_redis_is_unreachable() -> None:
     assert all(d.allowed for d in decisions)
 
 
-async def test_fail_closed_refuses_with_retry_after() -> None:
+async def test_fail_closed_refuses_as_unavailable_naming_the_store() -> None:
     async with RedisRateLimiter(CLOSED_PORT_URL, failure_mode="closed", cooldown=2.0) as limiter:
         decision = await limiter.hit("k", LIMIT)
         assert not decision.allowed
         assert decision.retry_after == 2.0
-        with pytest.raises(ResourceExhausted) as caught:
+        with pytest.raises(Unavailable) as caught:
             await check_rate(limiter, "k", LIMIT)
-    assert caught.value.retry_after == 2.0
+    # Not RESOURCE_EXHAUSTED: the caller did not exceed the limit, the store is down.
+    assert "rate-limit store redis://:***@127.0.0.1:1/0 is unavailable" in caught.value.message
+    assert "hunter2" not in caught.value.message
 
 
 async def test_warning_is_logged_once_per_interval_with_the_password_masked(
