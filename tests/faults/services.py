@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -148,14 +149,17 @@ class PrivatePostgres(_Server):
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        self.data = root / "data"
+        # As root, PostgreSQL runs as an unprivileged user, which must reach its folder: the
+        # cluster then lives in a folder of its own under the system's temporary folder, handed
+        # to that user (the suite's own folder may sit below folders only root can enter).
+        self.home = Path(tempfile.mkdtemp(prefix="modrpc-faults-postgres-")) if os.geteuid() == 0 else root
+        self.data = self.home / "data"
 
     def _as_owner(self, command: list[str]) -> list[str]:
         """PostgreSQL refuses to run as root: as root, run it as an unprivileged user.
 
         ``setpriv`` execs the command (no intermediate process), so signals reach PostgreSQL
-        itself. The cluster's folder is handed to that user, and the folders above it made
-        traversable (they are the suite's own temporary folders).
+        itself.
         """
         if os.geteuid() != 0:
             return command
@@ -164,14 +168,10 @@ class PrivatePostgres(_Server):
 
     def _prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() != 0:
-            return
-        user = _unprivileged_user()
-        os.chown(self.root, user.pw_uid, user.pw_gid)
-        for parent in self.root.parents:
-            mode = parent.stat().st_mode
-            if not mode & 0o001 and parent.stat().st_uid == 0:
-                parent.chmod(mode | 0o011)
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            user = _unprivileged_user()
+            os.chown(self.home, user.pw_uid, user.pw_gid)
 
     def start(self) -> None:
         if not (self.data / "PG_VERSION").exists():
@@ -193,7 +193,7 @@ class PrivatePostgres(_Server):
 
     def command(self) -> list[str]:
         return self._as_owner([
-            "postgres", "-D", str(self.data), "-p", str(self.port), "-k", str(self.root),
+            "postgres", "-D", str(self.data), "-p", str(self.port), "-k", str(self.home),
             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200",
         ])  # fmt: skip
 
@@ -234,6 +234,11 @@ class PrivatePostgres(_Server):
         for pid in self._family():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        super().close()
+        if self.home != self.root:
+            shutil.rmtree(self.home, ignore_errors=True)
 
     def url(self, schema: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres?schema={schema}"
