@@ -455,6 +455,8 @@ class OutboxRelay:
                         message.msg_id, message.topic, exc, table.path,
                     )  # fmt: skip
                     await asyncio.to_thread(table.fail, seq, str(exc))
+                    if table is self._local:
+                        self._pending = max(0, self._pending - 1)
                     continue
                 done.append(seq)
         except asyncio.CancelledError:

@@ -194,11 +194,7 @@ class WriteBehindSnapshots:
                     _log.error("snapshot of request %s not stored: the store refused it: %s", snapshot.request_id, exc)
                     continue
                 self._unavailable(exc)  # the store is down, hangs, or its client failed: later
-                try:
-                    async with asyncio.timeout(backoff):
-                        await self._closed_event()
-                except TimeoutError:
-                    pass
+                await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._retry_max)
                 continue
             self._queue.popleft()
@@ -210,12 +206,6 @@ class WriteBehindSnapshots:
                     time.monotonic() - self._failing_since,
                 )  # fmt: skip
                 self._failing_since = None
-
-    async def _closed_event(self) -> None:
-        while not self._closing:
-            assert self._wake is not None
-            self._wake.clear()
-            await self._wake.wait()
 
     def _unavailable(self, exc: BaseException) -> None:
         now = time.monotonic()
