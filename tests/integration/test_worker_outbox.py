@@ -46,7 +46,7 @@ async def users(start_worker: StartWorker, worker_settings: object, hub: tuple[F
 
 async def until(condition: object, within: float = 5.0) -> None:
     async with asyncio.timeout(within):
-        while not condition():  # type: ignore[operator]
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 - polls state with no event
             await asyncio.sleep(0.01)
 
 

@@ -58,7 +58,7 @@ async def received(fabric: Switchable, topic: str = "users.created") -> list[Mes
 
 async def until(condition: object, within: float = 5.0) -> None:
     async with asyncio.timeout(within):
-        while not condition():  # type: ignore[operator]
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 - polls state with no event
             await asyncio.sleep(0.01)
 
 

@@ -10,7 +10,13 @@ import pytest
 
 from runtime.errors import InvalidArgument, Unavailable
 from runtime.identity import Principal
-from runtime.lcc import LocalContext, MemorySnapshotStore, RequestMeta, Snapshot, WriteBehindSnapshots
+from runtime.lcc import (
+    LocalContext,
+    MemorySnapshotStore,
+    RequestMeta,
+    Snapshot,
+    WriteBehindSnapshots,
+)
 
 
 def snapshot(request_id: str) -> Snapshot:
@@ -42,7 +48,7 @@ class Flaky(MemorySnapshotStore):
 
 async def until(condition: object, within: float = 5.0) -> None:
     async with asyncio.timeout(within):
-        while not condition():  # type: ignore[operator]
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 - polls state with no event
             await asyncio.sleep(0.01)
 
 
