@@ -225,7 +225,10 @@ class _Child:
         self.stopping = False
 
     async def spawn(self) -> str:
-        cmd = [sys.executable, "-m", "runtime.cli", "worker", self.module, "--modules", str(self.settings.modules_dir)]
+        cmd = [
+            sys.executable, "-m", "runtime.cli", "worker", self.module,
+            "--project", os.getcwd(), "--modules", str(Path(self.settings.modules_dir).resolve()),
+        ]  # fmt: skip
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         self.process = await asyncio.create_subprocess_exec(

@@ -1,7 +1,10 @@
 """Loading a module folder: its manifest, its handlers, its hooks and its schema.
 
-A module is a real Python package (``modules/users`` is ``modules.users``), so its handlers are
-imported by their dotted name with no ``sys.path`` edits. Everything that can be checked without
+A module is a real Python package named after where it lives: the folder ``<dir>/users`` is the
+package ``<dir's name>.users`` imported from the folder holding ``<dir>`` (``modules/users`` of a
+project is ``modules.users``, imported from the project root). So the code that runs is always
+the code in the folder that was given, wherever it is, and a module imports its own files
+relatively (``from .models import User``) or by that name. Everything that can be checked without
 serving is checked here, and every failure names the file and the key or function at fault:
 
 - the manifest validates (:func:`load_manifest`);
@@ -17,7 +20,9 @@ serving is checked here, and every failure names the file and the key or functio
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +36,7 @@ from runtime.manifest._handler import HandlerSpec, handler_mark, register_handle
 from runtime.manifest._source import source_location
 from runtime.manifest._toml import HookDecl, MethodPolicy, ModuleManifest, load_manifest
 
-__all__ = ["LoadedModule", "ResolvedHook", "discover_modules", "load_module"]
+__all__ = ["LoadedModule", "ResolvedHook", "discover_modules", "load_module", "module_package"]
 
 MANIFEST_FILE = "module.toml"
 
@@ -120,11 +125,15 @@ def load_module(directory: Path) -> LoadedModule:
     path = directory / MANIFEST_FILE
     manifest = load_manifest(path)
     module = manifest.module.name
-    handlers_module = _import(path, "module.handlers", manifest.module.handlers)
+    handlers = manifest.module.handlers
+    if handlers is None:  # the handlers.py next to module.toml, under the folder's own name
+        handlers = f"{_importable(path)}.handlers"
+    package = handlers.rpartition(".")[0]
+    handlers_module = _import(path, "module.handlers", handlers)
     specs = tuple(register_handler(fn, module=module) for fn in _marked(handlers_module))
     if not specs:
         raise ManifestError(
-            f"{path}: module.handlers: {manifest.module.handlers!r} defines no @handler functions"
+            f"{path}: module.handlers: {handlers!r} defines no @handler functions"
         )
     _refuse_duplicates(path, specs)
     methods = {spec.method for spec in specs}
@@ -134,7 +143,9 @@ def load_module(directory: Path) -> LoadedModule:
             raise ManifestError(
                 f"{path}: methods.{method}: there is no handler for {method!r} (handlers: {known})"
             )
-    hooks = tuple(_resolve_hook(path, i, decl, methods) for i, decl in enumerate(manifest.hooks))
+    hooks = tuple(
+        _resolve_hook(path, i, decl, methods, package) for i, decl in enumerate(manifest.hooks)
+    )
     schema = build_schema(module, [spec.types for spec in specs])
     return LoadedModule(
         directory=directory,
@@ -145,6 +156,50 @@ def load_module(directory: Path) -> LoadedModule:
         hooks=hooks,
         schema=schema,
     )
+
+
+def module_package(directory: Path) -> tuple[Path, str]:
+    """Where the module folder ``directory`` is imported from, and as which package.
+
+        >>> module_package(Path("/srv/shop/modules/users"))
+        (PosixPath('/srv/shop'), 'modules.users')
+    """
+    directory = directory.resolve()
+    parent = directory.parent
+    for name in (parent.name, directory.name):
+        if not name.isidentifier():
+            raise ManifestError(
+                f"{directory}: a module folder and the folder holding it must be valid Python "
+                f"names, so the module can be imported as <folder>.<module>; {name!r} is not"
+            )
+    return parent.parent, f"{parent.name}.{directory.name}"
+
+
+def _importable(path: Path) -> str:
+    """Make the module folder of ``path`` importable as its own package; that package's name.
+
+    Its import root goes first on ``sys.path`` unless it is there already. A process imports
+    one package per name, so a folder whose package name is already taken by another folder
+    (``modules`` of another project, say) is refused rather than silently shadowed.
+    """
+    root, package = module_package(path.parent)
+    if not any(Path(entry or ".").resolve() == root for entry in sys.path):
+        sys.path.insert(0, str(root))
+    try:
+        spec = importlib.util.find_spec(package)
+    except Exception as exc:
+        raise ManifestError(
+            f"{path}: cannot import the module's package {package!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    where = [Path(p).resolve() for p in (spec.submodule_search_locations or ())] if spec else []
+    if path.parent.resolve() not in where:
+        found = ", ".join(str(p) for p in where) or "nowhere"
+        raise ManifestError(
+            f"{path}: the module is imported as {package!r}, but in this process that name is "
+            f"already the folder {found}; serve one folder named {package.partition('.')[0]!r} "
+            "per process (or rename one of them)"
+        )
+    return package
 
 
 def _import(path: Path, key: str, dotted: str) -> ModuleType:
@@ -186,13 +241,17 @@ def _where(spec: HandlerSpec) -> str:
     return f"{spec.function.__qualname__} ({file}:{line})"
 
 
-def _resolve_hook(path: Path, index: int, decl: HookDecl, methods: set[str]) -> ResolvedHook:
+def _resolve_hook(
+    path: Path, index: int, decl: HookDecl, methods: set[str], package: str
+) -> ResolvedHook:
     key = f"hooks[{index}]"
     if decl.method is not None and decl.method not in methods:
         raise ManifestError(
             f"{path}: {key}.method: hook {decl.id!r} names method {decl.method!r}, which has no handler"
         )
     module_name, _, attr_path = decl.target.partition(":")
+    if module_name.startswith("."):  # inside the module's own package
+        module_name = package + module_name
     try:
         target: Any = importlib.import_module(module_name)
         for attr in attr_path.split("."):
