@@ -74,6 +74,8 @@ def _report(result: GenResult, *, check: bool) -> int:
         print(f"recorded version {line}")
     for line in result.stubs:
         print(f"wrote transformer stub {line} (fill it in: it raises until you do)")
+    for line in result.notes:
+        print(line)
     print("wrote " + " ".join(result.written))
     return 0
 

@@ -21,9 +21,11 @@ from __future__ import annotations
 import datetime as _dt
 import filecmp
 import os
+import re
 import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,7 @@ class GenResult:
     stubs: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +69,11 @@ class GenResult:
 
 
 def _rel(path: Path, root: Path) -> str:
-    return str(path.relative_to(root))
+    """``path`` as messages name it: relative to the project root when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def build_version_files(
@@ -107,6 +114,8 @@ def _record_version(
         ),
     )
     history.records.append(record)
+    if latest is None:
+        _label_first_version(src, version_id, out_modules, root, result)
     target = out_modules / "versions" / VersionHistory.file_name(version_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(record.dumps(), encoding="utf-8")
@@ -120,6 +129,36 @@ def _record_version(
                 render_transformer_stub(src.name, latest, record), encoding="utf-8"
             )
             result.stubs.append(_rel(stub, root))
+
+
+_VERSIONS_TABLE = re.compile(r"^\[versions\][ \t]*(#.*)?$", re.MULTILINE)
+
+
+def _label_first_version(
+    src: ModuleSource, version_id: str, out_modules: Path, root: Path, result: GenResult
+) -> None:
+    """Write ``stable = "<first version>"`` into module.toml unless it places ``stable`` itself.
+
+    Written rather than implied, so the module's label is in the file its author reads, and
+    moving it later is an edit there. A manifest whose ``versions`` is an inline table is left
+    alone (a line cannot be added to it); gen says so.
+    """
+    manifest = src.directory / "module.toml"
+    text = manifest.read_text(encoding="utf-8")
+    versions = tomllib.loads(text).get("versions")
+    if isinstance(versions, dict) and "stable" in versions:
+        return
+    line = f'stable = "{version_id}"  # the first version; move it when callers should move'
+    table = _VERSIONS_TABLE.search(text)
+    if table is not None:
+        text = text[: table.end()] + "\n" + line + text[table.end() :]
+    elif versions is None:
+        text = text.rstrip("\n") + "\n\n[versions]\n" + line + "\n"
+    else:
+        result.notes.append(f"{_rel(manifest, root)}: versions is an inline table; add stable = \"{version_id}\" to it yourself")
+        return
+    (out_modules / "module.toml").write_text(text, encoding="utf-8")
+    result.notes.append(f"labelled {src.name} {version_id} stable in {_rel(manifest, root)}")
 
 
 def _render_module(

@@ -52,7 +52,7 @@ from runtime.worker._local import LocalEndpoints
 from runtime.worker._reflection import VersionedReflection
 from runtime.worker._service import ModuleService, WorkerDeps
 
-__all__ = ["Worker"]
+__all__ = ["AuditObserver", "Worker"]
 
 log = logging.getLogger("modrpc.worker")
 
@@ -66,7 +66,7 @@ AUDIT_FLUSH_SECONDS = 10.0
 
 
 @dataclass
-class _Observer:
+class AuditObserver:
     """Counts every call (RED metrics) and keeps its audit record for the audit task.
 
     The record is built and written off the call's path: a finished call only appends what
@@ -205,7 +205,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Any] = []
         self.service: ModuleService | None = None
-        self._observer: _Observer | None = None
+        self._observer: AuditObserver | None = None
         self._admin: Any = None
         self.metrics_address = ""
         self._audit: Any = None
@@ -248,7 +248,7 @@ class Worker:
         client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of), local=self.local)
         self._closers.append(client)
         audit = open_audit_sink(settings.observability, store=self.store, redact=_audit_redactor(secrets.redactor))
-        observer = _Observer(RedMetrics(metrics), manifest_hash="")
+        observer = AuditObserver(RedMetrics(metrics), manifest_hash="")
         self._observer, self._audit = observer, audit
         deps = WorkerDeps(
             client=client,
@@ -358,7 +358,7 @@ class Worker:
                 log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)
 
     @staticmethod
-    async def _drain_audit(observer: _Observer, audit: Any) -> None:
+    async def _drain_audit(observer: AuditObserver, audit: Any) -> None:
         """Write what piles up, until :meth:`stop` closes the observer and nothing is left.
 
         Never cancelled mid-write by ``stop`` (a batch taken from ``pending`` would be lost):
