@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retire-version", action="append", default=[], metavar="VERSION",
                    help="retire VERSION at the next --retire, even if in use; repeatable")
 
+    p = command("new", "Start a project (modrpc new DIR) or add a module to this one (modrpc new module NAME).")
+    p.add_argument("target", nargs="+", metavar="DIR | module NAME", help="a new folder, or: module NAME")
+    p.add_argument("--modules", default=None, help="for a module: the modules folder (default: modules)")
+
     p = command("token", "Print a development JWT that the running dev config accepts.")
     p.add_argument("--subject", required=True, help="the token's subject (sub claim)")
     p.add_argument("--roles", default="", help="comma-separated roles, e.g. users:read,users:write")
@@ -94,6 +98,7 @@ _RUNNERS = {
     "gen": "runtime.cli._gen",
     "versions": "runtime.cli._gen",
     "token": "runtime.cli._token",
+    "new": "runtime.cli._new",
 }
 
 
@@ -126,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # come back as they were.
     cwd, path = os.getcwd(), list(sys.path)
     try:
-        problem = _enter_project(args)
+        problem = None if args.command == "new" else _enter_project(args)
         if problem is not None:
             print(f"modrpc {args.command}: {problem}", file=sys.stderr)
             return 2

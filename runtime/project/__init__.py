@@ -6,5 +6,6 @@
 """
 
 from runtime.project._root import PROJECT_FILE, Project, ProjectError, find_project
+from runtime.project._scaffold import new_module, new_project
 
-__all__ = ["PROJECT_FILE", "Project", "ProjectError", "find_project"]
+__all__ = ["PROJECT_FILE", "Project", "ProjectError", "find_project", "new_module", "new_project"]
