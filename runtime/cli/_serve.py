@@ -16,10 +16,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.cli._supervise import READY_PREFIX, WorkerProcess
 from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ __all__ = ["run"]
 
 log = logging.getLogger("modrpc.up")
 
-READY_PREFIX = "modrpc-worker-ready "
-"""The line a worker child prints once it serves: the prefix, the module, then its address."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"modrpc {args.command}: {exc}", file=sys.stderr)
         return 2
-    from runtime.observability import configure_logging, configure_tracing
+    from runtime.observability import configure_logging, configure_tracing, wants_console
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, console=wants_console(settings.log_format))
     name = f"modrpc-{args.command}" + (f"-{args.module}" if args.command == "worker" else "")
     endpoint = settings.observability.otlp_endpoint
     if endpoint:
@@ -188,102 +186,6 @@ async def _preflight(settings: Settings) -> None:
             await fabric.close()
 
 
-Forget = Callable[[int, str], Awaitable[None]]
-"""Drops what a dead worker process (pid, address) left registered in the store."""
-
-Announce = Callable[[], Awaitable[None]]
-"""Runs once a restarted worker serves, before the restart is announced."""
-
-
-async def _forget_nothing(pid: int, address: str) -> None:
-    return None
-
-
-async def _announce_nothing() -> None:
-    return None
-
-
-class _Child:
-    """One supervised worker process."""
-
-    def __init__(
-        self,
-        module: str,
-        settings: Settings,
-        config: Path | None,
-        forget: Forget = _forget_nothing,
-        restarted: Announce = _announce_nothing,
-    ) -> None:
-        self.module = module
-        self.settings = settings
-        self.config = config
-        self.forget = forget
-        self.restarted = restarted
-        self.process: asyncio.subprocess.Process | None = None
-        self.address = ""
-        self.restarts = 0
-        self.stopping = False
-
-    async def spawn(self) -> str:
-        cmd = [
-            sys.executable, "-m", "runtime.cli", "worker", self.module,
-            "--project", os.getcwd(), "--modules", str(Path(self.settings.modules_dir).resolve()),
-        ]  # fmt: skip
-        if self.config is not None:
-            cmd += ["--config", str(self.config)]
-        self.process = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1", MODRPC_SUPERVISOR_PID=str(os.getpid()))
-        )
-        assert self.process.stdout is not None
-        while True:
-            line = await self.process.stdout.readline()
-            if not line:
-                code = await self.process.wait()
-                raise RuntimeError(f"worker {self.module} exited with code {code} before it was ready")
-            text = line.decode().strip()
-            if text.startswith(READY_PREFIX):
-                self.address = text.split()[-1]
-                return self.address
-
-    async def supervise(self) -> None:
-        """Wait for the child; restart it when it dies unasked, with a growing backoff."""
-        while not self.stopping:
-            assert self.process is not None
-            code = await self.process.wait()
-            if self.stopping:
-                return
-            # A worker killed outright never deregistered: until its record goes stale, gateways
-            # and other workers would keep sending calls to an address nobody listens on.
-            await self.forget(self.process.pid, self.address)
-            self.restarts += 1
-            settings = self.settings
-            backoff = min(
-                settings.worker_restart_backoff_max,
-                settings.worker_restart_backoff * 2 ** min(self.restarts - 1, 16),
-            )
-            log.error("worker %s exited with code %s; restarting in %.1fs (restart %d)", self.module, code, backoff, self.restarts)
-            await asyncio.sleep(backoff)
-            try:
-                address = await self.spawn()
-                await self.restarted()
-                log.warning("worker %s restarted on %s", self.module, address)
-                print(f"{self.module} restarted on {address}", flush=True)
-            except Exception as exc:
-                log.error("worker %s failed to restart: %s", self.module, exc)
-
-    async def stop(self, grace: float) -> None:
-        self.stopping = True
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(grace + 5):
-                await self.process.wait()
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
-
 async def _up(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.errors import ModrpcError
     from runtime.gateway import Gateway
@@ -323,7 +225,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             log.warning("could not refresh routes after a restart: %s", exc)
 
     children = [
-        _Child(p.name, settings, args.config, forget, restarted)
+        WorkerProcess(p.name, settings, args.config, forget, restarted)
         for p in module_dirs
         for _ in range(max(1, load_manifest(p / "module.toml").module.warm_pool))
     ]

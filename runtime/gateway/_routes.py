@@ -42,6 +42,7 @@ from runtime.status import REQUEST_ID_KEY, rpc_status_of, with_request_id
 from runtime.versions import (
     TransformStep,
     VersionCatalog,
+    is_removed,
     is_retired,
     retired_error,
     run_chain,
@@ -395,6 +396,8 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
         records = await store.list_versions(module)
         if not records:
             continue
+        if all(is_removed(r.metadata) for r in records) and not any(w.module == module for w in workers):
+            continue  # removed from its project and no worker left: no longer served or listed
         labels = await store.labels(module)
         catalog = VersionCatalog.from_records(module, records, labels)
         alive = [

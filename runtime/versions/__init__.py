@@ -13,6 +13,7 @@ from runtime.versions._catalog import (
 from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
 from runtime.versions._lifecycle import (
     DAY,
+    REMOVED_KEY,
     Activity,
     LifecyclePolicy,
     LifecycleState,
@@ -23,7 +24,9 @@ from runtime.versions._lifecycle import (
     VersionUsage,
     apply_retirement,
     classify,
+    is_removed,
     is_retired,
+    mark_removed,
     plan_retirement,
     promote,
     record_usage,
@@ -38,6 +41,7 @@ from runtime.versions._resolve import VersionId, VersionTable
 __all__ = [
     "DAY",
     "MAX_HOPS",
+    "REMOVED_KEY",
     "Activity",
     "LifecyclePolicy",
     "LifecycleState",
@@ -56,7 +60,9 @@ __all__ = [
     "classify",
     "decode_descriptor",
     "encode_descriptor",
+    "is_removed",
     "is_retired",
+    "mark_removed",
     "plan_retirement",
     "promote",
     "record_usage",

@@ -46,6 +46,7 @@ from runtime.observability import (
     outcome_of,
     start_admin_server,
 )
+from runtime.versions import REMOVED_KEY
 from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._local import LocalEndpoints
@@ -314,8 +315,9 @@ class Worker:
             stored = {r.id: r for r in await self.store.list_versions(self.module)}
             for record in records:
                 before = stored.get(record.id)
-                if before is not None:
-                    record = dataclasses.replace(record, metadata={**before.metadata, **record.metadata})
+                if before is not None:  # serving again: the module is no longer removed
+                    kept = {k: v for k, v in before.metadata.items() if k != REMOVED_KEY}
+                    record = dataclasses.replace(record, metadata={**kept, **record.metadata})
                 await self.store.put_version(self.module, record)
             for label, version in service.catalog.labels.items():
                 await self.store.set_label(self.module, label, version)

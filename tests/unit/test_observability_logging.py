@@ -36,6 +36,9 @@ def restore_root_logger() -> Iterator[None]:
 def test_public_surface_is_exactly_the_documented_names() -> None:
     assert len(observability.__all__) == len(set(observability.__all__))
     assert set(observability.__all__) == {
+        "MODULE_ATTR",
+        "ConsoleFormatter",
+        "wants_console",
         "OTLP_PACKAGE",
         "SECONDS_BUCKETS",
         "AdminServer",

@@ -13,8 +13,8 @@ import pytest
 SURFACES = {
     "runtime": ["GlobalContext", "LocalContext", "handler", "subscriber"],
     "runtime.context": [
-        "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
-        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_deadline", "current_request_id",
+        "Clock", "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
+        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "SystemClock", "current_deadline", "current_request_id",
         "encode_payload", "freeze", "subscriber", "subscriber_mark",
     ],
     "runtime.gateway": [
@@ -23,10 +23,17 @@ SURFACES = {
         "hash_api_key", "issue_dev_token", "missing_roles", "normalise", "request_id",
     ],
     "runtime.worker": [
-        "CallObserver", "InProcessContext", "LocalEndpoints", "MethodEndpoint", "ModuleService",
+        "AuditObserver", "CallObserver", "InProcessContext", "LocalEndpoints", "MethodEndpoint", "ModuleService",
         "RemoteInvoker", "Worker", "WorkerDeps", "WorkerDirectory", "load_catalog",
     ],
     "runtime.cli": ["main"],
+    "runtime.project": [
+        "PROJECT_FILE", "Project", "ProjectError", "find_project", "new_module", "new_project",
+    ],
+    "runtime.testing": [
+        "TEST_PRINCIPAL", "DictSecrets", "ManualClock", "ModuleCall", "ModuleHarness", "Published",
+        "RecordingFabric", "Stub", "StubModules",
+    ],
     "runtime.identity": [
         "ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "principal_from_header",
         "principal_header",
