@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,11 +56,25 @@ def _gen(args: argparse.Namespace) -> int:
             ModuleSource(name=loaded.name, directory=loaded.directory, schema=loaded.schema)
             for loaded in (load_module(d) for d in found)
         ]
-        result = generate(root, sources, check=args.check, date=args.date)
+        with _one_gen_at_a_time(root):
+            result = generate(root, sources, check=args.check, date=args.date)
     except (SchemaError, UnsupportedType, WireSchemaError, ValueError) as exc:
         print(f"modrpc gen: {exc}", file=sys.stderr)
         return 2
     return _report(result, check=args.check)
+
+
+@contextlib.contextmanager
+def _one_gen_at_a_time(root: Path) -> Iterator[None]:
+    """Hold the project's gen lock: `modrpc up --reload` and a person may both run gen at once."""
+    lock = root / ".modrpc" / "gen.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _report(result: GenResult, *, check: bool) -> int:

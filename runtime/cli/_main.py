@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="serve every module inside the gateway's process, reached without a socket",
             )
+            p.add_argument(
+                "--reload",
+                action="store_true",
+                help="watch the modules: on a change run modrpc gen and restart the workers affected",
+            )
     p = command("worker", "Serve every version of one module that its code can serve.")
     p.add_argument("module", help="module name (a folder under the modules folder)")
     p.add_argument("--port", type=int, default=0, help="port (default: any free port)")

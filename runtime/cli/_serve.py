@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.cli._supervise import READY_PREFIX, WorkerProcess
+from runtime.cli._supervise import READY_PREFIX, Fleet
 from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -57,6 +57,13 @@ def run(args: argparse.Namespace) -> int:
         configure_tracing(name, otlp_endpoint=endpoint, install_global=True)
     # Without an exporter, recorded spans would go nowhere: the API's non-recording spans still
     # carry the caller's trace context on to workers and module calls, at a fraction of the cost.
+    from runtime.cli._ports import busy_port_message
+
+    settings = settings.model_copy(update={"modules_dir": Path(settings.modules_dir).resolve()})
+    busy = busy_port_message(args.command, settings, getattr(args, "port", None))
+    if busy is not None:
+        print(f"modrpc {args.command}: {busy}", file=sys.stderr)
+        return 1
     main = {"worker": _worker, "gateway": _gateway, "up": _up}[args.command]
     try:
         return asyncio.run(main(args, settings))
@@ -85,7 +92,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     worker = Worker(args.module, settings, port=args.port)
     try:
         address = await worker.start()
-    except (ModrpcError, OSError) as exc:
+    except (ModrpcError, OSError, RuntimeError) as exc:
         await worker.stop(0)
         return await _fail(f"worker {args.module} could not start", exc)
     print(f"{READY_PREFIX}{args.module} {address}", flush=True)
@@ -115,7 +122,7 @@ async def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     gateway = Gateway(settings)
     try:
         address = await gateway.start()
-    except (ModrpcError, OSError) as exc:
+    except (ModrpcError, OSError, RuntimeError) as exc:
         await gateway.stop(0)
         return await _fail("gateway could not start", exc)
     print(f"gateway listening on {address}", flush=True)
@@ -189,18 +196,17 @@ async def _preflight(settings: Settings) -> None:
 async def _up(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.errors import ModrpcError
     from runtime.gateway import Gateway
-    from runtime.manifest import discover_modules, load_manifest
+    from runtime.manifest import discover_modules
 
     if getattr(args, "embedded", False):
         return await _up_embedded(settings)
     stop = _stop_event()
-    module_dirs = discover_modules(Path(settings.modules_dir))
+    modules_dir = Path(settings.modules_dir)  # absolute: made so by run()
+    module_dirs = discover_modules(modules_dir)
     modules = [p.name for p in module_dirs]
     if not modules:
-        print(f"modrpc up: no modules under {settings.modules_dir}/", file=sys.stderr)
+        print(f"modrpc up: no modules under {modules_dir}/ (`modrpc new module NAME` adds one)", file=sys.stderr)
         return 2
-    # Warm pools: each module keeps at least `warm_pool` live worker processes (at least one);
-    # the supervisor restarts any that die, so the minimum holds.
     gateway = Gateway(settings)
 
     async def forget(pid: int, address: str) -> None:
@@ -224,13 +230,13 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
         except Exception as exc:  # the periodic refresh will pick the worker up
             log.warning("could not refresh routes after a restart: %s", exc)
 
-    children = [
-        WorkerProcess(p.name, settings, args.config, forget, restarted)
-        for p in module_dirs
-        for _ in range(max(1, load_manifest(p / "module.toml").module.warm_pool))
-    ]
-    supervisors: list[asyncio.Task[None]] = []
+    async def removed(module: str) -> None:
+        if gateway.store is not None:
+            await _mark_removed(gateway.store, module)
+
+    fleet = Fleet(settings, args.config, forget, restarted)
     hub = None
+    watcher: asyncio.Task[None] | None = None
     try:
         try:
             started = time.monotonic()
@@ -238,31 +244,63 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             hub = await _memory_hub(settings)
             if hub is not None:
                 os.environ["MODRPC_FABRIC_URL"] = hub.url
-            addresses = await asyncio.gather(*(c.spawn() for c in children))
-            for child, address in zip(children, addresses, strict=True):
-                print(f"{child.module} {address}", flush=True)
-            supervisors = [asyncio.create_task(c.supervise()) for c in children]
+            for module, address in await fleet.add(module_dirs):
+                print(f"{module} {address}", flush=True)
             address = await gateway.start()
+            await _sweep_removed(gateway, set(modules))
             await gateway.wait_ready(modules)
             elapsed = time.monotonic() - started
-            print(f"ready: gateway on {address} ({len(children)} workers, {elapsed:.1f}s)", flush=True)
+            print(f"ready: gateway on {address} ({fleet.count} workers, {elapsed:.1f}s)", flush=True)
         except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
             return await _fail("up failed", exc)
+        if getattr(args, "reload", False):
+            from runtime.cli._reload import watch
+
+            watcher = asyncio.create_task(
+                watch(fleet, Path.cwd(), modules_dir, refresh=gateway.refresh, removed=removed, stop=stop)
+            )
         await stop.wait()
         print("shutting down", flush=True)
         return 0
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
         # Whatever happened above, no worker outlives this process.
         await gateway.stop()
-        for child in children:
-            child.stopping = True
-        await asyncio.gather(*(c.stop(settings.drain_seconds) for c in children), return_exceptions=True)
-        for task in supervisors:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await fleet.stop()
         if hub is not None:
             await _close_hub(hub)
+
+
+async def _mark_removed(store: Any, module: str) -> None:
+    from runtime.versions import mark_removed
+
+    try:
+        if await mark_removed(store, module, now=time.time()):
+            log.info("module %s is no longer in the project: marked removed in %s", module, store.url)
+    except Exception as exc:  # the store may be down; the module then stays listed until next time
+        log.warning("could not mark module %s removed: %s", module, exc)
+
+
+async def _sweep_removed(gateway: Any, present: set[str]) -> None:
+    """Modules the store knows that left the project while nothing ran: marked removed.
+
+    Only those no worker is registered for, since a worker on another host may serve a module
+    this project does not have; the gateway drops them from its routes and reflection.
+    """
+    store = gateway.store
+    if store is None:
+        return
+    serving = {w.module for w in await store.list_workers()}
+    swept = False
+    for module in await store.modules():
+        if module not in present and module not in serving:
+            await _mark_removed(store, module)
+            swept = True
+    if swept:
+        await gateway.refresh()
 
 
 async def _up_embedded(settings: Settings) -> int:

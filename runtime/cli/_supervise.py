@@ -23,7 +23,7 @@ from pathlib import Path
 from runtime.config import Settings
 from runtime.observability import MODULE_ATTR
 
-__all__ = ["READY_PREFIX", "Announce", "Forget", "WorkerProcess"]
+__all__ = ["READY_PREFIX", "Announce", "Fleet", "Forget", "WorkerProcess"]
 
 log = logging.getLogger("modrpc.up")
 
@@ -221,3 +221,78 @@ _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 def _safe_extra(extra: dict[str, object]) -> dict[str, object]:
     """``extra`` without keys a LogRecord refuses to have overwritten."""
     return {k: v for k, v in extra.items() if k not in _RESERVED}
+
+
+class Fleet:
+    """Every worker process of one ``modrpc up``, by module: started, replaced, removed.
+
+    Warm pools: each module keeps at least ``warm_pool`` live processes (at least one), each
+    restarted when it dies, so the minimum holds.
+    """
+
+    def __init__(self, settings: Settings, config: Path | None, forget: Forget, restarted: Announce) -> None:
+        self.settings = settings
+        self.config = config
+        self.forget = forget
+        self.restarted = restarted
+        self.workers: dict[str, list[WorkerProcess]] = {}
+        self._supervisors: dict[WorkerProcess, asyncio.Task[None]] = {}
+
+    def _make(self, directory: Path) -> list[WorkerProcess]:
+        from runtime.manifest import load_manifest
+
+        count = max(1, load_manifest(directory / "module.toml").module.warm_pool)
+        return [
+            WorkerProcess(directory.name, self.settings, self.config, self.forget, self.restarted)
+            for _ in range(count)
+        ]
+
+    async def _start(self, processes: list[WorkerProcess]) -> list[str]:
+        try:
+            addresses = await asyncio.gather(*(p.spawn() for p in processes))
+        except BaseException:
+            await asyncio.gather(*(p.stop(0) for p in processes), return_exceptions=True)
+            raise
+        for process in processes:
+            self._supervisors[process] = asyncio.create_task(process.supervise())
+        return list(addresses)
+
+    async def add(self, directories: list[Path]) -> list[tuple[str, str]]:
+        """Start the workers of these modules; (module, address) of each process."""
+        made = {d.name: self._make(d) for d in directories}
+        processes = [p for group in made.values() for p in group]
+        addresses = await self._start(processes)
+        self.workers.update(made)
+        return [(p.module, a) for p, a in zip(processes, addresses, strict=True)]
+
+    async def replace(self, directory: Path) -> list[str]:
+        """New workers of a module first, then the old ones stopped: no moment without one."""
+        fresh = self._make(directory)
+        addresses = await self._start(fresh)
+        old, self.workers[directory.name] = self.workers.get(directory.name, []), fresh
+        await self._stop(old)
+        return addresses
+
+    async def remove(self, module: str) -> None:
+        await self._stop(self.workers.pop(module, []))
+
+    async def _stop(self, processes: list[WorkerProcess]) -> None:
+        for process in processes:
+            process.stopping = True
+        await asyncio.gather(*(p.stop(self.settings.drain_seconds) for p in processes), return_exceptions=True)
+        for process in processes:
+            task = self._supervisors.pop(process, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def stop(self) -> None:
+        """Stop every worker; whatever happened, none outlives the supervisor."""
+        everything = [p for group in self.workers.values() for p in group]
+        self.workers.clear()
+        await self._stop(everything)
+
+    @property
+    def count(self) -> int:
+        return sum(len(group) for group in self.workers.values())
