@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retire-version", action="append", default=[], metavar="VERSION",
                    help="retire VERSION at the next --retire, even if in use; repeatable")
 
+    p = command("config", "Print every setting in effect and where it came from (default, file, environment).")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
+
     p = command("new", "Start a project (modrpc new DIR) or add a module to this one (modrpc new module NAME).")
     p.add_argument("target", nargs="+", metavar="DIR | module NAME", help="a new folder, or: module NAME")
     p.add_argument("--modules", default=None, help="for a module: the modules folder (default: modules)")
@@ -104,6 +107,7 @@ _RUNNERS = {
     "versions": "runtime.cli._gen",
     "token": "runtime.cli._token",
     "new": "runtime.cli._new",
+    "config": "runtime.cli._config",
 }
 
 
@@ -130,6 +134,15 @@ def _enter_project(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _warn_unknown_env() -> None:
+    """Name each ``MODRPC_*`` variable that is no setting: it would be ignored silently."""
+    from runtime.config import unknown_env
+
+    for name, closest in unknown_env():
+        hint = f"; did you mean {closest}?" if closest else "; `modrpc config` lists the settings"
+        print(f"modrpc: warning: {name} is not a setting and is ignored{hint}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Called in process (tests, embedding), the caller's working directory and import path
@@ -140,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem is not None:
             print(f"modrpc {args.command}: {problem}", file=sys.stderr)
             return 2
+        _warn_unknown_env()
         run = importlib.import_module(_RUNNERS[args.command]).run
         try:
             code: int = run(args)
