@@ -20,6 +20,7 @@ serving is checked here, and every failure names the file and the key or functio
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
 import sys
@@ -178,28 +179,56 @@ def module_package(directory: Path) -> tuple[Path, str]:
 def _importable(path: Path) -> str:
     """Make the module folder of ``path`` importable as its own package; that package's name.
 
-    Its import root goes first on ``sys.path`` unless it is there already. A process imports
-    one package per name, so a folder whose package name is already taken by another folder
-    (``modules`` of another project, say) is refused rather than silently shadowed.
+    The folder holding it is bound to its package name (``modules``) right here, from where it
+    is, rather than searched for on ``sys.path``: another ``modules`` earlier on the path, or a
+    regular package beating a folder without ``__init__.py``, must not be what runs. The import
+    root is also added to the end of ``sys.path``, for the module's other absolute imports. A
+    process imports one package per name, so a name already bound to another folder is refused
+    rather than silently shadowed.
     """
     root, package = module_package(path.parent)
+    parent_name = package.partition(".")[0]
+    parent_dir = path.parent.parent.resolve()
     if not any(Path(entry or ".").resolve() == root for entry in sys.path):
-        sys.path.insert(0, str(root))
-    try:
-        spec = importlib.util.find_spec(package)
-    except Exception as exc:
+        sys.path.append(str(root))
+    bound = sys.modules.get(parent_name)
+    if bound is None:
+        try:
+            bound = _bind_package(parent_name, parent_dir)
+        except Exception as exc:
+            raise ManifestError(
+                f"{path}: cannot import the package {parent_name!r} of {parent_dir}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    where = [Path(p).resolve() for p in getattr(bound, "__path__", ())]
+    if parent_dir not in where:
+        found = ", ".join(str(p) for p in where) or "a module, not a folder"
         raise ManifestError(
-            f"{path}: cannot import the module's package {package!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-    where = [Path(p).resolve() for p in (spec.submodule_search_locations or ())] if spec else []
-    if path.parent.resolve() not in where:
-        found = ", ".join(str(p) for p in where) or "nowhere"
-        raise ManifestError(
-            f"{path}: the module is imported as {package!r}, but in this process that name is "
-            f"already the folder {found}; serve one folder named {package.partition('.')[0]!r} "
-            "per process (or rename one of them)"
+            f"{path}: the module is imported as {package!r}, but in this process "
+            f"{parent_name!r} is already {found}; serve one folder named {parent_name!r} per "
+            "process (or rename one of them)"
         )
     return package
+
+
+def _bind_package(name: str, folder: Path) -> ModuleType:
+    """Import ``folder`` as the top-level package ``name`` (a namespace one without __init__)."""
+    init = folder / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+    else:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        if spec.loader is not None:
+            spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _import(path: Path, key: str, dotted: str) -> ModuleType:
