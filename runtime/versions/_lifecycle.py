@@ -643,12 +643,15 @@ async def apply_retirement(
         except NotFound:
             done.append(dataclasses.replace(decision, retire=False, reason="skipped: gone"))
             continue
-        guard = sorted(set(record.labels) & protected)
+        # A removed module's versions are retired whatever their labels and age: nothing
+        # serves them any more (rule 1b of plan_retirement).
+        removed = is_removed(record.metadata)
+        guard = [] if removed else sorted(set(record.labels) & protected)
         skip = (
             "already retired" if is_retired(record.metadata)
             else f"now protected by label {guard[0]!r}" if guard
             else "now kept by a manual override" if _override_of(record.metadata) == "keep"
-            else "the newest version is never retired" if record.id == newest
+            else "the newest version is never retired" if record.id == newest and not removed
             else None
         )  # fmt: skip
         if skip is not None:
