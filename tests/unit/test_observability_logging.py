@@ -181,6 +181,7 @@ def test_console_lines_show_the_module_level_request_id_and_message() -> None:
     logger = logging.getLogger("modrpc.test.console")
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.INFO)
     try:
         with log_context("3f1c9a2e77d04b5e", handler="users.CreateUser"):
             logger.warning("user %s created", "ada")
