@@ -111,8 +111,9 @@ _RUNNERS = {
 }
 
 
-_PROJECT_OPTIONAL = frozenset({"gateway", "token"})
-"""Commands that need no modules: outside a project they run from the working directory."""
+_PROJECT_OPTIONAL = frozenset({"gateway", "token", "versions"})
+"""Commands that can work without a project (the gateway, a token, the version lifecycle in
+the store): outside one they run from the working directory."""
 
 
 def _enter_project(args: argparse.Namespace) -> str | None:

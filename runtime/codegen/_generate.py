@@ -144,6 +144,8 @@ def _label_first_version(
     alone (a line cannot be added to it); gen says so.
     """
     manifest = src.directory / "module.toml"
+    if not manifest.is_file():  # a bare schema handed to generate(): there is no label to write
+        return
     text = manifest.read_text(encoding="utf-8")
     versions = tomllib.loads(text).get("versions")
     if isinstance(versions, dict) and "stable" in versions:
