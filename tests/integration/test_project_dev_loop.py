@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.projects import Up as ProjectUp
 from tests.services import free_port
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -48,35 +48,9 @@ def project(tmp_path: Path) -> Path:
     return tmp_path / "demo"
 
 
-class Up:
+class Up(ProjectUp):
     def __init__(self, cwd: Path, *args: str) -> None:
-        self.log = cwd / "up.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", "up", *args], cwd=cwd, env=env(cwd),
-            stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-
-    def line_with(self, text: str, within: float) -> str:
-        assert self.process.stdout is not None
-        give_up = time.monotonic() + within
-        while time.monotonic() < give_up:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line.rstrip("\n"))
-            if text in line:
-                return line
-        raise AssertionError(f"no line with {text!r}: {self.lines}\n{self.log.read_text()[-4000:]}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        super().__init__([sys.executable, "-m", "runtime.cli", "up", *args], cwd, env(cwd))
 
     def records(self) -> list[dict[str, object]]:
         """The JSON log records written so far (the log is JSON: it is not a terminal)."""

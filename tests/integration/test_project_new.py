@@ -19,16 +19,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.projects import Up as ProjectUp
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,37 +82,9 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
-class Up:
-    """``modrpc up`` running in a project, its stdout read line by line."""
-
+class Up(ProjectUp):
     def __init__(self, bin_dir: Path, cwd: Path, *args: str) -> None:
-        self.log = cwd / "up.log"
-        self.process = subprocess.Popen(
-            [str(bin_dir / "modrpc"), "up", *args], cwd=cwd, env=user_environ(bin_dir),
-            stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-
-    def line_with(self, text: str, within: float) -> str:
-        assert self.process.stdout is not None
-        give_up = time.monotonic() + within
-        while time.monotonic() < give_up:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line.rstrip("\n"))
-            if text in line:
-                return line
-        raise AssertionError(f"no line with {text!r}: {self.lines}\n{self.log.read_text()[-4000:]}")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        super().__init__([str(bin_dir / "modrpc"), "up", *args], cwd, user_environ(bin_dir))
 
 
 @pytest.fixture
