@@ -76,7 +76,7 @@ class JsonFormatter(logging.Formatter):
 class ConsoleFormatter(logging.Formatter):
     """One readable line per record, for a person at a terminal.
 
-    ``16:27:05.030 INFO  users     3f1c9a2e  user created`` : local time, level, the module the
+    ``16:27:05.030 INFO    users         3f1c9a2e  user created``: local time, level, the module the
     line is about (or the component: gateway, up, worker), the request id's first 8 characters
     (``-`` outside a request), the message, and the traceback under it when there is one.
     """
@@ -85,7 +85,7 @@ class ConsoleFormatter(logging.Formatter):
         when = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
         request_id = getattr(record, "request_id", None) or request_id_var.get()
         line = (
-            f"{when} {record.levelname:<5} {_source(record):<13} "
+            f"{when} {record.levelname:<7} {_source(record):<13} "
             f"{(request_id or '-')[:8]:<8}  {record.getMessage()}"
         )
         if record.exc_info and not record.exc_text:
