@@ -1,7 +1,6 @@
 """Handlers and subscribers of the notifications module."""
 
 import uuid
-from datetime import UTC, datetime
 
 from modules.notifications.models import ListNotifications, Notification, Notifications, UserCreated
 from runtime import GlobalContext, LocalContext, handler, subscriber
@@ -22,7 +21,7 @@ async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
             user_id=event.id,
             email=event.email,
             message=greeting,
-            created_at=datetime.now(UTC),
+            created_at=gctx.clock.now(),
         )
     )
 

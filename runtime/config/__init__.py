@@ -9,7 +9,16 @@ a description; unknown keys and wrong types raise :class:`ConfigError` naming th
     'modrpc-dev'
 """
 
-from runtime.config._load import DEFAULT_CONFIG_FILE, ConfigError, load_settings
+from runtime.config._load import (
+    DEFAULT_CONFIG_FILE,
+    NOT_SETTINGS,
+    ConfigError,
+    env_name,
+    load_settings,
+    setting_keys,
+    setting_sources,
+    unknown_env,
+)
 from runtime.config._settings import (
     DEV_JWT_SECRET,
     ApiKeySettings,
@@ -22,11 +31,16 @@ from runtime.config._settings import (
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEV_JWT_SECRET",
+    "NOT_SETTINGS",
     "ApiKeySettings",
     "AuthSettings",
     "ConfigError",
     "ObservabilitySettings",
     "SecretsSettings",
     "Settings",
+    "env_name",
     "load_settings",
+    "setting_keys",
+    "setting_sources",
+    "unknown_env",
 ]

@@ -255,6 +255,13 @@ class Settings(BaseSettings):
         default=Path("modules"), description="Folder holding one package per module."
     )
     log_level: LogLevel = Field(default="INFO", description="Root log level (case-insensitive).")
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto",
+        description=(
+            "Log lines: 'console' (module, level, request id, message, for people), 'json' (one "
+            "object per line, for collectors), or 'auto': console on a terminal, JSON otherwise."
+        ),
+    )
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024,
         gt=0,

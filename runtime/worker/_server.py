@@ -43,12 +43,12 @@ from runtime.observability import (
     start_admin_server,
 )
 from runtime.transport import InProcessModules
-from runtime.versions import VersionedReflection
+from runtime.versions import REMOVED_KEY, VersionedReflection
 from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._service import ModuleService, WorkerDeps
 
-__all__ = ["Worker"]
+__all__ = ["AuditObserver", "Worker"]
 
 log = logging.getLogger("modrpc.worker")
 
@@ -62,7 +62,7 @@ AUDIT_FLUSH_SECONDS = 10.0
 
 
 @dataclass
-class _Observer:
+class AuditObserver:
     """Counts every call (RED metrics) and keeps its audit record for the audit task.
 
     The record is built and written off the call's path: a finished call only appends what
@@ -201,7 +201,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Any] = []
         self.service: ModuleService | None = None
-        self._observer: _Observer | None = None
+        self._observer: AuditObserver | None = None
         self._admin: Any = None
         self.metrics_address = ""
         self._audit: Any = None
@@ -244,7 +244,7 @@ class Worker:
         client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of))
         self._closers.append(client)
         audit = open_audit_sink(settings.observability, store=self.store, redact=_audit_redactor(secrets.redactor))
-        observer = _Observer(RedMetrics(metrics), manifest_hash="")
+        observer = AuditObserver(RedMetrics(metrics), manifest_hash="")
         self._observer, self._audit = observer, audit
         deps = WorkerDeps(
             client=client,
@@ -310,8 +310,9 @@ class Worker:
             stored = {r.id: r for r in await self.store.list_versions(self.module)}
             for record in records:
                 before = stored.get(record.id)
-                if before is not None:
-                    record = dataclasses.replace(record, metadata={**before.metadata, **record.metadata})
+                if before is not None:  # serving again: the module is no longer removed
+                    kept = {k: v for k, v in before.metadata.items() if k != REMOVED_KEY}
+                    record = dataclasses.replace(record, metadata={**kept, **record.metadata})
                 await self.store.put_version(self.module, record)
             for label, version in service.catalog.labels.items():
                 await self.store.set_label(self.module, label, version)
@@ -354,7 +355,7 @@ class Worker:
                 log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)
 
     @staticmethod
-    async def _drain_audit(observer: _Observer, audit: Any) -> None:
+    async def _drain_audit(observer: AuditObserver, audit: Any) -> None:
         """Write what piles up, until :meth:`stop` closes the observer and nothing is left.
 
         Never cancelled mid-write by ``stop`` (a batch taken from ``pending`` would be lost):

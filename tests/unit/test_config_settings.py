@@ -38,6 +38,11 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "SecretsSettings",
         "Settings",
         "load_settings",
+        "NOT_SETTINGS",
+        "env_name",
+        "setting_keys",
+        "setting_sources",
+        "unknown_env",
     }
 
 
