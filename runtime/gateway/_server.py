@@ -35,6 +35,7 @@ from runtime.errors import ExpectedError, NotFound, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._usage import UsageReporter
+from runtime.limits import grpc_server_limits
 from runtime.observability import Metrics, RedMetrics, start_admin_server
 from runtime.ratelimit import open_ratelimiter
 from runtime.wire import handler_id_of, service_name, serving_pool
@@ -175,11 +176,10 @@ class Gateway:
             self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
             log.info("gateway metrics on http://%s:%d/metrics", settings.host, self._admin.port)
         await self.refresh()
+        # Connections, streams, timeouts and message sizes are bounded by grpc core itself.
+        limits = grpc_server_limits(settings.limits, settings.max_message_bytes)
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ],
+            options=limits.options, maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs
         )
         server.add_generic_rpc_handlers((_Router(self),))
         # No tracing interceptor: grpc.aio would run it as one more coroutine on every call. Each

@@ -34,7 +34,8 @@ from runtime.client import (
     ServerTracer,
 )
 from runtime.config import Settings
-from runtime.lane import LaneServer, where_handler
+from runtime.lane import LaneServer, lane_limits, where_handler
+from runtime.limits import grpc_server_limits
 from runtime.lcc import LogSnapshotStore, RequestMeta
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
@@ -266,11 +267,13 @@ class Worker:
         records = service.store_records()
         observer.manifest_hash = str(records[-1].manifest.get("content_hash", "")) if records else ""
 
+        # Bounded by grpc core (see runtime.limits); the lane, when on, shares the file budget.
+        limits = grpc_server_limits(
+            settings.limits, settings.max_message_bytes, servers=2 if settings.lane else 1
+        )
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ],
+            options=limits.options,
+            maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs,
             # No interceptors: each endpoint opens its server span itself (grpc.aio runs an
             # interceptor as an extra coroutine on every call).
         )
@@ -279,7 +282,10 @@ class Worker:
             # The lane: the same endpoints behind a framed transport, for the gateway and other
             # workers; its address is handed out over gRPC (runtime.lane.WHERE_METHOD).
             self._lane = LaneServer(
-                LocalEndpoints(service.endpoints), host=self.host, max_message_bytes=settings.max_message_bytes
+                LocalEndpoints(service.endpoints),
+                host=self.host,
+                max_message_bytes=settings.max_message_bytes,
+                limits=lane_limits(settings.limits, max_connections=limits.max_connections),
             )
             await self._lane.start()
             handlers.append(where_handler(lambda: self._lane.address if self._lane is not None else ""))
