@@ -21,6 +21,7 @@ import orjson
 
 from runtime.config import ObservabilitySettings
 from runtime.errors import FailedPrecondition, status_of
+from runtime.files import private_file
 from runtime.identity import Principal
 
 __all__ = [
@@ -202,7 +203,7 @@ class FileAuditSink:
             if self._closed:
                 raise FailedPrecondition(f"the audit sink for {self.path} is closed")
             if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_file(self.path)
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             view = memoryview(line)
             while view:
