@@ -52,6 +52,8 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "Metrics",
         "RedMetrics",
         "StoreAuditSink",
+        "audit_files",
+        "bounded",
         "configure_logging",
         "configure_tracing",
         "handler_var",
