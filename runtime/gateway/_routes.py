@@ -31,6 +31,7 @@ from runtime.client import (
 from runtime.deadline import Deadline
 from runtime.errors import InternalError, ModrpcError, Unavailable
 from runtime.gateway._auth import Authenticator
+from runtime.gateway._flags import forwarded_flags
 from runtime.gateway._metadata import peer_ip
 from runtime.gateway._metadata import request_id as caller_or_new_request_id
 from runtime.gateway._roles import check_roles
@@ -283,8 +284,10 @@ class Route:
             (PRINCIPAL_HEADER, principal_value),
         ]
         flags = headers.get("x-flags")
-        if flags:
-            out_metadata.append(("x-flags", flags))
+        if flags:  # only calls that carry flags pay for the check
+            flags = forwarded_flags(flags, principal, self.services.privileged_flags)
+            if flags:
+                out_metadata.append(("x-flags", flags))
         # Metadata normalisation: grpc hands keys over lower-cased, and only the keys named here
         # travel on, so hop-by-hop headers never reach a worker; x-forwarded-for gains this peer.
         peer = peer_ip(context.peer())
@@ -366,6 +369,8 @@ class _Services:
     """Flushes usage to the store and promotes cold versions (None: usage stays in memory)."""
     tracing: ServerTracer = field(default_factory=ServerTracer)
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
+    privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """``x-flags`` that travel on only for callers with one of their roles (``snapshot``)."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
@@ -33,8 +32,11 @@ from runtime.client import (
 from runtime.config import Settings
 from runtime.errors import ExpectedError, NotFound, Unavailable
 from runtime.gateway._auth import Authenticator
+from runtime.gateway._flags import privileged_flags
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
+from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
+from runtime.health import HealthService
 from runtime.limits import grpc_server_limits
 from runtime.observability import Metrics, RedMetrics, start_admin_server
 from runtime.ratelimit import open_ratelimiter
@@ -65,7 +67,8 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
 
 
 class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Looks a method path up in the current table; unknown paths get UNIMPLEMENTED from grpc."""
+    """Looks a method path up in the current table; unknown paths fall through to the handlers
+    registered after it (health, reflection, then :class:`UnknownMethods`)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -140,7 +143,7 @@ class Gateway:
         self.usage = Usage()
         self.store: Any = None
         self._server: grpc.aio.Server | None = None
-        self._health = HealthServicer()
+        self._health = HealthService()
         self._tasks: list[asyncio.Task[None]] = []
         self._services: _Services | None = None
         self._changed = asyncio.Event()
@@ -171,6 +174,7 @@ class Gateway:
             usage=self.usage,
             red=RedMetrics(self.metrics),
             reporter=UsageReporter(self.store, self.usage.counts),
+            privileged_flags=privileged_flags(settings.auth.snapshot_roles),
         )
         if settings.admin_port:
             self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
@@ -188,6 +192,8 @@ class Gateway:
         # gateway → worker → module calls. Health checks and reflection are not traced here.
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(_VersionedReflection(self), server)
+        # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
+        server.add_generic_rpc_handlers((UnknownMethods(self._services.red),))
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if bound == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")

@@ -17,7 +17,7 @@ from runtime.errors import InvalidArgument
 from runtime.lcc._events import LifecycleEvent
 from runtime.lcc._meta import RequestMeta
 
-__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "TaskStatus", "should_snapshot"]
+__all__ = ["SNAPSHOT_FLAG", "SNAPSHOT_FORMAT", "Snapshot", "TaskStatus", "should_snapshot"]
 
 TaskStatus: TypeAlias = Literal["pending", "done", "cancelled", "failed"]
 TASK_STATUSES: frozenset[str] = frozenset(get_args(TaskStatus))

@@ -23,7 +23,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from runtime.client import (
@@ -34,6 +33,7 @@ from runtime.client import (
     ServerTracer,
 )
 from runtime.config import RetentionSettings, Settings
+from runtime.health import HealthService
 from runtime.lane import LaneServer, lane_limits, where_handler
 from runtime.limits import grpc_server_limits
 from runtime.lcc import LogSnapshotStore, RequestMeta, Snapshot, SnapshotStore
@@ -269,7 +269,7 @@ class Worker:
         self.local = local
         self.address = ""
         self._server: grpc.aio.Server | None = None
-        self._health = HealthServicer()
+        self._health = HealthService()
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Any] = []
         self.service: ModuleService | None = None
