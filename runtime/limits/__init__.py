@@ -18,8 +18,9 @@ grpc option                               from
 ``grpc.server_handshake_timeout_ms``      ``handshake_timeout``
 ``grpc.max_connection_idle_ms``           ``idle_timeout``
 ``grpc.max_connection_age_ms`` / grace    ``max_connection_age`` / ``max_connection_age_grace``
-``grpc.keepalive_time_ms`` / timeout      ``keepalive_time`` / ``keepalive_timeout``: a client
-                                          that stops reading is cut off
+``grpc.keepalive_time_ms`` / timeout      ``keepalive_time`` / ``keepalive_timeout``, with
+``grpc.keepalive_permit_without_calls``   pings on idle connections too: a client that stops
+                                          reading is cut off
 ``grpc.http2.min_ping_interval_...``      ``min_client_ping_interval``, ``max_ping_strikes``:
 ``grpc.http2.max_ping_strikes``           a ping flood ends in GOAWAY ``too_many_pings``
 ``grpc.max_receive_message_length``       ``max_message_bytes``: checked against the length a
@@ -129,6 +130,9 @@ def grpc_server_limits(
         ("grpc.max_connection_age_grace_ms", _ms(limits.max_connection_age_grace)),
         ("grpc.keepalive_time_ms", _ms(limits.keepalive_time)),
         ("grpc.keepalive_timeout_ms", _ms(limits.keepalive_timeout)),
+        # Pings on connections with no call too: a peer that stopped reading is found even
+        # when its answers were all written (into its socket buffer) before it stopped.
+        ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", _ms(limits.min_client_ping_interval)),
         ("grpc.http2.max_ping_strikes", limits.max_ping_strikes),
         ("grpc.max_send_message_length", max_message_bytes),

@@ -35,8 +35,8 @@ from runtime.client import (
 from runtime.config import RetentionSettings, Settings
 from runtime.health import HealthService
 from runtime.lane import LaneServer, lane_limits, where_handler
-from runtime.limits import grpc_server_limits
 from runtime.lcc import LogSnapshotStore, RequestMeta, Snapshot, SnapshotStore
+from runtime.limits import grpc_server_limits
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
     AuditRecord,

@@ -34,7 +34,7 @@ def sent() -> Iterator[list[Notification]]:
         Notification(
             id=uuid.uuid4().hex, user_id=f"u-{n % 5}", email=f"u{n}@example.com",
             message=f"Welcome {n}", created_at=datetime.now(UTC),
-        )  # fmt: skip
+        )
         for n in range(250)
     ]
     yield handlers._SENT
