@@ -276,7 +276,7 @@ class LimitsSettings(BaseModel):
         ),
     )
     max_concurrent_calls: int = Field(
-        default=512,
+        default=256,
         ge=1,
         description=(
             "Calls one gRPC server runs at once, over all connections, including calls whose "
@@ -319,7 +319,7 @@ class LimitsSettings(BaseModel):
         ),
     )
     max_connection_age: float = Field(
-        default=1800.0,
+        default=300.0,
         gt=0.0,
         description=(
             "Seconds a gRPC connection may live before the server asks the client to reconnect "
@@ -460,7 +460,10 @@ class Settings(BaseSettings):
     )
     ratelimit_failure_mode: Literal["open", "closed"] = Field(
         default="open",
-        description="When Redis cannot be reached: 'open' lets calls through, 'closed' refuses them.",
+        description=(
+            "When Redis cannot be reached: 'open' lets calls through, 'closed' refuses them with "
+            "UNAVAILABLE naming the store."
+        ),
     )
     ratelimit_max_keys: int = Field(
         default=100_000,

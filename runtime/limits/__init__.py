@@ -115,7 +115,7 @@ def grpc_server_limits(
         >>> from runtime.config import LimitsSettings
         >>> built = grpc_server_limits(LimitsSettings(max_connections=100), 4 << 20)
         >>> dict(built.options)["grpc.max_allowed_incoming_connections"], built.maximum_concurrent_rpcs
-        (100, 512)
+        (100, 256)
     """
     connections = connection_budget(limits, servers=servers)
     pending = connections * limits.max_concurrent_streams
