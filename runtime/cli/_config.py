@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.config import DEV_JWT_SECRET, ConfigError, setting_sources
+from runtime.config import DEV_JWT_SECRET, ConfigError, setting_sources, settings_table
 
 __all__ = ["run"]
 
@@ -35,6 +35,9 @@ def _shown(key: str, value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "markdown", False):
+        sys.stdout.write(settings_table())
+        return 0
     try:
         rows = setting_sources(args.config)
     except ConfigError as exc:

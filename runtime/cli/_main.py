@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("config", "Print every setting in effect and where it came from (default, file, environment).")
     p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
+    p.add_argument("--markdown", action="store_true", help="print every setting and its default as the README's table")
 
     p = command("new", "Start a project (modrpc new DIR) or add a module to this one (modrpc new module NAME).")
     p.add_argument("target", nargs="+", metavar="DIR | module NAME", help="a new folder, or: module NAME")

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from runtime.observability import configure_logging, configure_tracing, wants_console
 
     configure_logging(settings.log_level, console=wants_console(settings.log_format))
+    _harden_process()
     name = f"modrpc-{args.command}" + (f"-{args.module}" if args.command == "worker" else "")
     endpoint = settings.observability.otlp_endpoint
     if endpoint:
@@ -69,6 +70,29 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(main(args, settings))
     except KeyboardInterrupt:
         return 0
+
+
+STATE_DIR = Path(".modrpc")
+"""The runtime's own state in a project (store, audit trail, module data, secrets by default)."""
+
+
+def _harden_process() -> None:
+    """What every serving process does first: files it creates are private, and the open-file
+    limit is as high as the administrator allows (workers inherit both from ``modrpc up``).
+
+    A umask of 077 covers every file the process or a module creates, beyond those the runtime
+    creates ``0600`` itself; the connection limits are then kept below the raised file limit
+    (``runtime.limits``), so a flood of connections cannot take the descriptors the process
+    needs for its own files and calls.
+    """
+    from runtime.files import private_directory
+    from runtime.limits import raise_open_file_limit
+
+    os.umask(0o077)
+    limit = raise_open_file_limit()
+    log.debug("open-file limit %d", limit)
+    if STATE_DIR.is_dir():  # made by an older version, perhaps 0755: narrowed to 0700
+        private_directory(STATE_DIR, narrow_existing=True)
 
 
 def _stop_event() -> asyncio.Event:

@@ -17,13 +17,16 @@ from runtime.config._load import (
     load_settings,
     setting_keys,
     setting_sources,
+    settings_table,
     unknown_env,
 )
 from runtime.config._settings import (
     DEV_JWT_SECRET,
     ApiKeySettings,
     AuthSettings,
+    LimitsSettings,
     ObservabilitySettings,
+    RetentionSettings,
     SecretsSettings,
     Settings,
 )
@@ -35,12 +38,15 @@ __all__ = [
     "ApiKeySettings",
     "AuthSettings",
     "ConfigError",
+    "LimitsSettings",
     "ObservabilitySettings",
+    "RetentionSettings",
     "SecretsSettings",
     "Settings",
     "env_name",
     "load_settings",
     "setting_keys",
     "setting_sources",
+    "settings_table",
     "unknown_env",
 ]

@@ -209,6 +209,35 @@ def setting_keys(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()
     return keys
 
 
+def settings_table() -> str:
+    """Every setting as a Markdown table (key, environment variable, default, description): the
+    README's list, generated so it cannot drift (``modrpc config --markdown``)."""
+    rows = ["| Key (`modrpc.toml`) | Environment | Default | What it does |", "|---|---|---|---|"]
+    for key in setting_keys():
+        model: type[BaseModel] = Settings
+        for part in key[:-1]:
+            inner = model.model_fields[part].annotation
+            assert isinstance(inner, type) and issubclass(inner, BaseModel)
+            model = inner
+        info = model.model_fields[key[-1]]
+        default = info.get_default(call_default_factory=True)
+        description = " ".join((info.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{'.'.join(key)}` | `{env_name(key)}` | `{_default_text(key, default)}` | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _default_text(key: tuple[str, ...], value: Any) -> str:
+    if key == ("auth", "jwt_secret"):
+        return "the development secret"
+    if value is None or value == () or value == {} or value == []:
+        return "(none)"
+    if isinstance(value, (tuple, list, frozenset, set)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
 def env_name(key: tuple[str, ...]) -> str:
     """``("auth", "issuer")`` → ``MODRPC_AUTH__ISSUER``."""
     return _ENV_PREFIX + _ENV_NESTING.join(key).upper()

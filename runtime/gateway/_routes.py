@@ -178,6 +178,8 @@ class _Services:
     """Flushes usage to the store and promotes cold versions (None: usage stays in memory)."""
     tracing: ServerTracer = field(default_factory=ServerTracer)
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
+    privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """``x-flags`` that travel on only for callers with one of their roles (``snapshot``)."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 

@@ -34,7 +34,9 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "ApiKeySettings",
         "AuthSettings",
         "ConfigError",
+        "LimitsSettings",
         "ObservabilitySettings",
+        "RetentionSettings",
         "SecretsSettings",
         "Settings",
         "load_settings",
@@ -42,6 +44,7 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "env_name",
         "setting_keys",
         "setting_sources",
+        "settings_table",
         "unknown_env",
     }
 
@@ -229,6 +232,8 @@ def test_every_field_has_a_description() -> None:
         "SecretsSettings",
         "ObservabilitySettings",
         "ApiKeySettings",
+        "LimitsSettings",
+        "RetentionSettings",
     }
     undescribed = [
         f"{model.__name__}.{name}"

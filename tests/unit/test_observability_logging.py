@@ -60,6 +60,8 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "RedMetrics",
         "ServerTracer",
         "StoreAuditSink",
+        "audit_files",
+        "bounded",
         "configure_logging",
         "configure_tracing",
         "handler_var",
