@@ -68,6 +68,9 @@ class _Renderer:
         for enum in self.fdp.enum_type:
             out.append("")
             out.append(f"enum {enum.name} {{")
+            if enum.reserved_range:
+                out.append(f"  reserved {', '.join(str(r.start) for r in enum.reserved_range)};")
+                out.append("  reserved " + ", ".join(f'"{n}"' for n in enum.reserved_name) + ";")
             out.extend(f"  {v.name} = {v.number};" for v in enum.value)
             out.append("}")
         return "\n".join(out) + "\n"

@@ -89,10 +89,17 @@ def enum_value_name(enum: str, value: object) -> str:
 
 
 class _Builder:
-    def __init__(self, schema: Schema, lock: FieldLock, seen: dict[str, dict[str, int]]) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        lock: FieldLock,
+        seen: dict[str, dict[str, int]],
+        seen_enums: dict[str, dict[str, int]],
+    ) -> None:
         self.schema = schema
         self.lock = lock
         self.seen = seen
+        self.seen_enums = seen_enums
         self.package = package_name(schema.module)
         self.file = descriptor_pb2.FileDescriptorProto(
             name=file_name(schema.module), package=self.package, syntax="proto3"
@@ -165,6 +172,14 @@ class _Builder:
                 raise WireSchemaError(f"enum {t.name}: values collide as {vname}")
             names.add(vname)
             e.value.add(name=vname, number=self.lock.enum_number(t.name, vname))
+        # Values this enum had in earlier versions but not now stay reserved for good, so no
+        # later value can take a number (or a name) an old client still reads as the old one.
+        present = {v.number for v in e.value}
+        gone = {n: num for n, num in self.seen_enums.get(t.name, {}).items() if n not in names}
+        for vname, number in sorted(gone.items(), key=lambda kv: kv[1]):
+            if number not in present:
+                e.reserved_range.add(start=number, end=number)  # enum ranges are inclusive
+                e.reserved_name.append(vname)
         return e
 
     def message(self, name: str, fields: Iterable[Field]) -> descriptor_pb2.DescriptorProto:
@@ -296,14 +311,20 @@ def build_file(
     """The ``FileDescriptorProto`` of one module version.
 
     ``lock`` gives (and, for new fields, assigns) field numbers. ``previous`` are the files of
-    the module's earlier versions, oldest first: any field they had that this version lacks is
-    reserved here, by number and by name.
+    the module's earlier versions, oldest first: any field or enum value they had that this
+    version lacks is reserved here, by number and by name.
     """
     seen: dict[str, dict[str, int]] = {}
+    seen_enums: dict[str, dict[str, int]] = {}
     for earlier in previous:
         for m in earlier.message_type:
             numbers = seen.setdefault(m.name, {})
             numbers.update({f.name: f.number for f in m.field})
             locked = lock.messages.get(m.name, {})
             numbers.update({r: locked[r] for r in m.reserved_name if r in locked})
-    return _Builder(schema, lock, seen).build()
+        for e in earlier.enum_type:
+            values = seen_enums.setdefault(e.name, {})
+            values.update({v.name: v.number for v in e.value if v.number != 0})
+            locked = lock.enums.get(e.name, {})
+            values.update({r: locked[r] for r in e.reserved_name if r in locked})
+    return _Builder(schema, lock, seen, seen_enums).build()
