@@ -102,6 +102,8 @@ class WireVersion:
                 if which is not None:
                     variant = next(v for v in t.variants if f"{f.name}_{variant_suffix(v)}" == which)
                     out[f.name] = self._out(getattr(msg, which), variant)
+                elif t.nullable:
+                    out[f.name] = None
             elif t.kind == "array":
                 assert t.items is not None
                 items = t.items
@@ -112,6 +114,10 @@ class WireVersion:
                 out[f.name] = {k: self._out(v, values) for k, v in getattr(msg, f.name).items()}
             elif msg.HasField(f.name):
                 out[f.name] = self._out(getattr(msg, f.name), t)
+            elif t.nullable:
+                # The wire carries null as absence, so a nullable field that is absent was null;
+                # saying so keeps a required ``x: int | None`` valid when the caller sent None.
+                out[f.name] = None
         return out
 
     def _out(self, value: Any, t: GType) -> Any:

@@ -212,6 +212,11 @@ class _Builder:
         if t.kind == "union":
             self.union(msg, owner, f, present)
             return
+        if t.kind in ("array", "map") and t.items is not None and t.items.nullable:
+            raise WireSchemaError(
+                f"{owner}.{f.name}: list items and map values cannot be null on the wire "
+                "(repeated fields have no per-item presence)"
+            )
         fd = msg.field.add(name=f.name, json_name=f.name)
         fd.number = present[f.name] = self.lock.field_number(owner, f.name)
         if t.kind == "array":
