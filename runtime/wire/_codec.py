@@ -18,7 +18,17 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, timestamp_pb2
 
 from runtime.errors import InvalidArgument
-from runtime.gtype import Field, GType, Schema, is_date, is_datetime, same_scalar, validate
+from runtime.gtype import (
+    VALIDATE_PROTO,
+    Field,
+    GType,
+    Schema,
+    add_buf_validate,
+    is_date,
+    is_datetime,
+    same_scalar,
+    validate,
+)
 from runtime.wire._descriptor import enum_value_name, is_string_enum, variant_suffix
 from runtime.wire._naming import request_message, response_message
 
@@ -39,7 +49,9 @@ class WireVersion:
         self.schema = schema
         self.file_proto = fdp
         self.pool = descriptor_pool.DescriptorPool()
-        if "google/protobuf/timestamp.proto" in fdp.dependency:
+        if VALIDATE_PROTO in fdp.dependency:
+            add_buf_validate(self.pool)  # timestamp.proto comes with it
+        elif "google/protobuf/timestamp.proto" in fdp.dependency:
             self.pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
         self.file = self.pool.AddSerializedFile(fdp.SerializeToString())
         self.package = fdp.package
@@ -126,7 +138,9 @@ class WireVersion:
             if target.kind == "object":
                 return self.to_dict(t.name, value)
             if t.name in self._enum_values:
-                return self._enum_values[t.name].get(value)
+                # 0 is _UNSPECIFIED, no member: null. A number this version does not know stays
+                # a number, which validation then refuses as no member of the enum.
+                return self._enum_values[t.name].get(value, value or None)
             return value
         if t.kind == "primitive" and t.name == "datetime":
             return value.ToDatetime(tzinfo=_UTC)
@@ -288,6 +302,10 @@ def serving_pool(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> descrip
     for fd in common:
         pool.AddSerializedFile(fd.serialized_pb)
         seen.add(fd.name)
+    if any(VALIDATE_PROTO in fdp.dependency for fdp in files):
+        # grpcurl resolves every import through reflection, buf.validate's rules included.
+        add_buf_validate(pool)
+        seen.add(VALIDATE_PROTO)
     for fdp in files:
         if fdp.name not in seen:
             pool.AddSerializedFile(fdp.SerializeToString())

@@ -23,7 +23,9 @@ union                  a ``oneof`` named after the field, one member per variant
 =====================  ======================================================================
 
 Every singular scalar has explicit presence (``optional``), so a missing required field is
-reported as missing by validation rather than silently read as ``""`` or ``0``. Each method gets
+reported as missing by validation rather than silently read as ``""`` or ``0``. Requiredness and
+constraints are published as ``buf.validate`` field rules (see ``_rules``), so any protovalidate
+implementation enforces what the runtime enforces. Each method gets
 its own ``<Method>Request`` and ``<Method>Response`` message holding the fields of its request
 and response type, as buf's RPC_REQUEST_STANDARD_NAME asks.
 """
@@ -33,10 +35,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import descriptor_pb2
 
-from runtime.gtype import Field, GType, Schema
+from runtime.gtype import VALIDATE_PROTO, Field, GType, Schema, options_with_rules
 from runtime.wire._lock import FieldLock
 from runtime.wire._naming import (
     file_name,
@@ -46,6 +49,7 @@ from runtime.wire._naming import (
     response_message,
     snake,
 )
+from runtime.wire._rules import field_rules, oneof_required
 
 __all__ = ["WireSchemaError", "build_file", "message_fields"]
 
@@ -243,18 +247,30 @@ class _Builder:
             if fd.type != FDP.TYPE_MESSAGE:
                 fd.proto3_optional = True
                 synthetic.append(fd)
+        self.rules(fd.options, field_rules(self.schema, t, required=f.required))
+
+    def rules(self, options: descriptor_pb2.FieldOptions | descriptor_pb2.OneofOptions, fill: Any, *, oneof: bool = False) -> None:
+        """Attach ``buf.validate`` rules (when there are any) and import their definitions."""
+        if fill is None:
+            return
+        options.ParseFromString(options_with_rules(fill, oneof=oneof))
+        if VALIDATE_PROTO not in self.file.dependency:
+            self.file.dependency.append(VALIDATE_PROTO)
 
     def union(
         self, msg: descriptor_pb2.DescriptorProto, owner: str, f: Field, present: dict[str, int]
     ) -> None:
         index = len(msg.oneof_decl)
-        msg.oneof_decl.add(name=f.name)
+        oneof = msg.oneof_decl.add(name=f.name)
+        if oneof_required(f.type, required=f.required):
+            self.rules(oneof.options, lambda rules: setattr(rules, "required", True), oneof=True)
         for variant in f.type.variants:
             member = f"{f.name}_{variant_suffix(variant)}"
             fd = msg.field.add(name=member, json_name=member, label=FDP.LABEL_OPTIONAL)
             fd.number = present[member] = self.lock.field_number(owner, member)
             fd.oneof_index = index
             self.singular(fd, variant, where=f"{owner}.{f.name}")
+            self.rules(fd.options, field_rules(self.schema, variant, required=False))
 
     def scalar_of(self, t: GType) -> int:
         if t.kind == "primitive" and t.name in _SCALARS:
