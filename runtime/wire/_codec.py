@@ -114,7 +114,7 @@ class WireVersion:
                 if which is not None:
                     variant = next(v for v in t.variants if f"{f.name}_{variant_suffix(v)}" == which)
                     out[f.name] = self._out(getattr(msg, which), variant)
-                elif t.nullable:
+                elif t.nullable and f.required:
                     out[f.name] = None
             elif t.kind == "array":
                 assert t.items is not None
@@ -126,9 +126,9 @@ class WireVersion:
                 out[f.name] = {k: self._out(v, values) for k, v in getattr(msg, f.name).items()}
             elif msg.HasField(f.name):
                 out[f.name] = self._out(getattr(msg, f.name), t)
-            elif t.nullable:
-                # The wire carries null as absence, so a nullable field that is absent was null;
-                # saying so keeps a required ``x: int | None`` valid when the caller sent None.
+            elif t.nullable and f.required:
+                # The wire carries null as absence, so a required nullable field that is absent
+                # was null; saying so keeps ``x: int | None`` valid when the caller sent None.
                 out[f.name] = None
         return out
 
@@ -201,6 +201,8 @@ class WireVersion:
                     # RFC 3339 only; validation takes any ISO 8601 form Python reads, such as
                     # "2025-01-15T10:00:00" (naive, so UTC like a naive datetime) or "2025-01-15".
                     v = _dt.datetime.fromisoformat(v)
+            if not isinstance(v, _dt.datetime):
+                raise TypeError(f"expected a datetime or an ISO-8601 string, got {type(v).__name__}")
             if v.tzinfo is None:
                 v = v.replace(tzinfo=_UTC)
             target.FromDatetime(v)  # type: ignore[attr-defined]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import keyword
 import enum
+import keyword
 import re
 import uuid
 from collections.abc import Mapping, Sequence
