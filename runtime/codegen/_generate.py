@@ -48,6 +48,7 @@ from runtime.gtype import (
     diff,
     fingerprint,
 )
+from runtime.versions import unfilled_transformers
 from runtime.wire import FieldLock, WireSchemaError, build_file, version_segment
 
 __all__ = ["GenResult", "ModuleSource", "build_version_files", "generate"]
@@ -249,6 +250,10 @@ def generate(
                 src, history, date=today, now=now(), check=check, result=result, root=root,
                 out_modules=out_modules,
             )  # fmt: skip
+            if check:
+                # A stub left unfilled would answer old callers INTERNAL: it is as stale as
+                # anything generated.
+                result.stale += unfilled_transformers(src.directory, root=root)
             if not history.records:
                 continue
             try:

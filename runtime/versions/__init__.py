@@ -34,6 +34,7 @@ from runtime.versions._lifecycle import (
     state_of,
 )
 from runtime.versions._resolve import VersionId, VersionTable
+from runtime.versions._stubs import unfilled_stubs, unfilled_transformers
 
 __all__ = [
     "DAY",
@@ -66,4 +67,6 @@ __all__ = [
     "run_chain",
     "set_override",
     "state_of",
+    "unfilled_stubs",
+    "unfilled_transformers",
 ]

@@ -222,6 +222,28 @@ def test_a_breaking_change_records_a_dated_version_and_a_stub_that_raises(tmp_pa
     assert 'LATEST = "2025-06-01"' in files["gen/demo/__init__.py"].decode()
 
 
+def test_check_refuses_an_unfilled_stub_naming_its_file_and_functions(tmp_path: Path) -> None:
+    """SPEC §4: a stub nobody filled in is an error for `modrpc gen --check`, never INTERNAL."""
+    run(tmp_path, schema())
+    breaking = schema(note=[*NOTE_FIELDS, Field("title", S("str"))])
+    run(tmp_path, breaking, date="2025-06-01", now=LATER)
+    stub = transformer_path(tmp_path / "modules/demo", "2025-01-15", "2025-06-01")
+
+    result = run(tmp_path, breaking, date="2025-06-01", now=LATER, check=True)
+
+    assert not result.ok
+    where = str(stub.relative_to(tmp_path))
+    assert sorted(result.stale) == [
+        f"{where}: {name} is still the generated stub; write the transformation (old callers would get INTERNAL)"
+        for name in ("backward_get_response", "backward_put_response", "forward_put_request")
+    ]
+    stub.write_text(
+        'FROM = "2025-01-15"\nTO = "2025-06-01"\n\n\n'
+        "def forward_put_request(request):\n    return {**request, 'title': ''}\n"
+    )
+    assert run(tmp_path, breaking, date="2025-06-01", now=LATER, check=True).ok
+
+
 def test_an_existing_transformer_is_never_overwritten(tmp_path: Path) -> None:
     run(tmp_path, schema())
     stub = transformer_path(tmp_path / "modules/demo", "2025-01-15", "2025-06-01")
