@@ -113,8 +113,8 @@ async def test_a_crashed_worker_is_restarted_logged_and_serves_again(
     assert [w for w in all_workers if running(w.pid)] == []
 
 
-async def test_up_refuses_an_unfilled_transformer_stub_naming_the_file(tmp_path: Path) -> None:
-    """SPEC §4: a stub nobody filled in stops `modrpc up` before any worker starts."""
+def modules_with_a_stub(tmp_path: Path) -> Path:
+    """A copy of the users module whose 2025-06-01 transformer is the stub gen wrote."""
     import shutil
 
     from runtime.codegen import VersionHistory, render_transformer_stub
@@ -122,9 +122,14 @@ async def test_up_refuses_an_unfilled_transformer_stub_naming_the_file(tmp_path:
     repo = Path(__file__).resolve().parents[2]
     modules = tmp_path / "project-modules"
     shutil.copytree(repo / "modules" / "users", modules / "users", ignore=shutil.ignore_patterns("__pycache__"))
-    stub = modules / "users" / "transformers" / "v2025_06_01.py"
-    stub.write_text(render_transformer_stub("users", *VersionHistory.load("users", modules / "users" / "versions").records))
+    records = VersionHistory.load("users", modules / "users" / "versions").records
+    (modules / "users" / "transformers" / "v2025_06_01.py").write_text(render_transformer_stub("users", *records))
+    return modules
 
+
+async def test_up_refuses_an_unfilled_transformer_stub_naming_the_file(tmp_path: Path) -> None:
+    """SPEC §4: a stub nobody filled in stops `modrpc up` before any worker starts."""
+    modules = modules_with_a_stub(tmp_path)
     command = await start(tmp_path, "up", "--port", str(free_port()), "--modules", str(modules))
     code = await asyncio.wait_for(command.process.wait(), 60)
 
