@@ -11,6 +11,7 @@ from runtime.versions._catalog import (
     encode_descriptor,
 )
 from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
+from runtime.versions._contract import check_request, method_error, reflection_versions
 from runtime.versions._lifecycle import (
     DAY,
     Activity,
@@ -54,13 +55,16 @@ __all__ = [
     "VersionTable",
     "VersionUsage",
     "apply_retirement",
+    "check_request",
     "classify",
     "decode_descriptor",
     "encode_descriptor",
     "is_retired",
+    "method_error",
     "plan_retirement",
     "promote",
     "record_usage",
+    "reflection_versions",
     "refresh_states",
     "retired_error",
     "retirement_plan",
