@@ -42,7 +42,9 @@ from runtime.status import REQUEST_ID_KEY, rpc_status_of, with_request_id
 from runtime.versions import (
     TransformStep,
     VersionCatalog,
+    check_request,
     is_retired,
+    method_error,
     retired_error,
     run_chain,
     state_of,
@@ -188,7 +190,8 @@ class Route:
         No steps means the bytes pass through untouched. That holds for a served version, and
         also for a chain of compatible (non-breaking) versions none of which has a transformer
         for this method: field numbers are never reused, so the old request bytes are valid new
-        request bytes and the new response bytes read fine as the old response. Computed once
+        request bytes and the new response bytes read fine as the old response. (A caller at a
+        version that is not served still has its request checked against its own version.) Computed once
         per version; the route (and so the cache) is rebuilt whenever the table is.
         """
         if version in self._plans:
@@ -271,6 +274,10 @@ class Route:
                 f"from it to a served version ({', '.join(self.routes.served) or 'none running'})"
             )
         target, steps = plan
+        if version != target:
+            removed = method_error(catalog, version, target, self.method)
+            if removed is not None:  # never the INTERNAL of a message the target lacks
+                raise removed
         instances = instances_key(self.module, target)
         self.usage.count(self.module, version)
         if version in self.routes.cold and self.services.reporter is not None:
@@ -294,16 +301,25 @@ class Route:
         if forwarded_for:
             out_metadata.append(("x-forwarded-for", forwarded_for))
         client: ModuleClient = self.services.client
-        if not steps:  # the hot path: the bytes go through untouched
+        if version == target:  # the hot path: a served version, the bytes go through untouched
             response, _ = await client.call_raw(
                 instances, self.path, payload, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
             )
             return response
+        # The caller's contract (SPEC §4): a caller at a version nobody serves is held to that
+        # version's own schema before anything is transformed, in that version's field names.
         old = catalog.wire(version)
+        request = old.decode(self.request_message, payload)
+        check_request(catalog, version, self.method, request)
+        if not steps:  # compatible versions: the old bytes are valid new bytes
+            response, _ = await client.call_raw(
+                instances, self.path, payload, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
+            )
+            return response
         new = catalog.wire(target)
         left = deadline.remaining if deadline is not None else None
         transformed = await run_chain(
-            steps, self.method, old.decode(self.request_message, payload),
+            steps, self.method, request,
             direction="forward", hop_timeout=self.hop_timeout, deadline_remaining=left,
         )  # fmt: skip
         try:

@@ -31,12 +31,14 @@ from runtime.client import (
     ServerTracer,
 )
 from runtime.config import Settings
-from runtime.errors import ExpectedError, NotFound, Unavailable
+from runtime.errors import ExpectedError, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._usage import UsageReporter
 from runtime.observability import Metrics, RedMetrics, start_admin_server
 from runtime.ratelimit import open_ratelimiter
+from runtime.status import rpc_status_of
+from runtime.versions import reflection_versions
 from runtime.wire import handler_id_of, service_name, serving_pool
 
 __all__ = ["Gateway", "authenticator_from_settings"]
@@ -82,14 +84,8 @@ class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # typ
 
     def _servicer(self, header: str | None) -> ReflectionServicer:
         table = self._gateway.table
-        chosen = []
-        for name in sorted(table.modules):
-            catalog = table.modules[name].catalog
-            try:
-                version = catalog.resolve(header)
-            except NotFound:  # a module with no version that old: show its default
-                version = catalog.resolve(None)
-            chosen.append((name, version))
+        # Modules the header resolves for; none at all is NOT_FOUND, exactly as for a call.
+        chosen = sorted(reflection_versions({n: m.catalog for n, m in table.modules.items()}, header).items())
         key = (id(table), *chosen)
         servicer = self._cache.get(key)
         if servicer is None:
@@ -107,8 +103,8 @@ class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # typ
         header = next((v for k, v in context.invocation_metadata() or () if k == "x-api-version"), None)
         try:
             servicer = self._servicer(header)
-        except ExpectedError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        except ExpectedError as exc:  # unparsable (INVALID_ARGUMENT) or unknown (NOT_FOUND)
+            await context.abort_with_status(rpc_status_of(exc))
             return
         async for response in servicer.ServerReflectionInfo(request_iterator, context):
             yield response

@@ -157,10 +157,16 @@ def _checker(rule: str, argument: str) -> type[message.Message]:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"modrpc.check.Check{key}"))
 
 
+def _message(rule: str, argument: str, value: str) -> message.Message:
+    checked = _checker(rule, argument)()
+    setattr(checked, "value", value)  # noqa: B010 - a field of a class built at run time
+    return checked
+
+
 def _passes(rule: str, argument: str, value: str) -> bool:
     import protovalidate
 
-    return not protovalidate.collect_violations(_checker(rule, argument)(value=value))
+    return not protovalidate.collect_violations(_message(rule, argument, value))
 
 
 def format_ok(fmt: str, value: str) -> bool:
@@ -181,7 +187,7 @@ def pattern_error(pattern: str) -> str | None:
     import protovalidate
 
     try:
-        protovalidate.collect_violations(_checker("pattern", pattern)(value=""))
+        protovalidate.collect_violations(_message("pattern", pattern, ""))
     except protovalidate.CompilationError as exc:
         return str(exc)
     return None

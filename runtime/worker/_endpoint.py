@@ -47,7 +47,7 @@ from runtime.lcc import (
 from runtime.manifest import HandlerSpec, MethodPolicy
 from runtime.observability import handler_var, version_var
 from runtime.status import REQUEST_ID_KEY, describe_violation, rpc_status_of
-from runtime.versions import VersionCatalog, run_chain
+from runtime.versions import VersionCatalog, check_request, method_error, run_chain
 from runtime.wire import method_path, request_message, response_message
 
 __all__ = ["CallContext", "CallObserver", "MethodEndpoint"]
@@ -240,7 +240,16 @@ class MethodEndpoint:
                 )
             _, steps = route
             wire = self.catalog.wire(version) if steps else self.served_wire
-            request = wire.decode(self.request_message, payload)
+            if version == self.served:
+                request = wire.decode(self.request_message, payload)
+            else:
+                # The caller's contract (SPEC §4): held to its own version's schema before any
+                # transform, and told about its fields by the names its version uses.
+                missing = method_error(self.catalog, version, self.served, self.method)
+                if missing is not None:  # a method added after the caller's version
+                    raise missing
+                request = self.catalog.wire(version).decode(self.request_message, payload)
+                check_request(self.catalog, version, self.method, request)
             remaining = context.time_remaining()
             deadline = Deadline.earliest(
                 Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout)
