@@ -90,6 +90,5 @@ def reflection_versions(catalogs: Mapping[str, VersionCatalog], header: str | No
     if not chosen:
         if len(missing) == 1:
             raise missing[0]
-        shown = header if header is None or len(header) <= 80 else header[:80] + "..."
-        raise NotFound(f"no module has a version matching x-api-version {shown!r}")
+        raise NotFound("no module has that version: " + "; ".join(exc.message for exc in missing))
     return chosen
