@@ -9,13 +9,14 @@ import threading
 from pathlib import Path
 
 from modules.orders.models import Order
+from runtime.files import private_file
 
 
 class OrderBook:
     """Orders by id, each stored as its JSON; calls run in a thread so the event loop never blocks."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 folder: it holds people's orders
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")

@@ -1,7 +1,6 @@
 """Handlers of the orders module."""
 
 import uuid
-from datetime import UTC, datetime
 
 from modules.inventory.models import Release, Reserve
 from modules.orders._book import order_book
@@ -29,7 +28,7 @@ async def place_order(req: PlaceOrder, lctx: LocalContext, gctx: GlobalContext) 
         items=req.items,
         reservation_ids=reservation_ids,
         status=OrderStatus.PLACED,
-        created_at=datetime.now(UTC),
+        created_at=gctx.clock.now(),
     )
     await order_book().put(order)
     return order

@@ -8,11 +8,14 @@ For each module:
 2. For every recorded version, build the descriptor (field numbers from the committed
    ``fields.lock.json``; fields dropped since earlier versions reserved) and render:
    ``proto/<m>/<version>/<m>/v1/<m>.proto`` and ``gen/<m>/<vseg>/`` (messages, gRPC stubs,
-   ``.pyi`` stubs, typed clients, validators).
+   ``.pyi`` stubs, typed clients). Constraints travel in the ``.proto`` as ``buf.validate``
+   rules; each version folder carries upstream's ``validate.proto`` beside its own file, and
+   ``gen/buf/validate/`` its Python.
 
 Everything is produced in a temporary tree first. ``--check`` compares that tree with the
-committed one and names every stale file; otherwise the tree is swapped into place, so a
-failure never leaves half-written output behind.
+committed one and names every stale file; otherwise each module's folders are swapped into
+place, so a failure never leaves half-written output behind. Only the modules given are
+touched: other modules' generated code stays as it is.
 """
 
 from __future__ import annotations
@@ -20,25 +23,41 @@ from __future__ import annotations
 import datetime as _dt
 import filecmp
 import os
+import re
 import shutil
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2
-
-from runtime.codegen._history import VersionHistory, VersionRecord, version_instant
 from runtime.codegen._proto import render_proto
-from runtime.codegen._pycode import compile_python, render_client, render_version_init
+from runtime.codegen._pycode import (
+    compile_buf_validate,
+    compile_python,
+    render_client,
+    render_version_init,
+)
 from runtime.codegen._transformers import render_transformer_stub, transformer_path
-from runtime.gtype import Schema, diff, fingerprint
-from runtime.wire import FieldLock, WireSchemaError, build_file, version_segment
+from runtime.gtype import (
+    PROTOVALIDATE_VERSION,
+    VALIDATE_PROTO,
+    VALIDATE_PROTO_ROOT,
+    Schema,
+    diff,
+    fingerprint,
+)
+from runtime.versions import (
+    RecordedVersion,
+    VersionHistory,
+    build_version_files,
+    unfilled_transformers,
+    version_instant,
+)
+from runtime.wire import FieldLock, WireSchemaError, version_segment
 
-__all__ = ["GenResult", "ModuleSource", "build_version_files", "generate"]
-
-ValidatorRenderer = Callable[[Schema, str], str]
+__all__ = ["GenResult", "ModuleSource", "generate"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class GenResult:
     stubs: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -65,18 +85,11 @@ class GenResult:
 
 
 def _rel(path: Path, root: Path) -> str:
-    return str(path.relative_to(root))
-
-
-def build_version_files(
-    history: VersionHistory, lock: FieldLock
-) -> list[tuple[VersionRecord, descriptor_pb2.FileDescriptorProto]]:
-    """The descriptor of every recorded version, oldest first (assigning numbers in ``lock``)."""
-    built: list[tuple[VersionRecord, descriptor_pb2.FileDescriptorProto]] = []
-    for record in history.records:
-        fdp = build_file(record.schema, lock, previous=[f for _, f in built])
-        built.append((record, fdp))
-    return built
+    """``path`` as messages name it: relative to the project root when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _record_version(
@@ -93,7 +106,7 @@ def _record_version(
         return
     changes = diff(latest.schema, src.schema) if latest is not None else None
     version_id = history.next_id(date, now)
-    record = VersionRecord(
+    record = RecordedVersion(
         id=version_id,
         created_at=version_instant(version_id),
         schema=src.schema,
@@ -106,6 +119,8 @@ def _record_version(
         ),
     )
     history.records.append(record)
+    if latest is None:
+        _label_first_version(src, version_id, out_modules, root, result)
     target = out_modules / "versions" / VersionHistory.file_name(version_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(record.dumps(), encoding="utf-8")
@@ -121,18 +136,57 @@ def _record_version(
             result.stubs.append(_rel(stub, root))
 
 
+_VERSIONS_TABLE = re.compile(r"^\[versions\][ \t]*(#.*)?$", re.MULTILINE)
+
+
+def _label_first_version(
+    src: ModuleSource, version_id: str, out_modules: Path, root: Path, result: GenResult
+) -> None:
+    """Write ``stable = "<first version>"`` into module.toml unless it places ``stable`` itself.
+
+    Written rather than implied, so the module's label is in the file its author reads, and
+    moving it later is an edit there. A manifest whose ``versions`` is an inline table is left
+    alone (a line cannot be added to it); gen says so.
+    """
+    manifest = src.directory / "module.toml"
+    if not manifest.is_file():  # a bare schema handed to generate(): there is no label to write
+        return
+    text = manifest.read_text(encoding="utf-8")
+    versions = tomllib.loads(text).get("versions")
+    if isinstance(versions, dict) and "stable" in versions:
+        return
+    line = f'stable = "{version_id}"  # the first version; move it when callers should move'
+    table = _VERSIONS_TABLE.search(text)
+    if table is not None:
+        text = text[: table.end()] + "\n" + line + text[table.end() :]
+    elif versions is None:
+        text = text.rstrip("\n") + "\n\n[versions]\n" + line + "\n"
+    else:
+        result.notes.append(f"{_rel(manifest, root)}: versions is an inline table; add stable = \"{version_id}\" to it yourself")
+        return
+    (out_modules / "module.toml").write_text(text, encoding="utf-8")
+    result.notes.append(f"labelled {src.name} {version_id} stable in {_rel(manifest, root)}")
+
+
 def _render_module(
-    src: ModuleSource, history: VersionHistory, lock: FieldLock, out: Path, validators: ValidatorRenderer,
+    src: ModuleSource, history: VersionHistory, lock: FieldLock, out: Path, source_dir: str,
 ) -> None:  # fmt: skip
     module_gen = out / "gen" / src.name
     module_gen.mkdir(parents=True)
     versions = []
     for record, fdp in build_version_files(history, lock):
-        header = f"DO NOT EDIT: generated by modrpc gen from modules/{src.name}/versions/{VersionHistory.file_name(record.id)}."
+        header = f"DO NOT EDIT: generated by modrpc gen from {source_dir}/versions/{VersionHistory.file_name(record.id)}."
         proto_text = render_proto(fdp, header=header)
-        proto_file = out / "proto" / src.name / record.id.replace(":", "_") / fdp.name
+        version_dir = out / "proto" / src.name / record.id.replace(":", "_")
+        proto_file = version_dir / fdp.name
         proto_file.parent.mkdir(parents=True, exist_ok=True)
         proto_file.write_text(proto_text, encoding="utf-8")
+        if VALIDATE_PROTO in fdp.dependency:
+            # Each version folder stays self-contained (protoc -I, buf lint, buf breaking):
+            # upstream's validate.proto, unchanged, beside the file that imports it.
+            vendored = version_dir / VALIDATE_PROTO
+            vendored.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(VALIDATE_PROTO_ROOT / VALIDATE_PROTO, vendored)
         seg = version_segment(record.id)
         package = f"gen.{src.name}.{seg}"
         pkg_dir = module_gen / seg
@@ -146,9 +200,8 @@ def _render_module(
             render_client(fdp, module=src.name, version=record.id, package=package, header=header),
             encoding="utf-8",
         )
-        (pkg_dir / "validators.py").write_text(validators(record.schema, header), encoding="utf-8")
         versions.append(record.id)
-    init_header = f"DO NOT EDIT: generated by modrpc gen from modules/{src.name}."
+    init_header = f"DO NOT EDIT: generated by modrpc gen from {source_dir}."
     listed = ", ".join(f'"{v}"' for v in versions)
     (module_gen / "__init__.py").write_text(
         f'# {init_header}\n"""Generated code for the {src.name} module, one package per API version."""\n\n'
@@ -158,14 +211,19 @@ def _render_module(
     )
 
 
-def _validators_renderer() -> ValidatorRenderer:
-    from runtime.codegen._validators import render_validators
-
-    def render(schema: Schema, header: str) -> str:
-        source = header.removeprefix("DO NOT EDIT: generated by modrpc gen from ").rstrip(".")
-        return render_validators(schema, source=source)
-
-    return render
+def _write_buf_validate(gen: Path) -> None:
+    """``gen/buf/validate/``: the Python of the ``buf.validate`` rules generated messages use."""
+    header = (
+        f"DO NOT EDIT: generated by modrpc gen from {VALIDATE_PROTO} "
+        f"(bufbuild/protovalidate {PROTOVALIDATE_VERSION}, vendored in runtime/gtype/proto)."
+    )
+    target = gen / "buf" / "validate"
+    target.mkdir(parents=True)
+    for parent in (gen / "buf", target):
+        (parent / "__init__.py").write_text(f'# {header}\n"""buf.validate (protovalidate) rules."""\n', encoding="utf-8")
+    for name, text in compile_buf_validate(root=gen.name, header=header).items():
+        if "_grpc" not in name:  # validate.proto declares no services
+            (target / name).write_text(text, encoding="utf-8")
 
 
 def _compare(expected: Path, actual: Path, root: Path, result: GenResult) -> None:
@@ -200,23 +258,24 @@ def generate(
     check: bool = False,
     date: str | None = None,
     now: Callable[[], float] = time.time,
-    validators: ValidatorRenderer | None = None,
 ) -> GenResult:
-    """Record new versions and (re)write ``proto/`` and ``gen/`` under ``root``; see module doc."""
-    render_validators = validators or _validators_renderer()
+    """Record new versions and (re)write ``proto/`` and ``gen/`` under ``root``; see module doc.
+
+    Only the given modules' folders (``gen/<m>``, ``proto/<m>``) are written or checked: the
+    generated code of every other module, and of modules no longer in the project, is left as
+    it is, so generating one folder of modules never touches another's.
+    """
     result = GenResult()
     today = date or _dt.datetime.fromtimestamp(now(), _dt.UTC).date().isoformat()
     with tempfile.TemporaryDirectory(prefix=".modrpc-gen-", dir=root) as tmp:
         out = Path(tmp)
         (out / "gen").mkdir()
         (out / "proto").mkdir()
-        (out / "gen" / "__init__.py").write_text(
-            '# DO NOT EDIT: generated by modrpc gen.\n"""Generated code for every module in modules/."""\n',
-            encoding="utf-8",
-        )
-        (out / "gen" / "py.typed").write_text("", encoding="utf-8")
-        (out / "proto" / "buf.yaml").write_text(_BUF_YAML, encoding="utf-8")
+        for name, text in _SHARED.items():
+            (out / name).write_text(text, encoding="utf-8")
+        _write_buf_validate(out / "gen")
         staged_modules: list[tuple[ModuleSource, Path]] = []
+        rendered: list[str] = []
         for src in sorted(modules, key=lambda m: m.name):
             out_modules = out / "modules" / src.name
             out_modules.mkdir(parents=True)
@@ -227,12 +286,17 @@ def generate(
                 src, history, date=today, now=now(), check=check, result=result, root=root,
                 out_modules=out_modules,
             )  # fmt: skip
+            if check:
+                # A stub left unfilled would answer old callers INTERNAL: it is as stale as
+                # anything generated.
+                result.stale += unfilled_transformers(src.directory, root=root)
             if not history.records:
                 continue
             try:
-                _render_module(src, history, lock, out, render_validators)
+                _render_module(src, history, lock, out, _source_dir(src, root))
             except WireSchemaError as exc:
                 raise WireSchemaError(f"module {src.name}: {exc}") from exc
+            rendered.append(src.name)
             if lock.changed:
                 if check:
                     result.stale.append(f"{_rel(lock_path, root)}: new field numbers are not locked")
@@ -240,18 +304,46 @@ def generate(
                     (out_modules / "fields.lock.json").write_text(lock.dumps(), encoding="utf-8")
             staged_modules.append((src, out_modules))
         if check:
-            _compare(out / "gen", root / "gen", root, result)
-            _compare(out / "proto", root / "proto", root, result)
+            for name in _SHARED:
+                _compare_file(out / name, root / name, root, result)
+            _compare(out / "gen" / "buf", root / "gen" / "buf", root, result)
+            for name in rendered:
+                _compare(out / "gen" / name, root / "gen" / name, root, result)
+                _compare(out / "proto" / name, root / "proto" / name, root, result)
             return result
         for src, staged in staged_modules:
             for path in sorted(p for p in staged.rglob("*") if p.is_file()):
                 target = src.directory / path.relative_to(staged)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
-        for name in ("gen", "proto"):
-            _swap(out / name, root / name)
-            result.written.append(name + "/")
+        for name in _SHARED:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / name, root / name)
+        _swap(out / "gen" / "buf", root / "gen" / "buf")
+        for name in rendered:
+            for tree in ("gen", "proto"):
+                _swap(out / tree / name, root / tree / name)
+                result.written.append(f"{tree}/{name}/")
     return result
+
+
+def _source_dir(src: ModuleSource, root: Path) -> str:
+    """The module folder as generated headers name it: relative to the project root.
+
+    A folder outside the project is named by its last two parts, never by an absolute path, so
+    the output does not depend on where the project is checked out.
+    """
+    try:
+        return src.directory.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return f"{src.directory.resolve().parent.name}/{src.name}"
+
+
+def _compare_file(expected: Path, actual: Path, root: Path, result: GenResult) -> None:
+    if not actual.is_file():
+        result.stale.append(f"{_rel(actual, root)}: missing")
+    elif not filecmp.cmp(expected, actual, shallow=False):
+        result.stale.append(f"{_rel(actual, root)}: stale")
 
 
 _BUF_YAML = """\
@@ -261,12 +353,27 @@ _BUF_YAML = """\
 # version with x-api-version), so the folders cannot share one buf workspace: lint each folder
 # as its own input with this config (make lint does):
 #   buf lint proto/<module>/<version> --config proto/buf.yaml
-# STANDARD rules apply with no exceptions.
+# Each folder also holds upstream's buf/validate/validate.proto (protovalidate v1.2.2, which buf
+# cannot fetch from the BSR offline), so its buf.validate imports resolve; that file is not ours
+# to lint or to check for breaking changes. STANDARD rules apply to everything else, with no
+# exceptions. Breaking changes between two versions, as wire and JSON clients see them:
+#   buf breaking proto/<module>/<new> --against proto/<module>/<old> --config proto/buf.yaml
 version: v1
 lint:
   use:
     - STANDARD
+  ignore:
+    - buf/validate
 breaking:
   use:
-    - FILE
+    - WIRE_JSON
+  ignore:
+    - buf/validate
 """
+
+_SHARED = {
+    "gen/__init__.py": '# DO NOT EDIT: generated by modrpc gen.\n"""Generated code for every module in modules/."""\n',
+    "gen/py.typed": "",
+    "proto/buf.yaml": _BUF_YAML,
+}
+"""Files of gen/ and proto/ that belong to no one module."""

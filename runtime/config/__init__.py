@@ -9,24 +9,46 @@ a description; unknown keys and wrong types raise :class:`ConfigError` naming th
     'modrpc-dev'
 """
 
-from runtime.config._load import DEFAULT_CONFIG_FILE, ConfigError, load_settings
+from runtime.config._load import (
+    DEFAULT_CONFIG_FILE,
+    NOT_SETTINGS,
+    ConfigError,
+    env_name,
+    load_settings,
+    setting_keys,
+    setting_sources,
+    settings_table,
+    unknown_env,
+)
 from runtime.config._settings import (
     DEV_JWT_SECRET,
     ApiKeySettings,
     AuthSettings,
+    LimitsSettings,
     ObservabilitySettings,
+    RetentionSettings,
     SecretsSettings,
     Settings,
 )
+from runtime.config._urls import mask_url
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEV_JWT_SECRET",
+    "NOT_SETTINGS",
     "ApiKeySettings",
     "AuthSettings",
     "ConfigError",
+    "LimitsSettings",
     "ObservabilitySettings",
+    "RetentionSettings",
     "SecretsSettings",
     "Settings",
+    "env_name",
     "load_settings",
+    "mask_url",
+    "setting_keys",
+    "setting_sources",
+    "settings_table",
+    "unknown_env",
 ]

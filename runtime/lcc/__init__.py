@@ -29,7 +29,13 @@ from runtime.lcc._replay import (
     replay_meta,
     run_captured,
 )
-from runtime.lcc._snapshot import SNAPSHOT_FORMAT, Snapshot, TaskStatus, should_snapshot
+from runtime.lcc._snapshot import (
+    SNAPSHOT_FLAG,
+    SNAPSHOT_FORMAT,
+    Snapshot,
+    TaskStatus,
+    should_snapshot,
+)
 from runtime.lcc._store import (
     LogSnapshotStore,
     MemorySnapshotStore,
@@ -41,6 +47,7 @@ from runtime.lcc._store import (
 __all__ = [
     "LEVELS",
     "PHASES",
+    "SNAPSHOT_FLAG",
     "SNAPSHOT_FORMAT",
     "Compensation",
     "EventKind",

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from runtime.errors import ModrpcError, NotFound, Unavailable
@@ -40,6 +41,11 @@ class SnapshotStore(Protocol):
         """Ids of the stored snapshots, oldest first, optionally only those of one handler."""
         ...
 
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        """Remove the snapshots stored before ``before`` (unix seconds), then the oldest until
+        the rest take at most ``max_bytes``; how many went (retention)."""
+        ...
+
 
 class MemorySnapshotStore:
     """Snapshots held in this process as JSON text.
@@ -48,13 +54,16 @@ class MemorySnapshotStore:
     means later changes to a loaded snapshot cannot alter the stored one.
     """
 
-    def __init__(self) -> None:
-        self._records: dict[str, tuple[str, str]] = {}  # id -> (handler, JSON text)
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._records: dict[str, tuple[str, str, float]] = {}  # id -> (handler, JSON, stored at)
+        self._clock = clock
+        self._next = 1
 
     async def save(self, snapshot: Snapshot) -> str:
         text = json.dumps(snapshot.to_json(), allow_nan=False)
-        snapshot_id = str(len(self._records) + 1)
-        self._records[snapshot_id] = (snapshot.handler, text)
+        snapshot_id = str(self._next)
+        self._next += 1
+        self._records[snapshot_id] = (snapshot.handler, text, self._clock())
         return snapshot_id
 
     async def load(self, snapshot_id: str) -> Snapshot:
@@ -64,7 +73,18 @@ class MemorySnapshotStore:
         return Snapshot.from_json(json.loads(record[1]))
 
     async def list(self, handler: str | None = None) -> list[str]:
-        return [sid for sid, (owner, _) in self._records.items() if handler in (None, owner)]
+        return [sid for sid, (owner, _, _) in self._records.items() if handler in (None, owner)]
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        kept = 0
+        doomed = []
+        for sid, (_, text, stored_at) in reversed(self._records.items()):  # newest first
+            kept += len(text.encode())
+            if stored_at < before or kept > max_bytes:
+                doomed.append(sid)
+        for sid in doomed:
+            del self._records[sid]
+        return len(doomed)
 
 
 class RecordLog(Protocol):
@@ -78,6 +98,12 @@ class RecordLog(Protocol):
         self, stream: str, after: int = 0, limit: int = 100
     ) -> list[tuple[int, dict[str, Any]]]:
         """Up to ``limit`` records of ``stream`` with a sequence number above ``after``, in order."""
+        ...
+
+    async def prune(
+        self, stream: str, *, before: float | None = None, max_bytes: int | None = None
+    ) -> int:
+        """Remove old records of ``stream`` by age and total size; how many went."""
         ...
 
 
@@ -95,6 +121,9 @@ class LogSnapshotStore:
 
     async def save(self, snapshot: Snapshot) -> str:
         return str(await self._log.append(self._stream, snapshot.to_json()))
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        return await self._log.prune(self._stream, before=before, max_bytes=max_bytes)
 
     async def load(self, snapshot_id: str) -> Snapshot:
         try:
@@ -132,8 +161,17 @@ class WriteBehindSnapshots:
     gives up, is logged as an error with its request id.
     """
 
-    def __init__(self, inner: SnapshotStore, *, max_pending: int = 10_000, retry_max: float = 5.0) -> None:
+    def __init__(
+        self,
+        inner: SnapshotStore,
+        *,
+        max_pending: int = 10_000,
+        retry_max: float = 5.0,
+        on_drop: Callable[[int], object] | None = None,
+    ) -> None:
         self._inner = inner
+        self._on_drop = on_drop
+        """Told how many snapshots were given up on (a metric's ``add``)."""
         self._max_pending = max_pending
         self._retry_max = retry_max
         self._queue: deque[Snapshot] = deque()
@@ -158,7 +196,7 @@ class WriteBehindSnapshots:
     async def save(self, snapshot: Snapshot) -> str:
         self.start()
         if len(self._queue) >= self._max_pending:
-            self.dropped += 1
+            self._dropped(1)
             _log.error(
                 "snapshot of request %s dropped: %d snapshots already wait for the store (%d dropped so far)",
                 snapshot.request_id, len(self._queue), self.dropped,
@@ -175,6 +213,14 @@ class WriteBehindSnapshots:
     async def list(self, handler: str | None = None) -> list[str]:
         return await self._inner.list(handler)
 
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        return await self._inner.prune(before=before, max_bytes=max_bytes)
+
+    def _dropped(self, count: int) -> None:
+        self.dropped += count
+        if self._on_drop is not None:
+            self._on_drop(count)
+
     async def _run(self) -> None:
         assert self._wake is not None
         backoff = 0.1
@@ -190,7 +236,7 @@ class WriteBehindSnapshots:
             except Exception as exc:
                 if isinstance(exc, ModrpcError) and not isinstance(exc, Unavailable):
                     self._queue.popleft()  # the store refuses this one for good: say so, go on
-                    self.dropped += 1
+                    self._dropped(1)
                     _log.error("snapshot of request %s not stored: the store refused it: %s", snapshot.request_id, exc)
                     continue
                 self._unavailable(exc)  # the store is down, hangs, or its client failed: later
@@ -242,5 +288,5 @@ class WriteBehindSnapshots:
                 "%d snapshots were never stored (the store did not answer before the worker stopped): "
                 "requests %s", len(ids), ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else ""),
             )  # fmt: skip
-            self.dropped += len(ids)
+            self._dropped(len(ids))
             self._queue.clear()

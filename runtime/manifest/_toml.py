@@ -35,7 +35,6 @@ A complete example::
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import re
 import tomllib
@@ -60,6 +59,7 @@ from pydantic_core import ErrorDetails
 
 from runtime.errors import ManifestError
 from runtime.manifest._names import HOOK_TARGET, METHOD_NAME, MODULE_NAME, is_topic_pattern
+from runtime.versions import is_version_id, parse_version_id
 
 __all__ = [
     "DEFAULT_HOOK_TIMEOUT",
@@ -70,7 +70,6 @@ __all__ = [
     "ModuleInfo",
     "ModuleManifest",
     "RetryPolicy",
-    "is_version_id",
     "load_manifest",
     "parse_manifest",
 ]
@@ -87,8 +86,6 @@ _SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 _RATE_LIMIT = re.compile(r"([1-9][0-9]*)/(second|minute|hour|day)")
-_DATE_ID = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TSV_ID = re.compile(r"tsv:(\d+)-([a-z][a-z0-9_]*)-(\d+)")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HOOK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ROLE = re.compile(r"[A-Za-z0-9_.:*/-]+")
@@ -97,17 +94,6 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 )
-
-
-def is_version_id(value: str) -> bool:
-    """True for the two forms of a version id: a date (``2025-06-01``) or ``tsv:<s>-<module>-<n>``."""
-    if _DATE_ID.fullmatch(value):
-        try:
-            dt.date.fromisoformat(value)
-        except ValueError:
-            return False
-        return True
-    return _TSV_ID.fullmatch(value) is not None
 
 
 # -- field types ---------------------------------------------------------------------------------
@@ -205,19 +191,16 @@ class ModuleInfo(_Frozen):
     )
     version: SemVer = Field(description="Semantic version of the module (https://semver.org).")
     description: str = Field(default="", description="One line saying what the module is for.")
-    handlers: Annotated[str, _matching(_DOTTED, "a dotted import path")] = Field(
-        description="Import path of the module holding the handlers; defaults to modules.<name>.handlers."
+    handlers: Annotated[str, _matching(_DOTTED, "a dotted import path")] | None = Field(
+        default=None,
+        description=(
+            "Import path of the module holding the handlers. By default the handlers.py next to "
+            "module.toml, imported as <folder's parent>.<folder>.handlers (modules.users.handlers)."
+        ),
     )
     warm_pool: int = Field(
         default=1, ge=0, description="Minimum live instances kept for a pinned version."
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_handlers(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "handlers" not in data and isinstance(data.get("name"), str):
-            return {**data, "handlers": f"modules.{data['name']}.handlers"}
-        return data
 
 
 class Capabilities(_Frozen):
@@ -301,7 +284,7 @@ class HookDecl(_Frozen):
     )
     phase: Literal["before", "after", "catch"] = Field(description="When the hook runs.")
     target: Annotated[str, _matching(HOOK_TARGET, "an import target 'package.module:function'")] = (
-        Field(description="The hook function, as 'package.module:function'.")
+        Field(description="The hook function, as 'package.module:function' or, inside the module's own package, '.module:function'.")
     )
     method: MethodName | None = Field(
         default=None, description="The method this hook belongs to; absent for a module-level hook."
@@ -348,11 +331,9 @@ class ModuleManifest(_Frozen):
     @model_validator(mode="after")
     def _versions_belong_here(self) -> ModuleManifest:
         for label, version in self.versions.items():
-            tsv = _TSV_ID.fullmatch(version)
-            if tsv and tsv.group(2) != self.module.name:
-                raise ValueError(
-                    f"versions.{label}: {version!r} belongs to module {tsv.group(2)!r}"
-                )
+            parsed = parse_version_id(version)
+            if parsed is not None and parsed.module is not None and parsed.module != self.module.name:
+                raise ValueError(f"versions.{label}: {version!r} belongs to module {parsed.module!r}")
         return self
 
     @property

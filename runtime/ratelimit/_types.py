@@ -9,7 +9,7 @@ from typing import Protocol
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from runtime.errors import ResourceExhausted, Unavailable
+from runtime.errors import ResourceExhausted
 
 __all__ = ["Decision", "RateLimit", "RateLimiter", "check_rate"]
 
@@ -69,9 +69,6 @@ class Decision:
     remaining: int
     retry_after: float = 0.0
     """Seconds until a refused call could succeed; 0 when allowed."""
-    unavailable: str | None = None
-    """Why a refusal is not about the limit: the limiter's store cannot be reached and it fails
-    closed. :func:`check_rate` then raises UNAVAILABLE naming the store."""
 
 
 class RateLimiter(Protocol):
@@ -87,17 +84,13 @@ class RateLimiter(Protocol):
 
 
 async def check_rate(limiter: RateLimiter, key: str, limit: RateLimit) -> Decision:
-    """Hit ``limiter``, raising :class:`~runtime.errors.ResourceExhausted` when over the limit,
-    or :class:`~runtime.errors.Unavailable` naming the store when it cannot be reached and the
-    limiter fails closed (the limit was not what refused the call).
+    """Hit ``limiter``, raising :class:`~runtime.errors.ResourceExhausted` when over the limit.
 
     The error names the limit and carries ``retry_after`` for ``google.rpc.RetryInfo``. The key
     is left out of the message: it often holds a caller's identity.
     """
     decision = await limiter.hit(key, limit)
     if not decision.allowed:
-        if decision.unavailable is not None:
-            raise Unavailable(decision.unavailable)
         raise ResourceExhausted(
             f"rate limit {limit} exceeded; retry after {decision.retry_after:.3f}s",
             retry_after=decision.retry_after,
