@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -54,6 +55,7 @@ from runtime.fabric._types import (
     inject_trace,
     outgoing_headers,
 )
+from runtime.files import private_file
 
 __all__ = ["OutboxBatch", "OutboxRelay", "OutgoingMessage"]
 
@@ -208,11 +210,16 @@ def _database_path(db: sqlite3.Connection) -> Path | None:
 
 
 class _Table:
-    """The outbox table of one SQLite database, from the relay's side (blocking calls)."""
+    """The outbox table of one SQLite database, from the relay's side (blocking calls).
 
-    def __init__(self, path: Path) -> None:
+    The worker's own outbox is created private (``0600``: events carry callers' data); a
+    module's database is the module's, and is opened as it is.
+    """
+
+    def __init__(self, path: Path, *, own: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if own:
+            private_file(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -319,7 +326,7 @@ class OutboxRelay:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._local = await asyncio.to_thread(_Table, self._local_path)
+        self._local = await asyncio.to_thread(functools.partial(_Table, self._local_path, own=True))
         self._tables[self._local_path.resolve()] = self._local
         for path in await asyncio.to_thread(self._local.sources):
             await self._open(path)
