@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     created REAL NOT NULL,
     lease_until REAL NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    published_at REAL
 )
 """
 _SOURCES = "CREATE TABLE IF NOT EXISTS modrpc_outbox_sources (path TEXT PRIMARY KEY)"
@@ -92,6 +93,12 @@ BACKOFF_SECONDS = (0.1, 5.0)
 """First and longest wait before trying an unavailable fabric again."""
 REPORT_SECONDS = 30.0
 """How often a fabric outage is reported while it lasts."""
+KEEP_SECONDS = 10.0
+"""How long a message is kept after the fabric acknowledged it. A server that goes down just
+after acknowledging may not have kept the message (seen with NATS 2.9 stopped under load: an
+acknowledged publish was gone after its restart), so when the fabric comes back from an outage,
+what it acknowledged this shortly before the outage is published again. Its message id lets the
+fabric drop it if it did keep it; otherwise subscribers see it at least once, as promised."""
 _TRANSIENT = (Unavailable, DeadlineExceeded, ResourceExhausted)
 """What the fabric says when it cannot take a message now but may later."""
 
@@ -224,6 +231,10 @@ class _Table:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({TABLE})")}
+        if "published_at" not in columns:  # a table made before messages were kept after their ack
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                self._db.execute(f"ALTER TABLE {TABLE} ADD COLUMN published_at REAL")
         self._lock = threading.Lock()
 
     def put(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -243,7 +254,7 @@ class _Table:
             try:
                 rows = self._db.execute(
                     f"SELECT seq, topic, data, headers, msg_id, ttl, priority, created FROM {TABLE}"
-                    " WHERE lease_until <= ? AND error IS NULL ORDER BY seq LIMIT ?",
+                    " WHERE lease_until <= ? AND error IS NULL AND published_at IS NULL ORDER BY seq LIMIT ?",
                     (now, limit),
                 ).fetchall()
                 if rows:
@@ -261,8 +272,19 @@ class _Table:
         ]
 
     def done(self, seqs: Iterable[int]) -> None:
+        """The fabric took these: keep them :data:`KEEP_SECONDS`, drop older ones."""
+        now = time.time()
         with self._lock:
-            self._db.executemany(f"DELETE FROM {TABLE} WHERE seq = ?", [(s,) for s in seqs])
+            self._db.executemany(f"UPDATE {TABLE} SET published_at = ? WHERE seq = ?", [(now, s) for s in seqs])
+            self._db.execute(f"DELETE FROM {TABLE} WHERE published_at < ?", (now - KEEP_SECONDS,))
+
+    def again(self, since: float) -> int:
+        """Publish again what the fabric took at or after ``since`` (unix seconds); how many."""
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE {TABLE} SET published_at = NULL, lease_until = 0 WHERE published_at >= ?", (since,)
+            )
+            return cursor.rowcount
 
     def release(self, seqs: Iterable[int]) -> None:
         with self._lock:
@@ -274,7 +296,9 @@ class _Table:
 
     def pending(self) -> int:
         with self._lock:
-            row = self._db.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE error IS NULL").fetchone()
+            row = self._db.execute(
+                f"SELECT COUNT(*) FROM {TABLE} WHERE error IS NULL AND published_at IS NULL"
+            ).fetchone()
         return int(row[0])
 
     def sources(self) -> list[Path]:
@@ -316,6 +340,9 @@ class OutboxRelay:
         self.published = 0
         """Messages the fabric accepted from this relay."""
         self._down_since: float | None = None
+        self._down_at = 0.0
+        """Wall-clock time of the outage's first failure (what the fabric took just before is
+        published again when it is back)."""
         self._held_back = 0
         self._reported = 0.0
 
@@ -415,7 +442,9 @@ class OutboxRelay:
                 backoff = min(backoff * 2, BACKOFF_SECONDS[1])
                 continue
             backoff = BACKOFF_SECONDS[0]
-            self._up()
+            if self._down_since is not None:
+                await self._up()
+                continue  # publish again what was taken just before the outage
             if not delivered:
                 await self._sleep(self._poll)
 
@@ -484,6 +513,7 @@ class OutboxRelay:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
+            self._down_at = time.time()
             self._held_back = 0
         if now - self._reported >= REPORT_SECONDS or self._reported < self._down_since:
             self._reported = now
@@ -494,12 +524,17 @@ class OutboxRelay:
                 "when it can", exc, where,
             )  # fmt: skip
 
-    def _up(self) -> None:
-        if self._down_since is None:
-            return
+    async def _up(self) -> None:
+        again = 0
+        for table in list(self._tables.values()):
+            count = await asyncio.to_thread(table.again, self._down_at - KEEP_SECONDS)
+            again += count
+            if table is self._local:
+                self._pending += count
         log.warning(
-            "the fabric takes events again after %.1fs; %d outbox messages published",
-            time.monotonic() - self._down_since, self._held_back,
+            "the fabric takes events again after %.1fs; %d outbox messages published, and %d it had "
+            "acknowledged just before the outage published again (duplicates are dropped by message id)",
+            time.monotonic() - self._down_since if self._down_since is not None else 0.0, self._held_back, again,
         )  # fmt: skip
         self._down_since = None
 
