@@ -272,17 +272,24 @@ class _Table:
         ]
 
     def done(self, seqs: Iterable[int]) -> None:
-        """The fabric took these: keep them :data:`KEEP_SECONDS`, drop older ones."""
+        """The fabric took these: they are kept a while (see :data:`KEEP_SECONDS`)."""
         now = time.time()
         with self._lock:
             self._db.executemany(f"UPDATE {TABLE} SET published_at = ? WHERE seq = ?", [(now, s) for s in seqs])
-            self._db.execute(f"DELETE FROM {TABLE} WHERE published_at < ?", (now - KEEP_SECONDS,))
 
-    def again(self, since: float) -> int:
-        """Publish again what the fabric took at or after ``since`` (unix seconds); how many."""
+    def purge(self, before: float) -> None:
+        """Drop what the fabric took before ``before`` (unix seconds)."""
+        with self._lock:
+            self._db.execute(f"DELETE FROM {TABLE} WHERE published_at < ?", (before,))
+
+    def again(self, since: float, until: float) -> int:
+        """Publish again what the fabric took from ``since`` until before ``until`` (unix
+        seconds); how many."""
         with self._lock:
             cursor = self._db.execute(
-                f"UPDATE {TABLE} SET published_at = NULL, lease_until = 0 WHERE published_at >= ?", (since,)
+                f"UPDATE {TABLE} SET published_at = NULL, lease_until = 0"
+                " WHERE published_at >= ? AND published_at < ?",
+                (since, until),
             )
             return cursor.rowcount
 
@@ -457,7 +464,12 @@ class OutboxRelay:
     async def _round(self) -> int:
         """One pass over every table; how many messages were published."""
         delivered = 0
+        # Kept messages are dropped only while the fabric is up: after an outage the relay first
+        # publishes again what it took just before (see KEEP_SECONDS).
+        purge = self._down_since is None
         for table in list(self._tables.values()):
+            if purge:
+                await asyncio.to_thread(table.purge, time.time() - KEEP_SECONDS)
             while not self._stopping:
                 claimed = await asyncio.to_thread(table.claim, BATCH, LEASE_SECONDS)
                 if not claimed:
@@ -527,7 +539,7 @@ class OutboxRelay:
     async def _up(self) -> None:
         again = 0
         for table in list(self._tables.values()):
-            count = await asyncio.to_thread(table.again, self._down_at - KEEP_SECONDS)
+            count = await asyncio.to_thread(table.again, self._down_at - KEEP_SECONDS, self._down_at)
             again += count
             if table is self._local:
                 self._pending += count
