@@ -231,8 +231,12 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
             cold=frozenset(r.id for r in records if state_of(r.metadata) == "cold"),
         )
         modules[module] = entry
-        manifest = catalog.latest.manifest
-        policies = {h["method"]: h.get("policy", {}) for h in manifest.get("handlers", ())}
+        # Each method's policy as the newest manifest that lists it declares it: a method the
+        # latest version removed keeps the policy it had for the callers still pinned to it.
+        policies: dict[str, Any] = {}
+        for info in reversed(catalog.versions):
+            for h in info.manifest.get("handlers", ()):
+                policies.setdefault(h["method"], h.get("policy", {}))
         methods = {m.name for v in catalog.versions for m in v.schema.methods}
         for method in sorted(methods):
             policy = MethodPolicy.model_validate(policies.get(method, {}))

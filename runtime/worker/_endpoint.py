@@ -52,10 +52,10 @@ from runtime.observability import (
 )
 from runtime.status import REQUEST_ID_KEY, describe_violation, rpc_status_of
 from runtime.transport import CallError, Metadata, MetadataIn, Reply
-from runtime.versions import Conversion, VersionCatalog, plan
+from runtime.versions import Conversion, VersionCatalog, method_error, plan
 from runtime.wire import method_path
 
-__all__ = ["CallObserver", "MethodEndpoint"]
+__all__ = ["CallObserver", "MethodEndpoint", "RemovedMethod"]
 
 log = logging.getLogger("modrpc.worker")
 
@@ -303,3 +303,35 @@ class MethodEndpoint:
             ServerTracer.end(span, span_token, code, details)
             if self.observer is not None and meta is not None:
                 self.observer.finished(meta, sink.events, error, started)
+
+
+class RemovedMethod:
+    """A method an earlier recorded version of the module had and the served version does not.
+
+    A caller still pinned to that version (or one that just called the wrong version) hears
+    UNIMPLEMENTED naming the version that removed the method, over gRPC, the lane or in
+    process alike, as the gateway answers it (SPEC §4), rather than grpc's bare
+    "Method not found!". An ``x-api-version`` that resolves to nothing is refused as for any
+    method.
+    """
+
+    __slots__ = ("catalog", "method", "module", "path", "served")
+
+    def __init__(self, *, module: str, method: str, catalog: VersionCatalog, served: str) -> None:
+        self.module = module
+        self.method = method
+        self.path = method_path(module, method)
+        self.catalog = catalog
+        self.served = served
+
+    async def serve(self, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        headers = {k: v for k, v in metadata if isinstance(v, str)}
+        request_id = request_id_of(headers.get(REQUEST_ID_KEY))
+        refusal: ModrpcError | None
+        try:
+            version = self.catalog.resolve(headers.get("x-api-version"))
+            refusal = method_error(self.catalog, version, self.served, self.method)
+        except ModrpcError as exc:  # an unparsable or unknown version
+            refusal = exc
+        assert refusal is not None, f"{self.path} is served at {self.served}"
+        raise CallError(rpc_status_of(refusal, request_id))
