@@ -28,7 +28,14 @@ from runtime.lane import LaneClient
 from runtime.status import error_of
 from runtime.transport import CallError
 from runtime.wire import method_path, request_message
-from tests.fixtures.gateway_modules.commands import free_port, grpcurl, isolated_env, start, stop, token
+from tests.fixtures.gateway_modules.commands import (
+    free_port,
+    grpcurl,
+    isolated_env,
+    start,
+    stop,
+    token,
+)
 from tests.fixtures.gateway_modules.stack import GatewayStack, StartWorker
 
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
