@@ -48,11 +48,15 @@ def test_the_package_exports_exactly_its_public_names() -> None:
     assert set(runtime.store.__all__) == {
         "DEFAULT_URL",
         "EventKind",
+        "LogStore",
         "ManifestStore",
         "StoreEvent",
         "VersionRecord",
+        "VersionStore",
         "Watch",
+        "WatchableStore",
         "WorkerRecord",
+        "WorkerRegistry",
         "open_store",
     }
 
