@@ -236,7 +236,7 @@ async def build_table(store: ManifestStore, services: _Services, *, now: float |
         modules[module] = entry
         # Each method's policy as the newest manifest that lists it declares it: a method the
         # latest version removed keeps the policy it had for the callers still pinned to it.
-        policies: dict[str, Any] = {}
+        policies: dict[str, Mapping[str, object]] = {}
         for info in reversed(catalog.versions):
             for h in info.manifest.get("handlers", ()):
                 policies.setdefault(h["method"], h.get("policy", {}))

@@ -70,8 +70,12 @@ async def test_a_pinned_caller_of_a_removed_method_hears_which_version_removed_i
 async def test_a_worker_still_serving_the_old_version_serves_the_removed_method(
     gw_stack: GatewayStack, gw_modules: dict[str, Path]
 ) -> None:
-    """Side by side: a 2025-01-15 worker takes the 2025-01-15 callers, ``Count`` included, and
-    the 2025-06-01 worker everyone else."""
+    """Side by side: a 2025-01-15 worker takes the 2025-01-15 callers, ``Count`` included, under
+    the policy 2025-01-15 declared for it (its role), and the 2025-06-01 worker everyone else.
+
+    The newer worker starts last, so it is the last to publish the module's versions: the
+    manifest of 2025-01-15, which only a worker of that version knows, must survive it.
+    """
     await gw_stack.worker("shelf", tree=gw_modules["side_v1"])
     await gw_stack.worker("shelf", tree=gw_modules["main"])
     gateway = await gw_stack.gateway(ready=["shelf"])
@@ -79,14 +83,17 @@ async def test_a_worker_still_serving_the_old_version_serves_the_removed_method(
     await _until_served(gateway, "shelf", {"2025-01-15", "2025-06-01"})
     key = gw_stack.token()
 
-    counted = await client.call("shelf", "Count", {"prefix": "Du"}, version="2025-01-15", token=key)
+    denied = await client.call("shelf", "Count", {"prefix": "Du"}, version="2025-01-15", token=key)
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED and "shelf:count" in denied.details
+    counter = gw_stack.token("shelf:count")
+    counted = await client.call("shelf", "Count", {"prefix": "Du"}, version="2025-01-15", token=counter)
     assert counted.ok, counted.details
     assert counted.body == {"count": 2, "served_at": "2025-01-15"}
     old = await client.call("shelf", "Shelve", {"title": "Emma"}, version="2025-01-15")
     assert old.ok and old.body is not None and old.body["served_at"] == "2025-01-15"
     new = await client.call("shelf", "Shelve", {"title": "Emma"})
     assert new.ok and new.body is not None and new.body["served_at"] == "2025-06-01"
-    latest = await client.call_raw(COUNT, b"", metadata=[("authorization", f"Bearer {key}")])
+    latest = await client.call_raw(COUNT, b"", metadata=[("authorization", f"Bearer {counter}")])
     assert latest.code == UNIMPLEMENTED and NOT_IN_LATEST in latest.details
 
 
