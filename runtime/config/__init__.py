@@ -10,12 +10,8 @@ a description; unknown keys and wrong types raise :class:`ConfigError` naming th
 """
 
 from runtime.config._load import (
-    DEFAULT_CONFIG_FILE,
-    NOT_SETTINGS,
     ConfigError,
-    env_name,
     load_settings,
-    setting_keys,
     setting_sources,
     settings_table,
     unknown_env,
@@ -33,9 +29,7 @@ from runtime.config._settings import (
 from runtime.config._urls import mask_url
 
 __all__ = [
-    "DEFAULT_CONFIG_FILE",
     "DEV_JWT_SECRET",
-    "NOT_SETTINGS",
     "ApiKeySettings",
     "AuthSettings",
     "ConfigError",
@@ -44,10 +38,8 @@ __all__ = [
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
-    "env_name",
     "load_settings",
     "mask_url",
-    "setting_keys",
     "setting_sources",
     "settings_table",
     "unknown_env",

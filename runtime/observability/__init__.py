@@ -18,15 +18,11 @@
     >>> metrics.close()
 """
 
-from runtime.observability._admin import AdminServer, start_admin_server
+from runtime.observability._admin import start_admin_server
 from runtime.observability._audit import (
-    AppendLog,
     AuditRecord,
     AuditSink,
     AuditWriteError,
-    FileAuditSink,
-    StoreAuditSink,
-    audit_files,
     bounded,
     open_audit_sink,
     outcome_of,
@@ -34,8 +30,6 @@ from runtime.observability._audit import (
 )
 from runtime.observability._logging import (
     MODULE_ATTR,
-    ConsoleFormatter,
-    JsonFormatter,
     configure_logging,
     handler_var,
     log_context,
@@ -43,15 +37,7 @@ from runtime.observability._logging import (
     version_var,
     wants_console,
 )
-from runtime.observability._metrics import (
-    SECONDS_BUCKETS,
-    Attributes,
-    Counter,
-    Gauge,
-    Histogram,
-    Metrics,
-    RedMetrics,
-)
+from runtime.observability._metrics import Counter, Gauge, Histogram, Metrics, RedMetrics
 from runtime.observability._spans import (
     HANDLER_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
@@ -59,33 +45,23 @@ from runtime.observability._spans import (
     ClientTracer,
     ServerTracer,
 )
-from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
+from runtime.observability._tracing import configure_tracing
 
 __all__ = [
     "HANDLER_ATTRIBUTE",
     "MODULE_ATTR",
-    "OTLP_PACKAGE",
     "REQUEST_ID_ATTRIBUTE",
-    "SECONDS_BUCKETS",
     "VERSION_ATTRIBUTE",
-    "AdminServer",
-    "AppendLog",
-    "Attributes",
     "AuditRecord",
     "AuditSink",
     "AuditWriteError",
     "ClientTracer",
-    "ConsoleFormatter",
     "Counter",
-    "FileAuditSink",
     "Gauge",
     "Histogram",
-    "JsonFormatter",
     "Metrics",
     "RedMetrics",
     "ServerTracer",
-    "StoreAuditSink",
-    "audit_files",
     "bounded",
     "configure_logging",
     "configure_tracing",

@@ -18,13 +18,11 @@ from runtime.identity import Principal
 from runtime.observability import (
     AuditRecord,
     AuditWriteError,
-    FileAuditSink,
-    StoreAuditSink,
-    audit_files,
     open_audit_sink,
     outcome_of,
     read_audit_file,
 )
+from runtime.observability._audit import FileAuditSink, StoreAuditSink, audit_files
 
 
 class ListAppendLog:
