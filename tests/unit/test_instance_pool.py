@@ -109,7 +109,8 @@ async def test_a_module_served_in_process_is_picked_before_the_network() -> None
     local.register("users", endpoints, versions=["2025-06-01"])
     async with InstancePool(local=local) as pool:
         pool.update("users@2025-06-01", ["127.0.0.1:1"])
-        assert pool.pick("users@2025-06-01") == (IN_PROCESS, endpoints)
+        address, transport = pool.pick("users@2025-06-01")
+        assert address == IN_PROCESS and transport is local.lookup("users@2025-06-01")
         assert pool.known("users@2025-06-01") and not pool.known("users@2025-01-15")
 
 
