@@ -28,6 +28,7 @@ from runtime.observability._audit import (
     outcome_of,
     read_audit_file,
 )
+from runtime.observability._audit_queue import AuditObserver, audit_redactor, write_audit
 from runtime.observability._logging import (
     MODULE_ATTR,
     configure_logging,
@@ -52,6 +53,7 @@ __all__ = [
     "MODULE_ATTR",
     "REQUEST_ID_ATTRIBUTE",
     "VERSION_ATTRIBUTE",
+    "AuditObserver",
     "AuditRecord",
     "AuditSink",
     "AuditWriteError",
@@ -62,6 +64,7 @@ __all__ = [
     "Metrics",
     "RedMetrics",
     "ServerTracer",
+    "audit_redactor",
     "bounded",
     "configure_logging",
     "configure_tracing",
@@ -74,4 +77,5 @@ __all__ = [
     "start_admin_server",
     "version_var",
     "wants_console",
+    "write_audit",
 ]

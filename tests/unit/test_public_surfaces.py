@@ -66,10 +66,11 @@ SURFACES = {
     ],
     "runtime.observability": [
         "HANDLER_ATTRIBUTE", "MODULE_ATTR", "REQUEST_ID_ATTRIBUTE", "VERSION_ATTRIBUTE",
-        "AuditRecord", "AuditSink", "AuditWriteError", "ClientTracer", "Counter", "Gauge",
-        "Histogram", "Metrics", "RedMetrics", "ServerTracer", "bounded", "configure_logging",
-        "configure_tracing", "handler_var", "log_context", "open_audit_sink", "outcome_of",
-        "read_audit_file", "request_id_var", "start_admin_server", "version_var", "wants_console",
+        "AuditObserver", "AuditRecord", "AuditSink", "AuditWriteError", "ClientTracer", "Counter",
+        "Gauge", "Histogram", "Metrics", "RedMetrics", "ServerTracer", "audit_redactor",
+        "bounded", "configure_logging", "configure_tracing", "handler_var", "log_context",
+        "open_audit_sink", "outcome_of", "read_audit_file", "request_id_var",
+        "start_admin_server", "version_var", "wants_console", "write_audit",
     ],
     "runtime.project": [
         "Project", "ProjectError", "find_project", "new_module", "new_project",
@@ -108,7 +109,7 @@ SURFACES = {
         "service_name", "serving_pool", "snake", "version_segment",
     ],
     "runtime.worker": [
-        "AuditObserver", "ModuleService", "Worker", "WorkerDeps", "load_catalog",
+        "ModuleService", "Worker", "WorkerDeps", "load_catalog",
     ],
 }  # fmt: skip
 
