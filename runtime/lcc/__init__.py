@@ -14,7 +14,7 @@ with the handler, its hooks and validators, to :func:`run_lifecycle` as one
         sink=audit_events, snapshots=snapshot_store, snapshot_policy=policy.snapshot))
 """
 
-from runtime.lcc._context import Compensation, LocalContext, Redactor
+from runtime.lcc._context import Compensation, EffectKind, LocalContext, Redactor, current_context
 from runtime.lcc._events import EventKind, EventSink, LifecycleEvent, MemoryEventSink
 from runtime.lcc._hooks import LEVELS, PHASES, HookSpec, Level, Phase
 from runtime.lcc._ids import is_valid_request_id, new_request_id
@@ -38,6 +38,7 @@ __all__ = [
     "PHASES",
     "SNAPSHOT_FORMAT",
     "Compensation",
+    "EffectKind",
     "EventKind",
     "EventSink",
     "HookSpec",
@@ -59,6 +60,7 @@ __all__ = [
     "TaskStatus",
     "TraceChange",
     "ValueChange",
+    "current_context",
     "diff_replays",
     "is_valid_request_id",
     "new_request_id",

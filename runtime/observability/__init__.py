@@ -4,9 +4,11 @@
   version from :data:`request_id_var`, :data:`handler_var` and :data:`version_var`.
 - Metrics: :class:`Metrics` (counters, gauges, histograms over the OpenTelemetry API, exported in
   Prometheus format), :class:`RedMetrics` for per-call rate/errors/duration, and
-  :func:`start_admin_server` serving ``/metrics`` and ``/healthz``.
-- Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured.
-- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`.
+  :func:`start_admin_server` serving ``/metrics``, ``/healthz`` and mounted ASGI apps on uvicorn.
+- Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured, and
+  :class:`TraceRing`, the recent spans of the process kept in memory (for the playground).
+- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`; :class:`AuditTail`
+  follows the trail from near its end.
 
     >>> metrics = Metrics("demo")
     >>> RedMetrics(metrics).observe("/users.v1.Users/Get", "2025-06-01", "OK", 0.012)
@@ -15,7 +17,7 @@
     >>> metrics.close()
 """
 
-from runtime.observability._admin import AdminServer, start_admin_server
+from runtime.observability._admin import AdminLimits, AdminServer, start_admin_server
 from runtime.observability._audit import (
     AppendLog,
     AuditRecord,
@@ -27,6 +29,7 @@ from runtime.observability._audit import (
     outcome_of,
     read_audit_file,
 )
+from runtime.observability._audit_tail import AuditTail
 from runtime.observability._logging import (
     JsonFormatter,
     configure_logging,
@@ -44,16 +47,19 @@ from runtime.observability._metrics import (
     Metrics,
     RedMetrics,
 )
+from runtime.observability._ring import SpanEvent, SpanRecord, TraceRing
 from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
 
 __all__ = [
     "OTLP_PACKAGE",
     "SECONDS_BUCKETS",
+    "AdminLimits",
     "AdminServer",
     "AppendLog",
     "Attributes",
     "AuditRecord",
     "AuditSink",
+    "AuditTail",
     "AuditWriteError",
     "Counter",
     "FileAuditSink",
@@ -62,7 +68,10 @@ __all__ = [
     "JsonFormatter",
     "Metrics",
     "RedMetrics",
+    "SpanEvent",
+    "SpanRecord",
     "StoreAuditSink",
+    "TraceRing",
     "configure_logging",
     "configure_tracing",
     "handler_var",

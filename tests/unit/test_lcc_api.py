@@ -18,11 +18,11 @@ LCC_DIR = Path(lcc.__file__).parent
 def test_exports_are_sorted_and_exactly_the_public_api() -> None:
     assert lcc.__all__ == sorted(lcc.__all__, key=lambda n: (not n.isupper(), n))
     assert set(lcc.__all__) == {
-        "LEVELS", "PHASES", "SNAPSHOT_FORMAT", "Compensation", "EventKind", "EventSink",
+        "LEVELS", "PHASES", "SNAPSHOT_FORMAT", "Compensation", "EffectKind", "EventKind", "EventSink",
         "HookSpec", "Level", "LifecycleCall", "LifecycleEvent", "LocalContext",
         "LogSnapshotStore", "MemoryEventSink", "MemorySnapshotStore", "Phase", "RecordLog",
         "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore",
-        "TaskStatus", "TraceChange", "ValueChange", "diff_replays", "is_valid_request_id",
+        "TaskStatus", "TraceChange", "ValueChange", "current_context", "diff_replays", "is_valid_request_id",
         "new_request_id", "parse_flags", "replay", "replay_meta", "run_captured",
         "run_lifecycle", "should_snapshot",
     }  # fmt: skip
