@@ -15,8 +15,10 @@ from runtime.config._settings import (
     ApiKeySettings,
     AuthSettings,
     ObservabilitySettings,
+    PlaygroundSettings,
     SecretsSettings,
     Settings,
+    is_loopback,
 )
 
 __all__ = [
@@ -26,7 +28,9 @@ __all__ = [
     "AuthSettings",
     "ConfigError",
     "ObservabilitySettings",
+    "PlaygroundSettings",
     "SecretsSettings",
     "Settings",
+    "is_loopback",
     "load_settings",
 ]

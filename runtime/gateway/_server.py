@@ -35,7 +35,7 @@ from runtime.errors import ExpectedError, NotFound, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._usage import UsageReporter
-from runtime.observability import Metrics, RedMetrics, start_admin_server
+from runtime.observability import AdminServer, Metrics, RedMetrics, start_admin_server
 from runtime.ratelimit import open_ratelimiter
 from runtime.wire import handler_id_of, service_name, serving_pool
 
@@ -147,7 +147,12 @@ class Gateway:
         self._usage_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.metrics = Metrics(service_name="modrpc-gateway")
-        self._admin: Any = None
+        self._admin: AdminServer | None = None
+
+    @property
+    def admin(self) -> AdminServer | None:
+        """The admin HTTP server (``/metrics``; the playground mounts on it), once started."""
+        return self._admin
 
     async def start(self) -> str:
         from runtime.store import open_store

@@ -7,8 +7,8 @@
   :func:`start_admin_server` serving ``/metrics``, ``/healthz`` and mounted ASGI apps on uvicorn.
 - Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured, and
   :class:`TraceRing`, the recent spans of the process kept in memory (for the playground).
-- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`; :class:`AuditTail`
-  follows the trail from near its end.
+- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`; :class:`LogTail`
+  follows it (or the stored snapshots) from near its end.
 
     >>> metrics = Metrics("demo")
     >>> RedMetrics(metrics).observe("/users.v1.Users/Get", "2025-06-01", "OK", 0.012)
@@ -29,7 +29,7 @@ from runtime.observability._audit import (
     outcome_of,
     read_audit_file,
 )
-from runtime.observability._audit_tail import AuditTail
+from runtime.observability._tail import LogTail
 from runtime.observability._logging import (
     JsonFormatter,
     configure_logging,
@@ -59,13 +59,13 @@ __all__ = [
     "Attributes",
     "AuditRecord",
     "AuditSink",
-    "AuditTail",
-    "AuditWriteError",
+        "AuditWriteError",
     "Counter",
     "FileAuditSink",
     "Gauge",
     "Histogram",
     "JsonFormatter",
+    "LogTail",
     "Metrics",
     "RedMetrics",
     "SpanEvent",

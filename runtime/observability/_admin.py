@@ -25,10 +25,11 @@ closes it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,8 +106,16 @@ class AdminServer:
     More ASGI apps can be mounted under a path with :meth:`mount`, before or after the start.
     """
 
-    def __init__(self, app: Starlette, server: uvicorn.Server, thread: threading.Thread, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        server: uvicorn.Server,
+        thread: threading.Thread,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._app = app
+        self._loop = loop
         self._server = server
         self._thread = thread
         self._socket = sock
@@ -123,6 +132,17 @@ class AdminServer:
     def mount(self, path: str, app: ASGIApp) -> None:
         """Serve ``app`` under ``path`` (e.g. ``/playground``), before the not-found answer."""
         self._app.router.routes.append(Mount(path, app=app))
+
+    def run_soon(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Run ``coro`` on the admin server's own event loop (where mounted apps run).
+
+        What a mounted app keeps open (channels, store connections, background tasks) belongs
+        to that loop, so it is also opened and closed there.
+        """
+        if self._closed:
+            coro.close()
+            raise RuntimeError("the admin server is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def close(self) -> None:
         """Stop serving and release the port. Safe to call twice."""
@@ -198,10 +218,15 @@ def start_admin_server(
     )
     server = uvicorn.Server(config)
     failed: list[BaseException] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        loops.append(asyncio.get_running_loop())
+        await server.serve(sockets=[sock])
 
     def serve() -> None:
         try:
-            asyncio.run(server.serve(sockets=[sock]))
+            asyncio.run(main())
         except BaseException as exc:  # reported to start_admin_server or logged below
             failed.append(exc)
             log.error("the admin server on %s stopped: %s", sock.getsockname(), exc)
@@ -219,7 +244,7 @@ def start_admin_server(
         thread.join(1)
         sock.close()
         raise OSError(f"the admin server on {host}:{port} did not start: {failed[0] if failed else 'timed out'}")
-    return AdminServer(app, server, thread, sock)
+    return AdminServer(app, server, thread, sock, loops[0])
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:

@@ -8,6 +8,7 @@ from runtime.wire._codec import WireVersion, serving_pool
 from runtime.wire._descriptor import WireSchemaError, build_file, message_fields
 from runtime.wire._lock import FieldLock
 from runtime.wire._naming import (
+    SANDBOX_SERVICE,
     file_name,
     handler_id_of,
     method_path,
@@ -21,6 +22,7 @@ from runtime.wire._naming import (
 )
 
 __all__ = [
+    "SANDBOX_SERVICE",
     "FieldLock",
     "WireSchemaError",
     "WireVersion",

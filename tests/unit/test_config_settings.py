@@ -35,8 +35,10 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "AuthSettings",
         "ConfigError",
         "ObservabilitySettings",
+        "PlaygroundSettings",
         "SecretsSettings",
         "Settings",
+        "is_loopback",
         "load_settings",
     }
 
@@ -223,6 +225,7 @@ def test_every_field_has_a_description() -> None:
         "AuthSettings",
         "SecretsSettings",
         "ObservabilitySettings",
+        "PlaygroundSettings",
         "ApiKeySettings",
     }
     undescribed = [

@@ -24,7 +24,7 @@ def test_exports_are_sorted_and_exactly_the_public_api() -> None:
         "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore",
         "TaskStatus", "TraceChange", "ValueChange", "current_context", "diff_replays", "is_valid_request_id",
         "new_request_id", "parse_flags", "replay", "replay_meta", "run_captured",
-        "run_lifecycle", "should_snapshot",
+        "run_hook", "run_lifecycle", "should_snapshot", "to_jsonable",
     }  # fmt: skip
     for name in lcc.__all__:
         assert hasattr(lcc, name), name

@@ -1,10 +1,10 @@
-"""Reading the audit trail as it grows: the recent records, by request id.
+"""Reading an append-only log as it grows (the audit trail, stored snapshots): its recent entries.
 
 Workers run in processes of their own, and each one already appends one audit record per call,
 with that call's lifecycle events and their durations, to the audit file or to the store's
-``audit`` stream. :class:`AuditTail` follows that trail from near its end, so a reader in another
+``audit`` stream. :class:`LogTail` follows such a log from near its end, so a reader in another
 process (the playground) sees every worker's lifecycles without any new port or push channel,
-and without costing the calls anything.
+and without costing the calls anything. It follows the store's ``snapshots`` stream the same way.
 
 The file is read from its last ``tail_bytes`` on the first poll, then from where the last poll
 stopped (a file that shrank was rotated or truncated: reading starts again at its beginning). The
@@ -19,10 +19,11 @@ import json
 import logging
 import os
 from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["AuditTail", "RecordReader"]
+__all__ = ["LogTail", "RecordReader"]
 
 log = logging.getLogger("modrpc.audit")
 
@@ -39,8 +40,17 @@ class RecordReader(Protocol):
     async def read(self, stream: str, after: int = 0, limit: int = 100) -> list[tuple[int, dict[str, Any]]]: ...
 
 
-class AuditTail:
-    """The last ``capacity`` audit records, from a file (``path``) or a store stream (``store``)."""
+def _audit_request_id(record: Mapping[str, Any]) -> str:
+    return str(record.get("request_id", ""))
+
+
+class LogTail:
+    """The last ``capacity`` entries of a JSON-lines file (``path``) or a store stream (``store``).
+
+    Each entry is ``(position, record)``: the record's id in the store stream, or the byte
+    offset of its line in the file. ``request_id_of`` says which request a record belongs to
+    (an audit record's ``request_id`` by default).
+    """
 
     def __init__(
         self,
@@ -50,6 +60,7 @@ class AuditTail:
         stream: str = "audit",
         capacity: int = 5000,
         tail_bytes: int = TAIL_BYTES,
+        request_id_of: Callable[[Mapping[str, Any]], str] = _audit_request_id,
     ) -> None:
         if (path is None) == (store is None):
             raise ValueError("an audit tail reads either a file or a store stream")
@@ -57,12 +68,14 @@ class AuditTail:
         self._store = store
         self._stream = stream
         self._tail_bytes = tail_bytes
-        self._records: deque[dict[str, Any]] = deque(maxlen=capacity)
+        self._request_id_of = request_id_of
+        self._records: deque[tuple[int, dict[str, Any]]] = deque(maxlen=capacity)
         self._by_request: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self.capacity = capacity
         self._offset: int | None = None
         self._identity: tuple[int, int] | None = None
         self._partial = b""
+        self._start = 0
         self._after: int | None = None
         self._lock = asyncio.Lock()
 
@@ -84,6 +97,10 @@ class AuditTail:
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest records, newest first."""
+        return [record for _, record in list(self._records)[-limit:][::-1]]
+
+    def entries(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        """The newest ``(position, record)`` entries, newest first."""
         return list(self._records)[-limit:][::-1]
 
     # -- the file ------------------------------------------------------------------------------
@@ -105,6 +122,7 @@ class AuditTail:
                         self._offset = handle.tell()
                 handle.seek(self._offset)
                 data = handle.read(READ_BYTES)
+                self._start = self._offset - len(self._partial)  # where the next line starts
                 self._offset += len(data)
                 return data
         except FileNotFoundError:
@@ -117,7 +135,9 @@ class AuditTail:
         lines = data.split(b"\n")
         self._partial = lines.pop()  # an incomplete last line waits for the rest
         added = 0
+        position = self._start
         for line in lines:
+            offset, position = position, position + len(line) + 1
             if not line.strip():
                 continue
             try:
@@ -126,7 +146,7 @@ class AuditTail:
                 log.warning("skipping an audit line that is not JSON in %s", self._path)
                 continue
             if isinstance(record, dict):
-                self._add(record)
+                self._add(offset, record)
                 added += 1
         return added
 
@@ -141,7 +161,7 @@ class AuditTail:
             for seq, record in rows:
                 self._after = seq
                 if isinstance(record, dict):
-                    self._add(record)
+                    self._add(seq, record)
                     added += 1
             if len(rows) < STORE_PAGE:
                 return added
@@ -168,17 +188,17 @@ class AuditTail:
         return high
 
     # -- both ----------------------------------------------------------------------------------
-    def _add(self, record: dict[str, Any]) -> None:
+    def _add(self, position: int, record: dict[str, Any]) -> None:
         if len(self._records) == self._records.maxlen:
-            self._forget(self._records[0])
-        self._records.append(record)
-        request_id = str(record.get("request_id", ""))
+            self._forget(self._records[0][1])
+        self._records.append((position, record))
+        request_id = self._request_id_of(record)
         if request_id:
             self._by_request.setdefault(request_id, []).append(record)
             self._by_request.move_to_end(request_id)
 
     def _forget(self, old: dict[str, Any]) -> None:
-        request_id = str(old.get("request_id", ""))
+        request_id = self._request_id_of(old)
         kept = self._by_request.get(request_id)
         if kept is None:
             return
