@@ -36,7 +36,7 @@ from runtime.gateway._metadata import request_id as caller_or_new_request_id
 from runtime.gateway._roles import check_roles
 from runtime.gateway._usage import UsageReporter
 from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
-from runtime.observability import RedMetrics, request_id_var
+from runtime.observability import STEP_EVENT, RedMetrics, request_id_var
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import REQUEST_ID_KEY, rpc_status_of, with_request_id
 from runtime.versions import (
@@ -226,11 +226,16 @@ class Route:
         version = "unresolved"
         try:
             principal, principal_value = services.credentials.authenticate(headers, public=self.public)
+            traced = span.is_recording()  # each step then ends with an event: the playground's timeline
+            if traced:
+                span.add_event(STEP_EVENT, {"step": "authenticate", "value": principal.subject})
             version = self.routes.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
+            if traced:
+                span.add_event(STEP_EVENT, {"step": "resolve version", "value": version})
             if version in self.routes.retired:
                 raise retired_error(self.module, version)
-            return await self._call(payload, context, headers, request_id, principal, principal_value, version)
+            return await self._call(payload, context, headers, request_id, principal, principal_value, version, span if traced else None)
         except asyncio.CancelledError:
             code = None
             raise
@@ -258,12 +263,15 @@ class Route:
         principal: Principal,
         principal_value: str,
         version: str,
+        span: Any = None,
     ) -> bytes:
         catalog = self.routes.catalog
         if self.roles:
             check_roles(principal, self.roles)
         if self.rate_limit is not None:
             await check_rate(self.limiter, f"{self.path}|{principal.subject}", self.rate_limit)
+        if span is not None:
+            span.add_event(STEP_EVENT, {"step": "roles and rate limit"})
         plan = self.plan(version)
         if plan is None:
             raise Unavailable(
@@ -271,6 +279,9 @@ class Route:
                 f"from it to a served version ({', '.join(self.routes.served) or 'none running'})"
             )
         target, steps = plan
+        if span is not None:
+            hops = f" via {len(steps)} transformer hop{'s' if len(steps) != 1 else ''}" if steps else ""
+            span.add_event(STEP_EVENT, {"step": "route", "value": f"{target}{hops}"})
         instances = instances_key(self.module, target)
         self.usage.count(self.module, version)
         if version in self.routes.cold and self.services.reporter is not None:

@@ -47,12 +47,13 @@ from runtime.observability._metrics import (
     Metrics,
     RedMetrics,
 )
-from runtime.observability._ring import SpanEvent, SpanRecord, TraceRing
+from runtime.observability._ring import STEP_EVENT, SpanEvent, SpanRecord, TraceRing
 from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
 
 __all__ = [
     "OTLP_PACKAGE",
     "SECONDS_BUCKETS",
+    "STEP_EVENT",
     "AdminLimits",
     "AdminServer",
     "AppendLog",

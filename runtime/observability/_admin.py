@@ -207,6 +207,7 @@ def start_admin_server(
         http=type("AdminH11", (_BoundedH11,), {"head_timeout": limits.head_timeout}),
         lifespan="off",
         log_config=None,  # the process's logging is configured by modrpc, not by uvicorn
+        log_level="warning",  # its start and stop lines at INFO would repeat what modrpc logs
         access_log=False,  # scrapes every few seconds would drown the real logs
         server_header=False,
         proxy_headers=False,

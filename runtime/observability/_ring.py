@@ -29,9 +29,12 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-__all__ = ["SpanEvent", "SpanRecord", "TraceRing"]
+__all__ = ["STEP_EVENT", "SpanEvent", "SpanRecord", "TraceRing"]
 
 REQUEST_ID_ATTRIBUTE = "modrpc.request_id"
+STEP_EVENT = "modrpc.step"
+"""The span event a step of a call ends with (attribute ``step``: its name; ``value``: what it
+decided, e.g. the version resolved), so a span's events time its steps one after another."""
 
 
 @dataclass(frozen=True, slots=True)

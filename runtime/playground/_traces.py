@@ -20,12 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runtime.observability import SpanRecord
+from runtime.observability import STEP_EVENT, SpanRecord
 
-__all__ = ["STEP_EVENT", "recent", "timeline"]
-
-STEP_EVENT = "modrpc.step"
-"""The name of the span events the gateway marks the end of each ingress step with."""
+__all__ = ["recent", "timeline"]
 
 _SPANS_OF = {"SERVER": "gateway", "CLIENT": "call", "INTERNAL": "transform"}
 _EVENT_ROWS = {

@@ -38,6 +38,7 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
     assert set(observability.__all__) == {
         "OTLP_PACKAGE",
         "SECONDS_BUCKETS",
+        "STEP_EVENT",
         "AdminLimits",
         "AdminServer",
         "AppendLog",
