@@ -17,8 +17,8 @@ with the handler, its hooks and validators, to :func:`run_lifecycle` as one
 from runtime.lcc._context import Compensation, EffectKind, LocalContext, Redactor, current_context
 from runtime.lcc._events import EventKind, EventSink, LifecycleEvent, MemoryEventSink
 from runtime.lcc._hooks import LEVELS, PHASES, HookSpec, Level, Phase, run_hook
-from runtime.lcc._json import to_jsonable
 from runtime.lcc._ids import is_valid_request_id, new_request_id
+from runtime.lcc._json import to_jsonable
 from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
 from runtime.lcc._meta import RequestMeta, parse_flags
 from runtime.lcc._replay import (

@@ -29,7 +29,6 @@ from runtime.observability._audit import (
     outcome_of,
     read_audit_file,
 )
-from runtime.observability._tail import LogTail
 from runtime.observability._logging import (
     JsonFormatter,
     configure_logging,
@@ -48,6 +47,7 @@ from runtime.observability._metrics import (
     RedMetrics,
 )
 from runtime.observability._ring import STEP_EVENT, SpanEvent, SpanRecord, TraceRing
+from runtime.observability._tail import LogTail
 from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
 
 __all__ = [

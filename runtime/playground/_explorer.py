@@ -107,6 +107,11 @@ def _details(trailers: Sequence[tuple[str, str | bytes]]) -> list[dict[str, Any]
     return out
 
 
+def _pairs(metadata: Any) -> list[tuple[str, str | bytes]]:
+    """grpc's metadata (typed loosely by grpc-stubs) as plain key/value pairs."""
+    return [(str(key), value) for key, value in metadata or ()]
+
+
 def _trailers(metadata: Sequence[tuple[str, str | bytes]] | None) -> list[list[str]]:
     out = []
     for key, value in metadata or ():
@@ -158,7 +163,9 @@ class Explorer:
         if flags:
             metadata.append(("x-flags", ",".join(flags)))
         path = method_path(catalog.module, method)
-        stub = self._open().unary_unary(path)
+        stub: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._open().unary_unary(
+            path, request_serializer=None, response_deserializer=None
+        )
         started = time.perf_counter()
         call = stub(payload, metadata=metadata, timeout=CALL_TIMEOUT)
         answer: dict[str, Any] = {"path": path, "version": version, "sent_request_id": request_id, "metadata": [list(m) for m in metadata if m[0] != "authorization"]}
@@ -166,7 +173,7 @@ class Explorer:
             response = await call
         except grpc.aio.AioRpcError as error:
             elapsed = (time.perf_counter() - started) * 1000
-            trailers = list(error.trailing_metadata() or ())
+            trailers = _pairs(error.trailing_metadata())
             answer.update(
                 code=error.code().name,
                 message=error.details() or "",
@@ -176,7 +183,7 @@ class Explorer:
             )
         else:
             elapsed = (time.perf_counter() - started) * 1000
-            trailers = list(await call.trailing_metadata() or ())
+            trailers = _pairs(await call.trailing_metadata())
             decoded = catalog.wire(version).decode(response_message(method), response)
             answer.update(
                 code="OK", message="", details=[], trailers=_trailers(trailers), response=to_jsonable(decoded)
@@ -187,5 +194,5 @@ class Explorer:
 
     async def close(self) -> None:
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
             self._channel = None

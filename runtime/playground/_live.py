@@ -9,6 +9,7 @@ Prometheus' ``histogram_quantile`` does.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -147,11 +148,11 @@ class LiveView:
 
 def _rates(samples: Sequence[Sample], method: str, points: int) -> list[float]:
     step = max(1, math.ceil((len(samples) - 1) / points))
-    chosen = samples[::step]
+    chosen = list(samples[::step])
     if chosen[-1] is not samples[-1]:
         chosen.append(samples[-1])
     out = []
-    for before, after in zip(chosen, chosen[1:], strict=False):
+    for before, after in itertools.pairwise(chosen):
         a, b = before[1].get(method), after[1].get(method)
         calls = (b.count if b else 0.0) - (a.count if a else 0.0)
         out.append(round(calls / max(after[0] - before[0], 1e-9), 3))

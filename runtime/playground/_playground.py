@@ -133,7 +133,7 @@ class Playground:
     async def close(self) -> None:
         """Close what the app opened, on the admin loop. Safe to call twice."""
         admin = self.gateway.admin
-        if admin is None or self._loop is None and not self._sampling_started:
+        if admin is None or (self._loop is None and not self._sampling_started):
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(admin.run_soon(self._close())), 10)
@@ -329,7 +329,7 @@ class Playground:
 
     async def _snapshot_list(self, request: Request) -> Any:
         snapshots = await self._snapshots()
-        return {"snapshots": await snapshots.list(request.query_params.get("handler") or None, _limit(request, 200))}
+        return {"snapshots": await snapshots.recent(request.query_params.get("handler") or None, _limit(request, 200))}
 
     async def _snapshot(self, request: Request) -> Any:
         snapshots = await self._snapshots()

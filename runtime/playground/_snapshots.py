@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -63,7 +63,7 @@ class Snapshots:
         self._tail = LogTail(store=store, stream="snapshots", capacity=capacity, request_id_of=_request_id)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    async def list(self, handler: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    async def recent(self, handler: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         await self._tail.poll()
         out = []
         for seq, record in self._tail.entries(self._tail.capacity):
@@ -78,7 +78,7 @@ class Snapshots:
         snapshot: Snapshot = await LogSnapshotStore(self._store).load(snapshot_id)
         return {"id": snapshot_id, **snapshot.to_json()}
 
-    async def replay(self, snapshot_id: str, versions: list[str], *, live: bool, subject: str) -> dict[str, Any]:
+    async def replay(self, snapshot_id: str, versions: Sequence[str], *, live: bool, subject: str) -> dict[str, Any]:
         """One replay, or two and their diff, run by a worker of the snapshot's module."""
         module = await self._module_of(snapshot_id)
         if len(versions) == 1:
@@ -106,7 +106,9 @@ class Snapshots:
             raise Unavailable(f"no live worker of {module} is registered to run the replay")
         channel = self._channel(workers[0].address)
         principal = Principal(subject=subject, roles=(self._role,), method="internal")
-        call = channel.unary_unary(f"/{SANDBOX_SERVICE}/{method}")
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            f"/{SANDBOX_SERVICE}/{method}", request_serializer=None, response_deserializer=None
+        )
         try:
             answer = await call(
                 json.dumps(body).encode(),
@@ -131,5 +133,5 @@ class Snapshots:
 
     async def close(self) -> None:
         for channel in self._channels.values():
-            await channel.close()
+            await channel.close(None)
         self._channels.clear()

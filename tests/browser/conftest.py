@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,8 +90,8 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[object]:
-    """A fresh headless Chromium at 1280×800; the test fails on any console error it logged."""
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """A fresh headless Chromium at 1280x800; the test fails on any console error it logged."""
     _require_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options

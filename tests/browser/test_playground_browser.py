@@ -24,6 +24,8 @@ from tests.browser.conftest import Up
 pytestmark = pytest.mark.browser
 
 WAIT = 20.0
+NONE = "\u2013"
+"""What the page shows for no value (an en dash)."""
 
 
 def wait(driver: WebDriver, condition: Any, timeout: float = WAIT) -> Any:
@@ -168,8 +170,8 @@ def test_a_snapshot_replays_at_the_other_version_and_the_diff_shows(up: Up, brow
         for row in diff.find_elements(By.CSS_SELECTOR, "tbody tr")
         if (cells := row.find_elements(By.TAG_NAME, "td"))
     }
-    assert changes["name"] == ("added", "–", '"Grace Hopper"'), changes
-    assert changes["given_name"] == ("removed", '"Grace"', "–"), changes
+    assert changes["name"] == ("added", NONE, '"Grace Hopper"'), changes
+    assert changes["given_name"] == ("removed", '"Grace"', NONE), changes
     assert "transform" in css(driver, "#trace-diff").text
     assert "sandboxed" in driver.find_element(By.ID, "replay-result").text
     shot(driver, tmp_path, "replay")
