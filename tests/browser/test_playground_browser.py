@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -29,7 +30,10 @@ NONE = "\u2013"
 
 
 def wait(driver: WebDriver, condition: Any, timeout: float = WAIT) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    """``condition`` once true; an element the page re-rendered meanwhile is simply looked up again."""
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition)
 
 
 def css(driver: WebDriver, selector: str, timeout: float = WAIT) -> WebElement:

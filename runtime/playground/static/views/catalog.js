@@ -112,17 +112,17 @@ function methodsTable(m) {
     return h("tr", {},
       h("td", {}, h("strong", {}, method.name), h("div", { class: "faint small mono", title: method.path }, method.handler)),
       h("td", {}, p.public ? pill("public", "warn") : (p.roles || []).map((r) => pill(r, "outline"))),
-      h("td", { class: "mono small" }, p.rate_limit || "–"),
-      h("td", { class: "num" }, p.timeout !== undefined ? `${p.timeout}s` : "–"),
+      h("td", { class: "small nowrap" }, h("div", { class: "mono" }, p.rate_limit || "no rate limit"),
+        h("div", { class: "faint" }, p.timeout !== undefined ? `timeout ${p.timeout}s` : "")),
       h("td", {}, p.idempotent ? pill("idempotent", "ok") : pill("no", "outline"),
         p.retry && p.idempotent ? h("div", { class: "faint small" }, `retries ${p.retry.attempts}×`) : null),
       h("td", {}, p.snapshot ? pill("every call", "info") : h("span", { class: "faint small" }, "on flag")),
       h("td", { class: "small" }, method.hooks.length ? method.hooks.map((x) => pill(`${x.phase} ${x.id}`, "info")) : h("span", { class: "faint" }, "–")),
-      h("td", { class: "small mono" }, method.versions.map((v) => h("div", {}, v))),
+      h("td", { class: "small mono nowrap" }, method.versions.map((v) => h("div", {}, v))),
       h("td", {}, h("a", { href: `#/explorer/${enc(m.name)}/${enc(method.name)}/${enc(m.default || method.versions[method.versions.length - 1])}`, class: "nowrap" }, "Try it →")));
   });
   return h("table", { class: "data" },
-    h("thead", {}, h("tr", {}, ["Method", "Roles", "Rate limit", "Timeout", "Idempotent", "Snapshots", "Hooks", "Versions", ""].map((t) => h("th", { class: t === "Timeout" ? "num" : null }, t)))),
+    h("thead", {}, h("tr", {}, ["Method", "Roles", "Limits", "Idempotent", "Snapshots", "Hooks", "Versions", ""].map((t) => h("th", {}, t)))),
     h("tbody", {}, rows));
 }
 
