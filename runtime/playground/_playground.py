@@ -103,6 +103,7 @@ class Playground:
         )
         self._auth = authenticator_from_settings(self.settings)
         self._loop: _Loop | None = None
+        self._sampling_started = False
         self.app = self._build()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -137,8 +138,6 @@ class Playground:
             return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.wrap_future(admin.run_soon(self._close())), 10)
-
-    _sampling_started = False
 
     async def _start_sampling(self) -> None:
         state = self._state()

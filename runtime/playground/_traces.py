@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import grpc
+
 from runtime.observability import STEP_EVENT, SpanRecord
 
 __all__ = ["recent", "timeline"]
@@ -76,13 +78,15 @@ def recent(roots: Sequence[SpanRecord], records: Sequence[Mapping[str, Any]], li
     return sorted(rows.values(), key=lambda r: r["at"], reverse=True)[:limit]
 
 
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
 def _span_code(span: SpanRecord) -> str:
-    code = span.attributes.get("rpc.grpc.status_code")
+    """The gRPC status name a span ended with (``OK`` for spans that are not calls)."""
     if span.status == "ERROR":
         return span.status_message.split(":", 1)[0] or "ERROR"
-    if code in (None, 0):
-        return "OK" if span.status != "ERROR" else "ERROR"
-    return str(code)
+    code = span.attributes.get("rpc.grpc.status_code")
+    return _CODE_NAMES.get(code, str(code)) if isinstance(code, int) else "OK"
 
 
 def timeline(request_id: str, spans: Sequence[SpanRecord], records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -86,15 +86,16 @@ def mint(driver: WebDriver) -> None:
     wait(driver, lambda d: d.find_element(By.ID, "explorer-token").get_attribute("value"))
 
 
-def create_user(driver: WebDriver, up: Up) -> str:
-    """A user made through the explorer at 2025-01-15 (the old ``name`` shape); its id."""
+def create_user(driver: WebDriver, up: Up) -> tuple[str, str]:
+    """A user made through the explorer at 2025-01-15 (the old ``name`` shape): its id, and the
+    request id of the call."""
     open_explorer(driver, up, "CreateUser", "2025-01-15")
     mint(driver)
     answer = send(driver, {"name": "Grace Hopper", "email": f"grace-{uuid.uuid4().hex[:10]}@example.com"})
     assert answer["status"] == "OK", answer["all"]
     created = json.loads(answer["body"])
     assert created["name"] == "Grace Hopper"
-    return str(created["id"])
+    return str(created["id"]), answer["request_id"]
 
 
 def test_the_catalog_lists_users_and_its_diff_marks_name_removed(up: Up, browser: WebDriver, tmp_path: Path) -> None:
@@ -125,7 +126,7 @@ def test_the_explorer_sends_get_user_at_the_old_version_and_its_trace_opens(
     up: Up, browser: WebDriver, tmp_path: Path
 ) -> None:
     driver = browser
-    user_id = create_user(driver, up)
+    user_id, created = create_user(driver, up)
     open_explorer(driver, up, "GetUser", "2025-01-15")
     answer = send(driver, {"id": user_id})
     assert answer["status"] == "OK", answer["all"]
@@ -142,6 +143,13 @@ def test_the_explorer_sends_get_user_at_the_old_version_and_its_trace_opens(
     assert answer["request_id"] in driver.find_element(By.CSS_SELECTOR, "h1").text
     shot(driver, tmp_path, "trace")
 
+    # The CreateUser call's lifecycle: its hook, the forward transform, the event it published.
+    search = css(driver, "[data-search]")
+    search.send_keys(created, Keys.ENTER)
+    rows = text_in(driver, "#waterfall", "publish users.created").text
+    for expected in ("transform forward CreateUser", "hook note-caller", "handler users.CreateUser"):
+        assert expected in rows, f"{expected!r} not in the trace:\n{rows}"
+
 
 def test_a_bad_request_shows_its_field_violations(up: Up, browser: WebDriver, tmp_path: Path) -> None:
     driver = browser
@@ -156,7 +164,7 @@ def test_a_bad_request_shows_its_field_violations(up: Up, browser: WebDriver, tm
 
 def test_a_snapshot_replays_at_the_other_version_and_the_diff_shows(up: Up, browser: WebDriver, tmp_path: Path) -> None:
     driver = browser
-    user_id = create_user(driver, up)
+    user_id, _ = create_user(driver, up)
     open_explorer(driver, up, "GetUser", "2025-06-01")
     answer = send(driver, {"id": user_id}, snapshot=True)
     assert answer["status"] == "OK", answer["all"]
@@ -179,6 +187,13 @@ def test_a_snapshot_replays_at_the_other_version_and_the_diff_shows(up: Up, brow
     assert "transform" in css(driver, "#trace-diff").text
     assert "sandboxed" in driver.find_element(By.ID, "replay-result").text
     shot(driver, tmp_path, "replay")
+
+    # Property 37: the hook in the method's manifest, played back against the stored request.
+    hooks = css(driver, "#hooks")
+    assert "note-caller" in hooks.text
+    hooks.find_element(By.CSS_SELECTOR, "button").click()
+    played = text_in(driver, "#hook-result", "State after")
+    assert "before hook note-caller" in played.text and '"caller"' in played.text and "OK" in played.text
 
 
 def test_the_keyboard_moves_between_views_and_the_live_view_counts_calls(up: Up, browser: WebDriver, tmp_path: Path) -> None:

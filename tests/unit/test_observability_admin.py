@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -82,13 +84,10 @@ def test_an_idle_connection_is_closed_and_an_answered_one_too_after_keep_alive(a
 
 
 def test_calls_beyond_the_concurrency_bound_get_503_and_the_port_recovers(admin: AdminServer) -> None:
-    release = []
+    release = threading.Event()
 
     async def slow(request: Request) -> PlainTextResponse:
-        import asyncio
-
-        while not release:
-            await asyncio.sleep(0.02)
+        await asyncio.to_thread(release.wait, 10)
         return PlainTextResponse("done")
 
     admin.mount("/slow", Starlette(routes=[Route("/", slow)]))
@@ -103,7 +102,7 @@ def test_calls_beyond_the_concurrency_bound_get_503_and_the_port_recovers(admin:
         answer = raw(admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", read_for=2)
         assert answer.startswith(b"HTTP/1.1 503"), answer
     finally:
-        release.append(True)
+        release.set()
         for s in socks:
             s.close()
     time.sleep(0.3)

@@ -21,7 +21,14 @@ import runtime.playground as playground
 from runtime.config import load_settings
 from runtime.errors import InvalidArgument, NotFound, Unauthenticated
 from runtime.identity import Principal
-from runtime.observability import STEP_EVENT, LogTail, Metrics, RedMetrics, TraceRing, start_admin_server
+from runtime.observability import (
+    STEP_EVENT,
+    LogTail,
+    Metrics,
+    RedMetrics,
+    TraceRing,
+    start_admin_server,
+)
 from runtime.playground._access import Guard
 from runtime.playground._catalog import version_diff, version_schema
 from runtime.playground._explorer import encode_request

@@ -84,7 +84,7 @@ async function renderSnapshot(content, id) {
           : h("p", { class: "muted" }, "No module call or publish."),
         h("h2", {}, "Lifecycle events"),
         h("ol", { class: "trace-list" }, snap.events.map((e) => h("li", {}, `${e.kind} ${e.name}`, e.duration_ms !== null ? h("span", { class: "faint" }, ` ${ms(e.duration_ms)}`) : null, e.error ? h("span", { class: "removed" }, ` ${e.error}`) : null))))),
-    h("div", { class: "panel", style: "margin-top:16px" },
+    h("div", { class: "panel", style: "margin-top:16px", id: "hooks" },
       h("h2", {}, "Hooks in the manifest"),
       hooks.length ? h("table", { class: "data" }, h("thead", {}, h("tr", {}, ["Hook", "Phase", "Level", "Timeout", "Retries", "Source", ""].map((t) => h("th", {}, t)))),
         h("tbody", {}, hooks.map((hook) => h("tr", {},
