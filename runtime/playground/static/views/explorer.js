@@ -33,7 +33,7 @@ async function enter(main, [moduleName, methodName, versionId]) {
   const reveal = h("button", { type: "button", title: "Show or hide the token", onclick: () => { token.type = token.type === "password" ? "text" : "password"; } }, "Show");
   const mint = state.session.can_mint ? h("button", { type: "button", id: "mint-token", onclick: () => mintToken(token, all) }, "Mint dev token") : null;
   const snapshot = h("input", { type: "checkbox", id: "explorer-snapshot" });
-  const editor = h("textarea", { id: "request-editor", spellcheck: "false", rows: "12", "aria-label": "Request JSON" });
+  const editor = h("textarea", { id: "request-editor", spellcheck: "false", rows: "8", "aria-label": "Request JSON" });
   const sendButton = h("button", { class: "primary", type: "button", id: "send" }, "Send  ⌃↵");
   const result = h("div", { id: "response", "aria-live": "polite" }, h("div", { class: "empty" }, "Send the request to see the gateway's answer."));
   const rules = h("div", {});
