@@ -72,6 +72,9 @@ class ModrpcError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.relayed: grpc.Status | None = None
+        """The status a peer ended a call with, when this error was read from one: a gateway
+        passes it on as it came, ``google.rpc`` details included (see ``runtime.status``)."""
 
 
 class ExpectedError(ModrpcError):

@@ -1,13 +1,33 @@
-"""Who is calling: the principal the ingress authenticated, carried in ``lctx.meta``."""
+"""Who is calling, and which request: the principal the ingress authenticated, and request ids.
+
+The principal travels to workers in the ``x-modrpc-principal`` header and lands in
+``lctx.meta``. A request id is kept from the caller when well formed and made otherwise; both
+rules live here so the gateway and the worker agree on what "well formed" means.
+
+    >>> is_valid_request_id(new_request_id()), is_valid_request_id("has space")
+    (True, False)
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
-__all__ = ["ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "principal_from_header", "principal_header"]
+__all__ = [
+    "ANONYMOUS",
+    "PRINCIPAL_HEADER",
+    "AuthMethod",
+    "Principal",
+    "is_valid_request_id",
+    "new_request_id",
+    "principal_from_header",
+    "principal_header",
+    "request_id_of",
+]
 
 AuthMethod = Literal["jwt", "api_key", "anonymous", "internal"]
 
@@ -80,3 +100,35 @@ def principal_from_header(value: str | None) -> Principal:
 _PARSED: dict[str, Principal] = {}
 _PARSED_MAX = 4096
 """Bound on the headers remembered; past it the memory starts over (principals are immutable)."""
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def new_request_id() -> str:
+    """A fresh, unique request id: 32 lower-case hex digits, 128 random bits.
+
+    The same shape as ``uuid.uuid4().hex`` (which also draws on ``os.urandom``), without
+    building a UUID object on every call.
+    """
+    return os.urandom(16).hex()
+
+
+def is_valid_request_id(value: object) -> bool:
+    """True iff ``value`` is a string of 1 to 128 characters from ``[A-Za-z0-9._:-]``.
+
+    The alphabet is narrow on purpose: a caller-supplied id ends up in logs, metrics labels and
+    response metadata, so it must not carry spaces, quotes or control characters.
+    """
+    return isinstance(value, str) and _REQUEST_ID.fullmatch(value) is not None
+
+
+def request_id_of(value: str | None) -> str:
+    """The caller's request id when well formed, otherwise a fresh one.
+
+    A malformed id is replaced rather than refused: the id exists to correlate logs, and a
+    caller should not fail because its proxy wrote something odd there.
+    """
+    if value is not None and _REQUEST_ID.fullmatch(value) is not None:
+        return value
+    return new_request_id()

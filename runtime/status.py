@@ -1,4 +1,9 @@
-"""Runtime errors → gRPC statuses with ``google.rpc`` details, in one place.
+"""Runtime errors ↔ gRPC statuses with ``google.rpc`` details, both ways, in one place.
+
+Outbound, :func:`rpc_status_of` turns an exception into the status to end a call with;
+inbound, :func:`error_of` turns a peer's status back into the runtime error of that code (the
+inverse of :data:`runtime.errors.STATUS_OF`), keeping the status itself as ``relayed`` so that a
+gateway passes a worker's answer on unchanged instead of rebuilding a poorer copy.
 
 The code comes from :func:`runtime.errors.status_of` (the one table). Details follow the
 ``google.rpc`` conventions so any gRPC client can read them:
@@ -19,28 +24,34 @@ in brief, the message is cut at :data:`MAX_MESSAGE_BYTES` and the violations sen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf import duration_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from runtime.errors import (
+    STATUS_OF,
     ExpectedError,
     FieldViolation,
+    InternalError,
+    ModrpcError,
     ResourceExhausted,
     ValidationFailed,
     status_of,
 )
 
 __all__ = [
+    "ERROR_OF",
     "MAX_DETAILS_BYTES",
     "MAX_MESSAGE_BYTES",
     "REQUEST_ID_KEY",
     "RpcStatus",
     "describe_violation",
+    "error_of",
     "rpc_status_of",
     "safe_message",
     "with_request_id",
@@ -101,8 +112,18 @@ def safe_message(exc: BaseException, request_id: str | None = None) -> str:
     return f"internal error{suffix}"
 
 
-def rpc_status_of(exc: BaseException, request_id: str | None = None) -> grpc.Status:
-    """The full status (code, message, details) to abort a call with."""
+def rpc_status_of(exc: BaseException, request_id: str | None = None, *, relay: bool = False) -> grpc.Status:
+    """The full status (code, message, details) to abort a call with.
+
+    With ``relay`` (a gateway forwarding a worker's answer), an error read from a peer's status
+    (:func:`error_of`) is answered with that status as it came, ``google.rpc`` details included,
+    under this call's request id. Without it, the error is this server's own answer: a handler
+    that lets another module's NOT_FOUND through answers NOT_FOUND with that message, not with
+    the other module's field violations.
+    """
+    relayed = exc.relayed if relay and isinstance(exc, ModrpcError) else None
+    if relayed is not None:
+        return with_request_id(relayed, request_id)
     code = status_of(exc)
     message = safe_message(exc, request_id)
     details: list[Message] = []
@@ -147,3 +168,48 @@ def with_request_id(status: grpc.Status, request_id: str | None) -> grpc.Status:
         return status
     kept = tuple((k, v) for k, v in status.trailing_metadata or () if k != REQUEST_ID_KEY)
     return RpcStatus(status.code, status.details, (*kept, (REQUEST_ID_KEY, request_id)))
+
+
+ERROR_OF: dict[grpc.StatusCode, type[ModrpcError]] = {code: cls for cls, code in STATUS_OF.items()}
+"""gRPC status -> runtime error class; the inverse of :data:`runtime.errors.STATUS_OF`."""
+
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def error_of(status: grpc.Status, *, relay: bool = True) -> ModrpcError:
+    """The runtime error for a status a call ended with; the peer's details become the message.
+
+    Codes the runtime never sends (UNKNOWN, ABORTED, OUT_OF_RANGE, DATA_LOSS) become
+    :class:`InternalError` naming the code: they mean a peer that is not a modrpc server, or a
+    bug. With ``relay`` the status is kept on the error (``relayed``) and answered as it came.
+    """
+    code: grpc.StatusCode = status.code
+    message = status.details or code.name
+    cls = ERROR_OF.get(code)
+    error: ModrpcError
+    if cls is None:
+        error = InternalError(f"{code.name}: {message}")
+    elif cls is ResourceExhausted:
+        error = ResourceExhausted(message, retry_after=_retry_after(status.trailing_metadata or ()))
+    else:
+        error = cls(message)
+    if relay and cls is not None:
+        error.relayed = status
+    return error
+
+
+def _retry_after(trailing: Sequence[tuple[str, str | bytes]]) -> float | None:
+    """``google.rpc.RetryInfo.retry_delay`` from the rich status in trailing metadata, if sent."""
+    for key, value in trailing:
+        if key != _DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        rich = status_pb2.Status()
+        try:
+            rich.ParseFromString(value)
+        except DecodeError:  # malformed details from a peer must not hide the real error
+            return None
+        for detail in rich.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+    return None

@@ -1,91 +1,82 @@
 """The module client: one unary call to a module, as raw bytes, with deadline, retries and tracing.
 
-    async with ModuleClient(ChannelPool(interceptors=client_interceptors())) as client:
+    async with ModuleClient(InstancePool()) as client:
         client.pool.update("users", ["127.0.0.1:50061", "127.0.0.1:50062"])
-        body, metadata = await client.call_raw(
-            "users", "/users.v1.Users/GetUser", request_bytes,
+        body, trailers = await client.call(
+            "users", "/users.v1.UsersService/GetUser", request_bytes,
             metadata=[("x-request-id", rid)], deadline=Deadline.after(2.0), idempotent=True,
         )
 
 Nothing is decoded: the gateway passes request bytes through when no transformer applies, and
-typed clients serialise before and after. A module registered in the client's
-:class:`~runtime.client.LocalTransport` is called in process instead, with the same bytes,
-metadata, deadline, retries and tracing. gRPC failures come back as :mod:`runtime.errors`
-types (see :mod:`runtime.client._translate`), with the ``AioRpcError`` as ``__cause__``.
+typed clients serialise before and after. Each attempt goes through whatever
+:class:`~runtime.transport.Transport` the pool picks (a worker's lane or gRPC, or the module's
+endpoints in this process), the same way. A failed call ends as the runtime error of its status
+(:func:`runtime.status.error_of`): a peer's own status is kept on the error for a gateway to
+relay, while a transport's failure is logged and reported naming the module, never the
+addresses it tried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
-import grpc.aio
 
-from runtime.client._local import Disconnected, LocalAbort, LocalCall, LocalTransport, Unreached
-from runtime.client._pool import ChannelPool
+from runtime.client._pool import InstancePool, Outliers
 from runtime.client._retry import RetryBudget, RetryPolicy, Sleep, is_retryable
-from runtime.client._tracing import ClientTracer
-from runtime.client._translate import error_from_local_abort, error_from_rpc_error
 from runtime.deadline import Clock, Deadline
-from runtime.errors import DeadlineExceeded, Unavailable
+from runtime.errors import DeadlineExceeded, ModrpcError
+from runtime.observability import ClientTracer
+from runtime.status import RpcStatus, error_of
+from runtime.transport import CallError, Metadata, Reply, TransportError
 
-__all__ = ["ModuleClient", "ResponseMetadata"]
+__all__ = ["ModuleClient"]
 
-ResponseMetadata = tuple[tuple[str, str | bytes], ...]
-"""Initial then trailing metadata of a response; ``-bin`` values are bytes."""
+log = logging.getLogger("modrpc.client")
 
 
 class ModuleClient:
-    """Calls modules through a :class:`ChannelPool`, which it owns and closes.
+    """Calls modules through an :class:`InstancePool`, which it owns and closes.
 
     Each module gets its own :class:`RetryBudget`, so one failing module cannot spend the
     retries of the others. ``sleep`` and ``clock`` are for tests: backoff without waiting, a
-    budget on a clock they control.
-
-    ``tracing`` starts a client span per attempt inline (see :class:`ClientTracer`); give the pool
-    no tracing interceptor then, or each call is traced twice. ``local`` names the modules
-    served in this process (:class:`LocalTransport`): their calls skip the network entirely.
+    budget on a clock they control. ``retry`` is the policy of calls that bring none of their
+    own. ``tracing`` opens a client span around each attempt.
     """
 
     def __init__(
         self,
-        pool: ChannelPool,
+        pool: InstancePool,
         *,
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
         tracing: ClientTracer | None = None,
-        local: LocalTransport | None = None,
     ) -> None:
         self._pool = pool
         self._policy = retry or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
         self._tracing = tracing
-        self._local = local
         self._budgets: dict[str, RetryBudget] = {}
 
     @property
-    def pool(self) -> ChannelPool:
+    def pool(self) -> InstancePool:
         return self._pool
-
-    @property
-    def local(self) -> LocalTransport | None:
-        """The modules this client reaches in process, if any."""
-        return self._local
 
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._policy
 
-    def budget(self, module: str) -> RetryBudget:
-        """The retry budget of ``module`` (created on first use)."""
-        budget = self._budgets.get(module)
+    def budget(self, key: str) -> RetryBudget:
+        """The retry budget of module ``key`` (created on first use)."""
+        budget = self._budgets.get(key)
         if budget is None:
-            budget = self._budgets[module] = self._policy.budget(self._clock)
+            budget = self._budgets[key] = self._policy.budget(self._clock)
         return budget
 
     async def __aenter__(self) -> ModuleClient:
@@ -98,156 +89,114 @@ class ModuleClient:
         """Close the pool; calls in flight get ``grace`` seconds (None: cancelled). Safe twice."""
         await self._pool.close(grace)
 
-    async def call_raw(
+    async def call(
         self,
-        module: str,
-        method_path: str,
+        key: str,
+        method: str,
         payload: bytes,
         *,
         metadata: Sequence[tuple[str, str | bytes]] = (),
         deadline: Deadline | None = None,
         idempotent: bool = False,
-    ) -> tuple[bytes, ResponseMetadata]:
-        """Call ``method_path`` on an instance of ``module`` with ``payload`` as the request bytes.
+        retry: RetryPolicy | None = None,
+    ) -> Reply:
+        """Call ``method`` on an instance of module ``key`` with ``payload`` as the request bytes.
 
-        Returns the response bytes and the response's initial and trailing metadata. The
-        deadline becomes ``timeout=`` only as each attempt starts, so a retry gets what is left
-        of it, never a fresh allowance. Cancelling the calling task cancels the RPC in flight.
+        Returns the response bytes and the response's trailing metadata. Every attempt gets what
+        is left of ``deadline``, never a fresh allowance. A call that reached no instance is tried
+        again elsewhere whatever its idempotency; an idempotent one also after UNAVAILABLE, by
+        ``retry`` (default: the client's policy) and within the module's budget. Cancelling the
+        calling task cancels the call in flight.
 
         Raises :class:`~runtime.errors.Unavailable` naming the module when it has no instance,
         :class:`~runtime.errors.DeadlineExceeded` when the deadline has passed, and the runtime
-        error for any other status the call ends with.
+        error of any other status the call ends with.
         """
-        local = self._local.lookup(module) if self._local is not None else None
-        if local is None and not self._pool.addresses(module):
-            raise Unavailable(f"no instance of module {module!r} is known")
-        budget = self.budget(module)
+        budget = self.budget(key)
         budget.deposit()
-        wire_metadata = tuple(metadata) or None
-        attempt = self._attempt if local is None else self._attempt_local
+        pairs: Metadata = tuple(metadata)
         # The first attempt runs bare: building a retry controller for every call costs more
         # than most calls, and most calls succeed.
         try:
-            return await attempt(module, method_path, payload, wire_metadata, deadline)
-        except Exception as exc:
-            if not (idempotent and self._policy.max_attempts > 1 and is_retryable(exc)):
-                raise
-            first_failure = exc
+            return await self._attempt(key, method, payload, pairs, deadline)
+        except CallError as exc:
+            policy = retry or self._policy
+            if policy.max_attempts < 2 or not is_retryable(exc, idempotent=idempotent):
+                raise self._error(exc, key, method) from exc
+            first_failure: CallError = exc
         # Replay that first failure into the controller, so stop, backoff and budget see exactly
         # the attempts they would have seen had the controller run from the start.
         replay: list[Exception] = [first_failure]
 
-        async def retried(*args: Any) -> tuple[bytes, ResponseMetadata]:
+        async def attempt(*args: Any) -> Reply:
             if replay:
                 raise replay.pop()
-            return await attempt(*args)
+            return await self._attempt(*args)
 
-        retrying = self._policy.retrying(deadline=deadline, budget=budget, sleep=self._sleep)
-        result: tuple[bytes, ResponseMetadata] = await retrying(
-            retried, module, method_path, payload, wire_metadata, deadline
-        )
-        return result
-
-    @staticmethod
-    def _timeout(module: str, method_path: str, deadline: Deadline | None) -> float | None:
-        if deadline is None:
-            return None
-        timeout = deadline.timeout()
-        if timeout <= 0:
-            raise DeadlineExceeded(f"the deadline passed before {method_path} could be sent to {module!r}")
-        return timeout
+        retrying = policy.retrying(deadline=deadline, budget=budget, idempotent=idempotent, sleep=self._sleep)
+        try:
+            reply: Reply = await retrying(attempt, key, method, payload, pairs, deadline)
+        except CallError as exc:
+            raise self._error(exc, key, method) from exc
+        return reply
 
     async def _attempt(
-        self,
-        module: str,
-        method_path: str,
-        payload: bytes,
-        metadata: tuple[tuple[str, str | bytes], ...] | None,
-        deadline: Deadline | None,
-    ) -> tuple[bytes, ResponseMetadata]:
-        address, unary, lane = self._pool.route(module, method_path)
-        if lane is not None:  # the worker's lane: the same call, without HTTP/2
-            try:
-                return await self._serve(lane, module, method_path, payload, metadata, deadline)
-            except Unavailable as exc:
-                # Only the lane's own failures retire it (a worker restarted: a new lane?); an
-                # UNAVAILABLE the handler answered says nothing about the lane.
-                cause = exc.__cause__
-                if not isinstance(cause, (Unreached, Disconnected)):
-                    raise
-                self._pool.lane_failed(address, lane, unreached=isinstance(cause, Unreached))
-                if isinstance(cause, Disconnected):
-                    raise
-                # Nothing was sent: the same call goes over gRPC, whatever its idempotency.
-        timeout = self._timeout(module, method_path, deadline)
+        self, key: str, method: str, payload: bytes, metadata: Metadata, deadline: Deadline | None
+    ) -> Reply:
+        if deadline is not None and deadline.expired():
+            raise DeadlineExceeded(f"the deadline passed before {method} could be sent to {key.replace('@', ' ')}")
+        address, transport = self._pool.pick(key)
+        outliers = self._pool.outliers
         tracing = self._tracing
         if tracing is None:
-            call = unary(payload, timeout=timeout, metadata=metadata)
             try:
-                response: bytes = await call
-                initial = await call.initial_metadata()
-                trailing = await call.trailing_metadata()
-            except grpc.aio.AioRpcError as exc:
-                raise error_from_rpc_error(exc, target=(module, method_path)) from exc
-            return response, (*(initial or ()), *(trailing or ()))
-        span, metadata = tracing.start(method_path, metadata)
-        try:
-            call = unary(payload, timeout=timeout, metadata=metadata)
-            try:
-                response = await call
-                initial = await call.initial_metadata()
-                trailing = await call.trailing_metadata()
-            except asyncio.CancelledError:
-                call.cancel()  # the caller gave up: so does the RPC, and the server sees it
+                reply = await transport.unary(method, payload, metadata, deadline)
+            except CallError as exc:
+                _observe(outliers, address, exc)
                 raise
-        except grpc.aio.AioRpcError as exc:
-            tracing.finish(span, exc.code(), exc.details())
-            raise error_from_rpc_error(exc, target=(module, method_path)) from exc
-        except BaseException as exc:
-            tracing.fail(span, exc)
-            raise
-        tracing.finish(span, grpc.StatusCode.OK, None)
-        return response, (*(initial or ()), *(trailing or ()))
-
-    async def _attempt_local(
-        self,
-        module: str,
-        method_path: str,
-        payload: bytes,
-        metadata: tuple[tuple[str, str | bytes], ...] | None,
-        deadline: Deadline | None,
-    ) -> tuple[bytes, ResponseMetadata]:
-        assert self._local is not None
-        serve = self._local.lookup(module)
-        if serve is None:  # unregistered since the call started: it is gone, as a stopped worker
-            raise Unavailable(f"module {module!r} is no longer served in this process")
-        return await self._serve(serve, module, method_path, payload, metadata, deadline)
-
-    async def _serve(
-        self,
-        serve: LocalCall,
-        module: str,
-        method_path: str,
-        payload: bytes,
-        metadata: tuple[tuple[str, str | bytes], ...] | None,
-        deadline: Deadline | None,
-    ) -> tuple[bytes, ResponseMetadata]:
-        """One attempt through a :data:`LocalCall`: in process, or a worker's lane."""
-        self._timeout(module, method_path, deadline)
-        tracing = self._tracing
-        if tracing is None:
-            try:
-                return await serve(method_path, payload, metadata or (), deadline)
-            except LocalAbort as exc:
-                raise error_from_local_abort(exc) from exc
-        span, metadata = tracing.start(method_path, metadata)
+            outliers.succeeded(address)
+            return reply
+        span, metadata = tracing.start(method, metadata)
         try:
-            result = await serve(method_path, payload, metadata, deadline)
-        except LocalAbort as exc:
+            reply = await transport.unary(method, payload, metadata, deadline)
+        except CallError as exc:
+            _observe(outliers, address, exc)
             tracing.finish(span, exc.code, exc.details)
-            raise error_from_local_abort(exc) from exc
+            raise
         except BaseException as exc:
             tracing.fail(span, exc)
             raise
+        outliers.succeeded(address)
         tracing.finish(span, grpc.StatusCode.OK, None)
-        return result
+        return reply
+
+    @staticmethod
+    def _error(exc: CallError, key: str, method: str) -> ModrpcError:
+        """The runtime error a failed call ends as.
+
+        A peer's status is the error as it came (kept for relaying). A transport's own failure
+        names internal addresses: its text goes to the log, and the caller reads which module
+        could not be reached instead.
+        """
+        if not isinstance(exc, TransportError):
+            return error_of(exc.status)
+        target = key.replace("@", " ")
+        log.warning("%s to %s failed in transport: %s", method, target, exc.details)
+        if exc.code == grpc.StatusCode.UNAVAILABLE:
+            message = f"no instance of {target} could be reached for {method}"
+        elif exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            message = f"deadline exceeded before {target} answered {method}"
+        else:
+            message = f"{method} to {target} failed: {exc.code.name}"
+        return error_of(RpcStatus(exc.code, message), relay=False)
+
+
+def _observe(outliers: Outliers, address: str, exc: CallError) -> None:
+    """Tell outlier detection what a failed attempt says about its instance: a status it sent
+    means it is alive; no answer before the deadline, or a broken connection, count against it."""
+    if not isinstance(exc, TransportError):
+        outliers.succeeded(address)
+    elif exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        outliers.missed_deadline(address)
+    elif exc.code == grpc.StatusCode.UNAVAILABLE:
+        outliers.failed(address)

@@ -1,17 +1,24 @@
-"""Channel pool: grpc.aio channels to every instance of every module, picked round-robin.
+"""The instance pool: a :class:`~runtime.transport.Transport` to every instance of every module.
 
-The pool answers one question per call: which channel should this call to module M use? It
-spreads calls over M's instances in turn, skipping instances marked unhealthy while at least one
-healthy instance is left. When every instance is marked unhealthy it spreads over all of them
-anyway ("panic routing", as Envoy does): health marks lag reality, and trying an instance that
-may have recovered beats failing every call outright.
+The pool answers one question per call: which transport should this call to module M use? It
+spreads calls over M's instances in turn, skipping instances that were ejected while at least
+one other is left. When every instance is ejected it spreads over all of them anyway ("panic
+routing", as Envoy does): an ejection may outlast the fault, and trying an instance that may have
+recovered beats failing every call outright.
 
-Channels are created lazily, on the first call that needs them, so building a pool (or calling
-:meth:`ChannelPool.update`) needs no running event loop. Channels belong to an address, not a
-module: two modules served from one address share them.
+Ejection is outlier detection in the manner of Envoy's: an instance that fails a call at the
+transport (the connection was refused or lost) is ejected at once, and one that misses
+``consecutive_deadlines`` deadlines in a row (it hangs) is ejected too. An ejection lasts
+``eject_seconds``, doubled for each further ejection in a row, up to ten times that; a call
+that succeeds ends the streak.
+
+An instance is one worker address. Its transport prefers the worker's lane
+(:mod:`runtime.lane`) and falls back to gRPC, so the module client never knows which carried a
+call. A module served in this process (:class:`~runtime.transport.InProcessModules`) is reached
+through its endpoints directly.
 
     >>> picker = RoundRobin(["a:1", "b:1", "c:1"])
-    >>> [picker.pick(unhealthy={"b:1"}) for _ in range(4)]
+    >>> [picker.pick(skip={"b:1"}) for _ in range(4)]
     ['a:1', 'c:1', 'a:1', 'c:1']
 """
 
@@ -21,50 +28,44 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import grpc
-import grpc.aio
 
+from runtime.deadline import Clock, Deadline
 from runtime.errors import Unavailable
+from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, parse_where
+from runtime.transport import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    CallError,
+    Disconnected,
+    GrpcTransport,
+    InProcessModules,
+    MetadataIn,
+    Reply,
+    Transport,
+    Unreached,
+)
 
 log = logging.getLogger("modrpc.client")
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "ChannelPool", "RoundRobin", "channel_options"]
+__all__ = ["IN_PROCESS", "InstancePool", "Outliers", "RoundRobin"]
 
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-"""gRPC's own default limit; the gateway's configured limit should be passed instead."""
+IN_PROCESS = "in-process"
+"""The address :meth:`InstancePool.pick` names for a module served in this process."""
 
-ChannelOptions = Sequence[tuple[str, int | str]]
-
-
-def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, separate: bool = False) -> ChannelOptions:
-    """Options for a channel to a worker.
-
-    Keepalive pings every 60 s notice a dead peer behind a silent NAT or load balancer; they
-    stop after two pings with no data, which stays inside the ping policy of a default gRPC
-    server. ``separate`` gives the channel its own connection instead of sharing one with
-    other channels to the same address, which is the point of several channels per instance.
-    """
-    options: list[tuple[str, int | str]] = [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
-        ("grpc.keepalive_permit_without_calls", 0),
-        ("grpc.http2.max_pings_without_data", 2),
-        ("grpc.enable_retries", 0),  # retries are ours: budgeted, idempotent-only
-    ]
-    if separate:
-        options.append(("grpc.use_local_subchannel_pool", 1))
-    return options
+LANE_RETRY_SECONDS = 5.0
+"""After a failed lane lookup (the worker was not answering yet), how long calls keep to gRPC;
+also the first wait after a lane found unreachable twice running (it doubles from there)."""
+LANE_RETRY_MAX_SECONDS = 300.0
+"""The longest wait before asking again for a lane that could not be reached."""
 
 
 class RoundRobin:
-    """Round-robin over a fixed list of addresses, skipping the unhealthy ones when it can.
+    """Round-robin over a fixed list of addresses, skipping some when it can.
 
-    A pure object: the health set is passed in, so the rule "an unhealthy instance gets no new
-    traffic while a healthy one exists" can be tested without a network.
+    A pure object: the set to skip is passed in, so the rule "an ejected instance gets no new
+    traffic while another exists" can be tested without a network.
     """
 
     __slots__ = ("_addresses", "_next")
@@ -77,78 +78,143 @@ class RoundRobin:
     def addresses(self) -> tuple[str, ...]:
         return self._addresses
 
-    def pick(self, unhealthy: Collection[str] = frozenset()) -> str | None:
-        """The next healthy address; any address if none is healthy; ``None`` if there are none."""
+    def pick(self, skip: Collection[str] = frozenset()) -> str | None:
+        """The next address not in ``skip``; any address if all are; ``None`` if there are none."""
         addresses = self._addresses
         count = len(addresses)
         if count == 0:
             return None
         start = self._next % count
-        for offset in range(count):
-            index = (start + offset) % count
-            if addresses[index] not in unhealthy:
-                self._next = index + 1
-                return addresses[index]
+        if skip:
+            for offset in range(count):
+                index = (start + offset) % count
+                if addresses[index] not in skip:
+                    self._next = index + 1
+                    return addresses[index]
         self._next = start + 1
         return addresses[start]
 
 
-LANE_RETRY_SECONDS = 5.0
-"""After a failed lane lookup (the worker was not answering yet), how long calls keep to gRPC;
-also the first wait after a lane found unreachable twice running (it doubles from there)."""
-LANE_RETRY_MAX_SECONDS = 300.0
-"""The longest wait before asking again for a lane that could not be reached."""
+@dataclass(slots=True)
+class _Streak:
+    deadlines: int = 0
+    """Deadlines missed in a row."""
+    ejections: int = 0
+    """Ejections in a row (each doubles the next one)."""
+    until: float = 0.0
+    """Ejected until this instant on the pool's clock (0: not ejected)."""
 
 
-class _Instance:
-    """The channels to one address, used in turn, with their method callables cached.
+class Outliers:
+    """Which instances are ejected, and until when (outlier detection, as Envoy's).
 
-    With ``lanes`` on, the instance also asks the worker once for its lane address
-    (:data:`runtime.lane.WHERE_METHOD`, in the background) and, once it has one, hands out a
-    :class:`runtime.lane.LaneClient` for calls to it. Until then, and for good when the worker
-    has no lane (UNIMPLEMENTED: an older worker, or ``lane = false``), calls go over gRPC.
+        >>> now = [0.0]
+        >>> outliers = Outliers(eject_seconds=5.0, clock=lambda: now[0])
+        >>> outliers.failed("a:1"); sorted(outliers.ejected())
+        ['a:1']
+        >>> now[0] = 6.0; sorted(outliers.ejected())
+        []
+    """
+
+    __slots__ = ("_clock", "_consecutive_deadlines", "_eject_seconds", "_ejected", "_streaks")
+
+    def __init__(self, *, eject_seconds: float = 5.0, consecutive_deadlines: int = 3, clock: Clock = time.monotonic) -> None:
+        self._eject_seconds = eject_seconds
+        self._consecutive_deadlines = consecutive_deadlines
+        self._clock = clock
+        self._streaks: dict[str, _Streak] = {}
+        self._ejected: set[str] = set()
+
+    def ejected(self) -> Collection[str]:
+        """The addresses ejected right now (expired ejections end here)."""
+        if self._ejected:
+            now = self._clock()
+            for address in [a for a in self._ejected if self._streaks[a].until <= now]:
+                self._ejected.discard(address)
+        return self._ejected
+
+    def failed(self, address: str) -> None:
+        """A call failed at the transport: eject at once."""
+        self._eject(self._streaks.setdefault(address, _Streak()), address)
+
+    def missed_deadline(self, address: str) -> None:
+        """A call's deadline passed with no answer: eject after enough of them in a row."""
+        streak = self._streaks.setdefault(address, _Streak())
+        streak.deadlines += 1
+        if streak.deadlines >= self._consecutive_deadlines:
+            self._eject(streak, address)
+
+    def succeeded(self, address: str) -> None:
+        """A call was answered (with any status): the instance is alive and responsive."""
+        streak = self._streaks.get(address)
+        if streak is not None and address not in self._ejected:
+            del self._streaks[address]
+
+    def forget(self, addresses: Collection[str]) -> None:
+        """Drop what is known of instances no module uses any more."""
+        for address in addresses:
+            self._streaks.pop(address, None)
+            self._ejected.discard(address)
+
+    def _eject(self, streak: _Streak, address: str) -> None:
+        seconds = min(self._eject_seconds * 2**streak.ejections, self._eject_seconds * 10)
+        streak.ejections += 1
+        streak.deadlines = 0
+        streak.until = self._clock() + seconds
+        if address not in self._ejected:
+            self._ejected.add(address)
+            log.warning("instance %s ejected for %.1fs (%d in a row)", address, seconds, streak.ejections)
+
+
+class _Worker:
+    """The transport to one worker address: its lane when it has one, gRPC otherwise.
+
+    The lane is looked up once, in the background, through :data:`~runtime.lane.WHERE_METHOD`
+    on the worker's gRPC port; until it is known, and for good when the worker has none
+    (UNIMPLEMENTED: an older worker, or ``lane = false``), calls go over gRPC. A call the lane
+    could not even send (:class:`~runtime.transport.Unreached`) goes over gRPC at once.
     """
 
     __slots__ = (
-        "_callables", "_channels", "_lane", "_lane_lookup", "_lane_misses", "_lane_retry_at", "_lanes", "_max_message_bytes", "_next",
-        "address",
+        "_close_grace", "_grpc", "_lane", "_lane_lookup", "_lane_misses", "_lane_retry_at", "_lanes",
+        "_max_message_bytes", "_retired", "address",
     )  # fmt: skip
 
-    def __init__(
-        self, address: str, channels: list[grpc.aio.Channel], *, lanes: bool = False, max_message_bytes: int = 0
-    ) -> None:
+    def __init__(self, address: str, *, channels: int, max_message_bytes: int, lanes: bool, close_grace: float) -> None:
         self.address = address
-        self._channels = channels
-        self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = [{} for _ in channels]
-        self._next = 0
-        self._lanes = lanes
+        self._close_grace = close_grace
+        self._grpc = GrpcTransport(address, channels=channels, max_message_bytes=max_message_bytes)
         self._max_message_bytes = max_message_bytes
-        self._lane: Any = None
+        self._lanes = lanes
+        self._lane: LaneClient | None = None
         self._lane_lookup: asyncio.Task[None] | None = None
         self._lane_retry_at = 0.0
         self._lane_misses = 0
+        self._retired: set[asyncio.Task[None]] = set()
 
-    def lane(self) -> Any:
-        """The lane client of this worker, or None while calls should go over gRPC."""
+    async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
         lane = self._lane
-        if lane is not None or not self._lanes:
-            return lane
+        if lane is None and self._lanes:
+            self._look_up_lane()
+        elif lane is not None:
+            try:
+                return await lane.unary(method, payload, metadata, deadline)
+            except Unreached:  # nothing was sent: the same call goes over gRPC
+                self._lane_failed(lane, unreached=True)
+            except Disconnected:
+                self._lane_failed(lane, unreached=False)
+                raise
+        return await self._grpc.unary(method, payload, metadata, deadline)
+
+    def _look_up_lane(self) -> None:
         if self._lane_lookup is None and time.monotonic() >= self._lane_retry_at:
-            self._lane_lookup = asyncio.get_running_loop().create_task(self._look_up_lane())
-        return None
+            self._lane_lookup = asyncio.get_running_loop().create_task(self._where())
 
-    async def _look_up_lane(self) -> None:
-        from runtime.lane import (  # the lane imports this package
-            WHERE_METHOD,
-            LaneClient,
-            parse_where,
-        )
-
-        where = self._channels[0].unary_unary(WHERE_METHOD, request_serializer=None, response_deserializer=None)
+    async def _where(self) -> None:
         try:
-            answer: bytes = await where(b"", timeout=2.0)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            answer, _ = await self._grpc.unary(WHERE_METHOD, b"", (), Deadline.after(2.0))
+        except CallError as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:
                 self._lanes = False  # this worker has no lane: gRPC it is, for good
                 log.info("worker %s serves no lane; calls to it use gRPC", self.address)
             else:
@@ -159,42 +225,27 @@ class _Instance:
         named = parse_where(answer)
         if named is None:
             self._lanes = False
-            log.warning("worker %s serves a lane this gateway cannot speak (%r); using gRPC", self.address, answer[:40])
+            log.warning("worker %s serves a lane other than %s (%r); using gRPC", self.address, PROTOCOL, answer[:40])
             return
         # The port the worker names, on the host this pool already reaches it at: a worker bound
         # to 0.0.0.0 names that address, which means nothing to the caller.
         port = named.rpartition(":")[2]
         address = f"{self.address.rpartition(':')[0]}:{port}"
-        self._lane = LaneClient(address, max_message_bytes=self._max_message_bytes)
-        log.debug("worker %s: calls go over its lane at %s", self.address, address)
+        if self._lanes:
+            self._lane = LaneClient(address, max_message_bytes=self._max_message_bytes)
+            log.debug("worker %s: calls go over its lane at %s", self.address, address)
 
-    def channel(self) -> tuple[int, grpc.aio.Channel]:
-        index = self._next % len(self._channels)
-        self._next = index + 1
-        return index, self._channels[index]
-
-    def unary_unary(self, method_path: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
-        index, channel = self.channel()
-        cache = self._callables[index]
-        callable_ = cache.get(method_path)
-        if callable_ is None:
-            # No serializers: payloads are bytes on both sides and nothing is decoded here.
-            callable_ = channel.unary_unary(method_path, request_serializer=None, response_deserializer=None)
-            cache[method_path] = callable_
-        return callable_
-
-    def lane_failed(self, lane: Any, *, unreached: bool) -> Any:
-        """The lane itself failed a call: stop handing it out, ask the worker again, and return
-        the lane for the caller to close (None when it was retired already).
+    def _lane_failed(self, lane: LaneClient, *, unreached: bool) -> None:
+        """The lane itself failed a call: stop using it, ask the worker again, close it.
 
         The gRPC address is what names a worker; its lane port may change when a worker is
         restarted on the same gRPC port, and then only a fresh lookup finds the new one. A lane
-        that never connected at all (``unreached``: a port the worker names but this host cannot
-        reach, as behind a port mapping) is asked for later and later, calls keeping to gRPC
-        meanwhile; one that worked before is asked for again at once.
+        that never connected at all (a port the worker names but this host cannot reach, as
+        behind a port mapping) is asked for later and later, calls keeping to gRPC meanwhile;
+        one that worked before is asked for again at once.
         """
-        if self._lane is not lane or lane is None:
-            return None
+        if self._lane is not lane:
+            return
         self._lane = None
         delay = 0.0
         if unreached and not lane.connected:
@@ -204,26 +255,29 @@ class _Instance:
         else:
             self._lane_misses = 0
         self._lane_retry_at = time.monotonic() + delay
-        return lane
+        # Calls still out on it get the same grace as a retired instance.
+        task = asyncio.get_running_loop().create_task(lane.close(self._close_grace))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     async def close(self, grace: float | None) -> None:
         self._lanes = False
         if self._lane_lookup is not None:
             self._lane_lookup.cancel()
         lane, self._lane = self._lane, None
-        closing = [channel.close(grace) for channel in self._channels]
+        closing = [self._grpc.close(grace), *self._retired]
         if lane is not None:
             closing.append(lane.close(grace))
-        await asyncio.gather(*closing)
+        await asyncio.gather(*closing, return_exceptions=True)
 
 
-class ChannelPool:
-    """The channels of a module client: per module, over its instances, with health marks.
 
-    ``interceptors`` (e.g. :func:`runtime.client.client_interceptors`) are attached to every
-    channel; the same list objects are reused, never rebuilt per call. ``close_grace`` is how
-    long calls in flight on a channel whose instance was removed may still finish. ``lanes``:
-    calls to workers that serve a lane (:mod:`runtime.lane`) go over it instead of gRPC.
+class InstancePool:
+    """Transports to the instances of each module key, picked round-robin, outliers ejected.
+
+    A key is a module name, or ``module@version`` for the gateway, which keeps apart the
+    instances serving each version. ``close_grace`` is how long calls in flight to an instance
+    that left may still finish; ``lanes``: calls to workers that serve a lane go over it.
     """
 
     def __init__(
@@ -231,136 +285,109 @@ class ChannelPool:
         *,
         channels_per_instance: int = 1,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        # grpc-stubs cannot spell the aio interceptor types, hence Any.
-        interceptors: Sequence[Any] = (),
         close_grace: float = 5.0,
         lanes: bool = False,
+        local: InProcessModules | None = None,
+        outliers: Outliers | None = None,
     ) -> None:
         if channels_per_instance < 1:
             raise ValueError("channels_per_instance must be at least 1")
-        self._channels_per_instance = channels_per_instance
-        self._options = channel_options(max_message_bytes, separate=channels_per_instance > 1)
-        self._interceptors = list(interceptors)
+        self._channels = channels_per_instance
         self._close_grace = close_grace
         self._lanes = lanes
         self._max_message_bytes = max_message_bytes
+        self.local = local
+        self.outliers = outliers or Outliers()
         self._pickers: dict[str, RoundRobin] = {}
-        self._instances: dict[str, _Instance] = {}
-        self._unhealthy: set[str] = set()
-        self._retired: list[_Instance] = []
+        self._workers: dict[str, _Worker] = {}
+        self._retired: list[_Worker] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    async def __aenter__(self) -> ChannelPool:
+    async def __aenter__(self) -> InstancePool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    # -- membership and health -------------------------------------------------------------
+    # -- membership --------------------------------------------------------------------------
 
-    def update(self, module: str, addresses: Sequence[str]) -> None:
-        """Replace the instances of ``module``. Channels no module uses any more are closed,
-        giving their calls in flight ``close_grace`` seconds; an empty list removes the module.
+    def update(self, key: str, addresses: Sequence[str]) -> None:
+        """Replace the instances of ``key``. Instances no key uses any more are closed, giving
+        their calls in flight ``close_grace`` seconds; an empty list removes the key.
         """
         if self._closed:
             raise Unavailable("the module client is closed")
-        current = self._pickers.get(module)
+        current = self._pickers.get(key)
         if current is not None and current.addresses == tuple(dict.fromkeys(addresses)):
             return  # unchanged: keep the round-robin position
         if addresses:
-            self._pickers[module] = RoundRobin(addresses)
+            self._pickers[key] = RoundRobin(addresses)
         else:
-            self._pickers.pop(module, None)
+            self._pickers.pop(key, None)
         in_use = {address for picker in self._pickers.values() for address in picker.addresses}
-        for address in [a for a in self._instances if a not in in_use]:
-            self._retire(self._instances.pop(address))
-        self._unhealthy &= in_use
+        gone = [a for a in (current.addresses if current is not None else ()) if a not in in_use]
+        for address in gone:
+            worker = self._workers.pop(address, None)
+            if worker is not None:
+                self._retire(worker)
+        self.outliers.forget(gone)
 
-    def mark_unhealthy(self, address: str) -> None:
-        """Send no new calls to ``address`` while another instance of its module is healthy."""
-        self._unhealthy.add(address)
-
-    def mark_healthy(self, address: str) -> None:
-        self._unhealthy.discard(address)
-
-    def modules(self) -> tuple[str, ...]:
+    def keys(self) -> tuple[str, ...]:
         return tuple(self._pickers)
 
-    def addresses(self, module: str) -> tuple[str, ...]:
-        """The instances of ``module``, healthy or not; empty when the module is unknown."""
-        picker = self._pickers.get(module)
+    def addresses(self, key: str) -> tuple[str, ...]:
+        """The instances of ``key``, ejected or not; empty when the key is unknown."""
+        picker = self._pickers.get(key)
         return () if picker is None else picker.addresses
 
-    def is_healthy(self, address: str) -> bool:
-        return address not in self._unhealthy
+    def known(self, key: str) -> bool:
+        """Whether calls to ``key`` have somewhere to go: in process, or some instance."""
+        return (self.local is not None and self.local.lookup(key) is not None) or key in self._pickers
 
     # -- picking -----------------------------------------------------------------------------
 
-    def _instance(self, module: str) -> _Instance:
-        if self._closed:
-            raise Unavailable("the module client is closed")
-        picker = self._pickers.get(module)
-        address = None if picker is None else picker.pick(self._unhealthy)
-        if address is None:
-            raise Unavailable(f"no instance of module {module!r} is known")
-        instance = self._instances.get(address)
-        if instance is None:
-            channels = [
-                grpc.aio.insecure_channel(address, options=self._options, interceptors=self._interceptors)
-                for _ in range(self._channels_per_instance)
-            ]
-            instance = self._instances[address] = _Instance(
-                address, channels, lanes=self._lanes, max_message_bytes=self._max_message_bytes
-            )
-        return instance
-
-    def pick(self, module: str) -> tuple[str, grpc.aio.Channel]:
-        """The address and channel for the next call to ``module``.
+    def pick(self, key: str) -> tuple[str, Transport]:
+        """The address and transport for the next call to ``key`` (:data:`IN_PROCESS` for a
+        module served in this process).
 
         Raises :class:`~runtime.errors.Unavailable` naming the module when it has no instance.
         Must be called with the event loop running (channels are created on first use).
         """
-        instance = self._instance(module)
-        return instance.address, instance.channel()[1]
-
-    def unary_unary(self, module: str, method_path: str) -> tuple[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]:
-        """Like :meth:`pick`, but the raw-bytes unary callable for ``method_path``, cached."""
-        instance = self._instance(module)
-        return instance.address, instance.unary_unary(method_path)
-
-    def route(
-        self, module: str, method_path: str
-    ) -> tuple[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes], Any]:
-        """Like :meth:`unary_unary`, plus the instance's lane client when calls should use it."""
-        instance = self._instance(module)
-        return instance.address, instance.unary_unary(method_path), instance.lane()
-
-    def lane_failed(self, address: str, lane: Any, *, unreached: bool = False) -> None:
-        """A call over the lane of ``address`` was UNAVAILABLE: look that worker's lane up again
-        (later and later while it cannot be ``unreached``)."""
-        instance = self._instances.get(address)
-        retired = None if instance is None else instance.lane_failed(lane, unreached=unreached)
-        if retired is not None:  # calls still out on it get the same grace as a retired channel
-            self._track(asyncio.get_running_loop().create_task(retired.close(self._close_grace)))
+        if self._closed:
+            raise Unavailable("the module client is closed")
+        local = self.local.lookup(key) if self.local is not None else None
+        if local is not None:
+            return IN_PROCESS, local
+        picker = self._pickers.get(key)
+        address = None if picker is None else picker.pick(self.outliers.ejected())
+        if address is None:
+            raise Unavailable(f"no instance of module {key!r} is known")
+        worker = self._workers.get(address)
+        if worker is None:
+            worker = self._workers[address] = _Worker(
+                address,
+                channels=self._channels,
+                max_message_bytes=self._max_message_bytes,
+                lanes=self._lanes,
+                close_grace=self._close_grace,
+            )
+        return address, worker
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _retire(self, instance: _Instance) -> None:
+    def _retire(self, worker: _Worker) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._retired.append(instance)  # closed by close(), which runs on a loop
+            self._retired.append(worker)  # closed by close(), which runs on a loop
             return
-        self._track(loop.create_task(instance.close(self._close_grace)))
-
-    def _track(self, task: asyncio.Task[None]) -> None:
-        """Keep a closing task until it ends, so that :meth:`close` can wait for it."""
+        task = loop.create_task(worker.close(self._close_grace))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def close(self, grace: float | None = None) -> None:
-        """Close every channel. ``grace``: seconds calls in flight may still take (None: cancel).
+        """Close every transport. ``grace``: seconds calls in flight may still take (None: cancel).
 
         Safe to call twice; after it, calls raise :class:`~runtime.errors.Unavailable`.
         """
@@ -368,11 +395,10 @@ class ChannelPool:
             return
         self._closed = True
         self._pickers.clear()
-        instances = [*self._instances.values(), *self._retired]
-        self._instances.clear()
+        workers = [*self._workers.values(), *self._retired]
+        self._workers.clear()
         self._retired.clear()
-        self._unhealthy.clear()
-        await asyncio.gather(*(instance.close(grace) for instance in instances))
+        await asyncio.gather(*(worker.close(grace) for worker in workers))
         if self._closing:
-            # Channels retired earlier are still draining; wait for them, whatever became of them.
+            # Instances retired earlier are still draining; wait for them, whatever became of them.
             await asyncio.gather(*self._closing, return_exceptions=True)

@@ -2,8 +2,9 @@
 
 A failed call is tried again only when all of these hold:
 
-* the method is idempotent (the caller says so; the manifest knows);
-* the failure is ``UNAVAILABLE``: the request never reached a handler, or the worker went away.
+* it never reached anyone (:class:`~runtime.transport.Unreached`: nothing was sent, so any call
+  may go elsewhere), or the method is idempotent (the manifest says so) and the failure is
+  ``UNAVAILABLE``: the worker went away, or said it cannot serve right now.
   ``DEADLINE_EXCEEDED`` is not retried, because the deadline is shared by every attempt and is
   already spent; neither is anything else, and ``asyncio.CancelledError`` never is;
 * attempts remain (``stop_after_attempt``);
@@ -11,7 +12,8 @@ A failed call is tried again only when all of these hold:
 * the module's :class:`RetryBudget` has a retry to spend.
 
 Backoff is tenacity's ``wait_random_exponential``: exponential growth with full jitter, so a
-crowd of clients that failed together does not come back together.
+crowd of clients that failed together does not come back together. A method's own policy comes
+from the ``retry`` table of its ``module.toml`` (:meth:`RetryPolicy.from_manifest`).
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from runtime.deadline import Clock, Deadline
-from runtime.errors import Unavailable
+from runtime.transport import CallError, Unreached
+
+if TYPE_CHECKING:
+    from runtime.manifest import RetryPolicy as ManifestRetry
 
 __all__ = [
     "RetryBudget",
@@ -112,9 +119,15 @@ class RetryBudget:
         return max(0, self._reserve + self._total) / _UNITS
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Only ``UNAVAILABLE`` is worth another attempt; cancellation never is."""
-    return isinstance(exc, Unavailable)
+def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
+    """Whether a failed attempt may be tried again; cancellation never may.
+
+        >>> is_retryable(Unreached("connection refused"), idempotent=False)
+        True
+    """
+    if isinstance(exc, Unreached):
+        return True
+    return idempotent and isinstance(exc, CallError) and exc.code == grpc.StatusCode.UNAVAILABLE
 
 
 class stop_before_deadline(stop_base):  # lower-case, like tenacity's own strategies
@@ -148,9 +161,11 @@ class RetryPolicy:
     max_attempts: int = 3
     """Attempts in total, the first included; 1 turns retries off."""
     initial_backoff: float = 0.05
-    """Seconds: the jitter window after the first failure; it doubles after each failure."""
+    """Seconds: the jitter window after the first failure."""
     max_backoff: float = 1.0
     """Seconds: the jitter window never grows past this."""
+    multiplier: float = 2.0
+    """How much the jitter window grows after each failure."""
     budget_ratio: float = 0.2
     """Retries may add at most this fraction on top of requests, per module."""
     budget_min_per_second: float = 10.0
@@ -163,10 +178,28 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
             raise ValueError("backoff must satisfy 0 <= initial_backoff <= max_backoff")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be at least 1")
+
+    @classmethod
+    def from_manifest(cls, retry: ManifestRetry) -> RetryPolicy:
+        """The policy a method's ``[methods.<M>.retry]`` table in ``module.toml`` asks for."""
+        return cls(
+            max_attempts=retry.attempts,
+            initial_backoff=retry.initial_backoff,
+            max_backoff=retry.max_backoff,
+            multiplier=retry.backoff_multiplier,
+        )
 
     def wait(self) -> wait_random_exponential:
-        """The backoff strategy: full jitter over an exponentially growing window."""
-        return wait_random_exponential(multiplier=self.initial_backoff, max=self.max_backoff)
+        """The backoff strategy: full jitter over an exponentially growing window.
+
+        After failure ``n`` (1, 2, ...) the wait is uniform in
+        ``[0, min(max_backoff, initial_backoff * multiplier ** (n - 1))]``.
+        """
+        return wait_random_exponential(
+            multiplier=self.initial_backoff, max=self.max_backoff, exp_base=self.multiplier
+        )
 
     def budget(self, clock: Clock = time.monotonic) -> RetryBudget:
         """A fresh retry budget with this policy's parameters."""
@@ -178,7 +211,12 @@ class RetryPolicy:
         )
 
     def retrying(
-        self, *, deadline: Deadline | None, budget: RetryBudget, sleep: Sleep = asyncio.sleep
+        self,
+        *,
+        deadline: Deadline | None,
+        budget: RetryBudget,
+        idempotent: bool,
+        sleep: Sleep = asyncio.sleep,
     ) -> AsyncRetrying:
         """A tenacity controller for ONE call (tenacity keeps per-run state on the object).
 
@@ -190,6 +228,7 @@ class RetryPolicy:
             | stop_before_deadline(deadline)
             | stop_when_budget_spent(budget),
             wait=self.wait(),
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(lambda exc: is_retryable(exc, idempotent=idempotent)),
             reraise=True,
         )
+

@@ -9,13 +9,25 @@ a description; unknown keys and wrong types raise :class:`ConfigError` naming th
     'modrpc-dev'
 """
 
-from runtime.config._load import DEFAULT_CONFIG_FILE, ConfigError, load_settings
+from runtime.config._load import (
+    DEFAULT_CONFIG_FILE,
+    NOT_SETTINGS,
+    ConfigError,
+    env_name,
+    load_settings,
+    setting_keys,
+    setting_sources,
+    settings_table,
+    unknown_env,
+)
 from runtime.config._settings import (
     DEV_JWT_SECRET,
     ApiKeySettings,
     AuthSettings,
+    LimitsSettings,
     ObservabilitySettings,
     PlaygroundSettings,
+    RetentionSettings,
     SecretsSettings,
     Settings,
     is_loopback,
@@ -24,13 +36,21 @@ from runtime.config._settings import (
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEV_JWT_SECRET",
+    "NOT_SETTINGS",
     "ApiKeySettings",
     "AuthSettings",
     "ConfigError",
+    "LimitsSettings",
     "ObservabilitySettings",
     "PlaygroundSettings",
+    "RetentionSettings",
     "SecretsSettings",
     "Settings",
+    "env_name",
     "is_loopback",
     "load_settings",
+    "setting_keys",
+    "setting_sources",
+    "settings_table",
+    "unknown_env",
 ]

@@ -46,6 +46,8 @@ from runtime.fabric._types import (
     describe_error,
     outgoing_headers,
 )
+from runtime.status import error_of
+from runtime.transport import call_error
 
 __all__ = ["FabricHub", "HubFabric"]
 
@@ -288,8 +290,6 @@ class HubFabric:
         priority: int = 0,
         timeout: float | None = None,
     ) -> None:
-        from runtime.client import error_from_rpc_error
-
         call = self._require().unary_unary(f"/{SERVICE}/Publish", None, None)
         check_topic(topic)
         check_publish(self.options, topic, data, ttl, timeout)
@@ -300,7 +300,7 @@ class HubFabric:
         try:
             await call(_frame(header, data), timeout=None if timeout is None else timeout + 1.0)
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc_error(exc) from exc
+            raise error_of(call_error(exc).status, relay=False) from exc
 
     async def subscribe(
         self,

@@ -11,60 +11,51 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.rpc import status_pb2
-from grpc_status import rpc_status
 
-from runtime.client import (
-    HANDLER_ATTRIBUTE,
-    REQUEST_ID_ATTRIBUTE,
-    VERSION_ATTRIBUTE,
-    LocalAbort,
-    ModuleClient,
-    ServerTracer,
-)
-from runtime.deadline import Deadline
-from runtime.errors import InternalError, ModrpcError, Unavailable
+from runtime.client import ModuleClient
+from runtime.errors import InternalError, ModrpcError
 from runtime.gateway._auth import Authenticator
-from runtime.gateway._metadata import peer_ip
-from runtime.gateway._metadata import request_id as caller_or_new_request_id
-from runtime.gateway._roles import check_roles
-from runtime.gateway._usage import UsageReporter
-from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
-from runtime.observability import STEP_EVENT, RedMetrics, request_id_var
-from runtime.ratelimit import RateLimit, RateLimiter, check_rate
-from runtime.status import REQUEST_ID_KEY, rpc_status_of, with_request_id
-from runtime.versions import (
-    TransformStep,
-    VersionCatalog,
-    is_retired,
-    retired_error,
-    run_chain,
-    state_of,
+from runtime.gateway._ingress import (
+    Credentials,
+    Forward,
+    GatewayCall,
+    Step,
+    build_chain,
+    request_id,
 )
-from runtime.wire import method_path, request_message, response_message
+from runtime.gateway._usage import UsageReporter
+from runtime.manifest import MethodPolicy
+from runtime.observability import (
+    HANDLER_ATTRIBUTE,
+    STEP_EVENT,
+    RedMetrics,
+    ServerTracer,
+    request_id_var,
+)
+from runtime.ratelimit import RateLimiter
+from runtime.status import rpc_status_of
+from runtime.versions import Conversion, VersionCatalog, is_removed, is_retired, plan, state_of
+from runtime.wire import method_path
 
-__all__ = ["Credentials", "ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
+__all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
 
 log = logging.getLogger("modrpc.gateway")
 
 WORKER_STALE_SECONDS = 10.0
 """A worker whose last heartbeat is older than this gets no new traffic."""
 
-VERIFIED_TOKENS = 4096
-"""Bearer tokens whose verification is remembered (per gateway); the oldest go first beyond it."""
-
-Plan = tuple[str, tuple[TransformStep, ...]]
-"""Where a call at some version goes: the served version, and the steps that transform it."""
+Plan = tuple[str, Conversion | None]
+"""Where a call at some version goes: the served version, and the conversion it needs (None:
+the bytes pass through)."""
 
 
 def instances_key(module: str, version: str) -> str:
-    """The channel pool's key for the workers of ``module`` that serve ``version``.
+    """The instance pool's key for the workers of ``module`` that serve ``version``.
 
     Workers of one module may serve different versions side by side (a breaking version with
     no transformers), and a worker refuses a version it does not serve, so the gateway keeps
@@ -100,150 +91,77 @@ class ModuleRoutes:
     """Versions with no recent traffic: a call at one asks for its promotion to warm."""
 
 
-class Credentials:
-    """The ingress's authentication, with each verified bearer token remembered while it is valid.
+class Route:
+    """One method path: its policy, its chain of ingress steps, built once, and the gRPC handler.
 
-    Clients send the same token on every call until it expires, and checking its signature and
-    claims again each time is most of what authentication costs. A token string is verified
-    once; after that, the same string maps to the same principal for as long as the token's own
-    time window (``nbf``/``iat`` to ``exp``) holds on ``clock``. Outside that window, or for any
-    other kind of credential, :class:`Authenticator` decides afresh, so every refusal (expired,
-    not yet valid, bad signature...) still comes from it, with its message.
-
-    The principal's forwarded form (the ``x-modrpc-principal`` header) is kept with it, so a
-    cached call builds no strings either.
+    ``__call__`` is the handler (bytes in, bytes out): it frames the chain with the call's span,
+    metrics and final status, and runs the steps (:mod:`runtime.gateway._ingress`) in order.
     """
 
-    __slots__ = ("_auth", "_clock", "_size", "_tokens")
-
-    def __init__(self, auth: Authenticator, *, size: int = VERIFIED_TOKENS, clock: Callable[[], float] = time.time) -> None:
-        self._auth = auth
-        self._size = size
-        self._clock = clock
-        # authorization header -> (principal, forwarded header, valid from, valid until)
-        self._tokens: dict[str, tuple[Principal, str, float, float]] = {}
-
-    def authenticate(self, headers: Mapping[str, str], *, public: bool) -> tuple[Principal, str]:
-        """The caller's principal and its forwarded header; raises what the authenticator raises."""
-        authorization = headers.get("authorization")
-        if authorization is not None:
-            known = self._tokens.get(authorization)
-            if known is not None and known[2] <= self._clock() < known[3]:
-                return known[0], known[1]
-        principal = self._auth.authenticate(headers, public=public)
-        forwarded = principal_header(principal)
-        if authorization is not None and principal.method == "jwt":
-            self._remember(authorization, principal, forwarded)
-        return principal, forwarded
-
-    def _remember(self, authorization: str, principal: Principal, forwarded: str) -> None:
-        window = [principal.claims.get(claim, 0) for claim in ("nbf", "iat", "exp")]
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in window):
-            return  # the authenticator accepted it; without a plain time window it is not cached
-        not_before, issued, expires = (float(v) for v in window)
-        if len(self._tokens) >= self._size:
-            del self._tokens[next(iter(self._tokens))]
-        self._tokens[authorization] = (principal, forwarded, max(not_before, issued), expires)
-
-
-class Route:
-    """One method path. ``__call__`` is the gRPC handler: bytes in, bytes out."""
-
     __slots__ = (
-        "_plans", "handler_id", "hop_timeout", "idempotent", "limiter", "method", "module", "path",
-        "public", "rate_limit", "request_message", "response_message", "roles", "routes",
-        "services", "timeout", "usage",
+        "_forward", "_plans", "_steps", "handler_id", "method", "module", "path", "policy", "routes",
+        "services",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        *,
-        module: ModuleRoutes,
-        method: str,
-        policy: Mapping[str, Any],
-        services: _Services,
-    ) -> None:
+    def __init__(self, *, module: ModuleRoutes, method: str, policy: MethodPolicy, services: _Services) -> None:
         self.routes = module
         self.module = module.name
         self.method = method
         self.path = method_path(module.name, method)
         self.handler_id = f"{module.name}.{method}"
-        self.public = bool(policy.get("public", False))
-        self.roles = tuple(policy.get("roles", ()))
-        limit = policy.get("rate_limit")
-        self.rate_limit = RateLimit.parse(limit) if limit else None
-        self.timeout = float(policy.get("timeout", 5.0))
-        self.idempotent = bool(policy.get("idempotent", False))
-        self.request_message = request_message(method)
-        self.response_message = response_message(method)
+        self.policy = policy
         self.services = services
-        self.limiter = services.limiter
-        self.usage = services.usage
-        self.hop_timeout = services.hop_timeout
         self._plans: dict[str, Plan | None] = {}
+        self._steps: tuple[Step, ...]
+        self._forward: Forward
+        self._steps, self._forward = build_chain(self)
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The names of this route's steps, in the order a call runs them."""
+        names = [getattr(step, "__name__", None) or type(step).__name__ for step in self._steps]
+        return ("request_id", *names, type(self._forward).__name__)
 
     def plan(self, version: str) -> Plan | None:
-        """Where a call at ``version`` goes and the steps it needs; None when nothing serves it.
+        """Where a call at ``version`` goes and how; None when nothing serves it.
 
-        No steps means the bytes pass through untouched. That holds for a served version, and
-        also for a chain of compatible (non-breaking) versions none of which has a transformer
-        for this method: field numbers are never reused, so the old request bytes are valid new
-        request bytes and the new response bytes read fine as the old response. Computed once
-        per version; the route (and so the cache) is rebuilt whenever the table is.
+        Computed once per version; the route (and so the cache) is rebuilt whenever the table is.
         """
         if version in self._plans:
             return self._plans[version]
-        catalog = self.routes.catalog
-        found = catalog.route(version, self.routes.served)
-        plan: Plan | None = None
-        if found is not None:
-            target, steps = found
-            needed = any(
-                catalog.by_id[step.to_version].breaking or self.method in step.forward or self.method in step.backward
-                for step in steps
-            )
-            plan = (target, tuple(steps) if needed else ())
-        self._plans[version] = plan
-        return plan
+        found = plan(self.routes.catalog, self.method, version, self.routes.served, hop_timeout=self.services.hop_timeout)
+        self._plans[version] = found
+        return found
 
     async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        # Binary (-bin) values are not needed for routing; keeping text only keeps types simple.
-        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        request_id = caller_or_new_request_id(headers)
-        # Returned in the trailers, with the status, on success and failure alike: initial
-        # metadata sent on its own costs grpc.aio a batch of its own on every call.
-        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-        # The server span continues the caller's trace and carries the ids the caller may not
-        # have sent: the request id in force, this handler, and (below) the resolved version.
         services = self.services
-        span, span_token = services.tracing.start(
-            self.path, headers, {REQUEST_ID_ATTRIBUTE: request_id, HANDLER_ATTRIBUTE: self.handler_id}
-        )
-        token = request_id_var.set(request_id)
+        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        # The server span continues the caller's trace; the steps tag it with the request id in
+        # force and the resolved version.
+        span, span_token = services.tracing.start(self.path, headers, {HANDLER_ATTRIBUTE: self.handler_id})
+        call = GatewayCall(payload, headers, context, span)
         started = time.perf_counter()
         code: grpc.StatusCode | None = grpc.StatusCode.OK
         details: str | None = None
-        version = "unresolved"
+        request_id(call)  # the first step, ahead of the rest: every answer carries the id
+        token = request_id_var.set(call.request_id)
         try:
-            principal, principal_value = services.credentials.authenticate(headers, public=self.public)
-            traced = span.is_recording()  # each step then ends with an event: the playground's timeline
-            if traced:
-                span.add_event(STEP_EVENT, {"step": "authenticate", "value": principal.subject})
-            version = self.routes.catalog.resolve(headers.get("x-api-version"))
-            span.set_attribute(VERSION_ATTRIBUTE, version)
-            if traced:
-                span.add_event(STEP_EVENT, {"step": "resolve version", "value": version})
-            if version in self.routes.retired:
-                raise retired_error(self.module, version)
-            return await self._call(payload, context, headers, request_id, principal, principal_value, version, span if traced else None)
+            traced = span.is_recording()  # then each step ends with an event: the playground's timeline
+            for step in self._steps:
+                pending = step(call)
+                if pending is not None:
+                    await pending
+                if traced:
+                    span.add_event(STEP_EVENT, _step_event(step, call))
+            return await self._forward(call)
         except asyncio.CancelledError:
             code = None
             raise
         except Exception as exc:
             if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
-                log.error("call %s %s failed: %s", request_id, self.path, exc, exc_info=exc)
-            relayed = _relayed_status(exc)
-            status = with_request_id(relayed, request_id) if relayed is not None else rpc_status_of(exc, request_id)
+                log.error("call %s %s failed: %s", call.request_id, self.path, exc, exc_info=exc)
+            # A worker's own status (with its google.rpc details) goes back as it came.
+            status = rpc_status_of(exc, call.request_id, relay=True)
             code, details = status.code, status.details
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
@@ -252,115 +170,18 @@ class Route:
             ServerTracer.end(span, span_token, code, details)
             red = services.red
             if red is not None:
-                red.observe(self.path, version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
-
-    async def _call(
-        self,
-        payload: bytes,
-        context: grpc.aio.ServicerContext[bytes, bytes],
-        headers: dict[str, str],
-        request_id: str,
-        principal: Principal,
-        principal_value: str,
-        version: str,
-        span: Any = None,
-    ) -> bytes:
-        catalog = self.routes.catalog
-        if self.roles:
-            check_roles(principal, self.roles)
-        if self.rate_limit is not None:
-            await check_rate(self.limiter, f"{self.path}|{principal.subject}", self.rate_limit)
-        if span is not None:
-            span.add_event(STEP_EVENT, {"step": "roles and rate limit"})
-        plan = self.plan(version)
-        if plan is None:
-            raise Unavailable(
-                f"no healthy worker serves {self.module} {version}, and no transformer chain leads "
-                f"from it to a served version ({', '.join(self.routes.served) or 'none running'})"
-            )
-        target, steps = plan
-        if span is not None:
-            hops = f" via {len(steps)} transformer hop{'s' if len(steps) != 1 else ''}" if steps else ""
-            span.add_event(STEP_EVENT, {"step": "route", "value": f"{target}{hops}"})
-        instances = instances_key(self.module, target)
-        self.usage.count(self.module, version)
-        if version in self.routes.cold and self.services.reporter is not None:
-            self.services.reporter.promote_soon(self.module, version)
-        remaining = context.time_remaining()
-        deadline = Deadline.earliest(Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout))
-        out_metadata = [
-            (REQUEST_ID_KEY, request_id),
-            ("x-api-version", target),
-            (PRINCIPAL_HEADER, principal_value),
-        ]
-        flags = headers.get("x-flags")
-        if flags:
-            out_metadata.append(("x-flags", flags))
-        # Metadata normalisation: grpc hands keys over lower-cased, and only the keys named here
-        # travel on, so hop-by-hop headers never reach a worker; x-forwarded-for gains this peer.
-        peer = peer_ip(context.peer())
-        forwarded_for = headers.get("x-forwarded-for")
-        if peer is not None:
-            forwarded_for = f"{forwarded_for}, {peer}" if forwarded_for else peer
-        if forwarded_for:
-            out_metadata.append(("x-forwarded-for", forwarded_for))
-        client: ModuleClient = self.services.client
-        if not steps:  # the hot path: the bytes go through untouched
-            response, _ = await client.call_raw(
-                instances, self.path, payload, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
-            )
-            return response
-        old = catalog.wire(version)
-        new = catalog.wire(target)
-        left = deadline.remaining if deadline is not None else None
-        transformed = await run_chain(
-            steps, self.method, old.decode(self.request_message, payload),
-            direction="forward", hop_timeout=self.hop_timeout, deadline_remaining=left,
-        )  # fmt: skip
-        try:
-            forwarded = new.encode(self.request_message, transformed)
-        except TypeError as exc:
-            raise InternalError(f"transformed {self.path} request does not fit {target}: {exc}") from exc
-        response_bytes, _ = await client.call_raw(
-            instances, self.path, forwarded, metadata=out_metadata, deadline=deadline, idempotent=self.idempotent
-        )
-        answer = await run_chain(
-            steps, self.method, new.decode(self.response_message, response_bytes),
-            direction="backward", hop_timeout=self.hop_timeout, deadline_remaining=left,
-        )  # fmt: skip
-        try:
-            return old.encode(self.response_message, answer)
-        except TypeError as exc:
-            raise InternalError(f"transformed {self.path} response does not fit {version}: {exc}") from exc
+                red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
 
 
-def _relayed_status(exc: BaseException) -> grpc.Status | None:
-    """A worker's own status with its ``google.rpc`` details (BadRequest, RetryInfo), if any.
-
-    The worker already chose the code, the safe message and the details; the gateway passes
-    them on unchanged rather than rebuilding a poorer copy. A worker in this process (the
-    embedded mode) hands its status over as a :class:`~runtime.client.LocalAbort`.
-    """
-    cause = exc.__cause__
-    if isinstance(cause, grpc.aio.AioRpcError):
-        status = rpc_status.from_call(cause)  # type: ignore[arg-type]
-    elif isinstance(cause, LocalAbort):
-        status = _local_status(cause)
-    else:
-        return None
-    if status is None or not status.details:
-        return None
-    return rpc_status.to_status(status)
-
-
-def _local_status(abort: LocalAbort) -> status_pb2.Status | None:
-    for key, value in abort.trailing_metadata:
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            try:
-                return status_pb2.Status.FromString(value)
-            except DecodeError:
-                return None
-    return None
+def _step_event(step: Step, call: GatewayCall) -> dict[str, str]:
+    """The attributes of the event a traced step ends with: its name and what it decided."""
+    name = getattr(step, "__name__", None) or type(step).__name__
+    decided = {
+        "Authenticate": call.principal.subject,
+        "ResolveVersion": call.version,
+        "PickInstance": call.target + (" through a conversion" if call.conversion is not None else ""),
+    }.get(name)
+    return {"step": name} if decided is None else {"step": name, "value": decided}
 
 
 @dataclass
@@ -377,6 +198,8 @@ class _Services:
     """Flushes usage to the store and promotes cold versions (None: usage stays in memory)."""
     tracing: ServerTracer = field(default_factory=ServerTracer)
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
+    privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """``x-flags`` that travel on only for callers with one of their roles (``snapshot``)."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 
@@ -406,6 +229,8 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
         records = await store.list_versions(module)
         if not records:
             continue
+        if all(is_removed(r.metadata) for r in records) and not any(w.module == module for w in workers):
+            continue  # removed from its project and no worker left: no longer served or listed
         labels = await store.labels(module)
         catalog = VersionCatalog.from_records(module, records, labels)
         alive = [
@@ -430,9 +255,10 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
         policies = {h["method"]: h.get("policy", {}) for h in manifest.get("handlers", ())}
         methods = {m.name for v in catalog.versions for m in v.schema.methods}
         for method in sorted(methods):
-            route = Route(module=entry, method=method, policy=policies.get(method, {}), services=services)
+            policy = MethodPolicy.model_validate(policies.get(method, {}))
+            route = Route(module=entry, method=method, policy=policy, services=services)
             routes[route.path] = route
-    for key in pool.modules():
+    for key in pool.keys():
         if key not in keys:  # no healthy worker serves that version any more
             pool.update(key, [])
     # grpc.aio recognises coroutine functions, not objects with an async __call__: pass the method.

@@ -14,30 +14,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from runtime.client import (
-    ChannelPool,
-    ClientTracer,
-    LocalTransport,
-    ModuleClient,
-    ServerTracer,
-)
+from runtime.client import InstancePool, ModuleClient
 from runtime.config import Settings
-from runtime.errors import ExpectedError, NotFound, Unavailable
+from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
+from runtime.gateway._flags import privileged_flags
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
+from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
-from runtime.observability import AdminServer, Metrics, RedMetrics, start_admin_server
+from runtime.health import HealthService
+from runtime.limits import grpc_server_limits
+from runtime.observability import (
+    AdminServer,
+    ClientTracer,
+    Metrics,
+    RedMetrics,
+    ServerTracer,
+    start_admin_server,
+)
 from runtime.ratelimit import open_ratelimiter
-from runtime.wire import handler_id_of, service_name, serving_pool
+from runtime.transport import InProcessModules
+from runtime.versions import VersionedReflection
+from runtime.wire import handler_id_of, service_name
 
 __all__ = ["Gateway", "authenticator_from_settings"]
 
@@ -64,54 +69,14 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
 
 
 class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Looks a method path up in the current table; unknown paths get UNIMPLEMENTED from grpc."""
+    """Looks a method path up in the current table; unknown paths fall through to the handlers
+    registered after it (health, reflection, then :class:`UnknownMethods`)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         return self._gateway.table.handlers.get(handler_call_details.method)
-
-
-class _VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type: ignore[misc]
-    """Server reflection whose descriptors follow the caller's ``x-api-version``."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
-        self._cache: dict[tuple[Any, ...], ReflectionServicer] = {}
-
-    def _servicer(self, header: str | None) -> ReflectionServicer:
-        table = self._gateway.table
-        chosen = []
-        for name in sorted(table.modules):
-            catalog = table.modules[name].catalog
-            try:
-                version = catalog.resolve(header)
-            except NotFound:  # a module with no version that old: show its default
-                version = catalog.resolve(None)
-            chosen.append((name, version))
-        key = (id(table), *chosen)
-        servicer = self._cache.get(key)
-        if servicer is None:
-            files = [table.modules[m].catalog.by_id[v].descriptor for m, v in chosen]
-            names = [service_name(m) for m, _ in chosen] + [health.SERVICE_NAME, reflection.SERVICE_NAME]
-            servicer = ReflectionServicer(sorted(names), pool=serving_pool(files))
-            if len(self._cache) > 64:
-                self._cache.clear()
-            self._cache[key] = servicer
-        return servicer
-
-    async def ServerReflectionInfo(
-        self, request_iterator: AsyncIterator[reflection_pb2.ServerReflectionRequest], context: Any
-    ) -> AsyncIterator[reflection_pb2.ServerReflectionResponse]:
-        header = next((v for k, v in context.invocation_metadata() or () if k == "x-api-version"), None)
-        try:
-            servicer = self._servicer(header)
-        except ExpectedError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
-            return
-        async for response in servicer.ServerReflectionInfo(request_iterator, context):
-            yield response
 
 
 class Gateway:
@@ -128,7 +93,7 @@ class Gateway:
         *,
         host: str | None = None,
         port: int | None = None,
-        local: LocalTransport | None = None,
+        local: InProcessModules | None = None,
     ) -> None:
         self.settings = settings
         self.local = local
@@ -139,7 +104,7 @@ class Gateway:
         self.usage = Usage()
         self.store: Any = None
         self._server: grpc.aio.Server | None = None
-        self._health = HealthServicer()
+        self._health = HealthService()
         self._tasks: list[asyncio.Task[None]] = []
         self._services: _Services | None = None
         self._changed = asyncio.Event()
@@ -162,7 +127,7 @@ class Gateway:
         await self.store.start()
         # Client spans are made inline by the module client: a grpc.aio client interceptor would
         # add a task and wrapper objects to every call.
-        pool = ChannelPool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane)
+        pool = InstancePool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane, local=self.local)
         self._services = _Services(
             auth=authenticator_from_settings(settings),
             limiter=open_ratelimiter(
@@ -170,21 +135,21 @@ class Gateway:
                 failure_mode=settings.ratelimit_failure_mode,
                 max_keys=settings.ratelimit_max_keys,
             ),
-            client=ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of), local=self.local),
+            client=ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of)),
             tracing=ServerTracer(handler_of=handler_id_of),
             usage=self.usage,
             red=RedMetrics(self.metrics),
             reporter=UsageReporter(self.store, self.usage.counts),
+            privileged_flags=privileged_flags(settings.auth.snapshot_roles),
         )
         if settings.admin_port:
             self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
             log.info("gateway metrics on http://%s:%d/metrics", settings.host, self._admin.port)
         await self.refresh()
+        # Connections, streams, timeouts and message sizes are bounded by grpc core itself.
+        limits = grpc_server_limits(settings.limits, settings.max_message_bytes)
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ],
+            options=limits.options, maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs
         )
         server.add_generic_rpc_handlers((_Router(self),))
         # No tracing interceptor: grpc.aio would run it as one more coroutine on every call. Each
@@ -192,7 +157,15 @@ class Gateway:
         # the module client's span carries it on to the worker, so one trace spans caller →
         # gateway → worker → module calls. Health checks and reflection are not traced here.
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(_VersionedReflection(self), server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            VersionedReflection(
+                lambda: {name: module.catalog for name, module in self.table.modules.items()},
+                (health.SERVICE_NAME, reflection.SERVICE_NAME),
+            ),
+            server,
+        )
+        # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
+        server.add_generic_rpc_handlers((UnknownMethods(self._services.red),))
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if bound == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")

@@ -8,9 +8,9 @@ address, built on :class:`asyncio.Protocol` callbacks (not streams, which cost a
 read). Workers keep serving gRPC to everyone else; the lane is an extra port, whose address a
 worker gives out through the raw-bytes gRPC method :data:`WHERE_METHOD`.
 
-Both ends speak :data:`~runtime.client.LocalCall`, the contract of in-process calls:
-:class:`LaneServer` serves one (a worker's ``LocalEndpoints``) and :class:`LaneClient` is one,
-so the module client traces, translates and retries lane calls exactly like gRPC calls.
+Both ends speak the call contract, :class:`~runtime.transport.Transport`: :class:`LaneServer`
+serves one (a worker's endpoints) and :class:`LaneClient` is one, so the module client traces,
+translates and retries lane calls exactly like gRPC calls.
 
 The format (see ``_frames.py``): every frame is a 9-byte header ``!IIB`` (body length, stream
 id, kind) and a body of that length. The client sends REQUEST (method path, metadata pairs,
@@ -27,10 +27,10 @@ requests are not read holds new calls (within their deadlines) until the connect
 Neither end buffers without bound. The module client retires a lane only for the lane's own
 failures (never for a handler's UNAVAILABLE), and closing one gives its calls the pool's grace.
 
-    server = LaneServer(LocalEndpoints(service.endpoints), host="127.0.0.1")
+    server = LaneServer(service.endpoints, host="127.0.0.1")
     address = await server.start()
     client = LaneClient(address)
-    body, metadata = await client("/users.v1.UsersService/GetUser", payload, [], None)
+    body, trailers = await client.unary("/users.v1.UsersService/GetUser", payload, [], None)
 """
 
 from __future__ import annotations
@@ -41,9 +41,18 @@ import grpc
 import grpc.aio
 
 from runtime.lane._client import LaneClient
-from runtime.lane._server import LaneServer
+from runtime.lane._server import LaneLimits, LaneServer, lane_limits
 
-__all__ = ["PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneServer", "parse_where", "where_handler"]
+__all__ = [
+    "PROTOCOL",
+    "WHERE_METHOD",
+    "LaneClient",
+    "LaneLimits",
+    "LaneServer",
+    "lane_limits",
+    "parse_where",
+    "where_handler",
+]
 
 WHERE_METHOD = "/modrpc.lane.v1.Lane/Where"
 """The raw-bytes gRPC method a worker answers with its lane: ``modrpc-lane/1 host:port`` in UTF-8."""

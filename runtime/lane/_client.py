@@ -1,15 +1,17 @@
-"""The gateway's end of the lane: a :data:`~runtime.client.LocalCall` over one TCP connection.
+"""The caller's end of the lane: a :class:`~runtime.transport.Transport` over one TCP connection.
 
 Calls to one worker address share one connection, multiplexed by stream id: each call writes a
 REQUEST frame and waits on a future that the RESPONSE or STATUS frame for its stream id settles.
-Every failure arrives as :class:`~runtime.client.LocalAbort`, so the module client translates
+Every failure arrives as a :class:`~runtime.transport.CallError`, so the module client translates
 and retries lane calls exactly like gRPC calls:
 
+- the worker's own status → :class:`~runtime.transport.CallError`, as it sent it;
 - the worker cannot be reached, or refused the call without starting it (it is stopping) →
-  :class:`~runtime.client.Unreached`: UNAVAILABLE, and the call may go another way;
+  :class:`~runtime.transport.Unreached`: UNAVAILABLE, and the call may go another way;
 - the connection drops mid-call, or the client is closed under it →
-  :class:`~runtime.client.Disconnected`: UNAVAILABLE, naming the address;
-- the caller's deadline passes first → DEADLINE_EXCEEDED, and a CANCEL frame tells the worker;
+  :class:`~runtime.transport.Disconnected`: UNAVAILABLE;
+- the caller's deadline passes first → DEADLINE_EXCEEDED (a
+  :class:`~runtime.transport.TransportError`), and a CANCEL frame tells the worker;
 - a response past ``max_message_bytes`` → RESOURCE_EXHAUSTED.
 
 While the worker does not read (its send buffer is past the transport's high-water mark), new
@@ -24,11 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import grpc
 
-from runtime.client import Disconnected, LocalAbort, Unreached
 from runtime.deadline import Deadline
 from runtime.lane._frames import (
     CANCEL,
@@ -51,11 +52,10 @@ from runtime.lane._frames import (
 )
 from runtime.lane._protocol import FramedProtocol, shut
 from runtime.status import RpcStatus
+from runtime.transport import CallError, Disconnected, MetadataIn, Reply, TransportError, Unreached
 
 __all__ = ["LaneClient"]
 
-Pairs = tuple[tuple[str, str | bytes], ...]
-Reply = tuple[bytes, Pairs]
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _CLOSE_SECONDS = 1.0
@@ -65,17 +65,9 @@ _KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 3))
 keepalive, so a call with no deadline to a host that vanished fails in minutes, not hours."""
 
 
-def _unreached(details: str) -> Unreached:
-    """UNAVAILABLE for a call that was never sent: the module client then sends it over gRPC."""
-    return Unreached(RpcStatus(grpc.StatusCode.UNAVAILABLE, details))
-
-
-def _abort(code: grpc.StatusCode, details: str) -> LocalAbort:
-    return LocalAbort(RpcStatus(code, details))
-
-
-def _disconnected(details: str) -> Disconnected:
-    return Disconnected(RpcStatus(grpc.StatusCode.UNAVAILABLE, details))
+def _failed(code: grpc.StatusCode, details: str) -> TransportError:
+    """A status this end made up (deadline, size, malformed answer): not the worker's answer."""
+    return TransportError(RpcStatus(code, details))
 
 
 def _keep_alive(transport: asyncio.Transport) -> None:
@@ -146,9 +138,9 @@ class _Connection(FramedProtocol):
         self._release()  # callers waiting to write find the connection gone and go elsewhere
         reason = f": {exc}" if exc is not None else ""
         details = f"lane connection to {self.address} was lost{reason}"
-        self.fail_all(lambda: _disconnected(details))
+        self.fail_all(lambda: Disconnected(details))
 
-    def fail_all(self, error: Callable[[], LocalAbort]) -> None:
+    def fail_all(self, error: Callable[[], CallError]) -> None:
         """Fail every call still out with a fresh ``error()`` each."""
         pending, self.pending = self.pending, {}
         for future in pending.values():
@@ -173,20 +165,20 @@ class _Connection(FramedProtocol):
         self,
         method: str,
         payload: bytes,
-        metadata: Sequence[tuple[str, str | bytes]],
+        metadata: MetadataIn,
         timeout: float | None,
     ) -> tuple[int, asyncio.Future[Reply]]:
         """Write the REQUEST frame of a new stream; its id and the future its answer settles."""
         transport = self._transport
         if transport is None or transport.is_closing():
-            raise _unreached(f"lane connection to {self.address} is closed")
+            raise Unreached(f"lane connection to {self.address} is closed")
         self._last_id = stream_id = (self._last_id + 1) & 0xFFFFFFFF
         while stream_id in self.pending:  # after 2**32 calls the ids come round again
             self._last_id = stream_id = (stream_id + 1) & 0xFFFFFFFF
         try:
             frame = encode_request(stream_id, method, metadata, timeout, payload)
         except FrameError as exc:
-            raise _abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
+            raise _failed(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
         future: asyncio.Future[Reply] = self.loop.create_future()
         self.pending[stream_id] = future
         self.write_frame(frame)
@@ -200,7 +192,7 @@ class _Connection(FramedProtocol):
         if future is None:
             return
         if code is not None and not future.done():
-            future.set_exception(_abort(code, details))
+            future.set_exception(_failed(code, details))
         self._check_idle()
         transport = self._transport
         if transport is not None and not transport.is_closing():
@@ -220,7 +212,7 @@ class _Connection(FramedProtocol):
                 refused = self.pending.pop(frame.stream_id, None)
                 if refused is not None and not refused.done():
                     reason = "" if isinstance(frame, Oversized) else decode_refused(frame.body)
-                    refused.set_exception(_unreached(f"the lane at {self.address} refused the call: {reason}"))
+                    refused.set_exception(Unreached(f"the lane at {self.address} refused the call: {reason}"))
                 continue
             future = self.pending.pop(frame.stream_id, None)
             if future is None or future.done():
@@ -228,7 +220,7 @@ class _Connection(FramedProtocol):
             if isinstance(frame, Oversized):
                 limit = self._reader.max_body
                 message = too_large("response frame", frame.length, limit)
-                future.set_exception(_abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+                future.set_exception(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
             else:
                 self._settle(future, frame)
         if self.idle is not None:
@@ -240,35 +232,35 @@ class _Connection(FramedProtocol):
                 metadata, payload = decode_response(frame.body)
                 if len(payload) > self.max_message_bytes:
                     message = too_large("response message", len(payload), self.max_message_bytes)
-                    future.set_exception(_abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+                    future.set_exception(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
                 else:
                     future.set_result((payload, metadata))
             else:
                 assert frame.kind == STATUS
                 code, details, trailing = decode_status(frame.body)
                 status = RpcStatus(_CODES.get(code, grpc.StatusCode.UNKNOWN), details, trailing)
-                future.set_exception(LocalAbort(status))
+                future.set_exception(CallError(status))
         except FrameError as exc:
             future.set_exception(
-                _abort(
+                _failed(
                     grpc.StatusCode.INTERNAL, f"malformed lane answer from {self.address}: {exc}"
                 )
             )
 
     def _protocol_error(self, reason: str) -> None:
         details = f"malformed lane frame from {self.address}: {reason}"
-        self.fail_all(lambda: _abort(grpc.StatusCode.INTERNAL, details))
+        self.fail_all(lambda: _failed(grpc.StatusCode.INTERNAL, details))
         self.close()
 
 
 class LaneClient:
-    """A :data:`~runtime.client.LocalCall` to the lane server at ``address``.
+    """A :class:`~runtime.transport.Transport` to the lane server at ``address``.
 
     It connects on the first call (concurrent first calls share one attempt) and again on the
     first call after the connection dropped. Use one client per worker address.
 
         client = LaneClient("127.0.0.1:40123")
-        body, metadata = await client("/users.v1.UsersService/GetUser", payload, [], Deadline.after(2))
+        body, trailers = await client.unary("/users.v1.UsersService/GetUser", payload, [], Deadline.after(2))
         await client.close()
     """
 
@@ -289,12 +281,8 @@ class LaneClient:
         self.connected = False
         """Whether it ever connected: a lane that never could is not worth asking for soon again."""
 
-    async def __call__(
-        self,
-        method_path: str,
-        payload: bytes,
-        metadata: Sequence[tuple[str, str | bytes]],
-        deadline: Deadline | None,
+    async def unary(
+        self, method_path: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None
     ) -> Reply:
         connection = self._connection
         if connection is None or not connection.usable:
@@ -341,8 +329,8 @@ class LaneClient:
     def _deadline_message(self, method_path: str) -> str:
         return f"deadline exceeded before {method_path} answered over the lane to {self.address}"
 
-    def _deadline_exceeded(self, method_path: str) -> LocalAbort:
-        return _abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._deadline_message(method_path))
+    def _deadline_exceeded(self, method_path: str) -> TransportError:
+        return _failed(grpc.StatusCode.DEADLINE_EXCEEDED, self._deadline_message(method_path))
 
     def _expire(self, connection: _Connection, stream_id: int, method_path: str) -> None:
         """The deadline timer: fail the call and tell the server to stop working on it."""
@@ -352,7 +340,7 @@ class LaneClient:
 
     async def _connect(self, method_path: str, deadline: Deadline | None) -> _Connection:
         if self._closed:
-            raise _unreached(f"the lane client for {self.address} is closed")
+            raise Unreached(f"the lane client for {self.address} is closed")
         task = self._connecting
         if task is None:
             task = self._connecting = asyncio.get_running_loop().create_task(self._open())
@@ -376,12 +364,12 @@ class LaneClient:
                     self._port,
                 )
         except OSError as exc:  # refused, unreachable, or the connect timeout (TimeoutError)
-            raise _unreached(f"cannot reach the lane at {self.address}: {exc!r}") from exc
+            raise Unreached(f"cannot reach the lane at {self.address}: {exc!r}") from exc
         finally:
             self._connecting = None
         if self._closed:
             connection.close()
-            raise _unreached(f"the lane client for {self.address} is closed")
+            raise Unreached(f"the lane client for {self.address} is closed")
         self._connection = connection
         self.connected = True
         return connection
@@ -389,9 +377,9 @@ class LaneClient:
     async def close(self, grace: float | None = None) -> None:
         """Take no new calls, give those out ``grace`` seconds to end, then close. Safe twice.
 
-        New calls raise :class:`~runtime.client.Unreached` at once (the module client sends them
+        New calls raise :class:`~runtime.transport.Unreached` at once (the module client sends them
         over gRPC); calls still out after ``grace`` (None or 0: none) fail with
-        :class:`~runtime.client.Disconnected`. A worker that no longer reads is cut off after a
+        :class:`~runtime.transport.Disconnected`. A worker that no longer reads is cut off after a
         second rather than waited for.
         """
         self._closed = True
@@ -404,7 +392,7 @@ class LaneClient:
                 async with asyncio.timeout(grace):
                     await connection.idle
         details = f"the lane client for {self.address} was closed"
-        connection.fail_all(lambda: _disconnected(details))
+        connection.fail_all(lambda: Disconnected(details))
         connection._release()  # calls waiting for the worker to read go elsewhere
         await shut([connection], _CLOSE_SECONDS)
 

@@ -17,7 +17,6 @@ with the handler, its hooks and validators, to :func:`run_lifecycle` as one
 from runtime.lcc._context import Compensation, EffectKind, LocalContext, Redactor, current_context
 from runtime.lcc._events import EventKind, EventSink, LifecycleEvent, MemoryEventSink
 from runtime.lcc._hooks import LEVELS, PHASES, HookSpec, Level, Phase, run_hook
-from runtime.lcc._ids import is_valid_request_id, new_request_id
 from runtime.lcc._json import to_jsonable
 from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
 from runtime.lcc._meta import RequestMeta, parse_flags
@@ -31,12 +30,19 @@ from runtime.lcc._replay import (
     replay_meta,
     run_captured,
 )
-from runtime.lcc._snapshot import SNAPSHOT_FORMAT, Snapshot, TaskStatus, should_snapshot
+from runtime.lcc._snapshot import (
+    SNAPSHOT_FLAG,
+    SNAPSHOT_FORMAT,
+    Snapshot,
+    TaskStatus,
+    should_snapshot,
+)
 from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, RecordLog, SnapshotStore
 
 __all__ = [
     "LEVELS",
     "PHASES",
+    "SNAPSHOT_FLAG",
     "SNAPSHOT_FORMAT",
     "Compensation",
     "EffectKind",
@@ -63,8 +69,6 @@ __all__ = [
     "ValueChange",
     "current_context",
     "diff_replays",
-    "is_valid_request_id",
-    "new_request_id",
     "parse_flags",
     "replay",
     "replay_meta",

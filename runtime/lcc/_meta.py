@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.deadline import Clock, Deadline
-from runtime.identity import ANONYMOUS, Principal
-from runtime.lcc._ids import is_valid_request_id
+from runtime.identity import ANONYMOUS, Principal, is_valid_request_id
 
 __all__ = ["RequestMeta", "parse_flags"]
 

@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 from runtime.deadline import Clock
 from runtime.errors import InternalError, InvalidArgument, ModrpcError, status_of
+from runtime.identity import new_request_id
 from runtime.lcc._events import LifecycleEvent
-from runtime.lcc._ids import new_request_id
 from runtime.lcc._json import to_jsonable
 from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
 from runtime.lcc._meta import RequestMeta

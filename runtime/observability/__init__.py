@@ -1,12 +1,15 @@
 """Observability: JSON logs, OpenTelemetry metrics and traces, the admin port, and the audit trail.
 
 - Logs: :func:`configure_logging` writes JSON lines that carry the request id, handler and
-  version from :data:`request_id_var`, :data:`handler_var` and :data:`version_var`.
+  version from :data:`request_id_var`, :data:`handler_var` and :data:`version_var`, or
+  readable lines (:class:`ConsoleFormatter`) for a person at a terminal.
 - Metrics: :class:`Metrics` (counters, gauges, histograms over the OpenTelemetry API, exported in
   Prometheus format), :class:`RedMetrics` for per-call rate/errors/duration, and
   :func:`start_admin_server` serving ``/metrics``, ``/healthz`` and mounted ASGI apps on uvicorn.
-- Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured, and
-  :class:`TraceRing`, the recent spans of the process kept in memory (for the playground).
+- Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured;
+  :class:`ServerTracer` and :class:`ClientTracer` open each call's spans inline, tagged with the
+  request id, handler id and version; :class:`TraceRing` keeps the process's recent spans in
+  memory (for the playground).
 - Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`; :class:`LogTail`
   follows it (or the stored snapshots) from near its end.
 
@@ -25,17 +28,22 @@ from runtime.observability._audit import (
     AuditWriteError,
     FileAuditSink,
     StoreAuditSink,
+    audit_files,
+    bounded,
     open_audit_sink,
     outcome_of,
     read_audit_file,
 )
 from runtime.observability._logging import (
+    MODULE_ATTR,
+    ConsoleFormatter,
     JsonFormatter,
     configure_logging,
     handler_var,
     log_context,
     request_id_var,
     version_var,
+    wants_console,
 )
 from runtime.observability._metrics import (
     SECONDS_BUCKETS,
@@ -47,20 +55,33 @@ from runtime.observability._metrics import (
     RedMetrics,
 )
 from runtime.observability._ring import STEP_EVENT, SpanEvent, SpanRecord, TraceRing
+from runtime.observability._spans import (
+    HANDLER_ATTRIBUTE,
+    REQUEST_ID_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    ClientTracer,
+    ServerTracer,
+)
 from runtime.observability._tail import LogTail
 from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
 
 __all__ = [
+    "HANDLER_ATTRIBUTE",
+    "MODULE_ATTR",
     "OTLP_PACKAGE",
+    "REQUEST_ID_ATTRIBUTE",
     "SECONDS_BUCKETS",
     "STEP_EVENT",
+    "VERSION_ATTRIBUTE",
     "AdminLimits",
     "AdminServer",
     "AppendLog",
     "Attributes",
     "AuditRecord",
     "AuditSink",
-        "AuditWriteError",
+    "AuditWriteError",
+    "ClientTracer",
+    "ConsoleFormatter",
     "Counter",
     "FileAuditSink",
     "Gauge",
@@ -69,10 +90,13 @@ __all__ = [
     "LogTail",
     "Metrics",
     "RedMetrics",
+    "ServerTracer",
     "SpanEvent",
     "SpanRecord",
     "StoreAuditSink",
     "TraceRing",
+    "audit_files",
+    "bounded",
     "configure_logging",
     "configure_tracing",
     "handler_var",
@@ -83,4 +107,5 @@ __all__ = [
     "request_id_var",
     "start_admin_server",
     "version_var",
+    "wants_console",
 ]

@@ -258,6 +258,8 @@ class Playground:
             "role": self.settings.playground.role,
             "loopback": is_loopback(self.settings.host),
             "audit": str(self.settings.observability.audit_sink),
+            # Who may ask for a snapshot with x-flags (the gateway drops the flag for others).
+            "snapshot_roles": list(self.settings.auth.snapshot_roles),
         }
 
     def _modules_now(self) -> Mapping[str, Any]:

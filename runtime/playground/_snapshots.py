@@ -16,11 +16,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from runtime.client import error_from_status
 from runtime.errors import Unavailable
 from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from runtime.lcc import LogSnapshotStore, Snapshot
 from runtime.observability import LogTail
+from runtime.status import RpcStatus, error_of
 from runtime.wire import SANDBOX_SERVICE
 
 __all__ = ["Snapshots", "summary"]
@@ -120,7 +120,7 @@ class Snapshots:
                 raise Unavailable(
                     f"the worker of {module} at {workers[0].address} has no sandbox: its playground is off"
                 ) from error
-            raise error_from_status(error.code(), error.details()) from error
+            raise error_of(RpcStatus(error.code(), error.details() or "", ()), relay=False) from error
         data = json.loads(answer)
         assert isinstance(data, dict)
         return data

@@ -17,6 +17,7 @@ anyway: no port is opened and no call pays for it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -130,7 +131,7 @@ def timeline(request_id: str, spans: Sequence[SpanRecord], records: Sequence[Map
         for event in span.events:
             if event.name != STEP_EVENT:
                 continue
-            step = str(event.attributes.get("step", "step"))
+            step = _words(str(event.attributes.get("step", "step")))
             rows.append(
                 {
                     "id": f"{row_id}-{step}",
@@ -149,6 +150,12 @@ def timeline(request_id: str, spans: Sequence[SpanRecord], records: Sequence[Map
     rows.sort(key=lambda r: (r["start_ms"], -r["duration_ms"]))
     complete = bool(records) or not any(r["kind"] == "call" for r in rows)
     return {"request_id": request_id, "rows": rows, "found": True, "complete": complete}
+
+
+def _words(name: str) -> str:
+    """A step's class name as words: ``ResolveVersion`` → ``resolve version``."""
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).lower().split()
+    return " ".join(w for w in words if w != "step") or name
 
 
 def _span_label(span: SpanRecord, kind: str) -> str:

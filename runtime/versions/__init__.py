@@ -11,8 +11,10 @@ from runtime.versions._catalog import (
     encode_descriptor,
 )
 from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
+from runtime.versions._conversion import Conversion, plan
 from runtime.versions._lifecycle import (
     DAY,
+    REMOVED_KEY,
     Activity,
     LifecyclePolicy,
     LifecycleState,
@@ -23,7 +25,9 @@ from runtime.versions._lifecycle import (
     VersionUsage,
     apply_retirement,
     classify,
+    is_removed,
     is_retired,
+    mark_removed,
     plan_retirement,
     promote,
     record_usage,
@@ -33,12 +37,15 @@ from runtime.versions._lifecycle import (
     set_override,
     state_of,
 )
+from runtime.versions._reflection import VersionedReflection
 from runtime.versions._resolve import VersionId, VersionTable
 
 __all__ = [
     "DAY",
     "MAX_HOPS",
+    "REMOVED_KEY",
     "Activity",
+    "Conversion",
     "LifecyclePolicy",
     "LifecycleState",
     "Override",
@@ -52,11 +59,15 @@ __all__ = [
     "VersionInfo",
     "VersionTable",
     "VersionUsage",
+    "VersionedReflection",
     "apply_retirement",
     "classify",
     "decode_descriptor",
     "encode_descriptor",
+    "is_removed",
     "is_retired",
+    "mark_removed",
+    "plan",
     "plan_retirement",
     "promote",
     "record_usage",

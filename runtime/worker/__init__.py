@@ -1,20 +1,7 @@
-"""Workers: serve a module's handlers over gRPC inside the request lifecycle."""
+"""Workers: serve a module's handlers inside the request lifecycle, over gRPC, the lane and in
+process, all through one endpoint per method."""
 
-from runtime.worker._directory import WorkerDirectory
-from runtime.worker._endpoint import CallObserver, MethodEndpoint
-from runtime.worker._local import InProcessContext, LocalEndpoints
-from runtime.worker._server import Worker
-from runtime.worker._service import ModuleService, RemoteInvoker, WorkerDeps, load_catalog
+from runtime.worker._server import AuditObserver, Worker
+from runtime.worker._service import ModuleService, WorkerDeps, load_catalog
 
-__all__ = [
-    "CallObserver",
-    "InProcessContext",
-    "LocalEndpoints",
-    "MethodEndpoint",
-    "ModuleService",
-    "RemoteInvoker",
-    "Worker",
-    "WorkerDeps",
-    "WorkerDirectory",
-    "load_catalog",
-]
+__all__ = ["AuditObserver", "ModuleService", "Worker", "WorkerDeps", "load_catalog"]

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.client import ChannelPool
+from runtime.client import InstancePool
 
 __all__ = ["WorkerDirectory"]
 
@@ -21,7 +21,7 @@ log = logging.getLogger("modrpc.directory")
 class WorkerDirectory:
     """Feeds ``pool`` the addresses of healthy workers of ``modules`` from ``store``."""
 
-    def __init__(self, store: Any, pool: ChannelPool, modules: Sequence[str]) -> None:
+    def __init__(self, store: Any, pool: InstancePool, modules: Sequence[str]) -> None:
         self._store = store
         self._pool = pool
         self._modules = tuple(modules)

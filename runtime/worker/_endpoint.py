@@ -13,13 +13,12 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import grpc
 import pydantic
 from pydantic import TypeAdapter
 
-from runtime.client import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE, ServerTracer
 from runtime.context import GlobalContext, current_deadline, current_request_id
 from runtime.deadline import Deadline
 from runtime.errors import (
@@ -31,7 +30,7 @@ from runtime.errors import (
     ValidationFailed,
 )
 from runtime.gtype import FieldViolation, Schema, validate
-from runtime.identity import PRINCIPAL_HEADER, principal_from_header
+from runtime.identity import PRINCIPAL_HEADER, principal_from_header, request_id_of
 from runtime.lcc import (
     HookSpec,
     LifecycleCall,
@@ -39,24 +38,24 @@ from runtime.lcc import (
     MemoryEventSink,
     RequestMeta,
     SnapshotStore,
-    is_valid_request_id,
-    new_request_id,
     parse_flags,
     run_lifecycle,
 )
 from runtime.manifest import HandlerSpec, MethodPolicy
-from runtime.observability import handler_var, version_var
+from runtime.observability import (
+    HANDLER_ATTRIBUTE,
+    REQUEST_ID_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    ServerTracer,
+    handler_var,
+    version_var,
+)
 from runtime.status import REQUEST_ID_KEY, describe_violation, rpc_status_of
-from runtime.versions import VersionCatalog, run_chain
-from runtime.wire import method_path, request_message, response_message
+from runtime.transport import CallError, Metadata, MetadataIn, Reply
+from runtime.versions import Conversion, VersionCatalog, plan
+from runtime.wire import method_path
 
-__all__ = ["CallContext", "CallObserver", "MethodEndpoint"]
-
-if TYPE_CHECKING:
-    from runtime.worker._local import InProcessContext
-
-CallContext: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes] | InProcessContext"
-"""Where a call comes from: grpc.aio's servicer context, or an in-process call's stand-in."""
+__all__ = ["CallObserver", "MethodEndpoint"]
 
 log = logging.getLogger("modrpc.worker")
 
@@ -158,16 +157,15 @@ class MethodEndpoint:
         self.observer = observer
         self.hop_timeout = hop_timeout
         self.tracing = tracing or ServerTracer()
-        self.request_message = request_message(spec.method)
-        self.response_message = response_message(spec.method)
         schema: Schema = catalog.by_id[served].schema
         self.schema = schema
         m = schema.method(spec.method)
         self.request_node = schema.resolve(m.request)
         self.response_node = schema.resolve(m.response)
         self.types = _handler_types(spec)
-        self.served_wire = catalog.wire(served)
         self.timeout = policy.timeout
+        self._served_conversion = Conversion(catalog, spec.method, served, served)
+        self._conversions: dict[str, Conversion] = {}
 
     # -- the lifecycle's callables --------------------------------------------------------------
     def validate_request(self, request: Any) -> None:
@@ -206,18 +204,30 @@ class MethodEndpoint:
             log.error("handler %s returned %r, not its response type: %s", self.spec.handler_id, type(result), exc)
             raise InternalError("response has the wrong type") from exc
 
-    # -- the gRPC call --------------------------------------------------------------------------
-    async def __call__(self, payload: bytes, context: CallContext) -> bytes:
-        """Serve one call: from grpc.aio, or in process with an :class:`InProcessContext`."""
+    # -- the call ---------------------------------------------------------------------------------
+    def conversion(self, version: str) -> Conversion:
+        """How a call at ``version`` reaches the served version (built once per version)."""
+        conversion = self._conversions.get(version)
+        if conversion is None:
+            planned = plan(self.catalog, self.method, version, (self.served,), hop_timeout=self.hop_timeout)
+            if planned is None:
+                raise Unimplemented(
+                    f"{self.module} version {version} is not served here and no transformer chain "
+                    f"leads from it to {self.served}"
+                )
+            conversion = planned[1] or self._served_conversion
+            if len(self._conversions) < 64:  # bounded by the module's versions
+                self._conversions[version] = conversion
+        return conversion
+
+    async def serve(self, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        """Serve one call, however it came (gRPC, the lane, or in process): the call contract."""
         started = time.perf_counter()
-        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        request_id = headers.get(REQUEST_ID_KEY)
-        if not is_valid_request_id(request_id):
-            request_id = new_request_id()
-        assert request_id is not None
-        # In the trailers, sent with the status: headers sent on their own would cost grpc.aio a
-        # batch of their own (~40 us per call, a quarter of the cheapest call).
-        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        headers = {k: v for k, v in metadata if isinstance(v, str)}
+        request_id = request_id_of(headers.get(REQUEST_ID_KEY))
+        # In the trailers, with the status: headers sent on their own would cost grpc.aio a batch
+        # of their own (~40 us per call, a quarter of the cheapest call).
+        trailers: Metadata = ((REQUEST_ID_KEY, request_id),)
         # The server span, opened here rather than by an interceptor (which grpc.aio runs as an
         # extra coroutine per call): it continues the caller's trace, and the lifecycle's task
         # inherits it as the current span.
@@ -232,24 +242,9 @@ class MethodEndpoint:
         try:
             version = self.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
-            route = self.catalog.route(version, (self.served,))
-            if route is None:
-                raise Unimplemented(
-                    f"{self.module} version {version} is not served here and no transformer chain "
-                    f"leads from it to {self.served}"
-                )
-            _, steps = route
-            wire = self.catalog.wire(version) if steps else self.served_wire
-            request = wire.decode(self.request_message, payload)
-            remaining = context.time_remaining()
-            deadline = Deadline.earliest(
-                Deadline.from_timeout(remaining), Deadline.from_timeout(self.timeout)
-            )
-            if steps:
-                request = await run_chain(
-                    steps, self.method, request, direction="forward", hop_timeout=self.hop_timeout,
-                    deadline_remaining=deadline.remaining if deadline else None,
-                )  # fmt: skip
+            conversion = self.conversion(version)
+            deadline = Deadline.earliest(deadline, Deadline.after(self.timeout))
+            request = await conversion.request(payload, deadline)
             meta = RequestMeta(
                 request_id=request_id,
                 handler=self.spec.handler_id,
@@ -287,16 +282,7 @@ class MethodEndpoint:
                 handler_var.reset(handler_token)
                 version_var.reset(version_token)
                 current_deadline.reset(deadline_token)
-            if steps:
-                response = await run_chain(
-                    steps, self.method, response, direction="backward", hop_timeout=self.hop_timeout,
-                    deadline_remaining=deadline.remaining if deadline else None,
-                )  # fmt: skip
-            try:
-                return wire.encode(self.response_message, response)
-            except TypeError as exc:
-                log.error("cannot encode %s response: %s", self.spec.handler_id, exc)
-                raise InternalError("response could not be encoded") from exc
+            return await conversion.response(response, deadline), trailers
         except asyncio.CancelledError:
             # The caller went away or its deadline passed; audit and metrics record which, not
             # the INTERNAL that a bare CancelledError maps to.
@@ -312,9 +298,7 @@ class MethodEndpoint:
                 log.error("call %s %s failed: %s", request_id, self.spec.handler_id, exc, exc_info=exc)
             status = rpc_status_of(exc, request_id)
             code, details = status.code, status.details
-            # grpc-stubs lacks the aio context's abort_with_status; grpc.aio has it
-            await context.abort_with_status(status)  # type: ignore[union-attr]
-            raise  # abort_with_status raises; this line is never reached
+            raise CallError(status) from exc
         finally:
             ServerTracer.end(span, span_token, code, details)
             if self.observer is not None and meta is not None:

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 from pydantic import TypeAdapter
 
-from runtime.client import error_from_status
 from runtime.context import MethodTarget, current_request_id
 from runtime.errors import (
     FailedPrecondition,
@@ -55,6 +54,7 @@ from runtime.lcc import (
     run_hook,
     to_jsonable,
 )
+from runtime.status import RpcStatus, error_of
 from runtime.versions import run_chain
 from runtime.wire import SANDBOX_SERVICE
 
@@ -93,7 +93,7 @@ class _RecordedCalls:
         status = str(effect.get("status", "OK"))
         if status != "OK":
             code = getattr(grpc.StatusCode, status, grpc.StatusCode.UNKNOWN)
-            raise error_from_status(code, str(effect.get("message") or status))
+            raise error_of(RpcStatus(code, str(effect.get("message") or status), ()), relay=False)
         return TypeAdapter(target.response_type).validate_python(effect.get("response"))
 
 

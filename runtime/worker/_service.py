@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from pydantic import TypeAdapter
 
-from runtime.client import ModuleClient, ServerTracer
+from runtime.client import ModuleClient, RetryPolicy
 from runtime.context import (
     GlobalContext,
     MethodTarget,
@@ -22,16 +22,19 @@ from runtime.context import (
     current_request_id,
     subscriber_mark,
 )
-from runtime.errors import FailedPrecondition
+from runtime.deadline import Deadline
+from runtime.errors import FailedPrecondition, Unimplemented
 from runtime.identity import PRINCIPAL_HEADER
 from runtime.lcc import HookSpec, SnapshotStore
 from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
-from runtime.status import REQUEST_ID_KEY
+from runtime.observability import ServerTracer
+from runtime.status import REQUEST_ID_KEY, rpc_status_of
+from runtime.transport import CallError, MetadataIn, Reply, unary_handler
 from runtime.versions import VersionCatalog, encode_descriptor
 from runtime.wire import method_path, request_message, response_message, service_name
 from runtime.worker._endpoint import CallObserver, MethodEndpoint
 
-__all__ = ["ModuleService", "RemoteInvoker", "WorkerDeps", "load_catalog"]
+__all__ = ["ModuleEndpoints", "ModuleService", "RemoteInvoker", "WorkerDeps", "load_catalog"]
 
 log = logging.getLogger("modrpc.worker")
 
@@ -67,10 +70,18 @@ def load_catalog(loaded: LoadedModule) -> VersionCatalog:
 class RemoteInvoker:
     """``gctx.modules.X.method(req)``: encode, call the module's worker, decode. Typed both ways."""
 
-    def __init__(self, client: ModuleClient, catalogs: Mapping[str, VersionCatalog], caller: str) -> None:
+    def __init__(
+        self,
+        client: ModuleClient,
+        catalogs: Mapping[str, VersionCatalog],
+        caller: str,
+        retries: Mapping[tuple[str, str], RetryPolicy] | None = None,
+    ) -> None:
         self._client = client
         self._catalogs = catalogs
         self._caller = caller
+        self._retries = retries or {}
+        """(module, method) → the retry policy the callee's ``module.toml`` declares."""
         self._adapters: dict[type[Any], TypeAdapter[Any]] = {}
 
     def _adapter(self, t: type[Any]) -> TypeAdapter[Any]:
@@ -93,13 +104,14 @@ class RemoteInvoker:
         request_id = current_request_id.get()
         if request_id:
             metadata.append((REQUEST_ID_KEY, request_id))
-        response, _ = await self._client.call_raw(
+        response, _ = await self._client.call(
             target.module,
             method_path(target.module, target.method),
             payload,
             metadata=metadata,
             deadline=current_deadline.get(),
             idempotent=target.idempotent,
+            retry=self._retries.get((target.module, target.method)),
         )
         data = wire.decode(response_message(target.method), response)
         return self._adapter(target.response_type).validate_python(data)
@@ -115,6 +127,22 @@ def _hook_spec(hook: ResolvedHook) -> HookSpec:
         retries=hook.decl.retries,
         source=f"{hook.file}:{hook.line}",
     )
+
+
+class ModuleEndpoints:
+    """A module's endpoints by method path: the module itself as a
+    :class:`~runtime.transport.Transport`, which the lane serves and in-process callers call."""
+
+    __slots__ = ("_by_path",)
+
+    def __init__(self, endpoints: Mapping[str, MethodEndpoint]) -> None:
+        self._by_path = {endpoint.path: endpoint for endpoint in endpoints.values()}
+
+    async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        endpoint = self._by_path.get(method)
+        if endpoint is None:  # what grpc answers for a method no handler serves
+            raise CallError(rpc_status_of(Unimplemented(f"method {method} is not served here")))
+        return await endpoint.serve(payload, metadata, deadline)
 
 
 class ModuleService:
@@ -144,6 +172,8 @@ class ModuleService:
                 hop_timeout=deps.hop_timeout,
                 tracing=deps.tracing,
             )
+        self.transport = ModuleEndpoints(self.endpoints)
+        """The endpoints as one transport: what the lane and in-process callers reach."""
         self._subscriptions: list[Any] = []
 
     @classmethod
@@ -151,6 +181,7 @@ class ModuleService:
         catalog = load_catalog(loaded)
         targets: dict[str, dict[str, MethodTarget]] = {}
         catalogs: dict[str, VersionCatalog] = {}
+        retries: dict[tuple[str, str], RetryPolicy] = {}
         for dep in sorted(loaded.manifest.capabilities.modules):
             dep_loaded = loaded if dep == loaded.name else load_module(modules_dir / dep)
             catalogs[dep] = catalog if dep == loaded.name else load_catalog(dep_loaded)
@@ -164,11 +195,13 @@ class ModuleService:
                 )
                 for spec in dep_loaded.handlers
             }
+            for spec in dep_loaded.handlers:
+                retries[dep, spec.method] = RetryPolicy.from_manifest(dep_loaded.policy(spec.method).retry)
         caps = loaded.capabilities
         gctx = GlobalContext(
             module=loaded.name,
             capabilities=caps,
-            modules=ModuleRegistry(caps, targets, RemoteInvoker(deps.client, catalogs, loaded.name)),
+            modules=ModuleRegistry(caps, targets, RemoteInvoker(deps.client, catalogs, loaded.name, retries)),
             config=deps.config,
             fabric=deps.fabric,
             secrets=deps.secrets,
@@ -181,11 +214,7 @@ class ModuleService:
         return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)
 
     def generic_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
-        handlers = {
-            # raw bytes in and out; grpc.aio needs the coroutine method, not the callable object
-            method: grpc.unary_unary_rpc_method_handler(endpoint.__call__)
-            for method, endpoint in self.endpoints.items()
-        }
+        handlers = {method: unary_handler(endpoint.serve) for method, endpoint in self.endpoints.items()}
         return grpc.method_handlers_generic_handler(service_name(self.name), handlers)
 
     def store_records(self) -> list[Any]:

@@ -56,7 +56,12 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     folder = tmp_path_factory.mktemp("playground-up")
     gateway_port, admin_port = free_port(), free_port()
     env = isolated_env(folder)
-    env.update(MODRPC_ADMIN_PORT=str(admin_port), MODRPC_GATEWAY_PORT=str(gateway_port))
+    env.update(
+        MODRPC_ADMIN_PORT=str(admin_port),
+        MODRPC_GATEWAY_PORT=str(gateway_port),
+        # Asking for a snapshot with x-flags is a privilege; the minted dev token gets this role.
+        MODRPC_AUTH__SNAPSHOT_ROLES='["snapshots:take"]',
+    )
     log = (folder / "up.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "runtime.cli", "up"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log

@@ -1,6 +1,6 @@
 """The embedded mode: modules served inside the gateway's process, reached without a socket.
 
-A worker started with ``local=`` registers its endpoints in a :class:`LocalTransport`; a gateway
+A worker started with ``local=`` registers its endpoints in an :class:`InProcessModules`; a gateway
 given the same transport calls them in process. To prove no call takes the network, each test
 points the worker's record in the store at an address nobody listens on: a call that went over
 a channel would fail with UNAVAILABLE.
@@ -19,11 +19,13 @@ import grpc.aio
 import pytest
 from google.rpc import error_details_pb2
 
-from runtime.client import ChannelPool, LocalTransport, ModuleClient
+from runtime.client import InstancePool as ChannelPool
+from runtime.client import ModuleClient
 from runtime.config import Settings
 from runtime.errors import InvalidArgument, NotFound, Unimplemented
 from runtime.gateway import Gateway
 from runtime.store import WorkerRecord, open_store
+from runtime.transport import InProcessModules as LocalTransport
 from runtime.wire import method_path, request_message, response_message
 from runtime.worker import Worker
 from tests.fixtures.gateway_modules.stack import GatewayClient, GatewayStack
@@ -117,19 +119,19 @@ async def test_the_gateways_own_policies_still_apply_in_the_embedded_mode(embedd
 
 async def test_a_module_client_reaches_local_endpoints_with_runtime_errors_for_failures(embedded: Embedded) -> None:
     wire = embedded.gateway.table.modules["users"].catalog.wire("2025-06-01")
-    async with ModuleClient(ChannelPool(), local=embedded.local) as client:
+    async with ModuleClient(ChannelPool(local=embedded.local)) as client:
         payload = wire.encode(request_message("CreateUser"), {"given_name": "Lin", "email": unique_email()})
-        body, metadata = await client.call_raw(
+        body, metadata = await client.call(
             "users", method_path("users", "CreateUser"), payload, metadata=[("x-request-id", "local-1")]
         )
         assert wire.decode(response_message("CreateUser"), body)["given_name"] == "Lin"
         assert ("x-request-id", "local-1") in metadata
         with pytest.raises(NotFound):
-            await client.call_raw("users", method_path("users", "GetUser"), wire.encode(request_message("GetUser"), {"id": "?"}))
+            await client.call("users", method_path("users", "GetUser"), wire.encode(request_message("GetUser"), {"id": "?"}))
         with pytest.raises(InvalidArgument):
-            await client.call_raw("users", method_path("users", "GetUser"), b"\xff\xff")
+            await client.call("users", method_path("users", "GetUser"), b"\xff\xff")
         with pytest.raises(Unimplemented):
-            await client.call_raw("users", "/users.v1.UsersService/Nope", b"")
+            await client.call("users", "/users.v1.UsersService/Nope", b"")
 
 
 async def test_a_stopped_embedded_worker_leaves_the_local_transport(embedded: Embedded) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
-from runtime.client import ChannelPool, ModuleClient
+from runtime.client import InstancePool as ChannelPool
+from runtime.client import ModuleClient
 from runtime.deadline import Deadline
 from runtime.gateway import Gateway
 from runtime.lane import WHERE_METHOD
@@ -40,21 +41,21 @@ class CountedLane:
         lane = worker._lane
         assert lane is not None, "the worker serves no lane"
         self.calls: list[str] = []
-        self._inner: Callable[..., Awaitable[tuple[bytes, Pairs]]] = lane._call
-        lane._call = self
+        self._inner: Any = lane._served
+        lane._served = self
 
-    async def __call__(
+    async def unary(
         self, method_path: str, payload: bytes, metadata: Sequence[tuple[str, str | bytes]], deadline: Deadline | None
     ) -> tuple[bytes, Pairs]:
         self.calls.append(method_path)
-        return await self._inner(method_path, payload, metadata, deadline)
+        return await self._inner.unary(method_path, payload, metadata, deadline)
 
 
 def lane_of(gateway: Gateway, worker: Worker) -> Any:
     """The lane client the gateway's pool holds for ``worker`` (None while it uses gRPC)."""
     services = gateway._services
     assert services is not None
-    instance = services.client.pool._instances.get(worker.address)
+    instance = services.client.pool._workers.get(worker.address)
     return None if instance is None else instance._lane
 
 
@@ -200,9 +201,9 @@ async def test_a_worker_speaking_another_lane_format_is_called_over_grpc() -> No
         async with ModuleClient(ChannelPool(lanes=True)) as client:
             client.pool.update("t", [address])
             for n in range(5):
-                body, _ = await client.call_raw("t", "/t.S/Echo", b"%d" % n)
+                body, _ = await client.call("t", "/t.S/Echo", b"%d" % n)
                 assert body == b"echo:%d" % n
-                assert client.pool.route("t", "/t.S/Echo")[2] is None
+                assert client.pool._workers[address]._lane is None
                 await asyncio.sleep(0.02)
     assert called.count(WHERE_METHOD) == 1, "asked once, then kept to gRPC"
     assert called.count("/t.S/Echo") == 5
@@ -219,7 +220,7 @@ async def test_a_lane_that_cannot_be_reached_costs_no_call_and_is_asked_for_less
         async with ModuleClient(ChannelPool(lanes=True)) as client:
             client.pool.update("t", [address])
             for n in range(12):
-                body, _ = await client.call_raw("t", "/t.S/Create", b"%d" % n, idempotent=False)
+                body, _ = await client.call("t", "/t.S/Create", b"%d" % n, idempotent=False)
                 assert body == b"echo:%d" % n
                 await asyncio.sleep(0.02)
     assert called.count("/t.S/Create") == 12, "every call served once, none lost or doubled"

@@ -1,6 +1,6 @@
 """The lane over real sockets on 127.0.0.1: a LaneClient calling a LaneServer.
 
-Most tests serve :class:`Endpoint`, a LocalCall whose behaviour each method path picks; the last
+Most tests serve :class:`Endpoint`, a Transport whose behaviour each method path picks; the last
 ones serve the real endpoints of a ``probe`` worker, as a worker will.
 """
 
@@ -18,7 +18,6 @@ import grpc
 import grpc.aio
 import pytest
 
-from runtime.client import LocalAbort, error_from_local_abort
 from runtime.deadline import Deadline
 from runtime.errors import InternalError, NotFound
 from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, LaneServer, parse_where, where_handler
@@ -33,8 +32,8 @@ from runtime.lane._frames import (
     encode_request,
     encode_response,
 )
-from runtime.status import rpc_status_of
-from runtime.worker import LocalEndpoints
+from runtime.status import error_of, rpc_status_of
+from runtime.transport import CallError
 from tests.conftest import PROBE_MODULES_DIR, StartWorker
 from tests.fixtures.worker_modules.probe.handlers import SEEN
 from tests.fixtures.worker_modules.probe_client import ProbeClient
@@ -43,7 +42,7 @@ Pairs = Sequence[tuple[str, str | bytes]]
 
 
 class Endpoint:
-    """A LocalCall whose method path says what to do; it records what it saw."""
+    """A Transport whose method path says what to do; it records what it saw."""
 
     def __init__(self) -> None:
         self.seen: list[
@@ -53,7 +52,7 @@ class Endpoint:
         self.cancelled = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def __call__(
+    async def unary(
         self, method: str, payload: bytes, metadata: Pairs, deadline: Deadline | None
     ) -> tuple[bytes, tuple[tuple[str, str | bytes], ...]]:
         self.seen.append((method, payload, tuple(metadata), deadline))
@@ -61,7 +60,7 @@ class Endpoint:
             await asyncio.sleep(random.choice((0, 0, 0.001)))  # answers come back out of order
             return payload, (("x-echo", payload.decode(errors="replace")),)
         if method == "/t.v1.T/NotFound":
-            raise LocalAbort(rpc_status_of(NotFound("no user 42")))
+            raise CallError(rpc_status_of(NotFound("no user 42")))
         if method == "/t.v1.T/Bug":
             raise RuntimeError("secret: hunter2 in a stack frame")
         if method == "/t.v1.T/Big":
@@ -74,7 +73,7 @@ class Endpoint:
                 self.cancelled.set()
                 raise
             return b"released", ()
-        raise LocalAbort(rpc_status_of(NotFound(f"no method {method}")))
+        raise CallError(rpc_status_of(NotFound(f"no method {method}")))
 
 
 @pytest.fixture
@@ -97,8 +96,8 @@ async def client(server: LaneServer) -> AsyncIterator[LaneClient]:
     await lane.close()
 
 
-async def abort_of(call: Any) -> LocalAbort:
-    with pytest.raises(LocalAbort) as caught:
+async def abort_of(call: Any) -> CallError:
+    with pytest.raises(CallError) as caught:
         await call
     return caught.value
 
@@ -110,7 +109,7 @@ async def test_a_call_carries_payload_metadata_and_deadline_and_returns_the_answ
     client: LaneClient, endpoint: Endpoint
 ) -> None:
     metadata = [("x-request-id", "r-1"), ("trace-bin", b"\x00\x01")]
-    body, response_metadata = await client("/t.v1.T/Echo", b"hello", metadata, Deadline.after(5))
+    body, response_metadata = await client.unary("/t.v1.T/Echo", b"hello", metadata, Deadline.after(5))
     assert (body, response_metadata) == (b"hello", (("x-echo", "hello"),))
     method, payload, seen_metadata, deadline = endpoint.seen[0]
     assert (method, payload, seen_metadata) == ("/t.v1.T/Echo", b"hello", tuple(metadata))
@@ -120,7 +119,7 @@ async def test_a_call_carries_payload_metadata_and_deadline_and_returns_the_answ
 async def test_a_call_without_deadline_reaches_the_endpoint_without_one(
     client: LaneClient, endpoint: Endpoint
 ) -> None:
-    assert await client("/t.v1.T/Echo", b"", (), None) == (b"", (("x-echo", ""),))
+    assert await client.unary("/t.v1.T/Echo", b"", (), None) == (b"", (("x-echo", ""),))
     assert endpoint.seen[0][3] is None
 
 
@@ -128,11 +127,11 @@ async def test_an_aborted_call_arrives_with_its_status_and_binary_details_intact
     client: LaneClient,
 ) -> None:
     expected = rpc_status_of(NotFound("no user 42"))
-    abort = await abort_of(client("/t.v1.T/NotFound", b"", (), None))
+    abort = await abort_of(client.unary("/t.v1.T/NotFound", b"", (), None))
     assert (abort.code, abort.details) == (grpc.StatusCode.NOT_FOUND, "no user 42")
     assert abort.trailing_metadata == tuple(expected.trailing_metadata)
     assert isinstance(abort.trailing_metadata[0][1], bytes)
-    error = error_from_local_abort(abort)
+    error = error_of(abort.status)
     assert isinstance(error, NotFound) and error.message == "no user 42"
 
 
@@ -140,11 +139,11 @@ async def test_an_unexpected_exception_is_internal_and_its_text_stays_in_the_log
     client: LaneClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="modrpc.lane"):
-        abort = await abort_of(client("/t.v1.T/Bug", b"", (), None))
+        abort = await abort_of(client.unary("/t.v1.T/Bug", b"", (), None))
     assert abort.code == grpc.StatusCode.INTERNAL
     assert "hunter2" not in abort.details and "RuntimeError" not in abort.details
     assert "hunter2" in caplog.text
-    assert isinstance(error_from_local_abort(abort), InternalError)
+    assert isinstance(error_of(abort.status), InternalError)
 
 
 async def test_two_hundred_concurrent_calls_on_one_connection_each_get_their_own_answer(
@@ -152,7 +151,7 @@ async def test_two_hundred_concurrent_calls_on_one_connection_each_get_their_own
 ) -> None:
     payloads = [f"call-{i}".encode() for i in range(200)]
     answers = await asyncio.gather(
-        *(client("/t.v1.T/Echo", p, (), Deadline.after(10)) for p in payloads)
+        *(client.unary("/t.v1.T/Echo", p, (), Deadline.after(10)) for p in payloads)
     )
     assert [body for body, _ in answers] == payloads
     assert [md for _, md in answers] == [(("x-echo", p.decode()),) for p in payloads]
@@ -161,7 +160,7 @@ async def test_two_hundred_concurrent_calls_on_one_connection_each_get_their_own
 
 async def test_concurrent_first_calls_share_one_connection(server: LaneServer) -> None:
     async with LaneClient(server.address) as lane:
-        await asyncio.gather(*(lane("/t.v1.T/Echo", b"x", (), None) for _ in range(20)))
+        await asyncio.gather(*(lane.unary("/t.v1.T/Echo", b"x", (), None) for _ in range(20)))
         assert server.connections == 1
 
 
@@ -171,7 +170,7 @@ async def test_concurrent_first_calls_share_one_connection(server: LaneServer) -
 async def test_a_deadline_that_passes_first_is_deadline_exceeded_and_cancels_the_server_task(
     client: LaneClient, endpoint: Endpoint
 ) -> None:
-    abort = await abort_of(client("/t.v1.T/Wait", b"", (), Deadline.after(0.05)))
+    abort = await abort_of(client.unary("/t.v1.T/Wait", b"", (), Deadline.after(0.05)))
     assert abort.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "/t.v1.T/Wait" in abort.details
     await endpoint.cancelled.wait()  # the CANCEL frame reached the server
@@ -180,8 +179,8 @@ async def test_a_deadline_that_passes_first_is_deadline_exceeded_and_cancels_the
 async def test_a_deadline_already_passed_fails_without_a_call(
     client: LaneClient, endpoint: Endpoint
 ) -> None:
-    await client("/t.v1.T/Echo", b"", (), None)  # connected
-    abort = await abort_of(client("/t.v1.T/Echo", b"", (), Deadline.after(-1)))
+    await client.unary("/t.v1.T/Echo", b"", (), None)  # connected
+    abort = await abort_of(client.unary("/t.v1.T/Echo", b"", (), Deadline.after(-1)))
     assert abort.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(endpoint.seen) == 1
 
@@ -189,13 +188,13 @@ async def test_a_deadline_already_passed_fails_without_a_call(
 async def test_a_cancelled_caller_cancels_the_endpoint_and_the_cancellation_propagates(
     client: LaneClient, endpoint: Endpoint
 ) -> None:
-    call = asyncio.ensure_future(client("/t.v1.T/Wait", b"", (), None))
+    call = asyncio.ensure_future(client.unary("/t.v1.T/Wait", b"", (), None))
     await endpoint.started.wait()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
     await endpoint.cancelled.wait()
-    assert await client("/t.v1.T/Echo", b"after", (), None) == (b"after", (("x-echo", "after"),))
+    assert await client.unary("/t.v1.T/Echo", b"after", (), None) == (b"after", (("x-echo", "after"),))
 
 
 # -- sizes -----------------------------------------------------------------------------------------
@@ -212,21 +211,21 @@ async def test_an_oversized_request_is_resource_exhausted_and_the_connection_sti
         2_000: "lane request message of 2000 bytes is larger than the limit of 1024 bytes",
     }
     for size, details in refusals.items():
-        abort = await abort_of(client(path, b"x" * size, (), None))
+        abort = await abort_of(client.unary(path, b"x" * size, (), None))
         assert (abort.code, abort.details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, details)
-        assert await client("/t.v1.T/Echo", b"ok", (), None) == (b"ok", (("x-echo", "ok"),))
+        assert await client.unary("/t.v1.T/Echo", b"ok", (), None) == (b"ok", (("x-echo", "ok"),))
     assert server.connections == 1
 
 
 async def test_an_oversized_response_is_resource_exhausted_at_the_client(
     client: LaneClient,
 ) -> None:
-    abort = await abort_of(client("/t.v1.T/Big", b"2000", (), None))
+    abort = await abort_of(client.unary("/t.v1.T/Big", b"2000", (), None))
     assert abort.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "response message of 2000 bytes" in abort.details
-    abort = await abort_of(client("/t.v1.T/Big", b"200000", (), None))
+    abort = await abort_of(client.unary("/t.v1.T/Big", b"200000", (), None))
     assert "response frame" in abort.details
-    assert await client("/t.v1.T/Big", b"10", (), None) == (b"x" * 10, ())
+    assert await client.unary("/t.v1.T/Big", b"10", (), None) == (b"x" * 10, ())
 
 
 # -- connections -----------------------------------------------------------------------------------
@@ -235,7 +234,7 @@ async def test_an_oversized_response_is_resource_exhausted_at_the_client(
 async def test_a_server_stopped_mid_call_fails_the_call_as_unavailable(
     client: LaneClient, server: LaneServer, endpoint: Endpoint
 ) -> None:
-    call = asyncio.ensure_future(client("/t.v1.T/Wait", b"", (), None))
+    call = asyncio.ensure_future(client.unary("/t.v1.T/Wait", b"", (), None))
     await endpoint.started.wait()
     await server.stop(0)
     abort = await abort_of(call)
@@ -247,7 +246,7 @@ async def test_a_server_stopped_mid_call_fails_the_call_as_unavailable(
 async def test_a_stopping_server_lets_a_call_in_flight_finish_within_the_grace(
     client: LaneClient, server: LaneServer, endpoint: Endpoint
 ) -> None:
-    call = asyncio.ensure_future(client("/t.v1.T/Wait", b"", (), None))
+    call = asyncio.ensure_future(client.unary("/t.v1.T/Wait", b"", (), None))
     await endpoint.started.wait()
     asyncio.get_running_loop().call_soon(endpoint.release.set)
     await server.stop(10)
@@ -257,13 +256,13 @@ async def test_a_stopping_server_lets_a_call_in_flight_finish_within_the_grace(
 async def test_the_client_reconnects_after_the_server_restarts_on_the_same_port(
     client: LaneClient, server: LaneServer, endpoint: Endpoint
 ) -> None:
-    assert (await client("/t.v1.T/Echo", b"one", (), None))[0] == b"one"
+    assert (await client.unary("/t.v1.T/Echo", b"one", (), None))[0] == b"one"
     await server.stop(0)
     _, port = server.address.rsplit(":", 1)
     again = LaneServer(endpoint, host="127.0.0.1", port=int(port), max_message_bytes=1024)
     await again.start()
     try:
-        assert (await client("/t.v1.T/Echo", b"two", (), None))[0] == b"two"
+        assert (await client.unary("/t.v1.T/Echo", b"two", (), None))[0] == b"two"
     finally:
         await again.stop(0)
 
@@ -273,18 +272,18 @@ async def test_a_refused_connection_is_unavailable_naming_the_address() -> None:
         bound.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{bound.getsockname()[1]}"
         async with LaneClient(address, connect_timeout=2.0) as lane:
-            calls = [lane("/t.v1.T/Echo", b"", (), None) for _ in range(3)]
+            calls = [lane.unary("/t.v1.T/Echo", b"", (), None) for _ in range(3)]
             aborts = await asyncio.gather(*calls, return_exceptions=True)
-    assert all(isinstance(a, LocalAbort) and a.code == grpc.StatusCode.UNAVAILABLE for a in aborts)
+    assert all(isinstance(a, CallError) and a.code == grpc.StatusCode.UNAVAILABLE for a in aborts)
     assert all(address in str(a) for a in aborts)
 
 
 async def test_a_closed_client_refuses_calls_and_closes_twice(server: LaneServer) -> None:
     lane = LaneClient(server.address)
-    await lane("/t.v1.T/Echo", b"", (), None)
+    await lane.unary("/t.v1.T/Echo", b"", (), None)
     await lane.close()
     await lane.close()
-    abort = await abort_of(lane("/t.v1.T/Echo", b"", (), None))
+    abort = await abort_of(lane.unary("/t.v1.T/Echo", b"", (), None))
     assert abort.code == grpc.StatusCode.UNAVAILABLE and "closed" in abort.details
 
 
@@ -349,7 +348,7 @@ async def test_a_server_answering_garbage_fails_the_call_as_internal() -> None:
     port = impostor.sockets[0].getsockname()[1]
     try:
         async with LaneClient(f"127.0.0.1:{port}") as lane:
-            abort = await abort_of(lane("/t.v1.T/Echo", b"", (), None))
+            abort = await abort_of(lane.unary("/t.v1.T/Echo", b"", (), None))
     finally:
         impostor.close()
         await impostor.wait_closed()
@@ -385,15 +384,15 @@ async def test_the_where_method_answers_the_lane_address_and_nothing_else(
 class Watched:
     """A worker's LocalEndpoints, noting when a call was cancelled inside them."""
 
-    def __init__(self, call: LocalEndpoints) -> None:
+    def __init__(self, call: Any) -> None:
         self._call = call
         self.cancelled = asyncio.Event()
 
-    async def __call__(
+    async def unary(
         self, method: str, payload: bytes, metadata: Pairs, deadline: Deadline | None
     ) -> tuple[bytes, tuple[tuple[str, str | bytes], ...]]:
         try:
-            return await self._call(method, payload, metadata, deadline)
+            return await self._call.unary(method, payload, metadata, deadline)
         except asyncio.CancelledError:
             self.cancelled.set()
             raise
@@ -405,7 +404,7 @@ async def probe_lane(
 ) -> AsyncIterator[tuple[Watched, ProbeClient, LaneClient]]:
     worker = await start_worker("probe", modules_dir=PROBE_MODULES_DIR)
     assert worker.service is not None
-    watched = Watched(LocalEndpoints(worker.service.endpoints))
+    watched = Watched(worker.service.transport)
     lane = LaneServer(watched, host="127.0.0.1")
     address = await lane.start()
     async with grpc.aio.insecure_channel(worker.address) as channel:
@@ -419,7 +418,7 @@ async def test_a_worker_module_answers_over_the_lane_as_over_grpc(
     probe_lane: tuple[Watched, ProbeClient, LaneClient],
 ) -> None:
     _, probe, lane = probe_lane
-    body, _ = await lane(
+    body, _ = await lane.unary(
         "/probe.v1.ProbeService/Echo", probe.encode("Echo", {"text": "h\u00e9"}),
         [("x-request-id", "lane-echo-1")], Deadline.after(5),
     )  # fmt: skip
@@ -432,7 +431,7 @@ async def test_a_worker_failure_over_the_lane_is_internal_without_its_text(
 ) -> None:
     _, probe, lane = probe_lane
     payload = probe.encode("Fail", {"detail": "hunter2"})
-    abort = await abort_of(lane("/probe.v1.ProbeService/Fail", payload, [], None))
+    abort = await abort_of(lane.unary("/probe.v1.ProbeService/Fail", payload, [], None))
     assert abort.code == grpc.StatusCode.INTERNAL
     assert "hunter2" not in abort.details and "probe failure" not in abort.details
 
@@ -443,7 +442,7 @@ async def test_a_lane_deadline_cancels_the_worker_handler(
     endpoints, probe, lane = probe_lane
     payload = probe.encode("Stall", {"seconds": 20})
     abort = await abort_of(
-        lane(
+        lane.unary(
             "/probe.v1.ProbeService/Stall",
             payload,
             [("x-request-id", "lane-stall-1")],
@@ -459,7 +458,7 @@ async def test_an_unknown_method_over_the_lane_is_unimplemented(
     probe_lane: tuple[Watched, ProbeClient, LaneClient],
 ) -> None:
     _, _, lane = probe_lane
-    abort = await abort_of(lane("/probe.v1.ProbeService/Nope", b"", [], None))
+    abort = await abort_of(lane.unary("/probe.v1.ProbeService/Nope", b"", [], None))
     assert abort.code == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -467,12 +466,13 @@ async def test_a_client_that_stops_reading_stops_being_read_until_it_drains() ->
     """Flow control: answers a client does not read never pile up in the server without bound."""
     big = b"x" * (256 * 1024)
 
-    async def answer_big(
-        method_path: str, payload: bytes, metadata: Sequence[tuple[str, str | bytes]], deadline: Deadline | None
-    ) -> tuple[bytes, tuple[tuple[str, str | bytes], ...]]:
-        return big, ()
+    class AnswerBig:
+        async def unary(
+            self, method_path: str, payload: bytes, metadata: Sequence[tuple[str, str | bytes]], deadline: Deadline | None
+        ) -> tuple[bytes, tuple[tuple[str, str | bytes], ...]]:
+            return big, ()
 
-    server = LaneServer(answer_big, host="127.0.0.1")
+    server = LaneServer(AnswerBig(), host="127.0.0.1")
     host, port = (await server.start()).rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port), limit=1024)
     try:
@@ -544,7 +544,7 @@ async def send_in_turns(
     """``count`` calls, each started in its own turn of the loop (so each is its own write)."""
     tasks = []
     for _ in range(count):
-        tasks.append(asyncio.create_task(lane("/t.v1.T/Echo", payload, [], Deadline.after(deadline))))
+        tasks.append(asyncio.create_task(lane.unary("/t.v1.T/Echo", payload, [], Deadline.after(deadline))))
         await asyncio.sleep(0.005)
     return tasks
 
@@ -584,8 +584,8 @@ async def test_a_call_waiting_for_a_worker_that_reads_nothing_ends_at_its_deadli
     try:
         tasks = await send_in_turns(lane, 40, b"r" * (1 << 20), deadline=0.5)
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert all(isinstance(result, LocalAbort) for result in results)
-        codes = {result.code for result in results if isinstance(result, LocalAbort)}
+        assert all(isinstance(result, CallError) for result in results)
+        codes = {result.code for result in results if isinstance(result, CallError)}
         assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED}
         stalled.go.set()
         connection = lane._connection
@@ -593,7 +593,7 @@ async def test_a_call_waiting_for_a_worker_that_reads_nothing_ends_at_its_deadli
         async with asyncio.timeout(10):  # the worker reads again: what was written reaches it
             while connection.drained is not None:  # noqa: ASYNC110 - resume_writing has no event
                 await asyncio.sleep(0.01)
-            reply, _ = await lane("/t.v1.T/Echo", b"after", [], Deadline.after(5))
+            reply, _ = await lane.unary("/t.v1.T/Echo", b"after", [], Deadline.after(5))
         assert reply == b"ok"
         # Calls that waited were never written (nor numbered): of the 40 that timed out, the
         # worker saw only those sent before the pause, then the last call.
@@ -625,7 +625,7 @@ async def test_a_connection_runs_at_most_max_concurrent_calls_and_reads_the_rest
     endpoint: Endpoint,
 ) -> None:
     async with limited(endpoint, 4) as (server, lane):
-        calls = [asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30))) for _ in range(10)]
+        calls = [asyncio.create_task(lane.unary("/t.v1.T/Wait", b"", [], Deadline.after(30))) for _ in range(10)]
         async with asyncio.timeout(10):
             while len(endpoint.seen) < 4:  # noqa: ASYNC110 - the endpoint counts, it has no event
                 await asyncio.sleep(0.01)
@@ -643,9 +643,9 @@ async def test_a_connection_runs_at_most_max_concurrent_calls_and_reads_the_rest
 
 async def test_a_cancelled_call_frees_its_place_among_the_concurrent_calls(endpoint: Endpoint) -> None:
     async with limited(endpoint, 2) as (_, lane):
-        first = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
-        second = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
-        third = asyncio.create_task(lane("/t.v1.T/Echo", b"three", [], Deadline.after(30)))
+        first = asyncio.create_task(lane.unary("/t.v1.T/Wait", b"", [], Deadline.after(30)))
+        second = asyncio.create_task(lane.unary("/t.v1.T/Wait", b"", [], Deadline.after(30)))
+        third = asyncio.create_task(lane.unary("/t.v1.T/Echo", b"three", [], Deadline.after(30)))
         async with asyncio.timeout(10):
             while len(endpoint.seen) < 2:  # noqa: ASYNC110 - the endpoint counts, it has no event
                 await asyncio.sleep(0.01)
@@ -666,8 +666,8 @@ def test_max_concurrent_calls_must_be_positive(endpoint: Endpoint) -> None:
 
 async def test_a_request_cancelled_while_it_waits_never_runs(endpoint: Endpoint) -> None:
     async with limited(endpoint, 1) as (server, lane):
-        running = asyncio.create_task(lane("/t.v1.T/Wait", b"", [], Deadline.after(30)))
-        waiting = asyncio.create_task(lane("/t.v1.T/Echo", b"never", [], Deadline.after(30)))
+        running = asyncio.create_task(lane.unary("/t.v1.T/Wait", b"", [], Deadline.after(30)))
+        waiting = asyncio.create_task(lane.unary("/t.v1.T/Echo", b"never", [], Deadline.after(30)))
         async with asyncio.timeout(10):
             while not server._connections or not next(iter(server._connections))._waiting:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
@@ -679,5 +679,5 @@ async def test_a_request_cancelled_while_it_waits_never_runs(endpoint: Endpoint)
         endpoint.release.set()
         async with asyncio.timeout(10):
             assert (await running)[0] == b"released"
-            assert (await lane("/t.v1.T/Echo", b"after", [], Deadline.after(5)))[0] == b"after"
+            assert (await lane.unary("/t.v1.T/Echo", b"after", [], Deadline.after(5)))[0] == b"after"
         assert [method for method, payload, *_ in endpoint.seen if payload == b"never"] == []

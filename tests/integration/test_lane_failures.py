@@ -19,7 +19,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from runtime.client import ChannelPool, Disconnected, LocalAbort, ModuleClient, Unreached
+from runtime.client import InstancePool, ModuleClient
 from runtime.deadline import Deadline
 from runtime.errors import Unavailable
 from runtime.lane import LaneClient, LaneServer, where_handler
@@ -33,6 +33,7 @@ from runtime.lane._frames import (
     encode_request,
 )
 from runtime.status import RpcStatus
+from runtime.transport import CallError, Disconnected, Unreached
 
 Pairs = Sequence[tuple[str, str | bytes]]
 Reply = tuple[bytes, tuple[tuple[str, str | bytes], ...]]
@@ -47,14 +48,14 @@ class Worker:
     deadlines: list[float | None] = field(default_factory=list)
     grpc_calls: int = 0
 
-    async def __call__(self, method: str, payload: bytes, metadata: Pairs, deadline: Deadline | None) -> Reply:
+    async def unary(self, method: str, payload: bytes, metadata: Pairs, deadline: Deadline | None) -> Reply:
         self.deadlines.append(None if deadline is None else deadline.remaining())
         if method == "/t.v1.T/Down":  # the handler's own answer: its database is down
-            raise LocalAbort(RpcStatus(grpc.StatusCode.UNAVAILABLE, "the users database is down"))
+            raise CallError(RpcStatus(grpc.StatusCode.UNAVAILABLE, "the users database is down"))
         if method == "/t.v1.T/BadTrailer":
-            raise LocalAbort(RpcStatus(grpc.StatusCode.NOT_FOUND, "no such user", (("x-n", 42),)))  # type: ignore[arg-type]
+            raise CallError(RpcStatus(grpc.StatusCode.NOT_FOUND, "no such user", (("x-n", 42),)))  # type: ignore[arg-type]
         if method == "/t.v1.T/Surrogate":
-            raise LocalAbort(RpcStatus(grpc.StatusCode.NOT_FOUND, "no file \udcff.txt"))
+            raise CallError(RpcStatus(grpc.StatusCode.NOT_FOUND, "no file \udcff.txt"))
         if method == "/t.v1.T/Slow":
             try:
                 await self.release.wait()
@@ -63,6 +64,13 @@ class Worker:
                 raise
             return b"slow:" + payload, ()
         return b"echo:" + payload, ()
+
+
+def lane_of(client: ModuleClient, key: str = "m") -> Any:
+    """The lane the pool uses for the (only) instance of ``key`` now, if any."""
+    (address,) = client.pool.addresses(key)
+    worker = client.pool._workers.get(address)
+    return None if worker is None else worker._lane
 
 
 @dataclass
@@ -94,13 +102,13 @@ async def stack(*, close_grace: float = 5.0, max_concurrent_calls: int = 1024) -
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     address = f"127.0.0.1:{port}"
-    client = ModuleClient(ChannelPool(lanes=True, close_grace=close_grace))
+    client = ModuleClient(InstancePool(lanes=True, close_grace=close_grace))
     client.pool.update("m", [address])
     try:
-        reply, _ = await client.call_raw("m", "/t.v1.T/Echo", b"first", deadline=Deadline.after(5))
+        reply, _ = await client.call("m", "/t.v1.T/Echo", b"first", deadline=Deadline.after(5))
         assert reply == b"grpc:first"  # the lane is being looked up meanwhile
         async with asyncio.timeout(10):
-            while client.pool._instance("m").lane() is None:  # noqa: ASYNC110 - no event for it
+            while lane_of(client) is None:  # noqa: ASYNC110 - no event for it
                 await asyncio.sleep(0.01)
         yield Stack(worker, lane, server, client, address)
     finally:
@@ -113,13 +121,13 @@ async def stack(*, close_grace: float = 5.0, max_concurrent_calls: int = 1024) -
 async def test_a_handlers_own_unavailable_leaves_the_other_calls_on_the_lane_alone() -> None:
     async with stack() as s:
         slow = [
-            asyncio.create_task(s.client.call_raw("m", "/t.v1.T/Slow", b"%d" % i, deadline=Deadline.after(10)))
+            asyncio.create_task(s.client.call("m", "/t.v1.T/Slow", b"%d" % i, deadline=Deadline.after(10)))
             for i in range(5)
         ]
         await asyncio.sleep(0.1)
         with pytest.raises(Unavailable, match="the users database is down"):
-            await s.client.call_raw("m", "/t.v1.T/Down", b"", deadline=Deadline.after(5))
-        lane = s.client.pool._instance("m").lane()
+            await s.client.call("m", "/t.v1.T/Down", b"", deadline=Deadline.after(5))
+        lane = lane_of(s.client)
         assert lane is not None  # still in use
         s.worker.release.set()
         replies = await asyncio.gather(*slow)
@@ -129,12 +137,12 @@ async def test_a_handlers_own_unavailable_leaves_the_other_calls_on_the_lane_alo
 
 async def test_a_draining_worker_refuses_new_calls_which_go_over_grpc_while_its_calls_finish() -> None:
     async with stack() as s:
-        in_flight = asyncio.create_task(s.client.call_raw("m", "/t.v1.T/Slow", b"1", deadline=Deadline.after(10)))
+        in_flight = asyncio.create_task(s.client.call("m", "/t.v1.T/Slow", b"1", deadline=Deadline.after(10)))
         await asyncio.sleep(0.1)
         stopping = asyncio.create_task(s.lane.stop(grace=10))
         await asyncio.sleep(0.1)
         # Refused, never started: re-sent over gRPC though the call is not idempotent.
-        reply, _ = await s.client.call_raw("m", "/t.v1.T/Echo", b"2", deadline=Deadline.after(5))
+        reply, _ = await s.client.call("m", "/t.v1.T/Echo", b"2", deadline=Deadline.after(5))
         assert reply == b"grpc:2"
         s.worker.release.set()
         assert (await in_flight)[0] == b"slow:1"  # the drain let it finish
@@ -144,7 +152,7 @@ async def test_a_draining_worker_refuses_new_calls_which_go_over_grpc_while_its_
 
 async def test_a_worker_dropped_from_the_registry_gets_close_grace_for_its_lane_calls() -> None:
     async with stack(close_grace=10) as s:
-        in_flight = asyncio.create_task(s.client.call_raw("m", "/t.v1.T/Slow", b"1", deadline=Deadline.after(10)))
+        in_flight = asyncio.create_task(s.client.call("m", "/t.v1.T/Slow", b"1", deadline=Deadline.after(10)))
         await asyncio.sleep(0.1)
         s.client.pool.update("m", [])  # the worker deregistered to drain
         await asyncio.sleep(0.2)
@@ -156,15 +164,15 @@ async def test_a_worker_dropped_from_the_registry_gets_close_grace_for_its_lane_
 
 async def test_a_lane_closed_without_grace_fails_its_calls_as_disconnected() -> None:
     async with stack() as s:
-        lane = s.client.pool._instance("m").lane()
+        lane = lane_of(s.client)
         assert isinstance(lane, LaneClient)
-        in_flight = asyncio.create_task(lane("/t.v1.T/Slow", b"1", [], Deadline.after(10)))
+        in_flight = asyncio.create_task(lane.unary("/t.v1.T/Slow", b"1", [], Deadline.after(10)))
         await asyncio.sleep(0.1)
         await lane.close()
         with pytest.raises(Disconnected, match="was closed"):
             await in_flight
         with pytest.raises(Unreached, match="is closed"):  # a new call goes another way
-            await lane("/t.v1.T/Echo", b"2", [], Deadline.after(5))
+            await lane.unary("/t.v1.T/Echo", b"2", [], Deadline.after(5))
 
 
 async def test_closing_a_lane_to_a_worker_that_reads_nothing_ends() -> None:
@@ -178,13 +186,13 @@ async def test_closing_a_lane_to_a_worker_that_reads_nothing_ends() -> None:
     port = listener.sockets[0].getsockname()[1]
     lane = LaneClient(f"127.0.0.1:{port}", max_message_bytes=16 << 20)
     try:
-        calls = [asyncio.create_task(lane("/t.v1.T/M", b"x" * (4 << 20), [], Deadline.after(1))) for _ in range(4)]
-        waiting = asyncio.create_task(lane("/t.v1.T/M", b"y", [], None))  # no deadline
+        calls = [asyncio.create_task(lane.unary("/t.v1.T/M", b"x" * (4 << 20), [], Deadline.after(1))) for _ in range(4)]
+        waiting = asyncio.create_task(lane.unary("/t.v1.T/M", b"y", [], None))  # no deadline
         results = await asyncio.gather(*calls, return_exceptions=True)
-        assert all(isinstance(r, LocalAbort) and r.code == grpc.StatusCode.DEADLINE_EXCEEDED for r in results)
+        assert all(isinstance(r, CallError) and r.code == grpc.StatusCode.DEADLINE_EXCEEDED for r in results)
         async with asyncio.timeout(10):  # bounded: the buffer that never drains is dropped
             await lane.close(grace=0.2)
-            with pytest.raises(LocalAbort) as caught:  # the call without a deadline ends too
+            with pytest.raises(CallError) as caught:  # the call without a deadline ends too
                 await waiting
         assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
@@ -197,25 +205,25 @@ async def test_a_status_that_cannot_be_framed_is_answered_internal() -> None:
     worker = Worker()
     async with LaneServer(worker, host="127.0.0.1") as server, LaneClient(server.address) as lane:
         async with asyncio.timeout(10):
-            with pytest.raises(LocalAbort) as caught:
-                await lane("/t.v1.T/BadTrailer", b"", [], None)
+            with pytest.raises(CallError) as caught:
+                await lane.unary("/t.v1.T/BadTrailer", b"", [], None)
         assert (caught.value.code, caught.value.details) == (grpc.StatusCode.INTERNAL, "internal error")
         async with asyncio.timeout(10):
-            with pytest.raises(LocalAbort) as caught:
-                await lane("/t.v1.T/Surrogate", b"", [], None)
+            with pytest.raises(CallError) as caught:
+                await lane.unary("/t.v1.T/Surrogate", b"", [], None)
         assert (caught.value.code, caught.value.details) == (grpc.StatusCode.NOT_FOUND, "no file ?.txt")
 
 
 async def test_stream_ids_still_open_are_skipped_when_the_count_comes_round() -> None:
     worker = Worker()
     async with LaneServer(worker, host="127.0.0.1") as server, LaneClient(server.address) as lane:
-        old = asyncio.create_task(lane("/t.v1.T/Slow", b"old", [], Deadline.after(10)))
+        old = asyncio.create_task(lane.unary("/t.v1.T/Slow", b"old", [], Deadline.after(10)))
         await asyncio.sleep(0.1)
         connection = lane._connection
         assert connection is not None
         (old_id,) = connection.pending
         connection._last_id = (old_id - 1) & 0xFFFFFFFF  # the next id would be the old call's
-        new, _ = await lane("/t.v1.T/Echo", b"new", [], Deadline.after(5))
+        new, _ = await lane.unary("/t.v1.T/Echo", b"new", [], Deadline.after(5))
         assert new == b"echo:new"
         worker.release.set()
         assert (await old)[0] == b"slow:old"
@@ -246,8 +254,8 @@ async def test_a_request_that_waited_for_a_call_slot_has_only_its_time_left() ->
     async with LaneServer(worker, host="127.0.0.1", max_concurrent_calls=1) as server:
         lane = LaneClient(server.address)
         try:
-            busy = asyncio.create_task(lane("/t.v1.T/Slow", b"", [], None))
-            waited = asyncio.create_task(lane("/t.v1.T/Echo", b"", [], Deadline.after(30)))
+            busy = asyncio.create_task(lane.unary("/t.v1.T/Slow", b"", [], None))
+            waited = asyncio.create_task(lane.unary("/t.v1.T/Echo", b"", [], Deadline.after(30)))
             await asyncio.sleep(1.0)
             worker.release.set()
             await busy

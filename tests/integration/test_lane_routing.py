@@ -23,9 +23,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from runtime.client import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE, ChannelPool
+from runtime.client import InstancePool as ChannelPool
 from runtime.gateway import Gateway
 from runtime.lane import LaneClient
+from runtime.observability import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
 from runtime.worker import Worker
 from tests.conftest import PROBE_MODULES_DIR
 from tests.fixtures.gateway_modules.stack import GatewayClient, GatewayStack, Reply
@@ -55,8 +56,8 @@ def worker_pool(worker: Worker) -> ChannelPool:
 
 def lane_to(pool: ChannelPool, worker: Worker) -> LaneClient | None:
     """The lane client ``pool`` uses for ``worker``; None while its calls go over gRPC."""
-    instance = pool._instances.get(worker.address)
-    return None if instance is None else instance.lane()
+    instance = pool._workers.get(worker.address)
+    return None if instance is None else instance._lane
 
 
 def lane_streams(lane: LaneClient) -> int:
@@ -157,7 +158,7 @@ async def test_a_worker_without_a_lane_is_called_over_grpc_and_never_asked_again
     pool = gateway_pool(gateway)
 
     user_id = await create_user(client, token)  # starts the lookup, which meets UNIMPLEMENTED
-    instance = pool._instances[worker.address]
+    instance = pool._workers[worker.address]
 
     async def gave_up() -> bool:
         return not instance._lanes and instance._lane_lookup is None
@@ -166,7 +167,7 @@ async def test_a_worker_without_a_lane_is_called_over_grpc_and_never_asked_again
     for _ in range(5):
         reply = await get_user(client, token, user_id)
         assert reply.code == OK and reply.body is not None and reply.body["id"] == user_id
-        assert instance.lane() is None
+        assert instance._lane is None
         assert instance._lane_lookup is None, "the pool asked the worker for a lane again"
 
 
@@ -339,7 +340,7 @@ async def test_a_worker_replaced_by_one_on_a_new_port_is_reached_over_the_new_la
     assert lane_streams(lane) - sent == 3
     assert lane_connections(second) == 1
     # The pool keys instances by module and version: the old worker is in none of them.
-    assert {a for key in pool.modules() for a in pool.addresses(key)} == {second.address}
+    assert {a for key in pool.keys() for a in pool.addresses(key)} == {second.address}
 
 
 async def test_module_calls_through_gctx_take_the_lane(gw_stack: GatewayStack) -> None:

@@ -16,7 +16,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from runtime.client import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE
+from runtime.observability import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE
 from tests.fixtures.gateway_modules.stack import GatewayStack
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.client import ChannelPool
+from runtime.client import InstancePool as ChannelPool
 from runtime.store import WorkerRecord, open_store
-from runtime.worker import WorkerDirectory
+from runtime.worker._directory import WorkerDirectory
 
 
 def record(worker_id: str, module: str, address: str, *, healthy: bool = True) -> WorkerRecord:

@@ -25,7 +25,7 @@ from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.manifest import load_module
 from runtime.store import open_store
-from runtime.worker import load_catalog
+from runtime.worker._service import load_catalog
 from tests.conftest import MODULES_DIR, PROBE_MODULES_DIR, ROOT
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 

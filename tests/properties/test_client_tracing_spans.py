@@ -15,16 +15,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from runtime.client import (
+from runtime.client import InstancePool, ModuleClient
+from runtime.errors import NotFound
+from runtime.observability import (
     HANDLER_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
     VERSION_ATTRIBUTE,
-    ChannelPool,
-    ModuleClient,
-    client_interceptors,
-    server_interceptors,
+    ClientTracer,
+    ServerTracer,
 )
-from runtime.errors import NotFound
+from tests.traced import abort, traced_handler
 
 HANDLERS = {"/users.v1.Users/GetUser": "users.get_user", "/users.v1.Users/Fail": "users.fail"}
 
@@ -46,25 +46,25 @@ class Traced:
         self.provider = provider
         self.server_seen: list[str] = []
 
-    async def _get_user(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+    async def _get_user(self, request: bytes, headers: dict[str, str]) -> bytes:
         return b"user:" + request
 
-    async def _fail(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
-        await context.abort(grpc.StatusCode.NOT_FOUND, "no such user")
-        return b""
+    async def _fail(self, request: bytes, headers: dict[str, str]) -> bytes:
+        raise abort(grpc.StatusCode.NOT_FOUND, "no such user")
 
     async def start(self) -> None:
-        self.server = grpc.aio.server(interceptors=server_interceptors(self.provider, handler_of=HANDLERS.get))
+        self.server = grpc.aio.server()
+        tracer = ServerTracer(self.provider, handler_of=HANDLERS.get)
         handlers = {
-            "GetUser": grpc.unary_unary_rpc_method_handler(self._get_user),
-            "Fail": grpc.unary_unary_rpc_method_handler(self._fail),
+            "GetUser": traced_handler(tracer, "/users.v1.Users/GetUser", self._get_user),
+            "Fail": traced_handler(tracer, "/users.v1.Users/Fail", self._fail),
         }
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("users.v1.Users", handlers),))
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
-        pool = ChannelPool(interceptors=client_interceptors(self.provider, handler_of=HANDLERS.get))
+        pool = InstancePool()
         pool.update("users", [f"127.0.0.1:{port}"])
-        self.client = ModuleClient(pool)
+        self.client = ModuleClient(pool, tracing=ClientTracer(self.provider, handler_of=HANDLERS.get))
 
     def finished_spans(self, count: int = 2) -> tuple[ReadableSpan, ...]:
         """The finished spans, once there are ``count``: a server span that failed with
@@ -106,7 +106,7 @@ def test_spans_carry_request_id_handler_id_and_version(traced: Traced) -> None:
         traced.exporter.clear()
         metadata = [("x-request-id", request_id), ("x-api-version", version)]
         body, _ = traced.runner.run(
-            traced.client.call_raw("users", "/users.v1.Users/GetUser", payload, metadata=metadata)
+            traced.client.call("users", "/users.v1.Users/GetUser", payload, metadata=metadata)
         )
         assert body == b"user:" + payload
         spans = {span.kind: span for span in traced.finished_spans()}
@@ -133,7 +133,7 @@ def test_a_failed_call_still_gets_tagged_spans_marked_as_errors(traced: Traced) 
         traced.exporter.clear()
         metadata = [("x-request-id", request_id), ("x-api-version", version)]
         with pytest.raises(NotFound):
-            traced.runner.run(traced.client.call_raw("users", "/users.v1.Users/Fail", b"", metadata=metadata))
+            traced.runner.run(traced.client.call("users", "/users.v1.Users/Fail", b"", metadata=metadata))
         spans = traced.finished_spans()
         assert {span.kind for span in spans} == {SpanKind.CLIENT, SpanKind.SERVER}
         for span in spans:

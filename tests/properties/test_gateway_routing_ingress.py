@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from runtime.client import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
-from runtime.lcc import is_valid_request_id
+from runtime.identity import is_valid_request_id
+from runtime.observability import HANDLER_ATTRIBUTE, REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
 from tests.fixtures.gateway_modules.stack import GatewayClient, GatewayStack
 
 SHARED = [HealthCheck.function_scoped_fixture]

@@ -9,15 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.deadline import Deadline
-from runtime.identity import Principal
-from runtime.lcc import (
-    HookSpec,
-    LifecycleCall,
-    LocalContext,
-    RequestMeta,
-    new_request_id,
-    run_lifecycle,
-)
+from runtime.identity import Principal, new_request_id
+from runtime.lcc import HookSpec, LifecycleCall, LocalContext, RequestMeta, run_lifecycle
 
 
 def make_meta() -> RequestMeta:

@@ -11,6 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from runtime.deadline import Deadline
+from runtime.identity import new_request_id
 from runtime.lcc import (
     HookSpec,
     LifecycleCall,
@@ -22,7 +23,6 @@ from runtime.lcc import (
     Snapshot,
     SnapshotStore,
     diff_replays,
-    new_request_id,
     replay,
     replay_meta,
     run_captured,

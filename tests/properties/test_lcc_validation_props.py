@@ -11,14 +11,8 @@ from pydantic import BaseModel, Field
 
 from runtime.errors import InternalError, ValidationFailed, status_of
 from runtime.gtype import GType, Schema, analyze_type, validate
-from runtime.lcc import (
-    HookSpec,
-    LifecycleCall,
-    LocalContext,
-    RequestMeta,
-    new_request_id,
-    run_lifecycle,
-)
+from runtime.identity import new_request_id
+from runtime.lcc import HookSpec, LifecycleCall, LocalContext, RequestMeta, run_lifecycle
 
 HANDLER = "shop.Order"
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.lcc import is_valid_request_id
+from runtime.identity import is_valid_request_id
 from runtime.worker import Worker
 from tests.conftest import PROBE_MODULES_DIR, StartWorker
 from tests.fixtures.worker_modules.probe.handlers import SEEN

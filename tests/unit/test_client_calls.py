@@ -1,7 +1,8 @@
-"""ModuleClient over a real socket: retries, deadlines, cancellation, health and errors.
+"""ModuleClient over a real socket: retries, deadlines, cancellation, ejection and errors.
 
-Each test runs real grpc.aio servers on 127.0.0.1 port 0 with raw-bytes generic handlers.
-Backoff never sleeps here: the client gets a ``sleep`` that records the delay and returns.
+Each test runs real grpc.aio servers on 127.0.0.1 port 0 with raw-bytes generic handlers that
+answer like a modrpc worker (``x-request-id`` in the trailers of every answer, failures
+included). Backoff never sleeps here: the client gets a ``sleep`` that records the delay.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from runtime.client import ChannelPool, ModuleClient, RetryPolicy, client_interceptors
+from runtime.client import InstancePool, ModuleClient, Outliers, RetryPolicy
 from runtime.deadline import Deadline
 from runtime.errors import DeadlineExceeded, NotFound, ResourceExhausted, Unavailable
+from runtime.observability import ClientTracer
+
+RID = (("x-request-id", "r-test"),)
+"""What a modrpc worker returns with every answer; a status without it is grpc's own."""
 
 
 class Worker:
@@ -43,9 +48,8 @@ class Worker:
         self.seen_metadata.append(dict(context.invocation_metadata() or ()))
         if self.fail_times > 0:
             self.fail_times -= 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up")
-        await context.send_initial_metadata((("x-served-by", self.address),))
-        context.set_trailing_metadata((("x-cost", "1"),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up", trailing_metadata=RID)
+        context.set_trailing_metadata((("x-served-by", self.address), ("x-cost", "1"), *RID))
         return b"echo:" + request
 
     async def _hang(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
@@ -59,7 +63,7 @@ class Worker:
         return b""
 
     async def _missing(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
-        await context.abort(grpc.StatusCode.NOT_FOUND, "user 42 not found")
+        await context.abort(grpc.StatusCode.NOT_FOUND, "user 42 not found", trailing_metadata=RID)
         return b""
 
     async def _limited(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
@@ -70,7 +74,7 @@ class Worker:
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "slow down",
-            trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+            trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()), *RID),
         )
         return b""
 
@@ -125,9 +129,9 @@ async def second_worker() -> AsyncIterator[Worker]:
 
 
 def make_client(*addresses: str, sleep: RecordingSleep | None = None, **policy: float) -> ModuleClient:
-    pool = ChannelPool(interceptors=client_interceptors())
+    pool = InstancePool()
     pool.update("users", list(addresses))
-    return ModuleClient(pool, retry=RetryPolicy(**policy), sleep=sleep or RecordingSleep())  # type: ignore[arg-type]
+    return ModuleClient(pool, retry=RetryPolicy(**policy), sleep=sleep or RecordingSleep(), tracing=ClientTracer())  # type: ignore[arg-type]
 
 
 ECHO = "/test.Worker/Echo"
@@ -137,7 +141,7 @@ async def test_idempotent_call_is_retried_on_unavailable_and_succeeds(worker: Wo
     worker.fail_times = 2
     sleep = RecordingSleep()
     async with make_client(worker.address, sleep=sleep, max_attempts=3) as client:
-        body, _ = await client.call_raw("users", ECHO, b"hi", idempotent=True)
+        body, _ = await client.call("users", ECHO, b"hi", idempotent=True)
     assert body == b"echo:hi"
     assert worker.calls == 3
     assert len(sleep.delays) == 2
@@ -148,17 +152,17 @@ async def test_non_idempotent_call_fails_at_once_with_unavailable(worker: Worker
     sleep = RecordingSleep()
     async with make_client(worker.address, sleep=sleep, max_attempts=5) as client:
         with pytest.raises(Unavailable, match="warming up") as caught:
-            await client.call_raw("users", ECHO, b"hi")
+            await client.call("users", ECHO, b"hi")
     assert worker.calls == 1
     assert sleep.delays == []
-    assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
+    assert caught.value.relayed is not None  # the worker's own status, for a gateway to relay
 
 
 async def test_retries_stop_after_max_attempts_and_raise_the_last_error(worker: Worker) -> None:
     worker.fail_times = 10
     async with make_client(worker.address, max_attempts=4) as client:
         with pytest.raises(Unavailable, match="warming up"):
-            await client.call_raw("users", ECHO, b"hi", idempotent=True)
+            await client.call("users", ECHO, b"hi", idempotent=True)
     assert worker.calls == 4
 
 
@@ -166,7 +170,7 @@ async def test_an_empty_retry_budget_turns_retries_off(worker: Worker) -> None:
     worker.fail_times = 1
     async with make_client(worker.address, max_attempts=3, budget_ratio=0.0, budget_min_per_second=0.0) as client:
         with pytest.raises(Unavailable):
-            await client.call_raw("users", ECHO, b"hi", idempotent=True)
+            await client.call("users", ECHO, b"hi", idempotent=True)
     assert worker.calls == 1
 
 
@@ -174,7 +178,7 @@ async def test_a_retry_goes_to_another_instance(worker: Worker, second_worker: W
     worker.fail_times = 1
     second_worker.fail_times = 0
     async with make_client(worker.address, second_worker.address, max_attempts=2) as client:
-        body, metadata = await client.call_raw("users", ECHO, b"x", idempotent=True)
+        body, metadata = await client.call("users", ECHO, b"x", idempotent=True)
     assert body == b"echo:x"
     assert (worker.calls, second_worker.calls) == (1, 1)
     assert ("x-served-by", second_worker.address) in metadata
@@ -183,7 +187,7 @@ async def test_a_retry_goes_to_another_instance(worker: Worker, second_worker: W
 async def test_deadline_exceeded_is_not_retried_even_when_idempotent(worker: Worker) -> None:
     async with make_client(worker.address, max_attempts=3) as client:
         with pytest.raises(DeadlineExceeded):
-            await client.call_raw("users", "/test.Worker/Hang", b"", deadline=Deadline.after(0.2), idempotent=True)
+            await client.call("users", "/test.Worker/Hang", b"", deadline=Deadline.after(0.2), idempotent=True)
     assert worker.calls == 1
 
 
@@ -192,7 +196,7 @@ async def test_the_server_sees_the_deadline_shortened_by_time_already_spent(work
     deadline = Deadline.after(2.0, clock)
     clock.now += 1.5  # the caller has already spent 1.5 s of its 2 s
     async with make_client(worker.address) as client:
-        await client.call_raw("users", ECHO, b"", deadline=deadline)
+        await client.call("users", ECHO, b"", deadline=deadline)
     remaining = worker.seen_remaining[0]
     assert remaining is not None
     # 0.5 s were left when the call was made. gRPC sends the timeout rounded up to its wire
@@ -206,16 +210,16 @@ async def test_a_passed_deadline_fails_without_calling(worker: Worker) -> None:
     clock.now += 1.0
     async with make_client(worker.address) as client:
         with pytest.raises(DeadlineExceeded):
-            await client.call_raw("users", ECHO, b"", deadline=deadline, idempotent=True)
+            await client.call("users", ECHO, b"", deadline=deadline, idempotent=True)
     assert worker.calls == 0
 
 
-@pytest.mark.parametrize("traced", [True, False], ids=["with-interceptors", "bare"])
+@pytest.mark.parametrize("traced", [True, False], ids=["traced", "bare"])
 async def test_cancelling_the_caller_cancels_the_call_on_the_server(worker: Worker, traced: bool) -> None:
-    pool = ChannelPool(interceptors=client_interceptors() if traced else ())
+    pool = InstancePool()
     pool.update("users", [worker.address])
-    async with ModuleClient(pool) as client:
-        task = asyncio.create_task(client.call_raw("users", "/test.Worker/Hang", b""))
+    async with ModuleClient(pool, tracing=ClientTracer() if traced else None) as client:
+        task = asyncio.create_task(client.call("users", "/test.Worker/Hang", b""))
         await asyncio.wait_for(worker.hang_started.wait(), 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -224,30 +228,46 @@ async def test_cancelling_the_caller_cancels_the_call_on_the_server(worker: Work
     assert worker.hang_cancelled.is_set()
 
 
-async def test_an_unhealthy_instance_gets_no_calls_while_a_healthy_one_exists(
+async def test_an_ejected_instance_gets_no_calls_while_another_exists(
     worker: Worker, second_worker: Worker
 ) -> None:
-    async with make_client(worker.address, second_worker.address) as client:
-        client.pool.mark_unhealthy(worker.address)
+    now = [0.0]
+    pool = InstancePool(outliers=Outliers(eject_seconds=5.0, clock=lambda: now[0]))
+    pool.update("users", [worker.address, second_worker.address])
+    async with ModuleClient(pool) as client:
+        pool.outliers.failed(worker.address)
         for _ in range(6):
-            await client.call_raw("users", ECHO, b"")
+            await client.call("users", ECHO, b"")
         assert (worker.calls, second_worker.calls) == (0, 6)
-        client.pool.mark_healthy(worker.address)
+        now[0] = 5.0  # the ejection is over
         for _ in range(4):
-            await client.call_raw("users", ECHO, b"")
+            await client.call("users", ECHO, b"")
     assert (worker.calls, second_worker.calls) == (2, 8)
+
+
+async def test_a_refused_instance_is_ejected_and_the_call_goes_to_another_whatever_its_idempotency(
+    worker: Worker,
+) -> None:
+    dead = await Worker().start()
+    await dead.stop()  # its port now refuses connections: nothing can be sent there
+    async with make_client(dead.address, worker.address, max_attempts=3) as client:
+        for _ in range(4):
+            body, _ = await client.call("users", ECHO, b"x")  # not idempotent
+            assert body == b"echo:x"
+        assert dead.address in client.pool.outliers.ejected()
+    assert worker.calls == 4
 
 
 async def test_an_unknown_module_is_unavailable_and_named(worker: Worker) -> None:
     async with make_client(worker.address) as client:
         with pytest.raises(Unavailable, match="'billing'"):
-            await client.call_raw("billing", ECHO, b"")
+            await client.call("billing", ECHO, b"")
 
 
 async def test_payload_and_response_are_raw_bytes_and_response_metadata_is_returned(worker: Worker) -> None:
     payload = bytes(range(256))  # not UTF-8, not a valid protobuf message: nothing may decode it
     async with make_client(worker.address) as client:
-        body, metadata = await client.call_raw("users", ECHO, payload, metadata=[("x-request-id", "r-1")])
+        body, metadata = await client.call("users", ECHO, payload, metadata=[("x-request-id", "r-1")])
     assert body == b"echo:" + payload
     assert ("x-served-by", worker.address) in metadata
     assert ("x-cost", "1") in metadata
@@ -257,33 +277,33 @@ async def test_payload_and_response_are_raw_bytes_and_response_metadata_is_retur
 async def test_a_status_from_the_worker_becomes_the_runtime_error_with_its_details(worker: Worker) -> None:
     async with make_client(worker.address) as client:
         with pytest.raises(NotFound) as caught:
-            await client.call_raw("users", "/test.Worker/Missing", b"")
+            await client.call("users", "/test.Worker/Missing", b"")
     assert caught.value.message == "user 42 not found"
 
 
 async def test_retry_info_from_the_worker_becomes_retry_after(worker: Worker) -> None:
     async with make_client(worker.address, max_attempts=3) as client:
         with pytest.raises(ResourceExhausted) as caught:
-            await client.call_raw("users", "/test.Worker/Limited", b"", idempotent=True)
+            await client.call("users", "/test.Worker/Limited", b"", idempotent=True)
     assert caught.value.retry_after == pytest.approx(2.5)
     assert worker.calls == 1  # RESOURCE_EXHAUSTED is not retried
 
 
 async def test_an_oversized_request_is_refused_by_the_configured_message_limit(worker: Worker) -> None:
-    pool = ChannelPool(max_message_bytes=1024)
+    pool = InstancePool(max_message_bytes=1024)
     pool.update("users", [worker.address])
     async with ModuleClient(pool) as client:
         with pytest.raises(ResourceExhausted):
-            await client.call_raw("users", ECHO, b"x" * 4096)
-        body, _ = await client.call_raw("users", ECHO, b"x" * 100)
+            await client.call("users", ECHO, b"x" * 4096)
+        body, _ = await client.call("users", ECHO, b"x" * 100)
     assert body == b"echo:" + b"x" * 100
     assert worker.calls == 1
 
 
 async def test_a_closed_client_refuses_calls(worker: Worker) -> None:
     client = make_client(worker.address)
-    await client.call_raw("users", ECHO, b"")
+    await client.call("users", ECHO, b"")
     await client.close()
     await client.close()
     with pytest.raises(Unavailable):
-        await client.call_raw("users", ECHO, b"")
+        await client.call("users", ECHO, b"")

@@ -14,17 +14,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from runtime.client import (
+from runtime.client import InstancePool, ModuleClient
+from runtime.errors import NotFound
+from runtime.observability import (
     HANDLER_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
     VERSION_ATTRIBUTE,
-    ChannelPool,
     ClientTracer,
-    ModuleClient,
     ServerTracer,
-    server_interceptors,
 )
-from runtime.errors import NotFound
+from tests.traced import abort, traced_handler
 
 HANDLERS = {"/t.S/Echo": "t.Echo", "/t.S/Missing": "t.Missing", "/t.S/Hang": "t.Hang"}
 
@@ -38,29 +37,29 @@ class Setup:
         self.hanging = asyncio.Event()
 
     async def start(self) -> None:
-        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
-            self.seen.append(dict(context.invocation_metadata() or ()))
+        async def echo(request: bytes, headers: dict[str, str]) -> bytes:
+            self.seen.append(dict(headers))
             return request
 
-        async def missing(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
-            await context.abort(grpc.StatusCode.NOT_FOUND, "nothing here")
-            return b""
+        async def missing(request: bytes, headers: dict[str, str]) -> bytes:
+            raise abort(grpc.StatusCode.NOT_FOUND, "nothing here")
 
-        async def hang(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        async def hang(request: bytes, headers: dict[str, str]) -> bytes:
             self.hanging.set()
             await asyncio.sleep(30)
             return b""
 
+        tracer = ServerTracer(self.provider, handler_of=HANDLERS.get)
         handlers = {
-            "Echo": grpc.unary_unary_rpc_method_handler(echo),
-            "Missing": grpc.unary_unary_rpc_method_handler(missing),
-            "Hang": grpc.unary_unary_rpc_method_handler(hang),
+            "Echo": traced_handler(tracer, "/t.S/Echo", echo),
+            "Missing": traced_handler(tracer, "/t.S/Missing", missing),
+            "Hang": traced_handler(tracer, "/t.S/Hang", hang),
         }
-        self.server = grpc.aio.server(interceptors=server_interceptors(self.provider, handler_of=HANDLERS.get))
+        self.server = grpc.aio.server()
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", handlers),))
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         await self.server.start()
-        pool = ChannelPool()  # no interceptor: the client traces inline
+        pool = InstancePool()
         pool.update("t", [self.address])
         self.client = ModuleClient(pool, tracing=ClientTracer(self.provider, handler_of=HANDLERS.get))
 
@@ -83,7 +82,7 @@ async def setup() -> AsyncIterator[Setup]:
 
 async def test_the_inline_client_span_is_the_parent_of_the_server_span_and_both_carry_the_ids(setup: Setup) -> None:
     metadata = [("x-request-id", "r-7"), ("x-api-version", "2025-06-01")]
-    await setup.client.call_raw("t", "/t.S/Echo", b"x", metadata=metadata)
+    await setup.client.call("t", "/t.S/Echo", b"x", metadata=metadata)
     spans = await setup.spans(2)
     client, server = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
     assert client.name == "t.S/Echo"
@@ -99,7 +98,7 @@ async def test_the_inline_client_span_is_the_parent_of_the_server_span_and_both_
 
 async def test_a_copied_traceparent_is_replaced_by_the_client_spans_own(setup: Setup) -> None:
     stale = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    await setup.client.call_raw("t", "/t.S/Echo", b"", metadata=[("traceparent", stale)])
+    await setup.client.call("t", "/t.S/Echo", b"", metadata=[("traceparent", stale)])
     client = (await setup.spans(2))[SpanKind.CLIENT]
     assert client.context is not None
     sent = setup.seen[0]["traceparent"]
@@ -110,14 +109,14 @@ async def test_a_copied_traceparent_is_replaced_by_the_client_spans_own(setup: S
 
 async def test_the_client_span_continues_the_callers_current_trace(setup: Setup) -> None:
     with setup.provider.get_tracer("test").start_as_current_span("outer") as outer:
-        await setup.client.call_raw("t", "/t.S/Echo", b"")
+        await setup.client.call("t", "/t.S/Echo", b"")
     client = (await setup.spans(3))[SpanKind.CLIENT]
     assert client.parent is not None and client.parent.span_id == outer.get_span_context().span_id
 
 
 async def test_a_failed_call_marks_the_client_span_with_its_status(setup: Setup) -> None:
     with pytest.raises(NotFound):
-        await setup.client.call_raw("t", "/t.S/Missing", b"")
+        await setup.client.call("t", "/t.S/Missing", b"")
     client = (await setup.spans(2))[SpanKind.CLIENT]
     assert client.status.status_code == StatusCode.ERROR
     assert client.status.description == "NOT_FOUND: nothing here"
@@ -125,7 +124,7 @@ async def test_a_failed_call_marks_the_client_span_with_its_status(setup: Setup)
 
 
 async def test_a_cancelled_call_ends_its_client_span_without_an_error(setup: Setup) -> None:
-    task = asyncio.create_task(setup.client.call_raw("t", "/t.S/Hang", b""))
+    task = asyncio.create_task(setup.client.call("t", "/t.S/Hang", b""))
     await asyncio.wait_for(setup.hanging.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

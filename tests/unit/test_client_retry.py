@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from tenacity import RetryCallState
 
-from runtime.client import RetryBudget, RetryPolicy, is_retryable, stop_before_deadline
+from runtime.client import RetryBudget, RetryPolicy
+from runtime.client._retry import is_retryable, stop_before_deadline
 from runtime.deadline import Deadline
 from runtime.errors import (
-    Cancelled,
-    DeadlineExceeded,
-    InternalError,
-    NotFound,
-    ResourceExhausted,
     Unavailable,
 )
+from runtime.status import RpcStatus
+from runtime.transport import CallError, Disconnected, Unreached
 
 
 class FakeClock:
@@ -96,21 +95,33 @@ def test_a_budget_refuses_nonsense_parameters() -> None:
 # -- what is retryable --------------------------------------------------------------------
 
 
+def failed(code: grpc.StatusCode) -> CallError:
+    return CallError(RpcStatus(code, code.name))
+
+
 @pytest.mark.parametrize(
     ("error", "retryable"),
     [
-        (Unavailable("down"), True),
-        (DeadlineExceeded("late"), False),
-        (ResourceExhausted("busy"), False),
-        (NotFound("gone"), False),
-        (Cancelled("cancelled by peer"), False),
-        (InternalError("bug"), False),
+        (failed(grpc.StatusCode.UNAVAILABLE), True),
+        (Disconnected("connection lost"), True),
+        (failed(grpc.StatusCode.DEADLINE_EXCEEDED), False),
+        (failed(grpc.StatusCode.RESOURCE_EXHAUSTED), False),
+        (failed(grpc.StatusCode.NOT_FOUND), False),
+        (failed(grpc.StatusCode.CANCELLED), False),
+        (failed(grpc.StatusCode.INTERNAL), False),
+        (Unavailable("a runtime error, not a failed call"), False),
         (asyncio.CancelledError(), False),
         (KeyboardInterrupt(), False),
     ],
 )
-def test_only_unavailable_is_retryable(error: BaseException, retryable: bool) -> None:
-    assert is_retryable(error) is retryable
+def test_only_unavailable_is_retryable_and_only_when_idempotent(error: BaseException, retryable: bool) -> None:
+    assert is_retryable(error, idempotent=True) is retryable
+    assert is_retryable(error, idempotent=False) is False
+
+
+def test_a_call_that_reached_nobody_is_retryable_whatever_its_idempotency() -> None:
+    assert is_retryable(Unreached("connection refused"), idempotent=False)
+    assert is_retryable(Unreached("connection refused"), idempotent=True)
 
 
 # -- backoff ------------------------------------------------------------------------------
@@ -141,7 +152,7 @@ async def test_retrying_sleeps_through_the_injected_sleep_and_returns_the_result
     policy = RetryPolicy(max_attempts=4, initial_backoff=0.1, max_backoff=0.3)
     sleep = RecordingSleep()
     budget = RetryBudget(clock=FakeClock())
-    failures = iter([Unavailable("a"), Unavailable("b")])
+    failures = iter([failed(grpc.StatusCode.UNAVAILABLE), failed(grpc.StatusCode.UNAVAILABLE)])
 
     async def flaky() -> str:
         error = next(failures, None)
@@ -149,7 +160,7 @@ async def test_retrying_sleeps_through_the_injected_sleep_and_returns_the_result
             raise error
         return "ok"
 
-    result = await policy.retrying(deadline=None, budget=budget, sleep=sleep)(flaky)
+    result = await policy.retrying(deadline=None, budget=budget, idempotent=True, sleep=sleep)(flaky)
     assert result == "ok"
     assert len(sleep.delays) == 2
     assert 0 <= sleep.delays[0] <= 0.1
@@ -164,7 +175,7 @@ async def test_cancellation_is_never_retried() -> None:
         calls += 1
         raise asyncio.CancelledError
 
-    retrying = RetryPolicy(max_attempts=5).retrying(deadline=None, budget=RetryBudget(), sleep=RecordingSleep())
+    retrying = RetryPolicy(max_attempts=5).retrying(deadline=None, budget=RetryBudget(), idempotent=True, sleep=RecordingSleep())
     with pytest.raises(asyncio.CancelledError):
         await retrying(cancelled)
     assert calls == 1
@@ -177,10 +188,10 @@ async def test_the_budget_is_charged_only_for_retries_that_happen() -> None:
     async def down() -> None:
         nonlocal calls
         calls += 1
-        raise Unavailable("down")
+        raise failed(grpc.StatusCode.UNAVAILABLE)
 
-    retrying = RetryPolicy(max_attempts=2).retrying(deadline=None, budget=budget, sleep=RecordingSleep())
-    with pytest.raises(Unavailable):
+    retrying = RetryPolicy(max_attempts=2).retrying(deadline=None, budget=budget, idempotent=True, sleep=RecordingSleep())
+    with pytest.raises(CallError):
         await retrying(down)
     assert calls == 2
     assert budget.available() == 4.0
@@ -196,10 +207,10 @@ async def test_no_retry_is_made_when_the_backoff_would_pass_the_deadline() -> No
         nonlocal calls
         calls += 1
         clock.now += 0.001  # the attempt used up the deadline
-        raise Unavailable("down")
+        raise failed(grpc.StatusCode.UNAVAILABLE)
 
-    with pytest.raises(Unavailable):
-        await policy.retrying(deadline=deadline, budget=RetryBudget(), sleep=RecordingSleep())(down)
+    with pytest.raises(CallError):
+        await policy.retrying(deadline=deadline, budget=RetryBudget(), idempotent=True, sleep=RecordingSleep())(down)
     assert calls == 1
 
 
@@ -208,3 +219,23 @@ def test_a_policy_refuses_nonsense_parameters() -> None:
         RetryPolicy(max_attempts=0)
     with pytest.raises(ValueError):
         RetryPolicy(initial_backoff=2.0, max_backoff=1.0)
+
+
+def test_the_window_grows_by_the_policys_own_multiplier() -> None:
+    policy = RetryPolicy(initial_backoff=0.1, max_backoff=10.0, multiplier=3.0)
+    wait = policy.wait()
+    for attempt, window in [(1, 0.1), (2, 0.3), (3, 0.9)]:
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = attempt
+        delays = [wait(state) for _ in range(300)]
+        assert max(delays) <= window + 1e-9
+        assert max(delays) > window * 0.8
+
+
+def test_a_manifest_retry_table_becomes_the_policy() -> None:
+    from runtime.manifest import RetryPolicy as ManifestRetry
+
+    policy = RetryPolicy.from_manifest(
+        ManifestRetry(attempts=5, initial_backoff=0.2, max_backoff=2.0, backoff_multiplier=3.0)
+    )
+    assert (policy.max_attempts, policy.initial_backoff, policy.max_backoff, policy.multiplier) == (5, 0.2, 2.0, 3.0)

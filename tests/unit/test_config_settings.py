@@ -34,12 +34,20 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "ApiKeySettings",
         "AuthSettings",
         "ConfigError",
+        "LimitsSettings",
         "ObservabilitySettings",
         "PlaygroundSettings",
+        "RetentionSettings",
         "SecretsSettings",
         "Settings",
         "is_loopback",
         "load_settings",
+        "NOT_SETTINGS",
+        "env_name",
+        "setting_keys",
+        "setting_sources",
+        "settings_table",
+        "unknown_env",
     }
 
 
@@ -227,6 +235,8 @@ def test_every_field_has_a_description() -> None:
         "ObservabilitySettings",
         "PlaygroundSettings",
         "ApiKeySettings",
+        "LimitsSettings",
+        "RetentionSettings",
     }
     undescribed = [
         f"{model.__name__}.{name}"

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from runtime.errors import Unauthenticated
-from runtime.gateway import Credentials
 from runtime.gateway._auth import Authenticator, hash_api_key, issue_dev_token
+from runtime.gateway._ingress import Credentials
 
 SECRET = "a-development-secret-of-at-least-32-bytes"
 ISSUER = "modrpc-test"

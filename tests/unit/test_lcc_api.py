@@ -9,8 +9,8 @@ import pytest
 
 import runtime.lcc as lcc
 from runtime.deadline import Deadline
-from runtime.identity import Principal
-from runtime.lcc import RequestMeta, is_valid_request_id, new_request_id, parse_flags
+from runtime.identity import Principal, is_valid_request_id, new_request_id
+from runtime.lcc import RequestMeta, parse_flags
 
 LCC_DIR = Path(lcc.__file__).parent
 
@@ -18,12 +18,12 @@ LCC_DIR = Path(lcc.__file__).parent
 def test_exports_are_sorted_and_exactly_the_public_api() -> None:
     assert lcc.__all__ == sorted(lcc.__all__, key=lambda n: (not n.isupper(), n))
     assert set(lcc.__all__) == {
-        "LEVELS", "PHASES", "SNAPSHOT_FORMAT", "Compensation", "EffectKind", "EventKind", "EventSink",
+        "LEVELS", "PHASES", "SNAPSHOT_FLAG", "SNAPSHOT_FORMAT", "Compensation", "EffectKind", "EventKind", "EventSink",
         "HookSpec", "Level", "LifecycleCall", "LifecycleEvent", "LocalContext",
         "LogSnapshotStore", "MemoryEventSink", "MemorySnapshotStore", "Phase", "RecordLog",
         "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore",
-        "TaskStatus", "TraceChange", "ValueChange", "current_context", "diff_replays", "is_valid_request_id",
-        "new_request_id", "parse_flags", "replay", "replay_meta", "run_captured",
+        "TaskStatus", "TraceChange", "ValueChange", "current_context", "diff_replays",
+        "parse_flags", "replay", "replay_meta", "run_captured",
         "run_hook", "run_lifecycle", "should_snapshot", "to_jsonable",
     }  # fmt: skip
     for name in lcc.__all__:

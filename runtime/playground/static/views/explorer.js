@@ -32,7 +32,8 @@ async function enter(main, [moduleName, methodName, versionId]) {
   token.addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, token.value.trim()));
   const reveal = h("button", { type: "button", title: "Show or hide the token", onclick: () => { token.type = token.type === "password" ? "text" : "password"; } }, "Show");
   const mint = state.session.can_mint ? h("button", { type: "button", id: "mint-token", onclick: () => mintToken(token, all) }, "Mint dev token") : null;
-  const snapshot = h("input", { type: "checkbox", id: "explorer-snapshot" });
+  const snapshotRoles = state.session.snapshot_roles || [];
+  const snapshot = h("input", { type: "checkbox", id: "explorer-snapshot", disabled: !snapshotRoles.length });
   const editor = h("textarea", { id: "request-editor", spellcheck: "false", rows: "8", "aria-label": "Request JSON" });
   const sendButton = h("button", { class: "primary", type: "button", id: "send" }, "Send  ⌃↵");
   const result = h("div", { id: "response", "aria-live": "polite" }, h("div", { class: "empty" }, "Send the request to see the gateway's answer."));
@@ -102,7 +103,9 @@ async function enter(main, [moduleName, methodName, versionId]) {
         h("button", { type: "button", onclick: () => { editor.value = JSON.stringify(example, null, 2); drafts.delete(key); } }, "Reset to example")),
       editor,
       h("div", { class: "row spread", style: "margin-top:10px" },
-        h("label", { class: "check" }, snapshot, "Store a snapshot of this call (", h("code", {}, "x-flags: snapshot"), ")"),
+        h("label", { class: "check", title: snapshotRoles.length ? `the gateway honours it for the roles ${snapshotRoles.join(", ")}` : "no role may: set auth.snapshot_roles" },
+          snapshot, "Store a snapshot of this call (", h("code", {}, "x-flags: snapshot"), ")",
+          snapshotRoles.length ? null : h("span", { class: "faint small" }, " – needs auth.snapshot_roles")),
         sendButton)),
     h("div", { class: "panel" }, h("strong", {}, "Fields and rules at this version"), h("div", { style: "margin-top:8px" }, rules)));
   const right = h("div", {}, h("h1", {}, "Response"), h("div", { class: "panel" }, result));
@@ -111,7 +114,7 @@ async function enter(main, [moduleName, methodName, versionId]) {
 }
 
 async function mintToken(input, all) {
-  const roles = new Set();
+  const roles = new Set(state.session.snapshot_roles || []);
   for (const m of all) {
     const detail = await moduleDetail(m.name);
     for (const method of detail.methods) for (const role of method.policy.roles || []) roles.add(role);

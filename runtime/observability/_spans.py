@@ -1,34 +1,27 @@
-"""OpenTelemetry interceptors: one span per call on each side, tagged with modrpc's own ids.
+"""Spans of calls: one per call on each side, opened inline and tagged with modrpc's own ids.
 
 Every span carries ``modrpc.request_id`` (from ``x-request-id``), ``modrpc.handler`` (the handler
 id of the method called) and ``modrpc.version`` (from ``x-api-version``), which is what lets one
 search find every hop of one request at one version. Trace context crosses the wire as W3C
 ``traceparent``/``tracestate`` metadata, so a worker's span is a child of the gateway's.
 
-These are written here rather than taken from opentelemetry-instrumentation-grpc because its
-aio interceptors have no hook that sees call metadata, and the ids live in the metadata.
-Only calls with a unary response are traced (the runtime's calls are all unary); streaming
-responses pass through untouched.
-
-    >>> from opentelemetry.sdk.trace import TracerProvider
-    >>> interceptors = client_interceptors(TracerProvider())  # build once, give to ChannelPool
+The callers open them inline (the module client around each attempt, the gateway's routes and
+the worker's endpoints around each call) instead of through grpc.aio interceptors: grpc.aio runs
+an interceptor as an extra coroutine with wrapper objects on every call, and the same spans then
+cover the lane and in-process calls, which no gRPC interceptor sees.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import grpc
-import grpc.aio
 from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -42,9 +35,7 @@ __all__ = [
     "ClientTracer",
     "HandlerOf",
     "ServerTracer",
-    "client_interceptors",
     "default_handler_id",
-    "server_interceptors",
 ]
 
 REQUEST_ID_ATTRIBUTE = "modrpc.request_id"
@@ -98,17 +89,6 @@ def _recording(explicit: bool) -> bool:
 _UNKNOWN = object()
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 """A provider named in the environment is loaded by the API on first use: then always ask it."""
-
-if TYPE_CHECKING:  # grpc-stubs makes these generic; grpc itself does not
-    _Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
-    _Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-    _ClientInterceptor: TypeAlias = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
-    _ServerInterceptor: TypeAlias = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Handler = grpc.RpcMethodHandler
-    _Context = grpc.aio.ServicerContext
-    _ClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor
-    _ServerInterceptor = grpc.aio.ServerInterceptor
 
 HandlerOf = Callable[[str], str | None]
 """Maps a gRPC method path (``/pkg.Service/Method``) to a handler id (``module.method``)."""
@@ -194,11 +174,10 @@ class _Tracer:
 class ClientTracer(_Tracer):
     """The client span of one module call, started and ended by the caller: no interceptor.
 
-    grpc.aio runs a client interceptor in an extra task with wrapped call objects on every call;
-    the module client does the same work inline instead (see :class:`ModuleClient`), and the
-    interceptor below is this class plugged into a channel. Either way the span is named after
-    the method, tagged with the request id, handler id and version, is a child of the caller's
-    current span, and its trace context replaces any ``traceparent`` the caller copied in.
+    The module client opens one around each attempt, whatever transport carries it. The span is
+    named after the method, tagged with the request id, handler id and version, is a child of
+    the caller's current span, and its trace context replaces any ``traceparent`` the caller
+    copied in.
 
         >>> from opentelemetry.sdk.trace import TracerProvider
         >>> tracer = ClientTracer(TracerProvider())
@@ -259,65 +238,13 @@ class ClientTracer(_Tracer):
         span.end()
 
 
-class _ClientTracing(_ClientInterceptor):
-    """:class:`ClientTracer` as a grpc.aio interceptor, for channels used outside a module client."""
-
-    def __init__(self, tracer: ClientTracer) -> None:
-        self._tracer = tracer
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        method = client_call_details.method
-        method_path = method.decode() if isinstance(method, bytes) else method
-        span, metadata = self._tracer.start(method_path, client_call_details.metadata)
-        try:
-            details = grpc.aio.ClientCallDetails(
-                client_call_details.method,
-                client_call_details.timeout,
-                grpc.aio.Metadata(*metadata),
-                client_call_details.credentials,
-                client_call_details.wait_for_ready,
-            )
-            # The span is current while the call starts, as for any span a caller would open.
-            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
-                call = await continuation(details, request)
-            try:
-                code = await call.code()  # waits for the end of the call without raising
-            except asyncio.CancelledError:
-                call.cancel()  # the caller gave up: so does the RPC, and the server sees it
-                raise
-        except BaseException as exc:
-            ClientTracer.fail(span, exc)
-            raise
-        ClientTracer.finish(span, code, await call.details())
-        return call
-
-
-def client_interceptors(
-    tracer_provider: TracerProvider | None = None,
-    *,
-    handler_of: HandlerOf = default_handler_id,
-    propagator: TextMapPropagator | None = None,
-) -> list[_ClientInterceptor]:
-    """The client-side interceptors, built once and handed to :class:`ChannelPool`.
-
-    ``tracer_provider`` defaults to the global one; tests pass their own.
-    """
-    return [_ClientTracing(ClientTracer(tracer_provider, handler_of=handler_of, propagator=propagator))]
-
-
 class ServerTracer(_Tracer):
     """The server span of one call, opened by the handler itself: no interceptor.
 
     What the server interceptor does, for a handler that already reads the call's metadata:
     the span continues the caller's trace (``traceparent`` in ``carrier``), is named after the
-    method and tagged like the interceptor's, and is current until :meth:`end`, so spans the
-    handler opens (a module client's) are its children. grpc.aio runs an interceptor as an
-    extra coroutine per call; the gateway's routes use this instead.
+    method and tagged with the request id, handler id and version, and is current until
+    :meth:`end`, so spans the handler opens (a module client's) are its children.
 
         >>> from opentelemetry.sdk.trace import TracerProvider
         >>> tracer = ServerTracer(TracerProvider())
@@ -361,81 +288,3 @@ class ServerTracer(_Tracer):
         if code is not None:
             _set_status(span, code, details)
         span.end()
-
-
-class _ServerTracing(_ServerInterceptor):
-    """Wraps each unary-response handler in a server span that continues the caller's trace."""
-
-    def __init__(self, tracer: trace.Tracer, propagator: TextMapPropagator, handler_of: HandlerOf) -> None:
-        self._tracer = tracer
-        self._propagator = propagator
-        self._methods = _MethodAttributes(handler_of)
-        # method path -> (handler as given, handler wrapped); bounded by the methods served.
-        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
-        # grpc-stubs says a handler always comes back; grpc returns None for an unknown method.
-        handler: _Handler | None = await continuation(handler_call_details)
-        if handler is None or handler.response_streaming:
-            return handler  # type: ignore[return-value]
-        method_path: str = handler_call_details.method
-        cached = self._wrapped.get(method_path)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method_path, handler)
-        self._wrapped[method_path] = (handler, wrapped)
-        return wrapped
-
-    def _span_context(self, method_path: str, context: _Context) -> tuple[Context, dict[str, str]]:
-        carrier: dict[str, str] = {
-            key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
-        }
-        _, attributes = self._methods.of(method_path)
-        # The last value of a repeated key wins, in the carrier as in the attributes.
-        request_id = carrier.get(REQUEST_ID_KEY)
-        if request_id is not None:
-            attributes[REQUEST_ID_ATTRIBUTE] = request_id
-        version = carrier.get(_VERSION_KEY)
-        if version is not None:
-            attributes[VERSION_ATTRIBUTE] = version
-        return self._propagator.extract(carrier), attributes
-
-    def _wrap(self, method_path: str, handler: _Handler) -> _Handler:
-        streaming_request = handler.request_streaming
-        behavior: Any = handler.stream_unary if streaming_request else handler.unary_unary
-        name = method_path.lstrip("/")
-        tracer = self._tracer
-
-        async def traced_async(request: Any, context: _Context) -> Any:
-            parent, attributes = self._span_context(method_path, context)
-            with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes):
-                return await behavior(request, context)
-
-        def traced_sync(request: Any, context: _Context) -> Any:
-            # A plain function: grpc runs it on its thread pool, and the span goes with it.
-            parent, attributes = self._span_context(method_path, context)
-            with tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes):
-                return behavior(request, context)
-
-        factory = grpc.stream_unary_rpc_method_handler if streaming_request else grpc.unary_unary_rpc_method_handler
-        return factory(
-            traced_async if inspect.iscoroutinefunction(behavior) else traced_sync,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-def server_interceptors(
-    tracer_provider: TracerProvider | None = None,
-    *,
-    handler_of: HandlerOf = default_handler_id,
-    propagator: TextMapPropagator | None = None,
-) -> list[_ServerInterceptor]:
-    """The server-side interceptors, built once and handed to ``grpc.aio.server(interceptors=...)``."""
-    provider = tracer_provider or trace.get_tracer_provider()
-    tracer = provider.get_tracer(_INSTRUMENTATION)
-    return [_ServerTracing(tracer, propagator or TraceContextTextMapPropagator(), handler_of)]

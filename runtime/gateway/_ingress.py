@@ -1,0 +1,296 @@
+"""The gateway's ingress: one call through a chain of named steps, in the order SPEC §5 gives.
+
+Each step is a small callable taking the one :class:`GatewayCall` and filling in what it
+decides; the chain is built once per route (a route with no roles has no ``authorize``, one with
+no rate limit no ``rate_limit``), so a call runs only the steps its method needs:
+
+    request_id → authenticate → resolve_version → authorize → rate_limit → pick_instance → forward
+
+The request id comes first so that every answer, refusals included, carries it. A step that
+refuses the call raises the runtime error of its status; the route ends the call with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+from opentelemetry import trace
+
+from runtime.client import ModuleClient, RetryPolicy
+from runtime.deadline import Deadline
+from runtime.errors import Unavailable
+from runtime.gateway._auth import Authenticator
+from runtime.gateway._flags import forwarded_flags
+from runtime.gateway._roles import check_roles
+from runtime.identity import ANONYMOUS, PRINCIPAL_HEADER, Principal, principal_header, request_id_of
+from runtime.observability import REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
+from runtime.ratelimit import RateLimit, RateLimiter, check_rate
+from runtime.status import REQUEST_ID_KEY
+from runtime.versions import Conversion, retired_error
+
+if TYPE_CHECKING:
+    from runtime.gateway._routes import Route
+
+__all__ = ["Credentials", "Forward", "GatewayCall", "Step", "build_chain", "peer_ip", "request_id"]
+
+VERIFIED_TOKENS = 4096
+"""Bearer tokens whose verification is remembered (per gateway); the oldest go first beyond it."""
+
+
+@dataclass(slots=True)
+class GatewayCall:
+    """What one call through the gateway knows so far: the input of every step."""
+
+    payload: bytes
+    headers: dict[str, str]
+    """The caller's text metadata (grpc hands keys over lower-cased; ``-bin`` values are not
+    needed for routing)."""
+    context: grpc.aio.ServicerContext[bytes, bytes]
+    span: trace.Span
+    request_id: str = ""
+    principal: Principal = ANONYMOUS
+    forwarded_principal: str = ""
+    """The principal as the ``x-modrpc-principal`` header the worker reads."""
+    version: str = "unresolved"
+    """The version the caller's ``x-api-version`` resolves to."""
+    target: str = ""
+    """The version that serves the call."""
+    conversion: Conversion | None = None
+    """How the call reaches ``target``; None when the bytes pass through untouched."""
+
+
+Step = Callable[[GatewayCall], "Awaitable[None] | None"]
+"""One link of the chain: fills in ``call`` or raises; async only where it must wait."""
+
+
+class Credentials:
+    """The ingress's authentication, with each verified bearer token remembered while it is valid.
+
+    Clients send the same token on every call until it expires, and checking its signature and
+    claims again each time is most of what authentication costs. A token string is verified
+    once; after that, the same string maps to the same principal for as long as the token's own
+    time window (``nbf``/``iat`` to ``exp``) holds on ``clock``. Outside that window, or for any
+    other kind of credential, :class:`Authenticator` decides afresh, so every refusal (expired,
+    not yet valid, bad signature...) still comes from it, with its message.
+
+    The principal's forwarded form (the ``x-modrpc-principal`` header) is kept with it, so a
+    cached call builds no strings either.
+    """
+
+    __slots__ = ("_auth", "_clock", "_size", "_tokens")
+
+    def __init__(self, auth: Authenticator, *, size: int = VERIFIED_TOKENS, clock: Callable[[], float] = time.time) -> None:
+        self._auth = auth
+        self._size = size
+        self._clock = clock
+        # authorization header -> (principal, forwarded header, valid from, valid until)
+        self._tokens: dict[str, tuple[Principal, str, float, float]] = {}
+
+    def authenticate(self, headers: Mapping[str, str], *, public: bool) -> tuple[Principal, str]:
+        """The caller's principal and its forwarded header; raises what the authenticator raises."""
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            known = self._tokens.get(authorization)
+            if known is not None and known[2] <= self._clock() < known[3]:
+                return known[0], known[1]
+        principal = self._auth.authenticate(headers, public=public)
+        forwarded = principal_header(principal)
+        if authorization is not None and principal.method == "jwt":
+            self._remember(authorization, principal, forwarded)
+        return principal, forwarded
+
+    def _remember(self, authorization: str, principal: Principal, forwarded: str) -> None:
+        window = [principal.claims.get(claim, 0) for claim in ("nbf", "iat", "exp")]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in window):
+            return  # the authenticator accepted it; without a plain time window it is not cached
+        not_before, issued, expires = (float(v) for v in window)
+        if len(self._tokens) >= self._size:
+            del self._tokens[next(iter(self._tokens))]
+        self._tokens[authorization] = (principal, forwarded, max(not_before, issued), expires)
+
+
+# -- the steps ---------------------------------------------------------------------------------
+
+
+def request_id(call: GatewayCall) -> None:
+    """Keep the caller's well-formed ``x-request-id`` or make one, and return it in the trailers
+    (with the status, on success and failure alike: initial metadata sent on its own costs
+    grpc.aio a batch of its own on every call)."""
+    call.request_id = rid = request_id_of(call.headers.get(REQUEST_ID_KEY))
+    call.context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+    call.span.set_attribute(REQUEST_ID_ATTRIBUTE, rid)
+
+
+class Authenticate:
+    """Who is calling: a JWT or an API key; none needed for a public method."""
+
+    __slots__ = ("_credentials", "_public")
+
+    def __init__(self, credentials: Credentials, *, public: bool) -> None:
+        self._credentials = credentials
+        self._public = public
+
+    def __call__(self, call: GatewayCall) -> None:
+        call.principal, call.forwarded_principal = self._credentials.authenticate(call.headers, public=self._public)
+
+
+class ResolveVersion:
+    """Which version the caller's ``x-api-version`` means, once; a retired one is NOT_FOUND."""
+
+    __slots__ = ("_route",)
+
+    def __init__(self, route: Route) -> None:
+        self._route = route
+
+    def __call__(self, call: GatewayCall) -> None:
+        routes = self._route.routes
+        call.version = version = routes.catalog.resolve(call.headers.get("x-api-version"))
+        call.span.set_attribute(VERSION_ATTRIBUTE, version)
+        if version in routes.retired:
+            raise retired_error(routes.name, version)
+
+
+class Authorize:
+    """The caller holds every role the method requires, or PERMISSION_DENIED."""
+
+    __slots__ = ("_roles",)
+
+    def __init__(self, roles: tuple[str, ...]) -> None:
+        self._roles = roles
+
+    def __call__(self, call: GatewayCall) -> None:
+        check_roles(call.principal, self._roles)
+
+
+class RateLimitStep:
+    """At most the method's ``rate_limit`` per caller, or RESOURCE_EXHAUSTED with RetryInfo."""
+
+    __slots__ = ("_limit", "_limiter", "_path")
+
+    def __init__(self, limiter: RateLimiter, limit: RateLimit, path: str) -> None:
+        self._limiter = limiter
+        self._limit = limit
+        self._path = path
+
+    async def __call__(self, call: GatewayCall) -> None:
+        await check_rate(self._limiter, f"{self._path}|{call.principal.subject}", self._limit)
+
+
+class PickInstance:
+    """The served version the call goes to and how it gets there; counts usage per version."""
+
+    __slots__ = ("_route",)
+
+    def __init__(self, route: Route) -> None:
+        self._route = route
+
+    def __call__(self, call: GatewayCall) -> None:
+        route = self._route
+        planned = route.plan(call.version)
+        if planned is None:
+            served = ", ".join(route.routes.served) or "none running"
+            raise Unavailable(
+                f"no healthy worker serves {route.module} {call.version}, and no transformer chain "
+                f"leads from it to a served version ({served})"
+            )
+        call.target, call.conversion = planned
+        services = route.services
+        services.usage.count(route.module, call.version)
+        if call.version in route.routes.cold and services.reporter is not None:
+            services.reporter.promote_soon(route.module, call.version)
+
+
+class Forward:
+    """Send the call to an instance of the served version, through its conversion if any.
+
+    The deadline is built here, once: the caller's, capped by the method's timeout. Only the
+    metadata named here travels on, so hop-by-hop headers never reach a worker; the worker
+    learns the caller from ``x-modrpc-principal`` and ``x-forwarded-for`` gains this peer.
+    """
+
+    __slots__ = ("_client", "_idempotent", "_module", "_path", "_privileged", "_retry", "_timeout")
+
+    def __init__(self, route: Route, client: ModuleClient, retry: RetryPolicy) -> None:
+        self._privileged = route.services.privileged_flags
+        self._module = route.module
+        self._path = route.path
+        self._timeout = route.policy.timeout
+        self._idempotent = route.policy.idempotent
+        self._client = client
+        self._retry = retry
+
+    async def __call__(self, call: GatewayCall) -> bytes:
+        context = call.context
+        remaining = context.time_remaining()
+        deadline = Deadline.after(self._timeout if remaining is None else min(remaining, self._timeout))
+        metadata: list[tuple[str, str | bytes]] = [
+            (REQUEST_ID_KEY, call.request_id),
+            ("x-api-version", call.target),
+            (PRINCIPAL_HEADER, call.forwarded_principal),
+        ]
+        headers = call.headers
+        flags = headers.get("x-flags")
+        if flags:  # only calls that carry flags pay for the check
+            flags = forwarded_flags(flags, call.principal, self._privileged)
+            if flags:
+                metadata.append(("x-flags", flags))
+        peer = peer_ip(context.peer())
+        forwarded_for = headers.get("x-forwarded-for")
+        if peer is not None:
+            forwarded_for = f"{forwarded_for}, {peer}" if forwarded_for else peer
+        if forwarded_for:
+            metadata.append(("x-forwarded-for", forwarded_for))
+        key = f"{self._module}@{call.target}"
+        conversion = call.conversion
+        if conversion is None:  # the hot path: the bytes go through untouched
+            response, _ = await self._client.call(
+                key, self._path, call.payload, metadata=metadata, deadline=deadline,
+                idempotent=self._idempotent, retry=self._retry,
+            )  # fmt: skip
+            return response
+        value = await conversion.request(call.payload, deadline)
+        response, _ = await self._client.call(
+            key, self._path, conversion.encode_request(value), metadata=metadata, deadline=deadline,
+            idempotent=self._idempotent, retry=self._retry,
+        )  # fmt: skip
+        return await conversion.response(conversion.decode_response(response), deadline)
+
+
+@functools.lru_cache(maxsize=1024)
+def peer_ip(peer: str) -> str | None:
+    """The IP address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), if any.
+
+    Remembered per peer string: a gateway sees the same few connections call after call.
+    """
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        host, _, _port = rest.rpartition(":")
+        return host or None
+    if kind == "ipv6":
+        if rest.startswith("[") and "]" in rest:
+            return rest[1 : rest.index("]")] or None
+        host, _, _port = rest.rpartition(":")
+        return host or None
+    return None
+
+
+def build_chain(route: Route) -> tuple[tuple[Step, ...], Forward]:
+    """The steps a call to ``route`` runs after :func:`request_id`, in order, and the forward
+    that ends them."""
+    services = route.services
+    policy = route.policy
+    steps: list[Step] = [
+        Authenticate(services.credentials, public=policy.public),
+        ResolveVersion(route),
+    ]
+    if policy.roles:
+        steps.append(Authorize(tuple(policy.roles)))
+    if policy.rate_limit:
+        steps.append(RateLimitStep(services.limiter, RateLimit.parse(policy.rate_limit), route.path))
+    steps.append(PickInstance(route))
+    return tuple(steps), Forward(route, services.client, RetryPolicy.from_manifest(policy.retry))

@@ -1,0 +1,182 @@
+"""The call contract over gRPC: a client :class:`GrpcTransport`, and the server-side adapter.
+
+This is the one place that touches grpc.aio's call objects: an ``AioRpcError`` becomes a
+:class:`~runtime.transport.CallError` here and nowhere else. A status that grpc's own transport
+made up because no server answered ("failed to connect to all addresses; ipv4:10.0.3.7:50061")
+becomes :class:`~runtime.transport.Unreached`, and a connection lost mid-call
+:class:`~runtime.transport.Disconnected`: a modrpc server returns ``x-request-id`` with every
+status it sends, which is how the two are told apart.
+
+    transport = GrpcTransport("127.0.0.1:50061")
+    body, trailers = await transport.unary("/users.v1.UsersService/GetUser", payload, [], None)
+    await transport.close(grace=5.0)
+
+On the server side, :func:`unary_handler` turns an endpoint of the same shape (bytes, metadata
+and deadline in; bytes and trailers out; :class:`CallError` for a status) into a grpc.aio method
+handler, so a worker serves gRPC, the lane and in-process calls with the same endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
+
+import grpc
+import grpc.aio
+
+from runtime.deadline import Deadline
+from runtime.status import REQUEST_ID_KEY, RpcStatus
+from runtime.transport._contract import (
+    CallError,
+    Disconnected,
+    Metadata,
+    MetadataIn,
+    Reply,
+    TransportError,
+    Unreached,
+)
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "GrpcTransport", "call_error", "channel_options", "unary_handler"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""gRPC's own default limit; a configured limit should be passed instead."""
+
+ChannelOptions = Sequence[tuple[str, int | str]]
+
+Endpoint = Callable[[bytes, MetadataIn, Deadline | None], Awaitable[Reply]]
+"""One served method: ``(payload, metadata, deadline) -> (response bytes, trailers)``."""
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, separate: bool = False) -> ChannelOptions:
+    """Options for a channel to a worker.
+
+    Keepalive pings every 60 s notice a dead peer behind a silent NAT or load balancer; they
+    stop after two pings with no data, which stays inside the ping policy of a default gRPC
+    server. grpc's own retries are off: the module client retries, within a budget and only
+    what may be retried. ``separate`` gives the channel its own connection instead of sharing
+    one with other channels to the same address, which is the point of several channels.
+    """
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 2),
+        ("grpc.enable_retries", 0),
+    ]
+    if separate:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    return options
+
+
+def call_error(exc: grpc.aio.AioRpcError) -> CallError:
+    """The contract's error for a failed grpc.aio call (the one translation from grpc).
+
+    UNAVAILABLE and DEADLINE_EXCEEDED without ``x-request-id`` were made by grpc's own transport,
+    not sent by a modrpc server: no server answered (and the text may name addresses).
+    """
+    code = exc.code()
+    trailing: Metadata = tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
+    details = exc.details() or ""
+    if code in _TRANSPORT_CODES and all(key != REQUEST_ID_KEY for key, _ in trailing):
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return TransportError(RpcStatus(code, details))
+        if "failed to connect" in details:
+            return Unreached(details)
+        return Disconnected(details)
+    return CallError(RpcStatus(code, details, trailing))
+
+
+_TRANSPORT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class GrpcTransport:
+    """Unary calls over grpc.aio channels to one address, used in turn; raw bytes both ways.
+
+    Channels are created on the first call (building one needs no event loop). Several
+    channels (``channels`` > 1) each get their own connection.
+    """
+
+    __slots__ = ("_callables", "_channels", "_closed", "_count", "_next", "_options", "address")
+
+    def __init__(self, address: str, *, channels: int = 1, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        if channels < 1:
+            raise ValueError("channels must be at least 1")
+        self.address = address
+        self._count = channels
+        self._options = channel_options(max_message_bytes, separate=channels > 1)
+        self._closed = False
+        self._channels: list[grpc.aio.Channel] = []
+        self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = []
+        self._next = 0
+
+    def _open(self) -> None:
+        for _ in range(self._count):
+            self._channels.append(
+                grpc.aio.insecure_channel(self.address, options=self._options)
+            )
+            self._callables.append({})
+
+    def _index(self) -> int:
+        index = self._next % self._count
+        self._next = index + 1
+        return index
+
+    def _callable(self, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        if not self._channels:
+            if self._closed:
+                raise Unreached(f"the gRPC transport to {self.address} is closed")
+            self._open()
+        index = self._index()
+        cache = self._callables[index]
+        unary = cache.get(method)
+        if unary is None:
+            # No serializers: payloads are bytes on both sides and nothing is decoded here.
+            unary = cache[method] = self._channels[index].unary_unary(
+                method, request_serializer=None, response_deserializer=None
+            )
+        return unary
+
+    async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        timeout = None if deadline is None else deadline.remaining()
+        call = self._callable(method)(payload, timeout=timeout, metadata=tuple(metadata) or None)
+        try:
+            response: bytes = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            raise call_error(exc) from exc
+        except asyncio.CancelledError:
+            call.cancel()  # the caller gave up: so does the RPC, and the server sees it
+            raise
+        return response, tuple(trailing or ())
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channels; calls in flight get ``grace`` seconds (None: cancelled). Safe twice."""
+        self._closed = True
+        channels, self._channels = self._channels, []
+        self._callables = []
+        await asyncio.gather(*(channel.close(grace) for channel in channels))
+
+
+def unary_handler(endpoint: Endpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
+    """A grpc.aio raw-bytes method handler serving ``endpoint``.
+
+    grpc.aio's deadline becomes a :class:`~runtime.deadline.Deadline` here, once; the endpoint's
+    trailers go back with the response, and a :class:`CallError` ends the call with its status.
+    """
+
+    async def handle(payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else Deadline.after(remaining)
+        try:
+            metadata = cast(MetadataIn, context.invocation_metadata() or ())
+            response, trailing = await endpoint(payload, metadata, deadline)
+        except CallError as exc:
+            await context.abort_with_status(exc.status)  # type: ignore[attr-defined]  # missing from grpc-stubs
+            raise  # abort_with_status raises; never reached
+        context.set_trailing_metadata(trailing)
+        return response
+
+    return grpc.unary_unary_rpc_method_handler(handle)

@@ -1,0 +1,117 @@
+"""The one pipeline that carries a call made at an old version to the version that serves it.
+
+The gateway and the worker both meet callers pinned to an old version: the gateway when it
+forwards to a newer worker, a worker when it is called directly at an old version. Both do the
+same thing, in the same order, through :class:`Conversion`:
+
+    request bytes at the caller's version ─ decode ─ transform forward, one hop at a time ─▶ value
+    value ─ transform backward, one hop at a time ─ encode at the caller's version ─▶ response bytes
+
+(the gateway then encodes the value at the served version to forward it, and decodes the
+worker's answer before transforming it back).
+
+    conversion = plan(catalog, "CreateUser", "2025-01-15", served=("2025-06-01",))
+    value = await conversion.request(payload, deadline)      # the 2025-06-01 shape
+    answer = await conversion.response(response_value, deadline)   # 2025-01-15 bytes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from runtime.deadline import Deadline
+from runtime.errors import InternalError
+from runtime.versions._catalog import VersionCatalog
+from runtime.versions._chain import TransformStep, run_chain
+from runtime.wire import request_message, response_message
+
+__all__ = ["Conversion", "plan"]
+
+
+class Conversion:
+    """A call to ``method`` made at ``version`` and served at ``target``, through ``steps``.
+
+    With no steps (the caller's version is the served one) it only decodes and encodes.
+    """
+
+    __slots__ = ("_new", "_old", "hop_timeout", "method", "request_message", "response_message", "steps", "target", "version")
+
+    def __init__(
+        self,
+        catalog: VersionCatalog,
+        method: str,
+        version: str,
+        target: str,
+        steps: Sequence[TransformStep] = (),
+        *,
+        hop_timeout: float = 0.25,
+    ) -> None:
+        self.method = method
+        self.version = version
+        self.target = target
+        self.steps = tuple(steps)
+        self.hop_timeout = hop_timeout
+        self.request_message = request_message(method)
+        self.response_message = response_message(method)
+        self._old = catalog.wire(version)
+        self._new = catalog.wire(target)
+
+    async def request(self, payload: bytes, deadline: Deadline | None) -> dict[str, Any]:
+        """The request bytes a caller sent at ``version``, as a value in the ``target`` shape."""
+        value = self._old.decode(self.request_message, payload)
+        if not self.steps:
+            return value
+        return await run_chain(
+            self.steps, self.method, value, direction="forward", hop_timeout=self.hop_timeout,
+            deadline_remaining=None if deadline is None else deadline.remaining,
+        )  # fmt: skip
+
+    async def response(self, value: dict[str, Any], deadline: Deadline | None) -> bytes:
+        """A response value in the ``target`` shape, as bytes for the caller at ``version``."""
+        if self.steps:
+            value = await run_chain(
+                self.steps, self.method, value, direction="backward", hop_timeout=self.hop_timeout,
+                deadline_remaining=None if deadline is None else deadline.remaining,
+            )  # fmt: skip
+        return self._encode(self._old, self.response_message, value, self.version)
+
+    def encode_request(self, value: dict[str, Any]) -> bytes:
+        """A ``target``-shaped request value as the bytes the serving version reads."""
+        return self._encode(self._new, self.request_message, value, self.target)
+
+    def decode_response(self, payload: bytes) -> dict[str, Any]:
+        """The serving version's response bytes as a value, ready for :meth:`response`."""
+        return self._new.decode(self.response_message, payload)
+
+    def _encode(self, wire: Any, message: str, value: dict[str, Any], version: str) -> bytes:
+        try:
+            data: bytes = wire.encode(message, value)
+        except TypeError as exc:
+            kind = "transformed " if self.steps else ""
+            raise InternalError(f"{kind}{message} does not fit version {version}: {exc}") from exc
+        return data
+
+
+def plan(
+    catalog: VersionCatalog, method: str, version: str, served: Sequence[str], *, hop_timeout: float = 0.25
+) -> tuple[str, Conversion | None] | None:
+    """Where a call to ``method`` at ``version`` goes, and the conversion it needs on the way.
+
+    Returns the served version and either a :class:`Conversion` or None when the bytes may pass
+    through untouched. That holds for a served version, and also for a chain of compatible
+    (non-breaking) versions none of which has a transformer for this method: field numbers are
+    never reused, so the old request bytes are valid new request bytes and the new response
+    bytes read fine as the old response. None when no served version can be reached.
+    """
+    found = catalog.route(version, served)
+    if found is None:
+        return None
+    target, steps = found
+    needed = any(
+        catalog.by_id[step.to_version].breaking or method in step.forward or method in step.backward
+        for step in steps
+    )
+    if not needed:
+        return target, None
+    return target, Conversion(catalog, method, version, target, steps, hop_timeout=hop_timeout)
