@@ -22,9 +22,11 @@ from runtime.config._settings import (
     AuthSettings,
     LimitsSettings,
     ObservabilitySettings,
+    PlaygroundSettings,
     RetentionSettings,
     SecretsSettings,
     Settings,
+    is_loopback,
 )
 from runtime.config._urls import mask_url
 
@@ -35,9 +37,11 @@ __all__ = [
     "ConfigError",
     "LimitsSettings",
     "ObservabilitySettings",
+    "PlaygroundSettings",
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
+    "is_loopback",
     "load_settings",
     "mask_url",
     "setting_sources",

@@ -6,10 +6,11 @@ route from the manifest store and swapped in whole when the store changes.
 """
 
 from runtime.gateway._auth import hash_api_key, issue_dev_token
-from runtime.gateway._server import Gateway
+from runtime.gateway._server import Gateway, authenticator_from_settings
 
 __all__ = [
     "Gateway",
+    "authenticator_from_settings",
     "hash_api_key",
     "issue_dev_token",
 ]

@@ -14,9 +14,10 @@ with the handler, its hooks and validators, to :func:`run_lifecycle` as one
         sink=audit_events, snapshots=snapshot_store, snapshot_policy=policy.snapshot))
 """
 
-from runtime.lcc._context import LocalContext
+from runtime.lcc._context import EffectKind, LocalContext, current_context
 from runtime.lcc._events import EventKind, LifecycleEvent, MemoryEventSink
-from runtime.lcc._hooks import HookSpec, Level, Phase
+from runtime.lcc._hooks import HookSpec, Level, Phase, run_hook
+from runtime.lcc._json import to_jsonable
 from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
 from runtime.lcc._meta import RequestMeta, parse_flags
 from runtime.lcc._replay import (
@@ -26,12 +27,15 @@ from runtime.lcc._replay import (
     ValueChange,
     diff_replays,
     replay,
+    replay_meta,
+    run_captured,
 )
 from runtime.lcc._snapshot import SNAPSHOT_FLAG, Snapshot
 from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, SnapshotStore
 
 __all__ = [
     "SNAPSHOT_FLAG",
+    "EffectKind",
     "EventKind",
     "HookSpec",
     "Level",
@@ -49,8 +53,13 @@ __all__ = [
     "SnapshotStore",
     "TraceChange",
     "ValueChange",
+    "current_context",
     "diff_replays",
     "parse_flags",
     "replay",
+    "replay_meta",
+    "run_captured",
+    "run_hook",
     "run_lifecycle",
+    "to_jsonable",
 ]

@@ -5,11 +5,13 @@
   readable lines (:class:`ConsoleFormatter`) for a person at a terminal.
 - Metrics: :class:`Metrics` (counters, gauges, histograms over the OpenTelemetry API, exported in
   Prometheus format), :class:`RedMetrics` for per-call rate/errors/duration, and
-  :func:`start_admin_server` serving ``/metrics`` and ``/healthz``.
+  :func:`start_admin_server` serving ``/metrics``, ``/healthz`` and mounted ASGI apps on uvicorn.
 - Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured;
   :class:`ServerTracer` and :class:`ClientTracer` open each call's spans inline, tagged with the
-  request id, handler id and version.
-- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`.
+  request id, handler id and version; :class:`TraceRing` keeps the process's recent spans in
+  memory (for the playground).
+- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`; :class:`LogTail`
+  follows it (or the stored snapshots) from near its end.
 
     >>> metrics = Metrics("demo")
     >>> RedMetrics(metrics).observe("/users.v1.Users/Get", "2025-06-01", "OK", 0.012)
@@ -18,14 +20,13 @@
     >>> metrics.close()
 """
 
-from runtime.observability._admin import start_admin_server
+from runtime.observability._admin import AdminServer, start_admin_server
 from runtime.observability._audit import (
     AuditRecord,
     AuditSink,
     AuditWriteError,
     bounded,
     open_audit_sink,
-    outcome_of,
     read_audit_file,
 )
 from runtime.observability._audit_queue import AuditObserver, audit_redactor, write_audit
@@ -39,6 +40,7 @@ from runtime.observability._logging import (
     wants_console,
 )
 from runtime.observability._metrics import Counter, Gauge, Histogram, Metrics, RedMetrics
+from runtime.observability._ring import STEP_EVENT, SpanEvent, SpanRecord, TraceRing
 from runtime.observability._spans import (
     HANDLER_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
@@ -46,13 +48,16 @@ from runtime.observability._spans import (
     ClientTracer,
     ServerTracer,
 )
+from runtime.observability._tail import LogTail
 from runtime.observability._tracing import configure_tracing
 
 __all__ = [
     "HANDLER_ATTRIBUTE",
     "MODULE_ATTR",
     "REQUEST_ID_ATTRIBUTE",
+    "STEP_EVENT",
     "VERSION_ATTRIBUTE",
+    "AdminServer",
     "AuditObserver",
     "AuditRecord",
     "AuditSink",
@@ -61,9 +66,13 @@ __all__ = [
     "Counter",
     "Gauge",
     "Histogram",
+    "LogTail",
     "Metrics",
     "RedMetrics",
     "ServerTracer",
+    "SpanEvent",
+    "SpanRecord",
+    "TraceRing",
     "audit_redactor",
     "bounded",
     "configure_logging",
@@ -71,7 +80,6 @@ __all__ = [
     "handler_var",
     "log_context",
     "open_audit_sink",
-    "outcome_of",
     "read_audit_file",
     "request_id_var",
     "start_admin_server",

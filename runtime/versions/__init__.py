@@ -4,7 +4,7 @@ the version lifecycle (usage, hot/warm/cold, promotion, retirement).
 Shared by the gateway and the workers, so neither imports the other.
 """
 
-from runtime.versions._catalog import VersionCatalog, encode_descriptor
+from runtime.versions._catalog import VersionCatalog, VersionInfo, encode_descriptor
 from runtime.versions._chain import run_chain
 from runtime.versions._conversion import Conversion, plan
 from runtime.versions._history import RecordedVersion, VersionHistory, build_version_files
@@ -46,6 +46,7 @@ __all__ = [
     "UsageLedger",
     "VersionCatalog",
     "VersionHistory",
+    "VersionInfo",
     "VersionedReflection",
     "apply_retirement",
     "build_version_files",

@@ -8,6 +8,7 @@ from runtime.wire._codec import WireVersion, serving_pool
 from runtime.wire._descriptor import WireSchemaError, build_file
 from runtime.wire._lock import FieldLock
 from runtime.wire._naming import (
+    SANDBOX_SERVICE,
     handler_id_of,
     method_path,
     package_name,
@@ -20,6 +21,7 @@ from runtime.wire._naming import (
 )
 
 __all__ = [
+    "SANDBOX_SERVICE",
     "FieldLock",
     "WireSchemaError",
     "WireVersion",

@@ -48,6 +48,7 @@ from runtime.transport import InProcessModules
 from runtime.versions import REMOVED_KEY, VersionedReflection
 from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
+from runtime.worker._replay import Sandbox, sandbox_handler
 from runtime.worker._service import ModuleService, WorkerDeps
 
 if TYPE_CHECKING:
@@ -244,6 +245,10 @@ class Worker:
             # interceptor as an extra coroutine on every call).
         )
         handlers: list[Any] = [service.generic_handler()]
+        if settings.playground_on and deps.snapshots is not None:
+            # Replays of stored snapshots run here, where the module's code and state are.
+            sandbox = Sandbox({self.module: service}, deps.snapshots, hop_timeout=deps.hop_timeout)
+            handlers.append(sandbox_handler(sandbox, settings.playground.role))
         if settings.lane:
             # The lane: the same endpoints behind a framed transport, for the gateway and other
             # workers; its address is handed out over gRPC (runtime.lane.WHERE_METHOD).

@@ -209,6 +209,7 @@ def test_every_field_has_a_description() -> None:
         "AuthSettings",
         "SecretsSettings",
         "ObservabilitySettings",
+        "PlaygroundSettings",
         "ApiKeySettings",
         "LimitsSettings",
         "RetentionSettings",

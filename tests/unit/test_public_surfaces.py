@@ -23,8 +23,9 @@ SURFACES = {
     ],
     "runtime.config": [
         "DEV_JWT_SECRET", "ApiKeySettings", "AuthSettings", "ConfigError", "LimitsSettings",
-        "ObservabilitySettings", "RetentionSettings", "SecretsSettings", "Settings",
-        "load_settings", "mask_url", "setting_sources", "settings_table", "unknown_env",
+        "ObservabilitySettings", "PlaygroundSettings", "RetentionSettings", "SecretsSettings",
+        "Settings", "is_loopback", "load_settings", "mask_url", "setting_sources",
+        "settings_table", "unknown_env",
     ],
     "runtime.context": [
         "Clock", "GlobalContext", "MethodTarget", "ModuleRegistry", "current_deadline",
@@ -36,7 +37,7 @@ SURFACES = {
         "open_fabric",
     ],
     "runtime.gateway": [
-        "Gateway", "hash_api_key", "issue_dev_token",
+        "Gateway", "authenticator_from_settings", "hash_api_key", "issue_dev_token",
     ],
     "runtime.gtype": [
         "PROTOVALIDATE_VERSION", "VALIDATE_PROTO", "VALIDATE_PROTO_ROOT", "Change", "Constraints",
@@ -51,10 +52,12 @@ SURFACES = {
         "parse_where", "where_handler",
     ],
     "runtime.lcc": [
-        "SNAPSHOT_FLAG", "EventKind", "HookSpec", "Level", "LifecycleCall", "LifecycleEvent",
-        "LocalContext", "LogSnapshotStore", "MemoryEventSink", "MemorySnapshotStore", "Phase",
-        "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore", "TraceChange",
-        "ValueChange", "diff_replays", "parse_flags", "replay", "run_lifecycle",
+        "SNAPSHOT_FLAG", "EffectKind", "EventKind", "HookSpec", "Level", "LifecycleCall",
+        "LifecycleEvent", "LocalContext", "LogSnapshotStore", "MemoryEventSink",
+        "MemorySnapshotStore", "Phase", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot",
+        "SnapshotStore", "TraceChange", "ValueChange", "current_context", "diff_replays",
+        "parse_flags", "replay", "replay_meta", "run_captured", "run_hook", "run_lifecycle",
+        "to_jsonable",
     ],
     "runtime.limits": [
         "grpc_server_limits", "raise_open_file_limit",
@@ -65,12 +68,16 @@ SURFACES = {
         "load_manifest", "load_module", "service_name", "topic_covers",
     ],
     "runtime.observability": [
-        "HANDLER_ATTRIBUTE", "MODULE_ATTR", "REQUEST_ID_ATTRIBUTE", "VERSION_ATTRIBUTE",
-        "AuditObserver", "AuditRecord", "AuditSink", "AuditWriteError", "ClientTracer", "Counter",
-        "Gauge", "Histogram", "Metrics", "RedMetrics", "ServerTracer", "audit_redactor",
+        "HANDLER_ATTRIBUTE", "MODULE_ATTR", "REQUEST_ID_ATTRIBUTE", "STEP_EVENT",
+        "VERSION_ATTRIBUTE", "AdminServer", "AuditObserver", "AuditRecord", "AuditSink",
+        "AuditWriteError", "ClientTracer", "Counter", "Gauge", "Histogram", "LogTail", "Metrics",
+        "RedMetrics", "ServerTracer", "SpanEvent", "SpanRecord", "TraceRing", "audit_redactor",
         "bounded", "configure_logging", "configure_tracing", "handler_var", "log_context",
-        "open_audit_sink", "outcome_of", "read_audit_file", "request_id_var",
-        "start_admin_server", "version_var", "wants_console", "write_audit",
+        "open_audit_sink", "read_audit_file", "request_id_var", "start_admin_server",
+        "version_var", "wants_console", "write_audit",
+    ],
+    "runtime.playground": [
+        "GatewayView", "Playground",
     ],
     "runtime.project": [
         "Project", "ProjectError", "find_project", "new_module", "new_project",
@@ -97,16 +104,17 @@ SURFACES = {
     "runtime.versions": [
         "REMOVED_KEY", "Conversion", "LifecyclePolicy", "LifecycleState", "Override",
         "RecordedVersion", "RetirementDecision", "RetirementPlan", "UsageLedger",
-        "VersionCatalog", "VersionHistory", "VersionedReflection", "apply_retirement",
-        "build_version_files", "classify", "encode_descriptor", "is_removed", "is_retired",
-        "is_version_id", "mark_removed", "parse_version_id", "plan", "plan_retirement", "promote",
-        "record_usage", "refresh_states", "retired_error", "retirement_plan", "run_chain",
-        "set_override", "state_of", "unfilled_transformers", "version_instant",
+        "VersionCatalog", "VersionHistory", "VersionInfo", "VersionedReflection",
+        "apply_retirement", "build_version_files", "classify", "encode_descriptor", "is_removed",
+        "is_retired", "is_version_id", "mark_removed", "parse_version_id", "plan",
+        "plan_retirement", "promote", "record_usage", "refresh_states", "retired_error",
+        "retirement_plan", "run_chain", "set_override", "state_of", "unfilled_transformers",
+        "version_instant",
     ],
     "runtime.wire": [
-        "FieldLock", "WireSchemaError", "WireVersion", "build_file", "handler_id_of",
-        "method_path", "package_name", "pascal", "request_message", "response_message",
-        "service_name", "serving_pool", "snake", "version_segment",
+        "SANDBOX_SERVICE", "FieldLock", "WireSchemaError", "WireVersion", "build_file",
+        "handler_id_of", "method_path", "package_name", "pascal", "request_message",
+        "response_message", "service_name", "serving_pool", "snake", "version_segment",
     ],
     "runtime.worker": [
         "ModuleService", "Worker", "WorkerDeps", "load_catalog",
