@@ -31,7 +31,7 @@ from runtime.identity import ANONYMOUS, PRINCIPAL_HEADER, Principal, principal_h
 from runtime.observability import REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import REQUEST_ID_KEY
-from runtime.versions import Conversion, method_error, retired_error
+from runtime.versions import Conversion, retired_error
 
 if TYPE_CHECKING:
     from runtime.gateway._routes import Route
@@ -193,13 +193,6 @@ class PickInstance:
         route = self._route
         planned = route.plan(call.version)
         if planned is None:
-            # No worker serves the caller's version and no chain leads on from it. A method
-            # that the newest served version dropped is refused for good, naming the version
-            # that dropped it; any other method waits for a worker of that version.
-            newest = route.routes.served[0] if route.routes.served else call.version
-            refusal = method_error(route.routes.catalog, call.version, newest, route.method)
-            if refusal is not None:
-                raise refusal
             served = ", ".join(route.routes.served) or "none running"
             raise Unavailable(
                 f"no healthy worker serves {route.module} {call.version}, and no transformer chain "

@@ -123,16 +123,27 @@ def plan(
     """Where a call to ``method`` at ``version`` goes, and the conversion it needs on the way.
 
     Returns the served version and either a :class:`Conversion` or None when the bytes pass
-    through untouched: the caller's version is served and has the method (when it does not,
-    the conversion refuses the call naming the version that removed it). A chain of compatible (non-breaking)
-    versions none of which has a transformer for this method converts nothing (field numbers
-    are never reused, so the old request bytes are valid new request bytes and the new response
-    bytes read fine as the old response), but its request is still checked at its own version.
-    None when no served version can be reached.
+    through untouched: the caller's version is served and has the method. A chain of
+    compatible (non-breaking) versions none of which has a transformer for this method converts
+    nothing (field numbers are never reused, so the old request bytes are valid new request
+    bytes and the new response bytes read fine as the old response), but its request is still
+    checked at its own version.
+
+    A method that the caller's version lacks, or that the version serving it removed, gets a
+    conversion that refuses every call, UNIMPLEMENTED naming the version that removed it; so
+    does one that no served version can be reached for when the newest served version removed
+    it (that answer does not change when a worker comes or goes). Otherwise None when no served
+    version can be reached: a worker of the caller's version may yet come back.
     """
     found = catalog.route(version, served)
     if found is None:
-        return None
+        known = [v for v in served if v in catalog.by_id]
+        if not known:
+            return None
+        newest = max(known, key=lambda v: catalog.by_id[v].created_at)
+        if method_error(catalog, version, newest, method) is None:
+            return None
+        return newest, Conversion(catalog, method, version, newest, hop_timeout=hop_timeout)
     target, steps = found
     if version == target:
         if method_error(catalog, version, target, method) is None:

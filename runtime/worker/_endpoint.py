@@ -52,7 +52,7 @@ from runtime.observability import (
 )
 from runtime.status import REQUEST_ID_KEY, describe_violation, rpc_status_of
 from runtime.transport import CallError, Metadata, MetadataIn, Reply
-from runtime.versions import Conversion, VersionCatalog, method_error, plan
+from runtime.versions import Conversion, VersionCatalog, plan
 from runtime.wire import method_path
 
 __all__ = ["CallObserver", "MethodEndpoint", "RemovedMethod"]
@@ -311,8 +311,8 @@ class RemovedMethod:
     A caller still pinned to that version (or one that just called the wrong version) hears
     UNIMPLEMENTED naming the version that removed the method, over gRPC, the lane or in
     process alike, as the gateway answers it (SPEC §4), rather than grpc's bare
-    "Method not found!". An ``x-api-version`` that resolves to nothing is refused as for any
-    method.
+    "Method not found!": the one conversion pipeline (:func:`~runtime.versions.plan`) refuses
+    it. An ``x-api-version`` that resolves to nothing is refused as for any method.
     """
 
     __slots__ = ("catalog", "method", "module", "path", "served")
@@ -327,11 +327,12 @@ class RemovedMethod:
     async def serve(self, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
         headers = {k: v for k, v in metadata if isinstance(v, str)}
         request_id = request_id_of(headers.get(REQUEST_ID_KEY))
-        refusal: ModrpcError | None
         try:
             version = self.catalog.resolve(headers.get("x-api-version"))
-            refusal = method_error(self.catalog, version, self.served, self.method)
-        except ModrpcError as exc:  # an unparsable or unknown version
-            refusal = exc
-        assert refusal is not None, f"{self.path} is served at {self.served}"
-        raise CallError(rpc_status_of(refusal, request_id))
+            planned = plan(self.catalog, self.method, version, (self.served,))
+            # The served version lacks the method, so the conversion refuses the call.
+            assert planned is not None and planned[1] is not None, f"{self.path} is served at {self.served}"
+            await planned[1].request(payload, deadline)
+            raise AssertionError(f"{self.path} is not served at {self.served}, yet its conversion passed")
+        except ModrpcError as exc:  # the refusal, or an unparsable or unknown version
+            raise CallError(rpc_status_of(exc, request_id)) from exc
