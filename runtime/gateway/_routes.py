@@ -254,8 +254,12 @@ async def build_table(store: ManifestStore, services: _Services, *, now: float |
             cold=frozenset(r.id for r in records if state_of(r.metadata) == "cold"),
         )
         modules[module] = entry
-        manifest = catalog.latest.manifest
-        policies = {h["method"]: h.get("policy", {}) for h in manifest.get("handlers", ())}
+        # Each method's policy as the newest manifest that lists it declares it: a method the
+        # latest version removed keeps the policy it had for the callers still pinned to it.
+        policies: dict[str, Mapping[str, object]] = {}
+        for info in reversed(catalog.versions):
+            for h in info.manifest.get("handlers", ()):
+                policies.setdefault(h["method"], h.get("policy", {}))
         methods = {m.name for v in catalog.versions for m in v.schema.methods}
         for method in sorted(methods):
             policy = MethodPolicy.model_validate(policies.get(method, {}))

@@ -290,13 +290,18 @@ class Worker:
         await service.start_subscribers()
         if self.register:
             # What this worker knows of each version replaces what is stored, except the
-            # lifecycle's own keys (retired, cold, warm...), which a start must not undo.
+            # lifecycle's own keys (retired, cold, warm...), which a start must not undo, and
+            # the manifest of a version it does not serve: only a worker of that version knows
+            # its policies, which the gateway still enforces for that version's callers (the
+            # roles of a method a later version removed, say).
             stored = {r.id: r for r in await self.store.list_versions(self.module)}
             for record in records:
                 before = stored.get(record.id)
                 if before is not None:  # serving again: the module is no longer removed
                     kept = {k: v for k, v in before.metadata.items() if k != REMOVED_KEY}
                     record = dataclasses.replace(record, metadata={**kept, **record.metadata})
+                    if record.id != service.served and before.manifest:
+                        record = dataclasses.replace(record, manifest=before.manifest)
                 await self.store.put_version(self.module, record)
             for label, version in service.catalog.labels.items():
                 await self.store.set_label(self.module, label, version)
