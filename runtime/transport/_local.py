@@ -9,7 +9,7 @@ The worker registers its endpoints here; the gateway, which never imports the wo
 this registry::
 
     modules = InProcessModules()
-    modules.register("users", service.endpoints, versions=["2025-06-01"])   # the worker side
+    modules.register("users", service.transport, versions=["2025-06-01"])   # the worker side
     pool = InstancePool(local=modules)                                       # the client side
 """
 
