@@ -36,9 +36,7 @@ handler succeeds (with the module's own write when the module does that) and rel
 fabric, at least once, when the fabric takes it. A fabric outage loses no event.
 """
 
-from runtime.fabric._hub import FabricHub, HubFabric
-from runtime.fabric._memory import MemoryFabric, MemorySubscription
-from runtime.fabric._nats import NatsFabric, NatsSubscription
+from runtime.fabric._hub import FabricHub
 from runtime.fabric._open import open_fabric
 from runtime.fabric._outbox import OutboxBatch, OutboxRelay, OutgoingMessage
 from runtime.fabric._types import (
@@ -47,18 +45,10 @@ from runtime.fabric._types import (
     DLQ_GROUP_HEADER,
     DLQ_MSG_ID_HEADER,
     DLQ_TOPIC_HEADER,
-    REQUEST_ID_HEADER,
-    TRACEPARENT_HEADER,
-    Backpressure,
     Fabric,
-    FabricOptions,
-    Handler,
-    MemoryOptions,
     Message,
-    NatsOptions,
     Subscription,
     dead_letter_topic,
-    inject_trace,
 )
 
 __all__ = [
@@ -67,26 +57,13 @@ __all__ = [
     "DLQ_GROUP_HEADER",
     "DLQ_MSG_ID_HEADER",
     "DLQ_TOPIC_HEADER",
-    "REQUEST_ID_HEADER",
-    "TRACEPARENT_HEADER",
-    "Backpressure",
     "Fabric",
     "FabricHub",
-    "FabricOptions",
-    "Handler",
-    "HubFabric",
-    "MemoryFabric",
-    "MemoryOptions",
-    "MemorySubscription",
     "Message",
-    "NatsFabric",
-    "NatsOptions",
-    "NatsSubscription",
     "OutboxBatch",
     "OutboxRelay",
     "OutgoingMessage",
     "Subscription",
     "dead_letter_topic",
-    "inject_trace",
     "open_fabric",
 ]

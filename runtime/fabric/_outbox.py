@@ -125,17 +125,18 @@ class OutgoingMessage:
         msg_id: str | None = None,
         ttl: float | None = None,
         priority: int = 0,
-        options: FabricOptions | None = None,
+        options: object = None,
         with_id: bool = True,
     ) -> OutgoingMessage:
         """Check everything a publish would check, now, so a bad message fails its call.
 
         The current trace context goes into the headers here: the relay publishes later, from
         a task of its own. Without ``msg_id`` the message gets a fresh one (for deduplication)
-        unless ``with_id`` is false.
+        unless ``with_id`` is false. ``options``: the fabric's (its message size limit), if it
+        has :class:`FabricOptions`.
         """
         check_topic(topic)
-        check_publish(options or FabricOptions(), topic, data, ttl, None)
+        check_publish(options if isinstance(options, FabricOptions) else FabricOptions(), topic, data, ttl, None)
         sent = inject_trace(outgoing_headers(headers, None) or {})
         if msg_id is not None:
             msg_id = check_msg_id(msg_id)

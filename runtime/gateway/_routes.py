@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -31,11 +31,20 @@ from runtime.gateway._ingress import (
 )
 from runtime.gateway._usage import UsageReporter
 from runtime.manifest import MethodPolicy
-from runtime.observability import HANDLER_ATTRIBUTE, RedMetrics, ServerTracer, request_id_var
+from runtime.observability import (
+    HANDLER_ATTRIBUTE,
+    STEP_EVENT,
+    RedMetrics,
+    ServerTracer,
+    request_id_var,
+)
 from runtime.ratelimit import RateLimiter
 from runtime.status import rpc_status_of
 from runtime.versions import Conversion, VersionCatalog, is_removed, is_retired, plan, state_of
 from runtime.wire import method_path
+
+if TYPE_CHECKING:
+    from runtime.store import ManifestStore
 
 __all__ = ["ModuleRoutes", "Route", "RouteTable", "TableFeed", "Usage", "build_table"]
 
@@ -142,10 +151,13 @@ class Route:
         request_id(call)  # the first step, ahead of the rest: every answer carries the id
         token = request_id_var.set(call.request_id)
         try:
+            traced = span.is_recording()  # then each step ends with an event: the playground's timeline
             for step in self._steps:
                 pending = step(call)
                 if pending is not None:
                     await pending
+                if traced:
+                    span.add_event(STEP_EVENT, _step_event(step, call))
             return await self._forward(call)
         except asyncio.CancelledError:
             code = None
@@ -203,6 +215,17 @@ class TableFeed:
                 await asyncio.shield(self._next)
 
 
+def _step_event(step: Step, call: GatewayCall) -> dict[str, str]:
+    """The attributes of the event a traced step ends with: its name and what it decided."""
+    name = getattr(step, "__name__", None) or type(step).__name__
+    decided = {
+        "Authenticate": call.principal.subject,
+        "ResolveVersion": call.version,
+        "PickInstance": call.target + (" through a conversion" if call.conversion is not None else ""),
+    }.get(name)
+    return {"step": name} if decided is None else {"step": name, "value": decided}
+
+
 @dataclass
 class _Services:
     """What every route shares; one per gateway."""
@@ -239,7 +262,7 @@ class RouteTable:
 
 
 async def build_table(
-    store: Any, services: _Services, *, now: float | None = None, store_back_at: float | None = None
+    store: ManifestStore, services: _Services, *, now: float | None = None, store_back_at: float | None = None
 ) -> RouteTable:
     """Read the store once and build the whole table.
 
@@ -280,8 +303,12 @@ async def build_table(
             cold=frozenset(r.id for r in records if state_of(r.metadata) == "cold"),
         )
         modules[module] = entry
-        manifest = catalog.latest.manifest
-        policies = {h["method"]: h.get("policy", {}) for h in manifest.get("handlers", ())}
+        # Each method's policy as the newest manifest that lists it declares it: a method the
+        # latest version removed keeps the policy it had for the callers still pinned to it.
+        policies: dict[str, Mapping[str, object]] = {}
+        for info in reversed(catalog.versions):
+            for h in info.manifest.get("handlers", ()):
+                policies.setdefault(h["method"], h.get("policy", {}))
         methods = {m.name for v in catalog.versions for m in v.schema.methods}
         for method in sorted(methods):
             policy = MethodPolicy.model_validate(policies.get(method, {}))

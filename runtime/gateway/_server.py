@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,6 +33,7 @@ from runtime.gateway._usage import UsageReporter
 from runtime.health import HealthService
 from runtime.limits import grpc_server_limits
 from runtime.observability import (
+    AdminServer,
     ClientTracer,
     Metrics,
     RedMetrics,
@@ -43,6 +44,9 @@ from runtime.ratelimit import open_ratelimiter
 from runtime.transport import InProcessModules
 from runtime.versions import VersionedReflection
 from runtime.wire import handler_id_of, service_name
+
+if TYPE_CHECKING:
+    from runtime.store import ManifestStore
 
 __all__ = ["Gateway", "authenticator_from_settings"]
 
@@ -102,7 +106,7 @@ class Gateway:
         self.address = ""
         self.table = RouteTable({}, {}, {})
         self.usage = Usage()
-        self.store: Any = None
+        self.store: ManifestStore | None = None
         self._server: grpc.aio.Server | None = None
         self._health = HealthService()
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,7 +120,12 @@ class Gateway:
         """When the store answered again after failing (unix seconds): workers' freshness counts
         from there, since none of them could heartbeat meanwhile."""
         self.metrics = Metrics(service_name="modrpc-gateway")
-        self._admin: Any = None
+        self._admin: AdminServer | None = None
+
+    @property
+    def admin(self) -> AdminServer | None:
+        """The admin HTTP server (``/metrics``; the playground mounts on it), once started."""
+        return self._admin
 
     async def start(self) -> str:
         from runtime.store import open_store
@@ -185,7 +194,7 @@ class Gateway:
         One rebuild at a time: two overlapping ones (the refresh loop and ``wait_ready``) could
         otherwise finish out of order and swap in the older table last.
         """
-        assert self._services is not None
+        assert self._services is not None and self.store is not None, "refresh() before start()"
         async with self._refreshing:
             try:
                 table = await build_table(self.store, self._services, store_back_at=self._store_back_at)
@@ -207,9 +216,11 @@ class Gateway:
                 await self._health.set(service_name(name), status)
 
     async def _watch(self) -> None:
+        store = self.store
+        assert store is not None, "started by start(), after the store"
         while True:
             try:
-                async for _event in self.store.watch():
+                async for _event in store.watch():
                     self._changed.set()
             except asyncio.CancelledError:
                 raise

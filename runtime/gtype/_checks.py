@@ -1,7 +1,5 @@
-"""The small checks shared by :func:`validate` and generated validators.
-
-Generated validator modules import these instead of carrying their own copies, so a value gets
-exactly the same verdict whichever of the two checks it.
+"""The small checks :func:`validate` runs for formats, patterns, dates, map keys and custom
+validators.
 
 Formats and patterns mean what protovalidate's ``buf.validate`` rules mean, because those rules
 are what the generated ``.proto`` publishes (see ``_buf_validate``), and protovalidate itself

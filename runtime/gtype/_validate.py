@@ -19,8 +19,9 @@ What each kind accepts:
 
 Checks run in a fixed order: kind, then constraints (min/max length, gt, ge, lt, le, pattern,
 format, enum), then children, then custom validators, which, as in pydantic, run only when
-everything before them passed. Generated validators (``runtime.codegen``) follow the same order
-and texts, and tests hold them to identical results.
+everything before them passed. The generated ``.proto`` publishes the same constraints as
+``buf.validate`` rules (``runtime.wire._rules``), and a property test holds protovalidate to the
+same verdicts, field path for field path.
 """
 
 from __future__ import annotations

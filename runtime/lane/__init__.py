@@ -27,7 +27,7 @@ requests are not read holds new calls (within their deadlines) until the connect
 Neither end buffers without bound. The module client retires a lane only for the lane's own
 failures (never for a handler's UNAVAILABLE), and closing one gives its calls the pool's grace.
 
-    server = LaneServer(service.endpoints, host="127.0.0.1")
+    server = LaneServer(service.transport, host="127.0.0.1")
     address = await server.start()
     client = LaneClient(address)
     body, trailers = await client.unary("/users.v1.UsersService/GetUser", payload, [], None)

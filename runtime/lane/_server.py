@@ -302,7 +302,7 @@ class _Connection(FramedProtocol):
 class LaneServer:
     """Serves one :class:`~runtime.transport.Transport` to lane clients on a TCP port.
 
-    server = LaneServer(service.endpoints, host="127.0.0.1")
+    server = LaneServer(service.transport, host="127.0.0.1")
     address = await server.start()          # "127.0.0.1:40123"
     ...
     await server.stop(grace=5.0)

@@ -47,22 +47,29 @@ def check_request(catalog: VersionCatalog, version: str, method: str, request: M
 def method_error(catalog: VersionCatalog, version: str, target: str, method: str) -> Unimplemented | None:
     """Why ``method`` cannot be served to a caller at ``version`` by ``target``, or None.
 
-    The answer names the version that dropped the method, so the caller knows which pin to
-    keep or which newer method to move to.
+    The answer names the version that dropped the method (or added it), so the caller knows
+    which pin to keep or which newer method to move to.
     """
-    def has(v: str) -> bool:
-        return any(m.name == method for m in catalog.by_id[v].schema.methods)
-
-    if not has(version):
-        return Unimplemented(f"{catalog.module}.{method} is not part of version {version} of {catalog.module}")
-    if has(target):
+    module = catalog.module
+    name = f"{module}.{method}"
+    having = [v.id for v in catalog.versions if any(m.name == method for m in v.schema.methods)]
+    ids = [v.id for v in catalog.versions]
+    if version not in having:
+        position = ids.index(version)
+        before = [v for v in having if ids.index(v) < position]
+        if before:
+            removed_in = ids[ids.index(before[-1]) + 1]
+            why = f"it was removed in version {removed_in} (the last version with it is {before[-1]})"
+        elif having:
+            why = f"it was added in version {having[0]}"
+        else:
+            why = "no version has it"
+        return Unimplemented(f"{name} is not part of version {version} of {module}: {why}")
+    if target in having:
         return None
-    removed_in = target
-    for info in catalog.versions:
-        if info.created_at > catalog.by_id[version].created_at and not has(info.id):
-            removed_in = info.id
-            break
+    position = ids.index(version)
+    removed_in = next((v for v in ids[position + 1 :] if v not in having), target)
     return Unimplemented(
-        f"{catalog.module}.{method} was removed in version {removed_in}; it is served at "
-        f"{version} only while a worker serves that version, and none does now (serving {target})"
+        f"{name} was removed in version {removed_in}: a caller at {version} reaches it only "
+        f"where a worker serves {version} itself, not through {target}"
     )

@@ -41,7 +41,9 @@ class Conversion:
 
     At the served version itself it only decodes and encodes. ``transforms`` is False for a
     chain of compatible versions none of which has a transformer for this method: the request
-    is still checked at its own version, but then its bytes are valid as they are.
+    is still checked at its own version, but then its bytes are valid as they are. A method
+    that ``version`` or ``target`` lacks refuses every call, UNIMPLEMENTED naming the version
+    that removed it (:func:`~runtime.versions._contract.method_error`).
     """
 
     __slots__ = (
@@ -72,7 +74,7 @@ class Conversion:
         self._old = catalog.wire(version)
         self._new = catalog.wire(target)
         self._check = version != target
-        self._refusal = method_error(catalog, version, target, method) if self._check else None
+        self._refusal = method_error(catalog, version, target, method)
 
     async def request(self, payload: bytes, deadline: Deadline | None) -> dict[str, Any]:
         """The request bytes a caller sent at ``version``, checked at that version, as a value in
@@ -121,18 +123,32 @@ def plan(
     """Where a call to ``method`` at ``version`` goes, and the conversion it needs on the way.
 
     Returns the served version and either a :class:`Conversion` or None when the bytes pass
-    through untouched: the caller's version is served. A chain of compatible (non-breaking)
-    versions none of which has a transformer for this method converts nothing (field numbers
-    are never reused, so the old request bytes are valid new request bytes and the new response
-    bytes read fine as the old response), but its request is still checked at its own version.
-    None when no served version can be reached.
+    through untouched: the caller's version is served and has the method. A chain of
+    compatible (non-breaking) versions none of which has a transformer for this method converts
+    nothing (field numbers are never reused, so the old request bytes are valid new request
+    bytes and the new response bytes read fine as the old response), but its request is still
+    checked at its own version.
+
+    A method that the caller's version lacks, or that the version serving it removed, gets a
+    conversion that refuses every call, UNIMPLEMENTED naming the version that removed it; so
+    does one that no served version can be reached for when the newest served version removed
+    it (that answer does not change when a worker comes or goes). Otherwise None when no served
+    version can be reached: a worker of the caller's version may yet come back.
     """
     found = catalog.route(version, served)
     if found is None:
-        return None
+        known = [v for v in served if v in catalog.by_id]
+        if not known:
+            return None
+        newest = max(known, key=lambda v: catalog.by_id[v].created_at)
+        if method_error(catalog, version, newest, method) is None:
+            return None
+        return newest, Conversion(catalog, method, version, newest, hop_timeout=hop_timeout)
     target, steps = found
     if version == target:
-        return target, None
+        if method_error(catalog, version, target, method) is None:
+            return target, None
+        return target, Conversion(catalog, method, version, target, hop_timeout=hop_timeout)
     transforms = any(
         catalog.by_id[step.to_version].breaking or method in step.forward or method in step.backward
         for step in steps

@@ -231,12 +231,22 @@ class WireVersion:
                 container[k] = self._scalar(t, v)
 
     def _pick_variant(self, t: GType, v: Any) -> GType:
-        # Prefer the variant that takes the value exactly as it is: the first object that
-        # merely receives a dict would drop the fields of the variant it really is, and 3 is
-        # an int before it is a float. Only then fall back to the first variant that accepts it.
-        for exact in (True, False):
+        """The oneof member a union value travels in.
+
+        The member is the value's type tag, and every reader that checks the published rules
+        (protovalidate) judges the value by its member's rules alone. So the value goes in a
+        member whose rules it meets: ``"d"`` in ``Annotated[str, MinLen(2)] | Letter`` is a
+        ``Letter``, not a string too short to be one, or protovalidate would refuse a message
+        ``validate`` accepts. Among those, the variant that takes the value exactly as it is
+        comes first: the first object that merely receives a dict would drop the fields of the
+        variant it really is, and 3 is an int before it is a float. A value no variant accepts
+        goes in the first that can carry it, and both validators refuse it there.
+        """
+        for valid, exact in ((True, True), (True, False), (False, True), (False, False)):
             for variant in t.variants:
-                if _accepts(self.schema, variant, v, exact=exact):
+                if _accepts(self.schema, variant, v, exact=exact) and (
+                    not valid or not validate(v, variant, self.schema)
+                ):
                     return variant
         raise TypeError(f"value {v!r} matches no variant of the union")
 

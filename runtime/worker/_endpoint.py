@@ -55,7 +55,7 @@ from runtime.transport import CallError, Metadata, MetadataIn, Reply
 from runtime.versions import Conversion, VersionCatalog, plan
 from runtime.wire import method_path
 
-__all__ = ["CallObserver", "MethodEndpoint"]
+__all__ = ["CallObserver", "MethodEndpoint", "RemovedMethod"]
 
 log = logging.getLogger("modrpc.worker")
 
@@ -310,3 +310,36 @@ class MethodEndpoint:
             ServerTracer.end(span, span_token, code, details)
             if self.observer is not None and meta is not None:
                 self.observer.finished(meta, sink.events, error, started)
+
+
+class RemovedMethod:
+    """A method an earlier recorded version of the module had and the served version does not.
+
+    A caller still pinned to that version (or one that just called the wrong version) hears
+    UNIMPLEMENTED naming the version that removed the method, over gRPC, the lane or in
+    process alike, as the gateway answers it (SPEC §4), rather than grpc's bare
+    "Method not found!": the one conversion pipeline (:func:`~runtime.versions.plan`) refuses
+    it. An ``x-api-version`` that resolves to nothing is refused as for any method.
+    """
+
+    __slots__ = ("catalog", "method", "module", "path", "served")
+
+    def __init__(self, *, module: str, method: str, catalog: VersionCatalog, served: str) -> None:
+        self.module = module
+        self.method = method
+        self.path = method_path(module, method)
+        self.catalog = catalog
+        self.served = served
+
+    async def serve(self, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        headers = {k: v for k, v in metadata if isinstance(v, str)}
+        request_id = request_id_of(headers.get(REQUEST_ID_KEY))
+        try:
+            version = self.catalog.resolve(headers.get("x-api-version"))
+            planned = plan(self.catalog, self.method, version, (self.served,))
+            # The served version lacks the method, so the conversion refuses the call.
+            assert planned is not None and planned[1] is not None, f"{self.path} is served at {self.served}"
+            await planned[1].request(payload, deadline)
+            raise AssertionError(f"{self.path} is not served at {self.served}, yet its conversion passed")
+        except ModrpcError as exc:  # the refusal, or an unparsable or unknown version
+            raise CallError(rpc_status_of(exc, request_id)) from exc

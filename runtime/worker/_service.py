@@ -8,7 +8,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from pydantic import TypeAdapter
@@ -33,7 +33,11 @@ from runtime.status import REQUEST_ID_KEY, rpc_status_of
 from runtime.transport import CallError, MetadataIn, Reply, unary_handler
 from runtime.versions import VersionCatalog, encode_descriptor
 from runtime.wire import method_path, request_message, response_message, service_name
-from runtime.worker._endpoint import CallObserver, MethodEndpoint
+from runtime.worker._endpoint import CallObserver, MethodEndpoint, RemovedMethod
+
+if TYPE_CHECKING:
+    from runtime.fabric import Fabric
+    from runtime.secrets import SecretsManager
 
 __all__ = ["ModuleEndpoints", "ModuleService", "RemoteInvoker", "WorkerDeps", "load_catalog"]
 
@@ -45,8 +49,8 @@ class WorkerDeps:
     """What one worker process shares between the modules it serves."""
 
     client: ModuleClient
-    fabric: Any = None
-    secrets: Any = None
+    fabric: Fabric | None = None
+    secrets: SecretsManager | None = None
     metrics: Any = None
     snapshots: SnapshotStore | None = None
     redact: Callable[[Any], Any] | None = None
@@ -138,7 +142,7 @@ class ModuleEndpoints:
 
     __slots__ = ("_by_path",)
 
-    def __init__(self, endpoints: Mapping[str, MethodEndpoint]) -> None:
+    def __init__(self, endpoints: Mapping[str, MethodEndpoint | RemovedMethod]) -> None:
         self._by_path = {endpoint.path: endpoint for endpoint in endpoints.values()}
 
     async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
@@ -175,7 +179,14 @@ class ModuleService:
                 hop_timeout=deps.hop_timeout,
                 tracing=deps.tracing,
             )
-        self.transport = ModuleEndpoints(self.endpoints)
+        # Methods earlier versions had and the served one removed: their callers hear which
+        # version removed them, whichever transport they came by.
+        self.removed: dict[str, RemovedMethod] = {
+            method: RemovedMethod(module=self.name, method=method, catalog=catalog, served=self.served)
+            for method in sorted({m.name for v in catalog.versions for m in v.schema.methods})
+            if method not in self.endpoints
+        }
+        self.transport = ModuleEndpoints({**self.endpoints, **self.removed})
         """The endpoints as one transport: what the lane and in-process callers reach."""
         self._subscriptions: list[Any] = []
 
@@ -218,7 +229,8 @@ class ModuleService:
         return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)
 
     def generic_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
-        handlers = {method: unary_handler(endpoint.serve) for method, endpoint in self.endpoints.items()}
+        endpoints: dict[str, MethodEndpoint | RemovedMethod] = {**self.endpoints, **self.removed}
+        handlers = {method: unary_handler(endpoint.serve) for method, endpoint in endpoints.items()}
         return grpc.method_handlers_generic_handler(service_name(self.name), handlers)
 
     def store_records(self) -> list[Any]:

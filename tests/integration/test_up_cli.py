@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -84,6 +85,26 @@ async def test_up_prints_each_worker_then_ready_and_serves_through_one_port(
     assert await registered(tmp_path) == [], "workers deregister as they stop"
 
 
+async def test_up_holds_a_2025_01_15_caller_to_its_own_contract(up: tuple[Command, str]) -> None:
+    """SPEC §4 through the processes ``make up`` starts: violations name the old version's own
+    fields, its own limits apply, and reflection at a version no module has is NOT_FOUND."""
+    _, address = up
+    old = ("-H", f"authorization: Bearer {token('users:read', 'users:write')}", "-H", "x-api-version: 2025-01-15")
+    create = (address, "users.v1.UsersService/CreateUser")
+    code, _, err = await grpcurl(*old, "-d", json.dumps({"name": "", "email": "x"}), *create)
+    assert code != 0 and "Code: InvalidArgument" in err, err
+    assert re.findall(r'"field":\s*"([^"]+)"', err) == ["name", "email"], err
+    email = f"ada-{uuid.uuid4().hex[:10]}@example.com"
+    code, _, err = await grpcurl(*old, "-d", json.dumps({"name": "x" * 301, "email": email}), *create)
+    assert code != 0 and "Code: InvalidArgument" in err, err
+    assert re.findall(r'"field":\s*"([^"]+)"', err) == ["name"], err
+    describe = (address, "describe", "users.v1.CreateUserRequest")
+    code, out, err = await grpcurl("-H", "x-api-version: 2025-01-15", *describe)
+    assert code == 0 and "max_len:200" in out, err  # the symbol is there at a real version
+    code, _, err = await grpcurl("-H", "x-api-version: bogus-label", *describe)
+    assert code != 0 and "Symbol not found" in err, err
+
+
 async def test_a_crashed_worker_is_restarted_logged_and_serves_again(
     up: tuple[Command, str], tmp_path: Path
 ) -> None:
@@ -122,7 +143,7 @@ def modules_with_a_stub(tmp_path: Path) -> Path:
     """A copy of the users module whose 2025-06-01 transformer is the stub gen wrote."""
     import shutil
 
-    from runtime.codegen import render_transformer_stub
+    from runtime.codegen._transformers import render_transformer_stub
     from runtime.versions import VersionHistory
 
     repo = Path(__file__).resolve().parents[2]

@@ -9,6 +9,13 @@ must find the same fields at fault.
 
 Not published, and so not drawn here: custom validators, the calendar validity of ``date``
 strings (see ``runtime/wire/_rules.py``).
+
+A union value travels in a oneof member, and protovalidate judges it by that member's rules
+alone; ``validate`` accepts it when any variant does. The codec therefore puts a value in a
+member whose rules it meets (``"d"`` in ``str (min 2) | Enum0`` is the enum member), which is
+what every message modrpc writes carries. A message written elsewhere with a value in a member
+whose rules it breaks, though another variant would take it, is refused by protovalidate and
+accepted by the runtime: the value itself is valid, only its tag is not the one modrpc picks.
 """
 
 from __future__ import annotations

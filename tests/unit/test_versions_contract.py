@@ -8,12 +8,9 @@ import pytest
 
 from runtime.errors import Unimplemented, ValidationFailed
 from runtime.gtype import Field, GType, Method, Schema
-from runtime.versions import (
-    VersionCatalog,
-    VersionInfo,
-    check_request,
-    method_error,
-)
+from runtime.versions import VersionCatalog, plan
+from runtime.versions._catalog import VersionInfo
+from runtime.versions._contract import check_request, method_error
 from runtime.wire import FieldLock, build_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,4 +63,37 @@ def test_a_removed_method_is_unimplemented_naming_the_version_that_removed_it() 
     assert method_error(notes, "2025-01-15", "2025-06-01", "PutNote") is None
     assert method_error(notes, "2025-01-15", "2025-01-15", "ListNotes") is None
     newer = method_error(notes, "2025-06-01", "2025-06-01", "ListNotes")
-    assert isinstance(newer, Unimplemented) and "is not part of version 2025-06-01" in newer.message
+    assert isinstance(newer, Unimplemented)
+    assert newer.message == (
+        "notes.ListNotes is not part of version 2025-06-01 of notes: it was removed in version "
+        "2025-03-01 (the last version with it is 2025-01-15)"
+    )
+    # Pinned to a version that has it, served by one that lacks it, and no route back.
+    assert "a caller at 2025-01-15 reaches it only where a worker serves 2025-01-15 itself" in error.message
+
+
+def test_a_method_added_later_is_unimplemented_for_older_callers_naming_when_it_came() -> None:
+    notes = _catalog(
+        ("2025-01-15", 1736899200.0, ("PutNote",)),
+        ("2025-06-01", 1748736000.0, ("PutNote", "Search")),
+    )
+    error = method_error(notes, "2025-01-15", "2025-06-01", "Search")
+    assert isinstance(error, Unimplemented)
+    assert error.message == "notes.Search is not part of version 2025-01-15 of notes: it was added in version 2025-06-01"
+    assert method_error(notes, "2025-06-01", "2025-06-01", "Search") is None
+
+
+async def test_plan_refuses_a_removed_method_whatever_serves_and_waits_for_a_worker_otherwise() -> None:
+    """Breaking steps without transformers: a 2025-01-15 call reaches only a 2025-01-15 worker."""
+    notes = _catalog(
+        ("2025-01-15", 1736899200.0, ("ListNotes", "PutNote")),
+        ("2025-06-01", 1748736000.0, ("PutNote",)),
+    )
+    assert plan(notes, "PutNote", "2025-01-15", ("2025-06-01",)) is None  # a worker may come back
+    assert plan(notes, "ListNotes", "2025-01-15", ("2025-01-15", "2025-06-01")) == ("2025-01-15", None)
+    for version in ("2025-01-15", "2025-06-01"):  # no route back, and the newest at its own version
+        planned = plan(notes, "ListNotes", version, ("2025-06-01",))
+        assert planned is not None and planned[0] == "2025-06-01" and planned[1] is not None
+        with pytest.raises(Unimplemented, match=r"notes\.ListNotes .*removed in version 2025-06-01"):
+            await planned[1].request(b"", None)
+    assert plan(notes, "ListNotes", "2025-01-15", ()) is None  # nothing served at all

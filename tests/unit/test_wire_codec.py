@@ -89,6 +89,44 @@ def test_union_with_str_keeps_plain_strings_and_dates(wire: WireVersion) -> None
     assert _round_trip(wire, {"text": "x", "when": at})["when"] == at
 
 
+def test_a_union_value_travels_in_a_member_whose_published_rules_it_meets() -> None:
+    """``"d"`` is a string too short for ``str`` (min 2) but a member of ``Letter``: it goes in
+    the enum member, so protovalidate, judging the member's own rules, accepts what ``validate``
+    accepts (Property 13's counterexample, ``a0: str | float | Enum0``)."""
+    import protovalidate
+
+    from runtime.gtype import Constraints
+
+    short = GType.primitive("str", constraints=Constraints(min_length=2))
+    small = GType.primitive("int", constraints=Constraints(lt=5))
+    schema = Schema(
+        "demo",
+        (
+            GType.enum("Letter", ["d"]),
+            GType.object("Box", [
+                Field("v", GType.union(short, GType.primitive("float"), GType.ref("Letter"))),
+                Field("n", GType.union(small, GType.primitive("float")), required=False),
+            ]),
+        ),
+        (Method("Put", GType.ref("Box"), GType.ref("Box")),),
+    )  # fmt: skip
+    wire = WireVersion(schema, build_file(schema, FieldLock()))
+    cases = [
+        ({"v": "d"}, "v_letter"),  # the enum, not a too-short string
+        ({"v": "dd"}, "v_str"),  # a valid string stays a string
+        ({"v": "d", "n": 7}, "n_float"),  # 7 breaks int's lt 5 but is a fine float
+        ({"v": "d", "n": 3}, "n_int"),  # and 3 is an int before it is a float
+    ]
+    for value, member in cases:
+        message = wire.from_dict("PutRequest", value)
+        assert message.WhichOneof(member.split("_")[0]) == member, value
+        assert not protovalidate.Validator().collect_violations(message), value
+    # A value no variant accepts still goes in a member, and both refuse it.
+    message = wire.from_dict("PutRequest", {"v": "e"})
+    assert message.WhichOneof("v") == "v_str"
+    assert protovalidate.Validator().collect_violations(message)
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
