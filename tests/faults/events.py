@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 
-from runtime.fabric import Message, NatsFabric, Subscription
+from runtime.fabric import Message, Subscription, open_fabric
 
 __all__ = ["EventAudit"]
 
@@ -22,7 +22,7 @@ class EventAudit:
     """Which users' ``users.created`` events reached a subscriber, and how often."""
 
     def __init__(self, url: str) -> None:
-        self._fabric = NatsFabric(url)
+        self._fabric = open_fabric(url)
         self._subscription: Subscription | None = None
         self.delivered: dict[str, int] = {}
         self.without_msg_id = 0

@@ -18,7 +18,8 @@ import pytest
 
 from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
-from runtime.fabric import FabricHub, MemoryFabric, Message
+from runtime.fabric import FabricHub, Message
+from runtime.fabric._memory import MemoryFabric
 from runtime.worker import Worker
 from tests.conftest import StartWorker
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import InvalidArgument, ResourceExhausted, Unavailable
-from runtime.fabric import MemoryFabric, Message, OutboxRelay, OutgoingMessage
+from runtime.fabric import Message, OutboxRelay, OutgoingMessage
+from runtime.fabric._memory import MemoryFabric
 
 
 class Switchable:
