@@ -153,8 +153,10 @@ class WriteBehindSnapshots:
 
     A snapshot is taken when its call ends; writing it to a store that is down or hangs must
     neither fail nor delay the call (PlaceOrder keeps its snapshot policy through a store
-    outage). ``save`` queues the snapshot and returns its request id at once (the store's own id
-    is assigned when it is written). The writer keeps at most ``max_pending`` snapshots; while
+    outage). ``save`` queues the snapshot and waits at most ``inline_wait`` seconds for it to be
+    written (so with a store that answers, the snapshot is there when the call's answer is),
+    then returns: the store's id, or the request id while it is still queued. While the store
+    is failing it does not wait at all. The writer keeps at most ``max_pending`` snapshots; while
     the store is unavailable it retries with backoff, and says so in the log: how many wait,
     since when, and why, and when they are written. Nothing is dropped silently: a snapshot that
     does not fit, that the store refuses for good, or that is still queued when :meth:`close`
@@ -168,13 +170,15 @@ class WriteBehindSnapshots:
         max_pending: int = 10_000,
         retry_max: float = 5.0,
         on_drop: Callable[[int], object] | None = None,
+        inline_wait: float = 0.2,
     ) -> None:
         self._inner = inner
+        self._inline_wait = inline_wait
         self._on_drop = on_drop
         """Told how many snapshots were given up on (a metric's ``add``)."""
         self._max_pending = max_pending
         self._retry_max = retry_max
-        self._queue: deque[Snapshot] = deque()
+        self._queue: deque[tuple[Snapshot, asyncio.Future[str | None]]] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -202,10 +206,16 @@ class WriteBehindSnapshots:
                 snapshot.request_id, len(self._queue), self.dropped,
             )  # fmt: skip
             return snapshot.request_id
-        self._queue.append(snapshot)
+        written: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((snapshot, written))
         assert self._wake is not None
         self._wake.set()
-        return snapshot.request_id
+        if self._failing_since is None and self._inline_wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._inline_wait):
+                    await asyncio.shield(written)
+        stored = written.result() if written.done() else None
+        return stored or snapshot.request_id
 
     async def load(self, snapshot_id: str) -> Snapshot:
         return await self._inner.load(snapshot_id)
@@ -230,12 +240,13 @@ class WriteBehindSnapshots:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            snapshot = self._queue[0]
+            snapshot, written = self._queue[0]
             try:
-                await self._inner.save(snapshot)
+                stored = await self._inner.save(snapshot)
             except Exception as exc:
                 if isinstance(exc, ModrpcError) and not isinstance(exc, Unavailable):
                     self._queue.popleft()  # the store refuses this one for good: say so, go on
+                    _settle(written, None)
                     self._dropped(1)
                     _log.error("snapshot of request %s not stored: the store refused it: %s", snapshot.request_id, exc)
                     continue
@@ -244,6 +255,7 @@ class WriteBehindSnapshots:
                 backoff = min(backoff * 2, self._retry_max)
                 continue
             self._queue.popleft()
+            _settle(written, stored)
             self.written += 1
             backoff = 0.1
             if self._failing_since is not None and not self._queue:
@@ -259,7 +271,7 @@ class WriteBehindSnapshots:
             self._failing_since = now
         if now - self._reported >= 30.0:
             self._reported = now
-            waiting = [s.request_id for s in list(self._queue)[:3]]
+            waiting = [s.request_id for s, _ in list(self._queue)[:3]]
             _log.error(
                 "snapshots cannot be stored (%s): %d wait in memory (requests %s%s), written when "
                 "the store answers; beyond %d they are dropped",
@@ -283,10 +295,17 @@ class WriteBehindSnapshots:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._queue:
-            ids = [s.request_id for s in self._queue]
+            ids = [s.request_id for s, _ in self._queue]
+            for _, written in self._queue:
+                _settle(written, None)
             _log.error(
                 "%d snapshots were never stored (the store did not answer before the worker stopped): "
                 "requests %s", len(ids), ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else ""),
             )  # fmt: skip
             self._dropped(len(ids))
             self._queue.clear()
+
+
+def _settle(future: asyncio.Future[str | None], stored: str | None) -> None:
+    if not future.done():
+        future.set_result(stored)
