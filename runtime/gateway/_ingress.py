@@ -184,9 +184,11 @@ class RateLimitStep:
 class PickInstance:
     """The served version the call goes to and how it gets there; counts usage per version.
 
-    When no healthy worker serves it right now (they are restarting, or every one of them
-    left), the call waits for the route table to change, within its deadline, rather than
-    failing at once; then UNAVAILABLE names what is missing. A stopping gateway ends the wait.
+    When no healthy worker of the module serves at all right now (they are restarting, or
+    every one of them left), the call waits for the route table to change, within its deadline,
+    rather than failing at once; then UNAVAILABLE names what is missing. A stopping gateway ends
+    the wait. While other versions are served and none leads to the caller's, it is UNAVAILABLE
+    at once: a worker of that version is not on its way back.
     """
 
     __slots__ = ("_route",)
@@ -195,11 +197,22 @@ class PickInstance:
         self._route = route
 
     def __call__(self, call: GatewayCall) -> Awaitable[None] | None:
-        planned = self._route.plan(call.version)
+        route = self._route
+        planned = route.plan(call.version)
         if planned is None:
-            return self._wait_for_worker(call)
+            if not route.routes.served:
+                return self._wait_for_worker(call)
+            raise self._unavailable(route, call)
         self._picked(call, planned)
         return None
+
+    @staticmethod
+    def _unavailable(route: Route, call: GatewayCall) -> Unavailable:
+        served = ", ".join(route.routes.served) or "none running"
+        return Unavailable(
+            f"no healthy worker serves {route.module} {call.version}, and no transformer chain "
+            f"leads from it to a served version ({served})"
+        )
 
     def _picked(self, call: GatewayCall, planned: tuple[str, Conversion | None]) -> None:
         route = self._route
@@ -226,13 +239,11 @@ class PickInstance:
             if planned is not None:
                 self._picked(call, planned)
                 return
+            if current.routes.served:
+                break  # the module is back, but nothing it serves leads to this version
         if tables.closing:
             raise Unavailable(f"the gateway is shutting down; {route.module} was not called")
-        served = ", ".join(current.routes.served) or "none running"
-        raise Unavailable(
-            f"no healthy worker serves {route.module} {call.version}, and no transformer chain "
-            f"leads from it to a served version ({served})"
-        )
+        raise self._unavailable(current, call)
 
 
 class Forward:
