@@ -9,6 +9,7 @@ from runtime.gtype._analyzer import (
     analyze_type,
     build_schema,
     method_name,
+    stream_item,
 )
 from runtime.gtype._checks import (
     check_format,
@@ -82,5 +83,6 @@ __all__ = [
     "register_custom_validator",
     "run_custom_validator",
     "same_scalar",
+    "stream_item",
     "validate",
 ]

@@ -20,7 +20,8 @@ enum value added                          not breaking   breaking
 constraint tightened                      breaking       not breaking
 constraint loosened                       not breaking   breaking
 any type change, method removed,          breaking       breaking
-reused field number
+reused field number, streaming shape
+changed (unary, client, server, bidi)
 method added                              not breaking   not breaking
 ========================================  =============  ==============
 
@@ -47,6 +48,7 @@ CHANGE_KINDS: frozenset[str] = frozenset(
     (
         "method_added",
         "method_removed",
+        "streaming_changed",
         "field_added",
         "field_removed",
         "became_required",
@@ -186,6 +188,9 @@ class _Differ:
             self.add(name, "method_added", False, f"method {name} added")
         for name in old.keys() & new.keys():
             o, n = old[name], new[name]
+            if o.streaming != n.streaming:
+                # A stub of either shape cannot call the other: the call itself no longer fits.
+                self.add(name, "streaming_changed", True, f"method {name} changed from {o.streaming} to {n.streaming} streaming")
             self.node(o.request, n.request, f"{name}.request", frozenset((REQUEST,)))
             self.node(o.response, n.response, f"{name}.response", frozenset((RESPONSE,)))
 

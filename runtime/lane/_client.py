@@ -19,6 +19,13 @@ calls wait for it to drain, within their deadlines, so requests cannot pile up i
 without bound.
 
 A caller that is cancelled sends CANCEL too, then re-raises: cancellation is never swallowed.
+
+A streaming call (:meth:`LaneClient.stream`) is an OPEN frame, then MESSAGE frames each way and
+the client's HALF; the server ends it with END or STATUS. Each side sends only within the credit
+the other grants (``_flow.py``), so the messages a slow reader has not read yet stay within one
+window per stream, in this process and in the worker's. The connection is made before anything
+is taken from the request iterator, so a lane that cannot be reached leaves the call untouched
+for gRPC to carry.
 """
 
 from __future__ import annotations
@@ -26,35 +33,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 
 import grpc
 
 from runtime.deadline import Deadline
+from runtime.lane._flow import Credit, Inbound
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
+    END,
+    HALF,
+    MESSAGE,
     METADATA_ALLOWANCE,
+    OPEN,
     REFUSED,
     REQUEST,
     RESPONSE,
     STATUS,
+    WINDOW,
     Frame,
     FrameError,
     FrameReader,
     Oversized,
+    decode_end,
     decode_refused,
     decode_response,
     decode_status,
+    decode_window,
     encode_cancel,
+    encode_half,
+    encode_message,
+    encode_open,
     encode_request,
+    encode_window,
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
 from runtime.status import RpcStatus
-from runtime.transport import CallError, Disconnected, MetadataIn, Reply, TransportError, Unreached
+from runtime.transport import (
+    CallError,
+    Disconnected,
+    Metadata,
+    MetadataIn,
+    Reply,
+    TransportError,
+    Unreached,
+    request_failed,
+)
 
-__all__ = ["LaneClient"]
+__all__ = ["LaneClient", "LaneStream"]
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -98,6 +126,7 @@ class _Connection(FramedProtocol):
         self.max_message_bytes = max_message_bytes
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self.streams: dict[int, LaneStream] = {}
         self.lost = False
         self._reader = FrameReader(max_message_bytes + METADATA_ALLOWANCE)
         self._last_id = 0
@@ -141,16 +170,19 @@ class _Connection(FramedProtocol):
         self.fail_all(lambda: Disconnected(details))
 
     def fail_all(self, error: Callable[[], CallError]) -> None:
-        """Fail every call still out with a fresh ``error()`` each."""
+        """Fail every call and stream still out with a fresh ``error()`` each."""
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(error())
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream.ended(error())
         self._check_idle()
 
     def _check_idle(self) -> None:
         idle = self.idle
-        if idle is not None and not self.pending and not idle.done():
+        if idle is not None and not self.pending and not self.streams and not idle.done():
             idle.set_result(None)
 
     def close(self) -> None:
@@ -172,9 +204,7 @@ class _Connection(FramedProtocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise Unreached(f"lane connection to {self.address} is closed")
-        self._last_id = stream_id = (self._last_id + 1) & 0xFFFFFFFF
-        while stream_id in self.pending:  # after 2**32 calls the ids come round again
-            self._last_id = stream_id = (stream_id + 1) & 0xFFFFFFFF
+        stream_id = self._new_id()
         try:
             frame = encode_request(stream_id, method, metadata, timeout, payload)
         except FrameError as exc:
@@ -183,6 +213,35 @@ class _Connection(FramedProtocol):
         self.pending[stream_id] = future
         self.write_frame(frame)
         return stream_id, future
+
+    def _new_id(self) -> int:
+        self._last_id = stream_id = (self._last_id + 1) & 0xFFFFFFFF
+        while stream_id in self.pending or stream_id in self.streams:  # after 2**32 the ids come round
+            self._last_id = stream_id = (stream_id + 1) & 0xFFFFFFFF
+        return stream_id
+
+    def open(self, stream: LaneStream, method: str, metadata: MetadataIn, timeout: float | None) -> int:
+        """Write the OPEN frame of a new stream; its id (the stream gets its frames from now on)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise Unreached(f"lane connection to {self.address} is closed")
+        stream_id = self._new_id()
+        try:
+            frame = encode_open(stream_id, method, metadata, timeout)
+        except FrameError as exc:
+            raise _failed(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
+        self.streams[stream_id] = stream
+        self.write_frame(frame)
+        return stream_id
+
+    def close_stream(self, stream_id: int, *, cancel: bool) -> None:
+        """Forget a stream (it ended, or is given up: then ``cancel`` tells the server)."""
+        if self.streams.pop(stream_id, None) is None:
+            return
+        self._check_idle()
+        transport = self._transport
+        if cancel and transport is not None and not transport.is_closing():
+            self.write_frame(encode_cancel(stream_id))
 
     def give_up(
         self, stream_id: int, code: grpc.StatusCode | None = None, details: str = ""
@@ -205,10 +264,20 @@ class _Connection(FramedProtocol):
             self._protocol_error(str(exc))
             return
         for frame in frames:
-            if frame.kind == REQUEST or frame.kind == CANCEL:  # a server never sends these
-                self._protocol_error(f"a lane server sent a frame of kind {frame.kind}")
+            kind = frame.kind
+            if kind == REQUEST or kind == CANCEL or kind == OPEN or kind == HALF:  # a server never sends these
+                self._protocol_error(f"a lane server sent a frame of kind {kind}")
                 return
-            if frame.kind == REFUSED:  # not started: the call may go another way
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                problem = stream.on_frame(frame)
+                if problem is not None:
+                    self._protocol_error(problem)
+                    return
+                continue
+            if kind == MESSAGE or kind == WINDOW or kind == END:
+                continue  # for a stream given up on (deadline, cancellation)
+            if kind == REFUSED:  # not started: the call may go another way
                 refused = self.pending.pop(frame.stream_id, None)
                 if refused is not None and not refused.done():
                     reason = "" if isinstance(frame, Oversized) else decode_refused(frame.body)
@@ -253,6 +322,160 @@ class _Connection(FramedProtocol):
         self.close()
 
 
+class LaneStream:
+    """One streaming call over a lane connection: a :class:`~runtime.transport.StreamCall`.
+
+    The connection is made on the first read, before the request iterator is touched; then OPEN
+    is written and a task of its own sends the request messages within the server's credit.
+    """
+
+    __slots__ = (
+        "_client", "_connection", "_deadline", "_metadata", "_method", "_pump", "_requests", "_timer",
+        "credit", "inbound", "started", "stream_id",
+    )  # fmt: skip
+
+    def __init__(
+        self, client: LaneClient, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> None:
+        self._client = client
+        self._method = method
+        self._requests = requests
+        self._metadata = metadata
+        self._deadline = deadline
+        self._connection: _Connection | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.inbound = Inbound(client._max_message_bytes)
+        self.credit = Credit()
+        self.started = False
+        """OPEN was written (the request iterator may have been read since)."""
+        self.stream_id = 0
+
+    def __aiter__(self) -> LaneStream:
+        return self
+
+    async def _start(self) -> _Connection:
+        client, method, deadline = self._client, self._method, self._deadline
+        connection = await client._ready_connection(method, deadline)
+        timeout = None
+        if deadline is not None:
+            timeout = deadline.remaining()
+            if timeout <= 0:
+                raise client._deadline_exceeded(method)
+        self.stream_id = connection.open(self, method, self._metadata, timeout)
+        self._connection = connection
+        self.started = True
+        loop = connection.loop
+        self._pump = loop.create_task(self._send(connection))
+        if timeout is not None:
+            self._timer = loop.call_later(timeout, self._expire)
+        return connection
+
+    async def __anext__(self) -> bytes:
+        connection = self._connection
+        if connection is None:
+            connection = await self._start()
+        queue = self.inbound.queue
+        message = queue.get_nowait()
+        if message is None:
+            try:
+                message = await queue.get()
+            except asyncio.CancelledError:
+                await self.aclose()
+                raise
+        grant = self.inbound.consumed(message)
+        if grant and self.stream_id in connection.streams:
+            connection.write_frame(encode_window(self.stream_id, grant))
+        return message
+
+    @property
+    def trailers(self) -> Metadata:
+        return self.inbound.queue.trailers
+
+    async def _send(self, connection: _Connection) -> None:
+        """Send the request messages within the server's credit, then HALF."""
+        limit = self._client._max_message_bytes
+        try:
+            async for message in self._requests:
+                if len(message) > limit:
+                    self.give_up(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large("request message", len(message), limit)))
+                    return
+                if not await self.credit.spend(len(message)):
+                    return  # the stream ended meanwhile
+                connection.write_frame(encode_message(self.stream_id, message))
+            if self.stream_id in connection.streams:
+                connection.write_frame(encode_half(self.stream_id))
+        except Exception as exc:  # the request iterator failed: the call is given up
+            self.give_up(request_failed(exc))
+
+    def on_frame(self, frame: Frame | Oversized) -> str | None:
+        """A frame the server sent on this stream; what is wrong with it, when the connection
+        cannot be trusted any more."""
+        connection = self._connection
+        assert connection is not None
+        kind = frame.kind
+        if isinstance(frame, Oversized):
+            message = too_large("stream frame", frame.length, connection._reader.max_body)
+            self.give_up(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+            return None
+        try:
+            if kind == MESSAGE:
+                limit = self._client._max_message_bytes
+                if len(frame.body) > limit:
+                    message = too_large("response message", len(frame.body), limit)
+                    self.give_up(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+                elif not self.inbound.received(frame.body):
+                    return f"the server sent past its credit on stream {frame.stream_id}"
+            elif kind == WINDOW:
+                self.credit.grant(decode_window(frame.body))
+            elif kind == END:
+                connection.close_stream(self.stream_id, cancel=False)
+                self.ended(None, decode_end(frame.body))
+            elif kind == STATUS:
+                connection.close_stream(self.stream_id, cancel=False)
+                code, details, trailing = decode_status(frame.body)
+                self.ended(CallError(RpcStatus(_CODES.get(code, grpc.StatusCode.UNKNOWN), details, trailing)))
+            elif kind == REFUSED:
+                connection.close_stream(self.stream_id, cancel=False)
+                self.ended(Unreached(f"the lane at {connection.address} refused the call: {decode_refused(frame.body)}"))
+            else:
+                return f"a lane server sent a frame of kind {kind} on a stream"
+        except FrameError as exc:
+            return str(exc)
+        return None
+
+    def ended(self, error: CallError | None, trailers: Metadata = ()) -> None:
+        """The stream is over (END, STATUS, REFUSED, the connection lost, or given up on)."""
+        self.inbound.queue.finish(error, trailers)
+        self.credit.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pump = self._pump
+        if pump is not None and not pump.done() and pump is not asyncio.current_task():
+            pump.cancel()  # the server takes no more messages
+
+    def give_up(self, error: CallError) -> None:
+        """End the stream here with ``error`` and tell the server to stop."""
+        connection = self._connection
+        if connection is not None:
+            connection.close_stream(self.stream_id, cancel=True)
+        self.ended(error)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.give_up(self._client._deadline_exceeded(self._method))
+
+    async def aclose(self) -> None:
+        if self.started and not self.inbound.queue.ended:
+            self.give_up(_failed(grpc.StatusCode.CANCELLED, f"{self._method}: the caller gave up the stream"))
+        self.inbound.queue.close()
+        pump = self._pump
+        if pump is not None and not pump.done():
+            pump.cancel()
+            await asyncio.wait((pump,))
+
+
 class LaneClient:
     """A :class:`~runtime.transport.Transport` to the lane server at ``address``.
 
@@ -284,13 +507,7 @@ class LaneClient:
     async def unary(
         self, method_path: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None
     ) -> Reply:
-        connection = self._connection
-        if connection is None or not connection.usable:
-            connection = await self._connect(method_path, deadline)
-        while connection.drained is not None:  # the worker is not reading: wait for it
-            await self._drain(connection, method_path, deadline)
-            if not connection.usable:
-                connection = await self._connect(method_path, deadline)
+        connection = await self._ready_connection(method_path, deadline)
         timeout = None
         if deadline is not None:
             timeout = deadline.remaining()
@@ -312,6 +529,23 @@ class LaneClient:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def stream(
+        self, method_path: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> LaneStream:
+        """A streaming call over the lane; it connects on the first read (see :class:`LaneStream`)."""
+        return LaneStream(self, method_path, requests, metadata, deadline)
+
+    async def _ready_connection(self, method_path: str, deadline: Deadline | None) -> _Connection:
+        """The connection, made if need be, once the worker reads what is written to it."""
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect(method_path, deadline)
+        while connection.drained is not None:  # the worker is not reading: wait for it
+            await self._drain(connection, method_path, deadline)
+            if not connection.usable:
+                connection = await self._connect(method_path, deadline)
+        return connection
 
     async def _drain(self, connection: _Connection, method_path: str, deadline: Deadline | None) -> None:
         drained = connection.drained
@@ -386,7 +620,7 @@ class LaneClient:
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if grace and connection.pending and not connection.lost:
+        if grace and (connection.pending or connection.streams) and not connection.lost:
             connection.idle = connection.loop.create_future()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):

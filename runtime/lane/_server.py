@@ -5,6 +5,11 @@ than the call itself). A REQUEST frame starts a task calling the served :class:`
 its RESPONSE or STATUS is written with one ``transport.write``. A CANCEL frame, or the connection
 going away, cancels the task, and a cancelled call sends nothing: nobody is waiting for it.
 
+An OPEN frame starts a streaming call the same way: its task reads the served
+:class:`~runtime.transport.StreamCall` and writes each response message within the client's
+credit, and the request messages the client sends (within this end's credit) are what the
+served stream reads. A stream holds its call slot until it ends.
+
 A connection runs at most ``max_concurrent_calls`` calls at once (the lane's counterpart of
 HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS); further requests wait, in order, and start as calls
 end. It stops reading while its answers are not being read (the transport's high-water mark) or
@@ -18,23 +23,34 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 
 from runtime.deadline import Deadline
+from runtime.lane._flow import Credit, Inbound
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
+    HALF,
+    MESSAGE,
     METADATA_ALLOWANCE,
+    OPEN,
     REQUEST,
+    WINDOW,
+    Frame,
     FrameError,
     FrameReader,
     Oversized,
     Request,
     decode_request,
+    decode_window,
+    encode_end,
+    encode_message,
     encode_refused,
     encode_response,
     encode_status,
+    encode_window,
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
@@ -53,6 +69,16 @@ DEFAULT_MAX_CONCURRENT_CALLS = 1024
 """Calls one connection may have running before further requests wait for one to end."""
 
 
+class _Stream:
+    """The server's side of one streaming call: the messages the client sent and the credit."""
+
+    __slots__ = ("credit", "inbound")
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.inbound = Inbound(max_message_bytes)
+        self.credit = Credit()
+
+
 class _Connection(FramedProtocol):
     """One client connection: its reader and the tasks of its requests still running."""
 
@@ -63,8 +89,11 @@ class _Connection(FramedProtocol):
         # A client never reuses a stream id that is still open (a REQUEST for one is a protocol
         # error), so a task's entry can be dropped by stream id alone.
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self._waiting: collections.deque[tuple[int, bytes, float]] = collections.deque()
-        """Requests (stream id, body, when read) read while ``max_concurrent_calls`` were running."""
+        self.streams: dict[int, _Stream] = {}
+        """The streaming calls among ``tasks``, by stream id."""
+        self._waiting: collections.deque[tuple[int, bytes, float, bool]] = collections.deque()
+        """Requests and OPENs (stream id, body, when read, whether it streams) read while
+        ``max_concurrent_calls`` were running."""
         self._write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,6 +110,9 @@ class _Connection(FramedProtocol):
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
+        for stream in self.streams.values():
+            stream.credit.close()
+        self.streams.clear()
         self._waiting.clear()
 
     def pause_writing(self) -> None:
@@ -113,25 +145,35 @@ class _Connection(FramedProtocol):
             self.close()
             return
         for frame in frames:
-            if frame.kind == REQUEST:
+            kind = frame.kind
+            if kind == MESSAGE or kind == HALF or kind == WINDOW:
+                problem = self._on_stream_frame(frame)
+                if problem is not None:
+                    self._protocol_error(problem)
+                    return
+            elif kind == REQUEST or kind == OPEN:
                 if isinstance(frame, Oversized):
                     message = too_large("request frame", frame.length, self._reader.max_body)
                     self.write_frame(encode_status(frame.stream_id, _RESOURCE_EXHAUSTED, message, ()))
-                elif frame.stream_id in self.tasks or (
+                    continue
+                if frame.stream_id in self.tasks or frame.stream_id in self.streams or (
                     self._waiting and any(w[0] == frame.stream_id for w in self._waiting)
                 ):
                     self._protocol_error(f"a request reused stream id {frame.stream_id}, still open")
                     return
-                elif self._waiting or len(self.tasks) >= self._server.max_concurrent_calls:
-                    self._waiting.append((frame.stream_id, frame.body, time.monotonic()))
+                if kind == OPEN:  # its messages may come before it starts: they wait with it
+                    self.streams[frame.stream_id] = _Stream(self._server.max_message_bytes)
+                if self._waiting or len(self.tasks) >= self._server.max_concurrent_calls:
+                    self._waiting.append((frame.stream_id, frame.body, time.monotonic(), kind == OPEN))
                     self._pace()
                 else:
-                    self._start(frame.stream_id, frame.body)
+                    self._start(frame.stream_id, frame.body, streams=kind == OPEN)
             elif frame.kind == CANCEL and not isinstance(frame, Oversized):
                 task = self.tasks.get(frame.stream_id)
                 if task is not None:
                     task.cancel()  # its end makes room for a waiting request
                 elif self._waiting:  # a request that never started: dropped, unanswered
+                    self._drop_stream(frame.stream_id)
                     self._waiting = collections.deque(
                         waiting for waiting in self._waiting if waiting[0] != frame.stream_id
                     )
@@ -140,21 +182,71 @@ class _Connection(FramedProtocol):
                 self._protocol_error(f"a client sent a frame of kind {frame.kind}")
                 return
 
+    def _on_stream_frame(self, frame: Frame | Oversized) -> str | None:
+        """A MESSAGE, HALF or WINDOW frame; what is wrong with it when the connection must close.
+
+        A frame for a stream that is not running is dropped: the stream ended (or waits for a
+        call slot, and then its messages are refused past the credit, which the client keeps to).
+        """
+        stream = self.streams.get(frame.stream_id)
+        if isinstance(frame, Oversized):
+            if stream is not None:
+                task = self.tasks.get(frame.stream_id)
+                message = too_large("request message", frame.length, self._reader.max_body)
+                self.write_frame(encode_status(frame.stream_id, _RESOURCE_EXHAUSTED, message, ()))
+                self._drop_stream(frame.stream_id)
+                if task is not None:
+                    task.cancel()
+            return None
+        if stream is None:
+            return None
+        assert isinstance(frame, Frame)
+        if frame.kind == MESSAGE:
+            limit = self._server.max_message_bytes
+            if len(frame.body) > limit:
+                task = self.tasks.get(frame.stream_id)
+                message = too_large("request message", len(frame.body), limit)
+                self.write_frame(encode_status(frame.stream_id, _RESOURCE_EXHAUSTED, message, ()))
+                self._drop_stream(frame.stream_id)
+                if task is not None:
+                    task.cancel()
+            elif not stream.inbound.received(frame.body):
+                return f"a client sent past its credit on stream {frame.stream_id}"
+        elif frame.kind == HALF:
+            stream.inbound.queue.finish()
+        else:
+            try:
+                stream.credit.grant(decode_window(frame.body))
+            except FrameError as exc:
+                return str(exc)
+        return None
+
+    def _drop_stream(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.credit.close()
+
     def _protocol_error(self, reason: str) -> None:
         log.warning("closing a lane connection: %s", reason)
         self.close()
 
-    def _start(self, stream_id: int, body: bytes, read_at: float | None = None) -> None:
-        """Start the call of a REQUEST body; ``read_at``: when it was read, if it waited since."""
+    def _start(self, stream_id: int, body: bytes, read_at: float | None = None, streams: bool = False) -> None:
+        """Start the call of a REQUEST (or, ``streams``, an OPEN) body; ``read_at``: when it was
+        read, if it waited since."""
+        stream = self.streams.get(stream_id) if streams else None
+        if streams and stream is None:
+            return  # dropped while it waited for a call slot
         try:
             request = decode_request(body)
         except FrameError as exc:
+            self._drop_stream(stream_id)
             self.write_frame(encode_status(stream_id, _INTERNAL, f"malformed lane request: {exc}", ()))
             return
         if read_at is not None and request.timeout is not None:
             left = request.timeout - (time.monotonic() - read_at)  # the wait counts against it
             if left <= 0:
                 message = f"deadline exceeded while {request.method} waited for a free call slot"
+                self._drop_stream(stream_id)
                 self.write_frame(encode_status(stream_id, _DEADLINE_EXCEEDED, message, ()))
                 return
             request = request._replace(timeout=left)
@@ -164,20 +256,25 @@ class _Connection(FramedProtocol):
             self.write_frame(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
             return
         if self._server._stopping:  # never started: the client may send it elsewhere
+            self._drop_stream(stream_id)
             self.write_frame(encode_refused(stream_id, "the lane server is stopping"))
             return
-        self.tasks[stream_id] = asyncio.get_running_loop().create_task(
-            self._serve(stream_id, request)
-        )
+        loop = asyncio.get_running_loop()
+        if stream is not None:
+            self.tasks[stream_id] = loop.create_task(self._serve_stream(stream_id, request, stream))
+        else:
+            self.tasks[stream_id] = loop.create_task(self._serve(stream_id, request))
 
     def _ended(self, stream_id: int) -> None:
         """A call ended (answered or cancelled): a waiting request takes its place."""
         self.tasks.pop(stream_id, None)
+        self._drop_stream(stream_id)
         if not self._waiting or self._transport is None:
             return
         limit = self._server.max_concurrent_calls
         while self._waiting and len(self.tasks) < limit:  # one not started (malformed) makes room
-            self._start(*self._waiting.popleft())
+            stream_id, body, read_at, streams = self._waiting.popleft()
+            self._start(stream_id, body, read_at, streams)
         self._pace()
 
     async def _serve(self, stream_id: int, request: Request) -> None:
@@ -203,6 +300,55 @@ class _Connection(FramedProtocol):
         finally:
             self._ended(stream_id)
         self.write_frame(frame)
+
+    async def _serve_stream(self, stream_id: int, request: Request, stream: _Stream) -> None:
+        """Serve one streaming call: response messages out within the client's credit, then END
+        or STATUS; cancelled (CANCEL, the connection lost), it closes the served call and sends
+        nothing."""
+        deadline = None if request.timeout is None else Deadline.after(request.timeout)
+        call = self._server._served.stream(request.method, self._requests(stream_id, stream), request.metadata, deadline)
+        limit = self._server.max_message_bytes
+        try:
+            async for message in call:
+                if len(message) > limit:
+                    log.error("lane stream %s: a response message of %d bytes is past the limit", request.method, len(message))
+                    frame = encode_status(stream_id, _RESOURCE_EXHAUSTED, too_large("response message", len(message), limit), ())
+                    break
+                if not await stream.credit.spend(len(message)):
+                    return  # the stream was dropped meanwhile
+                self.write_frame(encode_message(stream_id, message))
+            else:
+                frame = encode_end(stream_id, call.trailers)
+        except CallError as abort:
+            try:
+                frame = encode_status(stream_id, abort.code.value[0], abort.details, abort.trailing_metadata)
+            except FrameError as exc:
+                log.error("lane stream %s: its status cannot be framed: %s", request.method, exc)
+                frame = encode_status(stream_id, _INTERNAL, "internal error", ())
+        except Exception:
+            log.exception("lane stream %s failed", request.method)
+            frame = encode_status(stream_id, _INTERNAL, "internal error", ())
+        finally:
+            await call.aclose()
+            self._ended(stream_id)
+        self.write_frame(frame)
+
+    async def _requests(self, stream_id: int, stream: _Stream) -> AsyncIterator[bytes]:
+        """The request messages of a stream as the served call reads them, credit granted back."""
+        inbound = stream.inbound
+        queue = inbound.queue
+        while True:
+            message = queue.get_nowait()
+            if message is None:
+                try:
+                    message = await queue.get()
+                except StopAsyncIteration:
+                    return
+            grant = inbound.consumed(message)
+            if grant and stream_id in self.streams:
+                self.write_frame(encode_window(stream_id, grant))
+            yield message
+
 
 class LaneServer:
     """Serves one :class:`~runtime.transport.Transport` to lane clients on a TCP port.

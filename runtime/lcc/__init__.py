@@ -17,7 +17,7 @@ with the handler, its hooks and validators, to :func:`run_lifecycle` as one
 from runtime.lcc._context import Compensation, LocalContext, Redactor
 from runtime.lcc._events import EventKind, EventSink, LifecycleEvent, MemoryEventSink
 from runtime.lcc._hooks import LEVELS, PHASES, HookSpec, Level, Phase
-from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
+from runtime.lcc._lifecycle import LifecycleCall, Stream, run_lifecycle
 from runtime.lcc._meta import RequestMeta, parse_flags
 from runtime.lcc._replay import (
     ReplayDiff,
@@ -55,6 +55,7 @@ __all__ = [
     "RequestMeta",
     "Snapshot",
     "SnapshotStore",
+    "Stream",
     "TaskStatus",
     "TraceChange",
     "ValueChange",

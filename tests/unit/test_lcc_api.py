@@ -21,7 +21,7 @@ def test_exports_are_sorted_and_exactly_the_public_api() -> None:
         "LEVELS", "PHASES", "SNAPSHOT_FORMAT", "Compensation", "EventKind", "EventSink",
         "HookSpec", "Level", "LifecycleCall", "LifecycleEvent", "LocalContext",
         "LogSnapshotStore", "MemoryEventSink", "MemorySnapshotStore", "Phase", "RecordLog",
-        "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore",
+        "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore", "Stream",
         "TaskStatus", "TraceChange", "ValueChange", "diff_replays",
         "parse_flags", "replay", "replay_meta", "run_captured",
         "run_lifecycle", "should_snapshot",
