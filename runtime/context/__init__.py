@@ -1,5 +1,6 @@
 """GlobalContext (``gctx``): module clients, config, secrets, metrics, topics and versions."""
 
+from runtime.context._clock import Clock, SystemClock
 from runtime.context._config import ReadOnlyConfig, freeze
 from runtime.context._global import (
     GlobalContext,
@@ -12,6 +13,7 @@ from runtime.context._modules import MethodTarget, ModuleInvoker, ModuleProxy, M
 from runtime.context._subscriber import SubscriberMark, subscriber, subscriber_mark
 
 __all__ = [
+    "Clock",
     "GlobalContext",
     "MethodTarget",
     "ModuleInvoker",
@@ -20,6 +22,7 @@ __all__ = [
     "ReadOnlyConfig",
     "SecretSource",
     "SubscriberMark",
+    "SystemClock",
     "current_deadline",
     "current_request_id",
     "encode_payload",

@@ -34,10 +34,18 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "ApiKeySettings",
         "AuthSettings",
         "ConfigError",
+        "LimitsSettings",
         "ObservabilitySettings",
+        "RetentionSettings",
         "SecretsSettings",
         "Settings",
         "load_settings",
+        "NOT_SETTINGS",
+        "env_name",
+        "setting_keys",
+        "setting_sources",
+        "settings_table",
+        "unknown_env",
     }
 
 
@@ -224,6 +232,8 @@ def test_every_field_has_a_description() -> None:
         "SecretsSettings",
         "ObservabilitySettings",
         "ApiKeySettings",
+        "LimitsSettings",
+        "RetentionSettings",
     }
     undescribed = [
         f"{model.__name__}.{name}"

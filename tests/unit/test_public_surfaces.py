@@ -13,16 +13,23 @@ import pytest
 SURFACES = {
     "runtime": ["GlobalContext", "LocalContext", "handler", "subscriber"],
     "runtime.context": [
-        "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
-        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_deadline", "current_request_id",
+        "Clock", "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
+        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "SystemClock", "current_deadline", "current_request_id",
         "encode_payload", "freeze", "subscriber", "subscriber_mark",
     ],
     "runtime.gateway": [
         "ApiKey", "Authenticator", "Gateway", "authenticator_from_settings", "hash_api_key",
         "issue_dev_token",
     ],
-    "runtime.worker": ["Worker"],
+    "runtime.worker": ["AuditObserver", "ModuleService", "Worker", "WorkerDeps", "load_catalog"],
     "runtime.cli": ["main"],
+    "runtime.project": [
+        "PROJECT_FILE", "Project", "ProjectError", "find_project", "new_module", "new_project",
+    ],
+    "runtime.testing": [
+        "TEST_PRINCIPAL", "DictSecrets", "ManualClock", "ModuleCall", "ModuleHarness", "Published",
+        "RecordingFabric", "Stub", "StubModules",
+    ],
     "runtime.identity": [
         "ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "is_valid_request_id",
         "new_request_id", "principal_from_header", "principal_header", "request_id_of",
