@@ -137,7 +137,7 @@ class StubModules:
             )
         argument: Any = requests
         if not target.client_streaming:
-            argument = [request async for request in requests][0]
+            argument = await anext(aiter(requests))
         self.calls.append(ModuleCall(target.module, method, argument))
         result = stub(argument)
         if inspect.isawaitable(result):
