@@ -27,7 +27,14 @@ from grpc_status import rpc_status
 from runtime.manifest import load_module
 from runtime.versions import VersionCatalog
 from runtime.worker import load_catalog
-from tests.fixtures.gateway_modules.commands import Command, free_port, isolated_env, start, stop, token
+from tests.fixtures.gateway_modules.commands import (
+    Command,
+    free_port,
+    isolated_env,
+    start,
+    stop,
+    token,
+)
 from tests.fixtures.gateway_modules.feeds import FeedClient
 
 PATHS = ("gateway-lane", "gateway-grpc", "worker")
