@@ -200,6 +200,7 @@ class _Run:
         messages = None
         if stream.requests is None:
             self.check_request(request, "request")
+            stream.received = 1
         else:
             request = messages = self.received(stream, stream.requests)
         try:

@@ -458,6 +458,7 @@ class MethodEndpoint:
             )
             if not self.server_streaming:
                 await out.put(await conversion.response(response, deadline))
+                stream.sent = 1
             return trailers
         except asyncio.CancelledError:
             code = None
