@@ -18,7 +18,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.gateway_modules.commands import GRPCURL, Command, free_port, grpcurl, start, stop, token
+from tests.fixtures.gateway_modules.commands import (
+    GRPCURL,
+    Command,
+    free_port,
+    grpcurl,
+    start,
+    stop,
+    token,
+)
 
 pytestmark = pytest.mark.contract
 
