@@ -19,8 +19,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.topology import MODULE, Topology
 from bench.modules import MODULES_DIR
+from bench.topology import MODULE, Topology
 from runtime.versions import VersionCatalog
 from runtime.wire import method_path, request_message, response_message
 
