@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -94,7 +95,7 @@ def key() -> str:
     return f"k-{uuid.uuid4().hex[:10]}"
 
 
-async def settled(feed: FeedClient, name: str, **expected: int) -> dict[str, int]:
+async def settled(feed: FeedClient, name: str, **expected: int) -> dict[str, Any]:
     """What ran for ``name`` once the worker reports ``expected`` (cleanup may finish just after
     the caller saw the end), or what it reports after 5 s."""
     tally = await feed.ran(name)
