@@ -35,7 +35,6 @@ from runtime.transport._stream import (
     MessageQueue,
     ProducedStream,
     request_failed,
-    send_requests,
 )
 
 __all__ = [
@@ -59,7 +58,6 @@ __all__ = [
     "call_error",
     "channel_options",
     "request_failed",
-    "send_requests",
     "stream_handler",
     "unary_handler",
 ]

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
 from runtime.status import RpcStatus
 from runtime.transport._contract import CallError, Metadata
 
-__all__ = ["FailedStream", "MessageQueue", "ProducedStream", "request_failed", "send_requests"]
+__all__ = ["FailedStream", "MessageQueue", "ProducedStream", "request_failed"]
 
 log = logging.getLogger("modrpc.transport")
 
@@ -138,18 +138,6 @@ def request_failed(exc: BaseException) -> CallError:
     error = CallError(RpcStatus(grpc.StatusCode.CANCELLED, f"the request stream failed: {exc!r}"))
     error.__cause__ = exc
     return error
-
-
-async def send_requests(
-    requests: AsyncIterable[bytes], send: Callable[[bytes], Awaitable[None]], done: Callable[[], Awaitable[None] | None]
-) -> None:
-    """Pump ``requests`` into ``send`` one at a time (each awaited, so the peer's pace sets the
-    iterator's), then call ``done`` (the half-close). A failing iterator raises from here."""
-    async for message in requests:
-        await send(message)
-    ended = done()
-    if ended is not None:
-        await ended
 
 
 class FailedStream:
