@@ -82,7 +82,7 @@ def _report(result: GenResult, *, check: bool) -> int:
         if result.ok:
             print("modrpc gen --check: generated code is up to date")
             return 0
-        print("modrpc gen --check: generated code is stale; run `modrpc gen`:", file=sys.stderr)
+        print("modrpc gen --check: generated code is stale (run `modrpc gen`) or a transformer is unfilled:", file=sys.stderr)
         for line in result.stale:
             print(f"  {line}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Codegen: GType schemas → ``.proto`` files, Python messages and stubs, clients, validators.
+"""Codegen: GType schemas → ``.proto`` files (constraints as ``buf.validate`` rules), Python messages and stubs, clients.
 
 ``modrpc gen`` runs :func:`generate`; see ``_generate`` for what it writes and how it keeps
 the output deterministic and atomic.

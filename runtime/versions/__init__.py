@@ -11,6 +11,7 @@ from runtime.versions._catalog import (
     encode_descriptor,
 )
 from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
+from runtime.versions._contract import check_request, method_error
 from runtime.versions._conversion import Conversion, plan
 from runtime.versions._lifecycle import (
     DAY,
@@ -39,6 +40,7 @@ from runtime.versions._lifecycle import (
 )
 from runtime.versions._reflection import VersionedReflection
 from runtime.versions._resolve import VersionId, VersionTable
+from runtime.versions._stubs import unfilled_stubs, unfilled_transformers
 
 __all__ = [
     "DAY",
@@ -61,12 +63,14 @@ __all__ = [
     "VersionUsage",
     "VersionedReflection",
     "apply_retirement",
+    "check_request",
     "classify",
     "decode_descriptor",
     "encode_descriptor",
     "is_removed",
     "is_retired",
     "mark_removed",
+    "method_error",
     "plan",
     "plan_retirement",
     "promote",
@@ -77,4 +81,6 @@ __all__ = [
     "run_chain",
     "set_override",
     "state_of",
+    "unfilled_stubs",
+    "unfilled_transformers",
 ]

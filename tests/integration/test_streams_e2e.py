@@ -162,11 +162,14 @@ async def test_an_invalid_response_message_mid_stream_ends_it_internal_after_the
 
 async def test_an_invalid_request_message_mid_stream_is_invalid_argument_naming_the_field(feed: FeedClient) -> None:
     name = key()
-    entries = [{"heading": name, "n": 1}, {"heading": name, "n": 2}, {"heading": name, "n": -5}, {"heading": name, "n": 4}]
     writer = [("authorization", f"Bearer {token('feed:write')}")]
+    call = feed.open("Total", metadata=writer)
+    for n in (1, 2, -5):  # the third is refused; the call ends there, with no half-close
+        await call.write(feed.encode("Total", {"heading": name, "n": n}))
+    assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "n: expected integer >= 0, got -5" in (await call.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await feed.collect("Total", entries, metadata=writer)
-    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        await call.read()
     status = rpc_status.from_call(failure.value)  # type: ignore[arg-type]
     assert status is not None
     bad = error_details_pb2.BadRequest()
@@ -233,12 +236,13 @@ async def test_the_gateway_checks_roles_once_per_stream(deployment: Deployment) 
         async with grpc.aio.insecure_channel(deployment.addresses[path]) as channel:
             feed = FeedClient(channel, deployment.catalog)
             reader = [("authorization", f"Bearer {token('feed:read')}")]
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
-                await feed.collect("Total", [{"heading": "x", "n": 1}], metadata=reader)
-            assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
-                await feed.collect("Total", [{"heading": "x", "n": 1}])
-            assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # Refused as the stream opens, before any message: nothing is written (a grpc.aio
+            # client still writing when the server ends the call reports its own INTERNAL).
+            refused = feed.open("Total", metadata=reader)
+            assert await refused.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "feed:write" in (await refused.details() or "")
+            assert dict(await refused.trailing_metadata() or ())["x-request-id"]
+            assert await feed.open("Total").code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 # -- flow control -------------------------------------------------------------------------------

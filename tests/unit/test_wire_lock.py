@@ -189,4 +189,4 @@ def test_scalars_have_explicit_presence_and_datetimes_are_timestamps() -> None:
         and not by_name["at"].proto3_optional
     )
     assert not by_name["tags"].proto3_optional
-    assert list(fdp.dependency) == ["google/protobuf/timestamp.proto"]
+    assert list(fdp.dependency) == ["buf/validate/validate.proto", "google/protobuf/timestamp.proto"]

@@ -23,38 +23,90 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gen.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
 _POOL = _descriptor_pool.DescriptorPool()
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1cinventory/v1/inventory.proto\x12\x0cinventory.v1\"-\n\x11\x43heckStockRequest\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x06\n\x04_sku\"T\n\x12\x43heckStockResponse\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tavailable\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available\"+\n\x0fGetStockRequest\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x06\n\x04_sku\"R\n\x10GetStockResponse\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tavailable\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available\"P\n\x0eReleaseRequest\x12+\n\x0ereservation_id\x18\x01 \x01(\tH\x00R\x0ereservation_id\x88\x01\x01\x42\x11\n\x0f_reservation_id\"u\n\x0fReleaseResponse\x12+\n\x0ereservation_id\x18\x01 \x01(\tH\x00R\x0ereservation_id\x88\x01\x01\x12\x15\n\x08released\x18\x02 \x01(\x08H\x01\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x0b\n\t_released\"|\n\x0eReserveRequest\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08quantity\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1f\n\x08order_id\x18\x03 \x01(\tH\x02R\x08order_id\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantityB\x0b\n\t_order_id\"\xb5\x01\n\x0fReserveResponse\x12+\n\x0ereservation_id\x18\x01 \x01(\tH\x00R\x0ereservation_id\x88\x01\x01\x12\x10\n\x03sku\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08quantity\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x16\n\tremaining\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x06\n\x04_skuB\x0b\n\t_quantityB\x0c\n\n_remaining\"S\n\x13RestockBatchRequest\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08quantity\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantity\"v\n\x14RestockBatchResponse\x12\x12\n\x05lines\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05units\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\"\n\x05stock\x18\x03 \x03(\x0b\x32\x13.inventory.v1.StockB\x08\n\x06_linesB\x08\n\x06_units\"G\n\x05Stock\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tavailable\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available2\x9b\x03\n\x10InventoryService\x12S\n\nCheckStock\x12\x1f.inventory.v1.CheckStockRequest\x1a .inventory.v1.CheckStockResponse(\x01\x30\x01\x12I\n\x08GetStock\x12\x1d.inventory.v1.GetStockRequest\x1a\x1e.inventory.v1.GetStockResponse\x12\x46\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x1d.inventory.v1.ReleaseResponse\x12\x46\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x1d.inventory.v1.ReserveResponse\x12W\n\x0cRestockBatch\x12!.inventory.v1.RestockBatchRequest\x1a\".inventory.v1.RestockBatchResponse(\x01\x62\x06proto3')
+from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_descriptor__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_duration__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_field__mask__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR.serialized_pb)
+_POOL.AddSerializedFile(buf_dot_validate_dot_validate__pb2.DESCRIPTOR.serialized_pb)
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1cinventory/v1/inventory.proto\x12\x0cinventory.v1\x1a\x1b\x62uf/validate/validate.proto\"Q\n\x11\x43heckStockRequest\x12\x34\n\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1a\x10\x01\x18@2\x14^[A-Z0-9][A-Z0-9-]*$\xc8\x01\x01H\x00\x88\x01\x01\x42\x06\n\x04_sku\"d\n\x12\x43heckStockResponse\x12\x18\n\x03sku\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12\x1e\n\tavailable\x18\x02 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available\"O\n\x0fGetStockRequest\x12\x34\n\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1a\x10\x01\x18@2\x14^[A-Z0-9][A-Z0-9-]*$\xc8\x01\x01H\x00\x88\x01\x01\x42\x06\n\x04_sku\"b\n\x10GetStockResponse\x12\x18\n\x03sku\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12\x1e\n\tavailable\x18\x02 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available\"X\n\x0eReleaseRequest\x12\x33\n\x0ereservation_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00R\x0ereservation_id\x88\x01\x01\x42\x11\n\x0f_reservation_id\"\x85\x01\n\x0fReleaseResponse\x12\x33\n\x0ereservation_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00R\x0ereservation_id\x88\x01\x01\x12\x1d\n\x08released\x18\x02 \x01(\x08\x42\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x0b\n\t_released\"\xaf\x01\n\x0eReserveRequest\x12\x34\n\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1a\x10\x01\x18@2\x14^[A-Z0-9][A-Z0-9-]*$\xc8\x01\x01H\x00\x88\x01\x01\x12$\n\x08quantity\x18\x02 \x01(\x03\x42\r\xbaH\n\"\x05\x18\x90N(\x01\xc8\x01\x01H\x01\x88\x01\x01\x12\x1f\n\x08order_id\x18\x03 \x01(\tH\x02R\x08order_id\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantityB\x0b\n\t_order_id\"\xd5\x01\n\x0fReserveResponse\x12\x33\n\x0ereservation_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00R\x0ereservation_id\x88\x01\x01\x12\x18\n\x03sku\x18\x02 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x12\x1d\n\x08quantity\x18\x03 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x02\x88\x01\x01\x12\x1e\n\tremaining\x18\x04 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x03\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x06\n\x04_skuB\x0b\n\t_quantityB\x0c\n\n_remaining\"\x86\x01\n\x13RestockBatchRequest\x12\x34\n\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1a\x10\x01\x18@2\x14^[A-Z0-9][A-Z0-9-]*$\xc8\x01\x01H\x00\x88\x01\x01\x12$\n\x08quantity\x18\x02 \x01(\x03\x42\r\xbaH\n\"\x05\x18\x90N(\x01\xc8\x01\x01H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantity\"\x86\x01\n\x14RestockBatchResponse\x12\x1a\n\x05lines\x18\x01 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12\x1a\n\x05units\x18\x02 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x12\"\n\x05stock\x18\x03 \x03(\x0b\x32\x13.inventory.v1.StockB\x08\n\x06_linesB\x08\n\x06_units\"W\n\x05Stock\x12\x18\n\x03sku\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12\x1e\n\tavailable\x18\x02 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available2\x9b\x03\n\x10InventoryService\x12S\n\nCheckStock\x12\x1f.inventory.v1.CheckStockRequest\x1a .inventory.v1.CheckStockResponse(\x01\x30\x01\x12I\n\x08GetStock\x12\x1d.inventory.v1.GetStockRequest\x1a\x1e.inventory.v1.GetStockResponse\x12\x46\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x1d.inventory.v1.ReleaseResponse\x12\x46\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x1d.inventory.v1.ReserveResponse\x12W\n\x0cRestockBatch\x12!.inventory.v1.RestockBatchRequest\x1a\".inventory.v1.RestockBatchResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gen.inventory.v2026_12_06.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKSTOCKREQUEST']._serialized_start=46
-  _globals['_CHECKSTOCKREQUEST']._serialized_end=91
-  _globals['_CHECKSTOCKRESPONSE']._serialized_start=93
-  _globals['_CHECKSTOCKRESPONSE']._serialized_end=177
-  _globals['_GETSTOCKREQUEST']._serialized_start=179
-  _globals['_GETSTOCKREQUEST']._serialized_end=222
-  _globals['_GETSTOCKRESPONSE']._serialized_start=224
-  _globals['_GETSTOCKRESPONSE']._serialized_end=306
-  _globals['_RELEASEREQUEST']._serialized_start=308
-  _globals['_RELEASEREQUEST']._serialized_end=388
-  _globals['_RELEASERESPONSE']._serialized_start=390
-  _globals['_RELEASERESPONSE']._serialized_end=507
-  _globals['_RESERVEREQUEST']._serialized_start=509
-  _globals['_RESERVEREQUEST']._serialized_end=633
-  _globals['_RESERVERESPONSE']._serialized_start=636
-  _globals['_RESERVERESPONSE']._serialized_end=817
-  _globals['_RESTOCKBATCHREQUEST']._serialized_start=819
-  _globals['_RESTOCKBATCHREQUEST']._serialized_end=902
-  _globals['_RESTOCKBATCHRESPONSE']._serialized_start=904
-  _globals['_RESTOCKBATCHRESPONSE']._serialized_end=1022
-  _globals['_STOCK']._serialized_start=1024
-  _globals['_STOCK']._serialized_end=1095
-  _globals['_INVENTORYSERVICE']._serialized_start=1098
-  _globals['_INVENTORYSERVICE']._serialized_end=1509
+  _globals['_CHECKSTOCKREQUEST'].fields_by_name['sku']._loaded_options = None
+  _globals['_CHECKSTOCKREQUEST'].fields_by_name['sku']._serialized_options = b'\272H\037r\032\020\001\030@2\024^[A-Z0-9][A-Z0-9-]*$\310\001\001'
+  _globals['_CHECKSTOCKRESPONSE'].fields_by_name['sku']._loaded_options = None
+  _globals['_CHECKSTOCKRESPONSE'].fields_by_name['sku']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CHECKSTOCKRESPONSE'].fields_by_name['available']._loaded_options = None
+  _globals['_CHECKSTOCKRESPONSE'].fields_by_name['available']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETSTOCKREQUEST'].fields_by_name['sku']._loaded_options = None
+  _globals['_GETSTOCKREQUEST'].fields_by_name['sku']._serialized_options = b'\272H\037r\032\020\001\030@2\024^[A-Z0-9][A-Z0-9-]*$\310\001\001'
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['sku']._loaded_options = None
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['sku']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['available']._loaded_options = None
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['available']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RELEASEREQUEST'].fields_by_name['reservation_id']._loaded_options = None
+  _globals['_RELEASEREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RELEASERESPONSE'].fields_by_name['reservation_id']._loaded_options = None
+  _globals['_RELEASERESPONSE'].fields_by_name['reservation_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RELEASERESPONSE'].fields_by_name['released']._loaded_options = None
+  _globals['_RELEASERESPONSE'].fields_by_name['released']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVEREQUEST'].fields_by_name['sku']._loaded_options = None
+  _globals['_RESERVEREQUEST'].fields_by_name['sku']._serialized_options = b'\272H\037r\032\020\001\030@2\024^[A-Z0-9][A-Z0-9-]*$\310\001\001'
+  _globals['_RESERVEREQUEST'].fields_by_name['quantity']._loaded_options = None
+  _globals['_RESERVEREQUEST'].fields_by_name['quantity']._serialized_options = b'\272H\n\"\005\030\220N(\001\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['reservation_id']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['reservation_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['sku']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['sku']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['quantity']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['quantity']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['remaining']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['remaining']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESTOCKBATCHREQUEST'].fields_by_name['sku']._loaded_options = None
+  _globals['_RESTOCKBATCHREQUEST'].fields_by_name['sku']._serialized_options = b'\272H\037r\032\020\001\030@2\024^[A-Z0-9][A-Z0-9-]*$\310\001\001'
+  _globals['_RESTOCKBATCHREQUEST'].fields_by_name['quantity']._loaded_options = None
+  _globals['_RESTOCKBATCHREQUEST'].fields_by_name['quantity']._serialized_options = b'\272H\n\"\005\030\220N(\001\310\001\001'
+  _globals['_RESTOCKBATCHRESPONSE'].fields_by_name['lines']._loaded_options = None
+  _globals['_RESTOCKBATCHRESPONSE'].fields_by_name['lines']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESTOCKBATCHRESPONSE'].fields_by_name['units']._loaded_options = None
+  _globals['_RESTOCKBATCHRESPONSE'].fields_by_name['units']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_STOCK'].fields_by_name['sku']._loaded_options = None
+  _globals['_STOCK'].fields_by_name['sku']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_STOCK'].fields_by_name['available']._loaded_options = None
+  _globals['_STOCK'].fields_by_name['available']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CHECKSTOCKREQUEST']._serialized_start=75
+  _globals['_CHECKSTOCKREQUEST']._serialized_end=156
+  _globals['_CHECKSTOCKRESPONSE']._serialized_start=158
+  _globals['_CHECKSTOCKRESPONSE']._serialized_end=258
+  _globals['_GETSTOCKREQUEST']._serialized_start=260
+  _globals['_GETSTOCKREQUEST']._serialized_end=339
+  _globals['_GETSTOCKRESPONSE']._serialized_start=341
+  _globals['_GETSTOCKRESPONSE']._serialized_end=439
+  _globals['_RELEASEREQUEST']._serialized_start=441
+  _globals['_RELEASEREQUEST']._serialized_end=529
+  _globals['_RELEASERESPONSE']._serialized_start=532
+  _globals['_RELEASERESPONSE']._serialized_end=665
+  _globals['_RESERVEREQUEST']._serialized_start=668
+  _globals['_RESERVEREQUEST']._serialized_end=843
+  _globals['_RESERVERESPONSE']._serialized_start=846
+  _globals['_RESERVERESPONSE']._serialized_end=1059
+  _globals['_RESTOCKBATCHREQUEST']._serialized_start=1062
+  _globals['_RESTOCKBATCHREQUEST']._serialized_end=1196
+  _globals['_RESTOCKBATCHRESPONSE']._serialized_start=1199
+  _globals['_RESTOCKBATCHRESPONSE']._serialized_end=1333
+  _globals['_STOCK']._serialized_start=1335
+  _globals['_STOCK']._serialized_end=1422
+  _globals['_INVENTORYSERVICE']._serialized_start=1425
+  _globals['_INVENTORYSERVICE']._serialized_end=1836
 # @@protoc_insertion_point(module_scope)
