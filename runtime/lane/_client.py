@@ -20,7 +20,7 @@ without bound.
 
 A caller that is cancelled sends CANCEL too, then re-raises: cancellation is never swallowed.
 
-A streaming call (:meth:`LaneClient.stream`) is an OPEN frame, then MESSAGE frames each way and
+A streaming call (:meth:`LaneClient.stream`, :class:`~runtime.lane._stream.LaneStream`) is an OPEN frame, then MESSAGE frames each way and
 the client's HALF; the server ends it with END or STATUS. Each side sends only within the credit
 the other grants (``_flow.py``), so the messages a slow reader has not read yet stay within one
 window per stream, in this process and in the worker's. The connection is made before anything
@@ -38,7 +38,6 @@ from collections.abc import AsyncIterable, Callable
 import grpc
 
 from runtime.deadline import Deadline
-from runtime.lane._flow import Credit, Inbound
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -56,46 +55,36 @@ from runtime.lane._frames import (
     FrameError,
     FrameReader,
     Oversized,
-    decode_end,
     decode_refused,
     decode_response,
     decode_status,
-    decode_window,
     encode_cancel,
-    encode_half,
-    encode_message,
     encode_open,
     encode_request,
-    encode_window,
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
+from runtime.lane._stream import CODES as _CODES
+from runtime.lane._stream import LaneStream
+from runtime.lane._stream import failed as _failed
 from runtime.status import RpcStatus
 from runtime.transport import (
     CallError,
     Disconnected,
-    Metadata,
     MetadataIn,
     Reply,
     TransportError,
     Unreached,
-    request_failed,
 )
 
 __all__ = ["LaneClient", "LaneStream"]
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _CLOSE_SECONDS = 1.0
 """How long :meth:`LaneClient.close` lets the connection flush before cutting it."""
 _KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 3))
 """Probe an idle connection after 60 s, every 20 s, and give up after 3 misses: as grpc's
 keepalive, so a call with no deadline to a host that vanished fails in minutes, not hours."""
-
-
-def _failed(code: grpc.StatusCode, details: str) -> TransportError:
-    """A status this end made up (deadline, size, malformed answer): not the worker's answer."""
-    return TransportError(RpcStatus(code, details))
 
 
 def _keep_alive(transport: asyncio.Transport) -> None:
@@ -320,160 +309,6 @@ class _Connection(FramedProtocol):
         details = f"malformed lane frame from {self.address}: {reason}"
         self.fail_all(lambda: _failed(grpc.StatusCode.INTERNAL, details))
         self.close()
-
-
-class LaneStream:
-    """One streaming call over a lane connection: a :class:`~runtime.transport.StreamCall`.
-
-    The connection is made on the first read, before the request iterator is touched; then OPEN
-    is written and a task of its own sends the request messages within the server's credit.
-    """
-
-    __slots__ = (
-        "_client", "_connection", "_deadline", "_metadata", "_method", "_pump", "_requests", "_timer",
-        "credit", "inbound", "started", "stream_id",
-    )  # fmt: skip
-
-    def __init__(
-        self, client: LaneClient, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
-    ) -> None:
-        self._client = client
-        self._method = method
-        self._requests = requests
-        self._metadata = metadata
-        self._deadline = deadline
-        self._connection: _Connection | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self.inbound = Inbound(client._max_message_bytes)
-        self.credit = Credit()
-        self.started = False
-        """OPEN was written (the request iterator may have been read since)."""
-        self.stream_id = 0
-
-    def __aiter__(self) -> LaneStream:
-        return self
-
-    async def _start(self) -> _Connection:
-        client, method, deadline = self._client, self._method, self._deadline
-        connection = await client._ready_connection(method, deadline)
-        timeout = None
-        if deadline is not None:
-            timeout = deadline.remaining()
-            if timeout <= 0:
-                raise client._deadline_exceeded(method)
-        self.stream_id = connection.open(self, method, self._metadata, timeout)
-        self._connection = connection
-        self.started = True
-        loop = connection.loop
-        self._pump = loop.create_task(self._send(connection))
-        if timeout is not None:
-            self._timer = loop.call_later(timeout, self._expire)
-        return connection
-
-    async def __anext__(self) -> bytes:
-        connection = self._connection
-        if connection is None:
-            connection = await self._start()
-        queue = self.inbound.queue
-        message = queue.get_nowait()
-        if message is None:
-            try:
-                message = await queue.get()
-            except asyncio.CancelledError:
-                await self.aclose()
-                raise
-        grant = self.inbound.consumed(message)
-        if grant and self.stream_id in connection.streams:
-            connection.write_frame(encode_window(self.stream_id, grant))
-        return message
-
-    @property
-    def trailers(self) -> Metadata:
-        return self.inbound.queue.trailers
-
-    async def _send(self, connection: _Connection) -> None:
-        """Send the request messages within the server's credit, then HALF."""
-        limit = self._client._max_message_bytes
-        try:
-            async for message in self._requests:
-                if len(message) > limit:
-                    self.give_up(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large("request message", len(message), limit)))
-                    return
-                if not await self.credit.spend(len(message)):
-                    return  # the stream ended meanwhile
-                connection.write_frame(encode_message(self.stream_id, message))
-            if self.stream_id in connection.streams:
-                connection.write_frame(encode_half(self.stream_id))
-        except Exception as exc:  # the request iterator failed: the call is given up
-            self.give_up(request_failed(exc))
-
-    def on_frame(self, frame: Frame | Oversized) -> str | None:
-        """A frame the server sent on this stream; what is wrong with it, when the connection
-        cannot be trusted any more."""
-        connection = self._connection
-        assert connection is not None
-        kind = frame.kind
-        if isinstance(frame, Oversized):
-            message = too_large("stream frame", frame.length, connection._reader.max_body)
-            self.give_up(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
-            return None
-        try:
-            if kind == MESSAGE:
-                limit = self._client._max_message_bytes
-                if len(frame.body) > limit:
-                    message = too_large("response message", len(frame.body), limit)
-                    self.give_up(_failed(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
-                elif not self.inbound.received(frame.body):
-                    return f"the server sent past its credit on stream {frame.stream_id}"
-            elif kind == WINDOW:
-                self.credit.grant(decode_window(frame.body))
-            elif kind == END:
-                connection.close_stream(self.stream_id, cancel=False)
-                self.ended(None, decode_end(frame.body))
-            elif kind == STATUS:
-                connection.close_stream(self.stream_id, cancel=False)
-                code, details, trailing = decode_status(frame.body)
-                self.ended(CallError(RpcStatus(_CODES.get(code, grpc.StatusCode.UNKNOWN), details, trailing)))
-            elif kind == REFUSED:
-                connection.close_stream(self.stream_id, cancel=False)
-                self.ended(Unreached(f"the lane at {connection.address} refused the call: {decode_refused(frame.body)}"))
-            else:
-                return f"a lane server sent a frame of kind {kind} on a stream"
-        except FrameError as exc:
-            return str(exc)
-        return None
-
-    def ended(self, error: CallError | None, trailers: Metadata = ()) -> None:
-        """The stream is over (END, STATUS, REFUSED, the connection lost, or given up on)."""
-        self.inbound.queue.finish(error, trailers)
-        self.credit.close()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        pump = self._pump
-        if pump is not None and not pump.done() and pump is not asyncio.current_task():
-            pump.cancel()  # the server takes no more messages
-
-    def give_up(self, error: CallError) -> None:
-        """End the stream here with ``error`` and tell the server to stop."""
-        connection = self._connection
-        if connection is not None:
-            connection.close_stream(self.stream_id, cancel=True)
-        self.ended(error)
-
-    def _expire(self) -> None:
-        self._timer = None
-        self.give_up(self._client._deadline_exceeded(self._method))
-
-    async def aclose(self) -> None:
-        if self.started and not self.inbound.queue.ended:
-            self.give_up(_failed(grpc.StatusCode.CANCELLED, f"{self._method}: the caller gave up the stream"))
-        self.inbound.queue.close()
-        pump = self._pump
-        if pump is not None and not pump.done():
-            pump.cancel()
-            await asyncio.wait((pump,))
 
 
 class LaneClient:
