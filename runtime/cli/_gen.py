@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.codegen import GenResult, ModuleSource, VersionHistory, generate
+from runtime.codegen import GenResult, ModuleSource, generate
 from runtime.errors import ExpectedError, InvalidArgument, NotFound, SchemaError
 from runtime.gtype import UnsupportedType, diff
 from runtime.manifest import discover_modules, load_manifest, load_module
+from runtime.versions import VersionHistory
 from runtime.wire import WireSchemaError
 
 if TYPE_CHECKING:  # the store and its drivers load only when the lifecycle is managed

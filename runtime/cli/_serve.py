@@ -24,6 +24,7 @@ from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from runtime.fabric import FabricHub
+    from runtime.store import ManifestStore
 
 __all__ = ["run"]
 
@@ -310,7 +311,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             await _close_hub(hub)
 
 
-async def _mark_removed(store: Any, module: str) -> None:
+async def _mark_removed(store: ManifestStore, module: str) -> None:
     from runtime.versions import mark_removed
 
     try:

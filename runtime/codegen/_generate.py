@@ -32,9 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2
-
-from runtime.codegen._history import VersionHistory, VersionRecord, version_instant
 from runtime.codegen._proto import render_proto
 from runtime.codegen._pycode import (
     compile_buf_validate,
@@ -51,10 +48,16 @@ from runtime.gtype import (
     diff,
     fingerprint,
 )
-from runtime.versions import unfilled_transformers
-from runtime.wire import FieldLock, WireSchemaError, build_file, version_segment
+from runtime.versions import (
+    RecordedVersion,
+    VersionHistory,
+    build_version_files,
+    unfilled_transformers,
+    version_instant,
+)
+from runtime.wire import FieldLock, WireSchemaError, version_segment
 
-__all__ = ["GenResult", "ModuleSource", "build_version_files", "generate"]
+__all__ = ["GenResult", "ModuleSource", "generate"]
 
 
 @dataclass(frozen=True)
@@ -89,17 +92,6 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def build_version_files(
-    history: VersionHistory, lock: FieldLock
-) -> list[tuple[VersionRecord, descriptor_pb2.FileDescriptorProto]]:
-    """The descriptor of every recorded version, oldest first (assigning numbers in ``lock``)."""
-    built: list[tuple[VersionRecord, descriptor_pb2.FileDescriptorProto]] = []
-    for record in history.records:
-        fdp = build_file(record.schema, lock, previous=[f for _, f in built])
-        built.append((record, fdp))
-    return built
-
-
 def _record_version(
     src: ModuleSource, history: VersionHistory, *, date: str, now: float, check: bool, result: GenResult,
     root: Path, out_modules: Path,
@@ -114,7 +106,7 @@ def _record_version(
         return
     changes = diff(latest.schema, src.schema) if latest is not None else None
     version_id = history.next_id(date, now)
-    record = VersionRecord(
+    record = RecordedVersion(
         id=version_id,
         created_at=version_instant(version_id),
         schema=src.schema,

@@ -30,6 +30,7 @@ from runtime.config._settings import (
     SecretsSettings,
     Settings,
 )
+from runtime.config._urls import mask_url
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -45,6 +46,7 @@ __all__ = [
     "Settings",
     "env_name",
     "load_settings",
+    "mask_url",
     "setting_keys",
     "setting_sources",
     "settings_table",

@@ -47,7 +47,7 @@ from runtime.lcc._store import SnapshotStore
 
 __all__ = ["LifecycleCall", "Stream", "run_lifecycle"]
 
-logger = logging.getLogger("runtime.lcc")
+logger = logging.getLogger("modrpc.lcc")
 
 
 @dataclass(kw_only=True, slots=True)

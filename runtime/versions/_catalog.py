@@ -18,9 +18,10 @@ from google.protobuf import descriptor_pb2
 from runtime.errors import FailedPrecondition, NotFound
 from runtime.gtype import Schema
 from runtime.versions._chain import MAX_HOPS, TransformStep
+from runtime.versions._history import VersionHistory, build_version_files
 from runtime.versions._resolve import VersionTable
 from runtime.versions._stubs import unfilled_stubs
-from runtime.wire import WireVersion, version_segment
+from runtime.wire import FieldLock, WireVersion, version_segment
 
 __all__ = ["VersionCatalog", "VersionInfo", "decode_descriptor", "encode_descriptor"]
 
@@ -138,8 +139,6 @@ class VersionCatalog:
         A transformer still holding a generated stub is refused (FAILED_PRECONDITION naming the
         file and function), so a worker never starts with it.
         """
-        from runtime.codegen import VersionHistory, build_version_files
-        from runtime.wire import FieldLock
 
         history = VersionHistory.load(module, directory / "versions")
         lock = FieldLock.load(directory / "fields.lock.json")

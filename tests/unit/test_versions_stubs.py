@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.codegen import VersionHistory, render_transformer_stub
+from runtime.codegen import render_transformer_stub
 from runtime.errors import FailedPrecondition
-from runtime.versions import VersionCatalog, unfilled_stubs, unfilled_transformers
+from runtime.versions import VersionCatalog, VersionHistory, unfilled_stubs, unfilled_transformers
 
 REPO = Path(__file__).resolve().parents[2]
 
