@@ -22,10 +22,12 @@ enum value added                                  not breaking   breaking
 enum value removed                                breaking       not breaking
 method removed                                    breaking       breaking
 any type change; a reused field or enum number    breaking       breaking
-streaming shape changed (unary, client, server,   breaking       breaking
-bidi)
+streaming shape changed                           breaking       breaking
 method added                                      not breaking   not breaking
 ================================================  =============  ==============
+
+A method's streaming shape (unary, client, server or bidirectional streaming) is part of its
+call: a stub of one shape cannot call the other, so any change of shape is breaking.
 
 This is SPEC.md §4's table, whose rule is Stripe's: a change is breaking when a client pinned to
 the old version could send a request it used to send and have it refused or silently lose data
