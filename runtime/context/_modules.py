@@ -14,15 +14,16 @@ returns one response, a bidirectional one takes an iterable and gives an iterato
     summary = await gctx.modules.inventory.restock_batch(restocks())
 """
 
-
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from runtime.lcc import current_context
 from runtime.manifest import CapabilitySet
 from runtime.wire import snake
 
@@ -68,6 +69,7 @@ class ModuleProxy:
     @staticmethod
     def _bind(target: MethodTarget, invoke: ModuleInvoker) -> Callable[[Any], Any]:
         model = target.request_type if issubclass(target.request_type, BaseModel) else None
+        handler_id = f"{target.module}.{target.method}"
 
         def coerce(request: Any) -> Any:
             if model is not None and not isinstance(request, model):
@@ -83,6 +85,7 @@ class ModuleProxy:
 
         call: Callable[[Any], Any]
         if target.server_streaming:
+            # Streams are not recorded as effects: a replay has no one stream to answer from.
 
             def call(request: Any) -> AsyncIterator[Any]:
                 return invoke.stream(target, coerced(request) if target.client_streaming else single(request))
@@ -96,7 +99,20 @@ class ModuleProxy:
         else:
 
             async def call(request: Any) -> Any:
-                return await invoke(target, coerce(request))
+                request = coerce(request)
+                lctx = current_context()
+                if lctx is None:  # outside a request (a subscriber): nothing to record it in
+                    return await invoke(target, request)
+                # Recorded in the request: a lifecycle event with its duration (audit, traces) and
+                # the request and answer, which a replay of the request's snapshot answers from.
+                started = time.perf_counter()
+                try:
+                    response = await invoke(target, request)
+                except BaseException as exc:
+                    lctx.record_effect("module_call", handler_id, request, started=started, error=exc)
+                    raise
+                lctx.record_effect("module_call", handler_id, request, started=started, response=response)
+                return response
 
         call.__name__ = snake(target.method)
         call.__qualname__ = f"{target.module}.{snake(target.method)}"
@@ -124,7 +140,20 @@ class ModuleRegistry:
         invoke: ModuleInvoker,
     ) -> None:
         self._caps = capabilities
+        self._targets = targets
         self._proxies = {name: ModuleProxy(name, methods, invoke) for name, methods in targets.items()}
+
+    def rebound(self, invoke: ModuleInvoker) -> ModuleRegistry:
+        """The same modules and capabilities, with calls sent through ``invoke`` instead.
+
+        A replay's sandbox uses it to answer module calls from a snapshot's recorded results.
+        """
+        return ModuleRegistry(self._caps, self._targets, invoke)
+
+    def target(self, handler_id: str) -> MethodTarget | None:
+        """The callable method ``module.Method`` of a declared module, if there is one."""
+        module, _, method = handler_id.partition(".")
+        return self._targets.get(module, {}).get(method)
 
     def __getattr__(self, name: str) -> ModuleProxy:
         if name.startswith("__"):

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +32,7 @@ from runtime.gateway._usage import UsageReporter
 from runtime.health import HealthService
 from runtime.limits import grpc_server_limits
 from runtime.observability import (
+    AdminServer,
     ClientTracer,
     Metrics,
     RedMetrics,
@@ -114,7 +115,12 @@ class Gateway:
         self._usage_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.metrics = Metrics(service_name="modrpc-gateway")
-        self._admin: Any = None
+        self._admin: AdminServer | None = None
+
+    @property
+    def admin(self) -> AdminServer | None:
+        """The admin HTTP server (``/metrics``; the playground mounts on it), once started."""
+        return self._admin
 
     async def start(self) -> str:
         from runtime.store import open_store

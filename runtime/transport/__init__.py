@@ -25,7 +25,6 @@ from runtime.transport._grpc import (
     GrpcTransport,
     StreamEndpoint,
     call_error,
-    channel_options,
     stream_handler,
     unary_handler,
 )
@@ -56,7 +55,6 @@ __all__ = [
     "TransportError",
     "Unreached",
     "call_error",
-    "channel_options",
     "request_failed",
     "stream_handler",
     "unary_handler",

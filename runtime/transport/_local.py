@@ -15,11 +15,45 @@ this registry::
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+from collections.abc import AsyncIterable, Collection
 
-from runtime.transport._contract import Transport
+import grpc
+
+from runtime.deadline import Deadline
+from runtime.status import RpcStatus
+from runtime.transport._contract import MetadataIn, Reply, StreamCall, Transport, TransportError
 
 __all__ = ["InProcessModules"]
+
+
+class _InProcess:
+    """A module's endpoints called directly, with the deadline enforced as a wire transport does:
+    past it the call ends DEADLINE_EXCEEDED and the endpoint's work is cancelled, whatever the
+    endpoint does with the deadline itself."""
+
+    __slots__ = ("_served",)
+
+    def __init__(self, served: Transport) -> None:
+        self._served = served
+
+    async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        if deadline is None:
+            return await self._served.unary(method, payload, metadata, deadline)
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await self._served.unary(method, payload, metadata, deadline)
+        except TimeoutError:
+            details = f"deadline exceeded before {method} answered in process"
+            raise TransportError(RpcStatus(grpc.StatusCode.DEADLINE_EXCEEDED, details)) from None
+
+
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        """The endpoint's own stream: its lifecycle holds the deadline over the stream's whole
+        life and ends it DEADLINE_EXCEEDED, cancelling the handler, as a wire transport would."""
+        return self._served.stream(method, requests, metadata, deadline)
 
 
 class InProcessModules:
@@ -39,10 +73,11 @@ class InProcessModules:
     def register(self, module: str, transport: Transport, *, versions: Collection[str] = ()) -> None:
         """Serve ``module`` (at ``versions``) in process from now on; replaces an earlier registration."""
         self.unregister(module)
-        self._modules[module] = transport
-        self._keys[module] = transport
+        wrapped = _InProcess(transport)
+        self._modules[module] = wrapped
+        self._keys[module] = wrapped
         for version in versions:
-            self._keys[f"{module}@{version}"] = transport
+            self._keys[f"{module}@{version}"] = wrapped
 
     def unregister(self, module: str) -> None:
         """Stop serving ``module`` in process (calls go back to the network). Safe twice."""
