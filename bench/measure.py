@@ -7,7 +7,8 @@ each round, and each figure keeps its best round (highest throughput, lowest lat
 CPU per call): on a shared machine noise only ever makes a figure worse, so the best of a few
 rounds is the one least disturbed. Every round's figures are kept in the JSON as well.
 
-Micro-benchmarks of version resolution and of one transformer hop run in this process.
+Micro-benchmarks of version resolution and of one transformer hop run in this process, and
+server-streaming throughput (:mod:`bench.streams`) is measured on the same servers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from bench import streams as streams_module
 from bench.load import Profile, grpc_load, h2load, verify
 from bench.topology import ROOT, Target, Topology, topology
 from runtime.versions import VersionCatalog, run_chain
@@ -163,6 +165,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _streamed(figures: dict[str, Any], name: str, profile: str = "c1") -> float | None:
+    """Messages per second of a streaming target (:mod:`bench.streams`), None when not measured."""
+    entry = figures.get("streams", {}).get(name, {}).get(profile)
+    return None if entry is None else float(entry["per_second"])
+
+
 def _added_latency(figures: dict[str, Any]) -> float | None:
     gateway, direct = _figure(figures, "gateway", "c1/m1"), _figure(figures, "direct", "c1/m1")
     if gateway is None or direct is None:
@@ -184,6 +192,8 @@ GOALS = (
          lambda f: max(f["micro"]["transformer_hop_us"].values()), lambda v: v <= 50, " µs"),
     Goal("embedded ÷ direct throughput (c4/m10)", "≥ 0.9",
          lambda f: _ratio(_throughput(f, "embedded"), _throughput(f, "direct")), lambda r: r >= 0.9),
+    Goal("server streaming: gateway ÷ bare grpc.aio messages/s (c1)", "≥ 0.5",
+         lambda f: _ratio(_streamed(f, "gateway"), _streamed(f, "bare_stream")), lambda r: r >= 0.5),
 )  # fmt: skip
 """Issue 7's targets, each computed from one run."""
 
@@ -208,6 +218,8 @@ async def run(
     verify_calls: int = 200,
     driver: str = "h2load",
     log: Callable[[str], None] = print,
+    unary: bool = True,
+    streams: bool = True,
 ) -> dict[str, Any]:
     """Start the topology, verify every target, measure each at each profile; return the figures.
 
@@ -227,7 +239,7 @@ async def run(
     }
     async with topology(nginx=nginx, embedded=embedded) as top:
         figures["skipped"] = dict(top.skipped)
-        names = [name for name in TARGET_ORDER if name in top.targets]
+        names = [name for name in TARGET_ORDER if name in top.targets] if unary else []
         for name in names:
             target = top.targets[name]
             figures["verified"][name] = await verify(
@@ -235,7 +247,7 @@ async def run(
                 metadata=top.call.metadata, calls=verify_calls,
             )  # fmt: skip
         measured: dict[str, dict[str, list[dict[str, Any]]]] = {n: {p.name: [] for p in profiles} for n in names}
-        for index in range(rounds):
+        for index in range(rounds if names else 0):
             order = names[index % len(names) :] + names[: index % len(names)]
             for name in order:
                 for profile in profiles:
@@ -254,6 +266,11 @@ async def run(
             name: {profile: best_of(results) for profile, results in by_profile.items()}
             for name, by_profile in measured.items()
         }
+        if streams:
+            stream_profiles = streams_module.SMOKE if profiles is SMOKE else streams_module.FULL
+            figures["streams"] = await streams_module.measure_streams(
+                top, rounds=rounds, profiles=stream_profiles, log=log
+            )
     figures["micro"] = await micro()
     figures["goals"] = [
         {"measure": g.measure, "target": g.target, "value": value, "unit": g.unit,

@@ -56,6 +56,38 @@ def paths_table(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_STREAM_PATHS = (
+    ("bare_stream", "bare grpc.aio streaming server (reference)"),
+    ("direct", "worker, called directly"),
+    ("gateway", "gateway → worker (lane)"),
+    ("gateway_grpc", "gateway → worker over gRPC (lane off)"),
+)
+
+
+def streams_table(figures: dict[str, Any]) -> str:
+    """Server-streaming messages per second on each path, and each ÷ the bare reference."""
+    streams = figures.get("streams") or {}
+    profiles = sorted({p for by in streams.values() for p in by})
+    bare = streams.get("bare_stream", {})
+    header = "| server streaming (echo.EchoStream) | " + " | ".join(
+        f"{p} messages/s | {p} ÷ bare | {p} CPU µs per message" for p in profiles
+    ) + " |"
+    lines = [header, "|---|" + "---:|" * (3 * len(profiles))]
+    for name, label in _STREAM_PATHS:
+        by_profile = streams.get(name)
+        if by_profile is None:
+            continue
+        cells = []
+        for profile in profiles:
+            entry = by_profile[profile]
+            base = bare.get(profile)
+            ratio = "-" if base is None else f"{entry['per_second'] / base['per_second']:.2f}"
+            cpu = " + ".join(f"{role} {us:.1f}" for role, us in entry["cpu_us_per_message"].items())
+            cells += [_n(entry["per_second"]), ratio, cpu]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def goals_table(figures: dict[str, Any]) -> str:
     lines = ["| measure | value | target | met |", "|---|---:|---:|:---:|"]
     for goal in figures["goals"]:
@@ -111,6 +143,10 @@ def markdown(figures: dict[str, Any], fabric_table: str | None = None) -> str:
         *busy_warning(env),
         paths_table(figures),
         "",
+    ]
+    if figures.get("streams"):
+        parts += [streams_table(figures), ""]
+    parts += [
         goals_table(figures),
         "",
         micro_table(figures),

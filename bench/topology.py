@@ -6,6 +6,8 @@
   worker over its lane (:mod:`runtime.lane`);
 * **gateway_grpc**: the same gateway with ``MODRPC_LANE=false``, reaching the worker over gRPC;
 * **bare**: :mod:`bench.reference` ``echo``, the cheapest grpc.aio server;
+* **bare_stream**: :mod:`bench.reference` ``stream``, the cheapest grpc.aio streaming server
+  (for :mod:`bench.streams`);
 * **proxy**: :mod:`bench.reference` ``proxy``, the naive pass-through in front of the worker;
 * **proxy_bare**: the same pass-through in front of the bare server, the setting in which issue 7
   quotes the naive proxy's figures (0.34x the throughput, 2.3x the CPU per call);
@@ -210,6 +212,8 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
                 "gateway_grpc", gateway_grpc.address, {"gateway": gateway_grpc, "worker": worker}
             )
             top.targets["bare"] = Target("bare", bare.address, {"server": bare})
+            bare_stream = await start("bare_stream", [sys.executable, "-m", "bench.reference", "stream"], "listening ")
+            top.targets["bare_stream"] = Target("bare_stream", bare_stream.address, {"server": bare_stream})
             top.targets["proxy"] = Target("proxy", proxy.address, {"proxy": proxy, "worker": worker})
             proxy_bare = await start(
                 "proxy_bare", [sys.executable, "-m", "bench.reference", "proxy", "--target", bare.address], "listening "

@@ -27,23 +27,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterable, Collection, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from runtime.deadline import Clock, Deadline
 from runtime.errors import Unavailable
-from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, parse_where
+from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, LaneStream, parse_where
 from runtime.transport import (
     DEFAULT_MAX_MESSAGE_BYTES,
     CallError,
     Disconnected,
     GrpcTransport,
     InProcessModules,
+    Metadata,
     MetadataIn,
     Reply,
+    StreamCall,
     Transport,
+    TransportError,
     Unreached,
 )
 
@@ -150,6 +153,16 @@ class Outliers:
         if streak is not None and address not in self._ejected:
             del self._streaks[address]
 
+    def observe(self, address: str, exc: CallError) -> None:
+        """What a failed call says about its instance: a status it sent means it is alive; no
+        answer before the deadline, or a broken connection, count against it."""
+        if not isinstance(exc, TransportError):
+            self.succeeded(address)
+        elif exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            self.missed_deadline(address)
+        elif exc.code == grpc.StatusCode.UNAVAILABLE:
+            self.failed(address)
+
     def forget(self, addresses: Collection[str]) -> None:
         """Drop what is known of instances no module uses any more."""
         for address in addresses:
@@ -164,6 +177,49 @@ class Outliers:
         if address not in self._ejected:
             self._ejected.add(address)
             log.warning("instance %s ejected for %.1fs (%d in a row)", address, seconds, streak.ejections)
+
+
+class _LaneStream:
+    """A stream over a worker's lane that moves to gRPC when the lane cannot be reached.
+
+    The lane connects before it takes anything from the request iterator, so a stream it could
+    not start goes over gRPC untouched, as a unary call does.
+    """
+
+    __slots__ = ("_args", "_call", "_lane", "_worker")
+
+    def __init__(
+        self, worker: _Worker, lane: LaneClient, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn,
+        deadline: Deadline | None,
+    ) -> None:  # fmt: skip
+        self._worker = worker
+        self._lane = lane
+        self._args = (method, requests, metadata, deadline)
+        self._call: StreamCall = lane.stream(method, requests, metadata, deadline)
+
+    def __aiter__(self) -> _LaneStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        call = self._call
+        try:
+            return await anext(call)
+        except Unreached:
+            if not isinstance(call, LaneStream) or call.started:
+                raise  # refused after the messages began: the module client decides
+            self._worker._lane_failed(self._lane, unreached=True)
+            self._call = self._worker._grpc.stream(*self._args)
+            return await anext(self._call)
+        except Disconnected:
+            self._worker._lane_failed(self._lane, unreached=False)
+            raise
+
+    @property
+    def trailers(self) -> Metadata:
+        return self._call.trailers
+
+    async def aclose(self) -> None:
+        await self._call.aclose()
 
 
 class _Worker:
@@ -205,6 +261,16 @@ class _Worker:
                 self._lane_failed(lane, unreached=False)
                 raise
         return await self._grpc.unary(method, payload, metadata, deadline)
+
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        lane = self._lane
+        if lane is None and self._lanes:
+            self._look_up_lane()
+        elif lane is not None:
+            return _LaneStream(self, lane, method, requests, metadata, deadline)
+        return self._grpc.stream(method, requests, metadata, deadline)
 
     def _look_up_lane(self) -> None:
         if self._lane_lookup is None and time.monotonic() >= self._lane_retry_at:

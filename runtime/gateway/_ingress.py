@@ -8,13 +8,20 @@ no rate limit no ``rate_limit``), so a call runs only the steps its method needs
 
 The request id comes first so that every answer, refusals included, carries it. A step that
 refuses the call raises the runtime error of its status; the route ends the call with it.
+
+A streaming call runs the same chain once, when the stream opens (one authentication, one role
+check, one count against the rate limit), then :meth:`Forward.stream` carries its messages:
+each converted on its own for a caller pinned to an old version, request messages counted
+against the method's ``message_rate_limit`` when it has one, and each response message written
+to the caller only as fast as the caller reads (grpc's flow control holds the write, which holds
+the read from the worker, which holds the handler).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,7 +30,7 @@ from opentelemetry import trace
 
 from runtime.client import ModuleClient, RetryPolicy
 from runtime.deadline import Deadline
-from runtime.errors import Unavailable
+from runtime.errors import ModrpcError, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._flags import forwarded_flags
 from runtime.gateway._roles import check_roles
@@ -213,7 +220,7 @@ class Forward:
     learns the caller from ``x-modrpc-principal`` and ``x-forwarded-for`` gains this peer.
     """
 
-    __slots__ = ("_client", "_idempotent", "_module", "_path", "_privileged", "_retry", "_timeout")
+    __slots__ = ("_client", "_idempotent", "_message_limit", "_module", "_path", "_privileged", "_retry", "_timeout")
 
     def __init__(self, route: Route, client: ModuleClient, retry: RetryPolicy) -> None:
         self._privileged = route.services.privileged_flags
@@ -223,8 +230,13 @@ class Forward:
         self._idempotent = route.policy.idempotent
         self._client = client
         self._retry = retry
+        policy = route.policy
+        self._message_limit: tuple[RateLimiter, RateLimit] | None = None
+        if policy.message_rate_limit:
+            self._message_limit = (route.services.limiter, RateLimit.parse(policy.message_rate_limit))
 
-    async def __call__(self, call: GatewayCall) -> bytes:
+    def _outgoing(self, call: GatewayCall) -> tuple[Deadline, list[tuple[str, str | bytes]]]:
+        """The deadline and the metadata the call travels on with."""
         context = call.context
         remaining = context.time_remaining()
         deadline = Deadline.after(self._timeout if remaining is None else min(remaining, self._timeout))
@@ -245,6 +257,40 @@ class Forward:
             forwarded_for = f"{forwarded_for}, {peer}" if forwarded_for else peer
         if forwarded_for:
             metadata.append(("x-forwarded-for", forwarded_for))
+        return deadline, metadata
+
+    async def stream(self, call: GatewayCall, requests: AsyncIterable[bytes]) -> None:
+        """Carry a streaming call: request messages to the worker, response messages back, each
+        converted for the caller's version on its own; written to the caller at its pace."""
+        deadline, metadata = self._outgoing(call)
+        conversion = call.conversion
+        outgoing = requests
+        checked = None
+        if conversion is not None or self._message_limit is not None:
+            limit = None if self._message_limit is None else (f"{self._path}|messages|{call.principal.subject}", *self._message_limit)
+            checked = _CheckedRequests(requests, conversion, limit, deadline)
+            outgoing = checked.messages()
+        stream = self._client.stream(
+            f"{self._module}@{call.target}", self._path, outgoing, metadata=metadata, deadline=deadline,
+            idempotent=self._idempotent, retry=self._retry,
+        )  # fmt: skip
+        write = call.context.write
+        try:
+            if conversion is None:  # the hot path: the bytes go through untouched
+                async for message in stream:
+                    await write(message)
+            else:
+                async for message in stream:
+                    await write(await conversion.response(conversion.decode_response(message), deadline))
+        except ModrpcError:
+            if checked is not None and checked.error is not None:
+                raise checked.error from None  # the stream was cancelled because of it: the real answer
+            raise
+        finally:
+            await stream.aclose()
+
+    async def __call__(self, call: GatewayCall) -> bytes:
+        deadline, metadata = self._outgoing(call)
         key = f"{self._module}@{call.target}"
         conversion = call.conversion
         if conversion is None:  # the hot path: the bytes go through untouched
@@ -265,6 +311,40 @@ class Forward:
             idempotent=self._idempotent, retry=self._retry,
         )  # fmt: skip
         return await conversion.response(conversion.decode_response(response), deadline)
+
+
+class _CheckedRequests:
+    """A stream's request messages, each counted against a per-message rate limit and converted
+    for the served version, as they are sent; the first refusal is kept in :attr:`error`, since
+    the transport reports a request stream that failed only as the call's cancellation."""
+
+    __slots__ = ("_conversion", "_deadline", "_limit", "_requests", "error")
+
+    def __init__(
+        self,
+        requests: AsyncIterable[bytes],
+        conversion: Conversion | None,
+        limit: tuple[str, RateLimiter, RateLimit] | None,
+        deadline: Deadline,
+    ) -> None:
+        self._requests = requests
+        self._conversion = conversion
+        self._limit = limit
+        self._deadline = deadline
+        self.error: ModrpcError | None = None
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        conversion, limit, deadline = self._conversion, self._limit, self._deadline
+        async for message in self._requests:
+            try:
+                if limit is not None:
+                    await check_rate(limit[1], limit[0], limit[2])
+                if conversion is not None:
+                    message = conversion.encode_request(await conversion.request(message, deadline))
+            except ModrpcError as exc:
+                self.error = exc
+                raise
+            yield message
 
 
 @functools.lru_cache(maxsize=1024)

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -95,6 +95,15 @@ class _RecordedCalls:
             code = getattr(grpc.StatusCode, status, grpc.StatusCode.UNKNOWN)
             raise error_of(RpcStatus(code, str(effect.get("message") or status), ()), relay=False)
         return TypeAdapter(target.response_type).validate_python(effect.get("response"))
+
+
+    async def stream(self, target: MethodTarget, requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """Streaming calls are not recorded (a stream has no one answer to give back)."""
+        raise FailedPrecondition(
+            f"replay: streaming calls to {target.module}.{target.method} are not recorded; "
+            "replay with live calls to let it reach the module"
+        )
+        yield  # never reached: makes this an async generator, as the protocol's stream is
 
 
 class _CapturedFabric:

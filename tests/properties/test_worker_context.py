@@ -101,7 +101,7 @@ async def test_every_declared_module_is_a_typed_client_through_gctx(
     modules = deployment.gctx("orders").modules
     assert isinstance(modules.users, ModuleProxy) and isinstance(modules.inventory, ModuleProxy)
     assert dir(modules.users) == ["create_user", "get_user"]
-    assert dir(modules.inventory) == ["get_stock", "release", "reserve"]
+    assert dir(modules.inventory) == ["check_stock", "get_stock", "release", "reserve", "restock_batch"]
 
     def request(model: type[Any], **fields: Any) -> Any:
         return fields if as_dict else model(**fields)
