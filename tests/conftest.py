@@ -39,10 +39,18 @@ def module_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's internal TLS folder: one development CA, and every identity the tests'
+    processes ask for, issued from it on first use (``tls.dev_ca``)."""
+    return tmp_path_factory.mktemp("tls")
+
+
 @pytest.fixture
-def worker_settings(tmp_path: Path, module_data_dir: Path) -> Callable[..., Settings]:
+def worker_settings(tmp_path: Path, module_data_dir: Path, tls_dir: Path) -> Callable[..., Settings]:
     """Settings for workers of one test: a SQLite store in ``tmp_path`` shared by every worker
-    built from it, the in-memory fabric, audit records in the store; ``overrides`` win."""
+    built from it, the in-memory fabric, audit records in the store, the session's TLS folder;
+    ``overrides`` win."""
 
     def make(**overrides: Any) -> Settings:
         defaults: dict[str, Any] = {
@@ -51,6 +59,7 @@ def worker_settings(tmp_path: Path, module_data_dir: Path) -> Callable[..., Sett
             "modules_dir": MODULES_DIR,
             "drain_seconds": 2.0,
             "observability": {"audit_sink": "store"},
+            "tls": {"dir": tls_dir},
         }
         return load_settings(**{**defaults, **overrides})
 

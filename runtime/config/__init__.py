@@ -17,6 +17,7 @@ from runtime.config._settings import (
     ObservabilitySettings,
     SecretsSettings,
     Settings,
+    TlsSettings,
 )
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "ObservabilitySettings",
     "SecretsSettings",
     "Settings",
+    "TlsSettings",
     "load_settings",
 ]

@@ -5,6 +5,7 @@ from runtime.context._global import (
     GlobalContext,
     SecretSource,
     current_deadline,
+    current_principal,
     current_request_id,
     encode_payload,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "SecretSource",
     "SubscriberMark",
     "current_deadline",
+    "current_principal",
     "current_request_id",
     "encode_payload",
     "freeze",

@@ -19,6 +19,9 @@ calls wait for it to drain, within their deadlines, so requests cannot pile up i
 without bound.
 
 A caller that is cancelled sends CANCEL too, then re-raises: cancellation is never swallowed.
+
+With ``tls`` the connection is mutual TLS: this process's certificate, and the worker must
+prove it is ``server`` (its certificate's name), or nothing is sent.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable
 import grpc
 
 from runtime.deadline import Deadline
+from runtime.identity import Peer
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -52,6 +56,7 @@ from runtime.lane._frames import (
 )
 from runtime.lane._protocol import FramedProtocol, shut
 from runtime.status import RpcStatus
+from runtime.tls import InternalTls
 from runtime.transport import CallError, Disconnected, MetadataIn, Reply, TransportError, Unreached
 
 __all__ = ["LaneClient"]
@@ -270,8 +275,14 @@ class LaneClient:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         connect_timeout: float = 5.0,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
     ) -> None:
+        if tls is not None and server is None:
+            raise ValueError("a TLS lane needs the identity the server must prove (server=)")
         self.address = address
+        self._tls = tls
+        self._server = server
         self._host, self._port = split_address(address)
         self._max_message_bytes = max_message_bytes
         self._connect_timeout = connect_timeout
@@ -356,14 +367,19 @@ class LaneClient:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        context, server_name = None, None
+        if self._tls is not None and self._server is not None:
+            context, server_name = self._tls.client_context(), self._server.dns_name
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
                     lambda: _Connection(self.address, self._max_message_bytes),
                     self._host,
                     self._port,
+                    ssl=context,
+                    server_hostname=server_name,
                 )
-        except OSError as exc:  # refused, unreachable, or the connect timeout (TimeoutError)
+        except OSError as exc:  # refused, unreachable, the TLS handshake, or the connect timeout
             raise Unreached(f"cannot reach the lane at {self.address}: {exc!r}") from exc
         finally:
             self._connecting = None

@@ -10,6 +10,11 @@ HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS); further requests wait, in order, and 
 end. It stops reading while its answers are not being read (the transport's high-water mark) or
 while more requests wait than may run, so nothing piles up without bound; until then it keeps
 reading, so a CANCEL reaches a waiting or running call at once.
+
+With ``tls`` every connection is mutual TLS: the client must present a certificate of the
+deployment CA, and the identity it names is each call's :data:`~runtime.identity.current_peer`.
+A connection that fails the handshake (no certificate, another CA, expired) is closed before a
+single frame is read, and logged.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 import grpc
 
 from runtime.deadline import Deadline
+from runtime.identity import Peer, current_peer
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -38,6 +44,7 @@ from runtime.lane._frames import (
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
+from runtime.tls import InternalTls, peer_of_ssl
 from runtime.transport import CallError, Transport
 
 __all__ = ["LaneServer"]
@@ -51,6 +58,10 @@ _FLUSH_SECONDS = 1.0
 """How long :meth:`LaneServer.stop` lets a connection flush its last answers before cutting it."""
 DEFAULT_MAX_CONCURRENT_CALLS = 1024
 """Calls one connection may have running before further requests wait for one to end."""
+HANDSHAKE_SECONDS = 10.0
+"""How long a connecting client has to complete the TLS handshake."""
+_REFUSAL_LOG_SECONDS = 10.0
+"""At most one log line per this many seconds about refused handshakes (with their count)."""
 
 
 class _Connection(FramedProtocol):
@@ -66,14 +77,48 @@ class _Connection(FramedProtocol):
         self._waiting: collections.deque[tuple[int, bytes, float]] = collections.deque()
         """Requests (stream id, body, when read) read while ``max_concurrent_calls`` were running."""
         self._write_paused = False
+        self.peer: Peer | None = None
+        """Who the client's certificate says it is (None on a plaintext lane)."""
+        self._early: list[bytes] = []
+        """Bytes that arrived after the TLS handshake, before its task resumed (see ``_secure``)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        if self._server._stopping:  # accepted just as the server stopped: nobody will serve it
+        server = self._server
+        if server._stopping:  # accepted just as the server stopped: nobody will serve it
             transport.abort()
             return
+        if server.tls is None:
+            self._ready(transport, None)
+            return
+        handshake = asyncio.get_running_loop().create_task(self._secure(transport, server.tls))
+        server._handshakes.add(handshake)
+        handshake.add_done_callback(server._handshakes.discard)
+
+    async def _secure(self, raw: asyncio.Transport, tls: InternalTls) -> None:
+        """The TLS handshake; the connection serves only once it proved who is calling."""
+        loop = asyncio.get_running_loop()
+        try:
+            secured = await loop.start_tls(
+                raw, self, tls.server_context(), server_side=True, ssl_handshake_timeout=HANDSHAKE_SECONDS
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._server._refused(raw.get_extra_info("peername"), exc)
+            raw.abort()
+            return
+        if secured is None or self._server._stopping:
+            if secured is not None:
+                secured.abort()
+            return
+        self._ready(secured, peer_of_ssl(secured.get_extra_info("ssl_object")))
+
+    def _ready(self, transport: asyncio.Transport, peer: Peer | None) -> None:
+        self._transport = transport
+        self.peer = peer
         self._server._connections.add(self)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
@@ -106,6 +151,9 @@ class _Connection(FramedProtocol):
             transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # TLS is up, but _secure has not taken the transport yet
+            self._early.append(data)
+            return
         try:
             frames = self._reader.feed(data)
         except FrameError as exc:
@@ -181,6 +229,7 @@ class _Connection(FramedProtocol):
         self._pace()
 
     async def _serve(self, stream_id: int, request: Request) -> None:
+        current_peer.set(self.peer)  # this call's own task: nothing to reset
         try:
             deadline = None if request.timeout is None else Deadline.after(request.timeout)
             payload, metadata = await self._server._served.unary(
@@ -221,6 +270,7 @@ class LaneServer:
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+        tls: InternalTls | None = None,
     ) -> None:
         if max_concurrent_calls < 1:
             raise ValueError(f"max_concurrent_calls must be at least 1, not {max_concurrent_calls}")
@@ -233,6 +283,21 @@ class LaneServer:
         self._connections: set[_Connection] = set()
         self._stopping = False
         self._address: str | None = None
+        self.tls = tls
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self.refused = 0
+        """Connections refused at the TLS handshake so far."""
+        self._refusal_logged = -_REFUSAL_LOG_SECONDS
+
+    def _refused(self, peer: object, exc: BaseException) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= _REFUSAL_LOG_SECONDS:
+            log.warning(
+                "lane %s refused a connection from %s at the TLS handshake: %s (%d refused so far)",
+                self._address, peer, exc or type(exc).__name__, self.refused,
+            )  # fmt: skip
+            self._refusal_logged = now
 
     @property
     def address(self) -> str:
@@ -266,6 +331,8 @@ class LaneServer:
             return
         self._stopping = True
         server.close()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         tasks = [t for c in self._connections for t in c.tasks.values()]
         if tasks and grace:
             await asyncio.wait(tasks, timeout=grace)

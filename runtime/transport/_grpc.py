@@ -14,6 +14,10 @@ status it sends, which is how the two are told apart.
 On the server side, :func:`unary_handler` turns an endpoint of the same shape (bytes, metadata
 and deadline in; bytes and trailers out; :class:`CallError` for a status) into a grpc.aio method
 handler, so a worker serves gRPC, the lane and in-process calls with the same endpoint.
+
+Between runtime processes both ends use mutual TLS (:class:`~runtime.tls.InternalTls`): the
+client presents its certificate and checks the server's names the identity it expects, and the
+server hands the caller's identity to the endpoint as :data:`~runtime.identity.current_peer`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import grpc
 import grpc.aio
 
 from runtime.deadline import Deadline
+from runtime.identity import Peer, current_peer
 from runtime.status import REQUEST_ID_KEY, RpcStatus
+from runtime.tls import InternalTls, peer_of_grpc
 from runtime.transport._contract import (
     CallError,
     Disconnected,
@@ -96,27 +102,45 @@ class GrpcTransport:
     """Unary calls over grpc.aio channels to one address, used in turn; raw bytes both ways.
 
     Channels are created on the first call (building one needs no event loop). Several
-    channels (``channels`` > 1) each get their own connection.
+    channels (``channels`` > 1) each get their own connection. With ``tls`` the channels are
+    mutual TLS: this process's certificate, and the server must hold ``server``'s.
     """
 
-    __slots__ = ("_callables", "_channels", "_closed", "_count", "_next", "_options", "address")
+    __slots__ = ("_callables", "_channels", "_closed", "_count", "_next", "_options", "_tls", "address")
 
-    def __init__(self, address: str, *, channels: int = 1, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        channels: int = 1,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
+    ) -> None:
         if channels < 1:
             raise ValueError("channels must be at least 1")
+        if tls is not None and server is None:
+            raise ValueError("a TLS transport needs the identity the server must prove (server=)")
         self.address = address
         self._count = channels
-        self._options = channel_options(max_message_bytes, separate=channels > 1)
+        options = list(channel_options(max_message_bytes, separate=channels > 1))
+        if tls is not None and server is not None:
+            options += tls.channel_options(server)
+        self._options = options
+        self._tls = tls
         self._closed = False
         self._channels: list[grpc.aio.Channel] = []
         self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = []
         self._next = 0
 
     def _open(self) -> None:
+        tls = self._tls
         for _ in range(self._count):
-            self._channels.append(
-                grpc.aio.insecure_channel(self.address, options=self._options)
-            )
+            if tls is None:
+                channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            else:  # the files as they are now: a rotated certificate is used by new channels
+                channel = grpc.aio.secure_channel(self.address, tls.channel_credentials(), options=self._options)
+            self._channels.append(channel)
             self._callables.append({})
 
     def _index(self) -> int:
@@ -165,11 +189,14 @@ def unary_handler(endpoint: Endpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
 
     grpc.aio's deadline becomes a :class:`~runtime.deadline.Deadline` here, once; the endpoint's
     trailers go back with the response, and a :class:`CallError` ends the call with its status.
+    The identity in the caller's TLS certificate (none on a plaintext port) is the call's
+    :data:`~runtime.identity.current_peer`.
     """
 
     async def handle(payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         remaining = context.time_remaining()
         deadline = None if remaining is None else Deadline.after(remaining)
+        current_peer.set(peer_of_grpc(context))  # this call's own task: nothing to reset
         try:
             metadata = cast(MetadataIn, context.invocation_metadata() or ())
             response, trailing = await endpoint(payload, metadata, deadline)

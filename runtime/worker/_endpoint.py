@@ -19,7 +19,7 @@ import grpc
 import pydantic
 from pydantic import TypeAdapter
 
-from runtime.context import GlobalContext, current_deadline, current_request_id
+from runtime.context import GlobalContext, current_deadline, current_principal, current_request_id
 from runtime.deadline import Deadline
 from runtime.errors import (
     Cancelled,
@@ -30,10 +30,11 @@ from runtime.errors import (
     ValidationFailed,
 )
 from runtime.gtype import FieldViolation, Schema, validate
-from runtime.identity import PRINCIPAL_HEADER, principal_from_header, request_id_of
+from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, current_peer, request_id_of
 from runtime.lcc import (
     HookSpec,
     LifecycleCall,
+    LifecycleEvent,
     LocalContext,
     MemoryEventSink,
     RequestMeta,
@@ -54,6 +55,7 @@ from runtime.status import REQUEST_ID_KEY, describe_violation, rpc_status_of
 from runtime.transport import CallError, Metadata, MetadataIn, Reply
 from runtime.versions import Conversion, VersionCatalog, plan
 from runtime.wire import method_path
+from runtime.worker._admission import Admission
 
 __all__ = ["CallObserver", "MethodEndpoint"]
 
@@ -141,6 +143,7 @@ class MethodEndpoint:
         redact: Callable[[Any], Any] | None,
         observer: CallObserver | None,
         hop_timeout: float,
+        admission: Admission,
         tracing: ServerTracer | None = None,
     ) -> None:
         self.module = module
@@ -156,6 +159,7 @@ class MethodEndpoint:
         self.redact = redact
         self.observer = observer
         self.hop_timeout = hop_timeout
+        self.admission = admission
         self.tracing = tracing or ServerTracer()
         schema: Schema = catalog.by_id[served].schema
         self.schema = schema
@@ -240,6 +244,12 @@ class MethodEndpoint:
         sink = MemoryEventSink()
         error: BaseException | None = None
         try:
+            peer = current_peer.get()
+            try:
+                principal = self.admission.principal(peer, headers.get(PRINCIPAL_HEADER), self.policy)
+            except ModrpcError as refusal:
+                self._refused(request_id, peer, refusal, started)
+                raise
             version = self.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
             conversion = self.conversion(version)
@@ -252,7 +262,7 @@ class MethodEndpoint:
                 version=self.served,
                 flags=parse_flags(headers.get("x-flags")),
                 deadline=deadline,
-                principal=principal_from_header(headers.get(PRINCIPAL_HEADER)),
+                principal=principal,
             )
             if self.observer is not None:
                 self.observer.started()  # finished() follows in the finally below: meta is set
@@ -261,6 +271,7 @@ class MethodEndpoint:
             handler_token = handler_var.set(self.spec.handler_id)
             version_token = version_var.set(self.served)
             deadline_token = current_deadline.set(deadline)
+            principal_token = current_principal.set(principal)
             try:
                 response = await _run_to_the_end(
                     LifecycleCall(
@@ -282,6 +293,7 @@ class MethodEndpoint:
                 handler_var.reset(handler_token)
                 version_var.reset(version_token)
                 current_deadline.reset(deadline_token)
+                current_principal.reset(principal_token)
             return await conversion.response(response, deadline), trailers
         except asyncio.CancelledError:
             # The caller went away or its deadline passed; audit and metrics record which, not
@@ -303,3 +315,27 @@ class MethodEndpoint:
             ServerTracer.end(span, span_token, code, details)
             if self.observer is not None and meta is not None:
                 self.observer.finished(meta, sink.events, error, started)
+
+    def _refused(self, request_id: str, peer: Peer | None, refusal: ModrpcError, started: float) -> None:
+        """Log and audit a call the worker would not serve: who knocked, and why it was turned away."""
+        who = str(peer) if peer is not None else "unauthenticated"
+        log.warning("refused %s %s from %s: %s", request_id, self.spec.handler_id, who, refusal.message)
+        if self.observer is None:
+            return
+        meta = RequestMeta(
+            request_id=request_id,
+            handler=self.spec.handler_id,
+            method=self.path,
+            version=self.served,
+            principal=Principal(subject=who, method="anonymous"),
+        )
+        event = LifecycleEvent(
+            kind="refused",
+            name=who,
+            request_id=request_id,
+            handler=self.spec.handler_id,
+            at=time.time(),
+            error=f"{type(refusal).__name__}: {refusal.message}",
+        )
+        self.observer.started()
+        self.observer.finished(meta, (event,), refusal, started)

@@ -19,19 +19,28 @@ from runtime.context import (
     MethodTarget,
     ModuleRegistry,
     current_deadline,
+    current_principal,
     current_request_id,
     subscriber_mark,
 )
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition, Unimplemented
-from runtime.identity import PRINCIPAL_HEADER
+from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from runtime.lcc import HookSpec, SnapshotStore
-from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
+from runtime.manifest import (
+    LoadedModule,
+    ResolvedHook,
+    build_manifests,
+    discover_modules,
+    load_manifest,
+    load_module,
+)
 from runtime.observability import ServerTracer
 from runtime.status import REQUEST_ID_KEY, rpc_status_of
 from runtime.transport import CallError, MetadataIn, Reply, unary_handler
 from runtime.versions import VersionCatalog, encode_descriptor
 from runtime.wire import method_path, request_message, response_message, service_name
+from runtime.worker._admission import Admission
 from runtime.worker._endpoint import CallObserver, MethodEndpoint
 
 __all__ = ["ModuleEndpoints", "ModuleService", "RemoteInvoker", "WorkerDeps", "load_catalog"]
@@ -54,6 +63,21 @@ class WorkerDeps:
     hop_timeout: float = 0.25
     tracing: ServerTracer | None = None
     """Opens each call's server span; the default uses the global tracer provider."""
+    client_roles: Mapping[str, tuple[str, ...]] | None = None
+    """Roles of client-certificate principals calling the worker directly (``tls.client_roles``)."""
+
+
+def callers_of(module: str, modules_dir: Path) -> frozenset[str]:
+    """The modules of the project whose ``capabilities.modules`` name ``module``.
+
+    Read from the project's own ``module.toml`` files, which every host of a deployment runs
+    from, not from the manifest store, where a worker writes its own manifest.
+    """
+    return frozenset(
+        path.name
+        for path in discover_modules(modules_dir)
+        if module in load_manifest(path / "module.toml").capabilities.modules
+    )
 
 
 def load_catalog(loaded: LoadedModule) -> VersionCatalog:
@@ -82,6 +106,7 @@ class RemoteInvoker:
         self._caller = caller
         self._retries = retries or {}
         """(module, method) → the retry policy the callee's ``module.toml`` declares."""
+        self._itself = Principal(subject=f"module:{caller}", method="internal")
         self._adapters: dict[type[Any], TypeAdapter[Any]] = {}
 
     def _adapter(self, t: type[Any]) -> TypeAdapter[Any]:
@@ -97,9 +122,12 @@ class RemoteInvoker:
         payload = wire.encode(
             request_message(target.method), self._adapter(target.request_type).dump_python(request)
         )
+        # Whom this call is for: the caller of the call being served, carried on; with none (a
+        # subscriber, startup) the module acts for itself. Which module calls is not said here:
+        # the callee reads it from this worker's certificate.
         metadata: list[tuple[str, str]] = [
             ("x-api-version", version),
-            (PRINCIPAL_HEADER, f"module:{self._caller};;internal"),
+            (PRINCIPAL_HEADER, principal_header(current_principal.get() or self._itself)),
         ]
         request_id = current_request_id.get()
         if request_id:
@@ -148,7 +176,14 @@ class ModuleEndpoints:
 class ModuleService:
     """One module's served methods, its ``gctx``, and its fabric subscribers."""
 
-    def __init__(self, loaded: LoadedModule, catalog: VersionCatalog, gctx: GlobalContext, deps: WorkerDeps) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModule,
+        catalog: VersionCatalog,
+        gctx: GlobalContext,
+        deps: WorkerDeps,
+        callers: frozenset[str] = frozenset(),
+    ) -> None:
         self.loaded = loaded
         self.name = loaded.name
         self.catalog = catalog
@@ -156,6 +191,7 @@ class ModuleService:
         self.gctx = gctx
         self.deps = deps
         self.endpoints: dict[str, MethodEndpoint] = {}
+        self.admission = Admission(self.name, callers, deps.client_roles)
         for spec in loaded.handlers:
             hooks = [_hook_spec(h) for h in loaded.hooks_for(spec.method)]
             self.endpoints[spec.method] = MethodEndpoint(
@@ -170,6 +206,7 @@ class ModuleService:
                 redact=deps.redact,
                 observer=deps.observer,
                 hop_timeout=deps.hop_timeout,
+                admission=self.admission,
                 tracing=deps.tracing,
             )
         self.transport = ModuleEndpoints(self.endpoints)
@@ -208,7 +245,7 @@ class ModuleService:
             metrics=deps.metrics,
             versions=catalog,
         )
-        return cls(loaded, catalog, gctx, deps)
+        return cls(loaded, catalog, gctx, deps, callers_of(loaded.name, modules_dir))
 
     def dependencies(self) -> list[str]:
         return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.errors import PermissionDenied
-from runtime.gateway._roles import check_roles, missing_roles
+from runtime.identity import check_roles, missing_roles
 from runtime.identity import ANONYMOUS, Principal
 
 ANA = Principal("ana", roles=("orders.read", "orders.write"), method="jwt")
