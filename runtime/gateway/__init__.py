@@ -6,18 +6,15 @@ route from the manifest store and swapped in whole when the store changes.
 """
 
 from runtime.gateway._auth import ApiKey, Authenticator, hash_api_key, issue_dev_token
-from runtime.gateway._keys import JwtSecret, check_dev_secret, is_loopback, jwt_secret_in_force
+from runtime.gateway._keys import jwt_secret_in_force
 from runtime.gateway._server import Gateway, authenticator_from_settings
 
 __all__ = [
     "ApiKey",
     "Authenticator",
     "Gateway",
-    "JwtSecret",
     "authenticator_from_settings",
-    "check_dev_secret",
     "hash_api_key",
-    "is_loopback",
     "issue_dev_token",
     "jwt_secret_in_force",
 ]

@@ -14,18 +14,24 @@ SURFACES = {
     "runtime": ["GlobalContext", "LocalContext", "handler", "subscriber"],
     "runtime.context": [
         "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
-        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_deadline", "current_request_id",
+        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_deadline", "current_principal",
+        "current_request_id",
         "encode_payload", "freeze", "subscriber", "subscriber_mark",
     ],
     "runtime.gateway": [
         "ApiKey", "Authenticator", "Gateway", "authenticator_from_settings", "hash_api_key",
-        "issue_dev_token",
+        "issue_dev_token", "jwt_secret_in_force",
     ],
     "runtime.worker": ["Worker"],
     "runtime.cli": ["main"],
     "runtime.identity": [
-        "ANONYMOUS", "PRINCIPAL_HEADER", "AuthMethod", "Principal", "is_valid_request_id",
-        "new_request_id", "principal_from_header", "principal_header", "request_id_of",
+        "ANONYMOUS", "PEER_DOMAIN", "PRINCIPAL_HEADER", "AuthMethod", "Peer", "PeerKind", "Principal",
+        "check_roles", "current_peer", "is_valid_request_id", "missing_roles", "new_request_id",
+        "principal_from_header", "principal_header", "request_id_of",
+    ],
+    "runtime.tls": [
+        "CA_CERT", "CA_KEY", "DEV_HOSTS", "CertificateAuthority", "InternalTls", "IssuedCertificate",
+        "KeyPair", "Peer", "TlsError", "ensure_identity", "peer_of_grpc", "peer_of_ssl",
     ],
     "runtime.deadline": ["Clock", "Deadline"],
 }  # fmt: skip
