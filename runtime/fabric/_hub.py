@@ -62,6 +62,7 @@ __all__ = ["FabricHub", "HubFabric", "HubPolicy"]
 log = logging.getLogger("modrpc.fabric.hub")
 
 SERVICE = "modrpc.fabric.v1.Hub"
+_SUBSCRIBED = "x-modrpc-subscribed"
 _LEN = struct.Struct(">I")
 
 
@@ -204,6 +205,9 @@ class FabricHub:
         except ModrpcError as exc:
             await context.abort(status_of(exc), exc.message)
             return
+        # Told at once, so the subscriber's subscribe() returns only once it is subscribed (and
+        # raises the refusal otherwise), rather than at the first delivery.
+        await context.send_initial_metadata(((_SUBSCRIBED, "1"),))
         try:
             while True:
                 delivery, message = await queue.get()
@@ -371,6 +375,18 @@ class HubFabric:
         stream = channel.unary_stream(f"/{SERVICE}/Subscribe", None, None)
         settle = channel.unary_unary(f"/{SERVICE}/Settle", None, None)
         call = stream(_frame({"topic": topic, "group": group, "max_attempts": max_attempts, "ack_wait": ack_wait}))
+        try:
+            subscribed = dict(await call.initial_metadata() or ())
+            if _SUBSCRIBED not in subscribed:  # refused (or failed) before it began: say why
+                code, details = await call.code(), await call.details()
+                raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), await call.trailing_metadata(), details, None)
+        except grpc.aio.AioRpcError as exc:
+            call.cancel()
+            error = call_error(exc)
+            if isinstance(error, TransportError):
+                log.warning("subscribing to %s through the fabric hub failed: %s", topic, error.details)
+                raise Unavailable(f"the queue fabric could not subscribe to {topic}: {error.code.name}") from exc
+            raise error_of(error.status, relay=False) from exc
 
         sub = _HubSubscription(topic, group, self.options.drain_timeout)
 

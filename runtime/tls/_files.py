@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,10 @@ class KeyPair:
         self._stamp: Stamp = ()
         self._material: Material | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self.generation = 0
+        """Incremented each time the files are read anew: clients holding connections made with
+        an older generation open new ones (see :meth:`current_generation`)."""
+        self._next_check = 0.0
         self.material()  # fail now, naming the file, rather than at the first handshake
 
     def material(self) -> Material:
@@ -93,7 +98,21 @@ class KeyPair:
                     log.info("TLS files changed; new connections use %s", self.cert)
                 self._material, self._stamp = material, stamp
                 self._contexts.clear()
+                self.generation += 1
             return self._material
+
+    def current_generation(self, interval: float = 1.0) -> int:
+        """The files' generation, looking at them at most every ``interval`` seconds: cheap
+        enough for a client to ask on every call. A failed re-read keeps the last good files."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + interval
+            if self.changed():
+                try:
+                    self.material()
+                except TlsError as exc:
+                    log.warning("keeping the previous certificate: %s", exc)
+        return self.generation
 
     def changed(self) -> bool:
         """Whether the files differ from what was last read."""

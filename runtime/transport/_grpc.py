@@ -106,7 +106,10 @@ class GrpcTransport:
     mutual TLS: this process's certificate, and the server must hold ``server``'s.
     """
 
-    __slots__ = ("_callables", "_channels", "_closed", "_count", "_next", "_options", "_tls", "address")
+    __slots__ = (
+        "_callables", "_channels", "_closed", "_count", "_generation", "_next", "_options", "_retiring", "_tls",
+        "address",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -128,6 +131,8 @@ class GrpcTransport:
             options += tls.channel_options(server)
         self._options = options
         self._tls = tls
+        self._generation = 0
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
         self._channels: list[grpc.aio.Channel] = []
         self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = []
@@ -135,6 +140,8 @@ class GrpcTransport:
 
     def _open(self) -> None:
         tls = self._tls
+        if tls is not None:
+            self._generation = tls.keys.current_generation()
         for _ in range(self._count):
             if tls is None:
                 channel = grpc.aio.insecure_channel(self.address, options=self._options)
@@ -148,7 +155,20 @@ class GrpcTransport:
         self._next = index + 1
         return index
 
+    def _renew(self) -> None:
+        """This process's certificate was replaced on disk: new channels present the new one,
+        and calls still out on the old channels get a few seconds to finish."""
+        old, self._channels = self._channels, []
+        self._callables = []
+        self._open()
+        task = asyncio.get_running_loop().create_task(_close_all(old, _RENEW_GRACE_SECONDS))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     def _callable(self, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        tls = self._tls
+        if tls is not None and self._channels and tls.keys.current_generation() != self._generation:
+            self._renew()
         if not self._channels:
             if self._closed:
                 raise Unreached(f"the gRPC transport to {self.address} is closed")
@@ -181,7 +201,14 @@ class GrpcTransport:
         self._closed = True
         channels, self._channels = self._channels, []
         self._callables = []
-        await asyncio.gather(*(channel.close(grace) for channel in channels))
+        await asyncio.gather(_close_all(channels, grace), *self._retiring)
+
+
+_RENEW_GRACE_SECONDS = 5.0
+
+
+async def _close_all(channels: Sequence[grpc.aio.Channel], grace: float | None) -> None:
+    await asyncio.gather(*(channel.close(grace) for channel in channels))
 
 
 def unary_handler(endpoint: Endpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
