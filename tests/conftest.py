@@ -63,6 +63,8 @@ def worker_settings(tmp_path: Path, module_data_dir: Path, tls_dir: Path) -> Cal
             "observability": {"audit_sink": "store"},
             "tls": {"dir": tls_dir},
         }
+        if "tls" in overrides:  # edge settings of a test keep the session's internal folder
+            overrides = {**overrides, "tls": {"dir": tls_dir, **overrides["tls"]}}
         return load_settings(**{**defaults, **overrides})
 
     return make

@@ -38,7 +38,14 @@ from typing import Any, Literal, Protocol, Self
 
 import grpc
 
-from runtime.errors import FailedPrecondition, ModrpcError, PermissionDenied, Unavailable, status_of
+from runtime.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    ModrpcError,
+    PermissionDenied,
+    Unavailable,
+    status_of,
+)
 from runtime.fabric._types import (
     Fabric,
     FabricOptions,
@@ -229,6 +236,19 @@ class FabricHub:
             await subscription.close()
 
 
+def _hub_error(exc: grpc.aio.AioRpcError, what: str) -> ModrpcError:
+    """The runtime error of a failed hub call. A failure of the transport itself (no hub
+    answered) may name the hub's address: its text goes to the log, and the error says what
+    failed without it, as a module client's does."""
+    error = call_error(exc)
+    if not isinstance(error, TransportError):
+        return error_of(error.status, relay=False)
+    log.warning("%s through the fabric hub failed: %s", what, error.details)
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{what} through the queue fabric timed out")
+    return Unavailable(f"{what}: the queue fabric could not be reached")
+
+
 class _HubSubscription:
     """A subscription held open by one streaming call to the hub.
 
@@ -353,11 +373,7 @@ class HubFabric:
         try:
             await call(_frame(header, data), timeout=None if timeout is None else timeout + 1.0)
         except grpc.aio.AioRpcError as exc:
-            error = call_error(exc)
-            if isinstance(error, TransportError):  # its text names the hub's address: log it only
-                log.warning("publish to %s through the fabric hub failed: %s", topic, error.details)
-                raise Unavailable(f"the queue fabric could not take {topic}: {error.code.name}") from exc
-            raise error_of(error.status, relay=False) from exc
+            raise _hub_error(exc, f"publish to {topic!r}") from exc
 
     async def subscribe(
         self,
@@ -382,11 +398,7 @@ class HubFabric:
                 raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), await call.trailing_metadata(), details, None)
         except grpc.aio.AioRpcError as exc:
             call.cancel()
-            error = call_error(exc)
-            if isinstance(error, TransportError):
-                log.warning("subscribing to %s through the fabric hub failed: %s", topic, error.details)
-                raise Unavailable(f"the queue fabric could not subscribe to {topic}: {error.code.name}") from exc
-            raise error_of(error.status, relay=False) from exc
+            raise _hub_error(exc, f"subscribing to {topic!r}") from exc
 
         sub = _HubSubscription(topic, group, self.options.drain_timeout)
 

@@ -17,12 +17,15 @@ same host, as an attacker's would be):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
+import signal
 import ssl
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,21 +44,14 @@ from runtime.lane import WHERE_METHOD, LaneClient, parse_where
 from runtime.store import WorkerRecord
 from runtime.tls import CertificateAuthority, InternalTls, KeyPair
 from runtime.transport import CallError, TransportError
-from tests.fixtures.gateway_modules.commands import (
-    Command,
-    free_port,
-    registered,
-    start,
-    stop,
-    token,
-)
+from tests.conftest import ROOT
+from tests.fixtures.gateway_modules.commands import free_port, isolated_env, registered, token
 
 FORGED = ("x-modrpc-principal", principal_header(Principal("root", ("users:read", "users:write", "admin"), "jwt")))
 
 
 @dataclass
 class Up:
-    command: Command
     gateway: str
     tls: Path
     workers: dict[str, WorkerRecord]
@@ -63,25 +59,30 @@ class Up:
 
 
 @pytest.fixture(scope="module")
-def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("security-up")
-
-
-@pytest.fixture(scope="module")
-async def up(module_tmp: Path) -> AsyncIterator[Up]:
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """``modrpc up`` with no TLS configuration, shared by this file's tests (one start-up)."""
+    tmp = tmp_path_factory.mktemp("security-up")
     port = free_port()
-    command = await start(module_tmp, "up", "--port", str(port))
+    with (tmp / "up.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "up", "--port", str(port)],
+            cwd=ROOT, env=isolated_env(tmp), stdout=subprocess.PIPE, stderr=log, text=True,
+        )  # fmt: skip
     try:
-        await command.line_with("ready", within=90)
-        workers = {w.module: w for w in await registered(module_tmp)}
-        yield Up(command, f"127.0.0.1:{port}", module_tmp / "tls", workers, module_tmp)
+        assert process.stdout is not None
+        deadline = time.monotonic() + 90
+        while "ready" not in (line := process.stdout.readline()):
+            assert line or process.poll() is None, f"modrpc up exited: {(tmp / 'up.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "modrpc up not ready in 90s"
+        workers = {w.module: w for w in asyncio.run(registered(tmp))}
+        yield Up(f"127.0.0.1:{port}", tmp / "tls", workers, tmp)
     finally:
-        if command.process.returncode is None:
-            with contextlib.suppress(Exception):
-                await stop(command)
-
-
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def identity(up: Up, peer: Peer) -> InternalTls:
@@ -259,7 +260,7 @@ async def test_the_lane_believes_a_principal_only_from_the_gateway(up: Up) -> No
             await developer.unary("/users.v1.UsersService/CreateUser", payload, [FORGED], None)
         assert caught.value.code == grpc.StatusCode.PERMISSION_DENIED
         body, _ = await gateway.unary("/users.v1.UsersService/CreateUser", payload, [FORGED], None)
-        assert users_pb2.User.FromString(body).given_name == "Eve"
+        assert users_pb2.CreateUserResponse.FromString(body).given_name == "Eve"
     finally:
         await developer.close()
         await gateway.close()
