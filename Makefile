@@ -8,10 +8,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install up test lint gen gen-check bench services-check clean
 
+# One line per step; pip's own output goes to $(VENV)/install.log, shown only when a step fails.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,vault]'
+	@test -x $(BIN)/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing modrpc and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/python -m pip install -q --upgrade pip > $(VENV)/install.log 2>&1 \
+		&& $(BIN)/python -m pip install -q -e '.[dev,vault,testing]' >> $(VENV)/install.log 2>&1 \
+		|| { tail -n 30 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -9,6 +9,8 @@ import threading
 import uuid
 from pathlib import Path
 
+from runtime.files import private_file
+
 # Demo catalogue created on first start; a real deployment loads its own.
 INITIAL_STOCK = {"WIDGET-1": 100, "GADGET-7": 25, "GIZMO-42": 3}
 
@@ -28,7 +30,7 @@ class StockBook:
     """Reserve and release atomically: each operation is one SQLite transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 folder, like all the runtime's state
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")

@@ -1,7 +1,6 @@
 """Handlers of the orders module."""
 
 import uuid
-from datetime import UTC, datetime
 
 from modules.inventory.models import Release, Reserve
 from modules.orders.models import GetOrder, Order, OrderStatus, PlaceOrder
@@ -31,7 +30,7 @@ async def place_order(req: PlaceOrder, lctx: LocalContext, gctx: GlobalContext) 
         items=req.items,
         reservation_ids=reservation_ids,
         status=OrderStatus.PLACED,
-        created_at=datetime.now(UTC),
+        created_at=gctx.clock.now(),
     )
     _ORDERS[order_id] = order
     return order

@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from runtime.files import private_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
@@ -24,7 +26,7 @@ class UserRepository:
     """A small SQLite table of users; calls run in a thread so the event loop never blocks."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # 0600 in a 0700 folder: it holds people's data
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")

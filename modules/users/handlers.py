@@ -1,7 +1,7 @@
 """Handlers of the users module."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from modules.users._repo import repository
 from modules.users.models import CreateUser, GetUser, User
@@ -27,7 +27,7 @@ async def create_user(req: CreateUser, lctx: LocalContext, gctx: GlobalContext) 
         "given_name": req.given_name,
         "family_name": req.family_name,
         "email": str(req.email),
-        "created_at": datetime.now(UTC).isoformat(),
+        "created_at": gctx.clock.now().isoformat(),
     }
     if not await repository().insert(row):
         raise AlreadyExists(f"a user with email {req.email} already exists")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,18 +35,46 @@ def run(args: argparse.Namespace) -> int:
     return _gen(args) if args.command == "gen" else _versions(args)
 
 
+def modules_dir(args: argparse.Namespace) -> Path:
+    """``--modules``, else ``modules_dir`` of the project's settings (``modules``)."""
+    if args.modules is not None:
+        return Path(args.modules)
+    from runtime.config import load_settings
+
+    return Path(load_settings().modules_dir).resolve()
+
+
 def _gen(args: argparse.Namespace) -> int:
-    root: Path = args.root.resolve()
+    root: Path = args.project
     try:
+        folder = modules_dir(args)
+        found = discover_modules(folder)
+        if not found:
+            print(f"modrpc gen: no modules under {folder} (a module is a folder with module.toml)", file=sys.stderr)
+            return 2
         sources = [
             ModuleSource(name=loaded.name, directory=loaded.directory, schema=loaded.schema)
-            for loaded in (load_module(d) for d in discover_modules(root / args.modules))
+            for loaded in (load_module(d) for d in found)
         ]
-        result = generate(root, sources, check=args.check, date=args.date)
+        with _one_gen_at_a_time(root):
+            result = generate(root, sources, check=args.check, date=args.date)
     except (SchemaError, UnsupportedType, WireSchemaError, ValueError) as exc:
         print(f"modrpc gen: {exc}", file=sys.stderr)
         return 2
     return _report(result, check=args.check)
+
+
+@contextlib.contextmanager
+def _one_gen_at_a_time(root: Path) -> Iterator[None]:
+    """Hold the project's gen lock: `modrpc up --reload` and a person may both run gen at once."""
+    lock = root / ".modrpc" / "gen.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _report(result: GenResult, *, check: bool) -> int:
@@ -60,6 +90,8 @@ def _report(result: GenResult, *, check: bool) -> int:
         print(f"recorded version {line}")
     for line in result.stubs:
         print(f"wrote transformer stub {line} (fill it in: it raises until you do)")
+    for line in result.notes:
+        print(line)
     print("wrote " + " ".join(result.written))
     return 0
 
@@ -67,8 +99,11 @@ def _report(result: GenResult, *, check: bool) -> int:
 def _versions(args: argparse.Namespace) -> int:
     if args.store or args.retire or args.dry_run or args.keep or args.unkeep or args.retire_version:
         return _lifecycle(args)
-    root: Path = args.root.resolve()
-    directory = root / args.modules / args.module
+    try:
+        directory = modules_dir(args) / args.module
+    except ValueError as exc:
+        print(f"modrpc versions: {exc}", file=sys.stderr)
+        return 2
     manifest_path = directory / "module.toml"
     if not manifest_path.exists():
         print(f"modrpc versions: no module {args.module!r} (no {manifest_path})", file=sys.stderr)

@@ -2,12 +2,18 @@
 
 Arguments are declared here; each sub-command's code lives in its own module and is imported
 only when it runs, so ``modrpc gen`` does not pay for importing the gateway.
+
+Every command but ``new`` works on a project (:mod:`runtime.project`): the one named by
+``--project``, else the nearest folder at or above the working directory holding
+``modrpc.toml``. Paths given on the command line are taken from where the command was typed;
+the command itself then runs from the project root, with the project's code imported first.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--project", type=Path, default=None, metavar="DIR",
+            help="the project (a folder with modrpc.toml; default: the nearest one at or above .)",
+        )  # fmt: skip
+        return p
 
     for name, help_text in (
         ("up", "Run the gateway and one worker per module, on the configured backends."),
@@ -37,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="serve every module inside the gateway's process, reached without a socket",
             )
+            p.add_argument(
+                "--reload",
+                action="store_true",
+                help="watch the modules: on a change run modrpc gen and restart the workers affected",
+            )
     p = command("worker", "Serve every version of one module that its code can serve.")
     p.add_argument("module", help="module name (a folder under the modules folder)")
     p.add_argument("--port", type=int, default=0, help="port (default: any free port)")
@@ -45,15 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
 
     p = command("gen", "Record schema versions and write proto/ and gen/ (or --check them).")
-    p.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
-    p.add_argument("--modules", default="modules", help="modules folder under the root")
+    p.add_argument("--root", dest="project", type=Path, help=argparse.SUPPRESS)  # the old name
+    p.add_argument("--modules", default=None, help="modules folder (default: modules_dir, modules)")
     p.add_argument("--check", action="store_true", help="fail, naming each stale file, instead of writing")
     p.add_argument("--date", help="version id for a newly recorded version (default: today, UTC)")
 
     p = command("versions", "List a module's versions, labels and which steps are breaking.")
     p.add_argument("module", help="module name")
-    p.add_argument("--root", type=Path, default=Path("."), help="project root (default: .)")
-    p.add_argument("--modules", default="modules", help="modules folder under the root")
+    p.add_argument("--root", dest="project", type=Path, help=argparse.SUPPRESS)  # the old name
+    p.add_argument("--modules", default=None, help="modules folder (default: modules_dir, modules)")
     # Any of these works against the manifest store (lifecycle) instead of the module folder.
     p.add_argument("--store", metavar="URL", default=None,
                    help="manifest store to manage the lifecycle in (default: store_url from config)")
@@ -67,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="drop the manual override (keep or retire) of VERSION; repeatable")
     p.add_argument("--retire-version", action="append", default=[], metavar="VERSION",
                    help="retire VERSION at the next --retire, even if in use; repeatable")
+
+    p = command("config", "Print every setting in effect and where it came from (default, file, environment).")
+    p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
+    p.add_argument("--markdown", action="store_true", help="print every setting and its default as the README's table")
+
+    p = command("new", "Start a project (modrpc new DIR) or add a module to this one (modrpc new module NAME).")
+    p.add_argument("target", nargs="+", metavar="DIR | module NAME", help="a new folder, or: module NAME")
+    p.add_argument("--modules", default=None, help="for a module: the modules folder (default: modules)")
 
     p = command("token", "Print a development JWT that the running dev config accepts.")
     p.add_argument("--subject", required=True, help="the token's subject (sub claim)")
@@ -101,17 +125,64 @@ _RUNNERS = {
     "versions": "runtime.cli._gen",
     "token": "runtime.cli._token",
     "certs": "runtime.cli._certs",
+    "new": "runtime.cli._new",
+    "config": "runtime.cli._config",
 }
+
+
+_PROJECT_OPTIONAL = frozenset({"gateway", "token", "versions"})
+"""Commands that can work without a project (the gateway, a token, the version lifecycle in
+the store): outside one they run from the working directory."""
+
+
+def _enter_project(args: argparse.Namespace) -> str | None:
+    """Find the project, anchor the path arguments, and move into it; an error message or None."""
+    from runtime.project import ProjectError, find_project
+
+    for name in ("modules", "config"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(args, name, Path(value).expanduser().resolve())
+    try:
+        project = find_project(explicit=args.project)
+    except ProjectError as exc:
+        if args.command in _PROJECT_OPTIONAL and args.project is None:
+            return None
+        return str(exc)
+    project.enter()
+    args.project = project.root
+    return None
+
+
+def _warn_unknown_env() -> None:
+    """Name each ``MODRPC_*`` variable that is no setting: it would be ignored silently."""
+    from runtime.config import unknown_env
+
+    for name, closest in unknown_env():
+        hint = f"; did you mean {closest}?" if closest else "; `modrpc config` lists the settings"
+        print(f"modrpc: warning: {name} is not a setting and is ignored{hint}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    run = importlib.import_module(_RUNNERS[args.command]).run
+    # Called in process (tests, embedding), the caller's working directory and import path
+    # come back as they were.
+    cwd, path = os.getcwd(), list(sys.path)
     try:
-        code: int = run(args)
-    except KeyboardInterrupt:
-        return 130
-    return code
+        problem = None if args.command == "new" else _enter_project(args)
+        if problem is not None:
+            print(f"modrpc {args.command}: {problem}", file=sys.stderr)
+            return 2
+        _warn_unknown_env()
+        run = importlib.import_module(_RUNNERS[args.command]).run
+        try:
+            code: int = run(args)
+        except KeyboardInterrupt:
+            return 130
+        return code
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.cli._supervise import READY_PREFIX, Fleet
 from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ __all__ = ["run"]
 
 log = logging.getLogger("modrpc.up")
 
-READY_PREFIX = "modrpc-worker-ready "
-"""The line a worker child prints once it serves: the prefix, the module, then its address."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -56,20 +54,51 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"modrpc {args.command}: {exc}", file=sys.stderr)
         return 2
-    from runtime.observability import configure_logging, configure_tracing
+    from runtime.observability import configure_logging, configure_tracing, wants_console
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, console=wants_console(settings.log_format))
+    _harden_process()
     name = f"modrpc-{args.command}" + (f"-{args.module}" if args.command == "worker" else "")
     endpoint = settings.observability.otlp_endpoint
     if endpoint:
         configure_tracing(name, otlp_endpoint=endpoint, install_global=True)
     # Without an exporter, recorded spans would go nowhere: the API's non-recording spans still
     # carry the caller's trace context on to workers and module calls, at a fraction of the cost.
+    from runtime.cli._ports import busy_port_message
+
+    settings = settings.model_copy(update={"modules_dir": Path(settings.modules_dir).resolve()})
+    busy = busy_port_message(args.command, settings, getattr(args, "port", None))
+    if busy is not None:
+        print(f"modrpc {args.command}: {busy}", file=sys.stderr)
+        return 1
     main = {"worker": _worker, "gateway": _gateway, "up": _up}[args.command]
     try:
         return asyncio.run(main(args, settings))
     except KeyboardInterrupt:
         return 0
+
+
+STATE_DIR = Path(".modrpc")
+"""The runtime's own state in a project (store, audit trail, module data, secrets by default)."""
+
+
+def _harden_process() -> None:
+    """What every serving process does first: files it creates are private, and the open-file
+    limit is as high as the administrator allows (workers inherit both from ``modrpc up``).
+
+    A umask of 077 covers every file the process or a module creates, beyond those the runtime
+    creates ``0600`` itself; the connection limits are then kept below the raised file limit
+    (``runtime.limits``), so a flood of connections cannot take the descriptors the process
+    needs for its own files and calls.
+    """
+    from runtime.files import private_directory
+    from runtime.limits import raise_open_file_limit
+
+    os.umask(0o077)
+    limit = raise_open_file_limit()
+    log.debug("open-file limit %d", limit)
+    if STATE_DIR.is_dir():  # made by an older version, perhaps 0755: narrowed to 0700
+        private_directory(STATE_DIR, narrow_existing=True)
 
 
 def _stop_event() -> asyncio.Event:
@@ -93,7 +122,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     worker = Worker(args.module, settings, port=args.port)
     try:
         address = await worker.start()
-    except (ModrpcError, OSError, ValueError) as exc:  # ValueError: TLS files or configuration
+    except (ModrpcError, OSError, RuntimeError, ValueError) as exc:  # ValueError: TLS files, config
         await worker.stop(0)
         return await _fail(f"worker {args.module} could not start", exc)
     print(f"{READY_PREFIX}{args.module} {address}", flush=True)
@@ -123,7 +152,7 @@ async def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     gateway = Gateway(settings)
     try:
         address = await gateway.start()
-    except (ModrpcError, OSError, ValueError) as exc:  # ValueError: TLS files or configuration
+    except (ModrpcError, OSError, RuntimeError, ValueError) as exc:  # ValueError: TLS files, config
         await gateway.stop(0)
         return await _fail("gateway could not start", exc)
     print(f"gateway listening on {address}", flush=True)
@@ -156,20 +185,28 @@ async def _announce_ready(gateway: Any, address: str) -> None:
 
 class _DeclaredTopics:
     """The hub's policy: a module publishes and subscribes only to the topics its
-    ``module.toml`` declares (the same rule its ``gctx`` enforces in its own process)."""
+    ``module.toml`` declares (the same rule its ``gctx`` enforces in its own process). A module
+    it does not know yet (added under ``--reload``) makes it read the modules folder again."""
 
     def __init__(self, modules_dir: Path) -> None:
+        self._modules_dir = modules_dir
+        self._caps = self._read()
+
+    def _read(self) -> dict[str, Any]:
         from runtime.manifest import CapabilitySet, discover_modules, load_manifest
 
-        self._caps = {
+        return {
             path.name: CapabilitySet.from_manifest(load_manifest(path / "module.toml"))
-            for path in discover_modules(modules_dir)
+            for path in discover_modules(self._modules_dir)
         }
 
     def check(self, peer: Peer, action: str, topic: str) -> None:
         from runtime.errors import PermissionDenied
 
         caps = self._caps.get(peer.name)
+        if caps is None:
+            self._caps = self._read()
+            caps = self._caps.get(peer.name)
         if caps is None:
             raise PermissionDenied(f"{peer} is not a module of this project")
         if action == "publish":
@@ -235,114 +272,20 @@ async def _preflight(settings: Settings) -> None:
             await fabric.close()
 
 
-Forget = Callable[[int, str], Awaitable[None]]
-"""Drops what a dead worker process (pid, address) left registered in the store."""
-
-Announce = Callable[[], Awaitable[None]]
-"""Runs once a restarted worker serves, before the restart is announced."""
-
-
-async def _forget_nothing(pid: int, address: str) -> None:
-    return None
-
-
-async def _announce_nothing() -> None:
-    return None
-
-
-class _Child:
-    """One supervised worker process."""
-
-    def __init__(
-        self,
-        module: str,
-        settings: Settings,
-        config: Path | None,
-        forget: Forget = _forget_nothing,
-        restarted: Announce = _announce_nothing,
-    ) -> None:
-        self.module = module
-        self.settings = settings
-        self.config = config
-        self.forget = forget
-        self.restarted = restarted
-        self.process: asyncio.subprocess.Process | None = None
-        self.address = ""
-        self.restarts = 0
-        self.stopping = False
-
-    async def spawn(self) -> str:
-        cmd = [sys.executable, "-m", "runtime.cli", "worker", self.module, "--modules", str(self.settings.modules_dir)]
-        if self.config is not None:
-            cmd += ["--config", str(self.config)]
-        self.process = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1", MODRPC_SUPERVISOR_PID=str(os.getpid()))
-        )
-        assert self.process.stdout is not None
-        while True:
-            line = await self.process.stdout.readline()
-            if not line:
-                code = await self.process.wait()
-                raise RuntimeError(f"worker {self.module} exited with code {code} before it was ready")
-            text = line.decode().strip()
-            if text.startswith(READY_PREFIX):
-                self.address = text.split()[-1]
-                return self.address
-
-    async def supervise(self) -> None:
-        """Wait for the child; restart it when it dies unasked, with a growing backoff."""
-        while not self.stopping:
-            assert self.process is not None
-            code = await self.process.wait()
-            if self.stopping:
-                return
-            # A worker killed outright never deregistered: until its record goes stale, gateways
-            # and other workers would keep sending calls to an address nobody listens on.
-            await self.forget(self.process.pid, self.address)
-            self.restarts += 1
-            settings = self.settings
-            backoff = min(
-                settings.worker_restart_backoff_max,
-                settings.worker_restart_backoff * 2 ** min(self.restarts - 1, 16),
-            )
-            log.error("worker %s exited with code %s; restarting in %.1fs (restart %d)", self.module, code, backoff, self.restarts)
-            await asyncio.sleep(backoff)
-            try:
-                address = await self.spawn()
-                await self.restarted()
-                log.warning("worker %s restarted on %s", self.module, address)
-                print(f"{self.module} restarted on {address}", flush=True)
-            except Exception as exc:
-                log.error("worker %s failed to restart: %s", self.module, exc)
-
-    async def stop(self, grace: float) -> None:
-        self.stopping = True
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(grace + 5):
-                await self.process.wait()
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
-
 async def _up(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.errors import ModrpcError
     from runtime.gateway import Gateway
-    from runtime.manifest import discover_modules, load_manifest
+    from runtime.manifest import discover_modules
 
     if getattr(args, "embedded", False):
         return await _up_embedded(settings)
     stop = _stop_event()
-    module_dirs = discover_modules(Path(settings.modules_dir))
+    modules_dir = Path(settings.modules_dir)  # absolute: made so by run()
+    module_dirs = discover_modules(modules_dir)
     modules = [p.name for p in module_dirs]
     if not modules:
-        print(f"modrpc up: no modules under {settings.modules_dir}/", file=sys.stderr)
+        print(f"modrpc up: no modules under {modules_dir}/ (`modrpc new module NAME` adds one)", file=sys.stderr)
         return 2
-    # Warm pools: each module keeps at least `warm_pool` live worker processes (at least one);
-    # the supervisor restarts any that die, so the minimum holds.
     gateway = Gateway(settings)
 
     async def forget(pid: int, address: str) -> None:
@@ -366,13 +309,13 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
         except Exception as exc:  # the periodic refresh will pick the worker up
             log.warning("could not refresh routes after a restart: %s", exc)
 
-    children = [
-        _Child(p.name, settings, args.config, forget, restarted)
-        for p in module_dirs
-        for _ in range(max(1, load_manifest(p / "module.toml").module.warm_pool))
-    ]
-    supervisors: list[asyncio.Task[None]] = []
+    async def removed(module: str) -> None:
+        if gateway.store is not None:
+            await _mark_removed(gateway.store, module)
+
+    fleet = Fleet(settings, args.config, forget, restarted)
     hub = None
+    watcher: asyncio.Task[None] | None = None
     try:
         try:
             started = time.monotonic()
@@ -381,32 +324,64 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             hub = await _memory_hub(settings)
             if hub is not None:
                 os.environ["MODRPC_FABRIC_URL"] = hub.url
-            addresses = await asyncio.gather(*(c.spawn() for c in children))
-            for child, address in zip(children, addresses, strict=True):
-                print(f"{child.module} {address}", flush=True)
-            supervisors = [asyncio.create_task(c.supervise()) for c in children]
+            for module, address in await fleet.add(module_dirs):
+                print(f"{module} {address}", flush=True)
             address = await gateway.start()
+            await _sweep_removed(gateway, set(modules))
             await gateway.wait_ready(modules)
             elapsed = time.monotonic() - started
             _say_how_to_reach_workers(settings)
-            print(f"ready: gateway on {address} ({len(children)} workers, {elapsed:.1f}s)", flush=True)
+            print(f"ready: gateway on {address} ({fleet.count} workers, {elapsed:.1f}s)", flush=True)
         except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
             return await _fail("up failed", exc)
+        if getattr(args, "reload", False):
+            from runtime.cli._reload import watch
+
+            watcher = asyncio.create_task(
+                watch(fleet, Path.cwd(), modules_dir, refresh=gateway.refresh, removed=removed, stop=stop)
+            )
         await stop.wait()
         print("shutting down", flush=True)
         return 0
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
         # Whatever happened above, no worker outlives this process.
         await gateway.stop()
-        for child in children:
-            child.stopping = True
-        await asyncio.gather(*(c.stop(settings.drain_seconds) for c in children), return_exceptions=True)
-        for task in supervisors:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await fleet.stop()
         if hub is not None:
             await _close_hub(hub)
+
+
+async def _mark_removed(store: Any, module: str) -> None:
+    from runtime.versions import mark_removed
+
+    try:
+        if await mark_removed(store, module, now=time.time()):
+            log.info("module %s is no longer in the project: marked removed in %s", module, store.url)
+    except Exception as exc:  # the store may be down; the module then stays listed until next time
+        log.warning("could not mark module %s removed: %s", module, exc)
+
+
+async def _sweep_removed(gateway: Any, present: set[str]) -> None:
+    """Modules the store knows that left the project while nothing ran: marked removed.
+
+    Only those no worker is registered for, since a worker on another host may serve a module
+    this project does not have; the gateway drops them from its routes and reflection.
+    """
+    store = gateway.store
+    if store is None:
+        return
+    serving = {w.module for w in await store.list_workers()}
+    swept = False
+    for module in await store.modules():
+        if module not in present and module not in serving:
+            await _mark_removed(store, module)
+            swept = True
+    if swept:
+        await gateway.refresh()
 
 
 def _say_how_to_reach_workers(settings: Settings) -> None:

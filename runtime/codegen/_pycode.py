@@ -31,14 +31,32 @@ def _protoc_include() -> str:
     return os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
 
 
+def _mypy_plugins(folder: Path) -> list[str]:
+    """protoc's ``--plugin`` options for mypy-protobuf, run by this very interpreter.
+
+    Not found on ``PATH``: the ``protoc-gen-mypy`` scripts exist only where the package's
+    scripts were installed and put on ``PATH``, and the interpreter running gen is the one
+    whose mypy-protobuf is known to be there.
+    """
+    options = []
+    for name, entry in (("protoc-gen-mypy", "main"), ("protoc-gen-mypy_grpc", "grpc")):
+        script = folder / name
+        script.write_text(
+            f"#!{sys.executable}\nimport sys\nfrom mypy_protobuf.main import {entry}\nsys.exit({entry}())\n",
+            encoding="utf-8",
+        )
+        script.chmod(0o700)
+        options.append(f"--plugin={name}={script}")
+    return options
+
+
 def compile_python(
     fdp: descriptor_pb2.FileDescriptorProto, proto_text: str, *, package: str, header: str
 ) -> dict[str, str]:
     """Run protoc (python, grpc and mypy plugins) on ``proto_text``; file name → contents."""
-    bin_dir = os.path.dirname(sys.executable)
-    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
     with tempfile.TemporaryDirectory(prefix="modrpc-protoc-") as tmp:
         src, out = Path(tmp, "src"), Path(tmp, "out")
+        plugins = _mypy_plugins(Path(tmp))
         proto_path = src / fdp.name
         proto_path.parent.mkdir(parents=True)
         proto_path.write_text(proto_text, encoding="utf-8")
@@ -47,10 +65,10 @@ def compile_python(
             sys.executable, "-m", "grpc_tools.protoc",
             f"-I{src}", f"-I{_protoc_include()}",
             f"--python_out={out}", f"--grpc_python_out={out}",
-            f"--mypy_out={out}", f"--mypy_grpc_out={out}",
+            f"--mypy_out={out}", f"--mypy_grpc_out={out}", *plugins,
             fdp.name,
         ]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"protoc failed on {fdp.name}:\n{done.stderr.strip()}")
         produced = out / Path(fdp.name).parent

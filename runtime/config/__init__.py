@@ -9,12 +9,24 @@ a description; unknown keys and wrong types raise :class:`ConfigError` naming th
     'modrpc-dev'
 """
 
-from runtime.config._load import DEFAULT_CONFIG_FILE, ConfigError, load_settings
+from runtime.config._load import (
+    DEFAULT_CONFIG_FILE,
+    NOT_SETTINGS,
+    ConfigError,
+    env_name,
+    load_settings,
+    setting_keys,
+    setting_sources,
+    settings_table,
+    unknown_env,
+)
 from runtime.config._settings import (
     DEV_JWT_SECRET,
     ApiKeySettings,
     AuthSettings,
+    LimitsSettings,
     ObservabilitySettings,
+    RetentionSettings,
     SecretsSettings,
     Settings,
     TlsSettings,
@@ -23,12 +35,20 @@ from runtime.config._settings import (
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEV_JWT_SECRET",
+    "NOT_SETTINGS",
     "ApiKeySettings",
     "AuthSettings",
     "ConfigError",
+    "LimitsSettings",
     "ObservabilitySettings",
+    "RetentionSettings",
     "SecretsSettings",
     "Settings",
     "TlsSettings",
+    "env_name",
     "load_settings",
+    "setting_keys",
+    "setting_sources",
+    "settings_table",
+    "unknown_env",
 ]

@@ -13,9 +13,11 @@ nested groups::
 
 The same keys as environment variables: ``MODRPC_GATEWAY_PORT``, ``MODRPC_RATELIMIT_URL``,
 ``MODRPC_AUTH__ISSUER``. Lists and tables given in the environment are JSON
-(``MODRPC_AUTH__JWT_ALGORITHMS='["RS256"]'``). Environment variables that do not name a field are
-ignored, because other ``MODRPC_`` variables (``MODRPC_SECRET_*``) are not configuration; an
-unknown key in the file, in a nested variable or in an override is an error.
+(``MODRPC_AUTH__JWT_ALGORITHMS='["RS256"]'``). Environment variables that do not name a field
+are not refused, because other ``MODRPC_`` variables (``MODRPC_SECRET_*``) are not
+configuration, but :func:`unknown_env` names them with the closest setting, and every command
+warns about them; an unknown key in the file, in a nested variable or in an override is an
+error. :func:`setting_sources` tells where each effective value came from (``modrpc config``).
 
 Every problem becomes one :class:`ConfigError` whose message names where the bad value came from
 and its key, e.g. ``modrpc.toml: auth.issuer: Input should be a valid string``.
@@ -23,6 +25,7 @@ and its key, e.g. ``modrpc.toml: auth.issuer: Input should be a valid string``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -31,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import (
     EnvSettingsSource,
     InitSettingsSource,
@@ -42,7 +45,16 @@ from pydantic_settings.exceptions import SettingsError
 
 from runtime.config._settings import Settings
 
-__all__ = ["DEFAULT_CONFIG_FILE", "ConfigError", "load_settings"]
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "NOT_SETTINGS",
+    "ConfigError",
+    "env_name",
+    "load_settings",
+    "setting_keys",
+    "setting_sources",
+    "unknown_env",
+]
 
 DEFAULT_CONFIG_FILE = Path("modrpc.toml")
 """Read from the working directory when no path is given and the file exists."""
@@ -178,3 +190,110 @@ def _env_name(loc: tuple[Any, ...]) -> str:
         if name in present:
             return name if n == len(loc) else f"{name} ({_dotted(loc)})"
     return _ENV_PREFIX + _ENV_NESTING.join(keys).upper()
+
+
+NOT_SETTINGS = ("MODRPC_SECRET_", "MODRPC_SUPERVISOR_PID", "MODRPC_DATA_DIR")
+"""``MODRPC_`` variables that are not settings: secrets (the env provider's default prefix),
+the supervisor's pid handed to its workers, and the example modules' data folder."""
+
+
+def setting_keys(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every leaf setting as a key path (``("auth", "issuer")``), in declaration order."""
+    keys: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        inner = info.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            keys += setting_keys(inner, (*prefix, name))
+        else:
+            keys.append((*prefix, name))
+    return keys
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (key, environment variable, default, description): the
+    README's list, generated so it cannot drift (``modrpc config --markdown``)."""
+    rows = ["| Key (`modrpc.toml`) | Environment | Default | What it does |", "|---|---|---|---|"]
+    for key in setting_keys():
+        model: type[BaseModel] = Settings
+        for part in key[:-1]:
+            inner = model.model_fields[part].annotation
+            assert isinstance(inner, type) and issubclass(inner, BaseModel)
+            model = inner
+        info = model.model_fields[key[-1]]
+        default = info.get_default(call_default_factory=True)
+        description = " ".join((info.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{'.'.join(key)}` | `{env_name(key)}` | `{_default_text(key, default)}` | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _default_text(key: tuple[str, ...], value: Any) -> str:
+    if key == ("auth", "jwt_secret"):
+        return "the development secret"
+    if value is None or value == () or value == {} or value == []:
+        return "(none)"
+    if isinstance(value, (tuple, list, frozenset, set)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def env_name(key: tuple[str, ...]) -> str:
+    """``("auth", "issuer")`` → ``MODRPC_AUTH__ISSUER``."""
+    return _ENV_PREFIX + _ENV_NESTING.join(key).upper()
+
+
+def unknown_env(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``MODRPC_*`` variables that name no setting, each with the closest valid name (or None).
+
+    pydantic-settings ignores them silently, so a misspelt or misplaced variable
+    (``MODRPC_GATEWAY__ADMIN_PORT`` for ``MODRPC_ADMIN_PORT``) would change nothing unnoticed.
+    """
+    environ = os.environ if environ is None else environ
+    keys = setting_keys()
+    valid = {env_name(k) for k in keys} | {env_name(k[:1]) for k in keys}
+    by_field: dict[str, list[str]] = {}
+    for key in keys:
+        by_field.setdefault(key[-1].upper(), []).append(env_name(key))
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(_ENV_PREFIX) or upper in valid or upper.startswith(NOT_SETTINGS):
+            continue
+        last = upper.removeprefix(_ENV_PREFIX).rsplit(_ENV_NESTING, 1)[-1]
+        same_field = by_field.get(last)
+        if same_field:  # the right field in the wrong place
+            out.append((name, same_field[0]))
+            continue
+        close = difflib.get_close_matches(upper, sorted(valid), n=1, cutoff=0.6)
+        out.append((name, close[0] if close else None))
+    return out
+
+
+def setting_sources(path: Path | None = None, **overrides: Any) -> list[tuple[str, Any, str]]:
+    """Each setting's effective value and where it came from: ``(key, value, source)``.
+
+    ``source`` is ``default``, the TOML file's name, the environment variable, or
+    ``command line`` for an override.
+    """
+    settings = load_settings(path, **overrides)
+    toml_path = DEFAULT_CONFIG_FILE if path is None else Path(path)
+    toml_data = tomllib.loads(toml_path.read_text(encoding="utf-8")) if toml_path.is_file() else {}
+    env_data = _env_source()()
+    rows = []
+    for key in setting_keys():
+        value: Any = settings
+        for part in key:
+            value = getattr(value, part)
+        if any(_has(overrides, key[:n]) for n in range(1, len(key) + 1)):
+            source = "command line"
+        elif any(_has(env_data, key[:n]) for n in range(1, len(key) + 1)):
+            source = next(
+                env_name(key[:n]) for n in range(len(key), 0, -1) if env_name(key[:n]) in {k.upper() for k in os.environ}
+            )
+        elif _has(toml_data, key):
+            source = str(toml_path)
+        else:
+            source = "default"
+        rows.append((".".join(key), value, source))
+    return rows

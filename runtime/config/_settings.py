@@ -33,7 +33,9 @@ __all__ = [
     "DEV_JWT_SECRET",
     "ApiKeySettings",
     "AuthSettings",
+    "LimitsSettings",
     "ObservabilitySettings",
+    "RetentionSettings",
     "SecretsSettings",
     "Settings",
     "TlsSettings",
@@ -157,6 +159,15 @@ class AuthSettings(BaseModel):
         description=(
             "Longest lifetime, in seconds, of a token the gateway accepts: one whose 'exp' is "
             "further than this from its 'iat' (or from now) is refused."
+        ),
+    )
+    snapshot_roles: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Roles whose callers may ask for a snapshot of their call with 'x-flags: snapshot'. "
+            "A snapshot stores the whole request, so it is a privilege: by default nobody may, "
+            "and the gateway drops the flag for everyone else. A method's own 'snapshot' policy "
+            "applies whatever the caller sends."
         ),
     )
 
@@ -285,6 +296,181 @@ class ObservabilitySettings(BaseModel):
         default=False,
         description="fsync the audit file after every record: durable across power loss, but slower.",
     )
+    audit_max_value_chars: int = Field(
+        default=1024,
+        ge=64,
+        description=(
+            "Longest text kept in one audit value (an event's error, a claim); a longer one is cut "
+            "to this many characters and followed by its full length and SHA-256, so an audit "
+            "record never grows with what a caller sends."
+        ),
+    )
+
+
+_DAY = 86_400.0
+_MIB = 1024 * 1024
+
+
+class LimitsSettings(BaseModel):
+    """What bounds every server's connections, streams, time and memory (the gateway's and each
+    worker's gRPC port through grpc's own server options, and each worker's lane).
+
+    An attacker on the network can only open connections, streams and bytes up to these numbers;
+    each one is also the most a slow or broken client can hold.
+    """
+
+    model_config = _FROZEN
+
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Connections one server accepts at once; further ones are closed as they arrive "
+            "(grpc.max_allowed_incoming_connections). Never more than the process's open-file "
+            "limit, less a reserve for its own files and calls: a lower limit wins, and is logged."
+        ),
+    )
+    max_concurrent_streams: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "Calls one gRPC connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, "
+            "grpc.max_concurrent_streams). Streams still being torn down count too, so a client "
+            "that opens and resets streams in a loop (rapid reset) is refused past it."
+        ),
+    )
+    max_concurrent_calls: int = Field(
+        default=256,
+        ge=1,
+        description=(
+            "Calls one gRPC server runs at once, over all connections, including calls whose "
+            "request is still arriving; further ones get RESOURCE_EXHAUSTED at once. With "
+            "max_message_bytes it bounds the memory requests can pin."
+        ),
+    )
+    lane_max_concurrent_calls: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "Calls one lane connection runs at once; further requests wait, in order, and the "
+            "lane stops reading once more wait than may run."
+        ),
+    )
+    max_buffered_bytes: int = Field(
+        default=64 * _MIB,
+        ge=_MIB,
+        description=(
+            "Bytes one lane connection may hold for its peer: requests read and waiting, and "
+            "answers written and not yet read. Past it the lane stops reading; a peer that "
+            "does not read its answers past it is cut off."
+        ),
+    )
+    handshake_timeout: float = Field(
+        default=10.0,
+        gt=0.0,
+        description=(
+            "Seconds a new connection has to say something: the HTTP/2 preface and settings on "
+            "gRPC (grpc.server_handshake_timeout_ms), a whole frame on the lane. Also how long a "
+            "lane frame may take to arrive once it has begun."
+        ),
+    )
+    idle_timeout: float = Field(
+        default=300.0,
+        gt=0.0,
+        description=(
+            "Seconds a connection may stay open with no call on it before the server closes it "
+            "(grpc.max_connection_idle_ms, with a GOAWAY; the lane closes it)."
+        ),
+    )
+    max_connection_age: float = Field(
+        default=300.0,
+        gt=0.0,
+        description=(
+            "Seconds a gRPC connection may live before the server asks the client to reconnect "
+            "with a GOAWAY (grpc.max_connection_age_ms, with jitter). Clients reconnect at no "
+            "cost to their calls; a connection that abuses the server cannot outlive it."
+        ),
+    )
+    max_connection_age_grace: float = Field(
+        default=30.0,
+        ge=0.0,
+        description=(
+            "Seconds the calls of a connection past its age may take to finish before it is cut "
+            "(grpc.max_connection_age_grace_ms): also the longest a request that never finishes "
+            "arriving can hold its memory."
+        ),
+    )
+    keepalive_time: float = Field(
+        default=60.0,
+        gt=0.0,
+        description=(
+            "Seconds between the server's keepalive pings on a gRPC connection "
+            "(grpc.keepalive_time_ms)."
+        ),
+    )
+    keepalive_timeout: float = Field(
+        default=20.0,
+        gt=0.0,
+        description=(
+            "Seconds a client has to answer a keepalive ping before its connection is closed "
+            "(grpc.keepalive_timeout_ms): a client that stopped reading (a slow reader holding "
+            "its answers in the server) is cut off within keepalive_time + keepalive_timeout."
+        ),
+    )
+    min_client_ping_interval: float = Field(
+        default=10.0,
+        gt=0.0,
+        description=(
+            "Shortest interval between a client's pings without data "
+            "(grpc.http2.min_ping_interval_without_data_ms); more often counts a strike, and "
+            "past max_ping_strikes the server answers GOAWAY 'too_many_pings'."
+        ),
+    )
+    max_ping_strikes: int = Field(
+        default=2,
+        ge=1,
+        description="Pings too early a gRPC client may send before it is cut off (grpc.http2.max_ping_strikes).",
+    )
+    reserved_files: int = Field(
+        default=256,
+        ge=16,
+        description=(
+            "Open files kept back from max_connections for the process's own use (store, audit, "
+            "connections to workers, the metrics port)."
+        ),
+    )
+
+
+class RetentionSettings(BaseModel):
+    """How long, and how much, audit records and snapshots are kept. Enforced in the background
+    by every worker; what is removed is counted in ``modrpc_audit_pruned_total`` and
+    ``modrpc_snapshots_pruned_total``."""
+
+    model_config = _FROZEN
+
+    audit_max_age: float = Field(
+        default=30 * _DAY,
+        gt=0.0,
+        description="Seconds an audit record is kept (the file's segments, or the store's audit stream).",
+    )
+    audit_max_bytes: int = Field(
+        default=1024 * _MIB,
+        ge=_MIB,
+        description="Bytes of audit records kept; the oldest go first past it.",
+    )
+    snapshot_max_age: float = Field(
+        default=7 * _DAY, gt=0.0, description="Seconds a stored snapshot is kept."
+    )
+    snapshot_max_bytes: int = Field(
+        default=256 * _MIB,
+        ge=_MIB,
+        description="Bytes of stored snapshots kept; the oldest go first past it.",
+    )
+    interval: float = Field(
+        default=60.0,
+        gt=0.0,
+        description="Seconds between two retention passes.",
+    )
 
 
 class Settings(BaseSettings):
@@ -319,6 +505,13 @@ class Settings(BaseSettings):
         default=Path("modules"), description="Folder holding one package per module."
     )
     log_level: LogLevel = Field(default="INFO", description="Root log level (case-insensitive).")
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto",
+        description=(
+            "Log lines: 'console' (module, level, request id, message, for people), 'json' (one "
+            "object per line, for collectors), or 'auto': console on a terminal, JSON otherwise."
+        ),
+    )
     max_message_bytes: int = Field(
         default=4 * 1024 * 1024,
         gt=0,
@@ -338,7 +531,10 @@ class Settings(BaseSettings):
     )
     ratelimit_failure_mode: Literal["open", "closed"] = Field(
         default="open",
-        description="When Redis cannot be reached: 'open' lets calls through, 'closed' refuses them.",
+        description=(
+            "When Redis cannot be reached: 'open' lets calls through, 'closed' refuses them with "
+            "UNAVAILABLE naming the store."
+        ),
     )
     ratelimit_max_keys: int = Field(
         default=100_000,
@@ -374,6 +570,14 @@ class Settings(BaseSettings):
     )
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Tracing, metrics, logs and audit."
+    )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings,
+        description="Connections, streams, timeouts and buffers of every server.",
+    )
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings,
+        description="How long and how much audit and snapshots are kept.",
     )
 
     @field_validator("store_url", "fabric_url", "ratelimit_url")

@@ -1,5 +1,6 @@
 """GlobalContext (``gctx``): module clients, config, secrets, metrics, topics and versions."""
 
+from runtime.context._clock import Clock, SystemClock
 from runtime.context._config import ReadOnlyConfig, freeze
 from runtime.context._global import (
     GlobalContext,
@@ -13,6 +14,7 @@ from runtime.context._modules import MethodTarget, ModuleInvoker, ModuleProxy, M
 from runtime.context._subscriber import SubscriberMark, subscriber, subscriber_mark
 
 __all__ = [
+    "Clock",
     "GlobalContext",
     "MethodTarget",
     "ModuleInvoker",
@@ -21,6 +23,7 @@ __all__ = [
     "ReadOnlyConfig",
     "SecretSource",
     "SubscriberMark",
+    "SystemClock",
     "current_deadline",
     "current_principal",
     "current_request_id",

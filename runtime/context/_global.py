@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
+from runtime.context._clock import Clock, SystemClock
 from runtime.context._config import ReadOnlyConfig
 from runtime.context._modules import ModuleRegistry
 from runtime.deadline import Deadline
@@ -87,6 +88,7 @@ class GlobalContext:
         secrets: SecretSource | None = None,
         metrics: Any = None,
         versions: Any = None,
+        clock: Clock | None = None,
     ) -> None:
         self.module = module
         self._caps = capabilities
@@ -96,6 +98,12 @@ class GlobalContext:
         self._secrets = _ScopedSecrets(capabilities, secrets)
         self._metrics = metrics
         self._versions = versions
+        self._clock = clock or SystemClock()
+
+    @property
+    def clock(self) -> Clock:
+        """The wall clock (``gctx.clock.now()``); a test harness can set and move it."""
+        return self._clock
 
     @property
     def capabilities(self) -> CapabilitySet:

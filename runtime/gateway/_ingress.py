@@ -25,6 +25,7 @@ from runtime.client import ModuleClient, RetryPolicy
 from runtime.deadline import Deadline
 from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator, check_single_credentials
+from runtime.gateway._flags import forwarded_flags
 from runtime.identity import (
     ANONYMOUS,
     PRINCIPAL_HEADER,
@@ -271,9 +272,10 @@ class Forward:
     learns the caller from ``x-modrpc-principal`` and ``x-forwarded-for`` gains this peer.
     """
 
-    __slots__ = ("_client", "_idempotent", "_module", "_path", "_retry", "_timeout")
+    __slots__ = ("_client", "_idempotent", "_module", "_path", "_privileged", "_retry", "_timeout")
 
     def __init__(self, route: Route, client: ModuleClient, retry: RetryPolicy) -> None:
+        self._privileged = route.services.privileged_flags
         self._module = route.module
         self._path = route.path
         self._timeout = route.policy.timeout
@@ -292,8 +294,10 @@ class Forward:
         ]
         headers = call.headers
         flags = headers.get("x-flags")
-        if flags:
-            metadata.append(("x-flags", flags))
+        if flags:  # only calls that carry flags pay for the check
+            flags = forwarded_flags(flags, call.principal, self._privileged)
+            if flags:
+                metadata.append(("x-flags", flags))
         peer = peer_ip(context.peer())
         forwarded_for = headers.get("x-forwarded-for")
         if peer is not None:

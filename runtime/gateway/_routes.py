@@ -34,7 +34,7 @@ from runtime.manifest import MethodPolicy
 from runtime.observability import HANDLER_ATTRIBUTE, RedMetrics, ServerTracer, request_id_var
 from runtime.ratelimit import RateLimiter
 from runtime.status import rpc_status_of
-from runtime.versions import Conversion, VersionCatalog, is_retired, plan, state_of
+from runtime.versions import Conversion, VersionCatalog, is_removed, is_retired, plan, state_of
 from runtime.wire import method_path
 
 __all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
@@ -181,6 +181,8 @@ class _Services:
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
     client_certs: ClientCertificates | None = None
     """Principals of client certificates, at an edge that requires them (``tls.client_ca``)."""
+    privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """``x-flags`` that travel on only for callers with one of their roles (``snapshot``)."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 
@@ -210,6 +212,8 @@ async def build_table(store: Any, services: _Services, *, now: float | None = No
         records = await store.list_versions(module)
         if not records:
             continue
+        if all(is_removed(r.metadata) for r in records) and not any(w.module == module for w in workers):
+            continue  # removed from its project and no worker left: no longer served or listed
         labels = await store.labels(module)
         catalog = VersionCatalog.from_records(module, records, labels)
         alive = [

@@ -24,18 +24,21 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from runtime.client import InstancePool, ModuleClient
 from runtime.config import Settings
 from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
+from runtime.gateway._flags import privileged_flags
 from runtime.gateway._ingress import ClientCertificates
 from runtime.gateway._keys import check_dev_secret, jwt_secret_in_force
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
+from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
+from runtime.health import HealthService
 from runtime.identity import Peer
+from runtime.limits import grpc_server_limits
 from runtime.observability import (
     ClientTracer,
     Metrics,
@@ -79,7 +82,8 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
 
 
 class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Looks a method path up in the current table; unknown paths get UNIMPLEMENTED from grpc."""
+    """Looks a method path up in the current table; unknown paths fall through to the handlers
+    registered after it (health, reflection, then :class:`UnknownMethods`)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -113,7 +117,7 @@ class Gateway:
         self.usage = Usage()
         self.store: Any = None
         self._server: grpc.aio.Server | None = None
-        self._health = HealthServicer()
+        self._health = HealthService()
         self._tasks: list[asyncio.Task[None]] = []
         self._services: _Services | None = None
         self._changed = asyncio.Event()
@@ -156,16 +160,16 @@ class Gateway:
             red=RedMetrics(self.metrics),
             reporter=UsageReporter(self.store, self.usage.counts),
             client_certs=ClientCertificates(edge.client_roles) if edge.client_ca is not None else None,
+            privileged_flags=privileged_flags(settings.auth.snapshot_roles),
         )
         if settings.admin_port:
             self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
             log.info("gateway metrics on http://%s:%d/metrics", settings.host, self._admin.port)
         await self.refresh()
+        # Connections, streams, timeouts and message sizes are bounded by grpc core itself.
+        limits = grpc_server_limits(settings.limits, settings.max_message_bytes)
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ],
+            options=limits.options, maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs
         )
         server.add_generic_rpc_handlers((_Router(self),))
         # No tracing interceptor: grpc.aio would run it as one more coroutine on every call. Each
@@ -180,6 +184,8 @@ class Gateway:
             ),
             server,
         )
+        # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
+        server.add_generic_rpc_handlers((UnknownMethods(self._services.red),))
         if self.edge is not None:
             bound = server.add_secure_port(f"{self.host}:{self.port}", self.edge.server_credentials())
         else:

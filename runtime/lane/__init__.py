@@ -41,9 +41,18 @@ import grpc
 import grpc.aio
 
 from runtime.lane._client import LaneClient
-from runtime.lane._server import LaneServer
+from runtime.lane._server import LaneLimits, LaneServer, lane_limits
 
-__all__ = ["PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneServer", "parse_where", "where_handler"]
+__all__ = [
+    "PROTOCOL",
+    "WHERE_METHOD",
+    "LaneClient",
+    "LaneLimits",
+    "LaneServer",
+    "lane_limits",
+    "parse_where",
+    "where_handler",
+]
 
 WHERE_METHOD = "/modrpc.lane.v1.Lane/Where"
 """The raw-bytes gRPC method a worker answers with its lane: ``modrpc-lane/1 host:port`` in UTF-8."""

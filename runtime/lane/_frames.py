@@ -307,6 +307,11 @@ class FrameReader:
         self._buffer = bytearray()
         self._skip = 0
 
+    @property
+    def partial(self) -> bool:
+        """Whether part of a frame has arrived and the rest has not (yet)."""
+        return bool(self._buffer) or self._skip > 0
+
     def feed(self, data: bytes) -> list[Frame | Oversized]:
         """The frames completed by ``data``, in order."""
         out: list[Frame | Oversized] = []

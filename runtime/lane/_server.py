@@ -7,14 +7,17 @@ going away, cancels the task, and a cancelled call sends nothing: nobody is wait
 
 A connection runs at most ``max_concurrent_calls`` calls at once (the lane's counterpart of
 HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS); further requests wait, in order, and start as calls
-end. It stops reading while its answers are not being read (the transport's high-water mark) or
-while more requests wait than may run, so nothing piles up without bound; until then it keeps
-reading, so a CANCEL reaches a waiting or running call at once.
+end. It stops reading while its answers are not being read (the transport's high-water mark),
+while more requests wait than may run, or while the waiting requests hold more than
+``max_buffered_bytes``, so nothing piles up without bound; until then it keeps reading, so a
+CANCEL reaches a waiting or running call at once (waiting requests are found by stream id, not
+by scanning the queue).
 
-With ``tls`` every connection is mutual TLS: the client must present a certificate of the
-deployment CA, and the identity it names is each call's :data:`~runtime.identity.current_peer`.
-A connection that fails the handshake (no certificate, another CA, expired) is closed before a
-single frame is read, and logged.
+Every bound of :class:`LaneLimits` holds against a peer that misbehaves as well as one that is
+merely slow: past ``max_connections`` a new connection is closed as it arrives; a connection
+that sends no whole frame within ``handshake_timeout``, or stops half-way through a frame for
+that long, is cut off (a half-sent frame is never kept); one with no call for ``idle_timeout``
+is closed; one that does not read its answers once they pass ``max_buffered_bytes`` is cut off.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import asyncio
 import collections
 import logging
 import time
+from dataclasses import dataclass, replace
 
 import grpc
 
+from runtime.config import LimitsSettings
 from runtime.deadline import Deadline
 from runtime.identity import Peer, current_peer
 from runtime.lane._frames import (
@@ -47,7 +52,7 @@ from runtime.lane._protocol import FramedProtocol, shut
 from runtime.tls import InternalTls, peer_of_ssl
 from runtime.transport import CallError, Transport
 
-__all__ = ["LaneServer"]
+__all__ = ["LaneLimits", "LaneServer", "lane_limits"]
 
 log = logging.getLogger("modrpc.lane")
 
@@ -58,10 +63,47 @@ _FLUSH_SECONDS = 1.0
 """How long :meth:`LaneServer.stop` lets a connection flush its last answers before cutting it."""
 DEFAULT_MAX_CONCURRENT_CALLS = 1024
 """Calls one connection may have running before further requests wait for one to end."""
-HANDSHAKE_SECONDS = 10.0
-"""How long a connecting client has to complete the TLS handshake."""
-_REFUSAL_LOG_SECONDS = 10.0
-"""At most one log line per this many seconds about refused handshakes (with their count)."""
+_REFUSALS_LOGGED_EVERY = 1000
+"""Connections refused past the limit are logged once, then once per this many."""
+_HANDSHAKE_REFUSALS_LOG_SECONDS = 10.0
+"""At most one log line per this many seconds about refused TLS handshakes (with their count)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneLimits:
+    """What one lane server accepts (the lane's part of :class:`~runtime.config.LimitsSettings`)."""
+
+    max_connections: int = 1000
+    """Connections open at once; a further one is closed as it arrives."""
+    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
+    """Calls one connection runs at once; further requests wait, in order."""
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    """Bytes one connection may hold: waiting requests (then it stops reading), unread answers
+    (then it is cut off)."""
+    handshake_timeout: float = 10.0
+    """Seconds for a new connection's first whole frame, and for any frame to finish arriving."""
+    idle_timeout: float = 300.0
+    """Seconds a connection may go with no call running or waiting before it is closed."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_concurrent_calls", "max_buffered_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("handshake_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0 seconds, not {getattr(self, name)}")
+
+
+def lane_limits(settings: LimitsSettings, *, max_connections: int | None = None) -> LaneLimits:
+    """The lane's limits from the configured ones; ``max_connections``: the process's budget for
+    this server when it is lower than the setting (see :func:`runtime.limits.connection_budget`)."""
+    return LaneLimits(
+        max_connections=max_connections or settings.max_connections,
+        max_concurrent_calls=settings.lane_max_concurrent_calls,
+        max_buffered_bytes=settings.max_buffered_bytes,
+        handshake_timeout=settings.handshake_timeout,
+        idle_timeout=settings.idle_timeout,
+    )
 
 
 class _Connection(FramedProtocol):
@@ -74,51 +116,70 @@ class _Connection(FramedProtocol):
         # A client never reuses a stream id that is still open (a REQUEST for one is a protocol
         # error), so a task's entry can be dropped by stream id alone.
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self._waiting: collections.deque[tuple[int, bytes, float]] = collections.deque()
-        """Requests (stream id, body, when read) read while ``max_concurrent_calls`` were running."""
+        self._waiting: collections.OrderedDict[int, tuple[bytes, float]] = collections.OrderedDict()
+        """Requests (stream id → body, when read) read while ``max_concurrent_calls`` were running,
+        in the order read; by stream id, so a CANCEL finds its request without a scan."""
+        self._waiting_bytes = 0
         self._write_paused = False
+        self.opened_at = self.active_at = time.monotonic()
+        """When it connected; when it last read a byte or ended a call (for the idle timeout)."""
+        self.framed = False
+        """Whether a whole frame has arrived (for the handshake timeout)."""
         self.peer: Peer | None = None
         """Who the client's certificate says it is (None on a plaintext lane)."""
+        self._handshaking = False
         self._early: list[bytes] = []
         """Bytes that arrived after the TLS handshake, before its task resumed (see ``_secure``)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
         server = self._server
         if server._stopping:  # accepted just as the server stopped: nobody will serve it
             transport.abort()
             return
-        if server.tls is None:
-            self._ready(transport, None)
+        if len(server._connections) >= server.limits.max_connections:
+            server._refuse(transport)
             return
-        handshake = asyncio.get_running_loop().create_task(self._secure(transport, server.tls))
-        server._handshakes.add(handshake)
-        handshake.add_done_callback(server._handshakes.discard)
+        server._connections.add(self)
+        if server.tls is not None:
+            self._handshaking = True
+            handshake = asyncio.get_running_loop().create_task(self._secure(transport, server.tls))
+            server._handshakes.add(handshake)
+            handshake.add_done_callback(server._handshakes.discard)
 
     async def _secure(self, raw: asyncio.Transport, tls: InternalTls) -> None:
         """The TLS handshake; the connection serves only once it proved who is calling."""
         loop = asyncio.get_running_loop()
         try:
             secured = await loop.start_tls(
-                raw, self, tls.server_context(), server_side=True, ssl_handshake_timeout=HANDSHAKE_SECONDS
-            )
+                raw, self, tls.server_context(), server_side=True,
+                ssl_handshake_timeout=self._server.limits.handshake_timeout,
+            )  # fmt: skip
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            self._server._refused(raw.get_extra_info("peername"), exc)
+            self._server._refused_handshake(raw.get_extra_info("peername"), exc)
             raw.abort()
             return
         if secured is None or self._server._stopping:
             if secured is not None:
                 secured.abort()
             return
-        self._ready(secured, peer_of_ssl(secured.get_extra_info("ssl_object")))
-
-    def _ready(self, transport: asyncio.Transport, peer: Peer | None) -> None:
-        self._transport = transport
-        self.peer = peer
-        self._server._connections.add(self)
+        self._transport = secured
+        self.peer = peer_of_ssl(secured.get_extra_info("ssl_object"))
+        self._handshaking = False
         early, self._early = self._early, []
         for data in early:
             self.data_received(data)
+
+    @property
+    def partial(self) -> bool:
+        """Whether a frame has begun to arrive and not finished."""
+        return self._reader.partial
+
+    @property
+    def idle(self) -> bool:
+        """No call running or waiting, and no frame half-read."""
+        return not self.tasks and not self._waiting and not self._reader.partial
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
@@ -127,6 +188,7 @@ class _Connection(FramedProtocol):
             task.cancel()
         self.tasks.clear()
         self._waiting.clear()
+        self._waiting_bytes = 0
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: take no new requests from it until it does,
@@ -141,52 +203,74 @@ class _Connection(FramedProtocol):
         self._pace()
 
     def _pace(self) -> None:
-        """Read requests only while answers drain and no more requests wait than may run."""
+        """Read requests only while answers drain, and no more requests (nor bytes) wait than may."""
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if self._write_paused or len(self._waiting) > self._server.max_concurrent_calls:
+        limits = self._server.limits
+        if (
+            self._write_paused
+            or len(self._waiting) > limits.max_concurrent_calls
+            or self._waiting_bytes > limits.max_buffered_bytes
+        ):
             transport.pause_reading()  # both are no-ops when already in that state
         else:
             transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._transport is None:  # TLS is up, but _secure has not taken the transport yet
+        if self._handshaking:  # TLS is up, but _secure has not taken the transport yet
             self._early.append(data)
             return
+        self.active_at = time.monotonic()
         try:
             frames = self._reader.feed(data)
         except FrameError as exc:
             log.warning("closing a lane connection that sent a malformed frame: %s", exc)
             self.close()
             return
+        if frames:
+            self.framed = True
         for frame in frames:
             if frame.kind == REQUEST:
+                stream_id = frame.stream_id
                 if isinstance(frame, Oversized):
                     message = too_large("request frame", frame.length, self._reader.max_body)
-                    self.write_frame(encode_status(frame.stream_id, _RESOURCE_EXHAUSTED, message, ()))
-                elif frame.stream_id in self.tasks or (
-                    self._waiting and any(w[0] == frame.stream_id for w in self._waiting)
-                ):
-                    self._protocol_error(f"a request reused stream id {frame.stream_id}, still open")
+                    self._send(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
+                elif stream_id in self.tasks or stream_id in self._waiting:
+                    self._protocol_error(f"a request reused stream id {stream_id}, still open")
                     return
-                elif self._waiting or len(self.tasks) >= self._server.max_concurrent_calls:
-                    self._waiting.append((frame.stream_id, frame.body, time.monotonic()))
+                elif self._waiting or len(self.tasks) >= self._server.limits.max_concurrent_calls:
+                    self._waiting[stream_id] = (frame.body, time.monotonic())
+                    self._waiting_bytes += len(frame.body)
                     self._pace()
                 else:
-                    self._start(frame.stream_id, frame.body)
+                    self._start(stream_id, frame.body)
             elif frame.kind == CANCEL and not isinstance(frame, Oversized):
                 task = self.tasks.get(frame.stream_id)
                 if task is not None:
                     task.cancel()  # its end makes room for a waiting request
-                elif self._waiting:  # a request that never started: dropped, unanswered
-                    self._waiting = collections.deque(
-                        waiting for waiting in self._waiting if waiting[0] != frame.stream_id
-                    )
-                    self._pace()
+                else:  # a request that never started is dropped, unanswered; else nothing to do
+                    dropped = self._waiting.pop(frame.stream_id, None)
+                    if dropped is not None:
+                        self._waiting_bytes -= len(dropped[0])
+                        self._pace()
             else:  # a client never sends RESPONSE, STATUS or REFUSED, nor an oversized CANCEL
                 self._protocol_error(f"a client sent a frame of kind {frame.kind}")
                 return
+
+    def _send(self, frame: bytes) -> None:
+        """Write ``frame``; a peer that leaves more than ``max_buffered_bytes`` unread is cut off."""
+        self.write_frame(frame)
+        transport = self._transport
+        if transport is None:
+            return
+        limit = self._server.limits.max_buffered_bytes
+        if transport.get_write_buffer_size() > limit:
+            log.warning(
+                "cutting off a lane connection that left %d bytes of answers unread (limit %d)",
+                transport.get_write_buffer_size(), limit,
+            )  # fmt: skip
+            self.abort()
 
     def _protocol_error(self, reason: str) -> None:
         log.warning("closing a lane connection: %s", reason)
@@ -197,22 +281,22 @@ class _Connection(FramedProtocol):
         try:
             request = decode_request(body)
         except FrameError as exc:
-            self.write_frame(encode_status(stream_id, _INTERNAL, f"malformed lane request: {exc}", ()))
+            self._send(encode_status(stream_id, _INTERNAL, f"malformed lane request: {exc}", ()))
             return
         if read_at is not None and request.timeout is not None:
             left = request.timeout - (time.monotonic() - read_at)  # the wait counts against it
             if left <= 0:
                 message = f"deadline exceeded while {request.method} waited for a free call slot"
-                self.write_frame(encode_status(stream_id, _DEADLINE_EXCEEDED, message, ()))
+                self._send(encode_status(stream_id, _DEADLINE_EXCEEDED, message, ()))
                 return
             request = request._replace(timeout=left)
         limit = self._server.max_message_bytes
         if len(request.payload) > limit:
             message = too_large("request message", len(request.payload), limit)
-            self.write_frame(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
+            self._send(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
             return
         if self._server._stopping:  # never started: the client may send it elsewhere
-            self.write_frame(encode_refused(stream_id, "the lane server is stopping"))
+            self._send(encode_refused(stream_id, "the lane server is stopping"))
             return
         self.tasks[stream_id] = asyncio.get_running_loop().create_task(
             self._serve(stream_id, request)
@@ -221,11 +305,14 @@ class _Connection(FramedProtocol):
     def _ended(self, stream_id: int) -> None:
         """A call ended (answered or cancelled): a waiting request takes its place."""
         self.tasks.pop(stream_id, None)
+        self.active_at = time.monotonic()
         if not self._waiting or self._transport is None:
             return
-        limit = self._server.max_concurrent_calls
+        limit = self._server.limits.max_concurrent_calls
         while self._waiting and len(self.tasks) < limit:  # one not started (malformed) makes room
-            self._start(*self._waiting.popleft())
+            waiting_id, (body, read_at) = self._waiting.popitem(last=False)
+            self._waiting_bytes -= len(body)
+            self._start(waiting_id, body, read_at)
         self._pace()
 
     async def _serve(self, stream_id: int, request: Request) -> None:
@@ -251,7 +338,7 @@ class _Connection(FramedProtocol):
             frame = encode_status(stream_id, _INTERNAL, "internal error", ())
         finally:
             self._ended(stream_id)
-        self.write_frame(frame)
+        self._send(frame)
 
 class LaneServer:
     """Serves one :class:`~runtime.transport.Transport` to lane clients on a TCP port.
@@ -269,35 +356,78 @@ class LaneServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+        max_concurrent_calls: int | None = None,
+        limits: LaneLimits | None = None,
         tls: InternalTls | None = None,
     ) -> None:
-        if max_concurrent_calls < 1:
-            raise ValueError(f"max_concurrent_calls must be at least 1, not {max_concurrent_calls}")
+        limits = limits or LaneLimits()
+        if max_concurrent_calls is not None:  # LaneLimits checks it
+            limits = replace(limits, max_concurrent_calls=max_concurrent_calls)
         self._served = served
         self._host = host
         self._port = port
         self.max_message_bytes = max_message_bytes
-        self.max_concurrent_calls = max_concurrent_calls
+        self.limits = limits
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._stopping = False
         self._address: str | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.refused = 0
+        """Connections closed on arrival because ``max_connections`` were open."""
+        self.timed_out = 0
+        """Connections cut off by the handshake or idle timeout."""
         self.tls = tls
         self._handshakes: set[asyncio.Task[None]] = set()
-        self.refused = 0
-        """Connections refused at the TLS handshake so far."""
-        self._refusal_logged = -_REFUSAL_LOG_SECONDS
+        self.tls_refused = 0
+        """Connections refused at the TLS handshake (no certificate, another CA, expired...)."""
+        self._tls_refusal_logged = -_HANDSHAKE_REFUSALS_LOG_SECONDS
 
-    def _refused(self, peer: object, exc: BaseException) -> None:
-        self.refused += 1
+    def _refused_handshake(self, peer: object, exc: BaseException) -> None:
+        self.tls_refused += 1
         now = time.monotonic()
-        if now - self._refusal_logged >= _REFUSAL_LOG_SECONDS:
+        if now - self._tls_refusal_logged >= _HANDSHAKE_REFUSALS_LOG_SECONDS:
             log.warning(
                 "lane %s refused a connection from %s at the TLS handshake: %s (%d refused so far)",
-                self._address, peer, exc or type(exc).__name__, self.refused,
+                self._address, peer, exc or type(exc).__name__, self.tls_refused,
             )  # fmt: skip
-            self._refusal_logged = now
+            self._tls_refusal_logged = now
+
+    @property
+    def max_concurrent_calls(self) -> int:
+        return self.limits.max_concurrent_calls
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        """Close a connection past ``max_connections`` at once: it costs one accept, no more."""
+        transport.abort()
+        self.refused += 1
+        if self.refused % _REFUSALS_LOGGED_EVERY == 1:
+            log.warning(
+                "lane on %s has %d connections open, its limit: refused a new one (%d so far)",
+                self._address, len(self._connections), self.refused,
+            )  # fmt: skip
+
+    async def _sweep(self) -> None:
+        """Cut off connections past the handshake timeout and close idle ones, a few times per
+        timeout (one timer for the server, not one per connection)."""
+        limits = self.limits
+        tick = min(1.0, max(0.01, min(limits.handshake_timeout, limits.idle_timeout) / 4))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for connection in list(self._connections):
+                quiet = now - connection.active_at
+                if quiet > limits.handshake_timeout and (connection.partial or not connection.framed):
+                    what = "stopped half-way through a frame" if connection.framed else "sent no whole frame"
+                    log.warning(
+                        "cutting off a lane connection that %s for %.0fs", what, limits.handshake_timeout
+                    )
+                    self.timed_out += 1
+                    connection.abort()  # a half-sent frame is dropped, never kept
+                elif quiet > limits.idle_timeout and connection.idle:
+                    log.debug("closing a lane connection idle for %.0fs", quiet)
+                    self.timed_out += 1
+                    connection.close()
 
     @property
     def address(self) -> str:
@@ -321,6 +451,7 @@ class LaneServer:
         port = self._server.sockets[0].getsockname()[1]
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._address = f"{host}:{port}"
+        self._sweeper = loop.create_task(self._sweep(), name="modrpc-lane-sweep")
         return self._address
 
     async def stop(self, grace: float | None = None) -> None:
@@ -331,6 +462,9 @@ class LaneServer:
             return
         self._stopping = True
         server.close()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
         for handshake in list(self._handshakes):
             handshake.cancel()
         tasks = [t for c in self._connections for t in c.tasks.values()]

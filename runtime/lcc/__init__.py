@@ -29,12 +29,19 @@ from runtime.lcc._replay import (
     replay_meta,
     run_captured,
 )
-from runtime.lcc._snapshot import SNAPSHOT_FORMAT, Snapshot, TaskStatus, should_snapshot
+from runtime.lcc._snapshot import (
+    SNAPSHOT_FLAG,
+    SNAPSHOT_FORMAT,
+    Snapshot,
+    TaskStatus,
+    should_snapshot,
+)
 from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, RecordLog, SnapshotStore
 
 __all__ = [
     "LEVELS",
     "PHASES",
+    "SNAPSHOT_FLAG",
     "SNAPSHOT_FORMAT",
     "Compensation",
     "EventKind",

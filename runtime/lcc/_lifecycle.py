@@ -12,7 +12,8 @@ One call of :func:`run_lifecycle` runs one request (ARCHITECTURE "Request flow")
     on cancellation: undo steps (newest first); catch hooks are for errors, not for a caller
                      that went away
     always:          cancel leftover tasks, cleanup callbacks (newest first), lifecycle_end,
-                     and a stored snapshot when the policy or the ``snapshot`` flag asks
+                     and a stored snapshot when the policy or the ``snapshot`` flag asks (the
+                     flag alone never stores a request that validation refused)
 
 The deadline in ``lctx.meta`` bounds everything up to the after hooks: past it the running step is
 cancelled and the request fails with :class:`runtime.errors.DeadlineExceeded`. Catch hooks, undo
@@ -134,7 +135,7 @@ class _Run:
                     error = None if failure is None else describe_error(failure)
                     self.emit("lifecycle_end", self.meta.handler, started=started, error=error)
         finally:
-            await self.store_snapshot()
+            await self.store_snapshot(refused=isinstance(failure, ValidationFailed))
 
     async def within_deadline(self) -> Any:
         deadline = self.meta.deadline
@@ -270,9 +271,9 @@ class _Run:
         if cancelled is not None:
             raise cancelled
 
-    async def store_snapshot(self) -> None:
+    async def store_snapshot(self, *, refused: bool) -> None:
         store = self.call.snapshots
-        if store is None or not should_snapshot(self.meta, self.call.snapshot_policy):
+        if store is None or not should_snapshot(self.meta, self.call.snapshot_policy, refused=refused):
             return
         try:
             await store.save(self.lctx.snapshot())

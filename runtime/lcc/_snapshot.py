@@ -17,7 +17,7 @@ from runtime.errors import InvalidArgument
 from runtime.lcc._events import LifecycleEvent
 from runtime.lcc._meta import RequestMeta
 
-__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "TaskStatus", "should_snapshot"]
+__all__ = ["SNAPSHOT_FLAG", "SNAPSHOT_FORMAT", "Snapshot", "TaskStatus", "should_snapshot"]
 
 TaskStatus: TypeAlias = Literal["pending", "done", "cancelled", "failed"]
 TASK_STATUSES: frozenset[str] = frozenset(get_args(TaskStatus))
@@ -28,10 +28,15 @@ SNAPSHOT_FLAG = "snapshot"
 """The ``x-flags`` flag that asks for a snapshot of one request."""
 
 
-def should_snapshot(meta: RequestMeta, policy_snapshot: bool) -> bool:
+def should_snapshot(meta: RequestMeta, policy_snapshot: bool, *, refused: bool = False) -> bool:
     """Whether to store a snapshot of this request: the method's policy says so, or the caller
-    sent the ``snapshot`` flag in ``x-flags``."""
-    return policy_snapshot or SNAPSHOT_FLAG in meta.flags
+    sent the ``snapshot`` flag in ``x-flags`` and validation did not refuse the request.
+
+    A refused request is stored only by policy: otherwise anyone allowed the flag could fill
+    the store with requests the method never accepted. (Who may send the flag at all is the
+    gateway's decision: it forwards it only for the roles in ``auth.snapshot_roles``.)
+    """
+    return policy_snapshot or (not refused and SNAPSHOT_FLAG in meta.flags)
 
 
 @dataclass(frozen=True, slots=True)

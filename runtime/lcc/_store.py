@@ -9,6 +9,8 @@ SQLite or PostgreSQL next to the manifests without this package importing a back
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from runtime.errors import NotFound
@@ -32,6 +34,11 @@ class SnapshotStore(Protocol):
         """Ids of the stored snapshots, oldest first, optionally only those of one handler."""
         ...
 
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        """Remove the snapshots stored before ``before`` (unix seconds), then the oldest until
+        the rest take at most ``max_bytes``; how many went (retention)."""
+        ...
+
 
 class MemorySnapshotStore:
     """Snapshots held in this process as JSON text.
@@ -40,13 +47,16 @@ class MemorySnapshotStore:
     means later changes to a loaded snapshot cannot alter the stored one.
     """
 
-    def __init__(self) -> None:
-        self._records: dict[str, tuple[str, str]] = {}  # id -> (handler, JSON text)
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._records: dict[str, tuple[str, str, float]] = {}  # id -> (handler, JSON, stored at)
+        self._clock = clock
+        self._next = 1
 
     async def save(self, snapshot: Snapshot) -> str:
         text = json.dumps(snapshot.to_json(), allow_nan=False)
-        snapshot_id = str(len(self._records) + 1)
-        self._records[snapshot_id] = (snapshot.handler, text)
+        snapshot_id = str(self._next)
+        self._next += 1
+        self._records[snapshot_id] = (snapshot.handler, text, self._clock())
         return snapshot_id
 
     async def load(self, snapshot_id: str) -> Snapshot:
@@ -56,7 +66,18 @@ class MemorySnapshotStore:
         return Snapshot.from_json(json.loads(record[1]))
 
     async def list(self, handler: str | None = None) -> list[str]:
-        return [sid for sid, (owner, _) in self._records.items() if handler in (None, owner)]
+        return [sid for sid, (owner, _, _) in self._records.items() if handler in (None, owner)]
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        kept = 0
+        doomed = []
+        for sid, (_, text, stored_at) in reversed(self._records.items()):  # newest first
+            kept += len(text.encode())
+            if stored_at < before or kept > max_bytes:
+                doomed.append(sid)
+        for sid in doomed:
+            del self._records[sid]
+        return len(doomed)
 
 
 class RecordLog(Protocol):
@@ -70,6 +91,12 @@ class RecordLog(Protocol):
         self, stream: str, after: int = 0, limit: int = 100
     ) -> list[tuple[int, dict[str, Any]]]:
         """Up to ``limit`` records of ``stream`` with a sequence number above ``after``, in order."""
+        ...
+
+    async def prune(
+        self, stream: str, *, before: float | None = None, max_bytes: int | None = None
+    ) -> int:
+        """Remove old records of ``stream`` by age and total size; how many went."""
         ...
 
 
@@ -87,6 +114,9 @@ class LogSnapshotStore:
 
     async def save(self, snapshot: Snapshot) -> str:
         return str(await self._log.append(self._stream, snapshot.to_json()))
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        return await self._log.prune(self._stream, before=before, max_bytes=max_bytes)
 
     async def load(self, snapshot_id: str) -> Snapshot:
         try:

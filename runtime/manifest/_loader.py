@@ -1,7 +1,10 @@
 """Loading a module folder: its manifest, its handlers, its hooks and its schema.
 
-A module is a real Python package (``modules/users`` is ``modules.users``), so its handlers are
-imported by their dotted name with no ``sys.path`` edits. Everything that can be checked without
+A module is a real Python package named after where it lives: the folder ``<dir>/users`` is the
+package ``<dir's name>.users`` imported from the folder holding ``<dir>`` (``modules/users`` of a
+project is ``modules.users``, imported from the project root). So the code that runs is always
+the code in the folder that was given, wherever it is, and a module imports its own files
+relatively (``from .models import User``) or by that name. Everything that can be checked without
 serving is checked here, and every failure names the file and the key or function at fault:
 
 - the manifest validates (:func:`load_manifest`);
@@ -17,7 +20,10 @@ serving is checked here, and every failure names the file and the key or functio
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +37,7 @@ from runtime.manifest._handler import HandlerSpec, handler_mark, register_handle
 from runtime.manifest._source import source_location
 from runtime.manifest._toml import HookDecl, MethodPolicy, ModuleManifest, load_manifest
 
-__all__ = ["LoadedModule", "ResolvedHook", "discover_modules", "load_module"]
+__all__ = ["LoadedModule", "ResolvedHook", "discover_modules", "load_module", "module_package"]
 
 MANIFEST_FILE = "module.toml"
 
@@ -120,11 +126,15 @@ def load_module(directory: Path) -> LoadedModule:
     path = directory / MANIFEST_FILE
     manifest = load_manifest(path)
     module = manifest.module.name
-    handlers_module = _import(path, "module.handlers", manifest.module.handlers)
+    handlers = manifest.module.handlers
+    if handlers is None:  # the handlers.py next to module.toml, under the folder's own name
+        handlers = f"{_importable(path)}.handlers"
+    package = handlers.rpartition(".")[0]
+    handlers_module = _import(path, "module.handlers", handlers)
     specs = tuple(register_handler(fn, module=module) for fn in _marked(handlers_module))
     if not specs:
         raise ManifestError(
-            f"{path}: module.handlers: {manifest.module.handlers!r} defines no @handler functions"
+            f"{path}: module.handlers: {handlers!r} defines no @handler functions"
         )
     _refuse_duplicates(path, specs)
     methods = {spec.method for spec in specs}
@@ -134,7 +144,9 @@ def load_module(directory: Path) -> LoadedModule:
             raise ManifestError(
                 f"{path}: methods.{method}: there is no handler for {method!r} (handlers: {known})"
             )
-    hooks = tuple(_resolve_hook(path, i, decl, methods) for i, decl in enumerate(manifest.hooks))
+    hooks = tuple(
+        _resolve_hook(path, i, decl, methods, package) for i, decl in enumerate(manifest.hooks)
+    )
     schema = build_schema(module, [spec.types for spec in specs])
     return LoadedModule(
         directory=directory,
@@ -145,6 +157,78 @@ def load_module(directory: Path) -> LoadedModule:
         hooks=hooks,
         schema=schema,
     )
+
+
+def module_package(directory: Path) -> tuple[Path, str]:
+    """Where the module folder ``directory`` is imported from, and as which package.
+
+        >>> module_package(Path("/srv/shop/modules/users"))
+        (PosixPath('/srv/shop'), 'modules.users')
+    """
+    directory = directory.resolve()
+    parent = directory.parent
+    for name in (parent.name, directory.name):
+        if not name.isidentifier():
+            raise ManifestError(
+                f"{directory}: a module folder and the folder holding it must be valid Python "
+                f"names, so the module can be imported as <folder>.<module>; {name!r} is not"
+            )
+    return parent.parent, f"{parent.name}.{directory.name}"
+
+
+def _importable(path: Path) -> str:
+    """Make the module folder of ``path`` importable as its own package; that package's name.
+
+    The folder holding it is bound to its package name (``modules``) right here, from where it
+    is, rather than searched for on ``sys.path``: another ``modules`` earlier on the path, or a
+    regular package beating a folder without ``__init__.py``, must not be what runs. The import
+    root is also added to the end of ``sys.path``, for the module's other absolute imports. A
+    process imports one package per name, so a name already bound to another folder is refused
+    rather than silently shadowed.
+    """
+    root, package = module_package(path.parent)
+    parent_name = package.partition(".")[0]
+    parent_dir = path.parent.parent.resolve()
+    if not any(Path(entry or ".").resolve() == root for entry in sys.path):
+        sys.path.append(str(root))
+    bound = sys.modules.get(parent_name)
+    if bound is None:
+        try:
+            bound = _bind_package(parent_name, parent_dir)
+        except Exception as exc:
+            raise ManifestError(
+                f"{path}: cannot import the package {parent_name!r} of {parent_dir}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    where = [Path(p).resolve() for p in getattr(bound, "__path__", ())]
+    if parent_dir not in where:
+        found = ", ".join(str(p) for p in where) or "a module, not a folder"
+        raise ManifestError(
+            f"{path}: the module is imported as {package!r}, but in this process "
+            f"{parent_name!r} is already {found}; serve one folder named {parent_name!r} per "
+            "process (or rename one of them)"
+        )
+    return package
+
+
+def _bind_package(name: str, folder: Path) -> ModuleType:
+    """Import ``folder`` as the top-level package ``name`` (a namespace one without __init__)."""
+    init = folder / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+    else:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        if spec.loader is not None:
+            spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _import(path: Path, key: str, dotted: str) -> ModuleType:
@@ -186,13 +270,17 @@ def _where(spec: HandlerSpec) -> str:
     return f"{spec.function.__qualname__} ({file}:{line})"
 
 
-def _resolve_hook(path: Path, index: int, decl: HookDecl, methods: set[str]) -> ResolvedHook:
+def _resolve_hook(
+    path: Path, index: int, decl: HookDecl, methods: set[str], package: str
+) -> ResolvedHook:
     key = f"hooks[{index}]"
     if decl.method is not None and decl.method not in methods:
         raise ManifestError(
             f"{path}: {key}.method: hook {decl.id!r} names method {decl.method!r}, which has no handler"
         )
     module_name, _, attr_path = decl.target.partition(":")
+    if module_name.startswith("."):  # inside the module's own package
+        module_name = package + module_name
     try:
         target: Any = importlib.import_module(module_name)
         for attr in attr_path.split("."):

@@ -36,8 +36,9 @@ METHOD_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
 """PascalCase, as gRPC method names are written."""
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-HOOK_TARGET = re.compile(rf"{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*")
-"""``package.module:function`` (the part after the colon may be a dotted attribute path)."""
+HOOK_TARGET = re.compile(rf"\.?{_IDENT}(?:\.{_IDENT})*:{_IDENT}(?:\.{_IDENT})*")
+"""``package.module:function`` (the part after the colon may be a dotted attribute path); a
+leading dot (``.hooks:fn``) names a module inside the module's own package."""
 
 _TOPIC_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -205,19 +205,16 @@ class ModuleInfo(_Frozen):
     )
     version: SemVer = Field(description="Semantic version of the module (https://semver.org).")
     description: str = Field(default="", description="One line saying what the module is for.")
-    handlers: Annotated[str, _matching(_DOTTED, "a dotted import path")] = Field(
-        description="Import path of the module holding the handlers; defaults to modules.<name>.handlers."
+    handlers: Annotated[str, _matching(_DOTTED, "a dotted import path")] | None = Field(
+        default=None,
+        description=(
+            "Import path of the module holding the handlers. By default the handlers.py next to "
+            "module.toml, imported as <folder's parent>.<folder>.handlers (modules.users.handlers)."
+        ),
     )
     warm_pool: int = Field(
         default=1, ge=0, description="Minimum live instances kept for a pinned version."
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_handlers(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "handlers" not in data and isinstance(data.get("name"), str):
-            return {**data, "handlers": f"modules.{data['name']}.handlers"}
-        return data
 
 
 class Capabilities(_Frozen):
@@ -302,7 +299,7 @@ class HookDecl(_Frozen):
     )
     phase: Literal["before", "after", "catch"] = Field(description="When the hook runs.")
     target: Annotated[str, _matching(HOOK_TARGET, "an import target 'package.module:function'")] = (
-        Field(description="The hook function, as 'package.module:function'.")
+        Field(description="The hook function, as 'package.module:function' or, inside the module's own package, '.module:function'.")
     )
     method: MethodName | None = Field(
         default=None, description="The method this hook belongs to; absent for a module-level hook."

@@ -1,7 +1,8 @@
 """Observability: JSON logs, OpenTelemetry metrics and traces, the admin port, and the audit trail.
 
 - Logs: :func:`configure_logging` writes JSON lines that carry the request id, handler and
-  version from :data:`request_id_var`, :data:`handler_var` and :data:`version_var`.
+  version from :data:`request_id_var`, :data:`handler_var` and :data:`version_var`, or
+  readable lines (:class:`ConsoleFormatter`) for a person at a terminal.
 - Metrics: :class:`Metrics` (counters, gauges, histograms over the OpenTelemetry API, exported in
   Prometheus format), :class:`RedMetrics` for per-call rate/errors/duration, and
   :func:`start_admin_server` serving ``/metrics`` and ``/healthz``.
@@ -25,17 +26,22 @@ from runtime.observability._audit import (
     AuditWriteError,
     FileAuditSink,
     StoreAuditSink,
+    audit_files,
+    bounded,
     open_audit_sink,
     outcome_of,
     read_audit_file,
 )
 from runtime.observability._logging import (
+    MODULE_ATTR,
+    ConsoleFormatter,
     JsonFormatter,
     configure_logging,
     handler_var,
     log_context,
     request_id_var,
     version_var,
+    wants_console,
 )
 from runtime.observability._metrics import (
     SECONDS_BUCKETS,
@@ -57,6 +63,7 @@ from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
 
 __all__ = [
     "HANDLER_ATTRIBUTE",
+    "MODULE_ATTR",
     "OTLP_PACKAGE",
     "REQUEST_ID_ATTRIBUTE",
     "SECONDS_BUCKETS",
@@ -68,6 +75,7 @@ __all__ = [
     "AuditSink",
     "AuditWriteError",
     "ClientTracer",
+    "ConsoleFormatter",
     "Counter",
     "FileAuditSink",
     "Gauge",
@@ -77,6 +85,8 @@ __all__ = [
     "RedMetrics",
     "ServerTracer",
     "StoreAuditSink",
+    "audit_files",
+    "bounded",
     "configure_logging",
     "configure_tracing",
     "handler_var",
@@ -87,4 +97,5 @@ __all__ = [
     "request_id_var",
     "start_admin_server",
     "version_var",
+    "wants_console",
 ]

@@ -4,14 +4,25 @@ A record says who called what, at which version and manifest, how it ended and w
 the way (the lifecycle events). Sinks only ever append: :class:`FileAuditSink` writes JSON lines
 with one ``write(2)`` per batch of whole records to a file opened with ``O_APPEND``, and
 :class:`StoreAuditSink` appends to the manifest store's ``audit`` stream.
+
+Bounded, so that callers cannot fill the disk through it: every text value of a record is cut
+to ``max_value_chars`` and followed by its full length and SHA-256 (:func:`bounded`), so a
+record never grows with what a caller sends; and both sinks ``prune`` by age and total size
+(retention, run in the background by the worker). The file sink keeps the trail as the active
+file plus rotated segments beside it (``audit.jsonl.<ns>``), each up to a quarter of the size
+budget, and removes whole segments, oldest first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +32,7 @@ import orjson
 
 from runtime.config import ObservabilitySettings
 from runtime.errors import FailedPrecondition, status_of
+from runtime.files import private_file
 from runtime.identity import Principal
 
 __all__ = [
@@ -30,12 +42,36 @@ __all__ = [
     "AuditWriteError",
     "FileAuditSink",
     "StoreAuditSink",
+    "audit_files",
+    "bounded",
     "open_audit_sink",
     "outcome_of",
     "read_audit_file",
 ]
 
 Redact = Callable[[Any], Any]
+
+DEFAULT_MAX_VALUE_CHARS = 1024
+
+
+def bounded(data: Any, max_chars: int = DEFAULT_MAX_VALUE_CHARS) -> Any:
+    """``data`` (JSON-shaped) with every string longer than ``max_chars`` cut to that many
+    characters and followed by its length and SHA-256, so the record says what was there
+    without keeping it.
+
+        >>> bounded({"error": "x" * 100}, max_chars=8)["error"]
+        'xxxxxxxx… [100 chars, sha256:09ecb6ebc8bcefc733f6f2ec44f791abeed6a99edf0cc31519637898aebd52d8]'
+    """
+    if isinstance(data, str):
+        if len(data) <= max_chars:
+            return data
+        digest = hashlib.sha256(data.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{data[:max_chars]}… [{len(data)} chars, sha256:{digest}]"
+    if isinstance(data, Mapping):
+        return {bounded(k, max_chars): bounded(v, max_chars) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [bounded(v, max_chars) for v in data]
+    return data
 
 
 def outcome_of(error: BaseException | None) -> str:
@@ -132,13 +168,22 @@ class AuditSink(Protocol):
         """
         ...
 
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        """Remove records written before ``before`` (unix seconds), then the oldest until the
+        rest take at most about ``max_bytes``; how many records went."""
+        ...
+
     async def close(self) -> None: ...
 
 
 class AppendLog(Protocol):
-    """The one method of the manifest store the store sink depends on."""
+    """The two methods of the manifest store the store sink depends on."""
 
     async def append(self, stream: str, record: dict[str, Any]) -> int: ...
+
+    async def prune(
+        self, stream: str, *, before: float | None = None, max_bytes: int | None = None
+    ) -> int: ...
 
 
 class FileAuditSink:
@@ -148,13 +193,27 @@ class FileAuditSink:
     every record at the end of the file whole, even with several processes writing, and nothing
     is buffered in the process to be lost on a crash. With ``fsync`` each record is also flushed
     to disk (in a worker thread, since fsync blocks). ``redact`` is applied to each record's JSON
-    before it is written, to keep secrets out.
+    before it is written, to keep secrets out; then every value is :func:`bounded`.
+
+    Once the file passes ``segment_bytes`` it is renamed to a segment (``<path>.<ns>``, under a
+    lock so two processes do not both rotate) and a new file is started; a writer in another
+    process notices that the path names another file at its next write and reopens it.
     """
 
-    def __init__(self, path: Path, *, fsync: bool = False, redact: Redact | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fsync: bool = False,
+        redact: Redact | None = None,
+        max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
+        segment_bytes: int | None = None,
+    ) -> None:
         self.path = Path(path)
         self._fsync = fsync
         self._redact = redact
+        self._max_value_chars = max_value_chars
+        self._segment_bytes = segment_bytes
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -195,21 +254,84 @@ class FileAuditSink:
         data = record.to_json()
         if self._redact is not None:
             data = self._redact(data)
-        return json_line(data)
+        line = json_line(data)
+        if len(line) > self._max_value_chars:  # shorter, and no value in it can be too long
+            line = json_line(bounded(data, self._max_value_chars))
+        return line
+
+    def _open(self) -> int:
+        private_file(self.path)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _append(self, line: bytes) -> None:
         with self._lock:
             if self._closed:
                 raise FailedPrecondition(f"the audit sink for {self.path} is closed")
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._current()
             view = memoryview(line)
             while view:
-                written = os.write(self._fd, view)
+                written = os.write(fd, view)
                 view = view[written:]
             if self._fsync:
-                os.fsync(self._fd)
+                os.fsync(fd)
+            if self._segment_bytes is not None and os.fstat(fd).st_size >= self._segment_bytes:
+                self._rotate(fd)
+
+    def _current(self) -> int:
+        """The descriptor of the file at ``path`` now (another process may have rotated it)."""
+        fd = self._fd
+        if fd is not None and self._segment_bytes is not None:
+            try:
+                moved = os.stat(self.path).st_ino != os.fstat(fd).st_ino
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                os.close(fd)
+                fd = self._fd = None
+        if fd is None:
+            fd = self._fd = self._open()
+        return fd
+
+    def _rotate(self, fd: int) -> None:
+        """Rename the full file to a segment and start a new one, unless another process did."""
+        with _locked(self.path):
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.rename(self.path, self.path.with_name(f"{self.path.name}.{time.time_ns():020d}"))
+        os.close(fd)
+        self._fd = None
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        """Remove the segments whose newest record is older than ``before``, then the oldest
+        while the trail is past ``max_bytes``; rotates the active file first when its oldest
+        record is too old. How many records went (counted before a segment is removed)."""
+        return await asyncio.to_thread(self._prune, before, max_bytes)
+
+    def _prune(self, before: float, max_bytes: int) -> int:
+        with self._lock:
+            if self._closed:
+                return 0
+            oldest = _first_started_at(self.path)
+            if oldest is not None and oldest < before:  # the active file ages out whole, later
+                fd = self._current()
+                self._rotate(fd)
+        removed = 0
+        segments = audit_files(self.path)[:-1] if self.path.exists() else audit_files(self.path)
+        sizes = {p: _size(p) for p in segments}
+        total = sum(sizes.values()) + _size(self.path)
+        for segment in segments:
+            expired = _mtime(segment) < before
+            if not expired and total <= max_bytes:
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another process pruned it first
+                lines = _count_lines(segment)
+                segment.unlink()
+                removed += lines
+            total -= sizes[segment]
+        return removed
 
     async def close(self) -> None:
         """Close the file. Safe to call twice; later writes fail."""
@@ -224,6 +346,69 @@ class FileAuditSink:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
+
+
+def audit_files(path: Path) -> list[Path]:
+    """The files of the audit trail at ``path``, oldest first: rotated segments, then ``path``."""
+    path = Path(path)
+    prefix = f"{path.name}."
+    segments = sorted(
+        p for p in path.parent.glob(f"{glob_escape(path.name)}.*")
+        if p.name[len(prefix):].isdigit()
+    )  # fmt: skip
+    return [*segments, path] if path.exists() else segments
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path``, shared by every process writing it."""
+    lock = private_file(path.with_name(f"{path.name}.lock"))
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+def _first_started_at(path: Path) -> float | None:
+    """When the oldest record of ``path`` started, from its first line; None when empty."""
+    try:
+        with open(path, "rb") as handle:
+            line = handle.readline(1 << 20)
+    except FileNotFoundError:
+        return None
+    try:
+        started = json.loads(line)["started_at"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(started) if isinstance(started, int | float) else None
 
 
 _LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
@@ -262,23 +447,29 @@ def read_audit_file(path: Path) -> Iterator[AuditRecord]:
 class StoreAuditSink:
     """Audit records appended to the manifest store's ``stream`` (default ``audit``).
 
-    Depends only on ``append(stream, record)``, so any store with that method works. The store
-    translates its own errors; the store's lifetime belongs to whoever opened it, so ``close``
-    leaves it open.
+    Depends only on ``append(stream, record)`` and ``prune`` (retention), so any store with
+    those methods works. The store translates its own errors; the store's lifetime
+    belongs to whoever opened it, so ``close`` leaves it open.
     """
 
     def __init__(
-        self, store: AppendLog, *, stream: str = "audit", redact: Redact | None = None
+        self,
+        store: AppendLog,
+        *,
+        stream: str = "audit",
+        redact: Redact | None = None,
+        max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
     ) -> None:
         self._store = store
         self._stream = stream
         self._redact = redact
+        self._max_value_chars = max_value_chars
 
     async def write(self, record: AuditRecord) -> None:
         data = record.to_json()
         if self._redact is not None:
             data = self._redact(data)
-        await self._store.append(self._stream, data)
+        await self._store.append(self._stream, bounded(data, self._max_value_chars))
 
     async def write_many(self, records: Sequence[AuditRecord]) -> None:
         """Append the records one by one, in order; one that fails does not stop the rest."""
@@ -294,6 +485,9 @@ class StoreAuditSink:
             assert cause is not None
             raise AuditWriteError(failed, cause)
 
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        return await self._store.prune(self._stream, before=before, max_bytes=max_bytes)
+
     async def close(self) -> None:
         return None
 
@@ -303,10 +497,22 @@ def open_audit_sink(
     *,
     store: AppendLog | None = None,
     redact: Redact | None = None,
+    segment_bytes: int | None = None,
 ) -> AuditSink:
-    """The sink ``settings.audit_sink`` names: the audit file, or ``store``'s audit stream."""
+    """The sink ``settings.audit_sink`` names: the audit file, or ``store``'s audit stream.
+
+    ``segment_bytes``: the size at which the file is rotated (retention removes whole segments);
+    None: never rotated.
+    """
+    chars = settings.audit_max_value_chars
     if settings.audit_sink == "store":
         if store is None:
             raise ValueError("observability.audit_sink is 'store' but no store was given")
-        return StoreAuditSink(store, redact=redact)
-    return FileAuditSink(settings.audit_path, fsync=settings.audit_fsync, redact=redact)
+        return StoreAuditSink(store, redact=redact, max_value_chars=chars)
+    return FileAuditSink(
+        settings.audit_path,
+        fsync=settings.audit_fsync,
+        redact=redact,
+        max_value_chars=chars,
+        segment_bytes=segment_bytes,
+    )

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from typing import IO, Any
 
 __all__ = [
+    "ConsoleFormatter",
     "JsonFormatter",
     "configure_logging",
     "handler_var",
@@ -36,6 +37,8 @@ version_var: ContextVar[str | None] = ContextVar("modrpc_version", default=None)
 _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _CORE = frozenset({"ts", "level", "logger", "message"})
 _MARK = "_modrpc_json_handler"
+MODULE_ATTR = "modrpc_module"
+"""A record attribute naming the module a line is about (set on lines relayed from a worker)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,13 +73,57 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """One readable line per record, for a person at a terminal.
+
+    ``16:27:05.030 INFO    users         3f1c9a2e  user created``: local time, level, the module the
+    line is about (or the component: gateway, up, worker), the request id's first 8 characters
+    (``-`` outside a request), the message, and the traceback under it when there is one.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        line = (
+            f"{when} {record.levelname:<7} {_source(record):<13} "
+            f"{(request_id or '-')[:8]:<8}  {record.getMessage()}"
+        )
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        return line
+
+
+def _source(record: logging.LogRecord) -> str:
+    module = getattr(record, MODULE_ATTR, None)
+    if module:
+        return str(module)
+    handler = getattr(record, "handler", None) or handler_var.get()
+    if handler:
+        return str(handler).partition(".")[0]
+    name = record.name.removeprefix("modrpc.")
+    return name or "modrpc"
+
+
+def wants_console(choice: str, stream: IO[str] | None = None) -> bool:
+    """``log_format`` ``auto`` means readable lines on a terminal and JSON anywhere else."""
+    if choice != "auto":
+        return choice == "console"
+    target = stream if stream is not None else sys.stderr
+    isatty = getattr(target, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def configure_logging(
     level: str | int = "INFO",
     *,
     stream: IO[str] | None = None,
     filters: Sequence[logging.Filter] = (),
+    console: bool = False,
 ) -> logging.Handler:
-    """Send the root logger's records to ``stream`` (stderr) as JSON lines.
+    """Send the root logger's records to ``stream`` (stderr) as JSON lines, or as readable
+    lines with ``console`` (:class:`ConsoleFormatter`).
 
     ``filters`` are attached to the handler, so they see records from every logger; pass the
     secrets manager's ``RedactingFilter`` here. Calling it again replaces the handler installed
@@ -96,7 +143,7 @@ def configure_logging(
             existing.close()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     setattr(handler, _MARK, True)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(ConsoleFormatter() if console else JsonFormatter())
     for log_filter in filters:
         handler.addFilter(log_filter)
     root.addHandler(handler)

@@ -1,9 +1,11 @@
 """The shared rate limiter: ``limits``' moving window kept in Redis, so gateways share one count.
 
 Redis errors are translated here and nowhere else. When Redis cannot be reached the limiter
-fails open (allows) or closed (refuses with ``retry_after``) as configured, logs a warning at most
-once per ``warn_interval`` seconds, and leaves Redis alone for ``cooldown`` seconds so a dead
-server costs one failed connection per cooldown instead of one per call.
+fails open (allows) or closed as configured, logs a warning at most once per ``warn_interval``
+seconds, and leaves Redis alone for ``cooldown`` seconds so a dead server costs one failed
+connection per cooldown instead of one per call. Failing closed raises
+:class:`~runtime.errors.Unavailable` naming the store: the caller is not over any limit, the
+limiter cannot tell, and RESOURCE_EXHAUSTED would send it to back off for nothing.
 """
 
 from __future__ import annotations
@@ -130,7 +132,10 @@ class RedisRateLimiter:
     def _degraded(self, limit: RateLimit) -> Decision:
         if self._failure_mode == "open":
             return Decision(True, limit.amount, 0.0)
-        return Decision(False, 0, max(self._cooldown, 0.001))
+        raise Unavailable(
+            f"rate limiting is unavailable: the rate-limit store {self._url} cannot be reached "
+            f"and limits fail closed; retry in {max(self._cooldown, 0.001):g}s"
+        )
 
     def _on_failure(self, exc: BaseException) -> None:
         self._failing = True

@@ -126,7 +126,24 @@ _INITIAL = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_INITIAL,)
+_LOG_RETENTION = Migration(
+    number=2,
+    summary="log entries carry when they were appended and their size, for retention",
+    sqlite=(
+        "ALTER TABLE log ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE log ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        # Entries from before: their age is unknown, so it counts from now.
+        "UPDATE log SET size = length(CAST(record AS BLOB)),"
+        " created_at = CAST(strftime('%s', 'now') AS REAL)",
+    ),
+    postgres=(
+        "ALTER TABLE log ADD COLUMN created_at DOUBLE PRECISION NOT NULL DEFAULT 0,"
+        " ADD COLUMN size BIGINT NOT NULL DEFAULT 0",
+        "UPDATE log SET size = octet_length(record::text), created_at = EXTRACT(EPOCH FROM now())",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _LOG_RETENTION)
 """Every migration, numbered 1, 2, 3, ... in the order they apply."""
 
 

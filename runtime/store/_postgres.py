@@ -29,6 +29,7 @@ from runtime.store._errors import store_errors
 from runtime.store._json import check_document, check_name, decode, encode
 from runtime.store._migrations import SCHEMA_VERSION_TABLE, pending
 from runtime.store._records import StoreEvent, VersionRecord, WorkerRecord
+from runtime.store._retention import newest_past_budget
 from runtime.store._rows import (
     VERSION_COLUMNS,
     WORKER_COLUMNS,
@@ -43,6 +44,8 @@ from runtime.store._url import mask_url, postgres_target
 from runtime.store._watch import Watch
 
 __all__ = ["PostgresStore"]
+
+_PAST_BUDGET = newest_past_budget("numeric")
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # asyncpg's classes are generic only in its type stubs
@@ -391,6 +394,8 @@ class PostgresStore:
     async def append(self, stream: str, record: dict[str, Any]) -> int:
         check_name(stream, "stream")
         text = encode(check_document(record, "record"))
+        size = len(text.encode())
+        now = self._clock()
 
         async def body(conn: Conn) -> tuple[int, list[StoreEvent]]:
             # Ids come from a sequence, and transactions can commit out of sequence order; a
@@ -400,10 +405,34 @@ class PostgresStore:
                 "SELECT pg_advisory_xact_lock($1)", _lock_key("log", self._schema, stream)
             )
             entry_id = await conn.fetchval(
-                "INSERT INTO log (stream, record) VALUES ($1, $2) RETURNING id", stream, text
-            )
+                "INSERT INTO log (stream, record, created_at, size) VALUES ($1, $2, $3, $4) RETURNING id",
+                stream, text, now, size,
+            )  # fmt: skip
             assert isinstance(entry_id, int)
             return entry_id, []
+
+        return await self._write(body)
+
+    async def prune(
+        self, stream: str, *, before: float | None = None, max_bytes: int | None = None
+    ) -> int:
+        check_name(stream, "stream")
+
+        async def body(conn: Conn) -> tuple[int, list[StoreEvent]]:
+            removed = 0
+            if before is not None:
+                status = await conn.execute(
+                    "DELETE FROM log WHERE stream = $1 AND created_at < $2", stream, before
+                )
+                removed += int(status.split()[-1])
+            if max_bytes is not None:
+                cutoff = await conn.fetchval(_PAST_BUDGET, stream, max_bytes)
+                if cutoff is not None:
+                    status = await conn.execute(
+                        "DELETE FROM log WHERE stream = $1 AND id <= $2", stream, cutoff
+                    )
+                    removed += int(status.split()[-1])
+            return removed, []
 
         return await self._write(body)
 

@@ -121,6 +121,14 @@ class ManifestStore(Protocol):
         """Up to ``limit`` entries of ``stream`` with ids above ``after``, in id order."""
         ...
 
+    async def prune(
+        self, stream: str, *, before: float | None = None, max_bytes: int | None = None
+    ) -> int:
+        """Remove the entries of ``stream`` appended before ``before`` (unix seconds), then the
+        oldest until the rest take at most ``max_bytes``; returns how many went. Retention:
+        the only way anything leaves a log."""
+        ...
+
     # -- change feed ------------------------------------------------------------------------
 
     def watch(self) -> Watch:

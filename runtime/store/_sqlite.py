@@ -25,10 +25,12 @@ from typing import Any, TypeVar
 
 from runtime.deadline import Clock
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from runtime.files import private_file
 from runtime.store._errors import store_errors
 from runtime.store._json import check_document, check_name, decode, encode
 from runtime.store._migrations import SCHEMA_VERSION_TABLE, pending
 from runtime.store._records import StoreEvent, VersionRecord, WorkerRecord
+from runtime.store._retention import newest_past_budget
 from runtime.store._rows import (
     VERSION_COLUMNS,
     WORKER_COLUMNS,
@@ -46,6 +48,8 @@ __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 Body = Callable[[sqlite3.Connection], tuple[T, list[StoreEvent]]]
+
+_PAST_BUDGET = newest_past_budget("qmark")
 
 CHANGES_KEPT = 10_000
 """Rows of ``changes`` kept; a watch that falls further behind than this misses events."""
@@ -163,7 +167,9 @@ class SqliteStore:
         self._executor, self._conn = executor, conn
 
     def _open(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 in a 0700 folder before sqlite3 creates it: it holds snapshots (whole requests)
+        # and the audit stream; SQLite gives its -wal and -shm files the same permissions.
+        private_file(self._path)
         return _connect(str(self._path), self._busy_timeout)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -405,10 +411,37 @@ class SqliteStore:
         check_name(stream, "stream")
         text = encode(check_document(record, "record"))
 
+        size = len(text.encode())
+        now = self._clock()
+
         def body(conn: sqlite3.Connection) -> tuple[int, list[StoreEvent]]:
-            cursor = conn.execute("INSERT INTO log (stream, record) VALUES (?, ?)", (stream, text))
+            cursor = conn.execute(
+                "INSERT INTO log (stream, record, created_at, size) VALUES (?, ?, ?, ?)",
+                (stream, text, now, size),
+            )
             assert cursor.lastrowid is not None
             return cursor.lastrowid, []
+
+        return await self._write(body)
+
+    async def prune(
+        self, stream: str, *, before: float | None = None, max_bytes: int | None = None
+    ) -> int:
+        check_name(stream, "stream")
+
+        def body(conn: sqlite3.Connection) -> tuple[int, list[StoreEvent]]:
+            removed = 0
+            if before is not None:
+                removed += conn.execute(
+                    "DELETE FROM log WHERE stream = ? AND created_at < ?", (stream, before)
+                ).rowcount
+            if max_bytes is not None:
+                row = conn.execute(_PAST_BUDGET, (stream, max_bytes)).fetchone()
+                if row is not None:
+                    removed += conn.execute(
+                        "DELETE FROM log WHERE stream = ? AND id <= ?", (stream, row[0])
+                    ).rowcount
+            return removed, []
 
         return await self._write(body)
 

@@ -14,6 +14,7 @@ from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_ch
 from runtime.versions._conversion import Conversion, plan
 from runtime.versions._lifecycle import (
     DAY,
+    REMOVED_KEY,
     Activity,
     LifecyclePolicy,
     LifecycleState,
@@ -24,7 +25,9 @@ from runtime.versions._lifecycle import (
     VersionUsage,
     apply_retirement,
     classify,
+    is_removed,
     is_retired,
+    mark_removed,
     plan_retirement,
     promote,
     record_usage,
@@ -40,6 +43,7 @@ from runtime.versions._resolve import VersionId, VersionTable
 __all__ = [
     "DAY",
     "MAX_HOPS",
+    "REMOVED_KEY",
     "Activity",
     "Conversion",
     "LifecyclePolicy",
@@ -60,7 +64,9 @@ __all__ = [
     "classify",
     "decode_descriptor",
     "encode_descriptor",
+    "is_removed",
     "is_retired",
+    "mark_removed",
     "plan",
     "plan_retirement",
     "promote",

@@ -310,6 +310,28 @@ def is_retired(metadata: Mapping[str, Any]) -> bool:
     return metadata.get("state") == "retired"
 
 
+REMOVED_KEY = "removed_at"
+"""Metadata key set on every version of a module removed from its project (unix seconds).
+
+A gateway stops listing such a module once no worker of it is registered; a worker of the
+module starting again clears it; ``modrpc versions M --retire`` retires every such version."""
+
+
+def is_removed(metadata: Mapping[str, Any]) -> bool:
+    """Whether a version's module was removed from its project (see :data:`REMOVED_KEY`)."""
+    return metadata.get(REMOVED_KEY) is not None
+
+
+async def mark_removed(store: ManifestStore, module: str, *, now: float) -> int:
+    """Record that ``module`` left its project, on each of its versions; how many changed."""
+    changed = 0
+    for record in await store.list_versions(module):
+        if not is_removed(record.metadata):
+            await _rewrite(store, module, record, {**record.metadata, REMOVED_KEY: now})
+            changed += 1
+    return changed
+
+
 def retired_error(module: str, version_id: str) -> NotFound:
     """The NOT_FOUND a gateway raises for a call that resolves to a retired version."""
     return NotFound(
@@ -376,6 +398,9 @@ def plan_retirement(
     The first rule that applies decides:
 
     1. already retired (``metadata["state"]``): nothing to do;
+    1a. a ``keep`` override on a version of a removed module: kept;
+    1b. its module was removed from the project (:data:`REMOVED_KEY`): retired, whatever its
+        labels, age or use, since no worker will serve it again;
     2. a protected label points at it: kept, even with a ``retire`` override (move the label
        first: retiring what ``stable`` names would break every caller without a header);
     3. the newest version (by ``created_at``, ties to the later one): kept, even with a
@@ -405,6 +430,10 @@ def plan_retirement(
         retire = False
         if state == "retired":
             reason = "already retired"
+        elif is_removed(record.metadata) and override == "keep":
+            reason = "kept by a manual override (its module was removed from the project)"
+        elif is_removed(record.metadata):
+            retire, reason = True, f"its module was removed from the project (it was {state})"
         elif guard:
             reason = f"protected by label {guard[0]!r}{refused}; move the label to retire it"
         elif index == newest:
@@ -614,12 +643,15 @@ async def apply_retirement(
         except NotFound:
             done.append(dataclasses.replace(decision, retire=False, reason="skipped: gone"))
             continue
-        guard = sorted(set(record.labels) & protected)
+        # A removed module's versions are retired whatever their labels and age: nothing
+        # serves them any more (rule 1b of plan_retirement).
+        removed = is_removed(record.metadata)
+        guard = [] if removed else sorted(set(record.labels) & protected)
         skip = (
             "already retired" if is_retired(record.metadata)
             else f"now protected by label {guard[0]!r}" if guard
             else "now kept by a manual override" if _override_of(record.metadata) == "keep"
-            else "the newest version is never retired" if record.id == newest
+            else "the newest version is never retired" if record.id == newest and not removed
             else None
         )  # fmt: skip
         if skip is not None:

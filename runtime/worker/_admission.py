@@ -9,7 +9,8 @@ in :data:`~runtime.identity.current_peer`. :class:`Admission` turns that peer an
 peer                   principal, and what is checked
 =====================  ==============================================================================
 none                   refused, UNAUTHENTICATED: nothing proved who is calling
-``gateway``            the header (the gateway authenticated the caller); the method's roles, again
+``gateway``            the header: the gateway authenticated the caller and checked the method's
+                       roles (it reads the same policy from the manifests this worker publishes)
 ``module:M``           the header: the original caller, ``via`` M. M must have declared this module
                        in ``capabilities.modules`` (else PERMISSION_DENIED); with ``inner_roles =
                        "caller"`` (the default) the original caller must hold the method's roles
@@ -59,8 +60,8 @@ class Admission:
         principal = self._known.get((peer, header))
         if principal is None:
             principal = self._principal(peer, header)
-        if policy.roles and not policy.public:
-            if peer.kind != "module" or policy.inner_roles == "caller":
+        if policy.roles and not policy.public and peer.kind != "gateway":
+            if peer.kind == "client" or policy.inner_roles == "caller":
                 try:
                     check_roles(principal, policy.roles)
                 except PermissionDenied as exc:

@@ -26,19 +26,22 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer  # what `health.aio` names, visible to mypy
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from runtime.client import InstancePool, ModuleClient
-from runtime.config import Settings
+from runtime.config import RetentionSettings, Settings
+from runtime.health import HealthService
 from runtime.identity import Peer
-from runtime.lane import LaneServer, where_handler
-from runtime.lcc import LogSnapshotStore, RequestMeta
+from runtime.lane import LaneServer, lane_limits, where_handler
+from runtime.lcc import LogSnapshotStore, RequestMeta, Snapshot, SnapshotStore
+from runtime.limits import grpc_server_limits
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
     AuditRecord,
+    AuditSink,
     AuditWriteError,
     ClientTracer,
+    Counter,
     Metrics,
     RedMetrics,
     ServerTracer,
@@ -48,12 +51,12 @@ from runtime.observability import (
 )
 from runtime.tls import InternalTls
 from runtime.transport import InProcessModules
-from runtime.versions import VersionedReflection
+from runtime.versions import REMOVED_KEY, VersionedReflection
 from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._service import ModuleService, WorkerDeps
 
-__all__ = ["Worker"]
+__all__ = ["AuditObserver", "Worker"]
 
 log = logging.getLogger("modrpc.worker")
 
@@ -67,7 +70,7 @@ AUDIT_FLUSH_SECONDS = 10.0
 
 
 @dataclass
-class _Observer:
+class AuditObserver:
     """Counts every call (RED metrics) and keeps its audit record for the audit task.
 
     The record is built and written off the call's path: a finished call only appends what
@@ -91,6 +94,8 @@ class _Observer:
     closing: bool = False
     """Set by the worker's stop: the audit task writes what is left, then ends."""
     dropped: int = 0
+    dropped_counter: Counter | None = None
+    """``modrpc_audit_dropped_total``: records dropped because the sink did not keep up."""
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -109,6 +114,8 @@ class _Observer:
             self.red.observe(meta.method, meta.version, outcome, duration)
         if len(self.pending) >= self.max_pending:
             self.dropped += 1
+            if self.dropped_counter is not None:
+                self.dropped_counter.add(1)
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error(
                     "the audit sink is not keeping up: %d records wait; %d dropped so far (the "
@@ -175,6 +182,67 @@ def _unwritten(records: Sequence[AuditRecord], cause: BaseException) -> None:
     log.error("%d audit records (%s%s) could not be written: %s", len(records), ids, more, cause)
 
 
+class _CountedSnapshots:
+    """The worker's snapshot store, counting the snapshots that could not be stored in
+    ``modrpc_snapshots_dropped_total`` (the lifecycle logs each and raises an alert event)."""
+
+    def __init__(self, store: SnapshotStore, dropped: Counter) -> None:
+        self._store = store
+        self._dropped = dropped
+
+    async def save(self, snapshot: Snapshot) -> str:
+        try:
+            return await self._store.save(snapshot)
+        except Exception:
+            self._dropped.add(1)
+            raise
+
+    async def load(self, snapshot_id: str) -> Snapshot:
+        return await self._store.load(snapshot_id)
+
+    async def list(self, handler: str | None = None) -> list[str]:
+        return await self._store.list(handler)
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        return await self._store.prune(before=before, max_bytes=max_bytes)
+
+
+async def _retain(
+    retention: RetentionSettings,
+    audit: AuditSink,
+    snapshots: SnapshotStore,
+    metrics: Metrics,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Retention, now and then every ``retention.interval``: audit records and snapshots past
+    their age or their total size are removed, and counted in the ``_pruned_total`` metrics.
+
+    Every worker of a store (or an audit file) runs it; a second pass over what another worker
+    just pruned removes nothing.
+    """
+    audit_pruned = metrics.counter("modrpc_audit_pruned_total", "Audit records removed by retention.")
+    snapshots_pruned = metrics.counter(
+        "modrpc_snapshots_pruned_total", "Stored snapshots removed by retention."
+    )
+    passes: tuple[tuple[str, Any, float, int, Counter], ...] = (
+        ("audit records", audit, retention.audit_max_age, retention.audit_max_bytes, audit_pruned),
+        ("snapshots", snapshots, retention.snapshot_max_age, retention.snapshot_max_bytes, snapshots_pruned),
+    )  # fmt: skip
+    while True:
+        for what, target, max_age, max_bytes, counter in passes:
+            try:
+                removed = await target.prune(before=clock() - max_age, max_bytes=max_bytes)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store may be down for a while: the next pass retries
+                log.warning("retention: old %s could not be removed: %s", what, exc)
+                continue
+            if removed:
+                counter.add(removed)
+                log.info("retention removed %d %s", removed, what)
+        await asyncio.sleep(retention.interval)
+
+
 class Worker:
     """One module served on one port. Use ``async with`` or ``start()``/``stop()``."""
 
@@ -202,11 +270,11 @@ class Worker:
         self.local = local
         self.address = ""
         self._server: grpc.aio.Server | None = None
-        self._health = HealthServicer()
+        self._health = HealthService()
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Any] = []
         self.service: ModuleService | None = None
-        self._observer: _Observer | None = None
+        self._observer: AuditObserver | None = None
         self._admin: Any = None
         self.metrics_address = ""
         self._audit: Any = None
@@ -252,15 +320,31 @@ class Worker:
         )
         client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of))
         self._closers.append(client)
-        audit = open_audit_sink(settings.observability, store=self.store, redact=_audit_redactor(secrets.redactor))
-        observer = _Observer(RedMetrics(metrics), manifest_hash="")
+        retention = settings.retention
+        audit = open_audit_sink(
+            settings.observability,
+            store=self.store,
+            redact=_audit_redactor(secrets.redactor),
+            segment_bytes=max(1 << 20, retention.audit_max_bytes // 4),
+        )
+        observer = AuditObserver(
+            RedMetrics(metrics),
+            manifest_hash="",
+            dropped_counter=metrics.counter(
+                "modrpc_audit_dropped_total", "Audit records dropped: the sink did not keep up."
+            ),
+        )
         self._observer, self._audit = observer, audit
+        snapshots = _CountedSnapshots(
+            LogSnapshotStore(self.store),
+            metrics.counter("modrpc_snapshots_dropped_total", "Snapshots that could not be stored."),
+        )
         deps = WorkerDeps(
             client=client,
             fabric=fabric,
             secrets=secrets,
             metrics=metrics,
-            snapshots=LogSnapshotStore(self.store),
+            snapshots=snapshots,
             redact=secrets.redact,
             observer=observer,
             config={"module": self.module},
@@ -272,11 +356,13 @@ class Worker:
         records = service.store_records()
         observer.manifest_hash = str(records[-1].manifest.get("content_hash", "")) if records else ""
 
+        # Bounded by grpc core (see runtime.limits); the lane, when on, shares the file budget.
+        limits = grpc_server_limits(
+            settings.limits, settings.max_message_bytes, servers=2 if settings.lane else 1
+        )
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ],
+            options=limits.options,
+            maximum_concurrent_rpcs=limits.maximum_concurrent_rpcs,
             # No interceptors: each endpoint opens its server span itself (grpc.aio runs an
             # interceptor as an extra coroutine on every call).
         )
@@ -285,7 +371,11 @@ class Worker:
             # The lane: the same endpoints behind a framed transport, for the gateway and other
             # workers; its address is handed out over gRPC (runtime.lane.WHERE_METHOD).
             self._lane = LaneServer(
-                service.transport, host=self.host, max_message_bytes=settings.max_message_bytes, tls=tls
+                service.transport,
+                host=self.host,
+                max_message_bytes=settings.max_message_bytes,
+                limits=lane_limits(settings.limits, max_connections=limits.max_connections),
+                tls=tls,
             )
             await self._lane.start()
             handlers.append(where_handler(lambda: self._lane.address if self._lane is not None else ""))
@@ -313,6 +403,9 @@ class Worker:
         await directory.refresh()
         self._tasks.append(asyncio.create_task(directory.run(), name="modrpc-directory"))
         self._audit_task = asyncio.create_task(self._drain_audit(observer, audit), name="modrpc-audit")
+        self._tasks.append(
+            asyncio.create_task(_retain(retention, audit, snapshots, metrics), name="modrpc-retention")
+        )
         await service.start_subscribers()
         if self.register:
             # What this worker knows of each version replaces what is stored, except the
@@ -320,8 +413,9 @@ class Worker:
             stored = {r.id: r for r in await self.store.list_versions(self.module)}
             for record in records:
                 before = stored.get(record.id)
-                if before is not None:
-                    record = dataclasses.replace(record, metadata={**before.metadata, **record.metadata})
+                if before is not None:  # serving again: the module is no longer removed
+                    kept = {k: v for k, v in before.metadata.items() if k != REMOVED_KEY}
+                    record = dataclasses.replace(record, metadata={**kept, **record.metadata})
                 await self.store.put_version(self.module, record)
             for label, version in service.catalog.labels.items():
                 await self.store.set_label(self.module, label, version)
@@ -364,7 +458,7 @@ class Worker:
                 log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)
 
     @staticmethod
-    async def _drain_audit(observer: _Observer, audit: Any) -> None:
+    async def _drain_audit(observer: AuditObserver, audit: Any) -> None:
         """Write what piles up, until :meth:`stop` closes the observer and nothing is left.
 
         Never cancelled mid-write by ``stop`` (a batch taken from ``pending`` would be lost):

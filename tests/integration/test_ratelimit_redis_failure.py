@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from runtime.errors import ResourceExhausted
+from runtime.errors import ResourceExhausted, Unavailable
 from runtime.ratelimit import RateLimit, RedisRateLimiter, check_rate
 
 LIMIT = RateLimit.parse("10/second")
@@ -64,14 +67,67 @@ async def test_fail_open_allows_calls_while_redis_is_unreachable() -> None:
     assert all(d.allowed for d in decisions)
 
 
-async def test_fail_closed_refuses_with_retry_after() -> None:
+async def test_fail_closed_answers_unavailable_naming_the_store_not_resource_exhausted() -> None:
     async with RedisRateLimiter(CLOSED_PORT_URL, failure_mode="closed", cooldown=2.0) as limiter:
-        decision = await limiter.hit("k", LIMIT)
-        assert not decision.allowed
-        assert decision.retry_after == 2.0
-        with pytest.raises(ResourceExhausted) as caught:
+        with pytest.raises(Unavailable) as caught:
             await check_rate(limiter, "k", LIMIT)
-    assert caught.value.retry_after == 2.0
+    message = caught.value.message
+    assert "rate-limit store redis://:***@127.0.0.1:1/0 cannot be reached" in message
+    assert "retry in 2s" in message and "hunter2" not in message
+    assert not isinstance(caught.value, ResourceExhausted)
+
+
+async def test_an_outage_of_a_real_redis_is_unavailable_then_limits_apply_again(tmp_path: Path) -> None:
+    """A private redis-server (never the shared one) stopped and started under the limiter."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    limit = RateLimit.parse("3/minute")
+    clock = FakeClock()
+    redis = await _redis_server(port, tmp_path)
+    try:
+        async with RedisRateLimiter(url, failure_mode="closed", cooldown=1.0, clock=clock) as limiter:
+            assert (await check_rate(limiter, "k", limit)).allowed
+            redis.kill()
+            await redis.wait()
+            with pytest.raises(Unavailable, match=f"rate-limit store {url} cannot be reached"):
+                await check_rate(limiter, "k", limit)
+            redis = await _redis_server(port, tmp_path)
+            clock.now += 1.5  # past the cooldown: Redis is tried again
+            assert (await check_rate(limiter, "k", limit)).allowed
+            await check_rate(limiter, "k", limit)
+            await check_rate(limiter, "k", limit)  # the restarted server counts afresh
+            with pytest.raises(ResourceExhausted):
+                await check_rate(limiter, "k", limit)
+    finally:
+        if redis.returncode is None:
+            redis.kill()
+            await redis.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _redis_server(port: int, folder: Path) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", str(folder), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return process
+    process.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
 
 
 async def test_warning_is_logged_once_per_interval_with_the_password_masked(
@@ -102,13 +158,16 @@ async def test_dead_redis_is_left_alone_during_the_cooldown(
     server, url = hang_up_server
     clock = FakeClock()
     async with RedisRateLimiter(url, failure_mode="closed", cooldown=5.0, clock=clock) as limiter:
-        assert not (await limiter.hit("k", LIMIT)).allowed
+        with pytest.raises(Unavailable):
+            await limiter.hit("k", LIMIT)
         tried = server.connections
         assert tried >= 1
         for _ in range(20):
             clock.now += 0.2
-            assert not (await limiter.hit("k", LIMIT)).allowed
+            with pytest.raises(Unavailable):
+                await limiter.hit("k", LIMIT)
         assert server.connections == tried  # 4 s of calls, no new connection attempt
         clock.now += 2.0  # past the cooldown
-        assert not (await limiter.hit("k", LIMIT)).allowed
+        with pytest.raises(Unavailable):
+            await limiter.hit("k", LIMIT)
         assert server.connections > tried

@@ -303,6 +303,28 @@ async def test_appended_records_come_back_in_order_by_stream_and_page(store: Man
         await store.read("audit", limit=0)
 
 
+async def test_prune_removes_entries_older_than_the_cutoff_from_that_stream_only(
+    store: ManifestStore, clock: ManualClock
+) -> None:
+    old = [await store.append("audit", {"n": i}) for i in range(3)]
+    other = await store.append("snapshots", {"n": "kept"})
+    clock.now += 100
+    recent = await store.append("audit", {"n": 3})
+    assert await store.prune("audit", before=clock.now - 50) == 3
+    assert [entry for entry, _ in await store.read("audit")] == [recent]
+    assert [entry for entry, _ in await store.read("snapshots")] == [other]
+    assert await store.prune("audit", before=clock.now - 50) == 0
+    assert old[-1] < recent
+
+
+async def test_prune_by_size_keeps_the_newest_entries_that_fit_the_budget(store: ManifestStore) -> None:
+    entries = [await store.append("audit", {"pad": "x" * 1000, "n": i}) for i in range(10)]
+    assert await store.prune("audit", max_bytes=3500) == 7  # ~1 KB each: the newest 3 fit
+    assert [entry for entry, _ in await store.read("audit")] == entries[-3:]
+    assert await store.prune("audit", max_bytes=3500) == 0
+    assert await store.prune("audit", max_bytes=10) == 3  # not even the newest one fits
+
+
 # -- persistence and lifecycle --------------------------------------------------------------
 
 
@@ -320,6 +342,16 @@ async def test_everything_is_still_there_after_reopening(
         assert await second.labels("users") == {"stable": "v1"}
         assert await second.list_workers() == [registered]
         assert await second.read("audit") == [(entry, {"ok": True})]
+
+
+async def test_the_sqlite_file_and_its_folder_are_private(backend: Backend) -> None:
+    if backend.path is None:
+        pytest.skip("PostgreSQL keeps its own files")
+    async with open_store(backend.url) as opened:
+        await opened.append("audit", {"ok": True})
+    for path in backend.path.parent.iterdir():  # store.db, and its -wal / -shm while open
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert backend.path.parent.stat().st_mode & 0o777 == 0o700
 
 
 async def test_a_store_is_usable_only_between_start_and_close(backend: Backend) -> None:

@@ -14,8 +14,7 @@ import pytest
 from runtime.identity import ANONYMOUS
 from runtime.lcc import RequestMeta
 from runtime.store import open_store
-from runtime.worker import Worker
-from runtime.worker._server import _Observer
+from runtime.worker import AuditObserver, Worker
 from tests.conftest import PROBE_MODULES_DIR, Dial
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
@@ -65,7 +64,7 @@ def meta(n: int) -> RequestMeta:
 
 
 def test_records_past_the_bound_are_dropped_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
-    observer = _Observer(None, manifest_hash="h", max_pending=3)
+    observer = AuditObserver(None, manifest_hash="h", max_pending=3)
     with caplog.at_level(logging.ERROR, logger="modrpc.worker"):
         for n in range(5):
             observer.started()

@@ -334,7 +334,9 @@ def test_a_handler_past_its_deadline_is_cancelled_and_cleans_up(
 
     error, elapsed, lctx = asyncio.run(main())
     assert error is not None and status_of(error).name == "DEADLINE_EXCEEDED"
-    assert elapsed < deadline_ms / 1000 + 0.5
+    # Ended by the deadline, not by the handler finishing its 30 s: the bound is loose on purpose,
+    # since a loaded machine can delay the wakeup; speed is for the benchmarks.
+    assert elapsed < deadline_ms / 1000 + 10.0
     handler_ran = any(e.kind == "handler_start" for e in lctx.events)
     if handler_ran:
         assert [e.kind for e in lctx.events if e.kind.startswith("handler_")] == [

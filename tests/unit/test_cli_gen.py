@@ -19,7 +19,7 @@ MODRPC = Path(sys.executable).parent / "modrpc"
 def test_versions_lists_both_users_versions_their_labels_and_the_breaking_step(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["versions", "users", "--root", str(REPO)]) == 0
+    assert main(["versions", "users", "--project", str(REPO)]) == 0
     header, first, second = capsys.readouterr().out.splitlines()
     assert header.split() == ["VERSION", "LABELS", "STEP", "FROM", "PREVIOUS"]
     assert first.split() == ["2025-01-15", "-", "first", "version"]
@@ -49,6 +49,7 @@ def test_versions_of_an_unknown_module_exits_2_naming_it() -> None:
 def test_versions_labels_a_compatible_step_as_compatible(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "modrpc.toml").write_text("")
     module = tmp_path / "modules" / "users"
     shutil.copytree(REPO / "modules" / "users" / "versions", module / "versions")
     shutil.copy(REPO / "modules" / "users" / "module.toml", module / "module.toml")
@@ -57,7 +58,7 @@ def test_versions_labels_a_compatible_step_as_compatible(
         id="2025-07-01", created_at=1751328000.0, parent="2025-06-01", breaking=False, changes=[]
     )
     (module / "versions" / "2025-07-01.json").write_text(json.dumps(latest))
-    assert main(["versions", "users", "--root", str(tmp_path)]) == 0
+    assert main(["versions", "users", "--project", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].split()[:2] == ["2025-06-01", "stable"]
     assert lines[3].split() == ["2025-07-01", "latest", "compatible"]
@@ -65,17 +66,23 @@ def test_versions_labels_a_compatible_step_as_compatible(
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A project holding the notifications module's manifest, versions and lock, but no gen/.
-
-    Its module.toml names no handlers, so they come from ``modules.notifications.handlers``
-    (the repository's own module): the schema is the real one.
-    """
-    module = tmp_path / "modules" / "notifications"
-    module.mkdir(parents=True)
-    for name in ("module.toml", "fields.lock.json"):
-        shutil.copy(REPO / "modules" / "notifications" / name, module / name)
-    shutil.copytree(REPO / "modules" / "notifications" / "versions", module / "versions")
+    """A project holding a copy of the notifications module (code, manifest, versions and
+    lock) but no gen/: the schema is the real one."""
+    (tmp_path / "modrpc.toml").write_text("")
+    shutil.copytree(
+        REPO / "modules" / "notifications",
+        tmp_path / "modules" / "notifications",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     return tmp_path
+
+
+def gen(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``modrpc gen`` run in the project, as a user runs it (its own process imports the
+    project's ``modules`` package, not this repository's)."""
+    return subprocess.run(
+        [str(MODRPC), "gen", *args], cwd=project, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -85,17 +92,19 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_gen_writes_what_check_then_accepts_and_matches_the_committed_output(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path,
 ) -> None:
-    assert main(["gen", "--check", "--root", str(project)]) == 1
-    err = capsys.readouterr().err
-    assert "generated code is stale" in err
-    assert "gen/notifications/v2025_01_15/client.py: missing" in err
+    done = gen(project, "--check")
+    assert done.returncode == 1
+    assert "generated code is stale" in done.stderr
+    assert "gen/notifications/v2025_01_15/client.py: missing" in done.stderr
 
-    assert main(["gen", "--root", str(project)]) == 0
-    assert capsys.readouterr().out.splitlines() == ["wrote gen/ proto/"]
-    assert main(["gen", "--check", "--root", str(project)]) == 0
-    assert "up to date" in capsys.readouterr().out
+    done = gen(project)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["wrote gen/notifications/ proto/notifications/"]
+    done = gen(project, "--check")
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout
     # The same inputs give the bytes committed in the repository.
     for tree in ("gen/notifications", "proto/notifications"):
         assert _files(project / tree) == {
@@ -103,17 +112,16 @@ def test_gen_writes_what_check_then_accepts_and_matches_the_committed_output(
         }
 
 
-def test_gen_refuses_a_lock_with_a_clash_naming_both_fields(
-    project: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_gen_refuses_a_lock_with_a_clash_naming_both_fields(project: Path) -> None:
     lock_path = project / "modules" / "notifications" / "fields.lock.json"
     lock = json.loads(lock_path.read_text())
     fields = lock["messages"]["ListNotificationsResponse"]
     (first, number), *_ = fields.items()
     fields["shadow"] = number
     lock_path.write_text(json.dumps(lock))
-    assert main(["gen", "--root", str(project)]) == 2
-    err = capsys.readouterr().err
+    done = gen(project)
+    assert done.returncode == 2
+    err = done.stderr
     assert err.startswith("modrpc gen: ")
     assert f"{first!r} and 'shadow' both use {number}" in err
     assert not (project / "gen").exists() and not (project / "proto").exists()

@@ -34,11 +34,19 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "ApiKeySettings",
         "AuthSettings",
         "ConfigError",
+        "LimitsSettings",
         "ObservabilitySettings",
+        "RetentionSettings",
         "SecretsSettings",
         "Settings",
         "TlsSettings",
         "load_settings",
+        "NOT_SETTINGS",
+        "env_name",
+        "setting_keys",
+        "setting_sources",
+        "settings_table",
+        "unknown_env",
     }
 
 
@@ -229,6 +237,8 @@ def test_every_field_has_a_description() -> None:
         "SecretsSettings",
         "ObservabilitySettings",
         "ApiKeySettings",
+        "LimitsSettings",
+        "RetentionSettings",
     }
     undescribed = [
         f"{model.__name__}.{name}"

@@ -42,7 +42,10 @@ def only_frame(data: bytes) -> Frame:
 
 def test_the_public_surface_is_the_server_the_client_and_the_where_method() -> None:
     lane = importlib.import_module("runtime.lane")
-    assert lane.__all__ == ["PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneServer", "parse_where", "where_handler"]
+    assert lane.__all__ == [
+        "PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneLimits", "LaneServer", "lane_limits",
+        "parse_where", "where_handler",
+    ]  # fmt: skip
     assert lane.WHERE_METHOD == "/modrpc.lane.v1.Lane/Where"
     assert lane.PROTOCOL == "modrpc-lane/1"
 

@@ -18,7 +18,7 @@ LCC_DIR = Path(lcc.__file__).parent
 def test_exports_are_sorted_and_exactly_the_public_api() -> None:
     assert lcc.__all__ == sorted(lcc.__all__, key=lambda n: (not n.isupper(), n))
     assert set(lcc.__all__) == {
-        "LEVELS", "PHASES", "SNAPSHOT_FORMAT", "Compensation", "EventKind", "EventSink",
+        "LEVELS", "PHASES", "SNAPSHOT_FLAG", "SNAPSHOT_FORMAT", "Compensation", "EventKind", "EventSink",
         "HookSpec", "Level", "LifecycleCall", "LifecycleEvent", "LocalContext",
         "LogSnapshotStore", "MemoryEventSink", "MemorySnapshotStore", "Phase", "RecordLog",
         "Redactor", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotStore",

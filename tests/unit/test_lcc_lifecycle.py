@@ -513,6 +513,52 @@ async def test_a_snapshot_is_stored_when_the_flag_asks_and_not_otherwise() -> No
     assert [e.kind for e in snapshot.events][-1] == "lifecycle_end"
 
 
+async def test_a_request_refused_by_validation_is_snapshotted_by_policy_only() -> None:
+    """The flag alone would let a caller store requests the method never accepted."""
+
+    def refuse(request: Any) -> None:
+        raise ValidationFailed("invalid t.Get request: name: too long", [])
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> str:
+        return "ok"
+
+    flagged, by_policy = MemorySnapshotStore(), MemorySnapshotStore()
+    for store, policy in ((flagged, False), (by_policy, True)):
+        with pytest.raises(ValidationFailed):
+            await run_lifecycle(
+                LifecycleCall(
+                    handler=handler, request={"name": "x" * 1000}, validate_request=refuse,
+                    lctx=make_lctx(flags=frozenset({"snapshot"})), snapshots=store,
+                    snapshot_policy=policy,
+                )
+            )  # fmt: skip
+    assert await flagged.list() == []
+    assert len(await by_policy.list()) == 1
+
+
+async def test_memory_snapshots_are_pruned_by_age_then_by_total_size() -> None:
+    now = [1000.0]
+    store = MemorySnapshotStore(clock=lambda: now[0])
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> str:
+        return "ok"
+
+    async def save(size: int) -> str:
+        lctx = make_lctx(flags=frozenset({"snapshot"}))
+        await run_lifecycle(
+            LifecycleCall(handler=handler, request={"pad": "x" * size}, lctx=lctx, snapshots=store)
+        )
+        return (await store.list())[-1]
+
+    old = await save(10)
+    now[0] += 100
+    ids = [await save(20_000) for _ in range(3)]
+    assert await store.prune(before=1050.0, max_bytes=10**9) == 1
+    assert old not in await store.list()
+    assert await store.prune(before=0.0, max_bytes=50_000) == 1  # the newest two fit
+    assert await store.list() == ids[1:]
+
+
 class _BrokenStore:
     """A snapshot store whose backend is down: every save fails."""
 

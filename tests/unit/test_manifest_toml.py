@@ -78,7 +78,7 @@ def error_of(text: str) -> str:
 def test_a_full_manifest_parses_into_typed_frozen_values() -> None:
     m = parse_manifest(FULL, source=SOURCE)
     assert m.module.name == "users" and m.module.warm_pool == 2
-    assert m.module.handlers == "modules.users.handlers"
+    assert m.module.handlers is None  # the handlers.py next to module.toml
     assert m.capabilities.modules == ("users", "inventory")
     assert m.capabilities.network == ("smtp.example.com:587", "[::1]:8080", "10.0.0.1:443")
     assert m.versions == {
@@ -104,7 +104,7 @@ def test_a_method_without_a_policy_gets_every_default() -> None:
         None,
         DEFAULT_TIMEOUT,
     )
-    assert m.module.handlers == "modules.users.handlers"
+    assert m.module.handlers is None  # the handlers.py next to module.toml
     assert m.module.warm_pool == 1
 
 

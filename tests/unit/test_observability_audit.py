@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import stat
@@ -19,6 +20,7 @@ from runtime.observability import (
     AuditWriteError,
     FileAuditSink,
     StoreAuditSink,
+    audit_files,
     open_audit_sink,
     outcome_of,
     read_audit_file,
@@ -215,3 +217,74 @@ async def test_a_record_the_redactor_fails_on_keeps_only_itself_out(tmp_path: Pa
             await sink.write_many([record(1), record(2), record(3)])
     assert [r.request_id for r in caught.value.failed] == ["req-2"]
     assert [r.request_id for r in read_audit_file(path)] == ["req-1", "req-3"]
+
+
+# -- bounded records and retention ------------------------------------------------------------
+
+
+async def test_a_long_value_is_cut_with_its_length_and_hash_in_both_sinks(tmp_path: Path) -> None:
+    """What a caller sends (a 3 MB field echoed in a validation error) never grows the trail."""
+    huge = "x" * 3_000_000
+    events = [{"kind": "validation_error", "error": f"name: got {huge!r}"}]
+    path = tmp_path / "audit.jsonl"
+    async with FileAuditSink(path, max_value_chars=100) as sink:
+        await sink.write_many([record(1, events=events)])
+    log = ListAppendLog()
+    await StoreAuditSink(log, max_value_chars=100).write(record(2, events=events))
+    full = f"name: got {huge!r}"
+    digest = hashlib.sha256(full.encode()).hexdigest()
+    for written in (next(read_audit_file(path)).to_json(), log.streams["audit"][0]):
+        error = written["events"][0]["error"]
+        assert error.startswith("name: got 'xxx") and len(error) < 250
+        assert f"[{len(full)} chars, sha256:{digest}]" in error
+    assert path.stat().st_size < 2000
+    assert next(read_audit_file(path)).request_id == "req-1"  # short values are untouched
+
+
+async def test_the_file_rotates_into_segments_and_prune_keeps_the_size_budget(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    pad = [{"kind": "handler_start", "note": "p" * 900}]
+    async with FileAuditSink(path, segment_bytes=10_000, max_value_chars=1000) as sink:
+        for n in range(60):
+            await sink.write_many([record(n, events=pad)])
+        files = audit_files(path)
+        assert len(files) >= 5 and files[-1] == path
+        total = sum(f.stat().st_size for f in files)
+        lines = sum(len(f.read_text().splitlines()) for f in files)
+        assert lines == 60
+        removed = await sink.prune(before=0.0, max_bytes=25_000)
+        kept = audit_files(path)
+        assert sum(f.stat().st_size for f in kept) <= 25_000 < total
+        assert removed + sum(len(f.read_text().splitlines()) for f in kept) == 60
+        ids = [r.request_id for f in kept for r in read_audit_file(f)]
+        assert ids == [f"req-{n}" for n in range(60 - len(ids), 60)]  # the newest are kept
+        await sink.write_many([record(99)])  # writing goes on after a prune
+    assert [r.request_id for r in read_audit_file(path)][-1] == "req-99"
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in audit_files(path))
+
+
+async def test_prune_by_age_rotates_the_active_file_and_removes_old_segments(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    async with FileAuditSink(path, segment_bytes=1 << 20) as sink:
+        await sink.write_many([record(1, started_at=100.0), record(2, started_at=200.0)])
+        assert await sink.prune(before=150.0, max_bytes=1 << 30) == 0  # rotated, not yet old
+        [segment] = audit_files(path)
+        os.utime(segment, (200.0, 200.0))  # its newest record is from 200
+        assert await sink.prune(before=250.0, max_bytes=1 << 30) == 2
+        assert audit_files(path) == []
+        await sink.write_many([record(3)])
+    assert [r.request_id for r in read_audit_file(path)] == ["req-3"]
+
+
+async def test_two_writers_of_one_file_follow_a_rotation(tmp_path: Path) -> None:
+    """Workers of one project share the audit file; one rotating it must not lose the other's."""
+    path = tmp_path / "audit.jsonl"
+    first = FileAuditSink(path, segment_bytes=5_000)
+    second = FileAuditSink(path, segment_bytes=5_000)
+    for n in range(40):
+        await (first if n % 2 else second).write_many([record(n)])
+    await first.close()
+    await second.close()
+    ids = sorted(int(r.request_id[4:]) for f in audit_files(path) for r in read_audit_file(f))
+    assert ids == list(range(40))
+    assert len(audit_files(path)) > 2

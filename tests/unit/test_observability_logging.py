@@ -37,6 +37,9 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
     assert len(observability.__all__) == len(set(observability.__all__))
     assert set(observability.__all__) == {
         "HANDLER_ATTRIBUTE",
+        "MODULE_ATTR",
+        "ConsoleFormatter",
+        "wants_console",
         "OTLP_PACKAGE",
         "REQUEST_ID_ATTRIBUTE",
         "SECONDS_BUCKETS",
@@ -57,6 +60,8 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "RedMetrics",
         "ServerTracer",
         "StoreAuditSink",
+        "audit_files",
+        "bounded",
         "configure_logging",
         "configure_tracing",
         "handler_var",
@@ -169,3 +174,29 @@ def test_level_and_filters_apply_to_every_logger() -> None:
     finally:
         logging.getLogger().removeHandler(handler)
     assert [e["message"] for e in lines(out)] == ["kept"]
+
+
+def test_console_lines_show_the_module_level_request_id_and_message() -> None:
+    import io
+    import logging
+
+    from runtime.observability import MODULE_ATTR, ConsoleFormatter, log_context, wants_console
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(ConsoleFormatter())
+    logger = logging.getLogger("modrpc.test.console")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        with log_context("3f1c9a2e77d04b5e", handler="users.CreateUser"):
+            logger.warning("user %s created", "ada")
+        logger.info("relayed", extra={MODULE_ATTR: "orders"})
+    finally:
+        logger.removeHandler(handler)
+    first, second = out.getvalue().splitlines()
+    assert first.split()[1:] == ["WARNING", "users", "3f1c9a2e", "user", "ada", "created"]
+    assert second.split()[1:] == ["INFO", "orders", "-", "relayed"]
+    assert wants_console("json") is False and wants_console("console") is True
+    assert wants_console("auto", io.StringIO()) is False  # not a terminal: JSON

@@ -13,8 +13,8 @@ import pytest
 SURFACES = {
     "runtime": ["GlobalContext", "LocalContext", "handler", "subscriber"],
     "runtime.context": [
-        "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
-        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "current_deadline", "current_principal",
+        "Clock", "GlobalContext", "MethodTarget", "ModuleInvoker", "ModuleProxy", "ModuleRegistry",
+        "ReadOnlyConfig", "SecretSource", "SubscriberMark", "SystemClock", "current_deadline", "current_principal",
         "current_request_id",
         "encode_payload", "freeze", "subscriber", "subscriber_mark",
     ],
@@ -22,8 +22,15 @@ SURFACES = {
         "ApiKey", "Authenticator", "Gateway", "authenticator_from_settings", "hash_api_key",
         "issue_dev_token", "jwt_secret_in_force",
     ],
-    "runtime.worker": ["Worker"],
+    "runtime.worker": ["AuditObserver", "ModuleService", "Worker", "WorkerDeps", "load_catalog"],
     "runtime.cli": ["main"],
+    "runtime.project": [
+        "PROJECT_FILE", "Project", "ProjectError", "find_project", "new_module", "new_project",
+    ],
+    "runtime.testing": [
+        "TEST_PRINCIPAL", "DictSecrets", "ManualClock", "ModuleCall", "ModuleHarness", "Published",
+        "RecordingFabric", "Stub", "StubModules",
+    ],
     "runtime.identity": [
         "ANONYMOUS", "PEER_DOMAIN", "PRINCIPAL_HEADER", "AuthMethod", "Peer", "PeerKind", "Principal",
         "check_roles", "current_peer", "is_valid_request_id", "missing_roles", "new_request_id",

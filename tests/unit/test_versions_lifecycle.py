@@ -290,3 +290,15 @@ def test_a_plan_has_one_decision_per_version_in_the_given_order() -> None:
 def test_a_plan_refuses_a_nonsense_idle_limit() -> None:
     with pytest.raises(InvalidArgument, match="idle_after"):
         plan([version("a", OLD)], idle_after=0)
+
+
+def test_every_version_of_a_removed_module_is_retired_whatever_its_labels_age_or_use() -> None:
+    removed = {runtime.versions.REMOVED_KEY: NOW - 60}
+    versions = [version("2025-01-15", NOW - 400 * DAY, **removed), version("2025-06-01", NOW - DAY, **removed)]
+    plan = plan_retirement(
+        versions, {"stable": "2025-01-15"}, {"2025-06-01": "hot"}, {}, now=NOW
+    )
+    assert [(d.version, d.retire) for d in plan.decisions] == [("2025-01-15", True), ("2025-06-01", True)]
+    assert all("removed from the project" in d.reason for d in plan.decisions)
+    kept = plan_retirement(versions, {}, {}, {"2025-06-01": "keep"}, now=NOW)
+    assert [d.retire for d in kept.decisions] == [True, False], "a keep override still keeps"

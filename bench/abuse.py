@@ -1,0 +1,262 @@
+"""``python -m bench.abuse``: the gateway's memory (RSS) under bounded attacks on 127.0.0.1.
+
+Each attack runs against a fresh ``modrpc up`` (its state in a temporary folder, the gateway on
+a free port), for a few seconds, and stops by itself. For each it prints the gateway process's
+RSS before, at its peak during the attack, and a few seconds after, and how a normal caller on
+another connection fared meanwhile:
+
+- ``idle``: 1,100 TCP connections that never say anything;
+- ``half-sent``: 10 connections x 10 streams, each declaring a 4 MB message and sending as much
+  of it as flow control allows, never the end;
+- ``slow-readers``: 10 connections x 100 calls whose answers (and pings) are never read, for 90 s;
+- ``rapid-reset``: 4 connections opening and resetting streams in a loop (20,000 each).
+
+    python -m bench.abuse                       # this checkout
+    python -m bench.abuse --source DIR          # another checkout of the project (before/after)
+
+Only ever points at 127.0.0.1. Not a test: the figures go in reports, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from tests.fixtures.raw_h2 import RawH2, closed_within, grpc_headers, grpc_message
+
+ROOT = Path(__file__).resolve().parents[1]
+GET_STOCK = "/inventory.v1.InventoryService/GetStock"
+STOCK_REQUEST = b"\n\x08WIDGET-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Up:
+    """``modrpc up`` from ``source`` in a child process, its state in a temporary folder."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.port = _free_port()
+        self.folder = tempfile.TemporaryDirectory(prefix="modrpc-abuse-")
+        state = Path(self.folder.name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODRPC_")}
+        env.update(
+            PYTHONPATH=str(source),
+            PYTHONUNBUFFERED="1",
+            MODRPC_STORE_URL=f"sqlite:///{state}/store.db",
+            MODRPC_DATA_DIR=str(state / "data"),
+            MODRPC_ADMIN_PORT="0",
+            MODRPC_OBSERVABILITY__AUDIT_PATH=str(state / "audit.jsonl"),
+            MODRPC_LOG_LEVEL="WARNING",
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "up", "--port", str(self.port)],
+            cwd=source, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if "ready" in line:
+                return
+        raise RuntimeError(f"modrpc up from {source} exited before it was ready")
+
+    def rss(self) -> float:
+        return _rss_mb(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.folder.cleanup()
+
+
+def _caller(port: int, stop: threading.Event, codes: Counter[str]) -> None:
+    """A normal caller on its own connection, calling until ``stop``."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(GET_STOCK)
+        while not stop.is_set():
+            try:
+                call(STOCK_REQUEST, timeout=5)
+                codes["OK"] += 1
+            except grpc.RpcError as error:
+                codes[error.code().name] += 1  # type: ignore[attr-defined]
+            time.sleep(0.05)
+
+
+def idle(port: int, stop: threading.Event) -> str:
+    sockets = []
+    for _ in range(1100):
+        try:
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+        except OSError:
+            break
+    stop.wait(15)
+    still = sum(not closed_within(sock, 0.01) for sock in sockets)
+    for sock in sockets:
+        sock.close()
+    return f"{len(sockets)} opened, {still} still open after 15 s"
+
+
+def half_sent(port: int, stop: threading.Event) -> str:
+    connections = [RawH2(port) for _ in range(10)]
+    started: dict[tuple[int, int], int] = {}  # (connection, stream) -> bytes sent
+    for n, connection in enumerate(connections):
+        for _ in range(10):
+            stream_id = connection.conn.get_next_available_stream_id()
+            connection.conn.send_headers(stream_id, grpc_headers(port, GET_STOCK))
+            started[(n, stream_id)] = 0
+        connection.flush()
+    give_up = time.monotonic() + 8
+    while time.monotonic() < give_up:
+        for n, connection in enumerate(connections):
+            connection.pump(0.01)
+            for (owner, stream_id), sent in started.items():
+                if owner != n or sent >= (4 << 20) - 100:
+                    continue
+                try:
+                    window = min(connection.conn.local_flow_control_window(stream_id), 16_384)
+                except Exception:  # the server reset it
+                    continue
+                if window <= 5:
+                    continue
+                chunk = grpc_message(b"y" * (window - 5), declared=4 << 20) if not sent else b"y" * window
+                connection.conn.send_data(stream_id, chunk)
+                started[(owner, stream_id)] = sent + len(chunk)
+            connection.flush()
+    for connection in connections:
+        connection.close()
+    return f"{sum(started.values()) / 1e6:.0f} MB sent, none of it a whole message"
+
+
+def slow_readers(port: int, stop: threading.Event) -> str:
+    connections = []
+    for _ in range(10):
+        connection = RawH2(port)
+        connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for _ in range(100):
+            try:
+                stream_id = connection.conn.get_next_available_stream_id()
+                connection.conn.send_headers(stream_id, grpc_headers(port, GET_STOCK))
+                connection.conn.send_data(stream_id, grpc_message(STOCK_REQUEST), end_stream=True)
+            except Exception:
+                break
+        connection.flush()
+        connection.pump(0.2)  # acknowledges the server's settings, then never reads again
+        connections.append(connection)
+    stop.wait(90)  # past the default keepalive time + timeout (80 s)
+    cut = 0
+    for connection in connections:
+        connection.sock.setblocking(False)
+        try:
+            while connection.sock.recv(1 << 20):
+                pass
+            cut += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            cut += 1
+        connection.close()
+    return f"{cut}/10 cut off within 90 s"
+
+
+def rapid_reset(port: int, stop: threading.Event) -> str:
+    attackers = [RawH2(port) for _ in range(4)]
+    threads = [threading.Thread(target=a.rapid_reset, args=(GET_STOCK, 20_000)) for a in attackers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    sent_away = sum(1 for a in attackers if a.goaway is not None or a.closed)
+    for attacker in attackers:
+        attacker.close()
+    return f"{sent_away}/4 attacking connections sent away"
+
+
+ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
+    "idle": idle,
+    "half-sent": half_sent,
+    "slow-readers": slow_readers,
+    "rapid-reset": rapid_reset,
+}
+
+
+def measure(source: Path, name: str) -> dict[str, object]:
+    up = Up(source)
+    try:
+        time.sleep(1.0)
+        before = up.rss()
+        peak = before
+        stop = threading.Event()
+        codes: Counter[str] = Counter()
+        caller = threading.Thread(target=_caller, args=(up.port, stop, codes))
+        caller.start()
+        outcome: list[str] = []
+        attack = threading.Thread(target=lambda: outcome.append(ATTACKS[name](up.port, stop)))
+        started = time.monotonic()
+        cpu_before = _cpu(up.process.pid)
+        attack.start()
+        while attack.is_alive():
+            peak = max(peak, up.rss())
+            time.sleep(0.2)
+        cpu = _cpu(up.process.pid) - cpu_before
+        stop.set()
+        caller.join(10)
+        time.sleep(3.0)
+        return {
+            "attack": name,
+            "rss_before_mb": round(before),
+            "rss_peak_mb": round(peak),
+            "rss_after_mb": round(up.rss()),
+            "gateway_cpu_s": round(cpu, 1),
+            "seconds": round(time.monotonic() - started, 1),
+            "outcome": outcome[0] if outcome else "attack failed",
+            "normal_caller": dict(codes),
+        }
+    finally:
+        up.stop()
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, default=ROOT, help="the checkout to run modrpc up from")
+    parser.add_argument("attacks", nargs="*", help=f"some of {', '.join(ATTACKS)} (default: all)")
+    args = parser.parse_args()
+    unknown = set(args.attacks) - set(ATTACKS)
+    if unknown:
+        parser.error(f"unknown attacks {', '.join(sorted(unknown))}")
+    for name in args.attacks or ATTACKS:
+        print(json.dumps(measure(args.source.resolve(), name)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

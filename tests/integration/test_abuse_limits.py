@@ -1,0 +1,123 @@
+"""The gateway's limits hold against an attacker, over real sockets on 127.0.0.1.
+
+Each test starts a real gateway (and a worker) with small limits, attacks it the way the limit
+is meant for (bounded, and stopping by itself), and checks that the attack is refused or cut off
+while a normal caller on another connection is still served. The bounds are grpc core's own
+(``runtime.limits``); these tests show they are applied and do what they say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import h2.settings
+
+from runtime.gateway import Gateway
+from tests.conftest import PROBE_MODULES_DIR
+from tests.fixtures.gateway_modules.stack import GatewayClient, GatewayStack
+from tests.fixtures.raw_h2 import RawH2, closed_within, grpc_headers, grpc_message
+
+GET_STOCK = "/inventory.v1.InventoryService/GetStock"
+ECHO = "/probe.v1.ProbeService/Echo"
+
+
+async def _gateway(gw_stack: GatewayStack, **limits: Any) -> tuple[Gateway, GatewayClient]:
+    await gw_stack.worker("inventory")
+    gateway = await gw_stack.gateway(ready=["inventory"], limits=limits)
+    return gateway, gw_stack.client(gateway)
+
+
+async def _served(client: GatewayClient) -> bool:
+    reply = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)
+    return reply.ok
+
+
+async def test_idle_connections_past_the_limit_are_refused_and_the_rest_timed_out(
+    gw_stack: GatewayStack,
+) -> None:
+    gateway, client = await _gateway(gw_stack, max_connections=20, handshake_timeout=1.0)
+    assert await _served(client)  # an established caller, before the flood
+    idle = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(40)]
+    try:
+        refused = sum(await asyncio.gather(*(asyncio.to_thread(closed_within, s, 0.5) for s in idle)))
+        assert refused >= 40 - 20, "connections past the limit are closed as they arrive"
+        assert await _served(client), "the established caller is still served"
+        await asyncio.sleep(1.0)
+        closed = sum(await asyncio.gather(*(asyncio.to_thread(closed_within, s, 1.5) for s in idle)))
+        assert closed == 40, "connections that never said anything are cut off at the handshake timeout"
+        assert await _served(gw_stack.client(gateway)), "a new caller gets in again"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+async def test_a_connection_with_no_call_is_closed_after_the_idle_timeout(gw_stack: GatewayStack) -> None:
+    gateway, _ = await _gateway(gw_stack, idle_timeout=1.0)
+    quiet = RawH2(gateway.port)
+    try:
+        assert await asyncio.to_thread(quiet.wait_closed, 5.0)
+        assert quiet.goaway is not None or quiet.closed
+    finally:
+        quiet.close()
+
+
+async def test_a_slow_reader_is_cut_off_and_others_are_served(gw_stack: GatewayStack) -> None:
+    """A client that asks for big answers and never reads them (nor the keepalive pings): its
+    answers wait in the gateway until the unanswered ping cuts it off and frees them."""
+    await gw_stack.worker("probe", tree=PROBE_MODULES_DIR)
+    gateway, client = await _gateway(gw_stack, keepalive_time=1.0, keepalive_timeout=1.0)
+    await gateway.wait_ready(["probe"], timeout=10.0)
+    reader = RawH2(gateway.port)
+    reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    reader.conn.increment_flow_control_window(2**31 - 1 - 65535)
+    text = b"x" * 1_000_000
+    echo = b"\n" + _varint(len(text)) + text  # probe.Echo{text}
+    auth = ("authorization", f"Bearer {gw_stack.token()}")
+    for _ in range(6):  # 6 MB of answers, more than the sockets' buffers hold
+        stream_id = reader.conn.get_next_available_stream_id()
+        reader.conn.send_headers(stream_id, grpc_headers(gateway.port, ECHO, auth))
+        await asyncio.to_thread(reader.send_all, stream_id, grpc_message(echo))
+    try:
+        await asyncio.sleep(3.0)  # keepalive time + timeout, and a margin
+        assert await _served(client)
+        assert await asyncio.to_thread(closed_within, reader.sock, 10.0), "the slow reader is cut off"
+    finally:
+        reader.close()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+async def test_rapid_reset_is_refused_past_the_stream_limit_sent_goaway_and_never_cancels_others(
+    gw_stack: GatewayStack,
+) -> None:
+    gateway, client = await _gateway(
+        gw_stack, max_concurrent_streams=10, max_connection_age=2.0, max_connection_age_grace=1.0
+    )
+    attacker = RawH2(gateway.port)
+    attack = threading.Thread(target=attacker.rapid_reset, args=(GET_STOCK, 200_000))
+    codes: Counter[str] = Counter()
+    started = time.monotonic()
+    attack.start()
+    try:
+        while attack.is_alive() and time.monotonic() - started < 20:
+            reply = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)
+            codes[reply.code.name] += 1
+    finally:
+        attacker.stop = True  # ends the loop if it is still going
+        await asyncio.to_thread(attack.join, 10)
+        attacker.close()
+    assert attacker.goaway is not None or attacker.closed, "the attacking connection is sent away"
+    assert codes and set(codes) == {"OK"}, f"other connections' calls: {dict(codes)}"

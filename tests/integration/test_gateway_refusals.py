@@ -1,0 +1,88 @@
+"""Honest refusals and privileges at the gateway, over real sockets.
+
+- ``x-flags: snapshot`` is a privilege: from anyone without a role in ``auth.snapshot_roles``
+  the gateway drops it, so nothing is stored; a method's own ``snapshot`` policy still applies.
+- An unknown method is UNIMPLEMENTED with the call's ``x-request-id``, and counted.
+- ``grpc.health.v1.Health/List`` answers every service the server knows.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from runtime.lcc import LogSnapshotStore
+from runtime.store import open_store
+from tests.fixtures.gateway_modules.stack import GatewayStack
+
+USERS_ROLES = ("users:read", "users:write")
+
+
+async def _snapshots(store_url: str) -> list[str]:
+    async with open_store(store_url) as store:
+        return await LogSnapshotStore(store).list()
+
+
+async def test_an_anonymous_or_unprivileged_snapshot_flag_stores_nothing(gw_stack: GatewayStack) -> None:
+    await gw_stack.worker("users")
+    await gw_stack.worker("inventory")
+    gateway = await gw_stack.gateway(ready=["users", "inventory"], auth={"snapshot_roles": ["ops"]})
+    client = gw_stack.client(gateway)
+    flag = [("x-flags", "snapshot")]
+    store_url = gateway.settings.store_url
+
+    # The public GetStock, anonymously, with a big input: the flag is dropped at the door.
+    anonymous = await client.call("inventory", "GetStock", {"sku": "X" * 100_000}, metadata=flag)
+    assert anonymous.code in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    token = gw_stack.token(*USERS_ROLES)
+    email = f"flag-{uuid.uuid4().hex[:10]}@example.com"
+    created = await client.call(
+        "users", "CreateUser", {"given_name": "A", "family_name": "B", "email": email},
+        token=token, metadata=flag,
+    )  # fmt: skip
+    assert created.ok, created.details
+    assert await _snapshots(store_url) == []
+
+    ops = gw_stack.token(*USERS_ROLES, "ops")
+    privileged = await client.call("users", "GetUser", {"id": created.body["id"]}, token=ops, metadata=flag)  # type: ignore[index]
+    assert privileged.ok, privileged.details
+    refused = await client.call(
+        "users", "CreateUser", {"given_name": "", "family_name": "B", "email": "nope"},
+        token=ops, metadata=flag,
+    )  # fmt: skip
+    assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(await _snapshots(store_url)) == 1  # the valid call; the refused one is not kept
+
+
+async def test_an_unknown_method_is_unimplemented_with_a_request_id_and_counted(gw_stack: GatewayStack) -> None:
+    await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    client = gw_stack.client(gateway)
+    reply = await client.call_raw("/users.v1.UsersService/DropUser", b"", metadata=[("x-request-id", "probe-0001")])
+    assert reply.code == grpc.StatusCode.UNIMPLEMENTED
+    assert reply.request_id == "probe-0001"
+    assert "unknown method /users.v1.UsersService/DropUser" in reply.details
+    assert "probe-0001" in reply.details
+    # A streaming call to an unknown path gets the same answer.
+    stream = client.channel.stream_stream("/ghosts.v1.Ghosts/Haunt")
+    call = stream(iter([b"a", b"b"]))
+    try:
+        async for _ in call:
+            pass
+    except grpc.aio.AioRpcError as error:
+        assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    rendered = gateway.metrics.render().decode()
+    assert 'method="(unknown method)"' in rendered and 'code="UNIMPLEMENTED"' in rendered
+
+
+async def test_health_list_answers_every_service_on_the_gateway_and_the_worker(gw_stack: GatewayStack) -> None:
+    worker = await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    for address in (gateway.address, worker.address):
+        async with grpc.aio.insecure_channel(address) as channel:
+            listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
+        assert listed.statuses["users.v1.UsersService"].status == health_pb2.HealthCheckResponse.SERVING
+        assert "" in listed.statuses

@@ -1,0 +1,134 @@
+"""The lane's own limits (the lane is ours, so no library enforces them), over real sockets.
+
+A lane server with small :class:`~runtime.lane.LaneLimits`, attacked with raw sockets the way
+each limit is meant for, while a real :class:`~runtime.lane.LaneClient` keeps being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from runtime.deadline import Deadline
+from runtime.lane import LaneClient, LaneLimits, LaneServer
+from runtime.lane._frames import HEADER, REQUEST, encode_cancel, encode_request
+
+Pairs = Sequence[tuple[str, str | bytes]]
+
+
+class Answer:
+    """Echoes, or answers ``/t/Big`` with as many bytes as asked for."""
+
+    async def unary(
+        self, method: str, payload: bytes, metadata: Pairs, deadline: Deadline | None
+    ) -> tuple[bytes, tuple[tuple[str, str | bytes], ...]]:
+        if method == "/t/Big":
+            return b"x" * int(payload), ()
+        return payload, ()
+
+
+def limits(**changes: float) -> LaneLimits:
+    base: dict[str, float] = {"handshake_timeout": 0.5, "idle_timeout": 30.0}
+    return LaneLimits(**{**base, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[list[LaneServer]]:
+    servers: list[LaneServer] = []
+    yield servers
+    for server in servers:
+        await server.stop(0)
+
+
+async def start(servers: list[LaneServer], lane_limits: LaneLimits) -> tuple[LaneServer, int]:
+    server = LaneServer(Answer(), host="127.0.0.1", limits=lane_limits)
+    servers.append(server)
+    address = await server.start()
+    return server, int(address.rsplit(":", 1)[1])
+
+
+def closed_within(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        while sock.recv(1 << 20):
+            pass
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+async def test_connections_past_the_limit_are_closed_and_the_client_is_still_served(
+    serve: list[LaneServer],
+) -> None:
+    server, port = await start(serve, limits(max_connections=3))
+    async with LaneClient(f"127.0.0.1:{port}") as client:
+        assert await client.unary("/t/Echo", b"hi", [], Deadline.after(5)) == (b"hi", ())
+        flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+        try:
+            refused = await asyncio.gather(*(asyncio.to_thread(closed_within, s, 0.3) for s in flood))
+            assert sum(refused) >= 4 and server.refused >= 4
+            assert await client.unary("/t/Echo", b"still", [], Deadline.after(5)) == (b"still", ())
+        finally:
+            for sock in flood:
+                sock.close()
+
+
+async def test_a_silent_connection_and_a_half_sent_frame_are_cut_off(serve: list[LaneServer]) -> None:
+    server, port = await start(serve, limits())
+    silent = socket.create_connection(("127.0.0.1", port))
+    half = socket.create_connection(("127.0.0.1", port))
+    whole = encode_request(1, "/t/Echo", (), None, b"y" * 100_000)
+    half.sendall(whole[: len(whole) // 2])  # the rest never comes
+    try:
+        assert await asyncio.to_thread(closed_within, silent, 3.0)
+        assert await asyncio.to_thread(closed_within, half, 3.0)
+        assert server.timed_out == 2 and server.connections == 0  # nothing of the frame is kept
+    finally:
+        silent.close()
+        half.close()
+
+
+async def test_an_idle_connection_is_closed_and_the_client_reconnects(serve: list[LaneServer]) -> None:
+    server, port = await start(serve, limits(idle_timeout=0.5))
+    async with LaneClient(f"127.0.0.1:{port}") as client:
+        assert (await client.unary("/t/Echo", b"1", [], Deadline.after(5)))[0] == b"1"
+        await asyncio.sleep(2.0)
+        assert server.connections == 0 and server.timed_out == 1
+        assert (await client.unary("/t/Echo", b"2", [], Deadline.after(5)))[0] == b"2"
+
+
+async def test_a_client_that_never_reads_is_cut_off_at_the_buffer_limit(serve: list[LaneServer]) -> None:
+    server, port = await start(serve, limits(max_buffered_bytes=2_000_000))
+    reader = socket.create_connection(("127.0.0.1", port))
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        for stream_id in range(1, 41):  # 40 MB of answers asked for, none read
+            reader.sendall(encode_request(stream_id, "/t/Big", (), None, b"1000000"))
+        await asyncio.sleep(1.0)
+        assert server.connections == 0, "cut off once its unread answers passed the limit"
+    finally:
+        reader.close()
+    async with LaneClient(f"127.0.0.1:{port}") as client:
+        assert (await client.unary("/t/Echo", b"ok", [], Deadline.after(5)))[0] == b"ok"
+
+
+async def test_a_cancel_for_an_unknown_stream_is_ignored_and_the_connection_serves_on(
+    serve: list[LaneServer],
+) -> None:
+    _, port = await start(serve, limits(max_concurrent_calls=1))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(encode_cancel(n) for n in range(10_000, 20_000)))
+        writer.write(encode_request(1, "/t/Echo", (), None, b"after"))
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readexactly(HEADER.size), 5)
+        length, stream_id, kind = HEADER.unpack(head)
+        body = await reader.readexactly(length)
+        assert (stream_id, kind != REQUEST) == (1, True) and body.endswith(b"after")
+    finally:
+        writer.close()

@@ -1,0 +1,101 @@
+"""``notifications.ListNotifications`` answers in pages, so no answer grows with the list.
+
+A real worker on a real socket, called with the generated clients of both versions: the paged
+one, and the one from before paging existed (a caller pinned to 2025-01-15).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import grpc
+import grpc.aio
+import pytest
+
+from gen.notifications.v2025_01_15 import notifications_pb2 as v1_pb2
+from gen.notifications.v2025_01_15.client import NotificationsClient as V1Client
+from gen.notifications.v2026_12_06 import notifications_pb2
+from gen.notifications.v2026_12_06.client import NotificationsClient
+from modules.notifications import handlers
+from modules.notifications.models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Notification
+from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
+from tests.conftest import StartWorker
+
+READER = [(PRINCIPAL_HEADER, principal_header(Principal("ada", ("notifications:read",), "jwt")))]
+
+
+@pytest.fixture
+def sent() -> Iterator[list[Notification]]:
+    """250 notifications, every fifth one for user ``u-0``, as the worker in this process holds them."""
+    saved = list(handlers._SENT)
+    handlers._SENT[:] = [
+        Notification(
+            id=uuid.uuid4().hex, user_id=f"u-{n % 5}", email=f"u{n}@example.com",
+            message=f"Welcome {n}", created_at=datetime.now(UTC),
+        )
+        for n in range(250)
+    ]
+    yield handlers._SENT
+    handlers._SENT[:] = saved
+
+
+@pytest.fixture
+async def channel(start_worker: StartWorker) -> AsyncIterator[grpc.aio.Channel]:
+    worker = await start_worker("notifications")
+    async with grpc.aio.insecure_channel(worker.address) as ch:
+        yield ch
+
+
+async def test_pages_follow_each_other_to_the_end_and_never_pass_the_maximum(
+    channel: grpc.aio.Channel, sent: list[Notification]
+) -> None:
+    client = NotificationsClient(channel, metadata=READER)
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await client.list_notifications(
+            notifications_pb2.ListNotificationsRequest(page_size=MAX_PAGE_SIZE, page_token=token)
+        )
+        assert len(page.items) <= MAX_PAGE_SIZE
+        seen += [item.id for item in page.items]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [n.id for n in sent] and pages == 3
+    first = await client.list_notifications(notifications_pb2.ListNotificationsRequest())
+    assert len(first.items) == DEFAULT_PAGE_SIZE
+    mine = await client.list_notifications(
+        notifications_pb2.ListNotificationsRequest(user_id="u-0", page_size=40)
+    )
+    assert [i.id for i in mine.items] == [n.id for n in sent if n.user_id == "u-0"][:40]
+    rest = await client.list_notifications(
+        notifications_pb2.ListNotificationsRequest(user_id="u-0", page_token=mine.next_page_token)
+    )
+    assert len(rest.items) == 10 and rest.next_page_token == ""
+
+
+async def test_a_page_too_big_or_a_forged_token_is_invalid_argument(
+    channel: grpc.aio.Channel, sent: list[Notification]
+) -> None:
+    client = NotificationsClient(channel, metadata=READER)
+    with pytest.raises(grpc.aio.AioRpcError) as too_big:
+        await client.list_notifications(notifications_pb2.ListNotificationsRequest(page_size=MAX_PAGE_SIZE + 1))
+    assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_size" in (too_big.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as forged:
+        await client.list_notifications(notifications_pb2.ListNotificationsRequest(page_token="nope"))
+    assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in (forged.value.details() or "")
+
+
+async def test_a_caller_pinned_to_the_version_before_paging_gets_the_first_page(
+    channel: grpc.aio.Channel, sent: list[Notification]
+) -> None:
+    """It cannot ask for more (its schema has no token), and never gets the unbounded list."""
+    old = V1Client(channel, metadata=READER)
+    answer = await old.list_notifications(v1_pb2.ListNotificationsRequest())
+    assert [i.id for i in answer.items] == [n.id for n in sent[:DEFAULT_PAGE_SIZE]]
