@@ -27,7 +27,8 @@ costs a dict lookup and a role check per call.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from runtime.errors import PermissionDenied, Unauthenticated
 from runtime.identity import Peer, Principal, check_roles, principal_from_header
@@ -36,19 +37,30 @@ from runtime.manifest import MethodPolicy
 __all__ = ["Admission"]
 
 _REMEMBERED = 4096
+_REREAD_SECONDS = 2.0
+"""How often, at most, an unknown calling module makes the project's declarations be read again."""
 
 
 class Admission:
     """The callers a module admits: the modules that declared it, the gateway, client identities."""
 
-    __slots__ = ("_client_roles", "_known", "callers", "module")
+    __slots__ = ("_client_roles", "_known", "_reread", "_reread_at", "callers", "module")
 
-    def __init__(self, module: str, callers: frozenset[str], client_roles: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        callers: frozenset[str],
+        client_roles: Mapping[str, tuple[str, ...]] | None = None,
+        reread: Callable[[], frozenset[str]] | None = None,
+    ) -> None:
         self.module = module
         self.callers = callers
         """Modules whose ``capabilities.modules`` name this one."""
         self._client_roles = dict(client_roles or {})
         self._known: dict[tuple[Peer, str | None], Principal] = {}
+        self._reread = reread
+        """Reads ``callers`` again (a module declared since this worker started, under ``--reload``)."""
+        self._reread_at = 0.0
 
     def principal(self, peer: Peer | None, header: str | None, policy: MethodPolicy) -> Principal:
         """The principal a call from ``peer`` acts for; raises when the call is refused."""
@@ -78,6 +90,11 @@ class Admission:
         if kind == "gateway":
             principal = principal_from_header(header)
         elif kind == "module":
+            if peer.name not in self.callers and self._reread is not None:
+                now = time.monotonic()
+                if now >= self._reread_at:
+                    self._reread_at = now + _REREAD_SECONDS
+                    self.callers = self._reread()
             if peer.name not in self.callers:
                 raise PermissionDenied(
                     f"module {peer.name!r} did not declare capability modules=[{self.module!r}]"

@@ -183,6 +183,7 @@ class ModuleService:
         gctx: GlobalContext,
         deps: WorkerDeps,
         callers: frozenset[str] = frozenset(),
+        reread_callers: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self.loaded = loaded
         self.name = loaded.name
@@ -191,7 +192,7 @@ class ModuleService:
         self.gctx = gctx
         self.deps = deps
         self.endpoints: dict[str, MethodEndpoint] = {}
-        self.admission = Admission(self.name, callers, deps.client_roles)
+        self.admission = Admission(self.name, callers, deps.client_roles, reread_callers)
         for spec in loaded.handlers:
             hooks = [_hook_spec(h) for h in loaded.hooks_for(spec.method)]
             self.endpoints[spec.method] = MethodEndpoint(
@@ -245,7 +246,10 @@ class ModuleService:
             metrics=deps.metrics,
             versions=catalog,
         )
-        return cls(loaded, catalog, gctx, deps, callers_of(loaded.name, modules_dir))
+        return cls(
+            loaded, catalog, gctx, deps, callers_of(loaded.name, modules_dir),
+            reread_callers=lambda: callers_of(loaded.name, modules_dir),
+        )  # fmt: skip
 
     def dependencies(self) -> list[str]:
         return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)

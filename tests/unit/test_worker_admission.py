@@ -64,3 +64,13 @@ def test_a_public_method_admits_any_authenticated_peer_without_roles() -> None:
     public = MethodPolicy(public=True)
     assert USERS.principal(Peer.client("mallory"), None, public).subject == "mallory"
     assert USERS.principal(Peer.gateway(), None, public).subject == "anonymous"
+
+
+def test_a_module_declared_since_the_worker_started_is_admitted_once_the_declarations_are_read_again() -> None:
+    declared = [frozenset[str]()]
+    users = Admission("users", callers=frozenset(), reread=lambda: declared[0])
+    with pytest.raises(PermissionDenied):
+        users.principal(Peer.module("billing"), ROOT, GET_USER)
+    declared[0] = frozenset({"billing"})  # billing's module.toml now says modules = ["users"]
+    users._reread_at = 0.0  # the next read is due
+    assert users.principal(Peer.module("billing"), ROOT, GET_USER).via == "billing"
