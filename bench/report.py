@@ -69,7 +69,8 @@ def goals_table(figures: dict[str, Any]) -> str:
         if value is None:
             shown, met = "not measured", "-"
         else:
-            shown = (_n(value) if abs(value) >= 1000 else f"{value:.2f}") + goal.get("unit", "")
+            shown = (_n(value) if abs(value) >= 1000 else f"{value:.3f}" if abs(value) < 0.1 else f"{value:.2f}")
+            shown += goal.get("unit", "")
             met = "yes" if goal["met"] else "**no**"
         lines.append(f"| {goal['measure']} | {shown} | {goal['target']} | {met} |")
     return "\n".join(lines)

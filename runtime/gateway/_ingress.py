@@ -167,7 +167,10 @@ class Authenticate:
         metadata = call.context.invocation_metadata() or ()
         if len(metadata) != len(call.headers):
             check_single_credentials(metadata)
-        certificate = None if self._client_certs is None else self._client_certs.principal(call.context)
+        headers = call.headers
+        certificate = None
+        if self._client_certs is not None and "authorization" not in headers and "x-api-key" not in headers:
+            certificate = self._client_certs.principal(call.context)  # only when it is the credential
         call.principal, call.forwarded_principal = self._credentials.authenticate(
             call.headers, public=self._public, certificate=certificate
         )

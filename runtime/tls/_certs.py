@@ -46,9 +46,11 @@ CA_DAYS = 3650
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed; the folder itself ends up mode 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """Create ``path`` (and parents) if needed, mode 0700. A folder that exists already is
+    left as it is: it may be one the operator chose and shares (the keys in it are 0600)."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
     return path
 
 
