@@ -9,17 +9,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.config import DEV_JWT_SECRET, ConfigError, setting_sources, settings_table
+from runtime.config import DEV_JWT_SECRET, ConfigError, mask_url, setting_sources, settings_table
 
 __all__ = ["run"]
 
 _MASKED = frozenset({"auth.jwt_secret"})
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 
 
 def _shown(key: str, value: Any) -> str:
@@ -31,7 +29,7 @@ def _shown(key: str, value: Any) -> str:
         return ",".join(str(v) for v in value) or "-"
     if value is None:
         return "-"
-    return _PASSWORD.sub(r"\1***@", str(value))  # postgresql://user:***@host/db
+    return mask_url(str(value)) if "://" in str(value) else str(value)
 
 
 def run(args: argparse.Namespace) -> int:

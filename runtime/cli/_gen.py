@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.codegen import GenResult, ModuleSource, VersionHistory, generate
+from runtime.codegen import GenResult, ModuleSource, generate
 from runtime.errors import ExpectedError, InvalidArgument, NotFound, SchemaError
 from runtime.gtype import UnsupportedType, diff
 from runtime.manifest import discover_modules, load_manifest, load_module
+from runtime.versions import VersionHistory
 from runtime.wire import WireSchemaError
 
 if TYPE_CHECKING:  # the store and its drivers load only when the lifecycle is managed
@@ -82,7 +83,7 @@ def _report(result: GenResult, *, check: bool) -> int:
         if result.ok:
             print("modrpc gen --check: generated code is up to date")
             return 0
-        print("modrpc gen --check: generated code is stale; run `modrpc gen`:", file=sys.stderr)
+        print("modrpc gen --check: generated code is stale (run `modrpc gen`) or a transformer is unfilled:", file=sys.stderr)
         for line in result.stale:
             print(f"  {line}", file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ from runtime.config import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from runtime.fabric import FabricHub
     from runtime.identity import Peer
+    from runtime.store import ManifestStore
 
 __all__ = ["run"]
 
@@ -255,9 +256,21 @@ async def _close_hub(hub: FabricHub) -> None:
 
 
 async def _preflight(settings: Settings) -> None:
-    """Reach the store and the fabric once, so a dead backend is one clear error, not N."""
+    """Reach the store and the fabric once, so a dead backend is one clear error, not N; and
+    refuse transformer stubs nobody filled in, naming each file, before any worker starts."""
+    from runtime.errors import FailedPrecondition
     from runtime.fabric import open_fabric
+    from runtime.manifest import discover_modules
     from runtime.store import open_store
+    from runtime.versions import unfilled_transformers
+
+    stubs = [
+        problem
+        for module_dir in discover_modules(Path(settings.modules_dir))
+        for problem in unfilled_transformers(module_dir, root=Path.cwd())
+    ]
+    if stubs:
+        raise FailedPrecondition("unfilled transformer stubs:\n  " + "\n  ".join(stubs))
 
     store = open_store(settings.store_url)
     try:
@@ -355,7 +368,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             await _close_hub(hub)
 
 
-async def _mark_removed(store: Any, module: str) -> None:
+async def _mark_removed(store: ManifestStore, module: str) -> None:
     from runtime.versions import mark_removed
 
     try:

@@ -1,11 +1,10 @@
-"""Codegen: GType schemas → ``.proto`` files, Python messages and stubs, clients, validators.
+"""Codegen: GType schemas → ``.proto`` files (constraints as ``buf.validate`` rules), Python messages and stubs, clients.
 
 ``modrpc gen`` runs :func:`generate`; see ``_generate`` for what it writes and how it keeps
 the output deterministic and atomic.
 """
 
-from runtime.codegen._generate import GenResult, ModuleSource, build_version_files, generate
-from runtime.codegen._history import VersionHistory, VersionRecord, version_instant
+from runtime.codegen._generate import GenResult, ModuleSource, generate
 from runtime.codegen._proto import render_proto
 from runtime.codegen._pycode import render_client
 from runtime.codegen._transformers import (
@@ -18,9 +17,6 @@ from runtime.codegen._transformers import (
 __all__ = [
     "GenResult",
     "ModuleSource",
-    "VersionHistory",
-    "VersionRecord",
-    "build_version_files",
     "changed_directions",
     "generate",
     "render_client",
@@ -28,5 +24,4 @@ __all__ = [
     "render_transformer_stub",
     "transformer_module",
     "transformer_path",
-    "version_instant",
 ]

@@ -2,11 +2,14 @@
 
 The text is rendered from the very descriptor the runtime serves, and the codegen tests compile
 it back with protoc and compare, so the committed ``.proto`` and the served descriptors agree.
+``buf.validate`` rules are written as one aggregate option per field.
 """
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, text_format
+
+from runtime.gtype import rules_of
 
 __all__ = ["render_proto"]
 
@@ -27,6 +30,11 @@ def _default_json_name(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
+def _text(rules: object) -> str:
+    """A rules message as one line of protobuf text: ``required: true string { max_len: 200 }``."""
+    return str(text_format.MessageToString(rules, as_one_line=True, as_utf8=True))  # type: ignore[arg-type]
+
+
 class _Renderer:
     def __init__(self, fdp: descriptor_pb2.FileDescriptorProto) -> None:
         self.fdp = fdp
@@ -40,9 +48,13 @@ class _Renderer:
         return _SCALAR_NAMES[fd.type]
 
     def options(self, fd: descriptor_pb2.FieldDescriptorProto) -> str:
+        found = []
         if fd.json_name and fd.json_name != _default_json_name(fd.name):
-            return f' [json_name = "{fd.json_name}"]'
-        return ""
+            found.append(f'json_name = "{fd.json_name}"')
+        rules = rules_of(fd.options)
+        if rules is not None:
+            found.append(f"(buf.validate.field) = {{{_text(rules)}}}")
+        return f" [{', '.join(found)}]" if found else ""
 
     def render(self, header: str) -> str:
         out = self.lines
@@ -68,6 +80,9 @@ class _Renderer:
         for enum in self.fdp.enum_type:
             out.append("")
             out.append(f"enum {enum.name} {{")
+            if enum.reserved_range:
+                out.append(f"  reserved {', '.join(str(r.start) for r in enum.reserved_range)};")
+                out.append("  reserved " + ", ".join(f'"{n}"' for n in enum.reserved_name) + ";")
             out.extend(f"  {v.name} = {v.number};" for v in enum.value)
             out.append("}")
         return "\n".join(out) + "\n"
@@ -89,7 +104,11 @@ class _Renderer:
                 open_oneof = None
             if real_oneof and open_oneof is None:
                 open_oneof = fd.oneof_index
-                out.append(f"  oneof {msg.oneof_decl[fd.oneof_index].name} {{")
+                decl = msg.oneof_decl[fd.oneof_index]
+                out.append(f"  oneof {decl.name} {{")
+                rules = rules_of(decl.options)
+                if rules is not None:
+                    out.append(f"    option (buf.validate.oneof) = {{{_text(rules)}}};")
             indent = "    " if open_oneof is not None else "  "
             if fd.type_name in entries:
                 key, value = entries[fd.type_name].field

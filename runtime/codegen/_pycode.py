@@ -20,9 +20,10 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
+from runtime.gtype import VALIDATE_PROTO, VALIDATE_PROTO_ROOT, validate_descriptor
 from runtime.wire import pascal, service_name, snake
 
-__all__ = ["compile_python", "render_client", "render_version_init"]
+__all__ = ["compile_buf_validate", "compile_python", "render_client", "render_version_init"]
 
 
 def _protoc_include() -> str:
@@ -63,7 +64,7 @@ def compile_python(
         out.mkdir()
         cmd = [
             sys.executable, "-m", "grpc_tools.protoc",
-            f"-I{src}", f"-I{_protoc_include()}",
+            f"-I{src}", f"-I{VALIDATE_PROTO_ROOT}", f"-I{_protoc_include()}",
             f"--python_out={out}", f"--grpc_python_out={out}",
             f"--mypy_out={out}", f"--mypy_grpc_out={out}", *plugins,
             fdp.name,
@@ -76,21 +77,51 @@ def compile_python(
         shutil.rmtree(out)
     proto_pkg = fdp.package  # users.v1
     module_stem = Path(fdp.name).stem  # users
+    root = package.split(".")[0]  # gen
     result: dict[str, str] = {}
     for name, text in files.items():
         text = text.replace(f"from {proto_pkg} import", f"from {package} import")
         text = text.replace(f"'{proto_pkg}.{module_stem}_pb2'", f"'{package}.{module_stem}_pb2'")
+        # buf.validate's generated module lives in the generated package too: gen.buf.validate.
+        text = text.replace("from buf.validate import", f"from {root}.buf.validate import")
+        text = text.replace("'buf.validate.validate_pb2'", f"'{root}.buf.validate.validate_pb2'")
         if name.endswith("_pb2.py"):
             text = _private_pool(text, fdp)
         result[name] = f"# {header}\n{text}"
     return result
 
 
+def compile_buf_validate(*, root: str, header: str) -> dict[str, str]:
+    """``gen/buf/validate/``: protoc's Python for the vendored ``validate.proto``, so generated
+    messages that carry ``buf.validate`` rules import their definitions from the same package."""
+    return compile_python(validate_descriptor(), (VALIDATE_PROTO_ROOT / VALIDATE_PROTO).read_text("utf-8"),
+                          package=f"{root}.buf.validate", header=header)  # fmt: skip
+
+
+def _dependency_closure(fdp: descriptor_pb2.FileDescriptorProto) -> list[str]:
+    """Every file ``fdp`` imports, directly or not, each after the files it imports itself."""
+    imports = {VALIDATE_PROTO: list(validate_descriptor().dependency)}
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        for dep in imports.get(name, ()):
+            visit(dep)
+        if name not in ordered:
+            ordered.append(name)
+
+    for dep in fdp.dependency:
+        visit(dep)
+    return ordered
+
+
 def _private_pool(text: str, fdp: descriptor_pb2.FileDescriptorProto) -> str:
     """Register this version's descriptors in a pool of its own instead of the default pool."""
     lines = ["_POOL = _descriptor_pool.DescriptorPool()"]
-    for dep in fdp.dependency:
-        alias = "google_dot_protobuf_dot_" + Path(dep).stem.replace("_", "__") + "__pb2"
+    for dep in _dependency_closure(fdp):
+        directory, stem = str(Path(dep).parent), Path(dep).stem
+        alias = f"{directory.replace('/', '_dot_')}_dot_{stem.replace('_', '__')}__pb2"
+        if dep not in fdp.dependency:  # imported only through another file: import it here
+            lines.append(f"from {directory.replace('/', '.')} import {stem}_pb2 as {alias}")
         lines.append(f"_POOL.AddSerializedFile({alias}.DESCRIPTOR.serialized_pb)")
     lines.append("DESCRIPTOR = _POOL.AddSerializedFile(")
     replaced, count = re.subn(
@@ -104,7 +135,7 @@ def _private_pool(text: str, fdp: descriptor_pb2.FileDescriptorProto) -> str:
 def render_version_init(*, module: str, version: str, header: str) -> str:
     return (
         f"# {header}\n"
-        f'"""{module} at API version {version}: messages, gRPC stubs, typed clients, validators."""\n\n'
+        f'"""{module} at API version {version}: messages, gRPC stubs, typed clients."""\n\n'
         f'VERSION = "{version}"\n'
         f'SERVICE = "{service_name(module)}"\n'
     )

@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from runtime.codegen._history import VersionRecord
 from runtime.gtype import GType, Schema, fingerprint
+from runtime.versions import RecordedVersion
 from runtime.wire import snake, version_segment
 
 __all__ = [
@@ -70,7 +70,7 @@ def changed_directions(old: Schema, new: Schema) -> list[tuple[str, str]]:
     return out
 
 
-def render_transformer_stub(module: str, old: VersionRecord, new: VersionRecord) -> str:
+def render_transformer_stub(module: str, old: RecordedVersion, new: RecordedVersion) -> str:
     lines = [
         f'"""Transformers between {module} {old.id} and {new.id}.',
         "",

@@ -31,6 +31,7 @@ from runtime.config._settings import (
     Settings,
     TlsSettings,
 )
+from runtime.config._urls import mask_url
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -47,6 +48,7 @@ __all__ = [
     "TlsSettings",
     "env_name",
     "load_settings",
+    "mask_url",
     "setting_keys",
     "setting_sources",
     "settings_table",

@@ -53,7 +53,7 @@ from runtime.fabric._worker import Worker
 
 __all__ = ["MemoryFabric", "MemorySubscription"]
 
-log = logging.getLogger("runtime.fabric")
+log = logging.getLogger("modrpc.fabric")
 
 _DEDUP_MAX = 100_000
 """Most remembered message ids per topic; beyond it the oldest are forgotten early."""

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["consumer_name", "mask_url", "stream_name", "subject"]
+__all__ = ["consumer_name", "stream_name", "subject"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _READABLE = 40
@@ -38,22 +37,3 @@ def stream_name(prefix: str, topic: str) -> str:
 def consumer_name(group: str) -> str:
     """The durable consumer of a group: ``<group, sanitised>_<hash>``."""
     return f"{_safe(group)}_{_digest(group)}"
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password (or bare token) replaced by ``***``, fit for messages and logs."""
-    masked = []
-    for part in url.split(","):
-        try:
-            parts = urlsplit(part.strip())
-        except ValueError:
-            masked.append("<unparsable url>")
-            continue
-        if "@" not in parts.netloc:
-            masked.append(part.strip())
-            continue
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        safe_userinfo = f"{user}:***" if colon else "***"
-        masked.append(urlunsplit(parts._replace(netloc=f"{safe_userinfo}@{hostport}")))
-    return ",".join(masked)

@@ -65,6 +65,7 @@ from nats.js.api import (
 )
 from opentelemetry import context as otel_context
 
+from runtime.config import mask_url
 from runtime.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -75,7 +76,7 @@ from runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from runtime.fabric._naming import consumer_name, mask_url, stream_name, subject
+from runtime.fabric._naming import consumer_name, stream_name, subject
 from runtime.fabric._types import (
     EMPTY_HEADERS,
     Handler,
@@ -97,7 +98,7 @@ from runtime.fabric._worker import Worker
 
 __all__ = ["NatsFabric", "NatsSubscription", "translate"]
 
-log = logging.getLogger("runtime.fabric")
+log = logging.getLogger("modrpc.fabric")
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 EXPIRES_HEADER = "modrpc-expires-at"

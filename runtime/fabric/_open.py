@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from runtime.config import mask_url
 from runtime.errors import InvalidArgument
 from runtime.fabric._hub import HubFabric
 from runtime.fabric._memory import MemoryFabric
-from runtime.fabric._naming import mask_url
 from runtime.fabric._nats import NatsFabric
 from runtime.fabric._types import Fabric, FabricOptions, MemoryOptions, NatsOptions
 from runtime.tls import InternalTls

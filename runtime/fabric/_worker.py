@@ -15,7 +15,7 @@ from runtime.fabric._types import Lifecycle
 
 __all__ = ["Worker"]
 
-log = logging.getLogger("runtime.fabric")
+log = logging.getLogger("modrpc.fabric")
 
 
 class Worker(Lifecycle):

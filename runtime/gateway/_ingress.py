@@ -315,7 +315,13 @@ class Forward:
                 idempotent=self._idempotent, retry=self._retry,
             )  # fmt: skip
             return response
-        value = await conversion.request(call.payload, deadline)
+        value = await conversion.request(call.payload, deadline)  # checked at the caller's version
+        if not conversion.transforms:  # compatible versions: the old bytes are valid new bytes
+            response, _ = await self._client.call(
+                key, self._path, call.payload, metadata=metadata, deadline=deadline,
+                idempotent=self._idempotent, retry=self._retry,
+            )  # fmt: skip
+            return response
         response, _ = await self._client.call(
             key, self._path, conversion.encode_request(value), metadata=metadata, deadline=deadline,
             idempotent=self._idempotent, retry=self._retry,

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -36,6 +36,9 @@ from runtime.ratelimit import RateLimiter
 from runtime.status import rpc_status_of
 from runtime.versions import Conversion, VersionCatalog, is_removed, is_retired, plan, state_of
 from runtime.wire import method_path
+
+if TYPE_CHECKING:
+    from runtime.store import ManifestStore
 
 __all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
 
@@ -200,7 +203,7 @@ class RouteTable:
     """The prebuilt gRPC handler of each route, so lookups allocate nothing per call."""
 
 
-async def build_table(store: Any, services: _Services, *, now: float | None = None) -> RouteTable:
+async def build_table(store: ManifestStore, services: _Services, *, now: float | None = None) -> RouteTable:
     """Read the store once and build the whole table."""
     now = time.time() if now is None else now
     routes: dict[str, Route] = {}

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -51,6 +51,9 @@ from runtime.tls import InternalTls, KeyPair
 from runtime.transport import InProcessModules
 from runtime.versions import VersionedReflection
 from runtime.wire import handler_id_of, service_name
+
+if TYPE_CHECKING:
+    from runtime.store import ManifestStore
 
 __all__ = ["Gateway", "authenticator_from_settings"]
 
@@ -115,7 +118,7 @@ class Gateway:
         self.address = ""
         self.table = RouteTable({}, {}, {})
         self.usage = Usage()
-        self.store: Any = None
+        self.store: ManifestStore | None = None
         self._server: grpc.aio.Server | None = None
         self._health = HealthService()
         self._tasks: list[asyncio.Task[None]] = []
@@ -222,7 +225,7 @@ class Gateway:
         One rebuild at a time: two overlapping ones (the refresh loop and ``wait_ready``) could
         otherwise finish out of order and swap in the older table last.
         """
-        assert self._services is not None
+        assert self._services is not None and self.store is not None, "refresh() before start()"
         async with self._refreshing:
             table = await build_table(self.store, self._services)
             self.table = table
@@ -234,9 +237,11 @@ class Gateway:
                 await self._health.set(service_name(name), status)
 
     async def _watch(self) -> None:
+        store = self.store
+        assert store is not None, "started by start(), after the store"
         while True:
             try:
-                async for _event in self.store.watch():
+                async for _event in store.watch():
                     self._changed.set()
             except asyncio.CancelledError:
                 raise

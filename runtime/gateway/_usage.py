@@ -14,9 +14,12 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING
 
 from runtime.versions import promote, record_usage
+
+if TYPE_CHECKING:
+    from runtime.store import ManifestStore
 
 __all__ = ["UsageReporter"]
 
@@ -28,7 +31,7 @@ FLUSH_SECONDS = 5.0
 class UsageReporter:
     """Flushes ``usage`` counts to ``store`` every ``interval`` seconds and promotes cold versions."""
 
-    def __init__(self, store: Any, counts: Counter[tuple[str, str]], *, interval: float = FLUSH_SECONDS) -> None:
+    def __init__(self, store: ManifestStore, counts: Counter[tuple[str, str]], *, interval: float = FLUSH_SECONDS) -> None:
         self._store = store
         self._counts = counts
         self._interval = interval

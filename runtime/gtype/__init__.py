@@ -1,5 +1,8 @@
 """GType: the runtime's own schema model, the annotation analyzer, validation and the diff engine.
 
+Constraints mean what protovalidate's ``buf.validate`` rules mean (``_buf_validate``), since those
+rules are how a schema's constraints are published in the generated ``.proto``.
+
 This package imports nothing from the rest of the runtime; everything else builds on it.
 """
 
@@ -10,8 +13,18 @@ from runtime.gtype._analyzer import (
     build_schema,
     method_name,
 )
+from runtime.gtype._buf_validate import (
+    PROTOVALIDATE_VERSION,
+    VALIDATE_PROTO,
+    VALIDATE_PROTO_ROOT,
+    add_buf_validate,
+    options_with_rules,
+    rules_of,
+    validate_descriptor,
+)
 from runtime.gtype._checks import (
     check_format,
+    check_pattern,
     custom_validator_names,
     is_date,
     is_datetime,
@@ -50,7 +63,10 @@ __all__ = [
     "CONSTRAINT_ORDER",
     "MISSING",
     "PRIMITIVES",
+    "PROTOVALIDATE_VERSION",
     "REQUIRED",
+    "VALIDATE_PROTO",
+    "VALIDATE_PROTO_ROOT",
     "Change",
     "Constraints",
     "Diff",
@@ -62,11 +78,13 @@ __all__ = [
     "Method",
     "Schema",
     "UnsupportedType",
+    "add_buf_validate",
     "analyze_handler",
     "analyze_type",
     "build_schema",
     "canonical_json",
     "check_format",
+    "check_pattern",
     "constraint_text",
     "custom_validator_names",
     "describe",
@@ -79,8 +97,11 @@ __all__ = [
     "map_key_ok",
     "map_key_text",
     "method_name",
+    "options_with_rules",
     "register_custom_validator",
+    "rules_of",
     "run_custom_validator",
     "same_scalar",
     "validate",
+    "validate_descriptor",
 ]

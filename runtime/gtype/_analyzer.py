@@ -14,7 +14,8 @@ annotation                             GType
 ``uuid.UUID``                          primitive ``str`` with format ``uuid``
 ``EmailStr`` / ``AnyUrl``, ``HttpUrl``  primitive ``str`` with format ``email`` / ``url``
 ``Literal[...]``                       literal (all str, all int or all bool)
-``X | None``, ``Optional[X]``          X, nullable
+``X | None``, ``Optional[X]``          X, nullable (not as a list item or map value: a
+                                       repeated field has no per-item presence on the wire)
 ``A | B``                              union (nullable when it contains None)
 ``list[X]``, ``Sequence[X]``           array
 ``dict[K, V]``, ``Mapping[K, V]``      map; K is ``str`` or ``int``
@@ -229,7 +230,7 @@ class _Analyzer:
             return self.literal_of(ann, path)
         if origin in _SEQUENCE_ORIGINS:
             (item,) = get_args(ann)
-            return GType.array(self.type_of(item, f"{path}[]"))
+            return GType.array(self.not_null(self.type_of(item, f"{path}[]"), f"{path}[]", ann))
         if origin in _MAPPING_ORIGINS:
             return self.map_of(ann, path)
         if origin is not None:
@@ -300,7 +301,20 @@ class _Analyzer:
         key, value = get_args(ann)
         if key not in (str, int):
             raise self.fail(path, ann, "map keys must be str or int")
-        return GType.map(GType.primitive(_PRIMITIVE_TYPES[key]), self.type_of(value, f"{path}{{}}"))
+        values = self.not_null(self.type_of(value, f"{path}{{}}"), f"{path}{{}}", ann)
+        return GType.map(GType.primitive(_PRIMITIVE_TYPES[key]), values)
+
+    def not_null(self, node: GType, path: str, ann: object) -> GType:
+        """Refuse a nullable list item or map value: protobuf's repeated and map fields have no
+        presence per element, so a null would silently arrive as 0, "" or an empty message."""
+        if node.nullable:
+            raise self.fail(
+                path,
+                ann,
+                "list items and map values cannot be null on the wire (repeated fields have no "
+                "per-item presence); drop None, or wrap the value in a model with an optional field",
+            )
+        return node
 
     # -- named types ------------------------------------------------------------------------
     def named(self, cls: type, path: str, build: Callable[[type, str], GType]) -> GType:

@@ -3,13 +3,14 @@
 Generated validator modules import these instead of carrying their own copies, so a value gets
 exactly the same verdict whichever of the two checks it.
 
-Formats are deliberately small, documented checks rather than full RFC parsers:
+Formats and patterns mean what protovalidate's ``buf.validate`` rules mean, because those rules
+are what the generated ``.proto`` publishes (see ``_buf_validate``), and protovalidate itself
+judges them:
 
-* ``email``: a non-empty local part, exactly one ``@``, and a domain with a dot that neither
-  starts nor ends the domain; no whitespace anywhere.
-* ``uuid``: anything :class:`uuid.UUID` parses from a string (hyphens optional, any case).
-* ``url``: ``scheme://host...`` where the scheme is a letter followed by letters, digits, ``+``,
-  ``-`` or ``.``, and the host part is not empty; no whitespace anywhere.
+* ``email``: ``string.email``, the HTML standard's definition of a valid email address.
+* ``uuid``: ``string.uuid``, 8-4-4-4-12 hexadecimal digits with hyphens, any case.
+* ``url``: ``string.uri``, an absolute URI as RFC 3986 defines it (``scheme:...``).
+* ``pattern``: ``string.pattern``, an RE2 expression that must match somewhere in the value.
 
 Custom validators are plain callables registered under a name (``module:qualname``). A validator
 fails a value by returning ``False`` or by raising ``ValueError``, ``TypeError`` or
@@ -21,12 +22,14 @@ the function (the module's worker) enforces it.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from datetime import date, datetime
 
+from runtime.gtype._buf_validate import format_ok, pattern_ok
+
 __all__ = [
     "check_format",
+    "check_pattern",
     "custom_validator_names",
     "is_date",
     "is_datetime",
@@ -35,8 +38,6 @@ __all__ = [
     "run_custom_validator",
 ]
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$")
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#]+[^\s]*$")
 
 _INT_KEY = re.compile(r"^-?[0-9]+$")
 
@@ -49,17 +50,16 @@ def check_format(fmt: str, value: str) -> bool:
     >>> check_format("email", "ada@example.org"), check_format("url", "example.org")
     (True, False)
     """
-    if fmt == "email":
-        return _EMAIL.match(value) is not None
-    if fmt == "url":
-        return _URL.match(value) is not None
-    if fmt == "uuid":
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            return False
-        return True
-    raise ValueError(f"unknown string format {fmt!r}; expected email, uuid or url")
+    return format_ok(fmt, value)
+
+
+def check_pattern(pattern: str, value: str) -> bool:
+    """Whether the RE2 ``pattern`` matches somewhere in ``value``.
+
+    >>> check_pattern(r"^[a-z]+$", "abc"), check_pattern(r"^[a-z]+$", "abc\n")
+    (True, False)
+    """
+    return pattern_ok(pattern, value)
 
 
 def is_datetime(value: object) -> bool:

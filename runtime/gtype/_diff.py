@@ -5,29 +5,33 @@ uses the request column of the table below, one reached from a response the resp
 a named type used in both positions is breaking when either column says so. (A named type that no
 method reaches is judged in both positions, to be safe.)
 
-========================================  =============  ==============
-change                                    in a request   in a response
-========================================  =============  ==============
-required field added                      breaking       not breaking
-optional field added or removed           not breaking   not breaking
-required field removed                    not breaking   breaking
-optional field becomes required           breaking       not breaking
-required field becomes optional           not breaking   breaking
-nullable stops being nullable             breaking       breaking
-becomes nullable                          not breaking   breaking
-enum value removed                        breaking       breaking
-enum value added                          not breaking   breaking
-constraint tightened                      breaking       not breaking
-constraint loosened                       not breaking   breaking
-any type change, method removed,          breaking       breaking
-reused field number
-method added                              not breaking   not breaking
-========================================  =============  ==============
+================================================  =============  ==============
+change                                            in a request   in a response
+================================================  =============  ==============
+optional field added                              not breaking   not breaking
+required field added                              breaking       not breaking
+field removed (optional or required)              breaking       breaking
+field renamed (a removal plus an addition)        breaking       breaking
+optional field becomes required                   breaking       not breaking
+required field becomes optional                   not breaking   breaking
+nullable field stops being nullable               breaking       not breaking
+field becomes nullable                            not breaking   breaking
+constraint tightened                              breaking       not breaking
+constraint loosened                               not breaking   breaking
+enum value added                                  not breaking   breaking
+enum value removed                                breaking       not breaking
+method removed                                    breaking       breaking
+any type change; a reused field or enum number    breaking       breaking
+method added                                      not breaking   not breaking
+================================================  =============  ==============
 
-"Becomes nullable" and constraint changes are not in SPEC.md's table; they follow its logic: a
-request may widen what it accepts and a response may narrow what it sends. A constraint whose
-direction cannot be judged (pattern, format, enum, custom) counts as both tightened and loosened.
-Descriptions and defaults are documentation and are not compared.
+This is SPEC.md §4's table, whose rule is Stripe's: a change is breaking when a client pinned to
+the old version could send a request it used to send and have it refused or silently lose data
+(a removed or renamed request field is dropped on the floor), or could read a response and miss
+or misread something it used to get (a removed response field, a null or an enum value it never
+saw). A request may widen what it accepts and a response may narrow what it sends. A constraint
+whose direction cannot be judged (pattern, format, enum, custom) counts as both tightened and
+loosened. Descriptions and defaults are documentation and are not compared.
 
 Paths name the place: ``CreateUser`` (a method), ``CreateUser.request`` (its request type),
 ``User.email`` (a field of a named type), ``Order.items[]`` (array items), ``Order.tags{}`` (map
@@ -203,7 +207,7 @@ class _Differ:
             self.add(path, "type_changed", True, f"{_shape(o)} -> {_shape(n)}")
             return
         if o.nullable and not n.nullable:
-            self.add(path, "nullable_removed", True, "no longer accepts null")
+            self.add(path, "nullable_removed", REQUEST in pos, "no longer accepts null")
         elif n.nullable and not o.nullable:
             self.add(path, "nullable_added", RESPONSE in pos, "now accepts null")
         self.constraints(o.constraints, n.constraints, path, pos)
@@ -241,9 +245,7 @@ class _Differ:
             where = f"{path}.{name}"
             if name not in new:
                 what = "required" if f.required else "optional"
-                self.add(
-                    where, "field_removed", f.required and RESPONSE in pos, f"{what} field removed"
-                )
+                self.add(where, "field_removed", True, f"{what} field removed")
                 continue
             g = new[name]
             if g.required and not f.required:
@@ -264,7 +266,7 @@ class _Differ:
     def enum_values(self, o: GType, n: GType, path: str, pos: frozenset[str]) -> None:
         for value in o.values:
             if value not in n.values:
-                self.add(path, "enum_value_removed", True, f"value {value!r} removed")
+                self.add(path, "enum_value_removed", REQUEST in pos, f"value {value!r} removed")
         for value in n.values:
             if value not in o.values:
                 self.add(path, "enum_value_added", RESPONSE in pos, f"value {value!r} added")

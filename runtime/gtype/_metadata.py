@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
@@ -37,6 +36,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic.types import AllowInfNan, Discriminator, FailFast, Strict, UuidVersion
 
+from runtime.gtype._buf_validate import pattern_error
 from runtime.gtype._checks import register_custom_validator
 from runtime.gtype._errors import UnsupportedType
 from runtime.gtype._model import GType
@@ -153,10 +153,6 @@ def _read(m: object, path: str, updates: dict[str, Any], names: list[str], fail:
                 continue
             if key != "pattern":
                 raise fail(path, m, f"the constraint {key!r} is not supported")
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise fail(path, m, f"pattern does not compile: {exc}") from exc
             updates["pattern"] = value
     elif isinstance(m, at.BaseMetadata):
         raise fail(path, m, "this constraint is not supported")
@@ -171,6 +167,11 @@ def _check_applies(node: GType, key: str, value: object, path: str, fail: Fail) 
         ok = sized and isinstance(value, int) and not isinstance(value, bool)
     else:  # pattern
         ok = primitive == "str"
+        problem = pattern_error(value) if ok and isinstance(value, str) else None
+        if problem is not None:
+            # The pattern is published as a buf.validate rule, which every protovalidate
+            # implementation runs as RE2: no lookaround, no backreferences.
+            raise fail(path, value, f"pattern is not an RE2 expression buf.validate can run: {problem}")
     if not ok:
         raise fail(path, value, f"the constraint {key} does not apply to {primitive or node.kind}")
 

@@ -26,12 +26,12 @@ and texts, and tests hold them to identical results.
 from __future__ import annotations
 
 import json
-import re
 from enum import Enum
 from typing import Any
 
 from runtime.gtype._checks import (
     check_format,
+    check_pattern,
     is_date,
     is_datetime,
     map_key_ok,
@@ -79,7 +79,7 @@ _KIND_TEXT = {
     "datetime": "datetime (ISO 8601)",
     "date": "date (ISO 8601, YYYY-MM-DD)",
 }
-_FORMAT_TEXT = {"email": "email address", "uuid": "UUID", "url": "URL (scheme://host)"}
+_FORMAT_TEXT = {"email": "email address", "uuid": "UUID", "url": "URL (an absolute URI)"}
 _OPS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
@@ -230,7 +230,7 @@ def _constraint_ok(value: Any, node: GType, key: str) -> bool:
     if key == "le":
         return bool(value <= c.le)
     if key == "pattern":
-        return re.search(c.pattern or "", value) is not None
+        return check_pattern(c.pattern or "", value)
     if key == "format":
         return check_format(c.format or "", value)
     return same_scalar(value, c.enum)

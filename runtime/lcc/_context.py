@@ -41,7 +41,7 @@ Redactor = Callable[[Any], Any]
 """Takes the JSON document of a snapshot and returns it with every secret replaced."""
 Listener = Callable[[Any], Any]
 
-logger = logging.getLogger("runtime.lcc")
+logger = logging.getLogger("modrpc.lcc")
 
 
 def _keep(document: Any) -> Any:

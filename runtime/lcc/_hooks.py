@@ -41,7 +41,7 @@ _PARAMS: dict[str, tuple[str, ...]] = {
     "catch": ("lctx", "req", "exc"),
 }
 
-logger = logging.getLogger("runtime.lcc")
+logger = logging.getLogger("modrpc.lcc")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from runtime.lcc._store import SnapshotStore
 
 __all__ = ["LifecycleCall", "run_lifecycle"]
 
-logger = logging.getLogger("runtime.lcc")
+logger = logging.getLogger("modrpc.lcc")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -38,7 +38,6 @@ from runtime.manifest._toml import (
     ModuleInfo,
     ModuleManifest,
     RetryPolicy,
-    is_version_id,
     load_manifest,
     parse_manifest,
 )
@@ -68,7 +67,6 @@ __all__ = [
     "handler",
     "handler_mark",
     "is_message_type",
-    "is_version_id",
     "load_manifest",
     "load_module",
     "method_path",

@@ -23,7 +23,8 @@ from runtime.errors import ManifestError
 from runtime.gtype import GType, Schema, canonical_json, fingerprint
 from runtime.manifest._loader import LoadedModule, ResolvedHook
 from runtime.manifest._names import method_path
-from runtime.manifest._toml import Capabilities, MethodPolicy, is_version_id
+from runtime.manifest._toml import Capabilities, MethodPolicy
+from runtime.versions import is_version_id
 
 __all__ = ["HandlerManifest", "HookRecord", "ModuleManifestRecord", "TypeRef", "build_manifests"]
 

@@ -35,7 +35,6 @@ A complete example::
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import re
 import tomllib
@@ -60,6 +59,7 @@ from pydantic_core import ErrorDetails
 
 from runtime.errors import ManifestError
 from runtime.manifest._names import HOOK_TARGET, METHOD_NAME, MODULE_NAME, is_topic_pattern
+from runtime.versions import is_version_id, parse_version_id
 
 __all__ = [
     "DEFAULT_HOOK_TIMEOUT",
@@ -70,7 +70,6 @@ __all__ = [
     "ModuleInfo",
     "ModuleManifest",
     "RetryPolicy",
-    "is_version_id",
     "load_manifest",
     "parse_manifest",
 ]
@@ -87,8 +86,6 @@ _SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 _RATE_LIMIT = re.compile(r"([1-9][0-9]*)/(second|minute|hour|day)")
-_DATE_ID = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TSV_ID = re.compile(r"tsv:(\d+)-([a-z][a-z0-9_]*)-(\d+)")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HOOK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ROLE = re.compile(r"[A-Za-z0-9_.:*/-]+")
@@ -97,17 +94,6 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
 )
-
-
-def is_version_id(value: str) -> bool:
-    """True for the two forms of a version id: a date (``2025-06-01``) or ``tsv:<s>-<module>-<n>``."""
-    if _DATE_ID.fullmatch(value):
-        try:
-            dt.date.fromisoformat(value)
-        except ValueError:
-            return False
-        return True
-    return _TSV_ID.fullmatch(value) is not None
 
 
 # -- field types ---------------------------------------------------------------------------------
@@ -346,11 +332,9 @@ class ModuleManifest(_Frozen):
     @model_validator(mode="after")
     def _versions_belong_here(self) -> ModuleManifest:
         for label, version in self.versions.items():
-            tsv = _TSV_ID.fullmatch(version)
-            if tsv and tsv.group(2) != self.module.name:
-                raise ValueError(
-                    f"versions.{label}: {version!r} belongs to module {tsv.group(2)!r}"
-                )
+            parsed = parse_version_id(version)
+            if parsed is not None and parsed.module is not None and parsed.module != self.module.name:
+                raise ValueError(f"versions.{label}: {version!r} belongs to module {parsed.module!r}")
         return self
 
     @property

@@ -15,7 +15,7 @@ strategy does the counting. :func:`open_ratelimiter` picks the backend from ``ra
 
 from runtime.ratelimit._memory import MemoryRateLimiter
 from runtime.ratelimit._open import open_ratelimiter
-from runtime.ratelimit._redis import FailureMode, RedisRateLimiter, mask_url
+from runtime.ratelimit._redis import FailureMode, RedisRateLimiter
 from runtime.ratelimit._types import Decision, RateLimit, RateLimiter, check_rate
 
 __all__ = [
@@ -26,6 +26,5 @@ __all__ = [
     "RateLimiter",
     "RedisRateLimiter",
     "check_rate",
-    "mask_url",
     "open_ratelimiter",
 ]

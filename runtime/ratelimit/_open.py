@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from runtime.config import mask_url
 from runtime.errors import InvalidArgument
 from runtime.ratelimit._memory import MemoryRateLimiter
-from runtime.ratelimit._redis import FailureMode, RedisRateLimiter, mask_url
+from runtime.ratelimit._redis import FailureMode, RedisRateLimiter
 from runtime.ratelimit._types import RateLimiter
 
 __all__ = ["open_ratelimiter"]

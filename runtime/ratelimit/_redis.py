@@ -23,26 +23,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from runtime.config import mask_url
 from runtime.errors import Unavailable
 from runtime.ratelimit._types import Decision, RateLimit, decide
 
-__all__ = ["FailureMode", "RedisRateLimiter", "mask_url"]
+__all__ = ["FailureMode", "RedisRateLimiter"]
 
 FailureMode = Literal["open", "closed"]
 
-log = logging.getLogger("runtime.ratelimit")
+log = logging.getLogger("modrpc.ratelimit")
 
 _STORE_ERRORS = (StorageError, RedisError, OSError)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 class _WarningThrottle:

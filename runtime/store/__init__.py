@@ -1,7 +1,10 @@
 """The manifest store: module versions, labels, worker registrations and append-only logs.
 
-One narrow interface (:class:`ManifestStore`) with two backends chosen by URL, SQLite (the
-embedded default, :data:`DEFAULT_URL`) and PostgreSQL (shared by many hosts)::
+One interface (:class:`ManifestStore`), split by role so a component names what it touches
+(:class:`VersionStore` manifests, :class:`WorkerRegistry` registrations, :class:`LogStore`
+append-only streams of audit records and snapshots, :class:`WatchableStore` the change feed),
+with two backends chosen by URL, SQLite (the embedded default, :data:`DEFAULT_URL`) and
+PostgreSQL (shared by many hosts)::
 
     async with open_store("sqlite:///.modrpc/store.db") as store:
         await store.put_version("users", record)
@@ -13,7 +16,13 @@ Gateways watch the store to see new versions, moved labels and workers without r
 """
 
 from runtime.store._open import open_store
-from runtime.store._protocol import ManifestStore
+from runtime.store._protocol import (
+    LogStore,
+    ManifestStore,
+    VersionStore,
+    WatchableStore,
+    WorkerRegistry,
+)
 from runtime.store._records import EventKind, StoreEvent, VersionRecord, WorkerRecord
 from runtime.store._url import DEFAULT_URL
 from runtime.store._watch import Watch
@@ -21,10 +30,14 @@ from runtime.store._watch import Watch
 __all__ = [
     "DEFAULT_URL",
     "EventKind",
+    "LogStore",
     "ManifestStore",
     "StoreEvent",
     "VersionRecord",
+    "VersionStore",
     "Watch",
+    "WatchableStore",
     "WorkerRecord",
+    "WorkerRegistry",
     "open_store",
 ]

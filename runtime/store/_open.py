@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
+from runtime.config import mask_url
 from runtime.deadline import Clock
 from runtime.errors import InvalidArgument
 from runtime.store._postgres import PostgresStore
 from runtime.store._protocol import ManifestStore
 from runtime.store._sqlite import SqliteStore
-from runtime.store._url import POSTGRES_SCHEMES, SQLITE_PREFIX, mask_url
+from runtime.store._url import POSTGRES_SCHEMES, SQLITE_PREFIX
 
 __all__ = ["open_store"]
 

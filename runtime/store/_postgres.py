@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from runtime.config import mask_url
 from runtime.deadline import Clock
 from runtime.errors import FailedPrecondition, InvalidArgument, ModrpcError, NotFound, Unavailable
 from runtime.store._errors import store_errors
@@ -40,7 +41,7 @@ from runtime.store._rows import (
     worker_from_row,
     worker_params,
 )
-from runtime.store._url import mask_url, postgres_target
+from runtime.store._url import postgres_target
 from runtime.store._watch import Watch
 
 __all__ = ["PostgresStore"]

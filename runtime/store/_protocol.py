@@ -17,42 +17,11 @@ from typing import Any, Protocol
 from runtime.store._records import VersionRecord, WorkerRecord
 from runtime.store._watch import Watch
 
-__all__ = ["ManifestStore"]
+__all__ = ["LogStore", "ManifestStore", "VersionStore", "WatchableStore", "WorkerRegistry"]
 
 
-class ManifestStore(Protocol):
-    """Module versions and their labels, worker registrations, and append-only logs.
-
-    Build one with :func:`open_store`; use it inside ``async with`` so it is always closed::
-
-        async with open_store("sqlite:///.modrpc/store.db") as store:
-            await store.put_version("users", record)
-            await store.set_label("users", "stable", record.id)
-    """
-
-    @property
-    def url(self) -> str:
-        """The store's URL with any password masked: safe for logs and error messages."""
-        ...
-
-    async def start(self) -> None:
-        """Connect and bring the schema up to date; Unavailable if the database is unreachable."""
-        ...
-
-    async def close(self) -> None:
-        """Close connections and end every watch; safe to call twice."""
-        ...
-
-    async def __aenter__(self) -> ManifestStore: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    # -- versions and labels ----------------------------------------------------------------
+class VersionStore(Protocol):
+    """The manifests: module versions and their labels. What Timescape and the gateway read."""
 
     async def put_version(self, module: str, record: VersionRecord) -> None:
         """Store ``record``, replacing any earlier record with the same id.
@@ -83,7 +52,10 @@ class ManifestStore(Protocol):
         """The names of the modules that have at least one version, sorted."""
         ...
 
-    # -- workers ----------------------------------------------------------------------------
+
+
+class WorkerRegistry(Protocol):
+    """Registrations: which workers run where, healthy or not, and when they were last seen."""
 
     async def register_worker(self, worker: WorkerRecord) -> None:
         """Record a running worker, replacing any record with the same id."""
@@ -109,7 +81,10 @@ class ManifestStore(Protocol):
         """Registered workers, of one module or all, sorted by module then id."""
         ...
 
-    # -- append-only log --------------------------------------------------------------------
+
+
+class LogStore(Protocol):
+    """Append-only streams of JSON documents: audit records and stored snapshots live here."""
 
     async def append(self, stream: str, record: dict[str, Any]) -> int:
         """Append a JSON document to ``stream``; returns its id, greater than every earlier one."""
@@ -129,7 +104,10 @@ class ManifestStore(Protocol):
         the only way anything leaves a log."""
         ...
 
-    # -- change feed ------------------------------------------------------------------------
+
+
+class WatchableStore(Protocol):
+    """The change feed: what a gateway or worker directory reacts to."""
 
     def watch(self) -> Watch:
         """Events for versions, labels and workers changed after the watch subscribes.
@@ -137,3 +115,37 @@ class ManifestStore(Protocol):
         Writes by any process on the same database are seen. See :class:`Watch`.
         """
         ...
+
+
+class ManifestStore(VersionStore, WorkerRegistry, LogStore, WatchableStore, Protocol):
+    """The whole store: every role above, and a lifecycle. A component that needs only one role
+    takes that role's type, so what it may touch is visible in its signature.
+
+    Build one with :func:`open_store`; use it inside ``async with`` so it is always closed::
+
+        async with open_store("sqlite:///.modrpc/store.db") as store:
+            await store.put_version("users", record)
+            await store.set_label("users", "stable", record.id)
+    """
+
+    @property
+    def url(self) -> str:
+        """The store's URL with any password masked: safe for logs and error messages."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and bring the schema up to date; Unavailable if the database is unreachable."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections and end every watch; safe to call twice."""
+        ...
+
+    async def __aenter__(self) -> ManifestStore: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

@@ -23,6 +23,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
+from runtime.config import mask_url
 from runtime.deadline import Clock
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from runtime.files import private_file
@@ -41,7 +42,7 @@ from runtime.store._rows import (
     worker_from_row,
     worker_params,
 )
-from runtime.store._url import mask_url, sqlite_path
+from runtime.store._url import sqlite_path
 from runtime.store._watch import Watch
 
 __all__ = ["SqliteStore"]

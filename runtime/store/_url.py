@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from runtime.config import mask_url
 from runtime.errors import InvalidArgument
 
-__all__ = ["DEFAULT_URL", "PostgresTarget", "mask_url", "postgres_target", "sqlite_path"]
+__all__ = ["DEFAULT_URL", "PostgresTarget", "postgres_target", "sqlite_path"]
 
 DEFAULT_URL = "sqlite:///.modrpc/store.db"
 """The embedded default: a SQLite file under ``.modrpc/`` in the working directory."""
@@ -24,30 +25,6 @@ DEFAULT_URL = "sqlite:///.modrpc/store.db"
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
-_MASK = "***"
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password (in the user info or a ``password=`` option) replaced by ``***``.
-
-    Only the password changes: the rest is kept byte for byte (``urlunsplit`` would turn
-    ``sqlite:////abs/path`` into ``sqlite://abs/path``).
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    masked = url
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        masked = masked.replace(f"//{parts.netloc}", f"//{user}:{_MASK}@{hostport}", 1)
-    if parts.query:
-        pairs = parse_qsl(parts.query, keep_blank_values=True)
-        if any(key == "password" for key, _ in pairs):
-            query = urlencode([(k, _MASK if k == "password" else v) for k, v in pairs], safe="*")
-            masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
-    return masked
 
 
 def sqlite_path(url: str) -> Path:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from runtime.context import MethodTarget
 from runtime.errors import Unimplemented
-from runtime.fabric import Message
+from runtime.fabric import Message, Subscription
 from runtime.manifest import topic_covers
 from runtime.wire import snake
 
@@ -158,9 +158,19 @@ class _Subscription:
     group: str | None
     fabric: RecordingFabric = field(repr=False)
 
+    @property
+    def closed(self) -> bool:
+        return self not in self.fabric.subscriptions
+
     async def close(self) -> None:
         if self in self.fabric.subscriptions:
             self.fabric.subscriptions.remove(self)
+
+    async def __aenter__(self) -> _Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 class RecordingFabric:
@@ -180,6 +190,12 @@ class RecordingFabric:
 
     async def close(self) -> None:
         self.subscriptions.clear()
+
+    async def __aenter__(self) -> RecordingFabric:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def publish(
         self,
@@ -202,7 +218,7 @@ class RecordingFabric:
         group: str | None = None,
         max_attempts: int = 5,
         ack_wait: float = 30.0,
-    ) -> _Subscription:
+    ) -> Subscription:
         subscription = _Subscription(topic, handler, group, self)
         self.subscriptions.append(subscription)
         return subscription

@@ -107,7 +107,7 @@ class ModuleHarness:
             capabilities=caps,
             modules=ModuleRegistry(caps, {k: v for k, v in targets.items() if v is not None}, self.stubs),
             config=dict(config or {}),
-            fabric=self.fabric,  # type: ignore[arg-type]  # the recording fabric has what gctx uses
+            fabric=self.fabric,
             secrets=self.secrets,
             metrics=self._metrics,
             versions=self.catalog,

@@ -11,7 +11,9 @@ from runtime.versions._catalog import (
     encode_descriptor,
 )
 from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
+from runtime.versions._contract import check_request, method_error
 from runtime.versions._conversion import Conversion, plan
+from runtime.versions._history import RecordedVersion, VersionHistory, build_version_files
 from runtime.versions._lifecycle import (
     DAY,
     REMOVED_KEY,
@@ -38,7 +40,14 @@ from runtime.versions._lifecycle import (
     state_of,
 )
 from runtime.versions._reflection import VersionedReflection
-from runtime.versions._resolve import VersionId, VersionTable
+from runtime.versions._resolve import (
+    VersionId,
+    VersionTable,
+    is_version_id,
+    parse_version_id,
+    version_instant,
+)
+from runtime.versions._stubs import unfilled_stubs, unfilled_transformers
 
 __all__ = [
     "DAY",
@@ -49,24 +58,31 @@ __all__ = [
     "LifecyclePolicy",
     "LifecycleState",
     "Override",
+    "RecordedVersion",
     "RetirementDecision",
     "RetirementPlan",
     "TransformStep",
     "Transformer",
     "UsageLedger",
     "VersionCatalog",
+    "VersionHistory",
     "VersionId",
     "VersionInfo",
     "VersionTable",
     "VersionUsage",
     "VersionedReflection",
     "apply_retirement",
+    "build_version_files",
+    "check_request",
     "classify",
     "decode_descriptor",
     "encode_descriptor",
     "is_removed",
     "is_retired",
+    "is_version_id",
     "mark_removed",
+    "method_error",
+    "parse_version_id",
     "plan",
     "plan_retirement",
     "promote",
@@ -77,4 +93,7 @@ __all__ = [
     "run_chain",
     "set_override",
     "state_of",
+    "unfilled_stubs",
+    "unfilled_transformers",
+    "version_instant",
 ]

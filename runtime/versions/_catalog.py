@@ -15,11 +15,13 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
-from runtime.errors import NotFound
+from runtime.errors import FailedPrecondition, NotFound
 from runtime.gtype import Schema
 from runtime.versions._chain import MAX_HOPS, TransformStep
+from runtime.versions._history import VersionHistory, build_version_files
 from runtime.versions._resolve import VersionTable
-from runtime.wire import WireVersion, version_segment
+from runtime.versions._stubs import unfilled_stubs
+from runtime.wire import FieldLock, WireVersion, version_segment
 
 __all__ = ["VersionCatalog", "VersionInfo", "decode_descriptor", "encode_descriptor"]
 
@@ -132,15 +134,25 @@ class VersionCatalog:
     # -- building --------------------------------------------------------------------------------
     @classmethod
     def from_module_dir(cls, module: str, directory: Path, labels: Mapping[str, str]) -> VersionCatalog:
-        """From the committed files next to a module: versions/, fields.lock.json, transformers/."""
-        from runtime.codegen import VersionHistory, build_version_files
-        from runtime.wire import FieldLock
+        """From the committed files next to a module: versions/, fields.lock.json, transformers/.
+
+        A transformer still holding a generated stub is refused (FAILED_PRECONDITION naming the
+        file and function), so a worker never starts with it.
+        """
 
         history = VersionHistory.load(module, directory / "versions")
         lock = FieldLock.load(directory / "fields.lock.json")
         infos = []
         for record, fdp in build_version_files(history, lock):
             source_path = directory / "transformers" / f"{version_segment(record.id)}.py"
+            source = source_path.read_text("utf-8") if source_path.exists() else None
+            stubs = unfilled_stubs(source, origin=str(source_path)) if source is not None else []
+            if stubs:
+                raise FailedPrecondition(
+                    f"module {module}: {source_path}: {', '.join(stubs)} "
+                    f"{'is' if len(stubs) == 1 else 'are'} still the generated stub; write the "
+                    "transformation before serving (old callers would get INTERNAL)"
+                )
             infos.append(
                 VersionInfo(
                     id=record.id,
@@ -149,7 +161,7 @@ class VersionCatalog:
                     descriptor=fdp,
                     parent=record.parent,
                     breaking=record.breaking,
-                    transformer_source=source_path.read_text("utf-8") if source_path.exists() else None,
+                    transformer_source=source,
                 )
             )
         return cls(module, infos, labels)

@@ -4,8 +4,14 @@ The gateway and the worker both meet callers pinned to an old version: the gatew
 forwards to a newer worker, a worker when it is called directly at an old version. Both do the
 same thing, in the same order, through :class:`Conversion`:
 
-    request bytes at the caller's version ─ decode ─ transform forward, one hop at a time ─▶ value
+    request bytes at the caller's version ─ decode ─ check against that version's own schema
+        ─ transform forward, one hop at a time ─▶ value
     value ─ transform backward, one hop at a time ─ encode at the caller's version ─▶ response bytes
+
+The check is the caller's contract (SPEC §4): a caller pinned to an old version is held to that
+version's schema and constraints before anything is transformed, and hears about its fields by
+the names its version uses; a method its version has and the serving version dropped is
+UNIMPLEMENTED naming the version, never INTERNAL.
 
 (the gateway then encodes the value at the served version to forward it, and decodes the
 worker's answer before transforming it back).
@@ -24,6 +30,7 @@ from runtime.deadline import Deadline
 from runtime.errors import InternalError
 from runtime.versions._catalog import VersionCatalog
 from runtime.versions._chain import TransformStep, run_chain
+from runtime.versions._contract import check_request, method_error
 from runtime.wire import request_message, response_message
 
 __all__ = ["Conversion", "plan"]
@@ -32,10 +39,15 @@ __all__ = ["Conversion", "plan"]
 class Conversion:
     """A call to ``method`` made at ``version`` and served at ``target``, through ``steps``.
 
-    With no steps (the caller's version is the served one) it only decodes and encodes.
+    At the served version itself it only decodes and encodes. ``transforms`` is False for a
+    chain of compatible versions none of which has a transformer for this method: the request
+    is still checked at its own version, but then its bytes are valid as they are.
     """
 
-    __slots__ = ("_new", "_old", "hop_timeout", "method", "request_message", "response_message", "steps", "target", "version")
+    __slots__ = (
+        "_check", "_new", "_old", "_refusal", "catalog", "hop_timeout", "method", "request_message",
+        "response_message", "steps", "target", "transforms", "version",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -45,8 +57,10 @@ class Conversion:
         target: str,
         steps: Sequence[TransformStep] = (),
         *,
+        transforms: bool = True,
         hop_timeout: float = 0.25,
     ) -> None:
+        self.catalog = catalog
         self.method = method
         self.version = version
         self.target = target
@@ -54,13 +68,21 @@ class Conversion:
         self.hop_timeout = hop_timeout
         self.request_message = request_message(method)
         self.response_message = response_message(method)
+        self.transforms = transforms and bool(self.steps)
         self._old = catalog.wire(version)
         self._new = catalog.wire(target)
+        self._check = version != target
+        self._refusal = method_error(catalog, version, target, method) if self._check else None
 
     async def request(self, payload: bytes, deadline: Deadline | None) -> dict[str, Any]:
-        """The request bytes a caller sent at ``version``, as a value in the ``target`` shape."""
+        """The request bytes a caller sent at ``version``, checked at that version, as a value in
+        the ``target`` shape (in the caller's own shape when nothing transforms it)."""
+        if self._refusal is not None:
+            raise self._refusal
         value = self._old.decode(self.request_message, payload)
-        if not self.steps:
+        if self._check:
+            check_request(self.catalog, self.version, self.method, value)
+        if not self.transforms:
             return value
         return await run_chain(
             self.steps, self.method, value, direction="forward", hop_timeout=self.hop_timeout,
@@ -69,7 +91,7 @@ class Conversion:
 
     async def response(self, value: dict[str, Any], deadline: Deadline | None) -> bytes:
         """A response value in the ``target`` shape, as bytes for the caller at ``version``."""
-        if self.steps:
+        if self.transforms:
             value = await run_chain(
                 self.steps, self.method, value, direction="backward", hop_timeout=self.hop_timeout,
                 deadline_remaining=None if deadline is None else deadline.remaining,
@@ -88,7 +110,7 @@ class Conversion:
         try:
             data: bytes = wire.encode(message, value)
         except TypeError as exc:
-            kind = "transformed " if self.steps else ""
+            kind = "transformed " if self.transforms else ""
             raise InternalError(f"{kind}{message} does not fit version {version}: {exc}") from exc
         return data
 
@@ -98,20 +120,23 @@ def plan(
 ) -> tuple[str, Conversion | None] | None:
     """Where a call to ``method`` at ``version`` goes, and the conversion it needs on the way.
 
-    Returns the served version and either a :class:`Conversion` or None when the bytes may pass
-    through untouched. That holds for a served version, and also for a chain of compatible
-    (non-breaking) versions none of which has a transformer for this method: field numbers are
-    never reused, so the old request bytes are valid new request bytes and the new response
-    bytes read fine as the old response. None when no served version can be reached.
+    Returns the served version and either a :class:`Conversion` or None when the bytes pass
+    through untouched: the caller's version is served. A chain of compatible (non-breaking)
+    versions none of which has a transformer for this method converts nothing (field numbers
+    are never reused, so the old request bytes are valid new request bytes and the new response
+    bytes read fine as the old response), but its request is still checked at its own version.
+    None when no served version can be reached.
     """
     found = catalog.route(version, served)
     if found is None:
         return None
     target, steps = found
-    needed = any(
+    if version == target:
+        return target, None
+    transforms = any(
         catalog.by_id[step.to_version].breaking or method in step.forward or method in step.backward
         for step in steps
     )
-    if not needed:
-        return target, None
-    return target, Conversion(catalog, method, version, target, steps, hop_timeout=hop_timeout)
+    return target, Conversion(
+        catalog, method, version, target, steps, transforms=transforms, hop_timeout=hop_timeout
+    )

@@ -64,7 +64,7 @@ __all__ = [
     "state_of",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("modrpc.versions")
 
 Activity: TypeAlias = Literal["hot", "warm", "cold"]
 """How busy a version is; what :func:`classify` answers."""

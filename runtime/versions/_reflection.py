@@ -79,8 +79,8 @@ class VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type
                 refused[name] = exc
         if not resolved and refused:
             first = next(iter(refused.values()))
-            if len(refused) > 1 and isinstance(first, NotFound):
-                first = NotFound(f"x-api-version {header!r} resolves to no version of any module served here")
+            if len(refused) > 1 and isinstance(first, NotFound):  # name each module's reason
+                first = NotFound("no module has that version: " + "; ".join(e.message for e in refused.values()))
             await context.abort_with_status(rpc_status_of(first))
             return
         everything = self._servicer(list(resolved.values()))

@@ -37,7 +37,16 @@ from typing import Literal
 
 from runtime.errors import InternalError, InvalidArgument, NotFound
 
-__all__ = ["LATEST", "STABLE", "VersionId", "VersionTable", "parse_instant", "parse_version_id"]
+__all__ = [
+    "LATEST",
+    "STABLE",
+    "VersionId",
+    "VersionTable",
+    "is_version_id",
+    "parse_instant",
+    "parse_version_id",
+    "version_instant",
+]
 
 STABLE = "stable"
 """The label a caller gets when it sends no ``x-api-version``."""
@@ -50,8 +59,9 @@ ACCEPTED_FORMS = (
     "an ISO-8601 timestamp (2025-03-01T12:00:00Z) or unix seconds (1740000000)"
 )
 
+# The one grammar of version ids (manifests, recorded histories and headers all use these).
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_TSV = re.compile(r"tsv:([0-9]{1,12})-([A-Za-z0-9_.-]+)-([0-9]{1,9})")
+_TSV = re.compile(r"tsv:([0-9]{1,12})-([a-z][a-z0-9_]*)-([0-9]{1,9})")
 _UNIX = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 _LABEL = re.compile(r"[A-Za-z][A-Za-z0-9._+-]{0,63}")
 _MAX_ECHO = 80
@@ -86,6 +96,19 @@ def parse_version_id(text: str) -> VersionId | None:
         seconds, module, seq = match.groups()
         return VersionId(text, "tsv", float(seconds), module, int(seq))
     return None
+
+
+def is_version_id(text: str) -> bool:
+    """True for either form of a version id: a real date (``2025-06-01``) or ``tsv:<s>-<module>-<n>``."""
+    return parse_version_id(text) is not None
+
+
+def version_instant(version_id: str) -> float:
+    """Unix seconds a version id stands for: midnight UTC of a date, or a tsv id's seconds."""
+    parsed = parse_version_id(version_id)
+    if parsed is None:
+        raise ValueError(f"{version_id!r} is not a version id (YYYY-MM-DD or tsv:<unix>-<module>-<seq>)")
+    return parsed.instant
 
 
 def parse_instant(text: str) -> float | None:

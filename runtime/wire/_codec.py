@@ -18,7 +18,17 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, timestamp_pb2
 
 from runtime.errors import InvalidArgument
-from runtime.gtype import Field, GType, Schema, is_date, is_datetime, same_scalar, validate
+from runtime.gtype import (
+    VALIDATE_PROTO,
+    Field,
+    GType,
+    Schema,
+    add_buf_validate,
+    is_date,
+    is_datetime,
+    same_scalar,
+    validate,
+)
 from runtime.wire._descriptor import enum_value_name, is_string_enum, variant_suffix
 from runtime.wire._naming import request_message, response_message
 
@@ -39,7 +49,9 @@ class WireVersion:
         self.schema = schema
         self.file_proto = fdp
         self.pool = descriptor_pool.DescriptorPool()
-        if "google/protobuf/timestamp.proto" in fdp.dependency:
+        if VALIDATE_PROTO in fdp.dependency:
+            add_buf_validate(self.pool)  # timestamp.proto comes with it
+        elif "google/protobuf/timestamp.proto" in fdp.dependency:
             self.pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
         self.file = self.pool.AddSerializedFile(fdp.SerializeToString())
         self.package = fdp.package
@@ -102,6 +114,8 @@ class WireVersion:
                 if which is not None:
                     variant = next(v for v in t.variants if f"{f.name}_{variant_suffix(v)}" == which)
                     out[f.name] = self._out(getattr(msg, which), variant)
+                elif t.nullable and f.required:
+                    out[f.name] = None
             elif t.kind == "array":
                 assert t.items is not None
                 items = t.items
@@ -112,6 +126,10 @@ class WireVersion:
                 out[f.name] = {k: self._out(v, values) for k, v in getattr(msg, f.name).items()}
             elif msg.HasField(f.name):
                 out[f.name] = self._out(getattr(msg, f.name), t)
+            elif t.nullable and f.required:
+                # The wire carries null as absence, so a required nullable field that is absent
+                # was null; saying so keeps ``x: int | None`` valid when the caller sent None.
+                out[f.name] = None
         return out
 
     def _out(self, value: Any, t: GType) -> Any:
@@ -120,7 +138,9 @@ class WireVersion:
             if target.kind == "object":
                 return self.to_dict(t.name, value)
             if t.name in self._enum_values:
-                return self._enum_values[t.name].get(value)
+                # 0 is _UNSPECIFIED, no member: null. A number this version does not know stays
+                # a number, which validation then refuses as no member of the enum.
+                return self._enum_values[t.name].get(value, value or None)
             return value
         if t.kind == "primitive" and t.name == "datetime":
             return value.ToDatetime(tzinfo=_UTC)
@@ -181,6 +201,8 @@ class WireVersion:
                     # RFC 3339 only; validation takes any ISO 8601 form Python reads, such as
                     # "2025-01-15T10:00:00" (naive, so UTC like a naive datetime) or "2025-01-15".
                     v = _dt.datetime.fromisoformat(v)
+            if not isinstance(v, _dt.datetime):
+                raise TypeError(f"expected a datetime or an ISO-8601 string, got {type(v).__name__}")
             if v.tzinfo is None:
                 v = v.replace(tzinfo=_UTC)
             target.FromDatetime(v)  # type: ignore[attr-defined]
@@ -282,6 +304,10 @@ def serving_pool(files: Sequence[descriptor_pb2.FileDescriptorProto]) -> descrip
     for fd in common:
         pool.AddSerializedFile(fd.serialized_pb)
         seen.add(fd.name)
+    if any(VALIDATE_PROTO in fdp.dependency for fdp in files):
+        # grpcurl resolves every import through reflection, buf.validate's rules included.
+        add_buf_validate(pool)
+        seen.add(VALIDATE_PROTO)
     for fdp in files:
         if fdp.name not in seen:
             pool.AddSerializedFile(fdp.SerializeToString())

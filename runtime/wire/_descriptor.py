@@ -23,7 +23,9 @@ union                  a ``oneof`` named after the field, one member per variant
 =====================  ======================================================================
 
 Every singular scalar has explicit presence (``optional``), so a missing required field is
-reported as missing by validation rather than silently read as ``""`` or ``0``. Each method gets
+reported as missing by validation rather than silently read as ``""`` or ``0``. Requiredness and
+constraints are published as ``buf.validate`` field rules (see ``_rules``), so any protovalidate
+implementation enforces what the runtime enforces. Each method gets
 its own ``<Method>Request`` and ``<Method>Response`` message holding the fields of its request
 and response type, as buf's RPC_REQUEST_STANDARD_NAME asks.
 """
@@ -33,10 +35,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import descriptor_pb2
 
-from runtime.gtype import Field, GType, Schema
+from runtime.gtype import VALIDATE_PROTO, Field, GType, Schema, options_with_rules
 from runtime.wire._lock import FieldLock
 from runtime.wire._naming import (
     file_name,
@@ -46,6 +49,7 @@ from runtime.wire._naming import (
     response_message,
     snake,
 )
+from runtime.wire._rules import field_rules, oneof_required
 
 __all__ = ["WireSchemaError", "build_file", "message_fields"]
 
@@ -89,10 +93,17 @@ def enum_value_name(enum: str, value: object) -> str:
 
 
 class _Builder:
-    def __init__(self, schema: Schema, lock: FieldLock, seen: dict[str, dict[str, int]]) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        lock: FieldLock,
+        seen: dict[str, dict[str, int]],
+        seen_enums: dict[str, dict[str, int]],
+    ) -> None:
         self.schema = schema
         self.lock = lock
         self.seen = seen
+        self.seen_enums = seen_enums
         self.package = package_name(schema.module)
         self.file = descriptor_pb2.FileDescriptorProto(
             name=file_name(schema.module), package=self.package, syntax="proto3"
@@ -165,6 +176,14 @@ class _Builder:
                 raise WireSchemaError(f"enum {t.name}: values collide as {vname}")
             names.add(vname)
             e.value.add(name=vname, number=self.lock.enum_number(t.name, vname))
+        # Values this enum had in earlier versions but not now stay reserved for good, so no
+        # later value can take a number (or a name) an old client still reads as the old one.
+        present = {v.number for v in e.value}
+        gone = {n: num for n, num in self.seen_enums.get(t.name, {}).items() if n not in names}
+        for vname, number in sorted(gone.items(), key=lambda kv: kv[1]):
+            if number not in present:
+                e.reserved_range.add(start=number, end=number)  # enum ranges are inclusive
+                e.reserved_name.append(vname)
         return e
 
     def message(self, name: str, fields: Iterable[Field]) -> descriptor_pb2.DescriptorProto:
@@ -197,6 +216,11 @@ class _Builder:
         if t.kind == "union":
             self.union(msg, owner, f, present)
             return
+        if t.kind in ("array", "map") and t.items is not None and t.items.nullable:
+            raise WireSchemaError(
+                f"{owner}.{f.name}: list items and map values cannot be null on the wire "
+                "(repeated fields have no per-item presence)"
+            )
         fd = msg.field.add(name=f.name, json_name=f.name)
         fd.number = present[f.name] = self.lock.field_number(owner, f.name)
         if t.kind == "array":
@@ -223,18 +247,30 @@ class _Builder:
             if fd.type != FDP.TYPE_MESSAGE:
                 fd.proto3_optional = True
                 synthetic.append(fd)
+        self.rules(fd.options, field_rules(self.schema, t, required=f.required))
+
+    def rules(self, options: descriptor_pb2.FieldOptions | descriptor_pb2.OneofOptions, fill: Any, *, oneof: bool = False) -> None:
+        """Attach ``buf.validate`` rules (when there are any) and import their definitions."""
+        if fill is None:
+            return
+        options.ParseFromString(options_with_rules(fill, oneof=oneof))
+        if VALIDATE_PROTO not in self.file.dependency:
+            self.file.dependency.append(VALIDATE_PROTO)
 
     def union(
         self, msg: descriptor_pb2.DescriptorProto, owner: str, f: Field, present: dict[str, int]
     ) -> None:
         index = len(msg.oneof_decl)
-        msg.oneof_decl.add(name=f.name)
+        oneof = msg.oneof_decl.add(name=f.name)
+        if oneof_required(f.type, required=f.required):
+            self.rules(oneof.options, lambda rules: setattr(rules, "required", True), oneof=True)
         for variant in f.type.variants:
             member = f"{f.name}_{variant_suffix(variant)}"
             fd = msg.field.add(name=member, json_name=member, label=FDP.LABEL_OPTIONAL)
             fd.number = present[member] = self.lock.field_number(owner, member)
             fd.oneof_index = index
             self.singular(fd, variant, where=f"{owner}.{f.name}")
+            self.rules(fd.options, field_rules(self.schema, variant, required=False))
 
     def scalar_of(self, t: GType) -> int:
         if t.kind == "primitive" and t.name in _SCALARS:
@@ -296,14 +332,20 @@ def build_file(
     """The ``FileDescriptorProto`` of one module version.
 
     ``lock`` gives (and, for new fields, assigns) field numbers. ``previous`` are the files of
-    the module's earlier versions, oldest first: any field they had that this version lacks is
-    reserved here, by number and by name.
+    the module's earlier versions, oldest first: any field or enum value they had that this
+    version lacks is reserved here, by number and by name.
     """
     seen: dict[str, dict[str, int]] = {}
+    seen_enums: dict[str, dict[str, int]] = {}
     for earlier in previous:
         for m in earlier.message_type:
             numbers = seen.setdefault(m.name, {})
             numbers.update({f.name: f.number for f in m.field})
             locked = lock.messages.get(m.name, {})
             numbers.update({r: locked[r] for r in m.reserved_name if r in locked})
-    return _Builder(schema, lock, seen).build()
+        for e in earlier.enum_type:
+            values = seen_enums.setdefault(e.name, {})
+            values.update({v.name: v.number for v in e.value if v.number != 0})
+            locked = lock.enums.get(e.name, {})
+            values.update({r: locked[r] for r in e.reserved_name if r in locked})
+    return _Builder(schema, lock, seen, seen_enums).build()

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from runtime.client import InstancePool
+
+if TYPE_CHECKING:
+    from runtime.store import ManifestStore
 
 __all__ = ["WorkerDirectory"]
 
@@ -21,7 +24,7 @@ log = logging.getLogger("modrpc.directory")
 class WorkerDirectory:
     """Feeds ``pool`` the addresses of healthy workers of ``modules`` from ``store``."""
 
-    def __init__(self, store: Any, pool: InstancePool, modules: Sequence[str]) -> None:
+    def __init__(self, store: ManifestStore, pool: InstancePool, modules: Sequence[str]) -> None:
         self._store = store
         self._pool = pool
         self._modules = tuple(modules)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -55,6 +55,9 @@ from runtime.versions import REMOVED_KEY, VersionedReflection
 from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._service import ModuleService, WorkerDeps
+
+if TYPE_CHECKING:
+    from runtime.store import ManifestStore
 
 __all__ = ["AuditObserver", "Worker"]
 
@@ -279,7 +282,7 @@ class Worker:
         self.metrics_address = ""
         self._audit: Any = None
         self._audit_task: asyncio.Task[None] | None = None
-        self.store: Any = None
+        self.store: ManifestStore | None = None
         self._stopped = False
         self._lane: LaneServer | None = None
         self.tls: InternalTls | None = None
@@ -434,7 +437,7 @@ class Worker:
     async def _register(self, *, healthy: bool) -> None:
         from runtime.store import WorkerRecord
 
-        assert self.service is not None
+        assert self.service is not None and self.store is not None, "registered by start()"
         now = time.time()
         await self.store.register_worker(
             WorkerRecord(
@@ -450,10 +453,12 @@ class Worker:
         )
 
     async def _heartbeat(self) -> None:
+        store = self.store
+        assert store is not None, "started by start(), after the store"
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                await self.store.heartbeat(self.worker_id)
+                await store.heartbeat(self.worker_id)
             except Exception as exc:  # the store may be down for a while; keep serving
                 log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)
 

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from pydantic import TypeAdapter
@@ -43,6 +43,10 @@ from runtime.wire import method_path, request_message, response_message, service
 from runtime.worker._admission import Admission
 from runtime.worker._endpoint import CallObserver, MethodEndpoint
 
+if TYPE_CHECKING:
+    from runtime.fabric import Fabric
+    from runtime.secrets import SecretsManager
+
 __all__ = ["ModuleEndpoints", "ModuleService", "RemoteInvoker", "WorkerDeps", "load_catalog"]
 
 log = logging.getLogger("modrpc.worker")
@@ -53,8 +57,8 @@ class WorkerDeps:
     """What one worker process shares between the modules it serves."""
 
     client: ModuleClient
-    fabric: Any = None
-    secrets: Any = None
+    fabric: Fabric | None = None
+    secrets: SecretsManager | None = None
     metrics: Any = None
     snapshots: SnapshotStore | None = None
     redact: Callable[[Any], Any] | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -101,7 +102,7 @@ async def test_describe_follows_x_api_version(gateway: Gateway) -> None:
         "-H", "x-api-version: 2025-01-15", gateway.address, "describe", "users.v1.CreateUserRequest"
     )
     assert code == 0, err
-    assert "optional string name = 1;" in old and "given_name" not in old
+    assert "optional string name = 1 [" in old and "given_name" not in old
 
     code, stable, err = await grpcurl(gateway.address, "describe", "users.v1.CreateUserRequest")
     assert code == 0, err
@@ -287,3 +288,87 @@ async def test_grpcurl_names_a_method_or_service_that_does_not_exist(
     code, _, err = await grpcurl("-d", "{}", gateway.address, "ghosts.v1.GhostsService/Haunt")
     assert code != 0
     assert 'target server does not expose service "ghosts.v1.GhostsService"' in err
+
+
+async def test_a_2025_01_15_caller_hears_about_its_own_fields_only(gateway: Gateway, token: str) -> None:
+    """SPEC §4, the caller's contract: validated at its own version, before any transform."""
+    auth = f"authorization: Bearer {token}"
+    code, _, err = await grpcurl(
+        "-H", auth, "-H", "x-api-version: 2025-01-15", "-d", json.dumps({"name": "", "email": "x"}),
+        gateway.address, "users.v1.UsersService/CreateUser",
+    )  # fmt: skip
+    assert code != 0
+    assert "Code: InvalidArgument" in err and "google.rpc.BadRequest" in err
+    assert re.findall(r'"field":\s*"([^"]+)"', err) == ["name", "email"], err
+    assert "given_name" not in err and "family_name" not in err
+
+    code, _, err = await grpcurl(
+        "-H", auth, "-H", "x-api-version: 2025-01-15",
+        "-d", json.dumps({"name": "x" * 301, "email": f"ada-{uuid.uuid4().hex[:8]}@example.com"}),
+        gateway.address, "users.v1.UsersService/CreateUser",
+    )  # fmt: skip
+    assert code != 0
+    assert "Code: InvalidArgument" in err and re.findall(r'"field":\s*"([^"]+)"', err) == ["name"], err
+    assert "string of at most 200 characters" in err
+
+
+async def test_a_name_with_a_leading_space_is_served_at_2025_01_15(gateway: Gateway, token: str) -> None:
+    email = f"grace-{uuid.uuid4().hex[:10]}@example.com"
+    code, out, err = await grpcurl(
+        "-H", f"authorization: Bearer {token}", "-H", "x-api-version: 2025-01-15",
+        "-d", json.dumps({"name": " Grace", "email": email}),
+        gateway.address, "users.v1.UsersService/CreateUser",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["name"] == " Grace"
+
+
+@pytest.mark.parametrize("version", ["bogus-label", "2020-01-01", "tsv:1-users-1"])
+async def test_reflection_at_an_unknown_version_is_not_found_like_a_call(
+    gateway: Gateway, token: str, version: str
+) -> None:
+    code, _, err = await grpcurl(
+        "-H", f"x-api-version: {version}", gateway.address, "describe", "users.v1.CreateUserRequest"
+    )
+    assert code != 0
+    assert "Symbol not found" in err, err  # how grpcurl reports reflection's NOT_FOUND
+    code, _, err = await grpcurl(
+        "-H", f"authorization: Bearer {token}", "-H", f"x-api-version: {version}",
+        "-d", "{}", gateway.address, "users.v1.UsersService/GetUser",
+    )  # fmt: skip
+    assert code != 0
+    assert 'does not expose service "users.v1.UsersService"' in err, err
+
+
+async def test_describe_shows_buf_validate_rules(gateway: Gateway) -> None:
+    """Requiredness and constraints are visible to any client, as protovalidate rules."""
+    code, out, err = await grpcurl(gateway.address, "describe", "users.v1.CreateUserRequest")
+    assert code == 0, err
+    assert "buf.validate.field" in out and "min_len:1" in out and "max_len:200" in out
+    assert "email:true" in out and "required:true" in out
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("bogus-label", "has no version label 'bogus-label'"),
+        ("2020-01-01", "has no version at or before '2020-01-01'"),
+        ("tsv:1-users-1", "has no version 'tsv:1-users-1'"),
+    ],
+)
+async def test_reflection_at_an_unknown_version_answers_not_found_with_the_calls_message(
+    gateway: Gateway, version: str, message: str
+) -> None:
+    """What grpcurl summarises as "Symbol not found", seen by a plain reflection client."""
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="users.v1.CreateUserRequest")
+        call = stub.ServerReflectionInfo(iter([request]), metadata=(("x-api-version", version),))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in call:
+                pass
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert message in (caught.value.details() or "")

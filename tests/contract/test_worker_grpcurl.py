@@ -150,3 +150,32 @@ async def test_health_check_reports_serving(users: Worker) -> None:
     )
     assert code == 0, err
     assert json.loads(out) == {"status": "SERVING"}
+
+
+async def test_a_2025_01_15_caller_of_the_worker_hears_about_its_own_fields_only(users: Worker) -> None:
+    """SPEC §4: a worker holds an old caller to its own version before its transformers run."""
+    import re
+
+    code, _, err = await grpcurl(
+        "-H", "x-api-version: 2025-01-15", "-d", json.dumps({"name": "", "email": "x"}),
+        users.address, "users.v1.UsersService/CreateUser",
+    )  # fmt: skip
+    assert code != 0
+    assert "Code: InvalidArgument" in err
+    assert re.findall(r'"field":\s*"([^"]+)"', err) == ["name", "email"], err
+    assert "given_name" not in err
+
+    code, _, err = await grpcurl(
+        "-H", "x-api-version: 2025-01-15", "-d", json.dumps({"name": "x" * 301, "email": "a@example.com"}),
+        users.address, "users.v1.UsersService/CreateUser",
+    )  # fmt: skip
+    assert code != 0
+    assert re.findall(r'"field":\s*"([^"]+)"', err) == ["name"], err
+
+
+async def test_reflection_on_the_worker_at_an_unknown_version_is_not_found(users: Worker) -> None:
+    code, _, err = await grpcurl(
+        "-H", "x-api-version: bogus-label", users.address, "describe", "users.v1.CreateUserRequest"
+    )
+    assert code != 0
+    assert "Symbol not found" in err, err  # grpcurl's way of reporting reflection's NOT_FOUND

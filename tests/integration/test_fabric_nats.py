@@ -242,7 +242,7 @@ async def test_the_fabric_reconnects_by_itself_and_logs_the_outage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A private nats-server is stopped and started again under a live fabric."""
-    caplog.set_level(logging.INFO, logger="runtime.fabric")
+    caplog.set_level(logging.INFO, logger="modrpc.fabric")
     port = free_port()
     server = await _start_server(port, tmp_path)
     received: list[bytes] = []
@@ -274,7 +274,7 @@ async def test_the_fabric_reconnects_by_itself_and_logs_the_outage(
             await until(lambda: b"after" in received, within=20)
     finally:
         await _stop_server(server)
-    messages = [r.getMessage() for r in caplog.records if r.name == "runtime.fabric"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "modrpc.fabric"]
     assert any("lost the connection to NATS" in m for m in messages)
     assert any("reconnected to NATS" in m for m in messages)
     assert received == [b"before", b"after"]

@@ -137,7 +137,7 @@ async def test_warning_is_logged_once_per_interval_with_the_password_masked(
     async with RedisRateLimiter(
         CLOSED_PORT_URL, cooldown=1.0, warn_interval=30.0, clock=clock
     ) as limiter:
-        with caplog.at_level(logging.WARNING, logger="runtime.ratelimit"):
+        with caplog.at_level(logging.WARNING, logger="modrpc.ratelimit"):
             for _ in range(10):
                 clock.now += 1.5  # past the cooldown: every hit really tries Redis
                 await limiter.hit("k", LIMIT)

@@ -6,6 +6,7 @@ a free port (see ``tests/fixtures/gateway_modules/commands.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -112,3 +113,33 @@ async def test_a_crashed_worker_is_restarted_logged_and_serves_again(
     assert await stop(command) == 0
     assert not running(users.pid)
     assert [w for w in all_workers if running(w.pid)] == []
+
+
+def modules_with_a_stub(tmp_path: Path) -> Path:
+    """A copy of the users module whose 2025-06-01 transformer is the stub gen wrote."""
+    import shutil
+
+    from runtime.codegen import render_transformer_stub
+    from runtime.versions import VersionHistory
+
+    repo = Path(__file__).resolve().parents[2]
+    modules = tmp_path / "project-modules"
+    shutil.copytree(repo / "modules" / "users", modules / "users", ignore=shutil.ignore_patterns("__pycache__"))
+    records = VersionHistory.load("users", modules / "users" / "versions").records
+    (modules / "users" / "transformers" / "v2025_06_01.py").write_text(render_transformer_stub("users", *records))
+    return modules
+
+
+async def test_up_refuses_an_unfilled_transformer_stub_naming_the_file(tmp_path: Path) -> None:
+    """SPEC §4: a stub nobody filled in stops `modrpc up` before any worker starts."""
+    modules = modules_with_a_stub(tmp_path)
+    command = await start(tmp_path, "up", "--port", str(free_port()), "--modules", str(modules))
+    code = await asyncio.wait_for(command.process.wait(), 60)
+
+    assert code != 0
+    assert command.process.stdout is not None
+    printed = (await command.process.stdout.read()).decode()
+    assert "ready" not in printed
+    log = command.log.read_text()
+    assert "v2025_06_01.py: forward_create_user_request is still the generated stub" in log
+    assert "backward_get_user_response is still the generated stub" in log

@@ -114,11 +114,12 @@ async def test_a_non_breaking_version_is_activated(
 
     notes 2025-06-01 only added optional fields, so it takes the traffic of both versions with
     no transformer and nothing decoded on the way: the gateway's plan for 2025-01-15 is the
-    served 2025-06-01 with no conversion (raw bytes). A caller at 2025-01-15 reads the old shape,
+    served 2025-06-01 with nothing transformed (the old bytes, checked at 2025-01-15, go as they are). A caller at 2025-01-15 reads the old shape,
     one at 2025-06-01 the new one. Each example is up to 6 concurrent calls over real sockets.
     """
     route = notes.gateway.table.routes["/notes.v1.NotesService/Measure"]
-    assert route.plan("2025-01-15") == ("2025-06-01", None)
+    target, conversion = route.plan("2025-01-15") or ("", None)
+    assert target == "2025-06-01" and conversion is not None and not conversion.transforms
     assert route.plan("2025-06-01") == ("2025-06-01", None)
 
     async def one(header: str | None, text: str, tag: str | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import keyword
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,9 @@ LEAVES: tuple[Any, ...] = (
     Annotated[bytes, at.MaxLen(3)],
 )
 UNION_MEMBERS = (int, str, bool, float, date)
-FIELD_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True)
+FIELD_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True).filter(
+    lambda name: not keyword.iskeyword(name)
+)
 
 
 def annotation_specs(depth: int) -> st.SearchStrategy[Any]:
@@ -86,11 +89,13 @@ def annotation_specs(depth: int) -> st.SearchStrategy[Any]:
     if depth == 0:
         return leaf | union
     inner = annotation_specs(depth - 1)
+    # A list item or map value is never nullable: the wire has no per-item presence.
+    item = inner.filter(lambda spec: spec[0] != "optional")
     return st.one_of(
         leaf,
         union,
-        st.tuples(st.sampled_from(("list", "sequence", "nonempty")), inner),
-        st.tuples(st.sampled_from(("dict_str", "dict_int", "mapping")), inner),
+        st.tuples(st.sampled_from(("list", "sequence", "nonempty")), item),
+        st.tuples(st.sampled_from(("dict_str", "dict_int", "mapping")), item),
         st.tuples(st.just("optional"), inner),
         model_specs(depth - 1),
     )

@@ -89,7 +89,7 @@ def mutations(draw: st.DrawFn, old: Schema) -> tuple[Schema, dict[str, Any], Exp
         if what == "enum_value_removed" and len(enum.values) > 1:
             kept = enum.values[1:]
             new = with_type(old, dataclasses.replace(enum, values=kept))
-            return new, numbers, [(enum.name, "enum_value_removed", True)]
+            return new, numbers, [(enum.name, "enum_value_removed", REQUEST in pos_of(enum.name, new))]
         extra: Any = "zz_new" if isinstance(enum.values[0], str) else 999
         new = with_type(old, dataclasses.replace(enum, values=(*enum.values, extra)))
         return new, numbers, [(enum.name, "enum_value_added", RESPONSE in pos_of(enum.name, new))]
@@ -109,8 +109,7 @@ def mutations(draw: st.DrawFn, old: Schema) -> tuple[Schema, dict[str, Any], Exp
     path = f"{obj.name}.{f.name}"
     if what == "field_removed":
         new = with_type(old, with_field(obj, index, None))
-        breaking = f.required and RESPONSE in pos_of(obj.name, new)
-        return new, numbers, [(path, "field_removed", breaking)]
+        return new, numbers, [(path, "field_removed", True)]
     if what == "flip_required":
         new = with_type(
             old, with_field(obj, index, dataclasses.replace(f, required=not f.required))
@@ -123,7 +122,7 @@ def mutations(draw: st.DrawFn, old: Schema) -> tuple[Schema, dict[str, Any], Exp
         flipped = dataclasses.replace(f, type=f.type.with_nullable(not f.type.nullable))
         new = with_type(old, with_field(obj, index, flipped))
         if f.type.nullable:
-            return new, numbers, [(path, "nullable_removed", True)]
+            return new, numbers, [(path, "nullable_removed", REQUEST in pos_of(obj.name, new))]
         return new, numbers, [(path, "nullable_added", RESPONSE in pos_of(obj.name, new))]
     if what == "type_changed":
         other = "str" if f.type.kind == "primitive" and f.type.name == "bool" else "bool"
@@ -158,12 +157,11 @@ def mutations(draw: st.DrawFn, old: Schema) -> tuple[Schema, dict[str, Any], Exp
             "zz_new": index + 1,
         }
     }
-    pos = pos_of(obj.name, new)
     return (
         new,
         numbers,
         [
-            (path, "field_removed", f.required and RESPONSE in pos),
+            (path, "field_removed", True),
             (f"{obj.name}.zz_new", "field_added", False),
             (f"{obj.name}.zz_new", "field_number_reused", True),
         ],

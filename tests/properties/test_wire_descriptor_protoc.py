@@ -21,7 +21,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from runtime.codegen import render_proto
-from runtime.gtype import Field, GType, Method, Schema
+from runtime.gtype import VALIDATE_PROTO_ROOT, Field, GType, Method, Schema
 from runtime.wire import FieldLock, build_file, request_message, response_message
 
 PROTOC_INCLUDE = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
@@ -182,6 +182,7 @@ def compile_back(proto_text: str, file_name: str) -> descriptor_pb2.FileDescript
             [
                 "protoc",
                 f"-I{Path(tmp, 'src')}",
+                f"-I{VALIDATE_PROTO_ROOT}",
                 f"-I{PROTOC_INCLUDE}",
                 f"--descriptor_set_out={out}",
                 file_name,

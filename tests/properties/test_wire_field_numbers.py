@@ -97,3 +97,32 @@ def test_field_numbers_are_stable_reserved_when_removed_and_never_reused(
         reloaded = FieldLock.load(path)
     assert _build_all(schemas, reloaded) == built
     assert not reloaded.changed
+
+
+COLORS = ("red", "green", "blue", "cyan", "magenta")
+
+
+def _enum_schema(values: list[str]) -> Schema:
+    color = GType.enum("Color", values)
+    paint = GType.object("Paint", [Field("color", GType.ref("Color"))])
+    return Schema("demo", (color, paint), (Method("Put", GType.ref("Paint"), GType.ref("Paint")),))
+
+
+@given(st.lists(st.lists(st.sampled_from(COLORS), min_size=1, unique=True), min_size=2, max_size=6))
+@settings(max_examples=100, deadline=None)
+def test_enum_values_are_reserved_by_number_and_name_once_removed(history: list[list[str]]) -> None:
+    """A removed enum value's number and name are reserved in every later version (SPEC §4)."""
+    lock = FieldLock()
+    built = _build_all([_enum_schema(values) for values in history], lock)
+
+    ever: dict[str, int] = {}
+    for fdp in built:
+        (enum,) = fdp.enum_type
+        present = {v.name: v.number for v in enum.value if v.number != 0}
+        for name, number in present.items():
+            assert ever.setdefault(name, number) == number
+        gone = {n: num for n, num in ever.items() if n not in present}
+        assert set(enum.reserved_name) == set(gone)
+        reserved = {n for r in enum.reserved_range for n in range(r.start, r.end + 1)}
+        assert reserved == set(gone.values())
+        assert not reserved & set(present.values())

@@ -41,6 +41,7 @@ def test_public_surface_is_exactly_the_documented_names() -> None:
         "Settings",
         "TlsSettings",
         "load_settings",
+        "mask_url",
         "NOT_SETTINGS",
         "env_name",
         "setting_keys",

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import get_current_span
 
 import runtime.fabric as fabric_pkg
+from runtime.config import mask_url
 from runtime.errors import InvalidArgument
 from runtime.fabric import (
     DLQ_ERROR_HEADER,
@@ -23,7 +24,7 @@ from runtime.fabric import (
     inject_trace,
     open_fabric,
 )
-from runtime.fabric._naming import consumer_name, mask_url, stream_name, subject
+from runtime.fabric._naming import consumer_name, stream_name, subject
 from runtime.fabric._types import dead_letter_headers, outgoing_headers
 
 TOKEN = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)

@@ -459,6 +459,22 @@ def test_unsupported_annotations_name_handler_field_and_type(
     assert caught.value.field == "request.items[].value"
 
 
+@pytest.mark.parametrize(
+    ("annotation", "where"),
+    [
+        (list[int | None], "request.scores[]"),
+        (list[Optional[Address]], "request.scores[]"),  # noqa: UP045
+        (dict[str, int | None], "request.scores{}"),
+    ],
+)
+def test_null_list_items_and_map_values_are_refused_naming_the_field(annotation: object, where: str) -> None:
+    """A null item would silently become 0 on the wire, where repeated fields have no presence."""
+    model = type("Scores", (BaseModel,), {"__annotations__": {"scores": annotation}})
+    with pytest.raises(UnsupportedType, match="cannot be null on the wire") as caught:
+        analyze(model)
+    assert caught.value.field == where
+
+
 def test_map_values_appear_in_the_field_path() -> None:
     with pytest.raises(UnsupportedType, match=r"'request\.tags\{\}'.*set"):
         analyze(type("Tags", (BaseModel,), {"__annotations__": {"tags": dict[str, set[int]]}}))

@@ -38,13 +38,23 @@ BASE = [Field("a", STR)]
     [
         (BASE, [*BASE, Field("b", INT)], "field_added", True, False),
         (BASE, [*BASE, Field("b", INT, required=False)], "field_added", False, False),
-        ([*BASE, Field("b", INT, required=False)], BASE, "field_removed", False, False),
-        ([*BASE, Field("b", INT)], BASE, "field_removed", False, True),
+        ([*BASE, Field("b", INT, required=False)], BASE, "field_removed", True, True),
+        ([*BASE, Field("b", INT)], BASE, "field_removed", True, True),
         ([*BASE, Field("b", INT, required=False)], [*BASE, Field("b", INT)], "became_required", True, False),
         ([*BASE, Field("b", INT)], [*BASE, Field("b", INT, required=False)], "became_optional", False, True),
-        ([*BASE, Field("b", INT.with_nullable())], [*BASE, Field("b", INT)], "nullable_removed", True, True),
+        ([*BASE, Field("b", INT.with_nullable())], [*BASE, Field("b", INT)], "nullable_removed", True, False),
         ([*BASE, Field("b", INT)], [*BASE, Field("b", INT.with_nullable())], "nullable_added", False, True),
         ([*BASE, Field("b", INT)], [*BASE, Field("b", STR)], "type_changed", True, True),
+        (
+            [*BASE, Field("b", GType.primitive("str", constraints=Constraints(max_length=9)))],
+            [*BASE, Field("b", GType.primitive("str", constraints=Constraints(max_length=5)))],
+            "constraint_changed", True, False,
+        ),
+        (
+            [*BASE, Field("b", GType.primitive("int", constraints=Constraints(ge=5)))],
+            [*BASE, Field("b", GType.primitive("int", constraints=Constraints(ge=1)))],
+            "constraint_changed", False, True,
+        ),
     ],
 )  # fmt: skip
 def test_each_row_of_the_table_in_request_response_and_both(
@@ -68,7 +78,17 @@ def test_methods_added_are_safe_and_methods_removed_break() -> None:
     assert changes(new, old) == [("Other", "method_removed", True)]
 
 
-def test_enum_values_removed_break_and_added_break_only_responses() -> None:
+def test_a_rename_is_a_removal_plus_an_addition_and_breaks_both_ways() -> None:
+    old_fields, new_fields = [*BASE, Field("note", STR, required=False)], [*BASE, Field("memo", STR, required=False)]
+
+    as_request = changes(schema(old_fields, BASE), schema(new_fields, BASE))
+    as_response = changes(schema(BASE, old_fields), schema(BASE, new_fields))
+
+    assert as_request == [("Req.memo", "field_added", False), ("Req.note", "field_removed", True)]
+    assert as_response == [("Resp.memo", "field_added", False), ("Resp.note", "field_removed", True)]
+
+
+def test_enum_values_removed_break_requests_and_added_break_responses() -> None:
     def with_enum(values: list[str], position: str) -> Schema:
         link = [Field("color", GType.ref("Color"))]
         s = schema(
@@ -84,6 +104,9 @@ def test_enum_values_removed_break_and_added_break_only_responses() -> None:
     ]
     assert changes(with_enum(["red", "blue"], "request"), with_enum(["red"], "request")) == [
         ("Color", "enum_value_removed", True)
+    ]
+    assert changes(with_enum(["red", "blue"], "response"), with_enum(["red"], "response")) == [
+        ("Color", "enum_value_removed", False)
     ]
 
 
@@ -107,6 +130,16 @@ def test_any_type_change_is_breaking_at_the_innermost_path(
     assert all(breaking for _, _, breaking in found)
 
 
+def test_reusing_an_enum_number_is_breaking() -> None:
+    old = schema([Field("a", STR)], BASE)
+    result = diff(
+        old, old, old_numbers={"Color": {"COLOR_RED": 1}}, new_numbers={"Color": {"COLOR_BLUE": 1}}
+    )
+    assert [(c.path, c.kind, c.breaking) for c in result.changes] == [
+        ("Color.COLOR_BLUE", "field_number_reused", True)
+    ]
+
+
 def test_reusing_a_field_number_is_breaking() -> None:
     old = schema([Field("a", STR), Field("b", INT, required=False)], BASE)
     new = schema([Field("a", STR), Field("c", INT, required=False)], BASE)
@@ -122,7 +155,7 @@ def test_reusing_a_field_number_is_breaking() -> None:
     kept = diff(
         old, new, old_numbers={"Req": {"a": 1, "b": 2}}, new_numbers={"Req": {"a": 1, "c": 3}}
     )
-    assert not kept.breaking
+    assert "field_number_reused" not in {c.kind for c in kept.changes}
 
 
 def test_constraints_tightened_break_requests_and_loosened_break_responses() -> None:

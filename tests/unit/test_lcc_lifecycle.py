@@ -158,7 +158,7 @@ async def test_a_bad_response_is_internal_for_the_caller_and_logged(
         return {"id": "nope"}
 
     with (
-        caplog.at_level(logging.ERROR, logger="runtime.lcc"),
+        caplog.at_level(logging.ERROR, logger="modrpc.lcc"),
         pytest.raises(InternalError) as caught,
     ):
         await run_lifecycle(
@@ -195,7 +195,7 @@ async def test_catch_hooks_see_the_error_and_a_failing_one_never_hides_it(
         HookSpec("watch", "catch", "global", watching),
         HookSpec("broken", "catch", "module", recorder(log, "broken", fail=True)),
     ]
-    with caplog.at_level(logging.ERROR, logger="runtime.lcc"), pytest.raises(PermissionDenied):
+    with caplog.at_level(logging.ERROR, logger="modrpc.lcc"), pytest.raises(PermissionDenied):
         await run_lifecycle(
             LifecycleCall(handler=handler, request={}, lctx=make_lctx(), hooks=hooks)
         )

@@ -12,10 +12,10 @@ from runtime.manifest import (
     DEFAULT_TIMEOUT,
     MethodPolicy,
     ModuleManifest,
-    is_version_id,
     load_manifest,
     parse_manifest,
 )
+from runtime.versions import is_version_id
 
 SOURCE = "modules/users/module.toml"
 

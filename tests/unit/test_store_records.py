@@ -10,12 +10,13 @@ import asyncpg
 import pytest
 
 import runtime.store
+from runtime.config import mask_url
 from runtime.errors import FailedPrecondition, InternalError, InvalidArgument, NotFound, Unavailable
 from runtime.gtype import Field, GType, Method, Schema
 from runtime.store import DEFAULT_URL, StoreEvent, VersionRecord, WorkerRecord, open_store
 from runtime.store._errors import store_errors, translate
 from runtime.store._migrations import MIGRATIONS, pending
-from runtime.store._url import mask_url, postgres_target, sqlite_path
+from runtime.store._url import postgres_target, sqlite_path
 
 
 def version(**overrides: Any) -> VersionRecord:
@@ -47,11 +48,15 @@ def test_the_package_exports_exactly_its_public_names() -> None:
     assert set(runtime.store.__all__) == {
         "DEFAULT_URL",
         "EventKind",
+        "LogStore",
         "ManifestStore",
         "StoreEvent",
         "VersionRecord",
+        "VersionStore",
         "Watch",
+        "WatchableStore",
         "WorkerRecord",
+        "WorkerRegistry",
         "open_store",
     }
 

@@ -34,9 +34,9 @@ def test_a_date_id_is_midnight_utc() -> None:
 
 
 def test_a_tsv_id_carries_its_seconds_module_and_sequence() -> None:
-    parsed = parse_version_id("tsv:1740000000-user-profiles-12")
+    parsed = parse_version_id("tsv:1740000000-user_profiles-12")
     assert parsed is not None
-    assert (parsed.kind, parsed.instant, parsed.module, parsed.seq) == ("tsv", 1740000000.0, "user-profiles", 12)
+    assert (parsed.kind, parsed.instant, parsed.module, parsed.seq) == ("tsv", 1740000000.0, "user_profiles", 12)
 
 
 @pytest.mark.parametrize("text", ["2025-02-30", "2025-6-01", "tsv:abc-users-1", "tsv:1-users", "stable", ""])

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 import runtime.wire
-from runtime.codegen import VersionHistory, build_version_files, render_proto
+from runtime.codegen import render_proto
 from runtime.gtype import Field, GType, Method, Schema
+from runtime.versions import VersionHistory, build_version_files
 from runtime.wire import FieldLock, WireSchemaError, build_file, message_fields
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,4 +190,4 @@ def test_scalars_have_explicit_presence_and_datetimes_are_timestamps() -> None:
         and not by_name["at"].proto3_optional
     )
     assert not by_name["tags"].proto3_optional
-    assert list(fdp.dependency) == ["google/protobuf/timestamp.proto"]
+    assert list(fdp.dependency) == ["buf/validate/validate.proto", "google/protobuf/timestamp.proto"]

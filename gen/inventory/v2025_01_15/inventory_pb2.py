@@ -23,28 +23,62 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gen.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
 _POOL = _descriptor_pool.DescriptorPool()
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1cinventory/v1/inventory.proto\x12\x0cinventory.v1\"+\n\x0fGetStockRequest\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x06\n\x04_sku\"R\n\x10GetStockResponse\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tavailable\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available\"P\n\x0eReleaseRequest\x12+\n\x0ereservation_id\x18\x01 \x01(\tH\x00R\x0ereservation_id\x88\x01\x01\x42\x11\n\x0f_reservation_id\"u\n\x0fReleaseResponse\x12+\n\x0ereservation_id\x18\x01 \x01(\tH\x00R\x0ereservation_id\x88\x01\x01\x12\x15\n\x08released\x18\x02 \x01(\x08H\x01\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x0b\n\t_released\"|\n\x0eReserveRequest\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08quantity\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1f\n\x08order_id\x18\x03 \x01(\tH\x02R\x08order_id\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantityB\x0b\n\t_order_id\"\xb5\x01\n\x0fReserveResponse\x12+\n\x0ereservation_id\x18\x01 \x01(\tH\x00R\x0ereservation_id\x88\x01\x01\x12\x10\n\x03sku\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x15\n\x08quantity\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x16\n\tremaining\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x06\n\x04_skuB\x0b\n\t_quantityB\x0c\n\n_remaining2\xed\x01\n\x10InventoryService\x12I\n\x08GetStock\x12\x1d.inventory.v1.GetStockRequest\x1a\x1e.inventory.v1.GetStockResponse\x12\x46\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x1d.inventory.v1.ReleaseResponse\x12\x46\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x1d.inventory.v1.ReserveResponseb\x06proto3')
+from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_descriptor__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_duration__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_field__mask__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR.serialized_pb)
+_POOL.AddSerializedFile(buf_dot_validate_dot_validate__pb2.DESCRIPTOR.serialized_pb)
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1cinventory/v1/inventory.proto\x12\x0cinventory.v1\x1a\x1b\x62uf/validate/validate.proto\"O\n\x0fGetStockRequest\x12\x34\n\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1a\x10\x01\x18@2\x14^[A-Z0-9][A-Z0-9-]*$\xc8\x01\x01H\x00\x88\x01\x01\x42\x06\n\x04_sku\"b\n\x10GetStockResponse\x12\x18\n\x03sku\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12\x1e\n\tavailable\x18\x02 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0c\n\n_available\"X\n\x0eReleaseRequest\x12\x33\n\x0ereservation_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00R\x0ereservation_id\x88\x01\x01\x42\x11\n\x0f_reservation_id\"\x85\x01\n\x0fReleaseResponse\x12\x33\n\x0ereservation_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00R\x0ereservation_id\x88\x01\x01\x12\x1d\n\x08released\x18\x02 \x01(\x08\x42\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x0b\n\t_released\"\xaf\x01\n\x0eReserveRequest\x12\x34\n\x03sku\x18\x01 \x01(\tB\"\xbaH\x1fr\x1a\x10\x01\x18@2\x14^[A-Z0-9][A-Z0-9-]*$\xc8\x01\x01H\x00\x88\x01\x01\x12$\n\x08quantity\x18\x02 \x01(\x03\x42\r\xbaH\n\"\x05\x18\x90N(\x01\xc8\x01\x01H\x01\x88\x01\x01\x12\x1f\n\x08order_id\x18\x03 \x01(\tH\x02R\x08order_id\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantityB\x0b\n\t_order_id\"\xd5\x01\n\x0fReserveResponse\x12\x33\n\x0ereservation_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00R\x0ereservation_id\x88\x01\x01\x12\x18\n\x03sku\x18\x02 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x12\x1d\n\x08quantity\x18\x03 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x02\x88\x01\x01\x12\x1e\n\tremaining\x18\x04 \x01(\x03\x42\x06\xbaH\x03\xc8\x01\x01H\x03\x88\x01\x01\x42\x11\n\x0f_reservation_idB\x06\n\x04_skuB\x0b\n\t_quantityB\x0c\n\n_remaining2\xed\x01\n\x10InventoryService\x12I\n\x08GetStock\x12\x1d.inventory.v1.GetStockRequest\x1a\x1e.inventory.v1.GetStockResponse\x12\x46\n\x07Release\x12\x1c.inventory.v1.ReleaseRequest\x1a\x1d.inventory.v1.ReleaseResponse\x12\x46\n\x07Reserve\x12\x1c.inventory.v1.ReserveRequest\x1a\x1d.inventory.v1.ReserveResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gen.inventory.v2025_01_15.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSTOCKREQUEST']._serialized_start=46
-  _globals['_GETSTOCKREQUEST']._serialized_end=89
-  _globals['_GETSTOCKRESPONSE']._serialized_start=91
-  _globals['_GETSTOCKRESPONSE']._serialized_end=173
-  _globals['_RELEASEREQUEST']._serialized_start=175
-  _globals['_RELEASEREQUEST']._serialized_end=255
-  _globals['_RELEASERESPONSE']._serialized_start=257
-  _globals['_RELEASERESPONSE']._serialized_end=374
-  _globals['_RESERVEREQUEST']._serialized_start=376
-  _globals['_RESERVEREQUEST']._serialized_end=500
-  _globals['_RESERVERESPONSE']._serialized_start=503
-  _globals['_RESERVERESPONSE']._serialized_end=684
-  _globals['_INVENTORYSERVICE']._serialized_start=687
-  _globals['_INVENTORYSERVICE']._serialized_end=924
+  _globals['_GETSTOCKREQUEST'].fields_by_name['sku']._loaded_options = None
+  _globals['_GETSTOCKREQUEST'].fields_by_name['sku']._serialized_options = b'\272H\037r\032\020\001\030@2\024^[A-Z0-9][A-Z0-9-]*$\310\001\001'
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['sku']._loaded_options = None
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['sku']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['available']._loaded_options = None
+  _globals['_GETSTOCKRESPONSE'].fields_by_name['available']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RELEASEREQUEST'].fields_by_name['reservation_id']._loaded_options = None
+  _globals['_RELEASEREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RELEASERESPONSE'].fields_by_name['reservation_id']._loaded_options = None
+  _globals['_RELEASERESPONSE'].fields_by_name['reservation_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RELEASERESPONSE'].fields_by_name['released']._loaded_options = None
+  _globals['_RELEASERESPONSE'].fields_by_name['released']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVEREQUEST'].fields_by_name['sku']._loaded_options = None
+  _globals['_RESERVEREQUEST'].fields_by_name['sku']._serialized_options = b'\272H\037r\032\020\001\030@2\024^[A-Z0-9][A-Z0-9-]*$\310\001\001'
+  _globals['_RESERVEREQUEST'].fields_by_name['quantity']._loaded_options = None
+  _globals['_RESERVEREQUEST'].fields_by_name['quantity']._serialized_options = b'\272H\n\"\005\030\220N(\001\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['reservation_id']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['reservation_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['sku']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['sku']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['quantity']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['quantity']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_RESERVERESPONSE'].fields_by_name['remaining']._loaded_options = None
+  _globals['_RESERVERESPONSE'].fields_by_name['remaining']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETSTOCKREQUEST']._serialized_start=75
+  _globals['_GETSTOCKREQUEST']._serialized_end=154
+  _globals['_GETSTOCKRESPONSE']._serialized_start=156
+  _globals['_GETSTOCKRESPONSE']._serialized_end=254
+  _globals['_RELEASEREQUEST']._serialized_start=256
+  _globals['_RELEASEREQUEST']._serialized_end=344
+  _globals['_RELEASERESPONSE']._serialized_start=347
+  _globals['_RELEASERESPONSE']._serialized_end=480
+  _globals['_RESERVEREQUEST']._serialized_start=483
+  _globals['_RESERVEREQUEST']._serialized_end=658
+  _globals['_RESERVERESPONSE']._serialized_start=661
+  _globals['_RESERVERESPONSE']._serialized_end=874
+  _globals['_INVENTORYSERVICE']._serialized_start=877
+  _globals['_INVENTORYSERVICE']._serialized_end=1114
 # @@protoc_insertion_point(module_scope)

@@ -23,24 +23,42 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gen.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
 _POOL = _descriptor_pool.DescriptorPool()
+from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_descriptor__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_duration__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_field__mask__pb2.DESCRIPTOR.serialized_pb)
 _POOL.AddSerializedFile(google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR.serialized_pb)
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n$notifications/v1/notifications.proto\x12\x10notifications.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x18ListNotificationsRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tH\x00R\x07user_id\x88\x01\x01\x42\n\n\x08_user_id\"J\n\x19ListNotificationsResponse\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.notifications.v1.Notification\"\xcd\x01\n\x0cNotification\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x07user_id\x18\x02 \x01(\tH\x01R\x07user_id\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x14\n\x07message\x18\x04 \x01(\tH\x03\x88\x01\x01\x12:\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreated_atB\x05\n\x03_idB\n\n\x08_user_idB\x08\n\x06_emailB\n\n\x08_message2\x84\x01\n\x14NotificationsService\x12l\n\x11ListNotifications\x12*.notifications.v1.ListNotificationsRequest\x1a+.notifications.v1.ListNotificationsResponseb\x06proto3')
+_POOL.AddSerializedFile(buf_dot_validate_dot_validate__pb2.DESCRIPTOR.serialized_pb)
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n$notifications/v1/notifications.proto\x12\x10notifications.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x18ListNotificationsRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tH\x00R\x07user_id\x88\x01\x01\x42\n\n\x08_user_id\"J\n\x19ListNotificationsResponse\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.notifications.v1.Notification\"\xf5\x01\n\x0cNotification\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12%\n\x07user_id\x18\x02 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01R\x07user_id\x88\x01\x01\x12\x1a\n\x05\x65mail\x18\x03 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x02\x88\x01\x01\x12\x1c\n\x07message\x18\x04 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x03\x88\x01\x01\x12\x42\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\ncreated_atB\x05\n\x03_idB\n\n\x08_user_idB\x08\n\x06_emailB\n\n\x08_message2\x84\x01\n\x14NotificationsService\x12l\n\x11ListNotifications\x12*.notifications.v1.ListNotificationsRequest\x1a+.notifications.v1.ListNotificationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gen.notifications.v2025_01_15.notifications_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=91
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=160
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=162
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=236
-  _globals['_NOTIFICATION']._serialized_start=239
-  _globals['_NOTIFICATION']._serialized_end=444
-  _globals['_NOTIFICATIONSSERVICE']._serialized_start=447
-  _globals['_NOTIFICATIONSSERVICE']._serialized_end=579
+  _globals['_NOTIFICATION'].fields_by_name['id']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_NOTIFICATION'].fields_by_name['user_id']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['user_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_NOTIFICATION'].fields_by_name['email']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['email']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_NOTIFICATION'].fields_by_name['message']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['message']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_NOTIFICATION'].fields_by_name['created_at']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=120
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=189
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=191
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=265
+  _globals['_NOTIFICATION']._serialized_start=268
+  _globals['_NOTIFICATION']._serialized_end=513
+  _globals['_NOTIFICATIONSSERVICE']._serialized_start=516
+  _globals['_NOTIFICATIONSSERVICE']._serialized_end=648
 # @@protoc_insertion_point(module_scope)

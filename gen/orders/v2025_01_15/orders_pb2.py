@@ -23,30 +23,68 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gen.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
 _POOL = _descriptor_pool.DescriptorPool()
+from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_descriptor__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_duration__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_field__mask__pb2.DESCRIPTOR.serialized_pb)
 _POOL.AddSerializedFile(google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR.serialized_pb)
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x16orders/v1/orders.proto\x12\torders.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x0fGetOrderRequest\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x05\n\x03_id\"\xb6\x02\n\x10GetOrderResponse\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x07user_id\x18\x02 \x01(\tH\x01R\x07user_id\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x02\x88\x01\x01\x12#\n\x05items\x18\x04 \x03(\x0b\x32\x14.orders.v1.OrderItem\x12(\n\x0freservation_ids\x18\x05 \x03(\tR\x0freservation_ids\x12+\n\x06status\x18\x06 \x01(\x0e\x32\x16.orders.v1.OrderStatusH\x03\x88\x01\x01\x12:\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreated_atB\x05\n\x03_idB\n\n\x08_user_idB\x08\n\x06_emailB\t\n\x07_status\"I\n\tOrderItem\x12\x10\n\x03sku\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08quantity\x18\x02 \x01(\x03H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantity\"c\n\x11PlaceOrderRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tH\x00R\x07user_id\x88\x01\x01\x12#\n\x05items\x18\x02 \x03(\x0b\x32\x14.orders.v1.OrderItemB\n\n\x08_user_id\"\xb8\x02\n\x12PlaceOrderResponse\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x1d\n\x07user_id\x18\x02 \x01(\tH\x01R\x07user_id\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x02\x88\x01\x01\x12#\n\x05items\x18\x04 \x03(\x0b\x32\x14.orders.v1.OrderItem\x12(\n\x0freservation_ids\x18\x05 \x03(\tR\x0freservation_ids\x12+\n\x06status\x18\x06 \x01(\x0e\x32\x16.orders.v1.OrderStatusH\x03\x88\x01\x01\x12:\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreated_atB\x05\n\x03_idB\n\n\x08_user_idB\x08\n\x06_emailB\t\n\x07_status*`\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATUS_PLACED\x10\x01\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x02\x32\x9f\x01\n\rOrdersService\x12\x43\n\x08GetOrder\x12\x1a.orders.v1.GetOrderRequest\x1a\x1b.orders.v1.GetOrderResponse\x12I\n\nPlaceOrder\x12\x1c.orders.v1.PlaceOrderRequest\x1a\x1d.orders.v1.PlaceOrderResponseb\x06proto3')
+_POOL.AddSerializedFile(buf_dot_validate_dot_validate__pb2.DESCRIPTOR.serialized_pb)
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x16orders/v1/orders.proto\x12\torders.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n\x0fGetOrderRequest\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x42\x05\n\x03_id\"\xe5\x02\n\x10GetOrderResponse\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12%\n\x07user_id\x18\x02 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01R\x07user_id\x88\x01\x01\x12\x1a\n\x05\x65mail\x18\x03 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x02\x88\x01\x01\x12#\n\x05items\x18\x04 \x03(\x0b\x32\x14.orders.v1.OrderItem\x12(\n\x0freservation_ids\x18\x05 \x03(\tR\x0freservation_ids\x12:\n\x06status\x18\x06 \x01(\x0e\x32\x16.orders.v1.OrderStatusB\r\xbaH\n\x82\x01\x04\x10\x01 \x00\xc8\x01\x01H\x03\x88\x01\x01\x12\x42\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\ncreated_atB\x05\n\x03_idB\n\n\x08_user_idB\x08\n\x06_emailB\t\n\x07_status\"f\n\tOrderItem\x12\x1e\n\x03sku\x18\x01 \x01(\tB\x0c\xbaH\tr\x04\x10\x01\x18@\xc8\x01\x01H\x00\x88\x01\x01\x12$\n\x08quantity\x18\x02 \x01(\x03\x42\r\xbaH\n\"\x05\x18\x90N(\x01\xc8\x01\x01H\x01\x88\x01\x01\x42\x06\n\x04_skuB\x0b\n\t_quantity\"w\n\x11PlaceOrderRequest\x12%\n\x07user_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00R\x07user_id\x88\x01\x01\x12/\n\x05items\x18\x02 \x03(\x0b\x32\x14.orders.v1.OrderItemB\n\xbaH\x07\x92\x01\x04\x08\x01\x10\x32\x42\n\n\x08_user_id\"\xe7\x02\n\x12PlaceOrderResponse\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12%\n\x07user_id\x18\x02 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01R\x07user_id\x88\x01\x01\x12\x1a\n\x05\x65mail\x18\x03 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x02\x88\x01\x01\x12#\n\x05items\x18\x04 \x03(\x0b\x32\x14.orders.v1.OrderItem\x12(\n\x0freservation_ids\x18\x05 \x03(\tR\x0freservation_ids\x12:\n\x06status\x18\x06 \x01(\x0e\x32\x16.orders.v1.OrderStatusB\r\xbaH\n\x82\x01\x04\x10\x01 \x00\xc8\x01\x01H\x03\x88\x01\x01\x12\x42\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\ncreated_atB\x05\n\x03_idB\n\n\x08_user_idB\x08\n\x06_emailB\t\n\x07_status*`\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATUS_PLACED\x10\x01\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x02\x32\x9f\x01\n\rOrdersService\x12\x43\n\x08GetOrder\x12\x1a.orders.v1.GetOrderRequest\x1a\x1b.orders.v1.GetOrderResponse\x12I\n\nPlaceOrder\x12\x1c.orders.v1.PlaceOrderRequest\x1a\x1d.orders.v1.PlaceOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gen.orders.v2025_01_15.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=917
-  _globals['_ORDERSTATUS']._serialized_end=1013
-  _globals['_GETORDERREQUEST']._serialized_start=70
-  _globals['_GETORDERREQUEST']._serialized_end=111
-  _globals['_GETORDERRESPONSE']._serialized_start=114
-  _globals['_GETORDERRESPONSE']._serialized_end=424
-  _globals['_ORDERITEM']._serialized_start=426
-  _globals['_ORDERITEM']._serialized_end=499
-  _globals['_PLACEORDERREQUEST']._serialized_start=501
-  _globals['_PLACEORDERREQUEST']._serialized_end=600
-  _globals['_PLACEORDERRESPONSE']._serialized_start=603
-  _globals['_PLACEORDERRESPONSE']._serialized_end=915
-  _globals['_ORDERSSERVICE']._serialized_start=1016
-  _globals['_ORDERSSERVICE']._serialized_end=1175
+  _globals['_GETORDERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETORDERREQUEST'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETORDERRESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_GETORDERRESPONSE'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETORDERRESPONSE'].fields_by_name['user_id']._loaded_options = None
+  _globals['_GETORDERRESPONSE'].fields_by_name['user_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETORDERRESPONSE'].fields_by_name['email']._loaded_options = None
+  _globals['_GETORDERRESPONSE'].fields_by_name['email']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETORDERRESPONSE'].fields_by_name['status']._loaded_options = None
+  _globals['_GETORDERRESPONSE'].fields_by_name['status']._serialized_options = b'\272H\n\202\001\004\020\001 \000\310\001\001'
+  _globals['_GETORDERRESPONSE'].fields_by_name['created_at']._loaded_options = None
+  _globals['_GETORDERRESPONSE'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_ORDERITEM'].fields_by_name['sku']._loaded_options = None
+  _globals['_ORDERITEM'].fields_by_name['sku']._serialized_options = b'\272H\tr\004\020\001\030@\310\001\001'
+  _globals['_ORDERITEM'].fields_by_name['quantity']._loaded_options = None
+  _globals['_ORDERITEM'].fields_by_name['quantity']._serialized_options = b'\272H\n\"\005\030\220N(\001\310\001\001'
+  _globals['_PLACEORDERREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_PLACEORDERREQUEST'].fields_by_name['user_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_PLACEORDERREQUEST'].fields_by_name['items']._loaded_options = None
+  _globals['_PLACEORDERREQUEST'].fields_by_name['items']._serialized_options = b'\272H\007\222\001\004\010\001\0202'
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['user_id']._loaded_options = None
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['user_id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['email']._loaded_options = None
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['email']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['status']._loaded_options = None
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['status']._serialized_options = b'\272H\n\202\001\004\020\001 \000\310\001\001'
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['created_at']._loaded_options = None
+  _globals['_PLACEORDERRESPONSE'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_ORDERSTATUS']._serialized_start=1097
+  _globals['_ORDERSTATUS']._serialized_end=1193
+  _globals['_GETORDERREQUEST']._serialized_start=99
+  _globals['_GETORDERREQUEST']._serialized_end=148
+  _globals['_GETORDERRESPONSE']._serialized_start=151
+  _globals['_GETORDERRESPONSE']._serialized_end=508
+  _globals['_ORDERITEM']._serialized_start=510
+  _globals['_ORDERITEM']._serialized_end=612
+  _globals['_PLACEORDERREQUEST']._serialized_start=614
+  _globals['_PLACEORDERREQUEST']._serialized_end=733
+  _globals['_PLACEORDERRESPONSE']._serialized_start=736
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1095
+  _globals['_ORDERSSERVICE']._serialized_start=1196
+  _globals['_ORDERSSERVICE']._serialized_end=1355
 # @@protoc_insertion_point(module_scope)

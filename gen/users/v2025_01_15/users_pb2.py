@@ -23,26 +23,56 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gen.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
 _POOL = _descriptor_pool.DescriptorPool()
+from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_descriptor__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_duration__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_field__mask__pb2.DESCRIPTOR.serialized_pb)
 _POOL.AddSerializedFile(google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR.serialized_pb)
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x14users/v1/users.proto\x12\x08users.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x11\x43reateUserRequest\x12\x11\n\x04name\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\x07\n\x05_nameB\x08\n\x06_email\"\xa2\x01\n\x12\x43reateUserResponse\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x02\x88\x01\x01\x12:\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreated_atB\x05\n\x03_idB\x07\n\x05_nameB\x08\n\x06_email\"(\n\x0eGetUserRequest\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x05\n\x03_id\"\x9f\x01\n\x0fGetUserResponse\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x02\x88\x01\x01\x12:\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreated_atB\x05\n\x03_idB\x07\n\x05_nameB\x08\n\x06_email2\x97\x01\n\x0cUsersService\x12G\n\nCreateUser\x12\x1b.users.v1.CreateUserRequest\x1a\x1c.users.v1.CreateUserResponse\x12>\n\x07GetUser\x12\x18.users.v1.GetUserRequest\x1a\x19.users.v1.GetUserResponseb\x06proto3')
+_POOL.AddSerializedFile(buf_dot_validate_dot_validate__pb2.DESCRIPTOR.serialized_pb)
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x14users/v1/users.proto\x12\x08users.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"h\n\x11\x43reateUserRequest\x12 \n\x04name\x18\x01 \x01(\tB\r\xbaH\nr\x05\x10\x01\x18\xc8\x01\xc8\x01\x01H\x00\x88\x01\x01\x12\x1e\n\x05\x65mail\x18\x02 \x01(\tB\n\xbaH\x07r\x02`\x01\xc8\x01\x01H\x01\x88\x01\x01\x42\x07\n\x05_nameB\x08\n\x06_email\"\xc6\x01\n\x12\x43reateUserResponse\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12\x19\n\x04name\x18\x02 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x12\x1e\n\x05\x65mail\x18\x03 \x01(\tB\n\xbaH\x07r\x02`\x01\xc8\x01\x01H\x02\x88\x01\x01\x12\x42\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\ncreated_atB\x05\n\x03_idB\x07\n\x05_nameB\x08\n\x06_email\"0\n\x0eGetUserRequest\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x42\x05\n\x03_id\"\xc3\x01\n\x0fGetUserResponse\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12\x19\n\x04name\x18\x02 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01\x88\x01\x01\x12\x1e\n\x05\x65mail\x18\x03 \x01(\tB\n\xbaH\x07r\x02`\x01\xc8\x01\x01H\x02\x88\x01\x01\x12\x42\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\ncreated_atB\x05\n\x03_idB\x07\n\x05_nameB\x08\n\x06_email2\x97\x01\n\x0cUsersService\x12G\n\nCreateUser\x12\x1b.users.v1.CreateUserRequest\x1a\x1c.users.v1.CreateUserResponse\x12>\n\x07GetUser\x12\x18.users.v1.GetUserRequest\x1a\x19.users.v1.GetUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gen.users.v2025_01_15.users_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEUSERREQUEST']._serialized_start=67
-  _globals['_CREATEUSERREQUEST']._serialized_end=144
-  _globals['_CREATEUSERRESPONSE']._serialized_start=147
-  _globals['_CREATEUSERRESPONSE']._serialized_end=309
-  _globals['_GETUSERREQUEST']._serialized_start=311
-  _globals['_GETUSERREQUEST']._serialized_end=351
-  _globals['_GETUSERRESPONSE']._serialized_start=354
-  _globals['_GETUSERRESPONSE']._serialized_end=513
-  _globals['_USERSSERVICE']._serialized_start=516
-  _globals['_USERSSERVICE']._serialized_end=667
+  _globals['_CREATEUSERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['name']._serialized_options = b'\272H\nr\005\020\001\030\310\001\310\001\001'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['email']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['email']._serialized_options = b'\272H\007r\002`\001\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['name']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['name']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['email']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['email']._serialized_options = b'\272H\007r\002`\001\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['created_at']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['name']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['name']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['email']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['email']._serialized_options = b'\272H\007r\002`\001\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['created_at']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CREATEUSERREQUEST']._serialized_start=96
+  _globals['_CREATEUSERREQUEST']._serialized_end=200
+  _globals['_CREATEUSERRESPONSE']._serialized_start=203
+  _globals['_CREATEUSERRESPONSE']._serialized_end=401
+  _globals['_GETUSERREQUEST']._serialized_start=403
+  _globals['_GETUSERREQUEST']._serialized_end=451
+  _globals['_GETUSERRESPONSE']._serialized_start=454
+  _globals['_GETUSERRESPONSE']._serialized_end=649
+  _globals['_USERSSERVICE']._serialized_start=652
+  _globals['_USERSSERVICE']._serialized_end=803
 # @@protoc_insertion_point(module_scope)

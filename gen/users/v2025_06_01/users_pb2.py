@@ -23,26 +23,62 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gen.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
 _POOL = _descriptor_pool.DescriptorPool()
+from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_descriptor__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_duration__pb2.DESCRIPTOR.serialized_pb)
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+_POOL.AddSerializedFile(google_dot_protobuf_dot_field__mask__pb2.DESCRIPTOR.serialized_pb)
 _POOL.AddSerializedFile(google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR.serialized_pb)
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x14users/v1/users.proto\x12\x08users.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x11\x43reateUserRequest\x12#\n\ngiven_name\x18\x03 \x01(\tH\x00R\ngiven_name\x88\x01\x01\x12%\n\x0b\x66\x61mily_name\x18\x04 \x01(\tH\x01R\x0b\x66\x61mily_name\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x02 \x01(\tH\x02\x88\x01\x01\x42\r\n\x0b_given_nameB\x0e\n\x0c_family_nameB\x08\n\x06_emailJ\x04\x08\x01\x10\x02R\x04name\"\xfd\x01\n\x12\x43reateUserResponse\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12#\n\ngiven_name\x18\x05 \x01(\tH\x01R\ngiven_name\x88\x01\x01\x12%\n\x0b\x66\x61mily_name\x18\x06 \x01(\tH\x02R\x0b\x66\x61mily_name\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x03\x88\x01\x01\x12:\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreated_atB\x05\n\x03_idB\r\n\x0b_given_nameB\x0e\n\x0c_family_nameB\x08\n\x06_emailJ\x04\x08\x02\x10\x03R\x04name\"(\n\x0eGetUserRequest\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x05\n\x03_id\"\xfa\x01\n\x0fGetUserResponse\x12\x0f\n\x02id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12#\n\ngiven_name\x18\x05 \x01(\tH\x01R\ngiven_name\x88\x01\x01\x12%\n\x0b\x66\x61mily_name\x18\x06 \x01(\tH\x02R\x0b\x66\x61mily_name\x88\x01\x01\x12\x12\n\x05\x65mail\x18\x03 \x01(\tH\x03\x88\x01\x01\x12:\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreated_atB\x05\n\x03_idB\r\n\x0b_given_nameB\x0e\n\x0c_family_nameB\x08\n\x06_emailJ\x04\x08\x02\x10\x03R\x04name2\x97\x01\n\x0cUsersService\x12G\n\nCreateUser\x12\x1b.users.v1.CreateUserRequest\x1a\x1c.users.v1.CreateUserResponse\x12>\n\x07GetUser\x12\x18.users.v1.GetUserRequest\x1a\x19.users.v1.GetUserResponseb\x06proto3')
+_POOL.AddSerializedFile(buf_dot_validate_dot_validate__pb2.DESCRIPTOR.serialized_pb)
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x14users/v1/users.proto\x12\x08users.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n\x11\x43reateUserRequest\x12\x32\n\ngiven_name\x18\x03 \x01(\tB\r\xbaH\nr\x05\x10\x01\x18\xc8\x01\xc8\x01\x01H\x00R\ngiven_name\x88\x01\x01\x12/\n\x0b\x66\x61mily_name\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01H\x01R\x0b\x66\x61mily_name\x88\x01\x01\x12\x1e\n\x05\x65mail\x18\x02 \x01(\tB\n\xbaH\x07r\x02`\x01\xc8\x01\x01H\x02\x88\x01\x01\x42\r\n\x0b_given_nameB\x0e\n\x0c_family_nameB\x08\n\x06_emailJ\x04\x08\x01\x10\x02R\x04name\"\xa9\x02\n\x12\x43reateUserResponse\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12+\n\ngiven_name\x18\x05 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01R\ngiven_name\x88\x01\x01\x12-\n\x0b\x66\x61mily_name\x18\x06 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x02R\x0b\x66\x61mily_name\x88\x01\x01\x12\x1e\n\x05\x65mail\x18\x03 \x01(\tB\n\xbaH\x07r\x02`\x01\xc8\x01\x01H\x03\x88\x01\x01\x12\x42\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\ncreated_atB\x05\n\x03_idB\r\n\x0b_given_nameB\x0e\n\x0c_family_nameB\x08\n\x06_emailJ\x04\x08\x02\x10\x03R\x04name\"0\n\x0eGetUserRequest\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x42\x05\n\x03_id\"\xa6\x02\n\x0fGetUserResponse\x12\x17\n\x02id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x00\x88\x01\x01\x12+\n\ngiven_name\x18\x05 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x01R\ngiven_name\x88\x01\x01\x12-\n\x0b\x66\x61mily_name\x18\x06 \x01(\tB\x06\xbaH\x03\xc8\x01\x01H\x02R\x0b\x66\x61mily_name\x88\x01\x01\x12\x1e\n\x05\x65mail\x18\x03 \x01(\tB\n\xbaH\x07r\x02`\x01\xc8\x01\x01H\x03\x88\x01\x01\x12\x42\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01R\ncreated_atB\x05\n\x03_idB\r\n\x0b_given_nameB\x0e\n\x0c_family_nameB\x08\n\x06_emailJ\x04\x08\x02\x10\x03R\x04name2\x97\x01\n\x0cUsersService\x12G\n\nCreateUser\x12\x1b.users.v1.CreateUserRequest\x1a\x1c.users.v1.CreateUserResponse\x12>\n\x07GetUser\x12\x18.users.v1.GetUserRequest\x1a\x19.users.v1.GetUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gen.users.v2025_06_01.users_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEUSERREQUEST']._serialized_start=68
-  _globals['_CREATEUSERREQUEST']._serialized_end=236
-  _globals['_CREATEUSERRESPONSE']._serialized_start=239
-  _globals['_CREATEUSERRESPONSE']._serialized_end=492
-  _globals['_GETUSERREQUEST']._serialized_start=494
-  _globals['_GETUSERREQUEST']._serialized_end=534
-  _globals['_GETUSERRESPONSE']._serialized_start=537
-  _globals['_GETUSERRESPONSE']._serialized_end=787
-  _globals['_USERSSERVICE']._serialized_start=790
-  _globals['_USERSSERVICE']._serialized_end=941
+  _globals['_CREATEUSERREQUEST'].fields_by_name['given_name']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['given_name']._serialized_options = b'\272H\nr\005\020\001\030\310\001\310\001\001'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['family_name']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['family_name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['email']._loaded_options = None
+  _globals['_CREATEUSERREQUEST'].fields_by_name['email']._serialized_options = b'\272H\007r\002`\001\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['given_name']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['given_name']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['family_name']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['family_name']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['email']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['email']._serialized_options = b'\272H\007r\002`\001\310\001\001'
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['created_at']._loaded_options = None
+  _globals['_CREATEUSERRESPONSE'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['id']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['id']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['given_name']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['given_name']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['family_name']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['family_name']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['email']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['email']._serialized_options = b'\272H\007r\002`\001\310\001\001'
+  _globals['_GETUSERRESPONSE'].fields_by_name['created_at']._loaded_options = None
+  _globals['_GETUSERRESPONSE'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_CREATEUSERREQUEST']._serialized_start=97
+  _globals['_CREATEUSERREQUEST']._serialized_end=302
+  _globals['_CREATEUSERRESPONSE']._serialized_start=305
+  _globals['_CREATEUSERRESPONSE']._serialized_end=602
+  _globals['_GETUSERREQUEST']._serialized_start=604
+  _globals['_GETUSERREQUEST']._serialized_end=652
+  _globals['_GETUSERRESPONSE']._serialized_start=655
+  _globals['_GETUSERRESPONSE']._serialized_end=949
+  _globals['_USERSSERVICE']._serialized_start=952
+  _globals['_USERSSERVICE']._serialized_end=1103
 # @@protoc_insertion_point(module_scope)

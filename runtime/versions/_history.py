@@ -6,34 +6,22 @@ transformed to and regenerated long after the handler code has moved on.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import descriptor_pb2
+
 from runtime.gtype import Schema
+from runtime.versions._resolve import version_instant
+from runtime.wire import FieldLock, build_file
 
-__all__ = ["VersionHistory", "VersionRecord", "version_instant"]
-
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-TSV_RE = re.compile(r"^tsv:(\d+)-([a-z][a-z0-9_]*)-(\d+)$")
-
-
-def version_instant(version_id: str) -> float:
-    """Unix seconds a version id stands for: midnight UTC of a date, or a tsv id's seconds."""
-    if DATE_RE.match(version_id):
-        day = _dt.date.fromisoformat(version_id)
-        return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp()
-    m = TSV_RE.match(version_id)
-    if m:
-        return float(m.group(1))
-    raise ValueError(f"{version_id!r} is not a version id (YYYY-MM-DD or tsv:<unix>-<module>-<seq>)")
+__all__ = ["RecordedVersion", "VersionHistory", "build_version_files"]
 
 
 @dataclass(frozen=True)
-class VersionRecord:
+class RecordedVersion:
     """One recorded version of a module."""
 
     id: str
@@ -56,7 +44,7 @@ class VersionRecord:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> VersionRecord:
+    def from_json(cls, data: dict[str, Any]) -> RecordedVersion:
         return cls(
             id=data["id"],
             created_at=float(data["created_at"]),
@@ -76,7 +64,7 @@ class VersionHistory:
     """The versions of one module, oldest first."""
 
     module: str
-    records: list[VersionRecord]
+    records: list[RecordedVersion]
 
     @classmethod
     def load(cls, module: str, directory: Path) -> VersionHistory:
@@ -84,20 +72,20 @@ class VersionHistory:
         if directory.is_dir():
             for path in sorted(directory.glob("*.json")):
                 try:
-                    records.append(VersionRecord.from_json(json.loads(path.read_text("utf-8"))))
+                    records.append(RecordedVersion.from_json(json.loads(path.read_text("utf-8"))))
                 except (ValueError, KeyError) as exc:
                     raise ValueError(f"{path}: not a valid version record ({exc})") from exc
         records.sort(key=lambda r: (r.created_at, r.id))
         return cls(module, records)
 
     @property
-    def latest(self) -> VersionRecord | None:
+    def latest(self) -> RecordedVersion | None:
         return self.records[-1] if self.records else None
 
     def ids(self) -> list[str]:
         return [r.id for r in self.records]
 
-    def get(self, version_id: str) -> VersionRecord:
+    def get(self, version_id: str) -> RecordedVersion:
         for r in self.records:
             if r.id == version_id:
                 return r
@@ -114,3 +102,14 @@ class VersionHistory:
     @staticmethod
     def file_name(version_id: str) -> str:
         return version_id.replace(":", "_") + ".json"
+
+
+def build_version_files(
+    history: VersionHistory, lock: FieldLock
+) -> list[tuple[RecordedVersion, descriptor_pb2.FileDescriptorProto]]:
+    """The descriptor of every recorded version, oldest first (assigning numbers in ``lock``)."""
+    built: list[tuple[RecordedVersion, descriptor_pb2.FileDescriptorProto]] = []
+    for record in history.records:
+        fdp = build_file(record.schema, lock, previous=[f for _, f in built])
+        built.append((record, fdp))
+    return built
