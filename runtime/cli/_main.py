@@ -130,16 +130,19 @@ _RUNNERS = {
 }
 
 
-_PROJECT_OPTIONAL = frozenset({"gateway", "token", "versions"})
-"""Commands that can work without a project (the gateway, a token, the version lifecycle in
-the store): outside one they run from the working directory."""
+_PROJECT_OPTIONAL = frozenset({"certs", "gateway", "token", "versions"})
+"""Commands that can work without a project (certificates, the gateway, a token, the version
+lifecycle in the store): outside one they run from the working directory."""
+
+_PATH_ARGUMENTS = ("modules", "config", "dir", "ca", "out")
+"""Arguments naming files or folders: relative to where the command was typed, not the root."""
 
 
 def _enter_project(args: argparse.Namespace) -> str | None:
     """Find the project, anchor the path arguments, and move into it; an error message or None."""
     from runtime.project import ProjectError, find_project
 
-    for name in ("modules", "config"):
+    for name in _PATH_ARGUMENTS:
         value = getattr(args, name, None)
         if value is not None:
             setattr(args, name, Path(value).expanduser().resolve())

@@ -109,3 +109,36 @@ def test_key_pair_files_are_read_again_after_they_change(tmp_path: Path) -> None
 def test_a_key_pair_names_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(TlsError, match=r"nowhere\.crt: cannot read the certificate"):
         KeyPair(tmp_path / "nowhere.crt", tmp_path / "nowhere.key")
+
+
+def test_modrpc_certs_makes_a_ca_issues_from_it_and_shows_what_a_folder_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no project here: certs needs none
+    assert main(["certs", "init", "--dir", "ca"]) == 0
+    assert main(["certs", "issue", "module:users", "--ca", "ca", "--out", "host", "--host", "10.0.3.7"]) == 0
+    assert main(["certs", "issue", "module:users", "--ca", "ca", "--out", "host"]) == 2  # no silent overwrite
+    assert "exists; --force replaces it" in capsys.readouterr().err
+    assert main(["certs", "issue", "root", "--ca", "ca", "--out", "host"]) == 2
+    assert mode(tmp_path / "host" / "module-users.key") == 0o600 and mode(tmp_path / "ca" / "ca.key") == 0o600
+    capsys.readouterr()
+    assert main(["certs", "show", "--dir", "host"]) == 0
+    shown = capsys.readouterr().out
+    assert "module-users.crt" in shown and "module:users" in shown and "valid until" in shown
+    ensure_identity(tmp_path / "host", Peer.module("users"), dev_ca=False)  # a production folder: complete
+
+
+def test_modrpc_token_refuses_when_the_config_accepts_no_hs256_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODRPC_AUTH__JWT_ALGORITHMS", '["RS256"]')
+    assert main(["token", "--subject", "ada"]) == 2
+    assert "accepts no HS256 token" in capsys.readouterr().err
+    monkeypatch.delenv("MODRPC_AUTH__JWT_ALGORITHMS")
+    assert main(["token", "--subject", "ada", "--ttl", "30d"]) == 2
+    assert "auth.max_token_lifetime" in capsys.readouterr().err
