@@ -24,7 +24,9 @@ up: install
 	$(BIN)/modrpc up
 
 ## make test: generated code is current, lint is clean, then the whole suite.
+## The playground's browser tests drive Debian's chromium: installed here when missing, like h2load.
 test: install
+	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(BIN)/modrpc gen --check
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

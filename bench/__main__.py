@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.load import h2load_binary
 from bench.measure import FULL, SMOKE, run, write_json
-from bench.report import markdown
+from bench.report import BUSY_LOAD_PER_CPU, markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,6 +62,10 @@ async def _fabric() -> tuple[dict[str, Any] | None, str | None]:
 
 async def main(args: argparse.Namespace) -> int:
     nginx = _ensure_tools(not args.no_nginx)
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > BUSY_LOAD_PER_CPU * cpus:
+        print(f"bench: the machine is busy (load {load:.2f} on {cpus} CPUs): the figures will be noisy",
+              file=sys.stderr, flush=True)
     figures = await run(
         SMOKE if args.smoke else FULL,
         rounds=args.rounds,

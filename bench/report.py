@@ -104,6 +104,27 @@ def lane_tls_table(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+BUSY_LOAD_PER_CPU = 0.5
+"""A one-minute load average above this per CPU at the start means something else was running."""
+
+
+def machine_busy(env: dict[str, Any]) -> bool:
+    """Whether the machine was busy when the run started (others' work skews every figure)."""
+    return float(env["load_average"][0]) > BUSY_LOAD_PER_CPU * max(1, int(env["cpus"]))
+
+
+def busy_warning(env: dict[str, Any]) -> list[str]:
+    if not machine_busy(env):
+        return [""]
+    return [
+        "",
+        f"**The machine was busy** (load {env['load_average'][0]:.2f} on {env['cpus']} CPUs at the "
+        "start): these figures are noisy and only worse than a quiet run's; compare ratios measured "
+        "on a quiet machine.",
+        "",
+    ]
+
+
 def markdown(figures: dict[str, Any], fabric_table: str | None = None) -> str:
     """The whole report: paths, targets, micro-benchmarks and (when given) the fabric's table."""
     env = figures["environment"]
@@ -112,6 +133,7 @@ def markdown(figures: dict[str, Any], fabric_table: str | None = None) -> str:
         f"{', '.join(f'{x:.2f}' for x in env['load_average'])} at the start, Python {env['python']}, "
         f"grpcio {env['grpcio']}; best of {figures['rounds']} rounds per figure.",
         "",
+        *busy_warning(env),
         paths_table(figures),
         "",
         goals_table(figures),

@@ -23,7 +23,8 @@ __all__ = ["run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.tls import CA_CERT, CertificateAuthority, Peer
+    from runtime.identity import Peer
+    from runtime.tls import CA_CERT, CertificateAuthority
 
     try:
         if args.action == "init":
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 def _show(directory: Path) -> int:
     from cryptography import x509
 
-    from runtime.tls import Peer
+    from runtime.identity import Peer
     from runtime.tls._certs import certificate_names
 
     found = sorted(directory.glob("*.crt"))

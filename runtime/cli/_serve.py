@@ -157,16 +157,31 @@ async def _gateway(args: argparse.Namespace, settings: Settings) -> int:
         await gateway.stop(0)
         return await _fail("gateway could not start", exc)
     print(f"gateway listening on {address}", flush=True)
-    announce = asyncio.create_task(_announce_ready(gateway, address))
+    playground = _playground(gateway)
+    announce = asyncio.create_task(_announce_ready(gateway, address, playground))
     await stop.wait()
     announce.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await announce
+    if playground is not None:
+        await playground.close()
     await gateway.stop()
     return 0
 
 
-async def _announce_ready(gateway: Any, address: str) -> None:
+def _playground(gateway: Any) -> Any:
+    """The playground on the gateway's admin port, when the settings have it on (else None)."""
+    from runtime.playground import Playground
+
+    return Playground.attach(gateway)
+
+
+def _beside(playground: Any) -> str:
+    """What the ready line says of the playground: where to open it."""
+    return f"; playground on {playground.url}" if playground is not None else ""
+
+
+async def _announce_ready(gateway: Any, address: str, playground: Any = None) -> None:
     """Print the ready line once the workers known to the store serve, however long that takes.
 
     The gateway alone serves whatever registers; workers may well start after it, so waiting
@@ -180,7 +195,7 @@ async def _announce_ready(gateway: Any, address: str) -> None:
         except Unavailable:
             log.info("gateway on %s: no worker has registered yet; still waiting", address)
             continue
-        print(f"ready: gateway on {address}", flush=True)
+        print(f"ready: gateway on {address}{_beside(playground)}", flush=True)
         return
 
 
@@ -329,6 +344,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     fleet = Fleet(settings, args.config, forget, restarted)
     hub = None
     watcher: asyncio.Task[None] | None = None
+    playground = None
     try:
         try:
             started = time.monotonic()
@@ -340,11 +356,12 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             for module, address in await fleet.add(module_dirs):
                 print(f"{module} {address}", flush=True)
             address = await gateway.start()
+            playground = _playground(gateway)
             await _sweep_removed(gateway, set(modules))
             await gateway.wait_ready(modules)
             elapsed = time.monotonic() - started
             _say_how_to_reach_workers(settings)
-            print(f"ready: gateway on {address} ({fleet.count} workers, {elapsed:.1f}s)", flush=True)
+            print(f"ready: gateway on {address} ({fleet.count} workers, {elapsed:.1f}s){_beside(playground)}", flush=True)
         except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
             return await _fail("up failed", exc)
         if getattr(args, "reload", False):
@@ -362,6 +379,8 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
         # Whatever happened above, no worker outlives this process.
+        if playground is not None:
+            await playground.close()
         await gateway.stop()
         await fleet.stop()
         if hub is not None:
@@ -432,6 +451,7 @@ async def _up_embedded(settings: Settings) -> int:
     workers: list[Worker] = []
     gateway = Gateway(settings, local=local)
     hub = None
+    playground = None
     try:
         try:
             started = time.monotonic()
@@ -446,15 +466,18 @@ async def _up_embedded(settings: Settings) -> int:
                 workers.append(worker)
                 print(f"{module} {await worker.start()} (in process)", flush=True)
             address = await gateway.start()
+            playground = _playground(gateway)
             await gateway.wait_ready(modules)
             elapsed = time.monotonic() - started
-            print(f"ready: gateway on {address} ({len(modules)} modules in process, {elapsed:.1f}s)", flush=True)
+            print(f"ready: gateway on {address} ({len(modules)} modules in process, {elapsed:.1f}s){_beside(playground)}", flush=True)
         except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
             return await _fail("up failed", exc)
         await stop.wait()
         print("shutting down", flush=True)
         return 0
     finally:
+        if playground is not None:
+            await playground.close()
         await gateway.stop()
         for worker in reversed(workers):
             await worker.stop()

@@ -11,15 +11,12 @@ The gateway and ``gctx.modules`` both reach workers through a :class:`ModuleClie
 """
 
 from runtime.client._client import ModuleClient
-from runtime.client._pool import IN_PROCESS, InstancePool, Outliers, RoundRobin
-from runtime.client._retry import RetryBudget, RetryPolicy
+from runtime.client._pool import InstancePool, Outliers
+from runtime.client._retry import RetryPolicy
 
 __all__ = [
-    "IN_PROCESS",
     "InstancePool",
     "ModuleClient",
     "Outliers",
-    "RetryBudget",
     "RetryPolicy",
-    "RoundRobin",
 ]

@@ -10,12 +10,8 @@ a description; unknown keys and wrong types raise :class:`ConfigError` naming th
 """
 
 from runtime.config._load import (
-    DEFAULT_CONFIG_FILE,
-    NOT_SETTINGS,
     ConfigError,
-    env_name,
     load_settings,
-    setting_keys,
     setting_sources,
     settings_table,
     unknown_env,
@@ -26,30 +22,30 @@ from runtime.config._settings import (
     AuthSettings,
     LimitsSettings,
     ObservabilitySettings,
+    PlaygroundSettings,
     RetentionSettings,
     SecretsSettings,
     Settings,
     TlsSettings,
+    is_loopback,
 )
 from runtime.config._urls import mask_url
 
 __all__ = [
-    "DEFAULT_CONFIG_FILE",
     "DEV_JWT_SECRET",
-    "NOT_SETTINGS",
     "ApiKeySettings",
     "AuthSettings",
     "ConfigError",
     "LimitsSettings",
     "ObservabilitySettings",
+    "PlaygroundSettings",
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
     "TlsSettings",
-    "env_name",
+    "is_loopback",
     "load_settings",
     "mask_url",
-    "setting_keys",
     "setting_sources",
     "settings_table",
     "unknown_env",

@@ -8,6 +8,7 @@ be changed by anyone (SPEC §3, Property 32).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,10 +36,12 @@ __all__ = [
     "AuthSettings",
     "LimitsSettings",
     "ObservabilitySettings",
+    "PlaygroundSettings",
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
     "TlsSettings",
+    "is_loopback",
 ]
 
 DEV_JWT_SECRET = "modrpc-dev-secret-change-me-in-production"
@@ -473,6 +476,44 @@ class RetentionSettings(BaseModel):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``127.0.0.1``, ``::1``, ``localhost``)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class PlaygroundSettings(BaseModel):
+    """The playground: the browser tool served on the admin port under ``/playground``."""
+
+    model_config = _FROZEN
+
+    enabled: bool | None = Field(
+        default=None,
+        description=(
+            "Serve the playground. Unset: on when the gateway listens on a loopback address "
+            "(development), off otherwise. true elsewhere serves it behind a token with `role`."
+        ),
+    )
+    role: str = Field(
+        default="playground:admin",
+        min_length=1,
+        description=(
+            "Role a bearer token needs to use the playground when it is not on loopback (checked "
+            "by the gateway's own authentication: JWT or API key)."
+        ),
+    )
+    traces: int = Field(
+        default=5000,
+        ge=100,
+        le=1_000_000,
+        description="Spans and audit records kept in memory for the playground's recent traces.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a modrpc process is configured with.
 
@@ -499,7 +540,7 @@ class Settings(BaseSettings):
         default=9464,
         ge=0,
         le=65535,
-        description="HTTP port serving Prometheus /metrics and /healthz; 0 disables the admin server.",
+        description="HTTP port serving Prometheus /metrics, /healthz and the playground; 0 disables the admin server.",
     )
     modules_dir: Path = Field(
         default=Path("modules"), description="Folder holding one package per module."
@@ -579,6 +620,24 @@ class Settings(BaseSettings):
         default_factory=RetentionSettings,
         description="How long and how much audit and snapshots are kept.",
     )
+    playground: PlaygroundSettings = Field(
+        default_factory=PlaygroundSettings,
+        description="The browser playground on the admin port (catalog, explorer, traces, replay).",
+    )
+
+    @property
+    def playground_on(self) -> bool:
+        """Whether the playground is served: as configured, else only on a loopback host."""
+        if not self.admin_port:
+            return False
+        enabled = self.playground.enabled
+        return is_loopback(self.host) if enabled is None else enabled
+
+    @property
+    def playground_open(self) -> bool:
+        """Whether the playground needs no token: served on loopback, with no explicit opt-in
+        for remote use. Anything else asks every API call for a token with the role."""
+        return self.playground_on and is_loopback(self.host)
 
     @field_validator("store_url", "fabric_url", "ratelimit_url")
     @classmethod

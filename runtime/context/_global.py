@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
@@ -11,10 +12,11 @@ from pydantic import BaseModel
 
 from runtime.context._clock import Clock, SystemClock
 from runtime.context._config import ReadOnlyConfig
-from runtime.context._modules import ModuleRegistry
+from runtime.context._modules import ModuleInvoker, ModuleRegistry
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition
 from runtime.identity import Principal
+from runtime.lcc import current_context
 from runtime.manifest import CapabilitySet
 from runtime.observability import request_id_var
 
@@ -69,6 +71,14 @@ def encode_payload(payload: BaseModel | Mapping[str, Any] | bytes) -> bytes:
     return json.dumps(dict(payload), separators=(",", ":"), default=str).encode()
 
 
+def _payload_json(data: bytes) -> Any:
+    """A published payload as the snapshot keeps it: the JSON it is, else its text."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
 class GlobalContext:
     """One per process: module clients, read-only config, secrets, metrics, topics, versions.
 
@@ -108,6 +118,18 @@ class GlobalContext:
     @property
     def capabilities(self) -> CapabilitySet:
         return self._caps
+
+    def sandboxed(self, invoke: ModuleInvoker, fabric: Fabric | None) -> GlobalContext:
+        """This context with module calls sent through ``invoke`` and publishes to ``fabric``.
+
+        Config, secrets, metrics, versions and every capability check stay as they are. A replay
+        runs in one, so that by default it reaches no other module and publishes nothing.
+        """
+        twin = GlobalContext.__new__(GlobalContext)
+        twin.__dict__.update(self.__dict__)
+        twin._modules = self._modules.rebound(invoke)
+        twin._fabric = fabric
+        return twin
 
     @property
     def modules(self) -> ModuleRegistry:
@@ -163,9 +185,19 @@ class GlobalContext:
         request_id = current_request_id.get()
         if request_id:
             out.setdefault("x-request-id", request_id)
-        await fabric.publish(
-            topic, encode_payload(payload), headers=out, msg_id=msg_id, ttl=ttl, priority=priority, timeout=timeout
-        )
+        data = encode_payload(payload)
+        lctx = current_context()
+        started = time.perf_counter()
+        try:
+            await fabric.publish(
+                topic, data, headers=out, msg_id=msg_id, ttl=ttl, priority=priority, timeout=timeout
+            )
+        except BaseException as exc:
+            if lctx is not None:
+                lctx.record_effect("publish", topic, _payload_json(data), started=started, error=exc)
+            raise
+        if lctx is not None:  # an event with its duration, and the payload for the snapshot
+            lctx.record_effect("publish", topic, _payload_json(data), started=started)
 
     async def subscribe(
         self,

@@ -8,12 +8,14 @@ PERMISSION_DENIED naming the missing capability, before anything goes on the wir
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from runtime.lcc import current_context
 from runtime.manifest import CapabilitySet
 from runtime.wire import snake
 
@@ -49,11 +51,24 @@ class ModuleProxy:
     @staticmethod
     def _bind(target: MethodTarget, invoke: ModuleInvoker) -> Callable[[Any], Awaitable[Any]]:
         model = target.request_type if issubclass(target.request_type, BaseModel) else None
+        handler_id = f"{target.module}.{target.method}"
 
         async def call(request: Any) -> Any:
             if model is not None and not isinstance(request, model):
                 request = model.model_validate(request)  # a dict, or another module's model
-            return await invoke(target, request)
+            lctx = current_context()
+            if lctx is None:  # outside a request (a subscriber): nothing to record it in
+                return await invoke(target, request)
+            # Recorded in the request: a lifecycle event with its duration (audit, traces) and
+            # the request and answer, which a replay of the request's snapshot answers from.
+            started = time.perf_counter()
+            try:
+                response = await invoke(target, request)
+            except BaseException as exc:
+                lctx.record_effect("module_call", handler_id, request, started=started, error=exc)
+                raise
+            lctx.record_effect("module_call", handler_id, request, started=started, response=response)
+            return response
 
         call.__name__ = snake(target.method)
         call.__qualname__ = f"{target.module}.{snake(target.method)}"
@@ -81,7 +96,20 @@ class ModuleRegistry:
         invoke: ModuleInvoker,
     ) -> None:
         self._caps = capabilities
+        self._targets = targets
         self._proxies = {name: ModuleProxy(name, methods, invoke) for name, methods in targets.items()}
+
+    def rebound(self, invoke: ModuleInvoker) -> ModuleRegistry:
+        """The same modules and capabilities, with calls sent through ``invoke`` instead.
+
+        A replay's sandbox uses it to answer module calls from a snapshot's recorded results.
+        """
+        return ModuleRegistry(self._caps, self._targets, invoke)
+
+    def target(self, handler_id: str) -> MethodTarget | None:
+        """The callable method ``module.Method`` of a declared module, if there is one."""
+        module, _, method = handler_id.partition(".")
+        return self._targets.get(module, {}).get(method)
 
     def __getattr__(self, name: str) -> ModuleProxy:
         if name.startswith("__"):

@@ -31,9 +31,7 @@ Semantics shared by both backends:
   see :func:`inject_trace` and :meth:`Message.trace_context`.
 """
 
-from runtime.fabric._hub import FabricHub, HubFabric
-from runtime.fabric._memory import MemoryFabric, MemorySubscription
-from runtime.fabric._nats import NatsFabric, NatsSubscription
+from runtime.fabric._hub import FabricHub
 from runtime.fabric._open import open_fabric
 from runtime.fabric._types import (
     DLQ_ATTEMPTS_HEADER,
@@ -41,18 +39,10 @@ from runtime.fabric._types import (
     DLQ_GROUP_HEADER,
     DLQ_MSG_ID_HEADER,
     DLQ_TOPIC_HEADER,
-    REQUEST_ID_HEADER,
-    TRACEPARENT_HEADER,
-    Backpressure,
     Fabric,
-    FabricOptions,
-    Handler,
-    MemoryOptions,
     Message,
-    NatsOptions,
     Subscription,
     dead_letter_topic,
-    inject_trace,
 )
 
 __all__ = [
@@ -61,23 +51,10 @@ __all__ = [
     "DLQ_GROUP_HEADER",
     "DLQ_MSG_ID_HEADER",
     "DLQ_TOPIC_HEADER",
-    "REQUEST_ID_HEADER",
-    "TRACEPARENT_HEADER",
-    "Backpressure",
     "Fabric",
     "FabricHub",
-    "FabricOptions",
-    "Handler",
-    "HubFabric",
-    "MemoryFabric",
-    "MemoryOptions",
-    "MemorySubscription",
     "Message",
-    "NatsFabric",
-    "NatsOptions",
-    "NatsSubscription",
     "Subscription",
     "dead_letter_topic",
-    "inject_trace",
     "open_fabric",
 ]

@@ -5,13 +5,11 @@ authenticate, resolve version, authorize, rate limit, pick instance, forward), b
 route from the manifest store and swapped in whole when the store changes.
 """
 
-from runtime.gateway._auth import ApiKey, Authenticator, hash_api_key, issue_dev_token
+from runtime.gateway._auth import hash_api_key, issue_dev_token
 from runtime.gateway._keys import jwt_secret_in_force
 from runtime.gateway._server import Gateway, authenticator_from_settings
 
 __all__ = [
-    "ApiKey",
-    "Authenticator",
     "Gateway",
     "authenticator_from_settings",
     "hash_api_key",

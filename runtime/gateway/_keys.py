@@ -7,18 +7,17 @@ set explicitly, and a gateway that binds anything but a loopback address with th
 secret in force refuses to start, naming the setting to change.
 
     >>> from runtime.config import load_settings
-    >>> jwt_secret_in_force(load_settings()), is_loopback("0.0.0.0")
-    (JwtSecret(value='modrpc-dev-secret-change-me-in-production', development=True), False)
+    >>> jwt_secret_in_force(load_settings())
+    JwtSecret(value='modrpc-dev-secret-change-me-in-production', development=True)
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import NamedTuple
 
-from runtime.config import DEV_JWT_SECRET, ConfigError, Settings
+from runtime.config import DEV_JWT_SECRET, ConfigError, Settings, is_loopback
 
-__all__ = ["JwtSecret", "check_dev_secret", "is_loopback", "jwt_secret_in_force"]
+__all__ = ["JwtSecret", "check_dev_secret", "jwt_secret_in_force"]
 
 
 class JwtSecret(NamedTuple):
@@ -26,17 +25,6 @@ class JwtSecret(NamedTuple):
 
     value: str | None
     development: bool
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses; False for anything else, names included."""
-    host = host.strip().strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def jwt_secret_in_force(settings: Settings) -> JwtSecret:

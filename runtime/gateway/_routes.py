@@ -31,7 +31,13 @@ from runtime.gateway._ingress import (
 )
 from runtime.gateway._usage import UsageReporter
 from runtime.manifest import MethodPolicy
-from runtime.observability import HANDLER_ATTRIBUTE, RedMetrics, ServerTracer, request_id_var
+from runtime.observability import (
+    HANDLER_ATTRIBUTE,
+    STEP_EVENT,
+    RedMetrics,
+    ServerTracer,
+    request_id_var,
+)
 from runtime.ratelimit import RateLimiter
 from runtime.status import rpc_status_of
 from runtime.versions import Conversion, VersionCatalog, is_removed, is_retired, plan, state_of
@@ -144,10 +150,13 @@ class Route:
         request_id(call)  # the first step, ahead of the rest: every answer carries the id
         token = request_id_var.set(call.request_id)
         try:
+            traced = span.is_recording()  # then each step ends with an event: the playground's timeline
             for step in self._steps:
                 pending = step(call)
                 if pending is not None:
                     await pending
+                if traced:
+                    span.add_event(STEP_EVENT, _step_event(step, call))
             return await self._forward(call)
         except asyncio.CancelledError:
             code = None
@@ -166,6 +175,17 @@ class Route:
             red = services.red
             if red is not None:
                 red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
+
+
+def _step_event(step: Step, call: GatewayCall) -> dict[str, str]:
+    """The attributes of the event a traced step ends with: its name and what it decided."""
+    name = getattr(step, "__name__", None) or type(step).__name__
+    decided = {
+        "Authenticate": call.principal.subject,
+        "ResolveVersion": call.version,
+        "PickInstance": call.target + (" through a conversion" if call.conversion is not None else ""),
+    }.get(name)
+    return {"step": name} if decided is None else {"step": name, "value": decided}
 
 
 @dataclass

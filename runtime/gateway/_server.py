@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -40,6 +40,7 @@ from runtime.health import HealthService
 from runtime.identity import Peer
 from runtime.limits import grpc_server_limits
 from runtime.observability import (
+    AdminServer,
     ClientTracer,
     Metrics,
     RedMetrics,
@@ -128,10 +129,15 @@ class Gateway:
         self._usage_task: asyncio.Task[None] | None = None
         self._stopped = False
         self.metrics = Metrics(service_name="modrpc-gateway")
-        self._admin: Any = None
+        self._admin: AdminServer | None = None
         self.tls: InternalTls | None = None
         self.edge: KeyPair | None = None
         """The edge's TLS files (None: the edge is plaintext)."""
+
+    @property
+    def admin(self) -> AdminServer | None:
+        """The admin HTTP server (``/metrics``; the playground mounts on it), once started."""
+        return self._admin
 
     async def start(self) -> str:
         from runtime.store import open_store

@@ -22,49 +22,22 @@ from runtime.gtype._buf_validate import (
     rules_of,
     validate_descriptor,
 )
-from runtime.gtype._checks import (
-    check_format,
-    check_pattern,
-    custom_validator_names,
-    is_date,
-    is_datetime,
-    map_key_ok,
-    register_custom_validator,
-    run_custom_validator,
-)
-from runtime.gtype._diff import CHANGE_KINDS, Change, Diff, diff
+from runtime.gtype._checks import is_date, is_datetime, register_custom_validator
+from runtime.gtype._diff import Change, Diff, diff
 from runtime.gtype._errors import FieldViolation, UnsupportedType
 from runtime.gtype._model import (
-    PRIMITIVES,
     Constraints,
     Field,
     GType,
-    Kind,
     Method,
     Schema,
     canonical_json,
     fingerprint,
 )
-from runtime.gtype._validate import (
-    CONSTRAINT_ORDER,
-    MISSING,
-    REQUIRED,
-    constraint_text,
-    describe,
-    field_path,
-    key_path,
-    map_key_text,
-    same_scalar,
-    validate,
-)
+from runtime.gtype._validate import describe, same_scalar, validate
 
 __all__ = [
-    "CHANGE_KINDS",
-    "CONSTRAINT_ORDER",
-    "MISSING",
-    "PRIMITIVES",
     "PROTOVALIDATE_VERSION",
-    "REQUIRED",
     "VALIDATE_PROTO",
     "VALIDATE_PROTO_ROOT",
     "Change",
@@ -74,7 +47,6 @@ __all__ = [
     "FieldViolation",
     "GType",
     "HandlerTypes",
-    "Kind",
     "Method",
     "Schema",
     "UnsupportedType",
@@ -83,24 +55,15 @@ __all__ = [
     "analyze_type",
     "build_schema",
     "canonical_json",
-    "check_format",
-    "check_pattern",
-    "constraint_text",
-    "custom_validator_names",
     "describe",
     "diff",
-    "field_path",
     "fingerprint",
     "is_date",
     "is_datetime",
-    "key_path",
-    "map_key_ok",
-    "map_key_text",
     "method_name",
     "options_with_rules",
     "register_custom_validator",
     "rules_of",
-    "run_custom_validator",
     "same_scalar",
     "validate",
     "validate_descriptor",

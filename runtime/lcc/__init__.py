@@ -14,9 +14,10 @@ with the handler, its hooks and validators, to :func:`run_lifecycle` as one
         sink=audit_events, snapshots=snapshot_store, snapshot_policy=policy.snapshot))
 """
 
-from runtime.lcc._context import Compensation, LocalContext, Redactor
-from runtime.lcc._events import EventKind, EventSink, LifecycleEvent, MemoryEventSink
-from runtime.lcc._hooks import LEVELS, PHASES, HookSpec, Level, Phase
+from runtime.lcc._context import EffectKind, LocalContext, current_context
+from runtime.lcc._events import EventKind, LifecycleEvent, MemoryEventSink
+from runtime.lcc._hooks import HookSpec, Level, Phase, run_hook
+from runtime.lcc._json import to_jsonable
 from runtime.lcc._lifecycle import LifecycleCall, run_lifecycle
 from runtime.lcc._meta import RequestMeta, parse_flags
 from runtime.lcc._replay import (
@@ -29,23 +30,13 @@ from runtime.lcc._replay import (
     replay_meta,
     run_captured,
 )
-from runtime.lcc._snapshot import (
-    SNAPSHOT_FLAG,
-    SNAPSHOT_FORMAT,
-    Snapshot,
-    TaskStatus,
-    should_snapshot,
-)
-from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, RecordLog, SnapshotStore
+from runtime.lcc._snapshot import SNAPSHOT_FLAG, Snapshot
+from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, SnapshotStore
 
 __all__ = [
-    "LEVELS",
-    "PHASES",
     "SNAPSHOT_FLAG",
-    "SNAPSHOT_FORMAT",
-    "Compensation",
+    "EffectKind",
     "EventKind",
-    "EventSink",
     "HookSpec",
     "Level",
     "LifecycleCall",
@@ -55,21 +46,20 @@ __all__ = [
     "MemoryEventSink",
     "MemorySnapshotStore",
     "Phase",
-    "RecordLog",
-    "Redactor",
     "ReplayDiff",
     "ReplayResult",
     "RequestMeta",
     "Snapshot",
     "SnapshotStore",
-    "TaskStatus",
     "TraceChange",
     "ValueChange",
+    "current_context",
     "diff_replays",
     "parse_flags",
     "replay",
     "replay_meta",
     "run_captured",
+    "run_hook",
     "run_lifecycle",
-    "should_snapshot",
+    "to_jsonable",
 ]

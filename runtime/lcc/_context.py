@@ -22,19 +22,21 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from runtime.deadline import Clock
-from runtime.lcc._calls import callable_name
-from runtime.lcc._events import LifecycleEvent
+from runtime.errors import ModrpcError, status_of
+from runtime.lcc._calls import callable_name, describe_error
+from runtime.lcc._events import EventKind, LifecycleEvent
 from runtime.lcc._hooks import HookSpec, Phase
 from runtime.lcc._json import to_jsonable
 from runtime.lcc._meta import RequestMeta
 from runtime.lcc._snapshot import SNAPSHOT_FORMAT, Snapshot, TaskStatus
 
-__all__ = ["Compensation", "LocalContext", "Redactor"]
+__all__ = ["Compensation", "EffectKind", "LocalContext", "Redactor", "current_context"]
 
 T = TypeVar("T")
 Redactor = Callable[[Any], Any]
@@ -44,8 +46,49 @@ Listener = Callable[[Any], Any]
 logger = logging.getLogger("modrpc.lcc")
 
 
+EffectKind = Literal["module_call", "publish"]
+"""What a request can do outside itself that the lifecycle records: call a module, publish."""
+
+Emit = Callable[[EventKind, str, float, "str | None"], None]
+"""How a context hands an event to its running lifecycle: kind, name, start, error."""
+
+_current: ContextVar[LocalContext | None] = ContextVar("modrpc_current_lctx", default=None)
+
+
+def current_context() -> LocalContext | None:
+    """The context of the request whose lifecycle is running here, if any.
+
+    Set by :func:`runtime.lcc.run_lifecycle` for everything the request runs (hooks, handler,
+    undo steps, cleanup, and the tasks and threads they start), so ``gctx`` can record a module
+    call or a publish in the request it belongs to.
+    """
+    return _current.get()
+
+
 def _keep(document: Any) -> Any:
     return document
+
+
+@dataclass(slots=True)
+class _Effect:
+    kind: EffectKind
+    target: str
+    request: Any
+    response: Any
+    status: str
+    message: str
+    duration_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "request": to_jsonable(self.request),
+            "response": to_jsonable(self.response),
+            "status": self.status,
+            "message": self.message,
+            "duration_ms": self.duration_ms,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +117,8 @@ class LocalContext:
         self._compensations: list[Compensation] = []
         self._tasks: dict[str, asyncio.Task[Any] | TaskStatus] = {}
         self._events: list[LifecycleEvent] = []
+        self._effects: list[_Effect] = []
+        self._emit: Emit | None = None
         self._last_hook = -1
         self._request: Any = None
         self._started = False
@@ -207,6 +252,40 @@ class LocalContext:
             for name, task in self._tasks.items()
         }
 
+    # -- effects -------------------------------------------------------------------------------
+
+    def record_effect(
+        self,
+        kind: EffectKind,
+        target: str,
+        request: Any,
+        *,
+        started: float,
+        response: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Record something this request did outside itself, once it is done.
+
+        ``gctx`` calls this for each module call (``target`` = the handler id called) and each
+        publish (``target`` = the topic); ``started`` is the ``time.perf_counter()`` at its start.
+        It becomes a ``module_call`` or ``publish`` lifecycle event with its duration (so audit
+        records and traces show it), and an entry of the snapshot's ``effects`` with the request
+        and the response or status, from which a replay answers the same call again.
+        """
+        duration = (time.perf_counter() - started) * 1000
+        status, message = "OK", ""
+        if error is not None:
+            status = status_of(error).name
+            message = error.message if isinstance(error, ModrpcError) else type(error).__name__
+        self._effects.append(_Effect(kind, target, request, response, status, message, duration))
+        if self._emit is not None:
+            self._emit(kind, target, started, None if error is None else describe_error(error))
+
+    @property
+    def effects(self) -> tuple[dict[str, Any], ...]:
+        """The recorded effects so far, as JSON data (see :meth:`record_effect`)."""
+        return tuple(effect.to_json() for effect in self._effects)
+
     # -- snapshots -----------------------------------------------------------------------------
 
     @property
@@ -230,6 +309,7 @@ class LocalContext:
             "version": self._meta.version,
             "events": [event.to_json() for event in self._events],
             "meta": self._meta.to_json(),
+            "effects": list(self.effects),
         }
         return Snapshot.from_json(self._redact(document))
 
@@ -249,17 +329,25 @@ class LocalContext:
         lctx._state = copy.deepcopy(snapshot.state)
         lctx._tasks = dict(snapshot.tasks)
         lctx._events = list(snapshot.events)
+        lctx._effects = [_restored(effect) for effect in snapshot.effects]
         lctx._last_hook = snapshot.last_hook
         lctx._started = True
         return lctx
 
     # -- used by run_lifecycle -------------------------------------------------------------------
 
-    def _begin(self, request: Any) -> None:
+    def _begin(self, request: Any, emit: Emit) -> Any:
+        """Start the request; returns the token :meth:`_end` needs."""
         if self._started:
             raise RuntimeError(f"{self!r} has already run a request; a LocalContext is single-use")
         self._started = True
         self._request = request
+        self._emit = emit
+        return _current.set(self)
+
+    def _end(self, token: Any) -> None:
+        self._emit = None
+        _current.reset(token)
 
     def _record(self, event: LifecycleEvent) -> None:
         self._events.append(event)
@@ -294,6 +382,18 @@ class LocalContext:
 
 
 _MISSING = object()
+
+
+def _restored(data: Mapping[str, Any]) -> _Effect:
+    return _Effect(
+        data["kind"],
+        data["target"],
+        data.get("request"),
+        data.get("response"),
+        str(data.get("status", "OK")),
+        str(data.get("message", "")),
+        float(data.get("duration_ms") or 0.0),
+    )
 
 
 def _status_of(task: asyncio.Task[Any]) -> TaskStatus:

@@ -11,6 +11,10 @@ Kinds, in the order a request can produce them::
     hook_start / hook_end / hook_error   one hook (name = hook id); error = why it failed
     validation_error                     name = "request" or "response"
     handler_start / handler_end / handler_error
+    module_call                          a call to another module through ``gctx.modules``
+                                         (name = its handler id); error set when it failed
+    publish                              a message published on a global topic (name = the
+                                         topic); error set when it failed
     compensation / compensation_error    one undo step ran (or failed)
     alert                                something an operator must look at (failed undo step,
                                          snapshot that could not be stored)
@@ -37,6 +41,8 @@ EventKind: TypeAlias = Literal[
     "handler_start",
     "handler_end",
     "handler_error",
+    "module_call",
+    "publish",
     "compensation",
     "compensation_error",
     "alert",

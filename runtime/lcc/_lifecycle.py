@@ -116,8 +116,11 @@ class _Run:
             self.call.sink.emit(event)
         logger.debug("%s %s %s%s", event.request_id, kind, name, f" ({error})" if error else "")
 
+    def emit_effect(self, kind: EventKind, name: str, started: float, error: str | None) -> None:
+        self.emit(kind, name, started=started, error=error)
+
     async def run(self) -> Any:
-        self.lctx._begin(self.call.request)
+        token = self.lctx._begin(self.call.request, self.emit_effect)
         started = time.perf_counter()
         self.emit("lifecycle_start", self.meta.handler)
         failure: BaseException | None = None
@@ -135,6 +138,7 @@ class _Run:
                     error = None if failure is None else describe_error(failure)
                     self.emit("lifecycle_end", self.meta.handler, started=started, error=error)
         finally:
+            self.lctx._end(token)
             await self.store_snapshot(refused=isinstance(failure, ValidationFailed))
 
     async def within_deadline(self) -> Any:

@@ -57,6 +57,10 @@ class Snapshot:
     """The lifecycle events so far."""
     meta: dict[str, Any]
     """``lctx.meta`` as :meth:`RequestMeta.to_json` writes it (deadline as milliseconds left)."""
+    effects: tuple[dict[str, Any], ...] = ()
+    """What the request did outside itself, in order: each module call with its request and its
+    response or status, each publish with its topic and payload (see
+    :meth:`LocalContext.record_effect`). A replay answers module calls from these."""
 
     @property
     def request_id(self) -> str:
@@ -77,6 +81,7 @@ class Snapshot:
             "version": self.version,
             "events": [event.to_json() for event in self.events],
             "meta": self.meta,
+            "effects": [dict(effect) for effect in self.effects],
         }
 
     @classmethod
@@ -101,8 +106,20 @@ class Snapshot:
                 version=str(data["version"]),
                 events=tuple(LifecycleEvent.from_json(event) for event in data["events"]),
                 meta=dict(data["meta"]),
+                effects=tuple(_effect(effect) for effect in data.get("effects", ())),
             )
             RequestMeta.from_json(snapshot.meta)  # the meta must describe a real request
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"malformed snapshot: {exc!r}") from exc
         return snapshot
+
+
+EFFECT_KINDS = frozenset(("module_call", "publish"))
+
+
+def _effect(data: Any) -> dict[str, Any]:
+    """One recorded effect, checked: a JSON object with a known ``kind`` and a ``target``."""
+    effect = dict(data)
+    if effect.get("kind") not in EFFECT_KINDS or not isinstance(effect.get("target"), str):
+        raise ValueError(f"an effect needs a kind in {sorted(EFFECT_KINDS)} and a target: {effect!r}")
+    return effect

@@ -9,74 +9,26 @@
 """
 
 from runtime.manifest._capabilities import CapabilitySet
-from runtime.manifest._handler import (
-    HandlerMark,
-    HandlerSpec,
-    handler,
-    handler_mark,
-    is_message_type,
-    register_handler,
-    shape_problem,
-)
+from runtime.manifest._handler import HandlerSpec, handler
 from runtime.manifest._loader import LoadedModule, ResolvedHook, discover_modules, load_module
-from runtime.manifest._names import method_path, package_name, pascal, service_name, topic_covers
-from runtime.manifest._record import (
-    HandlerManifest,
-    HookRecord,
-    ModuleManifestRecord,
-    TypeRef,
-    build_manifests,
-    type_ref,
-)
-from runtime.manifest._scan import CapabilityUse, check_registration, scan_source
-from runtime.manifest._toml import (
-    DEFAULT_HOOK_TIMEOUT,
-    DEFAULT_TIMEOUT,
-    Capabilities,
-    HookDecl,
-    MethodPolicy,
-    ModuleInfo,
-    ModuleManifest,
-    RetryPolicy,
-    load_manifest,
-    parse_manifest,
-)
+from runtime.manifest._names import service_name, topic_covers
+from runtime.manifest._record import build_manifests
+from runtime.manifest._scan import check_registration
+from runtime.manifest._toml import MethodPolicy, RetryPolicy, load_manifest
 
 __all__ = [
-    "DEFAULT_HOOK_TIMEOUT",
-    "DEFAULT_TIMEOUT",
-    "Capabilities",
     "CapabilitySet",
-    "CapabilityUse",
-    "HandlerManifest",
-    "HandlerMark",
     "HandlerSpec",
-    "HookDecl",
-    "HookRecord",
     "LoadedModule",
     "MethodPolicy",
-    "ModuleInfo",
-    "ModuleManifest",
-    "ModuleManifestRecord",
     "ResolvedHook",
     "RetryPolicy",
-    "TypeRef",
     "build_manifests",
     "check_registration",
     "discover_modules",
     "handler",
-    "handler_mark",
-    "is_message_type",
     "load_manifest",
     "load_module",
-    "method_path",
-    "package_name",
-    "parse_manifest",
-    "pascal",
-    "register_handler",
-    "scan_source",
     "service_name",
-    "shape_problem",
     "topic_covers",
-    "type_ref",
 ]

@@ -5,11 +5,13 @@
   readable lines (:class:`ConsoleFormatter`) for a person at a terminal.
 - Metrics: :class:`Metrics` (counters, gauges, histograms over the OpenTelemetry API, exported in
   Prometheus format), :class:`RedMetrics` for per-call rate/errors/duration, and
-  :func:`start_admin_server` serving ``/metrics`` and ``/healthz``.
+  :func:`start_admin_server` serving ``/metrics``, ``/healthz`` and mounted ASGI apps on uvicorn.
 - Traces: :func:`configure_tracing`, exporting over OTLP only when an endpoint is configured;
   :class:`ServerTracer` and :class:`ClientTracer` open each call's spans inline, tagged with the
-  request id, handler id and version.
-- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`.
+  request id, handler id and version; :class:`TraceRing` keeps the process's recent spans in
+  memory (for the playground).
+- Audit: :class:`AuditRecord` written to an append-only :class:`AuditSink`; :class:`LogTail`
+  follows it (or the stored snapshots) from near its end.
 
     >>> metrics = Metrics("demo")
     >>> RedMetrics(metrics).observe("/users.v1.Users/Get", "2025-06-01", "OK", 0.012)
@@ -20,22 +22,16 @@
 
 from runtime.observability._admin import AdminServer, start_admin_server
 from runtime.observability._audit import (
-    AppendLog,
     AuditRecord,
     AuditSink,
     AuditWriteError,
-    FileAuditSink,
-    StoreAuditSink,
-    audit_files,
     bounded,
     open_audit_sink,
-    outcome_of,
     read_audit_file,
 )
+from runtime.observability._audit_queue import AuditObserver, audit_redactor, write_audit
 from runtime.observability._logging import (
     MODULE_ATTR,
-    ConsoleFormatter,
-    JsonFormatter,
     configure_logging,
     handler_var,
     log_context,
@@ -43,15 +39,8 @@ from runtime.observability._logging import (
     version_var,
     wants_console,
 )
-from runtime.observability._metrics import (
-    SECONDS_BUCKETS,
-    Attributes,
-    Counter,
-    Gauge,
-    Histogram,
-    Metrics,
-    RedMetrics,
-)
+from runtime.observability._metrics import Counter, Gauge, Histogram, Metrics, RedMetrics
+from runtime.observability._ring import STEP_EVENT, SpanEvent, SpanRecord, TraceRing
 from runtime.observability._spans import (
     HANDLER_ATTRIBUTE,
     REQUEST_ID_ATTRIBUTE,
@@ -59,43 +48,42 @@ from runtime.observability._spans import (
     ClientTracer,
     ServerTracer,
 )
-from runtime.observability._tracing import OTLP_PACKAGE, configure_tracing
+from runtime.observability._tail import LogTail
+from runtime.observability._tracing import configure_tracing
 
 __all__ = [
     "HANDLER_ATTRIBUTE",
     "MODULE_ATTR",
-    "OTLP_PACKAGE",
     "REQUEST_ID_ATTRIBUTE",
-    "SECONDS_BUCKETS",
+    "STEP_EVENT",
     "VERSION_ATTRIBUTE",
     "AdminServer",
-    "AppendLog",
-    "Attributes",
+    "AuditObserver",
     "AuditRecord",
     "AuditSink",
     "AuditWriteError",
     "ClientTracer",
-    "ConsoleFormatter",
     "Counter",
-    "FileAuditSink",
     "Gauge",
     "Histogram",
-    "JsonFormatter",
+    "LogTail",
     "Metrics",
     "RedMetrics",
     "ServerTracer",
-    "StoreAuditSink",
-    "audit_files",
+    "SpanEvent",
+    "SpanRecord",
+    "TraceRing",
+    "audit_redactor",
     "bounded",
     "configure_logging",
     "configure_tracing",
     "handler_var",
     "log_context",
     "open_audit_sink",
-    "outcome_of",
     "read_audit_file",
     "request_id_var",
     "start_admin_server",
     "version_var",
     "wants_console",
+    "write_audit",
 ]

@@ -8,11 +8,12 @@ imported only when ``otlp_endpoint`` is set, and a missing package is reported a
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from runtime.config import ConfigError
@@ -28,6 +29,7 @@ def configure_tracing(
     *,
     otlp_endpoint: str | None = None,
     install_global: bool = False,
+    processors: Sequence[SpanProcessor] = (),
 ) -> TracerProvider:
     """A TracerProvider for ``service_name``; spans go to ``otlp_endpoint`` when it is set.
 
@@ -43,6 +45,8 @@ def configure_tracing(
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if otlp_endpoint:
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(otlp_endpoint)))
+    for processor in processors:
+        provider.add_span_processor(processor)
     if install_global:
         trace.set_tracer_provider(provider)
     return provider

@@ -5,7 +5,7 @@
 - :func:`new_project` and :func:`new_module` start a project or add a module (``modrpc new``).
 """
 
-from runtime.project._root import PROJECT_FILE, Project, ProjectError, find_project
+from runtime.project._root import Project, ProjectError, find_project
 from runtime.project._scaffold import new_module, new_project
 
-__all__ = ["PROJECT_FILE", "Project", "ProjectError", "find_project", "new_module", "new_project"]
+__all__ = ["Project", "ProjectError", "find_project", "new_module", "new_project"]

@@ -13,18 +13,15 @@ strategy does the counting. :func:`open_ratelimiter` picks the backend from ``ra
     [True, True, False]
 """
 
-from runtime.ratelimit._memory import MemoryRateLimiter
 from runtime.ratelimit._open import open_ratelimiter
-from runtime.ratelimit._redis import FailureMode, RedisRateLimiter
+from runtime.ratelimit._redis import FailureMode
 from runtime.ratelimit._types import Decision, RateLimit, RateLimiter, check_rate
 
 __all__ = [
     "Decision",
     "FailureMode",
-    "MemoryRateLimiter",
     "RateLimit",
     "RateLimiter",
-    "RedisRateLimiter",
     "check_rate",
     "open_ratelimiter",
 ]

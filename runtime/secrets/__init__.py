@@ -15,28 +15,14 @@ logs, error messages and snapshots.
 """
 
 from runtime.secrets._manager import SecretsManager, open_secrets
-from runtime.secrets._providers import (
-    EnvProvider,
-    FileProvider,
-    SecretProvider,
-    VaultProvider,
-    env_key,
-    providers_from_settings,
-)
-from runtime.secrets._redact import RedactingFilter, Redactor
-from runtime.secrets._secret import MASK, Secret
+from runtime.secrets._providers import SecretProvider
+from runtime.secrets._redact import RedactingFilter
+from runtime.secrets._secret import Secret
 
 __all__ = [
-    "MASK",
-    "EnvProvider",
-    "FileProvider",
     "RedactingFilter",
-    "Redactor",
     "Secret",
     "SecretProvider",
     "SecretsManager",
-    "VaultProvider",
-    "env_key",
     "open_secrets",
-    "providers_from_settings",
 ]

@@ -23,13 +23,10 @@ from runtime.store._protocol import (
     WatchableStore,
     WorkerRegistry,
 )
-from runtime.store._records import EventKind, StoreEvent, VersionRecord, WorkerRecord
-from runtime.store._url import DEFAULT_URL
+from runtime.store._records import StoreEvent, VersionRecord, WorkerRecord
 from runtime.store._watch import Watch
 
 __all__ = [
-    "DEFAULT_URL",
-    "EventKind",
     "LogStore",
     "ManifestStore",
     "StoreEvent",

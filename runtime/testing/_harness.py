@@ -33,7 +33,7 @@ from runtime.deadline import Deadline
 from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, current_peer, principal_header
 from runtime.lcc import MemorySnapshotStore
 from runtime.manifest import LoadedModule, check_registration, discover_modules, load_module
-from runtime.observability import AuditRecord, Metrics
+from runtime.observability import AuditObserver, AuditRecord, Metrics
 from runtime.project import find_project
 from runtime.secrets import SecretsManager
 from runtime.status import REQUEST_ID_KEY, error_of
@@ -48,7 +48,7 @@ from runtime.testing._fakes import (
 )
 from runtime.transport import CallError
 from runtime.wire import method_path, pascal, request_message, response_message, snake
-from runtime.worker import AuditObserver, ModuleService, WorkerDeps, load_catalog
+from runtime.worker import ModuleService, WorkerDeps, load_catalog
 
 __all__ = ["ModuleHarness"]
 

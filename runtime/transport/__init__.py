@@ -22,7 +22,6 @@ from runtime.transport._grpc import (
     Endpoint,
     GrpcTransport,
     call_error,
-    channel_options,
     unary_handler,
 )
 from runtime.transport._local import InProcessModules
@@ -41,6 +40,5 @@ __all__ = [
     "TransportError",
     "Unreached",
     "call_error",
-    "channel_options",
     "unary_handler",
 ]

@@ -15,11 +15,37 @@ this registry::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 
-from runtime.transport._contract import Transport
+import grpc
+
+from runtime.deadline import Deadline
+from runtime.status import RpcStatus
+from runtime.transport._contract import MetadataIn, Reply, Transport, TransportError
 
 __all__ = ["InProcessModules"]
+
+
+class _InProcess:
+    """A module's endpoints called directly, with the deadline enforced as a wire transport does:
+    past it the call ends DEADLINE_EXCEEDED and the endpoint's work is cancelled, whatever the
+    endpoint does with the deadline itself."""
+
+    __slots__ = ("_served",)
+
+    def __init__(self, served: Transport) -> None:
+        self._served = served
+
+    async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        if deadline is None:
+            return await self._served.unary(method, payload, metadata, deadline)
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                return await self._served.unary(method, payload, metadata, deadline)
+        except TimeoutError:
+            details = f"deadline exceeded before {method} answered in process"
+            raise TransportError(RpcStatus(grpc.StatusCode.DEADLINE_EXCEEDED, details)) from None
 
 
 class InProcessModules:
@@ -39,10 +65,11 @@ class InProcessModules:
     def register(self, module: str, transport: Transport, *, versions: Collection[str] = ()) -> None:
         """Serve ``module`` (at ``versions``) in process from now on; replaces an earlier registration."""
         self.unregister(module)
-        self._modules[module] = transport
-        self._keys[module] = transport
+        wrapped = _InProcess(transport)
+        self._modules[module] = wrapped
+        self._keys[module] = wrapped
         for version in versions:
-            self._keys[f"{module}@{version}"] = transport
+            self._keys[f"{module}@{version}"] = wrapped
 
     def unregister(self, module: str) -> None:
         """Stop serving ``module`` in process (calls go back to the network). Safe twice."""

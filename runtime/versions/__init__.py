@@ -4,27 +4,18 @@ the version lifecycle (usage, hot/warm/cold, promotion, retirement).
 Shared by the gateway and the workers, so neither imports the other.
 """
 
-from runtime.versions._catalog import (
-    VersionCatalog,
-    VersionInfo,
-    decode_descriptor,
-    encode_descriptor,
-)
-from runtime.versions._chain import MAX_HOPS, Transformer, TransformStep, run_chain
-from runtime.versions._contract import check_request, method_error
+from runtime.versions._catalog import VersionCatalog, VersionInfo, encode_descriptor
+from runtime.versions._chain import run_chain
 from runtime.versions._conversion import Conversion, plan
 from runtime.versions._history import RecordedVersion, VersionHistory, build_version_files
 from runtime.versions._lifecycle import (
-    DAY,
     REMOVED_KEY,
-    Activity,
     LifecyclePolicy,
     LifecycleState,
     Override,
     RetirementDecision,
     RetirementPlan,
     UsageLedger,
-    VersionUsage,
     apply_retirement,
     classify,
     is_removed,
@@ -40,20 +31,11 @@ from runtime.versions._lifecycle import (
     state_of,
 )
 from runtime.versions._reflection import VersionedReflection
-from runtime.versions._resolve import (
-    VersionId,
-    VersionTable,
-    is_version_id,
-    parse_version_id,
-    version_instant,
-)
-from runtime.versions._stubs import unfilled_stubs, unfilled_transformers
+from runtime.versions._resolve import is_version_id, parse_version_id, version_instant
+from runtime.versions._stubs import unfilled_transformers
 
 __all__ = [
-    "DAY",
-    "MAX_HOPS",
     "REMOVED_KEY",
-    "Activity",
     "Conversion",
     "LifecyclePolicy",
     "LifecycleState",
@@ -61,27 +43,19 @@ __all__ = [
     "RecordedVersion",
     "RetirementDecision",
     "RetirementPlan",
-    "TransformStep",
-    "Transformer",
     "UsageLedger",
     "VersionCatalog",
     "VersionHistory",
-    "VersionId",
     "VersionInfo",
-    "VersionTable",
-    "VersionUsage",
     "VersionedReflection",
     "apply_retirement",
     "build_version_files",
-    "check_request",
     "classify",
-    "decode_descriptor",
     "encode_descriptor",
     "is_removed",
     "is_retired",
     "is_version_id",
     "mark_removed",
-    "method_error",
     "parse_version_id",
     "plan",
     "plan_retirement",
@@ -93,7 +67,6 @@ __all__ = [
     "run_chain",
     "set_override",
     "state_of",
-    "unfilled_stubs",
     "unfilled_transformers",
     "version_instant",
 ]

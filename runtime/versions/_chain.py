@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+
 from runtime.errors import DeadlineExceeded, FailedPrecondition, InternalError, ModrpcError
 from runtime.wire import snake
 
@@ -134,5 +136,16 @@ async def run_chain(
             if left <= 0:
                 raise DeadlineExceeded(f"deadline passed while transforming {method} ({step.name})")
             limit = min(limit, left)
-        data = await _hop(step, fn, direction, method, data, limit)
+        if trace.get_current_span().is_recording():  # traced: each hop is a span of its own
+            with _tracer.start_as_current_span(
+                f"transform {direction} {method}",
+                attributes={"modrpc.step": step.name, "modrpc.direction": direction, "modrpc.method": method},
+            ):
+                data = await _hop(step, fn, direction, method, data, limit)
+        else:
+            data = await _hop(step, fn, direction, method, data, limit)
     return data
+
+
+_tracer = trace.get_tracer("modrpc")
+"""Resolved through the global provider at each span, so one installed later is used."""

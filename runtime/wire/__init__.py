@@ -5,10 +5,10 @@ from here, so the bytes served and the ``.proto`` committed come from one functi
 """
 
 from runtime.wire._codec import WireVersion, serving_pool
-from runtime.wire._descriptor import WireSchemaError, build_file, message_fields
+from runtime.wire._descriptor import WireSchemaError, build_file
 from runtime.wire._lock import FieldLock
 from runtime.wire._naming import (
-    file_name,
+    SANDBOX_SERVICE,
     handler_id_of,
     method_path,
     package_name,
@@ -21,13 +21,12 @@ from runtime.wire._naming import (
 )
 
 __all__ = [
+    "SANDBOX_SERVICE",
     "FieldLock",
     "WireSchemaError",
     "WireVersion",
     "build_file",
-    "file_name",
     "handler_id_of",
-    "message_fields",
     "method_path",
     "package_name",
     "pascal",

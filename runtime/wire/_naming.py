@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "SANDBOX_SERVICE",
     "file_name",
     "handler_id_of",
     "method_path",
@@ -23,6 +24,10 @@ __all__ = [
 ]
 
 _VERSION_CHARS = re.compile(r"[^0-9A-Za-z]+")
+
+SANDBOX_SERVICE = "modrpc.playground.v1.Sandbox"
+"""The gRPC service on a worker that replays stored snapshots for the playground (``Replay``,
+``Diff``, ``PlayHook``; JSON in and out), registered only while the playground is on."""
 
 
 def pascal(name: str) -> str:

@@ -19,8 +19,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,156 +32,42 @@ from runtime.config import RetentionSettings, Settings
 from runtime.health import HealthService
 from runtime.identity import Peer
 from runtime.lane import LaneServer, lane_limits, where_handler
-from runtime.lcc import LogSnapshotStore, RequestMeta, Snapshot, SnapshotStore
+from runtime.lcc import LogSnapshotStore, Snapshot, SnapshotStore
 from runtime.limits import grpc_server_limits
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
-    AuditRecord,
+    AuditObserver,
     AuditSink,
-    AuditWriteError,
     ClientTracer,
     Counter,
     Metrics,
     RedMetrics,
     ServerTracer,
+    audit_redactor,
     open_audit_sink,
-    outcome_of,
     start_admin_server,
+    write_audit,
 )
 from runtime.tls import InternalTls
 from runtime.transport import InProcessModules
 from runtime.versions import REMOVED_KEY, VersionedReflection
 from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
+from runtime.worker._replay import Sandbox, sandbox_handler
 from runtime.worker._service import ModuleService, WorkerDeps
 
 if TYPE_CHECKING:
     from runtime.store import ManifestStore
 
-__all__ = ["AuditObserver", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("modrpc.worker")
 
 HEARTBEAT_SECONDS = 2.0
-MAX_PENDING_AUDIT = 100_000
-"""Audit records that may wait for a slow sink before further ones are dropped (and logged)."""
 AUDIT_UNWIND_SECONDS = 10.0
 """How long ``stop`` waits, after the grace, for cancelled calls to finish their undo steps."""
 AUDIT_FLUSH_SECONDS = 10.0
 """How long ``stop`` lets the audit sink take the last records."""
-
-
-@dataclass
-class AuditObserver:
-    """Counts every call (RED metrics) and keeps its audit record for the audit task.
-
-    The record is built and written off the call's path: a finished call only appends what
-    it knows to :attr:`pending`, and wakes the audit task when the list was empty, so under
-    load one wakeup writes every record that piled up meanwhile, in one append.
-
-    At most ``max_pending`` records wait: past that the sink is not keeping up (a store that
-    hangs), and further records are counted in :attr:`dropped` and logged rather than held
-    until the process runs out of memory.
-    """
-
-    red: RedMetrics | None
-    manifest_hash: str
-    max_pending: int = MAX_PENDING_AUDIT
-    pending: list[tuple[RequestMeta, Sequence[Any], str, float, float]] = field(default_factory=list)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    running: int = 0
-    """Lifecycles started and not yet finished."""
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set while no lifecycle is running."""
-    closing: bool = False
-    """Set by the worker's stop: the audit task writes what is left, then ends."""
-    dropped: int = 0
-    dropped_counter: Counter | None = None
-    """``modrpc_audit_dropped_total``: records dropped because the sink did not keep up."""
-
-    def __post_init__(self) -> None:
-        self.idle.set()
-
-    def started(self) -> None:
-        self.running += 1
-        self.idle.clear()
-
-    def finished(self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float) -> None:
-        self.running -= 1
-        if not self.running:
-            self.idle.set()
-        duration = time.perf_counter() - started
-        outcome = outcome_of(error)
-        if self.red is not None:
-            self.red.observe(meta.method, meta.version, outcome, duration)
-        if len(self.pending) >= self.max_pending:
-            self.dropped += 1
-            if self.dropped_counter is not None:
-                self.dropped_counter.add(1)
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.error(
-                    "the audit sink is not keeping up: %d records wait; %d dropped so far (the "
-                    "latest: %s %s)", len(self.pending), self.dropped, meta.request_id, meta.method,
-                )
-            return
-        if not self.pending:
-            self.wake.set()
-        self.pending.append((meta, events, outcome, time.time() - duration, duration))
-
-    def take(self) -> list[AuditRecord]:
-        """The audit records of every call finished since the last take, oldest first."""
-        pending, self.pending = self.pending, []
-        self.wake.clear()
-        return [
-            AuditRecord(
-                request_id=meta.request_id,
-                principal=meta.principal,
-                method=meta.method,
-                version=meta.version,
-                manifest_hash=self.manifest_hash,
-                outcome=outcome,
-                events=tuple(e.to_json() for e in events),
-                started_at=started_at,
-                duration_ms=duration * 1000,
-            )
-            for meta, events, outcome, started_at, duration in pending
-        ]
-
-
-def _audit_redactor(redactor: Any) -> Callable[[Any], Any]:
-    """Redaction for audit records, skipped while no secret value has been handed out.
-
-    An audit record is JSON built from strings and numbers (ids, names, event texts), never a
-    ``Secret`` object, so until some secret value is known there is nothing in it to mask, and
-    walking and copying every record would cost each call tens of microseconds for nothing.
-    """
-
-    def redact(record: Any) -> Any:
-        return redactor.redact(record) if redactor.values else record
-
-    return redact
-
-
-async def _write_audit(audit: Any, records: list[AuditRecord]) -> None:
-    if not records:
-        return
-    try:
-        write_many = getattr(audit, "write_many", None)
-        if write_many is not None:
-            await write_many(records)
-        else:  # a sink of the older, one-record kind
-            for record in records:
-                await audit.write(record)
-    except AuditWriteError as exc:
-        _unwritten(exc.failed, exc.cause)
-    except Exception as exc:
-        _unwritten(records, exc)
-
-
-def _unwritten(records: Sequence[AuditRecord], cause: BaseException) -> None:
-    ids = ", ".join(record.request_id for record in records[:5])
-    more = f" and {len(records) - 5} more" if len(records) > 5 else ""
-    log.error("%d audit records (%s%s) could not be written: %s", len(records), ids, more, cause)
 
 
 class _CountedSnapshots:
@@ -327,7 +212,7 @@ class Worker:
         audit = open_audit_sink(
             settings.observability,
             store=self.store,
-            redact=_audit_redactor(secrets.redactor),
+            redact=audit_redactor(secrets.redactor),
             segment_bytes=max(1 << 20, retention.audit_max_bytes // 4),
         )
         observer = AuditObserver(
@@ -370,6 +255,10 @@ class Worker:
             # interceptor as an extra coroutine on every call).
         )
         handlers: list[Any] = [service.generic_handler()]
+        if settings.playground_on and deps.snapshots is not None:
+            # Replays of stored snapshots run here, where the module's code and state are.
+            sandbox = Sandbox({self.module: service}, deps.snapshots, hop_timeout=deps.hop_timeout)
+            handlers.append(sandbox_handler(sandbox, settings.playground.role))
         if settings.lane:
             # The lane: the same endpoints behind a framed transport, for the gateway and other
             # workers; its address is handed out over gRPC (runtime.lane.WHERE_METHOD).
@@ -471,7 +360,7 @@ class Worker:
         """
         while True:
             await observer.wake.wait()
-            await _write_audit(audit, observer.take())
+            await write_audit(audit, observer.take())
             if observer.closing and not observer.pending:
                 return
 
@@ -532,7 +421,7 @@ class Worker:
         observer.closing = True
         observer.wake.set()
         if task is None:
-            await _write_audit(self._audit, observer.take())
+            await write_audit(self._audit, observer.take())
             return
         try:
             async with asyncio.timeout(AUDIT_FLUSH_SECONDS):
@@ -545,7 +434,7 @@ class Worker:
             )
         except Exception as exc:  # the drain task itself failed: what it left is written here
             log.error("worker %s: the audit task failed: %s", self.worker_id, exc)
-            await _write_audit(self._audit, observer.take())
+            await write_audit(self._audit, observer.take())
 
     async def __aenter__(self) -> Worker:
         await self.start()

@@ -16,7 +16,9 @@ import pytest
 from nats.js.api import DiscardPolicy, RetentionPolicy
 
 from runtime.errors import Unavailable
-from runtime.fabric import Message, NatsFabric, NatsOptions, open_fabric
+from runtime.fabric import Message, open_fabric
+from runtime.fabric._nats import NatsFabric
+from runtime.fabric._types import NatsOptions
 from tests.services import free_port, require_nats
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,13 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.errors import ResourceExhausted, Unavailable
-from runtime.ratelimit import (
-    MemoryRateLimiter,
-    RateLimit,
-    RateLimiter,
-    RedisRateLimiter,
-    check_rate,
-)
+from runtime.ratelimit import RateLimit, RateLimiter, check_rate
+from runtime.ratelimit._memory import MemoryRateLimiter
+from runtime.ratelimit._redis import RedisRateLimiter
 from tests.services import require_redis
 
 

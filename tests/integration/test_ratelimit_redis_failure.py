@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import ResourceExhausted, Unavailable
-from runtime.ratelimit import RateLimit, RedisRateLimiter, check_rate
+from runtime.ratelimit import RateLimit, check_rate
+from runtime.ratelimit._redis import RedisRateLimiter
 
 LIMIT = RateLimit.parse("10/second")
 CLOSED_PORT_URL = "redis://:hunter2@127.0.0.1:1/0"

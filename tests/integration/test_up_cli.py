@@ -119,7 +119,7 @@ def modules_with_a_stub(tmp_path: Path) -> Path:
     """A copy of the users module whose 2025-06-01 transformer is the stub gen wrote."""
     import shutil
 
-    from runtime.codegen import render_transformer_stub
+    from runtime.codegen._transformers import render_transformer_stub
     from runtime.versions import VersionHistory
 
     repo = Path(__file__).resolve().parents[2]

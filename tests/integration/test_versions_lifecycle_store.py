@@ -19,7 +19,6 @@ import pytest
 from runtime.errors import InvalidArgument, NotFound
 from runtime.store import ManifestStore, VersionRecord, open_store
 from runtime.versions import (
-    DAY,
     LifecyclePolicy,
     UsageLedger,
     apply_retirement,
@@ -32,6 +31,7 @@ from runtime.versions import (
     set_override,
     state_of,
 )
+from runtime.versions._lifecycle import DAY
 from tests.services import require_postgres
 
 NOW = 1_750_000_000.0

@@ -18,7 +18,8 @@ import pytest
 
 from runtime.cli import main
 from runtime.store import VersionRecord, open_store
-from runtime.versions import DAY, record_usage
+from runtime.versions import record_usage
+from runtime.versions._lifecycle import DAY
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,9 @@ import pytest
 
 from runtime.identity import ANONYMOUS
 from runtime.lcc import RequestMeta
+from runtime.observability import AuditObserver
 from runtime.store import open_store
-from runtime.worker import AuditObserver, Worker
+from runtime.worker import Worker
 from tests.conftest import PROBE_MODULES_DIR, Dial
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 

@@ -26,7 +26,7 @@ from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.config import Settings
 from runtime.store import open_store
-from runtime.versions import decode_descriptor
+from runtime.versions._catalog import decode_descriptor
 from runtime.worker import Worker
 from tests.conftest import PROBE_MODULES_DIR, Dial, StartWorker
 from tests.fixtures.worker_modules.probe.handlers import SEEN

@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.client import RoundRobin
+from runtime.client._pool import RoundRobin
 
 addresses = st.lists(st.from_regex(r"10\.0\.0\.[0-9]{1,3}:50[0-9]{2}", fullmatch=True), min_size=1, max_size=12, unique=True)
 

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.codegen import render_client
+from runtime.codegen._pycode import render_client
 from runtime.gtype import GType, Method, Schema
 from runtime.wire import (
     FieldLock,

@@ -16,7 +16,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from runtime.errors import DeadlineExceeded, ResourceExhausted
-from runtime.fabric import Backpressure, Handler, MemoryFabric, MemoryOptions, Message
+from runtime.fabric import Message
+from runtime.fabric._memory import MemoryFabric
+from runtime.fabric._types import Backpressure, Handler, MemoryOptions
 
 
 async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:

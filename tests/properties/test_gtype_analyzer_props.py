@@ -26,15 +26,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticSerializationError
 
-from runtime.gtype import (
-    PRIMITIVES,
-    GType,
-    Schema,
-    analyze_type,
-    canonical_json,
-    fingerprint,
-    validate,
-)
+from runtime.gtype import GType, Schema, analyze_type, canonical_json, fingerprint, validate
+from runtime.gtype._model import PRIMITIVES
 from tests.properties.test_gtype_strategies import values
 
 

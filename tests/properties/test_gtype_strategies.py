@@ -23,10 +23,10 @@ from runtime.gtype import (
     GType,
     Method,
     Schema,
-    check_pattern,
     register_custom_validator,
     validate,
 )
+from runtime.gtype._checks import check_pattern
 
 NOT_THIRTEEN = "tests.gtype:not_thirteen"
 NOT_NEGATIVE = "tests.gtype:not_negative"

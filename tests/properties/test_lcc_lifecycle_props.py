@@ -14,8 +14,6 @@ from runtime.deadline import Deadline
 from runtime.errors import DeadlineExceeded, ValidationFailed, status_of
 from runtime.identity import is_valid_request_id, new_request_id
 from runtime.lcc import (
-    LEVELS,
-    PHASES,
     HookSpec,
     LifecycleCall,
     LocalContext,
@@ -23,6 +21,7 @@ from runtime.lcc import (
     RequestMeta,
     run_lifecycle,
 )
+from runtime.lcc._hooks import LEVELS, PHASES
 
 HANDLER = "shop.Order"
 

@@ -24,11 +24,10 @@ from runtime.lcc import (
     SnapshotStore,
     diff_replays,
     replay,
-    replay_meta,
-    run_captured,
     run_lifecycle,
-    should_snapshot,
 )
+from runtime.lcc._replay import replay_meta, run_captured
+from runtime.lcc._snapshot import should_snapshot
 
 json_scalars = st.one_of(
     st.none(),

@@ -19,7 +19,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from runtime.errors import CapabilityError, PermissionDenied
-from runtime.manifest import CapabilitySet, check_registration, load_module, parse_manifest
+from runtime.manifest import CapabilitySet, check_registration, load_module
+from runtime.manifest._toml import parse_manifest
 from tests.fixtures.manifest_packages import PackageFactory
 
 TOKENS = ["a", "b", "c"]

@@ -20,7 +20,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.manifest import HandlerManifest, ModuleManifestRecord, build_manifests, load_module
+from runtime.manifest import build_manifests, load_module
+from runtime.manifest._record import HandlerManifest, ModuleManifestRecord
 from tests.fixtures.manifest_packages import PackageFactory
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from runtime.errors import HandlerShapeError
-from runtime.manifest import HandlerSpec, register_handler
+from runtime.manifest import HandlerSpec
+from runtime.manifest._handler import register_handler
 
 
 class Req(BaseModel):

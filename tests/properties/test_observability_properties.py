@@ -20,14 +20,9 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.identity import Principal
-from runtime.observability import (
-    AdminServer,
-    AuditRecord,
-    FileAuditSink,
-    Metrics,
-    read_audit_file,
-    start_admin_server,
-)
+from runtime.observability import AuditRecord, Metrics, read_audit_file, start_admin_server
+from runtime.observability._admin import AdminServer
+from runtime.observability._audit import FileAuditSink
 
 BUCKETS = (0.5, 1.0, 2.5, 10.0)
 _names = itertools.count()

@@ -9,7 +9,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.ratelimit import MemoryRateLimiter, RateLimit
+from runtime.ratelimit import RateLimit
+from runtime.ratelimit._memory import MemoryRateLimiter
 
 # Periods of a minute or more: every hit of one example lands inside one window.
 limits = st.builds(

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from runtime.errors import PermissionDenied
 from runtime.observability import configure_logging
-from runtime.secrets import MASK, EnvProvider, Secret, SecretsManager
+from runtime.secrets import Secret, SecretsManager
+from runtime.secrets._providers import EnvProvider
+from runtime.secrets._secret import MASK
 
 
 class FakeClock:

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from modules.users.transformers.v2025_06_01 import split_name
 from runtime.gtype import validate
-from runtime.versions import MAX_HOPS, TransformStep, VersionCatalog, run_chain
+from runtime.versions import VersionCatalog, run_chain
+from runtime.versions._chain import MAX_HOPS, TransformStep
 
 REPO = Path(__file__).resolve().parents[2]
 OLD, NEW = "2025-01-15", "2025-06-01"

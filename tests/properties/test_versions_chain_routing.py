@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.gtype import Field, GType, Method, Schema
-from runtime.versions import MAX_HOPS, VersionCatalog, VersionInfo
+from runtime.versions import VersionCatalog
+from runtime.versions._catalog import VersionInfo
+from runtime.versions._chain import MAX_HOPS
 from runtime.wire import FieldLock, build_file
 
 DAY = 86400.0

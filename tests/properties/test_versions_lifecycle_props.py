@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.store import VersionRecord
-from runtime.versions import DAY, UsageLedger, VersionUsage, classify, plan_retirement
+from runtime.versions import UsageLedger, classify, plan_retirement
+from runtime.versions._lifecycle import DAY, VersionUsage
 
 NOW = 1_750_000_000.0
 IDS = [f"v{i}" for i in range(8)]

@@ -14,13 +14,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from runtime.store import ManifestStore, VersionRecord, open_store
-from runtime.versions import (
-    DAY,
-    apply_retirement,
-    is_retired,
-    record_usage,
-    retirement_plan,
-)
+from runtime.versions import apply_retirement, is_retired, record_usage, retirement_plan
+from runtime.versions._lifecycle import DAY
 
 NOW = 1_750_000_000.0
 IDS = ["2024-01-01", "2024-06-01", "2025-01-15", "2025-06-01", "tsv:1750000000-users-3"]

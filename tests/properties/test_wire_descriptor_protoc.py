@@ -20,7 +20,7 @@ from grpc_tools import protoc
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from runtime.codegen import render_proto
+from runtime.codegen._proto import render_proto
 from runtime.gtype import VALIDATE_PROTO_ROOT, Field, GType, Method, Schema
 from runtime.wire import FieldLock, build_file, request_message, response_message
 

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from modules.inventory.models import GetStock, Release, Released, Reservation, Reserve, Stock
 from modules.users.models import CreateUser, GetUser, User
 from runtime.config import Settings
-from runtime.context import GlobalContext, ModuleProxy, current_principal
+from runtime.context import GlobalContext, current_principal
+from runtime.context._modules import ModuleProxy
 from runtime.errors import NotFound, PermissionDenied
 from runtime.identity import Principal
 from runtime.worker import Worker

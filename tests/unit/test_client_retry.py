@@ -8,8 +8,8 @@ import grpc
 import pytest
 from tenacity import RetryCallState
 
-from runtime.client import RetryBudget, RetryPolicy
-from runtime.client._retry import is_retryable, stop_before_deadline
+from runtime.client import RetryPolicy
+from runtime.client._retry import RetryBudget, is_retryable, stop_before_deadline
 from runtime.deadline import Deadline
 from runtime.errors import (
     Unavailable,

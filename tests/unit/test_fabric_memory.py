@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from runtime.errors import FailedPrecondition, ResourceExhausted
-from runtime.fabric import DLQ_ERROR_HEADER, MemoryFabric, MemoryOptions, Message
+from runtime.fabric import DLQ_ERROR_HEADER, Message
+from runtime.fabric._memory import MemoryFabric
+from runtime.fabric._types import MemoryOptions
 
 
 class ManualClock:

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from runtime.config import DEV_JWT_SECRET, ConfigError, load_settings
+from runtime.config import DEV_JWT_SECRET, ConfigError, is_loopback, load_settings
 from runtime.errors import Unauthenticated
 from runtime.gateway import (
     authenticator_from_settings,
@@ -20,7 +20,7 @@ from runtime.gateway import (
     jwt_secret_in_force,
 )
 from runtime.gateway._auth import Authenticator, check_single_credentials
-from runtime.gateway._keys import check_dev_secret, is_loopback
+from runtime.gateway._keys import check_dev_secret
 
 OWN_SECRET = "an-operator-chosen-secret-of-32-bytes-or-more"
 

@@ -8,17 +8,16 @@ from datetime import date, datetime
 import pytest
 
 from runtime.gtype import (
-    MISSING,
-    REQUIRED,
     Constraints,
     Field,
     FieldViolation,
     GType,
     Schema,
-    check_format,
     register_custom_validator,
     validate,
 )
+from runtime.gtype._checks import check_format
+from runtime.gtype._validate import MISSING, REQUIRED
 
 STR, INT, FLOAT = GType.primitive("str"), GType.primitive("int"), GType.primitive("float")
 

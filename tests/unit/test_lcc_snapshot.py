@@ -18,7 +18,6 @@ from runtime.deadline import Deadline
 from runtime.errors import InternalError, InvalidArgument, NotFound, PermissionDenied
 from runtime.identity import Principal
 from runtime.lcc import (
-    SNAPSHOT_FORMAT,
     LifecycleCall,
     LocalContext,
     LogSnapshotStore,
@@ -30,12 +29,11 @@ from runtime.lcc import (
     ValueChange,
     diff_replays,
     replay,
-    replay_meta,
-    run_captured,
     run_lifecycle,
-    should_snapshot,
 )
 from runtime.lcc._json import to_jsonable
+from runtime.lcc._replay import replay_meta, run_captured
+from runtime.lcc._snapshot import SNAPSHOT_FORMAT, should_snapshot
 
 SECRET = "s3cr3t-token-value"
 

@@ -9,14 +9,9 @@ import grpc
 import pytest
 
 from runtime.errors import CapabilityError, PermissionDenied, status_of
-from runtime.manifest import (
-    CapabilitySet,
-    CapabilityUse,
-    check_registration,
-    load_module,
-    parse_manifest,
-    scan_source,
-)
+from runtime.manifest import CapabilitySet, check_registration, load_module
+from runtime.manifest._scan import CapabilityUse, scan_source
+from runtime.manifest._toml import parse_manifest
 from tests.fixtures.manifest_packages import PackageFactory, module_toml
 
 

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 from runtime import handler as top_level_handler
 from runtime.errors import HandlerShapeError
 from runtime.gtype import UnsupportedType
-from runtime.manifest import HandlerSpec, handler, handler_mark, register_handler, shape_problem
+from runtime.manifest import HandlerSpec, handler
+from runtime.manifest._handler import handler_mark, register_handler, shape_problem
 
 
 class Req(BaseModel):

@@ -10,17 +10,9 @@ import pytest
 
 from runtime.errors import ManifestError
 from runtime.gtype import Field, GType, Schema
-from runtime.manifest import (
-    HandlerManifest,
-    LoadedModule,
-    ModuleManifestRecord,
-    build_manifests,
-    load_module,
-    method_path,
-    package_name,
-    service_name,
-    type_ref,
-)
+from runtime.manifest import LoadedModule, build_manifests, load_module, service_name
+from runtime.manifest._names import method_path, package_name
+from runtime.manifest._record import HandlerManifest, ModuleManifestRecord, type_ref
 from tests.fixtures.manifest_packages import PackageFactory, module_toml
 
 HANDLERS = """

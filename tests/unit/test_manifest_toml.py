@@ -8,13 +8,8 @@ import limits
 import pytest
 
 from runtime.errors import ManifestError
-from runtime.manifest import (
-    DEFAULT_TIMEOUT,
-    MethodPolicy,
-    ModuleManifest,
-    load_manifest,
-    parse_manifest,
-)
+from runtime.manifest import MethodPolicy, load_manifest
+from runtime.manifest._toml import DEFAULT_TIMEOUT, ModuleManifest, parse_manifest
 from runtime.versions import is_version_id
 
 SOURCE = "modules/users/module.toml"

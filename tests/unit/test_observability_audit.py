@@ -15,16 +15,8 @@ import pytest
 from runtime.config import ObservabilitySettings
 from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from runtime.identity import Principal
-from runtime.observability import (
-    AuditRecord,
-    AuditWriteError,
-    FileAuditSink,
-    StoreAuditSink,
-    audit_files,
-    open_audit_sink,
-    outcome_of,
-    read_audit_file,
-)
+from runtime.observability import AuditRecord, AuditWriteError, open_audit_sink, read_audit_file
+from runtime.observability._audit import FileAuditSink, StoreAuditSink, audit_files, outcome_of
 
 
 class ListAppendLog:

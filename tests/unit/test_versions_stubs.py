@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.codegen import render_transformer_stub
+from runtime.codegen._transformers import render_transformer_stub
 from runtime.errors import FailedPrecondition
-from runtime.versions import VersionCatalog, VersionHistory, unfilled_stubs, unfilled_transformers
+from runtime.versions import VersionCatalog, VersionHistory, unfilled_transformers
+from runtime.versions._stubs import unfilled_stubs
 
 REPO = Path(__file__).resolve().parents[2]
 

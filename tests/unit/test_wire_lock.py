@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 import runtime.wire
-from runtime.codegen import render_proto
+from runtime.codegen._proto import render_proto
 from runtime.gtype import Field, GType, Method, Schema
 from runtime.versions import VersionHistory, build_version_files
-from runtime.wire import FieldLock, WireSchemaError, build_file, message_fields
+from runtime.wire import FieldLock, WireSchemaError, build_file
+from runtime.wire._descriptor import message_fields
 
 REPO = Path(__file__).resolve().parents[2]
 S = GType.primitive
