@@ -38,7 +38,7 @@ from gen.orders.v2025_01_15.client import OrdersClient
 from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.errors import PermissionDenied, Unavailable
-from runtime.fabric import HubFabric
+from runtime.fabric._hub import HubFabric
 from runtime.identity import Peer, Principal, principal_header
 from runtime.lane import WHERE_METHOD, LaneClient, parse_where
 from runtime.store import WorkerRecord
