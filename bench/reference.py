@@ -16,7 +16,11 @@ Run one per process, so its CPU can be read from ``/proc``::
 
     python -m bench.reference echo --port 0
     python -m bench.reference stream --port 0
-    python -m bench.reference proxy --port 0 --target 127.0.0.1:50061
+    python -m bench.reference proxy --port 0 --target 127.0.0.1:50061 --tls-dir DIR --module echo
+
+A worker takes mutual TLS only, so the proxy in front of one dials it with the certificate of the
+``gateway`` identity from ``--tls-dir`` (the deployment's CA), as a proxy of the runtime's own
+would; in front of the bare echo it dials in plaintext.
 
 Each prints ``listening 127.0.0.1:<port>`` once it accepts calls, and stops on SIGTERM.
 """
@@ -140,9 +144,22 @@ async def serve_stream(host: str = "127.0.0.1", port: int = 0) -> None:
     await _serve(_StreamEverything(), host, port)
 
 
-async def serve_proxy(target: str, host: str = "127.0.0.1", port: int = 0) -> None:
-    """Serve the naive pass-through to ``target`` until SIGTERM."""
-    async with grpc.aio.insecure_channel(target) as channel:
+async def serve_proxy(
+    target: str, host: str = "127.0.0.1", port: int = 0, tls_dir: str | None = None, module: str | None = None
+) -> None:
+    """Serve the naive pass-through to ``target`` until SIGTERM (mutual TLS with ``tls_dir``)."""
+    if tls_dir is None:
+        channel = grpc.aio.insecure_channel(target)
+    else:
+        from pathlib import Path
+
+        from runtime.identity import Peer
+        from runtime.tls import InternalTls
+
+        tls = InternalTls.load(Path(tls_dir), Peer.gateway())
+        options = tls.channel_options(Peer.module(module or "echo"))
+        channel = grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
+    async with channel:
         await _serve(_PassThrough(channel), host, port)
 
 
@@ -152,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--target", help="host:port the proxy forwards to (proxy only)")
+    parser.add_argument("--tls-dir", help="dial the target with mutual TLS as the gateway of this folder")
+    parser.add_argument("--module", help="the module the target must prove it serves (with --tls-dir)")
     args = parser.parse_args(argv)
     if args.kind == "echo":
         asyncio.run(serve_echo(args.host, args.port))
@@ -160,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         if not args.target:
             parser.error("proxy needs --target")
-        asyncio.run(serve_proxy(args.target, args.host, args.port))
+        asyncio.run(serve_proxy(args.target, args.host, args.port, args.tls_dir, args.module))
 
 
 if __name__ == "__main__":

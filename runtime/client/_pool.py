@@ -14,8 +14,10 @@ that succeeds ends the streak.
 
 An instance is one worker address. Its transport prefers the worker's lane
 (:mod:`runtime.lane`) and falls back to gRPC, so the module client never knows which carried a
-call. A module served in this process (:class:`~runtime.transport.InProcessModules`) is reached
-through its endpoints directly.
+call. Both are mutual TLS when the pool has an identity (:class:`~runtime.tls.InternalTls`): this
+process's certificate goes with every call, and a worker of module M must prove it is M. A module
+served in this process (:class:`~runtime.transport.InProcessModules`) is reached through its
+endpoints directly, as this process's identity.
 
     >>> picker = RoundRobin(["a:1", "b:1", "c:1"])
     >>> [picker.pick(skip={"b:1"}) for _ in range(4)]
@@ -34,7 +36,9 @@ import grpc
 
 from runtime.deadline import Clock, Deadline
 from runtime.errors import Unavailable
+from runtime.identity import Peer, current_peer
 from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, LaneStream, parse_where
+from runtime.tls import InternalTls
 from runtime.transport import (
     DEFAULT_MAX_MESSAGE_BYTES,
     CallError,
@@ -233,13 +237,27 @@ class _Worker:
 
     __slots__ = (
         "_close_grace", "_grpc", "_lane", "_lane_lookup", "_lane_misses", "_lane_retry_at", "_lanes",
-        "_max_message_bytes", "_retired", "address",
+        "_max_message_bytes", "_retired", "_server", "_tls", "address",
     )  # fmt: skip
 
-    def __init__(self, address: str, *, channels: int, max_message_bytes: int, lanes: bool, close_grace: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        channels: int,
+        max_message_bytes: int,
+        lanes: bool,
+        close_grace: float,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
+    ) -> None:
         self.address = address
         self._close_grace = close_grace
-        self._grpc = GrpcTransport(address, channels=channels, max_message_bytes=max_message_bytes)
+        self._tls = tls
+        self._server = server
+        self._grpc = GrpcTransport(
+            address, channels=channels, max_message_bytes=max_message_bytes, tls=tls, server=server
+        )
         self._max_message_bytes = max_message_bytes
         self._lanes = lanes
         self._lane: LaneClient | None = None
@@ -298,7 +316,9 @@ class _Worker:
         port = named.rpartition(":")[2]
         address = f"{self.address.rpartition(':')[0]}:{port}"
         if self._lanes:
-            self._lane = LaneClient(address, max_message_bytes=self._max_message_bytes)
+            self._lane = LaneClient(
+                address, max_message_bytes=self._max_message_bytes, tls=self._tls, server=self._server
+            )
             log.debug("worker %s: calls go over its lane at %s", self.address, address)
 
     def _lane_failed(self, lane: LaneClient, *, unreached: bool) -> None:
@@ -338,12 +358,42 @@ class _Worker:
 
 
 
+class _AsPeer:
+    """A module served in this process, called as this process's identity: the in-process
+    counterpart of the certificate a call over the network carries."""
+
+    __slots__ = ("_peer", "_transport")
+
+    def __init__(self, transport: Transport, peer: Peer | None) -> None:
+        self._transport = transport
+        self._peer = peer
+
+    async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        token = current_peer.set(self._peer)
+        try:
+            return await self._transport.unary(method, payload, metadata, deadline)
+        finally:
+            current_peer.reset(token)
+
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        # The endpoint starts the stream's task now, and the task keeps the context it starts in.
+        token = current_peer.set(self._peer)
+        try:
+            return self._transport.stream(method, requests, metadata, deadline)
+        finally:
+            current_peer.reset(token)
+
+
 class InstancePool:
     """Transports to the instances of each module key, picked round-robin, outliers ejected.
 
     A key is a module name, or ``module@version`` for the gateway, which keeps apart the
     instances serving each version. ``close_grace`` is how long calls in flight to an instance
     that left may still finish; ``lanes``: calls to workers that serve a lane go over it.
+    ``tls``: this process's identity; every call to a worker is then mutual TLS (without it,
+    calls are plaintext, which workers refuse: only tests of the pool itself do without).
     """
 
     def __init__(
@@ -355,6 +405,7 @@ class InstancePool:
         lanes: bool = False,
         local: InProcessModules | None = None,
         outliers: Outliers | None = None,
+        tls: InternalTls | None = None,
     ) -> None:
         if channels_per_instance < 1:
             raise ValueError("channels_per_instance must be at least 1")
@@ -363,6 +414,8 @@ class InstancePool:
         self._lanes = lanes
         self._max_message_bytes = max_message_bytes
         self.local = local
+        self.tls = tls
+        self._local_calls: dict[Transport, _AsPeer] = {}
         self.outliers = outliers or Outliers()
         self._pickers: dict[str, RoundRobin] = {}
         self._workers: dict[str, _Worker] = {}
@@ -424,7 +477,10 @@ class InstancePool:
             raise Unavailable("the module client is closed")
         local = self.local.lookup(key) if self.local is not None else None
         if local is not None:
-            return IN_PROCESS, local
+            as_peer = self._local_calls.get(local)
+            if as_peer is None:
+                as_peer = self._local_calls[local] = _AsPeer(local, self.tls.peer if self.tls else None)
+            return IN_PROCESS, as_peer
         picker = self._pickers.get(key)
         address = None if picker is None else picker.pick(self.outliers.ejected())
         if address is None:
@@ -437,6 +493,8 @@ class InstancePool:
                 max_message_bytes=self._max_message_bytes,
                 lanes=self._lanes,
                 close_grace=self._close_grace,
+                tls=self.tls,
+                server=Peer.module(key.partition("@")[0]) if self.tls is not None else None,
             )
         return address, worker
 

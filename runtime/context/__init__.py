@@ -4,6 +4,7 @@ from runtime.context._clock import Clock
 from runtime.context._global import (
     GlobalContext,
     current_deadline,
+    current_principal,
     current_request_id,
     encode_payload,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "MethodTarget",
     "ModuleRegistry",
     "current_deadline",
+    "current_principal",
     "current_request_id",
     "encode_payload",
     "subscriber",

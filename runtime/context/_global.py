@@ -15,6 +15,7 @@ from runtime.context._config import ReadOnlyConfig
 from runtime.context._modules import ModuleInvoker, ModuleRegistry
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition
+from runtime.identity import Principal
 from runtime.lcc import current_context
 from runtime.manifest import CapabilitySet
 from runtime.observability import request_id_var
@@ -22,12 +23,22 @@ from runtime.observability import request_id_var
 if TYPE_CHECKING:  # the fabric's backends are imported only where one is opened
     from runtime.fabric import Fabric, Message, Subscription
 
-__all__ = ["GlobalContext", "SecretSource", "current_deadline", "current_request_id", "encode_payload"]
+__all__ = [
+    "GlobalContext",
+    "SecretSource",
+    "current_deadline",
+    "current_principal",
+    "current_request_id",
+    "encode_payload",
+]
 
 current_request_id = request_id_var
 """The request id of the call being handled (the one the JSON logs show); published messages and
 module calls carry it."""
 current_deadline: ContextVar[Deadline | None] = ContextVar("modrpc_current_deadline", default=None)
+current_principal: ContextVar[Principal | None] = ContextVar("modrpc_current_principal", default=None)
+"""Whom the call being served acts for: what a module's own calls to other modules carry on as
+the original caller. None outside a call (a subscriber, startup): the module acts for itself."""
 """The deadline of the call being handled; publishes and module calls never outlive it."""
 
 

@@ -31,10 +31,16 @@ from opentelemetry import trace
 from runtime.client import ModuleClient, RetryPolicy
 from runtime.deadline import Deadline
 from runtime.errors import ModrpcError, Unavailable
-from runtime.gateway._auth import Authenticator
+from runtime.gateway._auth import Authenticator, check_single_credentials
 from runtime.gateway._flags import forwarded_flags
-from runtime.gateway._roles import check_roles
-from runtime.identity import ANONYMOUS, PRINCIPAL_HEADER, Principal, principal_header, request_id_of
+from runtime.identity import (
+    ANONYMOUS,
+    PRINCIPAL_HEADER,
+    Principal,
+    check_roles,
+    principal_header,
+    request_id_of,
+)
 from runtime.observability import REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import REQUEST_ID_KEY
@@ -43,7 +49,16 @@ from runtime.versions import Conversion, retired_error
 if TYPE_CHECKING:
     from runtime.gateway._routes import Route
 
-__all__ = ["Credentials", "Forward", "GatewayCall", "Step", "build_chain", "peer_ip", "request_id"]
+__all__ = [
+    "ClientCertificates",
+    "Credentials",
+    "Forward",
+    "GatewayCall",
+    "Step",
+    "build_chain",
+    "peer_ip",
+    "request_id",
+]
 
 VERIFIED_TOKENS = 4096
 """Bearer tokens whose verification is remembered (per gateway); the oldest go first beyond it."""
@@ -98,13 +113,21 @@ class Credentials:
         # authorization header -> (principal, forwarded header, valid from, valid until)
         self._tokens: dict[str, tuple[Principal, str, float, float]] = {}
 
-    def authenticate(self, headers: Mapping[str, str], *, public: bool) -> tuple[Principal, str]:
-        """The caller's principal and its forwarded header; raises what the authenticator raises."""
+    def authenticate(
+        self, headers: Mapping[str, str], *, public: bool, certificate: Principal | None = None
+    ) -> tuple[Principal, str]:
+        """The caller's principal and its forwarded header; raises what the authenticator raises.
+
+        ``certificate``: the principal of the connection's client certificate (an edge with
+        ``tls.client_ca``), which a call without a token or API key runs as.
+        """
         authorization = headers.get("authorization")
-        if authorization is not None:
+        if authorization is not None and "x-api-key" not in headers:
             known = self._tokens.get(authorization)
             if known is not None and known[2] <= self._clock() < known[3]:
                 return known[0], known[1]
+        if certificate is not None and authorization is None and "x-api-key" not in headers:
+            return certificate, principal_header(certificate)
         principal = self._auth.authenticate(headers, public=public)
         forwarded = principal_header(principal)
         if authorization is not None and principal.method == "jwt":
@@ -134,16 +157,55 @@ def request_id(call: GatewayCall) -> None:
 
 
 class Authenticate:
-    """Who is calling: a JWT or an API key; none needed for a public method."""
+    """Who is calling: a JWT, an API key or a client certificate; none needed for a public method.
 
-    __slots__ = ("_credentials", "_public")
+    Metadata with a credential header twice is refused here, before either is looked at; the
+    check runs only when a key appeared twice at all (fewer text headers than metadata pairs).
+    """
 
-    def __init__(self, credentials: Credentials, *, public: bool) -> None:
+    __slots__ = ("_client_certs", "_credentials", "_public")
+
+    def __init__(self, credentials: Credentials, *, public: bool, client_certs: ClientCertificates | None = None) -> None:
         self._credentials = credentials
         self._public = public
+        self._client_certs = client_certs
 
     def __call__(self, call: GatewayCall) -> None:
-        call.principal, call.forwarded_principal = self._credentials.authenticate(call.headers, public=self._public)
+        metadata = call.context.invocation_metadata() or ()
+        if len(metadata) != len(call.headers):
+            check_single_credentials(metadata)
+        headers = call.headers
+        certificate = None
+        if self._client_certs is not None and "authorization" not in headers and "x-api-key" not in headers:
+            certificate = self._client_certs.principal(call.context)  # only when it is the credential
+        call.principal, call.forwarded_principal = self._credentials.authenticate(
+            call.headers, public=self._public, certificate=certificate
+        )
+
+
+class ClientCertificates:
+    """The principal a client certificate names at a TLS edge with ``tls.client_ca``: its common
+    name as the subject, with the roles ``tls.client_roles`` gives it (``method`` ``mtls``)."""
+
+    __slots__ = ("_known", "_roles")
+
+    def __init__(self, roles: Mapping[str, tuple[str, ...]]) -> None:
+        self._roles = dict(roles)
+        self._known: dict[bytes, Principal] = {}
+
+    def principal(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> Principal | None:
+        names = list(context.auth_context().get("x509_common_name", ()))
+        if not names:
+            return None
+        name = names[0]
+        principal = self._known.get(name)
+        if principal is None:
+            subject = name.decode(errors="replace")
+            principal = Principal(subject=subject, roles=self._roles.get(subject, ()), method="mtls")
+            if len(self._known) >= VERIFIED_TOKENS:
+                self._known.clear()
+            self._known[name] = principal
+        return principal
 
 
 class ResolveVersion:
@@ -371,7 +433,7 @@ def build_chain(route: Route) -> tuple[tuple[Step, ...], Forward]:
     services = route.services
     policy = route.policy
     steps: list[Step] = [
-        Authenticate(services.credentials, public=policy.public),
+        Authenticate(services.credentials, public=policy.public, client_certs=services.client_certs),
         ResolveVersion(route),
     ]
     if policy.roles:

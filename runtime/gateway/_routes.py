@@ -21,6 +21,7 @@ from runtime.client import ModuleClient
 from runtime.errors import InternalError, ModrpcError
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import (
+    ClientCertificates,
     Credentials,
     Forward,
     GatewayCall,
@@ -245,6 +246,8 @@ class _Services:
     """Flushes usage to the store and promotes cold versions (None: usage stays in memory)."""
     tracing: ServerTracer = field(default_factory=ServerTracer)
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
+    client_certs: ClientCertificates | None = None
+    """Principals of client certificates, at an edge that requires them (``tls.client_ca``)."""
     privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """``x-flags`` that travel on only for callers with one of their roles (``snapshot``)."""
     credentials: Credentials = field(init=False)

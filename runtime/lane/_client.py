@@ -26,6 +26,9 @@ the other grants (``_flow.py``), so the messages a slow reader has not read yet 
 window per stream, in this process and in the worker's. The connection is made before anything
 is taken from the request iterator, so a lane that cannot be reached leaves the call untouched
 for gRPC to carry.
+
+With ``tls`` the connection is mutual TLS: this process's certificate, and the worker must
+prove it is ``server`` (its certificate's name), or nothing is sent.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collections.abc import AsyncIterable, Callable
 import grpc
 
 from runtime.deadline import Deadline
+from runtime.identity import Peer
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -68,6 +72,7 @@ from runtime.lane._stream import CODES as _CODES
 from runtime.lane._stream import LaneStream
 from runtime.lane._stream import failed as _failed
 from runtime.status import RpcStatus
+from runtime.tls import InternalTls
 from runtime.transport import (
     CallError,
     Disconnected,
@@ -328,8 +333,14 @@ class LaneClient:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         connect_timeout: float = 5.0,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
     ) -> None:
+        if tls is not None and server is None:
+            raise ValueError("a TLS lane needs the identity the server must prove (server=)")
         self.address = address
+        self._tls = tls
+        self._server = server
         self._host, self._port = split_address(address)
         self._max_message_bytes = max_message_bytes
         self._connect_timeout = connect_timeout
@@ -425,14 +436,19 @@ class LaneClient:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        context, server_name = None, None
+        if self._tls is not None and self._server is not None:
+            context, server_name = self._tls.client_context(), self._server.dns_name
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
                     lambda: _Connection(self.address, self._max_message_bytes),
                     self._host,
                     self._port,
+                    ssl=context,
+                    server_hostname=server_name,
                 )
-        except OSError as exc:  # refused, unreachable, or the connect timeout (TimeoutError)
+        except OSError as exc:  # refused, unreachable, the TLS handshake, or the connect timeout
             raise Unreached(f"cannot reach the lane at {self.address}: {exc!r}") from exc
         finally:
             self._connecting = None

@@ -38,6 +38,7 @@ import grpc
 
 from runtime.config import LimitsSettings
 from runtime.deadline import Deadline
+from runtime.identity import Peer, current_peer
 from runtime.lane._flow import Credit, Inbound
 from runtime.lane._frames import (
     CANCEL,
@@ -64,6 +65,7 @@ from runtime.lane._frames import (
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
+from runtime.tls import InternalTls, peer_of_ssl
 from runtime.transport import CallError, Transport
 
 __all__ = ["LaneLimits", "LaneServer", "lane_limits"]
@@ -79,6 +81,8 @@ DEFAULT_MAX_CONCURRENT_CALLS = 1024
 """Calls one connection may have running before further requests wait for one to end."""
 _REFUSALS_LOGGED_EVERY = 1000
 """Connections refused past the limit are logged once, then once per this many."""
+_HANDSHAKE_REFUSALS_LOG_SECONDS = 10.0
+"""At most one log line per this many seconds about refused TLS handshakes (with their count)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,11 @@ class _Connection(FramedProtocol):
         """When it connected; when it last read a byte or ended a call (for the idle timeout)."""
         self.framed = False
         """Whether a whole frame has arrived (for the handshake timeout)."""
+        self.peer: Peer | None = None
+        """Who the client's certificate says it is (None on a plaintext lane)."""
+        self._handshaking = False
+        self._early: list[bytes] = []
+        """Bytes that arrived after the TLS handshake, before its task resumed (see ``_secure``)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -163,6 +172,34 @@ class _Connection(FramedProtocol):
             server._refuse(transport)
             return
         server._connections.add(self)
+        if server.tls is not None:
+            self._handshaking = True
+            handshake = asyncio.get_running_loop().create_task(self._secure(transport, server.tls))
+            server._handshakes.add(handshake)
+            handshake.add_done_callback(server._handshakes.discard)
+
+    async def _secure(self, raw: asyncio.Transport, tls: InternalTls) -> None:
+        """The TLS handshake; the connection serves only once it proved who is calling."""
+        loop = asyncio.get_running_loop()
+        try:
+            secured = await loop.start_tls(
+                raw, self, tls.server_context(), server_side=True,
+                ssl_handshake_timeout=self._server.limits.handshake_timeout,
+            )  # fmt: skip
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._server._refused_handshake(raw.get_extra_info("peername"), exc)
+            raw.abort()
+            return
+        if secured is None or self._server._stopping:
+            if secured is not None:
+                secured.abort()
+            return
+        self._transport = secured
+        self.peer = peer_of_ssl(secured.get_extra_info("ssl_object"))
+        self._handshaking = False
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     @property
     def partial(self) -> bool:
@@ -214,6 +251,9 @@ class _Connection(FramedProtocol):
             transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._handshaking:  # TLS is up, but _secure has not taken the transport yet
+            self._early.append(data)
+            return
         self.active_at = time.monotonic()
         try:
             frames = self._reader.feed(data)
@@ -364,6 +404,7 @@ class _Connection(FramedProtocol):
         self._pace()
 
     async def _serve(self, stream_id: int, request: Request) -> None:
+        current_peer.set(self.peer)  # this call's own task: nothing to reset
         try:
             deadline = None if request.timeout is None else Deadline.after(request.timeout)
             payload, metadata = await self._server._served.unary(
@@ -390,7 +431,8 @@ class _Connection(FramedProtocol):
     async def _serve_stream(self, stream_id: int, request: Request, stream: _Stream) -> None:
         """Serve one streaming call: response messages out within the client's credit, then END
         or STATUS; cancelled (CANCEL, the connection lost), it closes the served call and sends
-        nothing."""
+        nothing. The connection's certified identity is the call's peer, as for a unary call."""
+        current_peer.set(self.peer)  # this call's own task (and the stream's, started below)
         deadline = None if request.timeout is None else Deadline.after(request.timeout)
         call = self._server._served.stream(request.method, self._requests(stream_id, stream), request.metadata, deadline)
         limit = self._server.max_message_bytes
@@ -455,6 +497,7 @@ class LaneServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_concurrent_calls: int | None = None,
         limits: LaneLimits | None = None,
+        tls: InternalTls | None = None,
     ) -> None:
         limits = limits or LaneLimits()
         if max_concurrent_calls is not None:  # LaneLimits checks it
@@ -473,6 +516,21 @@ class LaneServer:
         """Connections closed on arrival because ``max_connections`` were open."""
         self.timed_out = 0
         """Connections cut off by the handshake or idle timeout."""
+        self.tls = tls
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self.tls_refused = 0
+        """Connections refused at the TLS handshake (no certificate, another CA, expired...)."""
+        self._tls_refusal_logged = -_HANDSHAKE_REFUSALS_LOG_SECONDS
+
+    def _refused_handshake(self, peer: object, exc: BaseException) -> None:
+        self.tls_refused += 1
+        now = time.monotonic()
+        if now - self._tls_refusal_logged >= _HANDSHAKE_REFUSALS_LOG_SECONDS:
+            log.warning(
+                "lane %s refused a connection from %s at the TLS handshake: %s (%d refused so far)",
+                self._address, peer, exc or type(exc).__name__, self.tls_refused,
+            )  # fmt: skip
+            self._tls_refusal_logged = now
 
     @property
     def max_concurrent_calls(self) -> int:
@@ -546,6 +604,8 @@ class LaneServer:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.cancel()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         tasks = [t for c in self._connections for t in c.tasks.values()]
         if tasks and grace:
             await asyncio.wait(tasks, timeout=grace)

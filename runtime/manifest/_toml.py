@@ -248,6 +248,15 @@ class MethodPolicy(_Frozen):
 
     public: bool = Field(default=False, description="True when callers need no credentials.")
     roles: Roles = Field(default=(), description="Roles a caller must all hold.")
+    inner_roles: Literal["caller", "module"] = Field(
+        default="caller",
+        description=(
+            "On an inner call (another module calling this method for its own caller): 'caller' "
+            "checks `roles` against that original caller, as if it had called through the "
+            "gateway; 'module' lets the calling module's declaration (capabilities.modules) "
+            "stand in for them, whoever the caller is."
+        ),
+    )
     rate_limit: RateLimit | None = Field(
         default=None,
         description="'N/second', 'N/minute', 'N/hour' or 'N/day' per caller; a stream counts once, "

@@ -31,7 +31,7 @@ from runtime.client import InstancePool, ModuleClient
 from runtime.context import GlobalContext, MethodTarget, ModuleRegistry, encode_payload
 from runtime.deadline import Deadline
 from runtime.gtype import stream_item
-from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
+from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, current_peer, principal_header
 from runtime.lcc import MemorySnapshotStore
 from runtime.manifest import LoadedModule, check_registration, discover_modules, load_module
 from runtime.observability import AuditObserver, AuditRecord, Metrics
@@ -53,11 +53,14 @@ from runtime.worker import ModuleService, WorkerDeps, load_catalog
 
 __all__ = ["ModuleHarness"]
 
+_GATEWAY = Peer.gateway()
+
 TEST_PRINCIPAL = Principal(subject="test", roles=(), method="jwt")
 """Who calls when a test does not say: an authenticated caller with no roles.
 
-Roles are the gateway's business (a worker trusts what the gateway forwarded), so a harness call
-is not refused for want of one; pass ``principal=`` to see a particular caller in ``lctx``."""
+Roles are the gateway's business (a worker trusts what the gateway forwarded), and the harness
+calls as the gateway, so a harness call is not refused for want of one; pass ``principal=`` to
+see a particular caller in ``lctx``."""
 
 
 class ModuleHarness:
@@ -188,6 +191,7 @@ class ModuleHarness:
         if flags:
             headers.append(("x-flags", ",".join(flags)))
         headers.extend(metadata)
+        as_gateway = current_peer.set(_GATEWAY)  # what the worker's transport proves, in a deployment
         try:
             response, _ = await self._endpoints.unary(
                 method_path(self.name, name), payload, headers, Deadline.from_timeout(timeout)
@@ -195,6 +199,7 @@ class ModuleHarness:
         except CallError as failed:
             raise error_of(failed.status) from failed
         finally:
+            current_peer.reset(as_gateway)
             self.audit.extend(self._observer.take())
         decoded: dict[str, Any] = wire.decode(response_message(name), response)
         return decoded
@@ -246,7 +251,11 @@ class ModuleHarness:
         if request_id is not None:
             headers.append((REQUEST_ID_KEY, request_id))
         headers.extend(metadata)
-        call = self._endpoints.stream(method_path(self.name, name), payloads(), headers, Deadline.from_timeout(timeout))
+        as_gateway = current_peer.set(_GATEWAY)  # the stream's task starts now and keeps this
+        try:
+            call = self._endpoints.stream(method_path(self.name, name), payloads(), headers, Deadline.from_timeout(timeout))
+        finally:
+            current_peer.reset(as_gateway)
         try:
             async for message in call:
                 yield wire.decode(response_message(name), message)

@@ -19,6 +19,10 @@ deadline in; a :class:`~runtime.transport.StreamCall` out).
 
 Streams use grpc.aio's reader/writer calls on both sides, so each message waits for HTTP/2 flow
 control: a gRPC peer that reads slowly holds up the writer, and through it whatever produces.
+
+Between runtime processes both ends use mutual TLS (:class:`~runtime.tls.InternalTls`): the
+client presents its certificate and checks the server's names the identity it expects, and the
+server hands the caller's identity to the endpoint as :data:`~runtime.identity.current_peer`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ import grpc
 import grpc.aio
 
 from runtime.deadline import Deadline
+from runtime.identity import Peer, current_peer
 from runtime.status import REQUEST_ID_KEY, RpcStatus
+from runtime.tls import InternalTls, peer_of_grpc
 from runtime.transport._contract import (
     CallError,
     Disconnected,
@@ -115,17 +121,37 @@ class GrpcTransport:
     """Unary calls over grpc.aio channels to one address, used in turn; raw bytes both ways.
 
     Channels are created on the first call (building one needs no event loop). Several
-    channels (``channels`` > 1) each get their own connection.
+    channels (``channels`` > 1) each get their own connection. With ``tls`` the channels are
+    mutual TLS: this process's certificate, and the server must hold ``server``'s.
     """
 
-    __slots__ = ("_callables", "_channels", "_closed", "_count", "_next", "_options", "_streams", "address")
+    __slots__ = (
+        "_callables", "_channels", "_closed", "_count", "_generation", "_next", "_options", "_retiring", "_streams",
+        "_tls", "address",
+    )  # fmt: skip
 
-    def __init__(self, address: str, *, channels: int = 1, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        channels: int = 1,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
+    ) -> None:
         if channels < 1:
             raise ValueError("channels must be at least 1")
+        if tls is not None and server is None:
+            raise ValueError("a TLS transport needs the identity the server must prove (server=)")
         self.address = address
         self._count = channels
-        self._options = channel_options(max_message_bytes, separate=channels > 1)
+        options = list(channel_options(max_message_bytes, separate=channels > 1))
+        if tls is not None and server is not None:
+            options += tls.channel_options(server)
+        self._options = options
+        self._tls = tls
+        self._generation = 0
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
         self._channels: list[grpc.aio.Channel] = []
         self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = []
@@ -133,10 +159,15 @@ class GrpcTransport:
         self._next = 0
 
     def _open(self) -> None:
+        tls = self._tls
+        if tls is not None:
+            self._generation = tls.keys.current_generation()
         for _ in range(self._count):
-            self._channels.append(
-                grpc.aio.insecure_channel(self.address, options=self._options)
-            )
+            if tls is None:
+                channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            else:  # the files as they are now: a rotated certificate is used by new channels
+                channel = grpc.aio.secure_channel(self.address, tls.channel_credentials(), options=self._options)
+            self._channels.append(channel)
             self._callables.append({})
             self._streams.append({})
 
@@ -145,12 +176,30 @@ class GrpcTransport:
         self._next = index + 1
         return index
 
-    def _callable(self, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    def _renew(self) -> None:
+        """This process's certificate was replaced on disk: new channels present the new one,
+        and calls still out on the old channels get a few seconds to finish."""
+        old, self._channels = self._channels, []
+        self._callables = []
+        self._streams = []
+        self._open()
+        task = asyncio.get_running_loop().create_task(_close_all(old, _RENEW_GRACE_SECONDS))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _ready(self) -> int:
+        """The index of the channel the next call takes, channels opened (or renewed) as needed."""
+        tls = self._tls
+        if tls is not None and self._channels and tls.keys.current_generation() != self._generation:
+            self._renew()
         if not self._channels:
             if self._closed:
                 raise Unreached(f"the gRPC transport to {self.address} is closed")
             self._open()
-        index = self._index()
+        return self._index()
+
+    def _callable(self, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        index = self._ready()
         cache = self._callables[index]
         unary = cache.get(method)
         if unary is None:
@@ -177,11 +226,7 @@ class GrpcTransport:
         self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
     ) -> StreamCall:
         """A streaming call of any shape, as grpc's stream-stream call (the wire is the same)."""
-        if not self._channels:
-            if self._closed:
-                raise Unreached(f"the gRPC transport to {self.address} is closed")
-            self._open()
-        index = self._index()
+        index = self._ready()
         cache = self._streams[index]
         multicallable = cache.get(method)
         if multicallable is None:
@@ -199,7 +244,14 @@ class GrpcTransport:
         channels, self._channels = self._channels, []
         self._callables = []
         self._streams = []
-        await asyncio.gather(*(channel.close(grace) for channel in channels))
+        await asyncio.gather(_close_all(channels, grace), *self._retiring)
+
+
+_RENEW_GRACE_SECONDS = 5.0
+
+
+async def _close_all(channels: Sequence[grpc.aio.Channel], grace: float | None) -> None:
+    await asyncio.gather(*(channel.close(grace) for channel in channels))
 
 
 class _GrpcStream:
@@ -274,12 +326,14 @@ def stream_handler(endpoint: StreamEndpoint) -> grpc.RpcMethodHandler[bytes, byt
     Each response message is written with ``context.write``, which waits for the client's flow
     control; the endpoint's trailers go out with the OK status, and a :class:`CallError` ends the
     call with its status. Whichever way the call ends, the endpoint's call is closed, so the
-    handler's cleanup has run by the time grpc finishes the RPC.
+    handler's cleanup has run by the time grpc finishes the RPC. The identity in the caller's TLS
+    certificate is the call's :data:`~runtime.identity.current_peer`, as for a unary call.
     """
 
     async def handle(requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         remaining = context.time_remaining()
         deadline = None if remaining is None else Deadline.after(remaining)
+        current_peer.set(peer_of_grpc(context))  # this call's own task, and the stream's, inherit it
         metadata = cast(MetadataIn, context.invocation_metadata() or ())
         call = endpoint(requests, metadata, deadline)
         try:
@@ -300,11 +354,14 @@ def unary_handler(endpoint: Endpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
 
     grpc.aio's deadline becomes a :class:`~runtime.deadline.Deadline` here, once; the endpoint's
     trailers go back with the response, and a :class:`CallError` ends the call with its status.
+    The identity in the caller's TLS certificate (none on a plaintext port) is the call's
+    :data:`~runtime.identity.current_peer`.
     """
 
     async def handle(payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         remaining = context.time_remaining()
         deadline = None if remaining is None else Deadline.after(remaining)
+        current_peer.set(peer_of_grpc(context))  # this call's own task: nothing to reset
         try:
             metadata = cast(MetadataIn, context.invocation_metadata() or ())
             response, trailing = await endpoint(payload, metadata, deadline)

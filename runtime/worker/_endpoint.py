@@ -26,7 +26,7 @@ import grpc
 import pydantic
 from pydantic import TypeAdapter
 
-from runtime.context import GlobalContext, current_deadline, current_request_id
+from runtime.context import GlobalContext, current_deadline, current_principal, current_request_id
 from runtime.deadline import Deadline
 from runtime.errors import (
     Cancelled,
@@ -38,10 +38,11 @@ from runtime.errors import (
     ValidationFailed,
 )
 from runtime.gtype import FieldViolation, Schema, stream_item, validate
-from runtime.identity import PRINCIPAL_HEADER, principal_from_header, request_id_of
+from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, current_peer, request_id_of
 from runtime.lcc import (
     HookSpec,
     LifecycleCall,
+    LifecycleEvent,
     LocalContext,
     MemoryEventSink,
     RequestMeta,
@@ -71,6 +72,7 @@ from runtime.transport import (
 )
 from runtime.versions import Conversion, VersionCatalog, plan
 from runtime.wire import method_path
+from runtime.worker._admission import Admission
 
 __all__ = ["CallObserver", "MethodEndpoint", "RemovedMethod"]
 
@@ -181,6 +183,7 @@ class MethodEndpoint:
         redact: Callable[[Any], Any] | None,
         observer: CallObserver | None,
         hop_timeout: float,
+        admission: Admission,
         tracing: ServerTracer | None = None,
     ) -> None:
         self.module = module
@@ -196,6 +199,7 @@ class MethodEndpoint:
         self.redact = redact
         self.observer = observer
         self.hop_timeout = hop_timeout
+        self.admission = admission
         self.tracing = tracing or ServerTracer()
         schema: Schema = catalog.by_id[served].schema
         self.schema = schema
@@ -317,6 +321,12 @@ class MethodEndpoint:
         sink = MemoryEventSink()
         error: BaseException | None = None
         try:
+            peer = current_peer.get()
+            try:
+                principal = self.admission.principal(peer, headers.get(PRINCIPAL_HEADER), self.policy)
+            except ModrpcError as refusal:
+                self._refused(request_id, peer, refusal, started)
+                raise
             version = self.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
             conversion = self.conversion(version)
@@ -329,7 +339,7 @@ class MethodEndpoint:
                 version=self.served,
                 flags=parse_flags(headers.get("x-flags")),
                 deadline=deadline,
-                principal=principal_from_header(headers.get(PRINCIPAL_HEADER)),
+                principal=principal,
             )
             if self.observer is not None:
                 self.observer.started()  # finished() follows in the finally below: meta is set
@@ -338,6 +348,7 @@ class MethodEndpoint:
             handler_token = handler_var.set(self.spec.handler_id)
             version_token = version_var.set(self.served)
             deadline_token = current_deadline.set(deadline)
+            principal_token = current_principal.set(principal)
             try:
                 response = await _run_to_the_end(
                     LifecycleCall(
@@ -359,6 +370,7 @@ class MethodEndpoint:
                 handler_var.reset(handler_token)
                 version_var.reset(version_token)
                 current_deadline.reset(deadline_token)
+                current_principal.reset(principal_token)
             return await conversion.response(response, deadline), trailers
         except asyncio.CancelledError:
             # The caller went away or its deadline passed; audit and metrics record which, not
@@ -414,6 +426,12 @@ class MethodEndpoint:
         error: BaseException | None = None
         stream = Stream()
         try:
+            peer = current_peer.get()
+            try:
+                principal = self.admission.principal(peer, headers.get(PRINCIPAL_HEADER), self.policy)
+            except ModrpcError as refusal:
+                self._refused(request_id, peer, refusal, started)
+                raise
             version = self.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
             conversion = self.conversion(version)
@@ -435,11 +453,12 @@ class MethodEndpoint:
                 version=self.served,
                 flags=parse_flags(headers.get("x-flags")),
                 deadline=deadline,
-                principal=principal_from_header(headers.get(PRINCIPAL_HEADER)),
+                principal=principal,
             )
             if self.observer is not None:
                 self.observer.started()
             current_request_id.set(request_id)  # this task's own context: nothing to reset
+            current_principal.set(principal)
             handler_var.set(self.spec.handler_id)
             version_var.set(self.served)
             current_deadline.set(deadline)
@@ -478,6 +497,30 @@ class MethodEndpoint:
             ServerTracer.end(span, span_token, code, details)
             if self.observer is not None and meta is not None:
                 self.observer.finished(meta, sink.events, error, started, (stream.received, stream.sent))
+
+    def _refused(self, request_id: str, peer: Peer | None, refusal: ModrpcError, started: float) -> None:
+        """Log and audit a call the worker would not serve: who knocked, and why it was turned away."""
+        who = str(peer) if peer is not None else "unauthenticated"
+        log.warning("refused %s %s from %s: %s", request_id, self.spec.handler_id, who, refusal.message)
+        if self.observer is None:
+            return
+        meta = RequestMeta(
+            request_id=request_id,
+            handler=self.spec.handler_id,
+            method=self.path,
+            version=self.served,
+            principal=Principal(subject=who, method="anonymous"),
+        )
+        event = LifecycleEvent(
+            kind="refused",
+            name=who,
+            request_id=request_id,
+            handler=self.spec.handler_id,
+            at=time.time(),
+            error=f"{type(refusal).__name__}: {refusal.message}",
+        )
+        self.observer.started()
+        self.observer.finished(meta, (event,), refusal, started)
 
     @staticmethod
     async def _decoded(requests: AsyncIterable[bytes], conversion: Conversion, deadline: Deadline | None) -> AsyncIterator[Any]:

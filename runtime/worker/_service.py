@@ -19,15 +19,23 @@ from runtime.context import (
     MethodTarget,
     ModuleRegistry,
     current_deadline,
+    current_principal,
     current_request_id,
     subscriber_mark,
 )
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition, Unimplemented
 from runtime.gtype import stream_item
-from runtime.identity import PRINCIPAL_HEADER
+from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from runtime.lcc import HookSpec, SnapshotStore
-from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
+from runtime.manifest import (
+    LoadedModule,
+    ResolvedHook,
+    build_manifests,
+    discover_modules,
+    load_manifest,
+    load_module,
+)
 from runtime.observability import ServerTracer
 from runtime.status import REQUEST_ID_KEY, rpc_status_of
 from runtime.transport import (
@@ -41,6 +49,7 @@ from runtime.transport import (
 )
 from runtime.versions import VersionCatalog, encode_descriptor
 from runtime.wire import method_path, request_message, response_message, service_name
+from runtime.worker._admission import Admission
 from runtime.worker._endpoint import CallObserver, MethodEndpoint, RemovedMethod
 
 if TYPE_CHECKING:
@@ -67,6 +76,21 @@ class WorkerDeps:
     hop_timeout: float = 0.25
     tracing: ServerTracer | None = None
     """Opens each call's server span; the default uses the global tracer provider."""
+    client_roles: Mapping[str, tuple[str, ...]] | None = None
+    """Roles of client-certificate principals calling the worker directly (``tls.client_roles``)."""
+
+
+def callers_of(module: str, modules_dir: Path) -> frozenset[str]:
+    """The modules of the project whose ``capabilities.modules`` name ``module``.
+
+    Read from the project's own ``module.toml`` files, which every host of a deployment runs
+    from, not from the manifest store, where a worker writes its own manifest.
+    """
+    return frozenset(
+        path.name
+        for path in discover_modules(modules_dir)
+        if module in load_manifest(path / "module.toml").capabilities.modules
+    )
 
 
 def load_catalog(loaded: LoadedModule) -> VersionCatalog:
@@ -95,6 +119,7 @@ class RemoteInvoker:
         self._caller = caller
         self._retries = retries or {}
         """(module, method) → the retry policy the callee's ``module.toml`` declares."""
+        self._itself = Principal(subject=f"module:{caller}", method="internal")
         self._adapters: dict[type[Any], TypeAdapter[Any]] = {}
 
     def _adapter(self, t: type[Any]) -> TypeAdapter[Any]:
@@ -104,11 +129,16 @@ class RemoteInvoker:
         return adapter
 
     def _metadata(self, version: str) -> list[tuple[str, str | bytes]]:
-        """What an inner call carries: the version it is encoded at, this module as the caller,
-        and the request id of the call it is made for."""
+        """What an inner call carries: the version it is encoded at, whom it is for, and the
+        request id of the call it is made for.
+
+        Whom it is for: the caller of the call being served, carried on; with none (a
+        subscriber, startup) the module acts for itself. Which module calls is not said here:
+        the callee reads it from this worker's certificate.
+        """
         metadata: list[tuple[str, str | bytes]] = [
             ("x-api-version", version),
-            (PRINCIPAL_HEADER, f"module:{self._caller};;internal"),
+            (PRINCIPAL_HEADER, principal_header(current_principal.get() or self._itself)),
         ]
         request_id = current_request_id.get()
         if request_id:
@@ -212,7 +242,15 @@ def _not_served(method: str, endpoint: MethodEndpoint | RemovedMethod | None) ->
 class ModuleService:
     """One module's served methods, its ``gctx``, and its fabric subscribers."""
 
-    def __init__(self, loaded: LoadedModule, catalog: VersionCatalog, gctx: GlobalContext, deps: WorkerDeps) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModule,
+        catalog: VersionCatalog,
+        gctx: GlobalContext,
+        deps: WorkerDeps,
+        callers: frozenset[str] = frozenset(),
+        reread_callers: Callable[[], frozenset[str]] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.name = loaded.name
         self.catalog = catalog
@@ -220,6 +258,7 @@ class ModuleService:
         self.gctx = gctx
         self.deps = deps
         self.endpoints: dict[str, MethodEndpoint] = {}
+        self.admission = Admission(self.name, callers, deps.client_roles, reread_callers)
         for spec in loaded.handlers:
             hooks = [_hook_spec(h) for h in loaded.hooks_for(spec.method)]
             self.endpoints[spec.method] = MethodEndpoint(
@@ -234,6 +273,7 @@ class ModuleService:
                 redact=deps.redact,
                 observer=deps.observer,
                 hop_timeout=deps.hop_timeout,
+                admission=self.admission,
                 tracing=deps.tracing,
             )
         # Methods earlier versions had and the served one removed: their callers hear which
@@ -281,7 +321,10 @@ class ModuleService:
             metrics=deps.metrics,
             versions=catalog,
         )
-        return cls(loaded, catalog, gctx, deps)
+        return cls(
+            loaded, catalog, gctx, deps, callers_of(loaded.name, modules_dir),
+            reread_callers=lambda: callers_of(loaded.name, modules_dir),
+        )  # fmt: skip
 
     def dependencies(self) -> list[str]:
         return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)

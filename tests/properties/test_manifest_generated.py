@@ -43,6 +43,7 @@ HOOK_KEYS = {"id", "phase", "level", "mode", "timeout", "retries", "target", "fi
 POLICY_DEFAULTS: dict[str, Any] = {
     "public": False,
     "roles": [],
+    "inner_roles": "caller",
     "rate_limit": None,
     "message_rate_limit": None,
     "timeout": 30.0,
@@ -143,6 +144,7 @@ policies = st.fixed_dictionaries(
     optional={
         "public": st.booleans(),
         "roles": st.lists(st.sampled_from(["users:read", "users:write", "admin"]), unique=True),
+        "inner_roles": st.sampled_from(["caller", "module"]),
         "rate_limit": st.builds(
             "{}/{}".format,
             st.integers(1, 1000),

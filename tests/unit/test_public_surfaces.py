@@ -24,12 +24,12 @@ SURFACES = {
     "runtime.config": [
         "DEV_JWT_SECRET", "ApiKeySettings", "AuthSettings", "ConfigError", "LimitsSettings",
         "ObservabilitySettings", "PlaygroundSettings", "RetentionSettings", "SecretsSettings",
-        "Settings", "is_loopback", "load_settings", "mask_url", "setting_sources",
+        "Settings", "TlsSettings", "is_loopback", "load_settings", "mask_url", "setting_sources",
         "settings_table", "unknown_env",
     ],
     "runtime.context": [
         "Clock", "GlobalContext", "MethodTarget", "ModuleRegistry", "current_deadline",
-        "current_request_id", "encode_payload", "subscriber", "subscriber_mark",
+        "current_principal", "current_request_id", "encode_payload", "subscriber", "subscriber_mark",
     ],
     "runtime.fabric": [
         "DLQ_ATTEMPTS_HEADER", "DLQ_ERROR_HEADER", "DLQ_GROUP_HEADER", "DLQ_MSG_ID_HEADER",
@@ -37,7 +37,7 @@ SURFACES = {
         "open_fabric",
     ],
     "runtime.gateway": [
-        "Gateway", "authenticator_from_settings", "hash_api_key", "issue_dev_token",
+        "Gateway", "authenticator_from_settings", "hash_api_key", "issue_dev_token", "jwt_secret_in_force",
     ],
     "runtime.gtype": [
         "PROTOVALIDATE_VERSION", "VALIDATE_PROTO", "VALIDATE_PROTO_ROOT", "Change", "Constraints",
@@ -95,6 +95,10 @@ SURFACES = {
     "runtime.testing": [
         "TEST_PRINCIPAL", "DictSecrets", "ManualClock", "ModuleCall", "ModuleHarness",
         "Published", "RecordingFabric", "Stub", "StubModules",
+    ],
+    "runtime.tls": [
+        "CA_CERT", "CA_KEY", "CertificateAuthority", "InternalTls", "KeyPair", "TlsError",
+        "ensure_identity", "peer_of_grpc", "peer_of_ssl",
     ],
     "runtime.transport": [
         "DEFAULT_MAX_MESSAGE_BYTES", "CallError", "Disconnected", "Endpoint", "FailedStream",
