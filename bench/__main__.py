@@ -8,6 +8,8 @@ call, the targets), and :mod:`bench.fabric` (the queue fabric, run at the end).
     python -m bench                 # the full run, a few minutes
     python -m bench --rounds 1      # quicker, noisier
     python -m bench --smoke         # a few hundred calls: checks the harness, means nothing
+    python -m bench --streams-only  # server-streaming throughput alone (bench.streams)
+    python -m bench --no-streams    # unary paths only
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ async def main(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         nginx=nginx,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        unary=not args.streams_only,
+        streams=not args.no_streams,
     )
     if not nginx:
         figures["skipped"]["nginx"] = "not requested" if args.no_nginx else "nginx could not be installed"
@@ -90,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="a few hundred calls per target, to check the harness")
     parser.add_argument("--no-nginx", action="store_true", help="skip the nginx grpc_pass path")
     parser.add_argument("--no-fabric", action="store_true", help="skip the queue fabric benchmark")
+    streams = parser.add_mutually_exclusive_group()
+    streams.add_argument("--no-streams", action="store_true", help="skip server-streaming throughput")
+    streams.add_argument("--streams-only", action="store_true", help="measure server-streaming throughput alone")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes (default bench/results)")
     return parser
 

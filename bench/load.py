@@ -113,8 +113,9 @@ async def h2load(
     requests: int,
     response_frame_bytes: int,
     timeout: float = 120.0,
+    tls: bool = False,
 ) -> H2Result:
-    """Run h2load against ``http://address{path}`` and parse what it measured.
+    """Run h2load against ``http://address{path}`` (``https://`` with ``tls``) and parse what it measured.
 
     Bounded twice: by ``requests`` and by ``timeout`` seconds, after which h2load is killed.
     """
@@ -130,7 +131,7 @@ async def h2load(
     ]  # fmt: skip
     for key, value in metadata:
         command += ["-H", f"{key}: {value}"]
-    command.append(f"http://{address}{path}")
+    command.append(f"{'https' if tls else 'http'}://{address}{path}")
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -145,6 +146,13 @@ async def h2load(
     return parse_h2load(out.decode(errors="replace"), response_frame_bytes=response_frame_bytes)
 
 
+def _channel(address: str, ca: Path | None) -> grpc.aio.Channel:
+    """A channel to ``address``: TLS trusting ``ca`` when given, plaintext otherwise."""
+    if ca is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca.read_bytes()))
+
+
 async def verify(
     address: str,
     path: str,
@@ -155,12 +163,14 @@ async def verify(
     calls: int,
     concurrency: int = 8,
     timeout: float = 10.0,
+    ca: Path | None = None,
 ) -> int:
     """Make ``calls`` real gRPC calls; every one must succeed with exactly ``expected``.
 
-    Returns how many did; raises ``AssertionError`` naming the first wrong answer or status.
+    ``ca``: the target serves TLS with a certificate from this CA. Returns how many succeeded;
+    raises ``AssertionError`` naming the first wrong answer or status.
     """
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, ca) as channel:
         call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         remaining = calls
         done = 0
@@ -192,12 +202,13 @@ async def grpc_load(
     streams: int,
     requests: int,
     timeout: float = 10.0,
+    ca: Path | None = None,
 ) -> H2Result:
     """h2load's load shape from grpc.aio: ``clients`` channels, ``streams`` calls in flight on each.
 
     Counts as answered only the calls that succeeded with exactly ``expected``.
     """
-    channels = [grpc.aio.insecure_channel(address) for _ in range(clients)]
+    channels = [_channel(address, ca) for _ in range(clients)]
     remaining = requests
     answered = 0
     latencies: list[float] = []

@@ -3,6 +3,10 @@
 * ``echo``: the cheapest ``grpc.aio`` server there is. One generic handler answers every method
   with the request's own bytes: no deserialisation, no metadata, no lifecycle. What a worker
   costs beyond this is the worker's own overhead.
+* ``stream``: the cheapest ``grpc.aio`` streaming server: every method is server streaming, and
+  answers the echo module's ``EchoStream`` request (read once per stream) by writing the same
+  response bytes, encoded once, ``times`` times. What a streaming worker or gateway costs beyond
+  this is theirs.
 * ``proxy``: the naive pass-through a Python developer would write first. A generic handler
   forwards the raw request bytes and the caller's metadata over one ``grpc.aio`` channel and
   returns the raw response. It has none of the gateway's policy, so the gateway has to beat it
@@ -11,7 +15,12 @@
 Run one per process, so its CPU can be read from ``/proc``::
 
     python -m bench.reference echo --port 0
-    python -m bench.reference proxy --port 0 --target 127.0.0.1:50061
+    python -m bench.reference stream --port 0
+    python -m bench.reference proxy --port 0 --target 127.0.0.1:50061 --tls-dir DIR --module echo
+
+A worker takes mutual TLS only, so the proxy in front of one dials it with the certificate of the
+``gateway`` identity from ``--tls-dir`` (the deployment's CA), as a proxy of the runtime's own
+would; in front of the bare echo it dials in plaintext.
 
 Each prints ``listening 127.0.0.1:<port>`` once it accepts calls, and stops on SIGTERM.
 """
@@ -27,7 +36,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-__all__ = ["READY_PREFIX", "main", "serve_echo", "serve_proxy"]
+__all__ = ["READY_PREFIX", "main", "serve_echo", "serve_proxy", "serve_stream"]
 
 READY_PREFIX = "listening "
 """The line each server prints once it serves: the prefix, then ``host:port``."""
@@ -45,6 +54,29 @@ class _EchoEverything(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         self._handler = _echo_handler()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        return self._handler
+
+
+class _StreamEverything(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method path streams: ``times`` copies of the EchoStream response, encoded once."""
+
+    def __init__(self) -> None:
+        from bench.modules import MODULES_DIR
+        from runtime.versions import VersionCatalog
+
+        catalog = VersionCatalog.from_module_dir("echo", MODULES_DIR / "echo", {})
+        self._wire = catalog.wire(catalog.latest.id)
+        self._handler = grpc.unary_stream_rpc_method_handler(self._stream)
+
+    async def _stream(self, request: bytes, context: Any) -> None:
+        value = self._wire.decode("EchoStreamRequest", request)
+        times = int(value.pop("times", 0))
+        payload = self._wire.encode("EchoStreamResponse", value)
+        write = context.write
+        for _ in range(times):
+            await write(payload)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
         return self._handler
@@ -107,25 +139,47 @@ async def serve_echo(host: str = "127.0.0.1", port: int = 0) -> None:
     await _serve(_EchoEverything(), host, port)
 
 
-async def serve_proxy(target: str, host: str = "127.0.0.1", port: int = 0) -> None:
-    """Serve the naive pass-through to ``target`` until SIGTERM."""
-    async with grpc.aio.insecure_channel(target) as channel:
+async def serve_stream(host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve the bare streaming reference until SIGTERM."""
+    await _serve(_StreamEverything(), host, port)
+
+
+async def serve_proxy(
+    target: str, host: str = "127.0.0.1", port: int = 0, tls_dir: str | None = None, module: str | None = None
+) -> None:
+    """Serve the naive pass-through to ``target`` until SIGTERM (mutual TLS with ``tls_dir``)."""
+    if tls_dir is None:
+        channel = grpc.aio.insecure_channel(target)
+    else:
+        from pathlib import Path
+
+        from runtime.identity import Peer
+        from runtime.tls import InternalTls
+
+        tls = InternalTls.load(Path(tls_dir), Peer.gateway())
+        options = tls.channel_options(Peer.module(module or "echo"))
+        channel = grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
+    async with channel:
         await _serve(_PassThrough(channel), host, port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.reference", description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=("echo", "proxy"))
+    parser.add_argument("kind", choices=("echo", "stream", "proxy"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--target", help="host:port the proxy forwards to (proxy only)")
+    parser.add_argument("--tls-dir", help="dial the target with mutual TLS as the gateway of this folder")
+    parser.add_argument("--module", help="the module the target must prove it serves (with --tls-dir)")
     args = parser.parse_args(argv)
     if args.kind == "echo":
         asyncio.run(serve_echo(args.host, args.port))
+    elif args.kind == "stream":
+        asyncio.run(serve_stream(args.host, args.port))
     else:
         if not args.target:
             parser.error("proxy needs --target")
-        asyncio.run(serve_proxy(args.target, args.host, args.port))
+        asyncio.run(serve_proxy(args.target, args.host, args.port, args.tls_dir, args.module))
 
 
 if __name__ == "__main__":

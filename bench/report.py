@@ -6,14 +6,18 @@ from typing import Any
 
 __all__ = ["markdown"]
 
+_WORKER = "worker"
+"""Stands for the path measuring the worker alone (direct, or through nginx)."""
+
 _PATHS = (
     ("bare", "bare grpc.aio echo (reference)", "bare", None),
-    ("direct", "worker, called directly", "direct", "worker"),
-    ("gateway", "gateway → worker (lane)", "direct", "gateway"),
-    ("gateway_grpc", "gateway → worker over gRPC (lane off)", "direct", "gateway"),
-    ("embedded", "gateway with the module in process (embedded)", "direct", "gateway"),
-    ("proxy", "naive grpc.aio pass-through → worker", "direct", "proxy"),
-    ("nginx", "nginx grpc_pass → worker", "direct", "nginx"),
+    ("direct", "worker, called directly", _WORKER, "worker"),
+    ("gateway", "gateway → worker (lane, mTLS)", _WORKER, "gateway"),
+    ("gateway_edge", "TLS edge gateway → worker (lane, mTLS)", _WORKER, "gateway"),
+    ("gateway_grpc", "gateway → worker over gRPC (lane off, mTLS)", _WORKER, "gateway"),
+    ("embedded", "gateway with the module in process (embedded)", _WORKER, "gateway"),
+    ("proxy", "naive grpc.aio pass-through → worker (mTLS)", _WORKER, "proxy"),
+    ("nginx", "nginx grpc_pass → worker (mTLS)", _WORKER, "nginx"),
     ("proxy_bare", "naive grpc.aio pass-through → bare echo", "bare", "proxy"),
 )
 """Target, label, what its throughput is compared with, and the process in front (its CPU is
@@ -47,12 +51,46 @@ def paths_table(figures: dict[str, Any]) -> str:
             entry = by_profile[profile]
             cells += [_n(entry["per_second"]), _n(entry["mean_latency_us"])]
         entry = by_profile[heavy]
+        if backend == _WORKER:
+            backend = "direct" if "direct" in targets else "nginx"
         base = targets.get(backend, {}).get(heavy)
         ratio = "-" if base is None else f"{entry['per_second'] / base['per_second']:.2f} ({backend})"
         cpu_ratio = "-"
         if front is not None and bare is not None:
             cpu_ratio = f"{entry['cpu_us_per_call'][front] / bare['cpu_us_per_call']['server']:.2f}"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cpu(entry)} | {ratio} | {cpu_ratio} |")
+    return "\n".join(lines)
+
+
+_STREAM_PATHS = (
+    ("bare_stream", "bare grpc.aio streaming server (reference)"),
+    ("direct", "worker, called directly"),
+    ("gateway", "gateway → worker (lane)"),
+    ("gateway_grpc", "gateway → worker over gRPC (lane off)"),
+)
+
+
+def streams_table(figures: dict[str, Any]) -> str:
+    """Server-streaming messages per second on each path, and each ÷ the bare reference."""
+    streams = figures.get("streams") or {}
+    profiles = sorted({p for by in streams.values() for p in by})
+    bare = streams.get("bare_stream", {})
+    header = "| server streaming (echo.EchoStream) | " + " | ".join(
+        f"{p} messages/s | {p} ÷ bare | {p} CPU µs per message" for p in profiles
+    ) + " |"
+    lines = [header, "|---|" + "---:|" * (3 * len(profiles))]
+    for name, label in _STREAM_PATHS:
+        by_profile = streams.get(name)
+        if by_profile is None:
+            continue
+        cells = []
+        for profile in profiles:
+            entry = by_profile[profile]
+            base = bare.get(profile)
+            ratio = "-" if base is None else f"{entry['per_second'] / base['per_second']:.2f}"
+            cpu = " + ".join(f"{role} {us:.1f}" for role, us in entry["cpu_us_per_message"].items())
+            cells += [_n(entry["per_second"]), ratio, cpu]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -63,7 +101,8 @@ def goals_table(figures: dict[str, Any]) -> str:
         if value is None:
             shown, met = "not measured", "-"
         else:
-            shown = (_n(value) if abs(value) >= 1000 else f"{value:.2f}") + goal.get("unit", "")
+            shown = (_n(value) if abs(value) >= 1000 else f"{value:.3f}" if abs(value) < 0.1 else f"{value:.2f}")
+            shown += goal.get("unit", "")
             met = "yes" if goal["met"] else "**no**"
         lines.append(f"| {goal['measure']} | {shown} | {goal['target']} | {met} |")
     return "\n".join(lines)
@@ -76,6 +115,24 @@ def micro_table(figures: dict[str, Any]) -> str:
         lines.append(f"| cached resolution of x-api-version {header} | {_n(rate)}/s |")
     for label, us in micro["transformer_hop_us"].items():
         lines.append(f"| one transformer hop: users {label} | {us:.1f} µs |")
+    return "\n".join(lines)
+
+
+def lane_tls_table(figures: dict[str, Any]) -> str:
+    lane = figures.get("lane_tls")
+    if not lane:
+        return ""
+    lines = [
+        "| lane hop (echo) | calls in flight | plaintext calls/s | mTLS calls/s | CPU µs per call, plaintext (client + server) | mTLS added (client + server) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in lane.items():
+        plain, secure, added = entry["best"]["plaintext"], entry["best"]["mtls"], entry["added_cpu_us_per_call"]
+        lines.append(
+            f"| lane | {name[1:]} | {_n(plain['per_second'])} | {_n(secure['per_second'])} | "
+            f"{plain['client_cpu_us_per_call']:.1f} + {plain['server_cpu_us_per_call']:.1f} | "
+            f"{added['client']:+.1f} + {added['server']:+.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -111,9 +168,15 @@ def markdown(figures: dict[str, Any], fabric_table: str | None = None) -> str:
         *busy_warning(env),
         paths_table(figures),
         "",
+    ]
+    if figures.get("streams"):
+        parts += [streams_table(figures), ""]
+    parts += [
         goals_table(figures),
         "",
         micro_table(figures),
+        "",
+        lane_tls_table(figures),
     ]
     if fabric_table:
         parts += ["", "Queue fabric (`bench.fabric`):", "", fabric_table]

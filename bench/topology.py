@@ -1,16 +1,26 @@
 """The servers one benchmark run measures, started side by side on 127.0.0.1.
 
 * **worker**: ``modrpc worker echo``, serving :mod:`bench.modules.echo` with its full lifecycle;
+  it takes mutual TLS only, so h2load (which presents no client certificate) cannot call it
+  directly any more: the ``direct`` path is reported as skipped, and nginx stands in for it;
 * **gateway**: ``modrpc gateway`` in front of that worker, with the route's whole policy chain
   (JWT authentication, role, rate limit, version resolution, tracing, RED metrics), reaching the
-  worker over its lane (:mod:`runtime.lane`);
+  worker over its lane (:mod:`runtime.lane`), mutual TLS;
+* **gateway_edge**: the same with TLS at the edge too (h2load over ``https``);
 * **gateway_grpc**: the same gateway with ``MODRPC_LANE=false``, reaching the worker over gRPC;
 * **bare**: :mod:`bench.reference` ``echo``, the cheapest grpc.aio server;
-* **proxy**: :mod:`bench.reference` ``proxy``, the naive pass-through in front of the worker;
+* **bare_stream**: :mod:`bench.reference` ``stream``, the cheapest grpc.aio streaming server
+  (for :mod:`bench.streams`);
+* **proxy**: :mod:`bench.reference` ``proxy``, the naive pass-through in front of the worker
+  (dialling it with the gateway's certificate);
 * **proxy_bare**: the same pass-through in front of the bare server, the setting in which issue 7
   quotes the naive proxy's figures (0.34x the throughput, 2.3x the CPU per call);
-* **nginx**: ``grpc_pass`` in front of the worker, when nginx is installed;
+* **nginx**: ``grpc_pass grpcs://`` in front of the worker with the gateway's client certificate,
+  when nginx is installed;
 * **embedded**: ``modrpc up --embedded``, the gateway serving the echo module in its own process.
+
+What internal mutual TLS costs on the lane, against the same lane in plaintext, is measured
+beside these by :mod:`bench.lane_tls`.
 
 Each is its own process so its CPU time can be read on its own. Every target is checked with
 real gRPC calls (:func:`bench.load.verify`) before any load is measured.
@@ -34,6 +44,8 @@ from bench.modules import MODULES_DIR
 from bench.processes import Server
 from runtime.config import DEV_JWT_SECRET
 from runtime.gateway import issue_dev_token
+from runtime.identity import Peer, Principal, principal_header
+from runtime.tls import CertificateAuthority, ensure_identity
 from runtime.versions import VersionCatalog
 from runtime.wire import method_path, request_message
 
@@ -74,7 +86,12 @@ def echo_call(workdir: Path) -> Call:
     )
     body = workdir / "echo-request.bin"
     body.write_bytes(grpc_frame(request))
-    metadata = (("authorization", f"Bearer {token}"), ("x-api-version", VERSION))
+    # The principal header is for the proxy and nginx paths, which reach the worker as the gateway
+    # (with its certificate) and pass the caller's metadata on; a gateway never forwards it.
+    principal = principal_header(Principal("bench", ("echo:call",), "jwt"))
+    metadata = (
+        ("authorization", f"Bearer {token}"), ("x-api-version", VERSION), ("x-modrpc-principal", principal)
+    )
     return Call(method_path(MODULE, METHOD), request, request, metadata, body)
 
 
@@ -86,6 +103,8 @@ class Target:
     address: str
     servers: Mapping[str, Server]
     """Role (``gateway``, ``worker``, ``server``...) → process, for CPU per call."""
+    ca: Path | None = None
+    """The CA of the target's TLS certificate when it serves TLS (h2load then uses https)."""
 
 
 @dataclass
@@ -113,6 +132,7 @@ def _settings_env(workdir: Path, store: str) -> dict[str, str]:
         MODRPC_MODULES_DIR=str(MODULES_DIR),
         MODRPC_OBSERVABILITY__AUDIT_PATH=str(workdir / f"audit-{store}.jsonl"),
         MODRPC_DATA_DIR=str(workdir / "data"),
+        MODRPC_TLS__DIR=str(workdir / "tls"),
     )
     return env
 
@@ -150,13 +170,22 @@ http {{
     server {{
         listen 127.0.0.1:{port} http2;
         keepalive_requests 10000000;
-        location / {{ grpc_pass grpc://worker; }}
+        location / {{
+            grpc_pass grpcs://worker;
+            grpc_ssl_certificate {tls}/gateway.crt;
+            grpc_ssl_certificate_key {tls}/gateway.key;
+            grpc_ssl_trusted_certificate {tls}/ca.crt;
+            grpc_ssl_verify on;
+            grpc_ssl_name echo.module.modrpc;
+            grpc_ssl_server_name on;
+            grpc_ssl_session_reuse on;
+        }}
     }}
 }}
 """
 
 
-async def _nginx(workdir: Path, upstream: str) -> Server:
+async def _nginx(workdir: Path, upstream: str, tls: Path) -> Server:
     # Debian puts nginx in /usr/sbin, which is not on every PATH.
     binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if binary is None:
@@ -165,7 +194,7 @@ async def _nginx(workdir: Path, upstream: str) -> Server:
     directory.mkdir()
     port = _free_port()
     conf = directory / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(dir=directory, upstream=upstream, port=port))
+    conf.write_text(_NGINX_CONF.format(dir=directory, upstream=upstream, port=port, tls=tls))
     command = [binary, "-e", str(directory / "nginx-error.log"), "-p", str(directory), "-c", str(conf)]
     server = await Server.start_polling("nginx", command, address=f"127.0.0.1:{port}")
     server.pids = (server.process.pid, *_children(server.process.pid))
@@ -186,6 +215,12 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
     with tempfile.TemporaryDirectory(prefix="modrpc-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "data").mkdir()
+        tls = workdir / "tls"
+        for peer in (Peer.gateway(), Peer.module(MODULE)):  # the development CA, as modrpc up makes it
+            ensure_identity(tls, peer, dev_ca=True)
+        edge = CertificateAuthority.create("bench edge CA")  # the edge's own CA, as a public one would be
+        edge.save(workdir / "edge")
+        edge_cert, edge_key = edge.issue(Peer.gateway(), hosts=["127.0.0.1"]).save(workdir / "edge")
         top = Topology(echo_call(workdir), workdir)
         async with contextlib.AsyncExitStack() as stack:
 
@@ -199,10 +234,19 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
             gateway = await start("gateway", _modrpc("gateway"), GATEWAY_READY, env)
             bare = await start("bare", [sys.executable, "-m", "bench.reference", "echo"], "listening ")
             proxy = await start(
-                "proxy", [sys.executable, "-m", "bench.reference", "proxy", "--target", worker.address], "listening "
-            )
-            top.targets["direct"] = Target("direct", worker.address, {"worker": worker})
+                "proxy",
+                [sys.executable, "-m", "bench.reference", "proxy", "--target", worker.address,
+                 "--tls-dir", str(tls), "--module", MODULE],
+                "listening ",
+            )  # fmt: skip
+            top.skipped["direct"] = "workers take mutual TLS only; h2load has no client certificate"
             top.targets["gateway"] = Target("gateway", gateway.address, {"gateway": gateway, "worker": worker})
+            edge_env = {**env, "MODRPC_TLS__CERT": str(edge_cert), "MODRPC_TLS__KEY": str(edge_key)}
+            gateway_edge = await start("gateway_edge", _modrpc("gateway"), GATEWAY_READY, edge_env)
+            top.targets["gateway_edge"] = Target(
+                "gateway_edge", gateway_edge.address, {"gateway": gateway_edge, "worker": worker},
+                ca=workdir / "edge" / "ca.crt",
+            )  # fmt: skip
             # The same gateway with the lane switched off: its calls reach the worker over gRPC.
             grpc_env = {**env, "MODRPC_LANE": "false"}
             gateway_grpc = await start("gateway_grpc", _modrpc("gateway"), GATEWAY_READY, grpc_env)
@@ -210,6 +254,8 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
                 "gateway_grpc", gateway_grpc.address, {"gateway": gateway_grpc, "worker": worker}
             )
             top.targets["bare"] = Target("bare", bare.address, {"server": bare})
+            bare_stream = await start("bare_stream", [sys.executable, "-m", "bench.reference", "stream"], "listening ")
+            top.targets["bare_stream"] = Target("bare_stream", bare_stream.address, {"server": bare_stream})
             top.targets["proxy"] = Target("proxy", proxy.address, {"proxy": proxy, "worker": worker})
             proxy_bare = await start(
                 "proxy_bare", [sys.executable, "-m", "bench.reference", "proxy", "--target", bare.address], "listening "
@@ -217,7 +263,7 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
             top.targets["proxy_bare"] = Target("proxy_bare", proxy_bare.address, {"proxy": proxy_bare, "server": bare})
             if nginx:
                 try:
-                    server = await _nginx(workdir, worker.address)
+                    server = await _nginx(workdir, worker.address, tls)
                 except (OSError, RuntimeError) as exc:
                     top.skipped["nginx"] = str(exc).splitlines()[0]
                 else:

@@ -8,10 +8,12 @@ before the first worker starts; tests that create users pick unique emails.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
+import grpc.aio
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -39,10 +41,18 @@ def module_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield path
 
 
+@pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's internal TLS folder: one development CA, and every identity the tests'
+    processes ask for, issued from it on first use (``tls.dev_ca``)."""
+    return tmp_path_factory.mktemp("tls")
+
+
 @pytest.fixture
-def worker_settings(tmp_path: Path, module_data_dir: Path) -> Callable[..., Settings]:
+def worker_settings(tmp_path: Path, module_data_dir: Path, tls_dir: Path) -> Callable[..., Settings]:
     """Settings for workers of one test: a SQLite store in ``tmp_path`` shared by every worker
-    built from it, the in-memory fabric, audit records in the store; ``overrides`` win."""
+    built from it, the in-memory fabric, audit records in the store, the session's TLS folder;
+    ``overrides`` win."""
 
     def make(**overrides: Any) -> Settings:
         defaults: dict[str, Any] = {
@@ -51,7 +61,10 @@ def worker_settings(tmp_path: Path, module_data_dir: Path) -> Callable[..., Sett
             "modules_dir": MODULES_DIR,
             "drain_seconds": 2.0,
             "observability": {"audit_sink": "store"},
+            "tls": {"dir": tls_dir},
         }
+        if "tls" in overrides:  # edge settings of a test keep the session's internal folder
+            overrides = {**overrides, "tls": {"dir": tls_dir, **overrides["tls"]}}
         return load_settings(**{**defaults, **overrides})
 
     return make
@@ -142,3 +155,82 @@ def span_exporter() -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield exporter
     exporter.shutdown()
+
+
+# -- reaching workers directly ---------------------------------------------------------------------
+# Workers take mutual TLS only. A test that calls one directly does so as some identity of the
+# session's CA: the gateway by default (whose x-modrpc-principal header a worker believes).
+
+from runtime.identity import Peer  # noqa: E402 - this section's own imports
+from runtime.tls import InternalTls  # noqa: E402
+
+AS_GATEWAY = Peer.gateway()
+EVERY_ROLE = (
+    "users:read", "users:write", "orders:read", "orders:write", "inventory:write",
+    "notifications:read", "tally:read", "tally:admin", "limited:call",
+)  # fmt: skip
+"""Every role the test modules' methods require."""
+
+
+def principal_says(subject: str = "ada", *roles: str) -> tuple[str, str]:
+    """The ``x-modrpc-principal`` pair a gateway would send for ``subject`` with ``roles``."""
+    from runtime.identity import Principal, principal_header
+
+    return ("x-modrpc-principal", principal_header(Principal(subject, tuple(roles), "jwt")))
+
+
+class _Principal(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the gateway's principal header to every call that does not bring its own."""
+
+    def __init__(self, pair: tuple[str, str]) -> None:
+        self._pair = pair
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = list(details.metadata or ())
+        if all(key != self._pair[0] for key, _ in metadata):
+            metadata.append(self._pair)
+        details = details._replace(metadata=metadata)
+        return await continuation(details, request)
+
+
+Dial = Callable[..., grpc.aio.Channel]
+
+
+@pytest.fixture
+def dial(tls_dir: Path) -> Dial:
+    """``dial(worker)`` (or ``dial(address, module)``): a mutual-TLS channel to a worker as the
+    gateway would open it (the worker must prove it serves ``module``), each call made for a
+    principal holding ``roles`` (default: every role the test modules use). ``as_peer`` dials
+    as another identity of the session's CA instead (then no principal header is added)."""
+    return make_dial(tls_dir)
+
+
+def make_dial(tls_dir: Path) -> Dial:
+    """:func:`dial` for the CA and identities in ``tls_dir``."""
+
+    def make(
+        target: Any,
+        module: str | None = None,
+        *,
+        as_peer: Peer = AS_GATEWAY,
+        roles: Sequence[str] = EVERY_ROLE,
+    ) -> grpc.aio.Channel:
+        address = target if isinstance(target, str) else target.address
+        module = module or target.module
+        tls = InternalTls.load(tls_dir, as_peer, dev_ca=True)
+        interceptors = [_Principal(principal_says("ada", *roles))] if as_peer == AS_GATEWAY else []
+        return grpc.aio.secure_channel(
+            address,
+            tls.channel_credentials(),
+            options=tls.channel_options(Peer.module(module)),
+            interceptors=interceptors,
+        )
+
+    return make
+
+
+def serve_as(server: grpc.aio.Server, module: str, tls_dir: Path, host: str = "127.0.0.1") -> int:
+    """Bind ``server`` on a free port with ``module``'s certificate, mutual TLS: a stand-in
+    worker the gateway will talk to. Returns the port."""
+    tls = InternalTls.load(tls_dir, Peer.module(module), dev_ca=True)
+    return server.add_secure_port(f"{host}:0", tls.server_credentials())

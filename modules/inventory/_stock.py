@@ -80,6 +80,20 @@ class StockBook:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def _adjust(self, sku: str, delta: int) -> int:
+        """Add ``delta`` units (negative: take them away, never below 0); a new SKU starts at 0."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR IGNORE INTO stock VALUES (?, 0)", (sku,))
+                self._db.execute("UPDATE stock SET available = MAX(0, available + ?) WHERE sku = ?", (delta, sku))
+                (level,) = self._db.execute("SELECT available FROM stock WHERE sku = ?", (sku,)).fetchone()
+                self._db.execute("COMMIT")
+                return int(level)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def _available(self, sku: str) -> int | None:
         with self._lock:
             row = self._db.execute("SELECT available FROM stock WHERE sku = ?", (sku,)).fetchone()
@@ -91,6 +105,10 @@ class StockBook:
     async def release(self, rid: str) -> bool | None:
         """True when released now, False when it already was, None when unknown."""
         return await asyncio.to_thread(self._release, rid)
+
+    async def adjust(self, sku: str, delta: int) -> int:
+        """The stock of ``sku`` after adding ``delta`` units; one transaction."""
+        return await asyncio.to_thread(self._adjust, sku, delta)
 
     async def available(self, sku: str) -> int | None:
         return await asyncio.to_thread(self._available, sku)

@@ -43,3 +43,18 @@ class GetStock(BaseModel):
 class Stock(BaseModel):
     sku: str
     available: int
+
+
+class Restock(BaseModel):
+    """One line of a restock batch: ``quantity`` more units of ``sku`` (a new SKU is added)."""
+
+    sku: Sku
+    quantity: Annotated[int, Field(ge=1, le=10_000)]
+
+
+class Restocked(BaseModel):
+    """What a restock batch did: how many lines and units, and each SKU's stock after it."""
+
+    lines: int
+    units: int
+    stock: list[Stock]

@@ -1,8 +1,16 @@
-"""Handlers and subscribers of the notifications module."""
+"""Handlers and subscribers of the notifications module.
 
+``welcome`` runs once per new user (a competing-consumer group) and publishes what it sent on
+``notifications.sent``; every worker of the module hears that topic (no group) and hands each
+notification to the callers of ``WatchNotifications`` it serves, so a watcher sees every
+notification whichever worker sent it.
+"""
+
+import asyncio
 import base64
 import binascii
 import uuid
+from collections.abc import AsyncIterator
 
 from modules.notifications._sent import sent_log
 from modules.notifications.models import (
@@ -11,26 +19,85 @@ from modules.notifications.models import (
     Notification,
     Notifications,
     UserCreated,
+    WatchNotifications,
 )
 from runtime import GlobalContext, LocalContext, handler, subscriber
-from runtime.errors import InvalidArgument
+from runtime.errors import InvalidArgument, ResourceExhausted
 
 _TOKEN_PREFIX = "after:"
 
 
+WATCH_BACKLOG = 256
+"""Notifications one watcher may fall behind by; past it the watch ends RESOURCE_EXHAUSTED (the
+caller watches again) rather than holding notifications for it without bound."""
+
+
+class _Watchers:
+    """The open watches of this worker, each with a bounded queue of notifications to send."""
+
+    def __init__(self) -> None:
+        self._queues: set[asyncio.Queue[Notification | None]] = set()
+
+    def open(self) -> asyncio.Queue[Notification | None]:
+        queue: asyncio.Queue[Notification | None] = asyncio.Queue(WATCH_BACKLOG)
+        self._queues.add(queue)
+        return queue
+
+    def close(self, queue: asyncio.Queue[Notification | None]) -> None:
+        self._queues.discard(queue)
+
+    def send(self, notification: Notification) -> None:
+        for queue in list(self._queues):
+            try:
+                queue.put_nowait(notification)
+            except asyncio.QueueFull:  # too far behind: its watch ends (None), others go on
+                self._queues.discard(queue)
+                queue.get_nowait()
+                queue.put_nowait(None)
+
+
+_WATCHERS = _Watchers()
+
+
 @subscriber("users.created", group="notifications")
 async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
-    """Welcome a new user. Redelivered events for the same user are sent once."""
+    """Welcome a new user. Redelivered events for the same user are sent once (the sent log,
+    shared by every worker of the module, keeps one welcome per user)."""
     greeting = f"Welcome, {event.given_name}!" if event.given_name else "Welcome!"
-    await sent_log().add_first(
-        Notification(
-            id=uuid.uuid4().hex,
-            user_id=event.id,
-            email=event.email,
-            message=greeting,
-            created_at=gctx.clock.now(),
-        )
+    notification = Notification(
+        id=uuid.uuid4().hex,
+        user_id=event.id,
+        email=event.email,
+        message=greeting,
+        created_at=gctx.clock.now(),
     )
+    if await sent_log().add_first(notification):
+        await gctx.publish("notifications.sent", notification)
+
+
+@subscriber("notifications.sent")
+async def sent(notification: Notification, gctx: GlobalContext) -> None:
+    """Every worker of the module hears each notification sent and passes it to its watchers."""
+    _WATCHERS.send(notification)
+
+
+@handler
+async def watch_notifications(
+    req: WatchNotifications, lctx: LocalContext, gctx: GlobalContext
+) -> AsyncIterator[Notification]:
+    """Each notification as it is sent, from now until the caller hangs up (or its deadline)."""
+    queue = _WATCHERS.open()
+    try:
+        while True:
+            notification = await queue.get()
+            if notification is None:
+                raise ResourceExhausted(
+                    f"this watch fell more than {WATCH_BACKLOG} notifications behind; watch again"
+                )
+            if not req.user_id or notification.user_id == req.user_id:
+                yield notification
+    finally:
+        _WATCHERS.close(queue)
 
 
 def _page_token(position: int) -> str:

@@ -39,6 +39,12 @@ class ListNotifications(BaseModel):
     page_token: Annotated[str, Field(max_length=64)] = ""
 
 
+class WatchNotifications(BaseModel):
+    """Watch notifications as they are sent, from now on; optionally only those for one user."""
+
+    user_id: str = ""
+
+
 class Notifications(BaseModel):
     """A page of notifications; ``next_page_token`` is empty on the last page."""
 

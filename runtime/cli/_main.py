@@ -97,6 +97,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--roles", default="", help="comma-separated roles, e.g. users:read,users:write")
     p.add_argument("--ttl", default="1h", help="lifetime: seconds or a number with s/m/h/d (default 1h)")
     p.add_argument("--config", type=Path, default=None, help="config file (default: ./modrpc.toml)")
+
+    p = command("certs", "Make a CA and issue the certificates of the internal mutual TLS (and the edge).")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("init", help="create a CA (ca.crt, ca.key) in --dir")
+    a.add_argument("--dir", default=".modrpc/tls", help="where the CA goes (default: .modrpc/tls)")
+    a.add_argument("--name", default="modrpc CA", help="the CA's common name")
+    a.add_argument("--days", type=int, default=3650, help="validity in days (default: 3650)")
+    a.add_argument("--force", action="store_true", help="replace an existing CA")
+    a = actions.add_parser("issue", help="issue IDENTITY's certificate and key from the CA in --ca")
+    a.add_argument("identity", help="gateway, hub, module:<name> or client:<name>")
+    a.add_argument("--ca", default=".modrpc/tls", help="folder holding ca.crt and ca.key (default: .modrpc/tls)")
+    a.add_argument("--out", default=".modrpc/tls", help="folder to write into (default: .modrpc/tls)")
+    a.add_argument("--host", action="append", default=[], help="a DNS name or IP address to add; repeatable")
+    a.add_argument("--days", type=int, default=365, help="validity in days (default: 365)")
+    a.add_argument("--force", action="store_true", help="replace an existing certificate")
+    a = actions.add_parser("show", help="list the certificates in --dir, their identities and expiry")
+    a.add_argument("--dir", default=".modrpc/tls", help="folder to look in (default: .modrpc/tls)")
     return parser
 
 
@@ -107,21 +124,25 @@ _RUNNERS = {
     "gen": "runtime.cli._gen",
     "versions": "runtime.cli._gen",
     "token": "runtime.cli._token",
+    "certs": "runtime.cli._certs",
     "new": "runtime.cli._new",
     "config": "runtime.cli._config",
 }
 
 
-_PROJECT_OPTIONAL = frozenset({"gateway", "token", "versions"})
-"""Commands that can work without a project (the gateway, a token, the version lifecycle in
-the store): outside one they run from the working directory."""
+_PROJECT_OPTIONAL = frozenset({"certs", "gateway", "token", "versions"})
+"""Commands that can work without a project (certificates, the gateway, a token, the version
+lifecycle in the store): outside one they run from the working directory."""
+
+_PATH_ARGUMENTS = ("modules", "config", "dir", "ca", "out")
+"""Arguments naming files or folders: relative to where the command was typed, not the root."""
 
 
 def _enter_project(args: argparse.Namespace) -> str | None:
     """Find the project, anchor the path arguments, and move into it; an error message or None."""
     from runtime.project import ProjectError, find_project
 
-    for name in ("modules", "config"):
+    for name in _PATH_ARGUMENTS:
         value = getattr(args, name, None)
         if value is not None:
             setattr(args, name, Path(value).expanduser().resolve())

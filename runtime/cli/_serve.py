@@ -4,6 +4,11 @@
 (with backoff, and logged) when it crashes, plus the gateway in this process. It prints one line
 per worker with its address, then a line containing ``ready`` once calls succeed. SIGTERM or
 Ctrl-C drains the gateway, then stops every child with SIGTERM and waits for it.
+
+Before anything starts, ``up`` makes sure every identity it runs has its certificate in
+``tls.dir`` (with ``tls.dev_ca``, the default: a development CA and certificates for the gateway,
+the hub, each module and a ``client:developer`` for grpcurl), so every hop between its processes
+is mutual TLS from the first call.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from runtime.fabric import FabricHub
+    from runtime.identity import Peer
     from runtime.store import ManifestStore
 
 __all__ = ["run"]
@@ -117,7 +123,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     worker = Worker(args.module, settings, port=args.port)
     try:
         address = await worker.start()
-    except (ModrpcError, OSError, RuntimeError) as exc:
+    except (ModrpcError, OSError, RuntimeError, ValueError) as exc:  # ValueError: TLS files, config
         await worker.stop(0)
         return await _fail(f"worker {args.module} could not start", exc)
     print(f"{READY_PREFIX}{args.module} {address}", flush=True)
@@ -147,7 +153,7 @@ async def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     gateway = Gateway(settings)
     try:
         address = await gateway.start()
-    except (ModrpcError, OSError, RuntimeError) as exc:
+    except (ModrpcError, OSError, RuntimeError, ValueError) as exc:  # ValueError: TLS files, config
         await gateway.stop(0)
         return await _fail("gateway could not start", exc)
     print(f"gateway listening on {address}", flush=True)
@@ -193,19 +199,68 @@ async def _announce_ready(gateway: Any, address: str, playground: Any = None) ->
         return
 
 
+class _DeclaredTopics:
+    """The hub's policy: a module publishes and subscribes only to the topics its
+    ``module.toml`` declares (the same rule its ``gctx`` enforces in its own process). A module
+    it does not know yet (added under ``--reload``) makes it read the modules folder again."""
+
+    def __init__(self, modules_dir: Path) -> None:
+        self._modules_dir = modules_dir
+        self._caps = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        from runtime.manifest import CapabilitySet, discover_modules, load_manifest
+
+        return {
+            path.name: CapabilitySet.from_manifest(load_manifest(path / "module.toml"))
+            for path in discover_modules(self._modules_dir)
+        }
+
+    def check(self, peer: Peer, action: str, topic: str) -> None:
+        from runtime.errors import PermissionDenied
+
+        caps = self._caps.get(peer.name)
+        if caps is None:
+            self._caps = self._read()
+            caps = self._caps.get(peer.name)
+        if caps is None:
+            raise PermissionDenied(f"{peer} is not a module of this project")
+        if action == "publish":
+            caps.require_publish(topic)
+        else:
+            caps.require_subscribe(topic)
+
+
+def _identities(settings: Settings, modules: list[str]) -> None:
+    """Every identity this ``up`` runs, in ``tls.dir`` before any process needs one (with
+    ``tls.dev_ca``: issued now, once, instead of by processes racing for the lock)."""
+    from runtime.identity import Peer
+    from runtime.tls import ensure_identity
+
+    peers = [Peer.gateway(), Peer.hub(), Peer.client("developer"), *(Peer.module(m) for m in modules)]
+    for peer in peers:
+        if peer.kind == "client" and not settings.tls.dev_ca:
+            continue  # a developer's certificate is a development convenience only
+        ensure_identity(Path(settings.tls.dir), peer, dev_ca=settings.tls.dev_ca)
+
+
 async def _memory_hub(settings: Settings) -> FabricHub | None:
     """On the embedded fabric, the one in-memory fabric every worker of this ``up`` shares.
 
-    It lives in this process and is served to the workers on a loopback port (``hub://``); with
-    a real fabric (NATS) there is nothing to share and this is None.
+    It lives in this process and is served to the workers on a loopback port (``hub://``), over
+    mutual TLS as the ``hub`` identity; with a real fabric (NATS) there is nothing to share and
+    this is None.
     """
     if not settings.fabric_url.startswith("memory://"):
         return None
     from runtime.fabric import FabricHub, open_fabric
+    from runtime.identity import Peer
+    from runtime.tls import InternalTls
 
+    tls = InternalTls.load(Path(settings.tls.dir), Peer.hub(), dev_ca=settings.tls.dev_ca)
     fabric = open_fabric(settings.fabric_url)
     await fabric.start()
-    hub = FabricHub(fabric)
+    hub = FabricHub(fabric, tls=tls, policy=_DeclaredTopics(Path(settings.modules_dir)))
     await hub.start()
     return hub
 
@@ -251,6 +306,11 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.manifest import discover_modules
 
     if getattr(args, "embedded", False):
+        if getattr(args, "reload", False):
+            # Reloading restarts worker processes; embedded modules live in this one.
+            print("modrpc up: --reload restarts worker processes, and --embedded has none: use one or the other",
+                  file=sys.stderr)
+            return 2
         return await _up_embedded(settings)
     stop = _stop_event()
     modules_dir = Path(settings.modules_dir)  # absolute: made so by run()
@@ -294,6 +354,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
         try:
             started = time.monotonic()
             await _preflight(settings)
+            _identities(settings, modules)
             hub = await _memory_hub(settings)
             if hub is not None:
                 os.environ["MODRPC_FABRIC_URL"] = hub.url
@@ -304,6 +365,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             await _sweep_removed(gateway, set(modules))
             await gateway.wait_ready(modules)
             elapsed = time.monotonic() - started
+            _say_how_to_reach_workers(settings)
             print(f"ready: gateway on {address} ({fleet.count} workers, {elapsed:.1f}s){_beside(playground)}", flush=True)
         except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
             return await _fail("up failed", exc)
@@ -366,6 +428,18 @@ async def _sweep_removed(gateway: Any, present: set[str]) -> None:
         await gateway.refresh()
 
 
+def _say_how_to_reach_workers(settings: Settings) -> None:
+    """Workers take mutual TLS only; tell a developer which files let grpcurl in."""
+    folder = Path(settings.tls.dir)
+    if not (folder / "client-developer.crt").is_file():
+        return
+    print(
+        f"workers take mutual TLS only; reach one with grpcurl -cacert {folder}/ca.crt "
+        f"-cert {folder}/client-developer.crt -key {folder}/client-developer.key ADDRESS list",
+        flush=True,
+    )
+
+
 async def _up_embedded(settings: Settings) -> int:
     """``modrpc up --embedded``: every module served inside the gateway's own process.
 
@@ -394,6 +468,7 @@ async def _up_embedded(settings: Settings) -> int:
         try:
             started = time.monotonic()
             await _preflight(settings)
+            _identities(settings, modules)
             worker_settings = settings
             hub = await _memory_hub(settings)
             if hub is not None:

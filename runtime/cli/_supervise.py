@@ -182,7 +182,12 @@ class WorkerProcess:
         process, hang = self.process, self.settings.worker_hang_seconds
         if not hang or not self.address:
             return await process.wait()
-        watchdog = asyncio.create_task(watch_progress(self.module, self.address, hang))
+        from runtime.identity import Peer
+        from runtime.tls import InternalTls
+
+        # Asked as the gateway: workers take mutual TLS from the deployment CA only.
+        tls = InternalTls.load(Path(self.settings.tls.dir), Peer.gateway(), dev_ca=self.settings.tls.dev_ca)
+        watchdog = asyncio.create_task(watch_progress(self.module, self.address, hang, tls))
         exited = asyncio.create_task(process.wait())
         try:
             await asyncio.wait((watchdog, exited), return_when=asyncio.FIRST_COMPLETED)

@@ -1,7 +1,10 @@
 """``modrpc token --subject S --roles a,b [--ttl 1h]``: a JWT the running dev config accepts.
 
-It is signed HS256 with ``auth.jwt_secret`` and carries the configured issuer and audience, so
-the gateway started from the same config accepts it. Use it only in development.
+It is signed HS256 with the secret the gateway of the same config verifies with (``auth.jwt_secret``,
+or the development secret while no other key is configured), with the configured issuer and
+audience, so that gateway accepts it. Use it only in development. A config with HS256 off (keys
+configured, no secret) has nothing to sign with, and says so; a ``--ttl`` beyond
+``auth.max_token_lifetime`` would be refused by the gateway, so it is refused here.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def parse_ttl(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.gateway import issue_dev_token
+    from runtime.gateway import issue_dev_token, jwt_secret_in_force
 
     try:
         settings = load_settings(args.config)
@@ -36,9 +39,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     auth = settings.auth
+    secret = jwt_secret_in_force(settings).value
+    if secret is None:
+        print(
+            "modrpc token: this configuration accepts no HS256 token (RS256/ES256 keys are configured "
+            "and auth.jwt_secret is not set): sign tokens with your own key instead",
+            file=sys.stderr,
+        )
+        return 2
+    if ttl > auth.max_token_lifetime:
+        print(
+            f"modrpc token: --ttl {args.ttl} is longer than auth.max_token_lifetime "
+            f"({auth.max_token_lifetime:g}s); the gateway would refuse the token",
+            file=sys.stderr,
+        )
+        return 2
     print(
         issue_dev_token(
-            auth.jwt_secret,
+            secret,
             subject=args.subject,
             roles=roles,
             ttl_seconds=ttl,

@@ -18,6 +18,9 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from runtime.identity import Peer
+from runtime.tls import InternalTls
+
 __all__ = ["watch_progress"]
 
 log = logging.getLogger("modrpc.up")
@@ -26,12 +29,19 @@ PROBE_SECONDS = 1.0
 """How often the worker is asked."""
 
 
-async def watch_progress(module: str, address: str, hang_seconds: float) -> None:
+async def watch_progress(module: str, address: str, hang_seconds: float, tls: InternalTls | None = None) -> None:
     """Return once the worker at ``address`` has answered no health check for ``hang_seconds``.
 
     Runs until cancelled while the worker answers; the caller kills the process when it returns.
+    ``tls``: the identity to ask with (workers only take mutual TLS from the deployment CA).
     """
-    async with grpc.aio.insecure_channel(address) as channel:
+    if tls is None:
+        channel = grpc.aio.insecure_channel(address)
+    else:
+        channel = grpc.aio.secure_channel(
+            address, tls.channel_credentials(), options=tls.channel_options(Peer.module(module))
+        )
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         last_answer = time.monotonic()
         while True:

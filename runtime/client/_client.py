@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 import grpc
 from opentelemetry import trace
 
-from runtime.client._pool import InstancePool, Outliers
+from runtime.client._pool import InstancePool
 from runtime.client._retry import AttemptTimedOut, RetryBudget, RetryPolicy, Sleep, is_retryable
+from runtime.client._stream import ModuleStream
 from runtime.deadline import Clock, Deadline
 from runtime.errors import DeadlineExceeded, ModrpcError
 from runtime.observability import ClientTracer
@@ -144,6 +145,29 @@ class ModuleClient:
             raise self._error(exc, key, method) from exc
         return reply
 
+    def stream(
+        self,
+        key: str,
+        method: str,
+        requests: AsyncIterable[bytes],
+        *,
+        metadata: Sequence[tuple[str, str | bytes]] = (),
+        deadline: Deadline | None = None,
+        idempotent: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> ModuleStream:
+        """Start a streaming call (any shape) to ``method`` on an instance of module ``key``.
+
+        The response messages are read from the returned :class:`ModuleStream`; the call is
+        opened on the first read. It is retried like :meth:`call`, but only until its first
+        response message arrives and while the request messages sent so far can be sent again.
+        Failures are the runtime errors :meth:`call` raises; ``aclose()`` cancels the call.
+        """
+        return ModuleStream(
+            self, key, method, requests, metadata=tuple(metadata), deadline=deadline,
+            idempotent=idempotent, policy=retry or self._policy,
+        )  # fmt: skip
+
     async def _attempt(
         self,
         key: str,
@@ -168,7 +192,7 @@ class ModuleClient:
         try:
             reply = await transport.unary(method, payload, metadata, attempt_deadline)
         except CallError as exc:
-            _observe(outliers, address, exc)
+            outliers.observe(address, exc)
             if tracing is not None and span is not None:
                 tracing.finish(span, exc.code, exc.details)
             if (
@@ -209,14 +233,3 @@ class ModuleClient:
         else:
             message = f"{method} to {target} failed: {exc.code.name}"
         return error_of(RpcStatus(exc.code, message), relay=False)
-
-
-def _observe(outliers: Outliers, address: str, exc: CallError) -> None:
-    """Tell outlier detection what a failed attempt says about its instance: a status it sent
-    means it is alive; no answer before the deadline, or a broken connection, count against it."""
-    if not isinstance(exc, TransportError):
-        outliers.succeeded(address)
-    elif exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        outliers.missed_deadline(address)
-    elif exc.code == grpc.StatusCode.UNAVAILABLE:
-        outliers.failed(address)

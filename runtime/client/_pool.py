@@ -18,8 +18,10 @@ that succeeds ends the streak.
 
 An instance is one worker address. Its transport prefers the worker's lane
 (:mod:`runtime.lane`) and falls back to gRPC, so the module client never knows which carried a
-call. A module served in this process (:class:`~runtime.transport.InProcessModules`) is reached
-through its endpoints directly.
+call. Both are mutual TLS when the pool has an identity (:class:`~runtime.tls.InternalTls`): this
+process's certificate goes with every call, and a worker of module M must prove it is M. A module
+served in this process (:class:`~runtime.transport.InProcessModules`) is reached through its
+endpoints directly, as this process's identity.
 
     >>> picker = RoundRobin(["a:1", "b:1", "c:1"])
     >>> [picker.pick(skip={"b:1"}) for _ in range(4)]
@@ -32,23 +34,28 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterable, Collection, Sequence
 from dataclasses import dataclass
 
 import grpc
 
 from runtime.deadline import Clock, Deadline
 from runtime.errors import Unavailable
-from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, parse_where
+from runtime.identity import Peer, current_peer
+from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, LaneStream, parse_where
+from runtime.tls import InternalTls
 from runtime.transport import (
     DEFAULT_MAX_MESSAGE_BYTES,
     CallError,
     Disconnected,
     GrpcTransport,
     InProcessModules,
+    Metadata,
     MetadataIn,
     Reply,
+    StreamCall,
     Transport,
+    TransportError,
     Unreached,
 )
 
@@ -162,6 +169,16 @@ class Outliers:
         ends = [self._streaks[a].until for a in addresses if a in self._ejected]
         return max(0.0, min(ends) - self._clock()) if ends else None
 
+    def observe(self, address: str, exc: CallError) -> None:
+        """What a failed call says about its instance: a status it sent means it is alive; no
+        answer before the deadline, or a broken connection, count against it."""
+        if not isinstance(exc, TransportError):
+            self.succeeded(address)
+        elif exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            self.missed_deadline(address)
+        elif exc.code == grpc.StatusCode.UNAVAILABLE:
+            self.failed(address)
+
     def forget(self, addresses: Collection[str]) -> None:
         """Drop what is known of instances no module uses any more."""
         for address in addresses:
@@ -178,6 +195,49 @@ class Outliers:
             log.warning("instance %s ejected for %.1fs (%d in a row)", address, seconds, streak.ejections)
 
 
+class _LaneStream:
+    """A stream over a worker's lane that moves to gRPC when the lane cannot be reached.
+
+    The lane connects before it takes anything from the request iterator, so a stream it could
+    not start goes over gRPC untouched, as a unary call does.
+    """
+
+    __slots__ = ("_args", "_call", "_lane", "_worker")
+
+    def __init__(
+        self, worker: _Worker, lane: LaneClient, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn,
+        deadline: Deadline | None,
+    ) -> None:  # fmt: skip
+        self._worker = worker
+        self._lane = lane
+        self._args = (method, requests, metadata, deadline)
+        self._call: StreamCall = lane.stream(method, requests, metadata, deadline)
+
+    def __aiter__(self) -> _LaneStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        call = self._call
+        try:
+            return await anext(call)
+        except Unreached:
+            if not isinstance(call, LaneStream) or call.started:
+                raise  # refused after the messages began: the module client decides
+            self._worker._lane_failed(self._lane, unreached=True)
+            self._call = self._worker._grpc.stream(*self._args)
+            return await anext(self._call)
+        except Disconnected:
+            self._worker._lane_failed(self._lane, unreached=False)
+            raise
+
+    @property
+    def trailers(self) -> Metadata:
+        return self._call.trailers
+
+    async def aclose(self) -> None:
+        await self._call.aclose()
+
+
 class _Worker:
     """The transport to one worker address: its lane when it has one, gRPC otherwise.
 
@@ -189,13 +249,27 @@ class _Worker:
 
     __slots__ = (
         "_close_grace", "_grpc", "_lane", "_lane_lookup", "_lane_misses", "_lane_retry_at", "_lanes",
-        "_max_message_bytes", "_retired", "address",
+        "_max_message_bytes", "_retired", "_server", "_tls", "address",
     )  # fmt: skip
 
-    def __init__(self, address: str, *, channels: int, max_message_bytes: int, lanes: bool, close_grace: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        channels: int,
+        max_message_bytes: int,
+        lanes: bool,
+        close_grace: float,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
+    ) -> None:
         self.address = address
         self._close_grace = close_grace
-        self._grpc = GrpcTransport(address, channels=channels, max_message_bytes=max_message_bytes)
+        self._tls = tls
+        self._server = server
+        self._grpc = GrpcTransport(
+            address, channels=channels, max_message_bytes=max_message_bytes, tls=tls, server=server
+        )
         self._max_message_bytes = max_message_bytes
         self._lanes = lanes
         self._lane: LaneClient | None = None
@@ -217,6 +291,16 @@ class _Worker:
                 self._lane_failed(lane, unreached=False)
                 raise
         return await self._grpc.unary(method, payload, metadata, deadline)
+
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        lane = self._lane
+        if lane is None and self._lanes:
+            self._look_up_lane()
+        elif lane is not None:
+            return _LaneStream(self, lane, method, requests, metadata, deadline)
+        return self._grpc.stream(method, requests, metadata, deadline)
 
     def _look_up_lane(self) -> None:
         if self._lane_lookup is None and time.monotonic() >= self._lane_retry_at:
@@ -244,7 +328,9 @@ class _Worker:
         port = named.rpartition(":")[2]
         address = f"{self.address.rpartition(':')[0]}:{port}"
         if self._lanes:
-            self._lane = LaneClient(address, max_message_bytes=self._max_message_bytes)
+            self._lane = LaneClient(
+                address, max_message_bytes=self._max_message_bytes, tls=self._tls, server=self._server
+            )
             log.debug("worker %s: calls go over its lane at %s", self.address, address)
 
     def _lane_failed(self, lane: LaneClient, *, unreached: bool) -> None:
@@ -284,12 +370,42 @@ class _Worker:
 
 
 
+class _AsPeer:
+    """A module served in this process, called as this process's identity: the in-process
+    counterpart of the certificate a call over the network carries."""
+
+    __slots__ = ("_peer", "_transport")
+
+    def __init__(self, transport: Transport, peer: Peer | None) -> None:
+        self._transport = transport
+        self._peer = peer
+
+    async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        token = current_peer.set(self._peer)
+        try:
+            return await self._transport.unary(method, payload, metadata, deadline)
+        finally:
+            current_peer.reset(token)
+
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        # The endpoint starts the stream's task now, and the task keeps the context it starts in.
+        token = current_peer.set(self._peer)
+        try:
+            return self._transport.stream(method, requests, metadata, deadline)
+        finally:
+            current_peer.reset(token)
+
+
 class InstancePool:
     """Transports to the instances of each module key, picked round-robin, outliers ejected.
 
     A key is a module name, or ``module@version`` for the gateway, which keeps apart the
     instances serving each version. ``close_grace`` is how long calls in flight to an instance
     that left may still finish; ``lanes``: calls to workers that serve a lane go over it.
+    ``tls``: this process's identity; every call to a worker is then mutual TLS (without it,
+    calls are plaintext, which workers refuse: only tests of the pool itself do without).
     """
 
     def __init__(
@@ -301,6 +417,7 @@ class InstancePool:
         lanes: bool = False,
         local: InProcessModules | None = None,
         outliers: Outliers | None = None,
+        tls: InternalTls | None = None,
     ) -> None:
         if channels_per_instance < 1:
             raise ValueError("channels_per_instance must be at least 1")
@@ -309,6 +426,8 @@ class InstancePool:
         self._lanes = lanes
         self._max_message_bytes = max_message_bytes
         self.local = local
+        self.tls = tls
+        self._local_calls: dict[Transport, _AsPeer] = {}
         self.outliers = outliers or Outliers()
         self._pickers: dict[str, RoundRobin] = {}
         self._workers: dict[str, _Worker] = {}
@@ -427,7 +546,10 @@ class InstancePool:
             raise Unavailable("the module client is closed")
         local = self.local.lookup(key) if self.local is not None else None
         if local is not None:
-            return IN_PROCESS, local
+            as_peer = self._local_calls.get(local)
+            if as_peer is None:
+                as_peer = self._local_calls[local] = _AsPeer(local, self.tls.peer if self.tls else None)
+            return IN_PROCESS, as_peer
         picker = self._pickers.get(key)
         if picker is None:
             return None
@@ -443,6 +565,8 @@ class InstancePool:
                 max_message_bytes=self._max_message_bytes,
                 lanes=self._lanes,
                 close_grace=self._close_grace,
+                tls=self.tls,
+                server=Peer.module(key.partition("@")[0]) if self.tls is not None else None,
             )
         return address, worker
 

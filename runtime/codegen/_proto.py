@@ -69,9 +69,11 @@ class _Renderer:
             out.append("")
             out.append(f"service {service.name} {{")
             for m in service.method:
+                takes = "stream " if m.client_streaming else ""
+                gives = "stream " if m.server_streaming else ""
                 out.append(
-                    f"  rpc {m.name}({m.input_type[len(self.prefix):]}) "
-                    f"returns ({m.output_type[len(self.prefix):]});"
+                    f"  rpc {m.name}({takes}{m.input_type[len(self.prefix):]}) "
+                    f"returns ({gives}{m.output_type[len(self.prefix):]});"
                 )
             out.append("}")
         for msg in self.fdp.message_type:

@@ -159,12 +159,19 @@ def _callable_attr(method: str) -> str:
 def render_client(
     fdp: descriptor_pb2.FileDescriptorProto, *, module: str, version: str, package: str, header: str
 ) -> str:
-    """Typed async and sync clients whose calls carry ``x-api-version`` for this version."""
+    """Typed async and sync clients whose calls carry ``x-api-version`` for this version.
+
+    A streaming method keeps its shape: a server-streaming one returns the call, iterated for
+    its responses (``async for`` on the async client, ``for`` on the sync one); a client-streaming
+    one takes an iterable of requests (async or not, on the async client) and returns the
+    response; a bidirectional one takes the requests and returns the call to iterate.
+    """
     stem = Path(fdp.name).stem
     pb = f"{stem}_pb2"
     cls = pascal(module)
     methods = list(fdp.service[0].method) if fdp.service else []
     prefix = f".{fdp.package}."
+    streams = any(m.client_streaming or m.server_streaming for m in methods)
     out: list[str] = [
         f"# {header}",
         f'"""Typed clients for {service_name(module)} at API version {version}.',
@@ -175,7 +182,7 @@ def render_client(
         "",
         "from __future__ import annotations",
         "",
-        "from collections.abc import Sequence",
+        "from collections.abc import AsyncIterator, Iterable, Iterator, Sequence" if streams else "from collections.abc import Sequence",
         "from typing import cast",
         "",
         "import grpc",
@@ -201,24 +208,59 @@ def render_client(
         ]
         for m in methods:
             req, resp = m.input_type[len(prefix) :], m.output_type[len(prefix) :]
+            kind = f"{'stream' if m.client_streaming else 'unary'}_{'stream' if m.server_streaming else 'unary'}"
             out += [
-                f"        self.{_callable_attr(m.name)} = channel.unary_unary(",
+                f"        self.{_callable_attr(m.name)} = channel.{kind}(",
                 f'            "/{service_name(module)}/{m.name}",',
                 f"            request_serializer={pb}.{req}.SerializeToString,",
                 f"            response_deserializer={pb}.{resp}.FromString,",
                 "        )",
             ]
         for m in methods:
-            req, resp = m.input_type[len(prefix) :], m.output_type[len(prefix) :]
-            out += [
-                "",
-                f"    {'async ' if is_async else ''}def {_method_attr(m.name)}(",
-                f"        self, request: {pb}.{req}, *, timeout: float | None = None, metadata: Metadata = ()",
-                f"    ) -> {pb}.{resp}:",
-                f'        """Call {m.name}."""',
-                f"        response = {'await ' if is_async else ''}self.{_callable_attr(m.name)}(",
-                "            request, timeout=timeout, metadata=(*self._metadata, *metadata)",
-                "        )",
-                f"        return cast({pb}.{resp}, response)",
-            ]
+            out += _client_method(m, pb, prefix, is_async=is_async)
     return "\n".join(out) + "\n"
+
+
+def _client_method(
+    m: descriptor_pb2.MethodDescriptorProto, pb: str, prefix: str, *, is_async: bool
+) -> list[str]:
+    """One typed method of a generated client, in the shape of its RPC."""
+    req, resp = f"{pb}.{m.input_type[len(prefix) :]}", f"{pb}.{m.output_type[len(prefix) :]}"
+    call = f"self.{_callable_attr(m.name)}"
+    keywords = "timeout=timeout, metadata=(*self._metadata, *metadata)"
+    tail = "*, timeout: float | None = None, metadata: Metadata = ()"
+    if m.client_streaming:
+        # grpc takes iterators; a list (or any iterable) is made one here.
+        requests = f"AsyncIterator[{req}] | Iterable[{req}]" if is_async else f"Iterable[{req}]"
+        head = f"self, requests: {requests}, {tail}"
+        argument = "requests if isinstance(requests, AsyncIterator) else iter(requests)" if is_async else "iter(requests)"
+    else:
+        head = f"self, request: {req}, {tail}"
+        argument = "request"
+    name = _method_attr(m.name)
+    if m.server_streaming:
+        kind = "StreamStream" if m.client_streaming else "UnaryStream"
+        returns = f"grpc.aio.{kind}Call[{req}, {resp}]" if is_async else f"Iterator[{resp}]"
+        shape = "bidirectional" if m.client_streaming else "server-streaming"
+        iterate = "async for" if is_async else "for"
+        return [
+            "",
+            f"    def {name}(",
+            f"        {head}",
+            f"    ) -> {returns}:",
+            f'        """Call {m.name} ({shape}): iterate the result ({iterate}) for the responses."""',
+            f"        call = {call}({argument}, {keywords})",
+            f"        return cast({returns}, call)",
+        ]
+    doc = f"Call {m.name} (client-streaming): send the requests, get one response." if m.client_streaming else f"Call {m.name}."
+    return [
+        "",
+        f"    {'async ' if is_async else ''}def {name}(",
+        f"        {head}",
+        f"    ) -> {resp}:",
+        f'        """{doc}"""',
+        f"        response = {'await ' if is_async else ''}{call}(",
+        f"            {argument}, {keywords}",
+        "        )",
+        f"        return cast({resp}, response)",
+    ]

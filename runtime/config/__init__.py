@@ -26,6 +26,7 @@ from runtime.config._settings import (
     RetentionSettings,
     SecretsSettings,
     Settings,
+    TlsSettings,
     is_loopback,
 )
 from runtime.config._urls import mask_url
@@ -41,6 +42,7 @@ __all__ = [
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
+    "TlsSettings",
     "is_loopback",
     "load_settings",
     "mask_url",

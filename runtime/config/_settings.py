@@ -40,12 +40,15 @@ __all__ = [
     "RetentionSettings",
     "SecretsSettings",
     "Settings",
+    "TlsSettings",
     "is_loopback",
 ]
 
 DEV_JWT_SECRET = "modrpc-dev-secret-change-me-in-production"
-"""The HS256 secret of the development config; ``modrpc token`` signs with it. Never use it in
-production: set ``MODRPC_AUTH__JWT_SECRET`` (or ``auth.jwt_secret``) to a real secret."""
+"""The HS256 secret of the development config; ``modrpc token`` signs with it. It is in force
+only while no other JWT key is configured and the gateway binds a loopback address; a gateway
+binding any other address with it refuses to start. Set ``MODRPC_AUTH__JWT_SECRET`` (or RS256/ES256
+keys) for anything real."""
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -126,13 +129,14 @@ class AuthSettings(BaseModel):
         min_length=1,
         description="JWT signature algorithms accepted. 'none' is never accepted, whatever is listed.",
     )
-    jwt_secret: str = Field(
-        default=DEV_JWT_SECRET,
+    jwt_secret: str | None = Field(
+        default=None,
         min_length=1,
         repr=False,
         description=(
-            "Shared secret for HS256 tokens. The default is the documented development secret "
-            "that `modrpc token` signs with; replace it outside development."
+            "Shared secret for HS256 tokens. Unset: the documented development secret, but only "
+            "while no RS256/ES256 key is configured and the gateway binds a loopback address "
+            "(with keys configured, HS256 is then off)."
         ),
     )
     jwt_public_keys: tuple[Path, ...] = Field(
@@ -151,6 +155,14 @@ class AuthSettings(BaseModel):
         default=0.0,
         ge=0.0,
         description="Seconds of clock skew tolerated when checking 'exp' and 'nbf'.",
+    )
+    max_token_lifetime: float = Field(
+        default=86400.0,
+        gt=0.0,
+        description=(
+            "Longest lifetime, in seconds, of a token the gateway accepts: one whose 'exp' is "
+            "further than this from its 'iat' (or from now) is refused."
+        ),
     )
     snapshot_roles: tuple[str, ...] = Field(
         default=(),
@@ -206,6 +218,58 @@ class SecretsSettings(BaseModel):
     def _vault_needs_url(self) -> SecretsSettings:
         if "vault" in self.providers and not self.vault_url:
             raise ValueError("providers lists 'vault' but vault_url is not set")
+        return self
+
+
+class TlsSettings(BaseModel):
+    """TLS at the gateway's edge, and the mutual TLS between runtime processes."""
+
+    model_config = _FROZEN
+
+    cert: Path | None = Field(
+        default=None,
+        description=(
+            "PEM certificate (chain) the gateway serves TLS with; with `key`, callers must use TLS. "
+            "Re-read when the file changes."
+        ),
+    )
+    key: Path | None = Field(default=None, description="The PEM private key of `cert`.")
+    client_ca: Path | None = Field(
+        default=None,
+        description=(
+            "PEM CA certificate(s): when set, the gateway requires a client certificate issued by "
+            "it on every connection, and a call without a token or API key runs as the "
+            "certificate's subject."
+        ),
+    )
+    client_roles: FrozenMap[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description=(
+            "Roles of the principals that client certificates name, by subject (the certificate's "
+            "common name), at the gateway's edge and for calls made straight to a worker."
+        ),
+    )
+    dir: Path = Field(
+        default=Path(".modrpc/tls"),
+        description=(
+            "The internal mutual TLS folder: the deployment CA's certificate (ca.crt) and this "
+            "host's identities (gateway.crt/.key, module-<name>.crt/.key, hub.crt/.key)."
+        ),
+    )
+    dev_ca: bool = Field(
+        default=True,
+        description=(
+            "Create a development CA in `dir` when it has none, and issue missing identities "
+            "from it. Set false in production: a missing certificate is then an error."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: set both or neither")
+        if self.client_ca is not None and self.cert is None:
+            raise ValueError("tls.client_ca needs tls.cert and tls.key: client certificates need TLS")
         return self
 
 
@@ -554,6 +618,9 @@ class Settings(BaseSettings):
         ),
     )
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Caller authentication.")
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings, description="Edge TLS and internal mutual TLS."
+    )
     secrets: SecretsSettings = Field(
         default_factory=SecretsSettings, description="Secret providers."
     )

@@ -5,6 +5,7 @@ from runtime.context._global import (
     GlobalContext,
     current_batch,
     current_deadline,
+    current_principal,
     current_request_id,
     encode_payload,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "ModuleRegistry",
     "current_batch",
     "current_deadline",
+    "current_principal",
     "current_request_id",
     "encode_payload",
     "subscriber",

@@ -15,6 +15,7 @@ from runtime.context._config import ReadOnlyConfig
 from runtime.context._modules import ModuleInvoker, ModuleRegistry
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition
+from runtime.identity import Principal
 from runtime.lcc import current_context
 from runtime.manifest import CapabilitySet
 from runtime.observability import request_id_var
@@ -27,6 +28,7 @@ __all__ = [
     "SecretSource",
     "current_batch",
     "current_deadline",
+    "current_principal",
     "current_request_id",
     "encode_payload",
 ]
@@ -36,6 +38,9 @@ current_request_id = request_id_var
 module calls carry it."""
 current_deadline: ContextVar[Deadline | None] = ContextVar("modrpc_current_deadline", default=None)
 """The deadline of the call being handled; publishes and module calls never outlive it."""
+current_principal: ContextVar[Principal | None] = ContextVar("modrpc_current_principal", default=None)
+"""Whom the call being served acts for: what a module's own calls to other modules carry on as
+the original caller. None outside a call (a subscriber, startup): the module acts for itself."""
 current_batch: ContextVar[OutboxBatch | None] = ContextVar("modrpc_current_batch", default=None)
 """The messages the call being handled has published so far (its outbox batch)."""
 

@@ -16,6 +16,12 @@ length, a JSON header of that length, then the payload bytes:
 
 A subscriber process that goes away (its stream ends) has its in-flight deliveries failed, so
 the memory fabric redelivers them to another member: nothing is lost.
+
+The hub is a runtime process like any other: it serves mutual TLS only, with the ``hub``
+certificate, and every call is checked against the calling worker's certificate: a
+:class:`HubPolicy` decides which topics each module may publish and subscribe to (``modrpc up``
+uses the modules' declared capabilities), and a delivery is settled only by the process it was
+delivered to. A process without a certificate of the deployment CA cannot even connect.
 """
 
 from __future__ import annotations
@@ -28,11 +34,18 @@ import struct
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Protocol, Self
 
 import grpc
 
-from runtime.errors import FailedPrecondition, ModrpcError, Unavailable, status_of
+from runtime.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    ModrpcError,
+    PermissionDenied,
+    Unavailable,
+    status_of,
+)
 from runtime.fabric._types import (
     Fabric,
     FabricOptions,
@@ -46,14 +59,17 @@ from runtime.fabric._types import (
     describe_error,
     outgoing_headers,
 )
+from runtime.identity import Peer
 from runtime.status import error_of
-from runtime.transport import call_error
+from runtime.tls import InternalTls, peer_of_grpc
+from runtime.transport import TransportError, call_error
 
-__all__ = ["FabricHub", "HubFabric"]
+__all__ = ["FabricHub", "HubFabric", "HubPolicy"]
 
 log = logging.getLogger("modrpc.fabric.hub")
 
 SERVICE = "modrpc.fabric.v1.Hub"
+_SUBSCRIBED = "x-modrpc-subscribed"
 _LEN = struct.Struct(">I")
 
 
@@ -78,15 +94,26 @@ class HubNack(Exception):
         self.described = described
 
 
-class FabricHub:
-    """Serves ``fabric`` to other processes on ``host:port`` (port 0 picks a free one)."""
+class HubPolicy(Protocol):
+    """Which topics a worker may use through the hub; raises ``PermissionDenied`` to refuse."""
 
-    def __init__(self, fabric: Fabric, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def check(self, peer: Peer, action: Literal["publish", "subscribe"], topic: str) -> None: ...
+
+
+class FabricHub:
+    """Serves ``fabric`` to other processes on ``host:port`` (port 0 picks a free one), over
+    mutual TLS with ``tls`` (the hub's identity), to the workers ``policy`` allows."""
+
+    def __init__(
+        self, fabric: Fabric, *, tls: InternalTls, policy: HubPolicy, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.fabric = fabric
         self.host = host
         self.port = port
+        self.tls = tls
+        self.policy = policy
         self._server: grpc.aio.Server | None = None
-        self._pending: dict[str, asyncio.Future[str | None]] = {}
+        self._pending: dict[str, tuple[Peer, asyncio.Future[str | None]]] = {}
 
     @property
     def url(self) -> str:
@@ -100,7 +127,7 @@ class FabricHub:
             "Settle": grpc.unary_unary_rpc_method_handler(self._settle),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
+        self.port = server.add_secure_port(f"{self.host}:{self.port}", self.tls.server_credentials())
         await server.start()
         self._server = server
         return self.url
@@ -110,8 +137,25 @@ class FabricHub:
             await self._server.stop(grace)
             self._server = None
 
+    async def _admit(
+        self, context: grpc.aio.ServicerContext[bytes, bytes], action: Literal["publish", "subscribe"] | None, topic: str
+    ) -> Peer:
+        """The calling worker, allowed to ``action`` on ``topic``; aborts the call otherwise."""
+        peer = peer_of_grpc(context)
+        try:
+            if peer is None or peer.kind != "module":
+                raise PermissionDenied(f"{peer or 'a caller without an identity'} may not use the fabric hub")
+            if action is not None:
+                self.policy.check(peer, action, topic)
+        except ModrpcError as exc:
+            log.warning("fabric hub refused %s %s from %s: %s", action or "settle", topic, peer, exc.message)
+            await context.abort(status_of(exc), exc.message)
+            raise  # abort raises; never reached
+        return peer
+
     async def _publish(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         header, data = _unframe(request)
+        await self._admit(context, "publish", str(header.get("topic", "")))
         try:
             await self.fabric.publish(
                 header["topic"],
@@ -128,20 +172,25 @@ class FabricHub:
 
     async def _settle(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         header, _ = _unframe(request)
-        future = self._pending.pop(header["delivery"], None)
-        if future is not None and not future.done():
+        peer = await self._admit(context, None, "")
+        pending = self._pending.get(header["delivery"])
+        if pending is None or pending[0] != peer:  # unknown, or delivered to another worker
+            return b""
+        future = self._pending.pop(header["delivery"])[1]
+        if not future.done():
             future.set_result(header.get("error"))
         return b""
 
     async def _subscribe(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
         header, _ = _unframe(request)
+        peer = await self._admit(context, "subscribe", str(header.get("topic", "")))
         queue: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
         mine: set[str] = set()
 
         async def deliver(message: Message) -> None:
             delivery = uuid.uuid4().hex
             future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-            self._pending[delivery] = future
+            self._pending[delivery] = (peer, future)
             mine.add(delivery)
             await queue.put((delivery, message))
             try:
@@ -163,6 +212,9 @@ class FabricHub:
         except ModrpcError as exc:
             await context.abort(status_of(exc), exc.message)
             return
+        # Told at once, so the subscriber's subscribe() returns only once it is subscribed (and
+        # raises the refusal otherwise), rather than at the first delivery.
+        await context.send_initial_metadata(((_SUBSCRIBED, "1"),))
         try:
             while True:
                 delivery, message = await queue.get()
@@ -178,10 +230,23 @@ class FabricHub:
                 )
         finally:
             for delivery in list(mine):  # the subscriber went away: let others have these
-                future = self._pending.pop(delivery, None)
-                if future is not None and not future.done():
-                    future.set_result("subscriber disconnected")
+                pending = self._pending.pop(delivery, None)
+                if pending is not None and not pending[1].done():
+                    pending[1].set_result("subscriber disconnected")
             await subscription.close()
+
+
+def _hub_error(exc: grpc.aio.AioRpcError, what: str) -> ModrpcError:
+    """The runtime error of a failed hub call. A failure of the transport itself (no hub
+    answered) may name the hub's address: its text goes to the log, and the error says what
+    failed without it, as a module client's does."""
+    error = call_error(exc)
+    if not isinstance(error, TransportError):
+        return error_of(error.status, relay=False)
+    log.warning("%s through the fabric hub failed: %s", what, error.details)
+    if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{what} through the queue fabric timed out")
+    return Unavailable(f"{what}: the queue fabric could not be reached")
 
 
 class _HubSubscription:
@@ -232,12 +297,14 @@ class _HubSubscription:
 
 
 class HubFabric:
-    """The :class:`~runtime.fabric.Fabric` of a process that uses a hub's fabric."""
+    """The :class:`~runtime.fabric.Fabric` of a process that uses a hub's fabric, over mutual TLS
+    with ``tls`` (this worker's identity); the hub must prove it is the hub."""
 
-    def __init__(self, url: str, options: FabricOptions | None = None) -> None:
+    def __init__(self, url: str, options: FabricOptions | None = None, *, tls: InternalTls | None = None) -> None:
         self.url = url
         self.target = url.removeprefix("hub://").rstrip("/")
         self.options = options or FabricOptions()
+        self.tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._subscriptions: list[_HubSubscription] = []
         self._closed = False
@@ -245,8 +312,14 @@ class HubFabric:
     async def start(self) -> None:
         if self._closed:
             raise FailedPrecondition(f"fabric {self.url} is closed; open a new one")
+        if self.tls is None:
+            raise FailedPrecondition(
+                "the fabric hub serves mutual TLS only: open it with this process's identity (tls=)"
+            )
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target)
+            self._channel = grpc.aio.secure_channel(
+                self.target, self.tls.channel_credentials(), options=self.tls.channel_options(Peer.hub())
+            )
             try:
                 async with asyncio.timeout(5.0):
                     await self._channel.channel_ready()
@@ -300,7 +373,7 @@ class HubFabric:
         try:
             await call(_frame(header, data), timeout=None if timeout is None else timeout + 1.0)
         except grpc.aio.AioRpcError as exc:
-            raise error_of(call_error(exc).status, relay=False) from exc
+            raise _hub_error(exc, f"publish to {topic!r}") from exc
 
     async def subscribe(
         self,
@@ -318,6 +391,14 @@ class HubFabric:
         stream = channel.unary_stream(f"/{SERVICE}/Subscribe", None, None)
         settle = channel.unary_unary(f"/{SERVICE}/Settle", None, None)
         call = stream(_frame({"topic": topic, "group": group, "max_attempts": max_attempts, "ack_wait": ack_wait}))
+        try:
+            subscribed = dict(await call.initial_metadata() or ())
+            if _SUBSCRIBED not in subscribed:  # refused (or failed) before it began: say why
+                code, details = await call.code(), await call.details()
+                raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), await call.trailing_metadata(), details, None)
+        except grpc.aio.AioRpcError as exc:
+            call.cancel()
+            raise _hub_error(exc, f"subscribing to {topic!r}") from exc
 
         sub = _HubSubscription(topic, group, self.options.drain_timeout)
 

@@ -10,15 +10,17 @@ from runtime.fabric._hub import HubFabric
 from runtime.fabric._memory import MemoryFabric
 from runtime.fabric._nats import NatsFabric
 from runtime.fabric._types import Fabric, FabricOptions, MemoryOptions, NatsOptions
+from runtime.tls import InternalTls
 
 __all__ = ["open_fabric"]
 
 
-def open_fabric(url: str, **options: object) -> Fabric:
+def open_fabric(url: str, *, tls: InternalTls | None = None, **options: object) -> Fabric:
     """The fabric for ``url``, not yet started: use it with ``async with`` or ``start()``.
 
     ``memory://`` is the embedded default (one broker per call); ``nats://host:port`` (several
-    servers comma-separated) is NATS JetStream. ``options`` are the fields of
+    servers comma-separated) is NATS JetStream; ``hub://host:port`` is ``modrpc up``'s shared
+    memory fabric, reached over mutual TLS as ``tls``. ``options`` are the fields of
     :class:`MemoryOptions` or :class:`NatsOptions`; an unknown one is an error.
 
     >>> fabric = open_fabric("memory://", capacity=1_000, backpressure="refuse")
@@ -30,7 +32,7 @@ def open_fabric(url: str, **options: object) -> Fabric:
     if scheme == "memory":
         return MemoryFabric(MemoryOptions.build(options))
     if scheme == "hub":  # the supervisor's memory fabric, shared by its worker processes
-        return HubFabric(url, FabricOptions.build(options))
+        return HubFabric(url, FabricOptions.build(options), tls=tls)
     if scheme in ("nats", "tls"):
         return NatsFabric(url, NatsOptions.build(options))
     raise InvalidArgument(

@@ -6,6 +6,7 @@ route from the manifest store and swapped in whole when the store changes.
 """
 
 from runtime.gateway._auth import hash_api_key, issue_dev_token
+from runtime.gateway._keys import jwt_secret_in_force
 from runtime.gateway._server import Gateway, authenticator_from_settings
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "authenticator_from_settings",
     "hash_api_key",
     "issue_dev_token",
+    "jwt_secret_in_force",
 ]

@@ -10,6 +10,12 @@ A call proves who it is in one of two ways:
   :func:`hash_api_key`) and compared with :func:`hmac.compare_digest`, against every stored hash,
   so the time taken says nothing about which key came close.
 
+Credentials are unambiguous: two ``authorization`` (or ``x-api-key``) headers are refused
+(:func:`check_single_credentials`) rather than resolved by whichever comes last, and a bearer
+token sent with an API key must name the same subject. A token's lifetime is bounded
+(``max_lifetime``): one whose ``exp`` lies further ahead than that is refused, however well
+signed.
+
 Failures raise :class:`~runtime.errors.Unauthenticated` with a message that says what was wrong
 ("token expired", "bad signature", ...) and never repeats the credential.
 
@@ -25,14 +31,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from runtime.errors import Unauthenticated
 from runtime.identity import ANONYMOUS, Principal
@@ -41,6 +47,7 @@ __all__ = [
     "SUPPORTED_ALGORITHMS",
     "ApiKey",
     "Authenticator",
+    "check_single_credentials",
     "hash_api_key",
     "issue_dev_token",
 ]
@@ -52,6 +59,28 @@ ROLES_CLAIM = "roles"
 REQUIRED_CLAIMS = ("exp", "nbf", "iss", "aud", "sub")
 _HASH_PREFIX = "sha256:"
 _MIN_HMAC_SECRET = 32  # RFC 7518 §3.2: an HS256 key is at least as long as the hash output.
+
+
+_CREDENTIAL_KEYS = ("authorization", "x-api-key")
+
+
+def check_single_credentials(metadata: Iterable[tuple[str, str | bytes]]) -> None:
+    """Refuse metadata carrying ``authorization`` or ``x-api-key`` more than once.
+
+    Which of two credentials a proxy or library would pick is anybody's guess, so neither is.
+    """
+    seen: set[str] = set()
+    for key, _ in metadata:
+        if key in _CREDENTIAL_KEYS:
+            if key in seen:
+                raise Unauthenticated(f"more than one '{key}' header: send exactly one credential")
+            seen.add(key)
+
+
+def key_id(key: Any) -> str:
+    """A short, stable name for a public key in logs: its SPKI SHA-256, first 16 hex digits."""
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "spki:" + hashlib.sha256(der).hexdigest()[:16]
 
 
 def hash_api_key(key: str) -> str:
@@ -110,7 +139,7 @@ class Authenticator:
     type); several keys of one type allow rotation. ``jwks_path`` names a JWKS file whose keys
     are found by ``kid``. ``api_keys`` maps a key id to its :class:`ApiKey` (or a tuple
     ``(hash, subject, roles)``). ``leeway`` is the clock skew, in seconds, tolerated on
-    ``exp`` and ``nbf``.
+    ``exp`` and ``nbf``; ``max_lifetime`` (seconds, None: unbounded) the longest a token may live.
     """
 
     def __init__(
@@ -124,6 +153,8 @@ class Authenticator:
         leeway: float = 30.0,
         algorithms: Collection[str] = SUPPORTED_ALGORITHMS,
         api_keys: Mapping[str, ApiKey | tuple[str, str, Sequence[str]]] | None = None,
+        max_lifetime: float | None = None,
+        hs256_label: str = "auth.jwt_secret",
     ) -> None:
         unknown = set(algorithms) - set(SUPPORTED_ALGORITHMS)
         if unknown:
@@ -133,6 +164,8 @@ class Authenticator:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        self._max_lifetime = max_lifetime
+        self._hs256_label = hs256_label
         self._algorithms = frozenset(algorithms)
         self._keys_by_alg: dict[str, list[Any]] = {alg: [] for alg in SUPPORTED_ALGORITHMS}
         if hs256_secret is not None:
@@ -146,6 +179,23 @@ class Authenticator:
         self._api_keys: tuple[tuple[str, bytes, Principal], ...] = tuple(
             self._api_key_entry(key_id, entry) for key_id, entry in (api_keys or {}).items()
         )
+
+    def describe(self) -> list[str]:
+        """What this authenticator accepts, for the start-up log: algorithms and key ids, never keys."""
+        lines = []
+        for alg in SUPPORTED_ALGORITHMS:
+            keys = self._keys_by_alg[alg]
+            kids = sorted(kid for kid, (key_alg, _) in self._keys_by_kid.items() if key_alg == alg)
+            if alg not in self._algorithms or not (keys or kids):
+                continue
+            if alg == "HS256":
+                lines.append(f"HS256 with {self._hs256_label}")
+            else:
+                ids = [key_id(key) for key in keys] + [f"kid:{kid}" for kid in kids]
+                lines.append(f"{alg} with keys {', '.join(ids)}")
+        if self._api_keys:
+            lines.append(f"API keys {', '.join(key for key, _, _ in self._api_keys)}")
+        return lines or ["no JWT key and no API key: only public methods can be called"]
 
     def _load_jwks(self, path: Path) -> None:
         jwks = jwt.PyJWKSet.from_json(path.read_text())
@@ -178,14 +228,26 @@ class Authenticator:
         client sending a broken token should hear about it rather than silently lose its roles.
         """
         authorization = metadata.get("authorization")
-        if authorization is not None:
-            return self._from_bearer(authorization)
         api_key = metadata.get("x-api-key")
+        if authorization is not None:
+            principal = self._from_bearer(authorization)
+            if api_key is not None:
+                self.check_agree(principal, self._from_api_key(api_key))
+            return principal
         if api_key is not None:
             return self._from_api_key(api_key)
         if public:
             return ANONYMOUS
         raise Unauthenticated("missing credentials: send 'authorization: Bearer <jwt>' or 'x-api-key'")
+
+    @staticmethod
+    def check_agree(token: Principal, other: Principal) -> None:
+        """Refuse a call whose two credentials name different callers."""
+        if token.subject != other.subject:
+            raise Unauthenticated(
+                f"the bearer token and the {'API key' if other.method == 'api_key' else 'client certificate'} "
+                "name different callers: send one credential"
+            )
 
     def _from_bearer(self, header: str | bytes) -> Principal:
         if not isinstance(header, str):
@@ -221,7 +283,7 @@ class Authenticator:
         failure: jwt.PyJWTError | None = None
         for key in candidates:
             try:
-                return jwt.decode(
+                claims: dict[str, Any] = jwt.decode(
                     token,
                     key,
                     algorithms=[alg],
@@ -230,12 +292,32 @@ class Authenticator:
                     leeway=self._leeway,
                     options={"require": list(REQUIRED_CLAIMS)},
                 )
+                self._check_lifetime(claims)
+                return claims
             except jwt.InvalidSignatureError as exc:
                 failure = exc  # another key of the same algorithm may have signed it (rotation)
             except jwt.PyJWTError as exc:
                 raise Unauthenticated(_describe(exc)) from exc
         assert failure is not None
         raise Unauthenticated(_describe(failure)) from failure
+
+    def _check_lifetime(self, claims: Mapping[str, Any]) -> None:
+        """Refuse a token that lives longer than ``max_lifetime``: from its ``iat`` when it has
+        one, and from now in any case (an ``exp`` years ahead is a stolen token's best friend)."""
+        limit = self._max_lifetime
+        if limit is None:
+            return
+        expires = claims["exp"]
+        starts = [time.time()]
+        issued = claims.get("iat")
+        if isinstance(issued, int | float) and not isinstance(issued, bool):
+            starts.append(float(issued))
+        lifetime = expires - min(starts)
+        if lifetime > limit + self._leeway:
+            raise Unauthenticated(
+                f"token lifetime of {lifetime:.0f}s exceeds the gateway's maximum of {limit:.0f}s "
+                "(auth.max_token_lifetime)"
+            )
 
     def _candidate_keys(self, alg: str, kid: object) -> list[Any]:
         if isinstance(kid, str) and kid in self._keys_by_kid:

@@ -8,13 +8,20 @@ no rate limit no ``rate_limit``), so a call runs only the steps its method needs
 
 The request id comes first so that every answer, refusals included, carries it. A step that
 refuses the call raises the runtime error of its status; the route ends the call with it.
+
+A streaming call runs the same chain once, when the stream opens (one authentication, one role
+check, one count against the rate limit), then :meth:`Forward.stream` carries its messages:
+each converted on its own for a caller pinned to an old version, request messages counted
+against the method's ``message_rate_limit`` when it has one, and each response message written
+to the caller only as fast as the caller reads (grpc's flow control holds the write, which holds
+the read from the worker, which holds the handler).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,11 +30,17 @@ from opentelemetry import trace
 
 from runtime.client import ModuleClient, RetryPolicy
 from runtime.deadline import Deadline
-from runtime.errors import Unavailable
-from runtime.gateway._auth import Authenticator
+from runtime.errors import ModrpcError, Unavailable
+from runtime.gateway._auth import Authenticator, check_single_credentials
 from runtime.gateway._flags import forwarded_flags
-from runtime.gateway._roles import check_roles
-from runtime.identity import ANONYMOUS, PRINCIPAL_HEADER, Principal, principal_header, request_id_of
+from runtime.identity import (
+    ANONYMOUS,
+    PRINCIPAL_HEADER,
+    Principal,
+    check_roles,
+    principal_header,
+    request_id_of,
+)
 from runtime.observability import REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import REQUEST_ID_KEY
@@ -36,7 +49,16 @@ from runtime.versions import Conversion, retired_error
 if TYPE_CHECKING:
     from runtime.gateway._routes import Route
 
-__all__ = ["Credentials", "Forward", "GatewayCall", "Step", "build_chain", "peer_ip", "request_id"]
+__all__ = [
+    "ClientCertificates",
+    "Credentials",
+    "Forward",
+    "GatewayCall",
+    "Step",
+    "build_chain",
+    "peer_ip",
+    "request_id",
+]
 
 VERIFIED_TOKENS = 4096
 """Bearer tokens whose verification is remembered (per gateway); the oldest go first beyond it."""
@@ -91,13 +113,21 @@ class Credentials:
         # authorization header -> (principal, forwarded header, valid from, valid until)
         self._tokens: dict[str, tuple[Principal, str, float, float]] = {}
 
-    def authenticate(self, headers: Mapping[str, str], *, public: bool) -> tuple[Principal, str]:
-        """The caller's principal and its forwarded header; raises what the authenticator raises."""
+    def authenticate(
+        self, headers: Mapping[str, str], *, public: bool, certificate: Principal | None = None
+    ) -> tuple[Principal, str]:
+        """The caller's principal and its forwarded header; raises what the authenticator raises.
+
+        ``certificate``: the principal of the connection's client certificate (an edge with
+        ``tls.client_ca``), which a call without a token or API key runs as.
+        """
         authorization = headers.get("authorization")
-        if authorization is not None:
+        if authorization is not None and "x-api-key" not in headers:
             known = self._tokens.get(authorization)
             if known is not None and known[2] <= self._clock() < known[3]:
                 return known[0], known[1]
+        if certificate is not None and authorization is None and "x-api-key" not in headers:
+            return certificate, principal_header(certificate)
         principal = self._auth.authenticate(headers, public=public)
         forwarded = principal_header(principal)
         if authorization is not None and principal.method == "jwt":
@@ -127,16 +157,55 @@ def request_id(call: GatewayCall) -> None:
 
 
 class Authenticate:
-    """Who is calling: a JWT or an API key; none needed for a public method."""
+    """Who is calling: a JWT, an API key or a client certificate; none needed for a public method.
 
-    __slots__ = ("_credentials", "_public")
+    Metadata with a credential header twice is refused here, before either is looked at; the
+    check runs only when a key appeared twice at all (fewer text headers than metadata pairs).
+    """
 
-    def __init__(self, credentials: Credentials, *, public: bool) -> None:
+    __slots__ = ("_client_certs", "_credentials", "_public")
+
+    def __init__(self, credentials: Credentials, *, public: bool, client_certs: ClientCertificates | None = None) -> None:
         self._credentials = credentials
         self._public = public
+        self._client_certs = client_certs
 
     def __call__(self, call: GatewayCall) -> None:
-        call.principal, call.forwarded_principal = self._credentials.authenticate(call.headers, public=self._public)
+        metadata = call.context.invocation_metadata() or ()
+        if len(metadata) != len(call.headers):
+            check_single_credentials(metadata)
+        headers = call.headers
+        certificate = None
+        if self._client_certs is not None and "authorization" not in headers and "x-api-key" not in headers:
+            certificate = self._client_certs.principal(call.context)  # only when it is the credential
+        call.principal, call.forwarded_principal = self._credentials.authenticate(
+            call.headers, public=self._public, certificate=certificate
+        )
+
+
+class ClientCertificates:
+    """The principal a client certificate names at a TLS edge with ``tls.client_ca``: its common
+    name as the subject, with the roles ``tls.client_roles`` gives it (``method`` ``mtls``)."""
+
+    __slots__ = ("_known", "_roles")
+
+    def __init__(self, roles: Mapping[str, tuple[str, ...]]) -> None:
+        self._roles = dict(roles)
+        self._known: dict[bytes, Principal] = {}
+
+    def principal(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> Principal | None:
+        names = list(context.auth_context().get("x509_common_name", ()))
+        if not names:
+            return None
+        name = names[0]
+        principal = self._known.get(name)
+        if principal is None:
+            subject = name.decode(errors="replace")
+            principal = Principal(subject=subject, roles=self._roles.get(subject, ()), method="mtls")
+            if len(self._known) >= VERIFIED_TOKENS:
+                self._known.clear()
+            self._known[name] = principal
+        return principal
 
 
 class ResolveVersion:
@@ -254,7 +323,7 @@ class Forward:
     learns the caller from ``x-modrpc-principal`` and ``x-forwarded-for`` gains this peer.
     """
 
-    __slots__ = ("_client", "_idempotent", "_module", "_path", "_privileged", "_retry", "_timeout")
+    __slots__ = ("_client", "_idempotent", "_message_limit", "_module", "_path", "_privileged", "_retry", "_timeout")
 
     def __init__(self, route: Route, client: ModuleClient, retry: RetryPolicy) -> None:
         self._privileged = route.services.privileged_flags
@@ -264,8 +333,13 @@ class Forward:
         self._idempotent = route.policy.idempotent
         self._client = client
         self._retry = retry
+        policy = route.policy
+        self._message_limit: tuple[RateLimiter, RateLimit] | None = None
+        if policy.message_rate_limit:
+            self._message_limit = (route.services.limiter, RateLimit.parse(policy.message_rate_limit))
 
-    async def __call__(self, call: GatewayCall) -> bytes:
+    def _outgoing(self, call: GatewayCall) -> tuple[Deadline, list[tuple[str, str | bytes]]]:
+        """The deadline and the metadata the call travels on with."""
         context = call.context
         remaining = context.time_remaining()
         deadline = Deadline.after(self._timeout if remaining is None else min(remaining, self._timeout))
@@ -286,6 +360,40 @@ class Forward:
             forwarded_for = f"{forwarded_for}, {peer}" if forwarded_for else peer
         if forwarded_for:
             metadata.append(("x-forwarded-for", forwarded_for))
+        return deadline, metadata
+
+    async def stream(self, call: GatewayCall, requests: AsyncIterable[bytes]) -> None:
+        """Carry a streaming call: request messages to the worker, response messages back, each
+        converted for the caller's version on its own; written to the caller at its pace."""
+        deadline, metadata = self._outgoing(call)
+        conversion = call.conversion
+        outgoing = requests
+        checked = None
+        if conversion is not None or self._message_limit is not None:
+            limit = None if self._message_limit is None else (f"{self._path}|messages|{call.principal.subject}", *self._message_limit)
+            checked = _CheckedRequests(requests, conversion, limit, deadline)
+            outgoing = checked.messages()
+        stream = self._client.stream(
+            f"{self._module}@{call.target}", self._path, outgoing, metadata=metadata, deadline=deadline,
+            idempotent=self._idempotent, retry=self._retry,
+        )  # fmt: skip
+        write = call.context.write
+        try:
+            if conversion is None:  # the hot path: the bytes go through untouched
+                async for message in stream:
+                    await write(message)
+            else:
+                async for message in stream:
+                    await write(await conversion.response(conversion.decode_response(message), deadline))
+        except ModrpcError:
+            if checked is not None and checked.error is not None:
+                raise checked.error from None  # the stream was cancelled because of it: the real answer
+            raise
+        finally:
+            await stream.aclose()
+
+    async def __call__(self, call: GatewayCall) -> bytes:
+        deadline, metadata = self._outgoing(call)
         key = f"{self._module}@{call.target}"
         conversion = call.conversion
         if conversion is None:  # the hot path: the bytes go through untouched
@@ -306,6 +414,40 @@ class Forward:
             idempotent=self._idempotent, retry=self._retry,
         )  # fmt: skip
         return await conversion.response(conversion.decode_response(response), deadline)
+
+
+class _CheckedRequests:
+    """A stream's request messages, each counted against a per-message rate limit and converted
+    for the served version, as they are sent; the first refusal is kept in :attr:`error`, since
+    the transport reports a request stream that failed only as the call's cancellation."""
+
+    __slots__ = ("_conversion", "_deadline", "_limit", "_requests", "error")
+
+    def __init__(
+        self,
+        requests: AsyncIterable[bytes],
+        conversion: Conversion | None,
+        limit: tuple[str, RateLimiter, RateLimit] | None,
+        deadline: Deadline,
+    ) -> None:
+        self._requests = requests
+        self._conversion = conversion
+        self._limit = limit
+        self._deadline = deadline
+        self.error: ModrpcError | None = None
+
+    async def messages(self) -> AsyncIterator[bytes]:
+        conversion, limit, deadline = self._conversion, self._limit, self._deadline
+        async for message in self._requests:
+            try:
+                if limit is not None:
+                    await check_rate(limit[1], limit[0], limit[2])
+                if conversion is not None:
+                    message = conversion.encode_request(await conversion.request(message, deadline))
+            except ModrpcError as exc:
+                self.error = exc
+                raise
+            yield message
 
 
 @functools.lru_cache(maxsize=1024)
@@ -332,7 +474,7 @@ def build_chain(route: Route) -> tuple[tuple[Step, ...], Forward]:
     services = route.services
     policy = route.policy
     steps: list[Step] = [
-        Authenticate(services.credentials, public=policy.public),
+        Authenticate(services.credentials, public=policy.public, client_certs=services.client_certs),
         ResolveVersion(route),
     ]
     if policy.roles:

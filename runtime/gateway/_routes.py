@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from runtime.client import ModuleClient
 from runtime.errors import InternalError, ModrpcError
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import (
+    ClientCertificates,
     Credentials,
     Forward,
     GatewayCall,
@@ -105,10 +106,14 @@ class Route:
 
     __slots__ = (
         "_forward", "_plans", "_steps", "handler_id", "method", "module", "path", "policy", "routes",
-        "services",
+        "services", "streaming",
     )  # fmt: skip
 
-    def __init__(self, *, module: ModuleRoutes, method: str, policy: MethodPolicy, services: _Services) -> None:
+    def __init__(
+        self, *, module: ModuleRoutes, method: str, policy: MethodPolicy, services: _Services, streaming: bool = False
+    ) -> None:
+        self.streaming = streaming
+        """The method streams (either way): :meth:`stream` serves it instead of ``__call__``."""
         self.routes = module
         self.module = module.name
         self.method = method
@@ -138,6 +143,49 @@ class Route:
         self._plans[version] = found
         return found
 
+    async def stream(self, requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        """The gRPC handler of a streaming method (any shape: the wire is the same).
+
+        The chain runs once, as the stream opens; then :meth:`Forward.stream` carries the
+        messages, and the call's span, metrics and status cover the whole stream.
+        """
+        services = self.services
+        headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        span, span_token = services.tracing.start(self.path, headers, {HANDLER_ATTRIBUTE: self.handler_id})
+        call = GatewayCall(b"", headers, context, span)
+        started = time.perf_counter()
+        code: grpc.StatusCode | None = grpc.StatusCode.OK
+        details: str | None = None
+        request_id(call)
+        token = request_id_var.set(call.request_id)
+        try:
+            for step in self._steps:
+                pending = step(call)
+                if pending is not None:
+                    await pending
+            await self._forward.stream(call, requests)
+        except asyncio.CancelledError:
+            code = None
+            raise
+        except Exception as exc:
+            status = self._status_of(call, exc)
+            code, details = status.code, status.details
+            await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
+            raise
+        finally:
+            request_id_var.reset(token)
+            ServerTracer.end(span, span_token, code, details)
+            red = services.red
+            if red is not None:
+                red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
+
+    def _status_of(self, call: GatewayCall, exc: Exception) -> grpc.Status:
+        """The status a failed call ends with; a worker's own (with its google.rpc details) goes
+        back as it came, and anything unexpected is logged."""
+        if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
+            log.error("call %s %s failed: %s", call.request_id, self.path, exc, exc_info=exc)
+        return rpc_status_of(exc, call.request_id, relay=True)
+
     async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         services = self.services
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
@@ -163,10 +211,7 @@ class Route:
             code = None
             raise
         except Exception as exc:
-            if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
-                log.error("call %s %s failed: %s", call.request_id, self.path, exc, exc_info=exc)
-            # A worker's own status (with its google.rpc details) goes back as it came.
-            status = rpc_status_of(exc, call.request_id, relay=True)
+            status = self._status_of(call, exc)
             code, details = status.code, status.details
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
@@ -242,6 +287,8 @@ class _Services:
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
     tables: TableFeed = field(default_factory=TableFeed)
     """The current route table, which calls waiting for a worker wait on."""
+    client_certs: ClientCertificates | None = None
+    """Principals of client certificates, at an edge that requires them (``tls.client_ca``)."""
     privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
     """``x-flags`` that travel on only for callers with one of their roles (``snapshot``)."""
     credentials: Credentials = field(init=False)
@@ -310,15 +357,24 @@ async def build_table(
             for h in info.manifest.get("handlers", ()):
                 policies.setdefault(h["method"], h.get("policy", {}))
         methods = {m.name for v in catalog.versions for m in v.schema.methods}
+        # A method's shape as its newest version has it (a change of shape is a breaking version).
+        streaming = {
+            m.name: m.client_streaming or m.server_streaming for v in catalog.versions for m in v.schema.methods
+        }
         for method in sorted(methods):
             policy = MethodPolicy.model_validate(policies.get(method, {}))
-            route = Route(module=entry, method=method, policy=policy, services=services)
+            route = Route(module=entry, method=method, policy=policy, services=services, streaming=streaming[method])
             routes[route.path] = route
     for key in pool.keys():
         if key not in keys:  # no healthy worker serves that version any more
             pool.update(key, [])
     # grpc.aio recognises coroutine functions, not objects with an async __call__: pass the method.
     handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
-        path: grpc.unary_unary_rpc_method_handler(route.__call__) for path, route in routes.items()
+        path: (
+            grpc.stream_stream_rpc_method_handler(route.stream)
+            if route.streaming
+            else grpc.unary_unary_rpc_method_handler(route.__call__)
+        )
+        for path, route in routes.items()
     }
     return RouteTable(routes, modules, handlers)

@@ -7,6 +7,11 @@ in whole, so a call never reads the store and never waits on a lock.
 
 Reflection answers with the descriptors of the version the caller's ``x-api-version`` resolves
 to, so ``grpcurl -H 'x-api-version: 2025-01-15' describe`` shows the old shapes.
+
+Two kinds of TLS meet here. The edge serves TLS when ``tls.cert`` and ``tls.key`` are set (and
+requires client certificates from ``tls.client_ca`` when that is set), re-reading the files on
+each handshake after they change. Behind it, every call to a worker is mutual TLS with the
+gateway's own certificate from the deployment CA (``gateway`` in ``tls.dir``).
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from runtime.config import Settings
 from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._flags import privileged_flags
+from runtime.gateway._ingress import ClientCertificates
+from runtime.gateway._keys import check_dev_secret, jwt_secret_in_force
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
 from runtime.health import HealthService
+from runtime.identity import Peer
 from runtime.limits import grpc_server_limits
 from runtime.observability import (
     AdminServer,
@@ -41,6 +49,7 @@ from runtime.observability import (
     start_admin_server,
 )
 from runtime.ratelimit import open_ratelimiter
+from runtime.tls import InternalTls, KeyPair
 from runtime.transport import InProcessModules
 from runtime.versions import VersionedReflection
 from runtime.wire import handler_id_of, service_name
@@ -59,9 +68,12 @@ USAGE_FLUSH_SECONDS = 10.0
 
 
 def authenticator_from_settings(settings: Settings) -> Authenticator:
+    """The gateway's authenticator: HS256 only with the secret in force (see
+    :func:`~runtime.gateway.jwt_secret_in_force`), every configured public key, the API keys."""
     auth = settings.auth
+    secret = jwt_secret_in_force(settings)
     return Authenticator(
-        hs256_secret=auth.jwt_secret if "HS256" in auth.jwt_algorithms else None,
+        hs256_secret=secret.value,
         public_keys_pem=[p.read_text() for p in auth.jwt_public_keys],
         jwks_path=auth.jwks_path,
         issuer=auth.issuer,
@@ -69,6 +81,8 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
         leeway=auth.leeway,
         algorithms=auth.jwt_algorithms,
         api_keys={k: (v.hash, v.subject, tuple(v.roles)) for k, v in auth.api_keys.items()},
+        max_lifetime=auth.max_token_lifetime,
+        hs256_label="the development secret (loopback only)" if secret.development else "auth.jwt_secret",
     )
 
 
@@ -121,6 +135,9 @@ class Gateway:
         from there, since none of them could heartbeat meanwhile."""
         self.metrics = Metrics(service_name="modrpc-gateway")
         self._admin: AdminServer | None = None
+        self.tls: InternalTls | None = None
+        self.edge: KeyPair | None = None
+        """The edge's TLS files (None: the edge is plaintext)."""
 
     @property
     def admin(self) -> AdminServer | None:
@@ -131,13 +148,21 @@ class Gateway:
         from runtime.store import open_store
 
         settings = self.settings
+        check_dev_secret(settings, self.host)
+        auth = authenticator_from_settings(settings)
+        edge = settings.tls
+        if edge.cert is not None and edge.key is not None:
+            self.edge = KeyPair(edge.cert, edge.key, edge.client_ca)
+        self.tls = tls = InternalTls.load(settings.tls.dir, Peer.gateway(), dev_ca=settings.tls.dev_ca)
         self.store = open_store(settings.store_url)
         await self.store.start()
         # Client spans are made inline by the module client: a grpc.aio client interceptor would
         # add a task and wrapper objects to every call.
-        pool = InstancePool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane, local=self.local)
+        pool = InstancePool(
+            max_message_bytes=settings.max_message_bytes, lanes=settings.lane, local=self.local, tls=tls
+        )
         self._services = _Services(
-            auth=authenticator_from_settings(settings),
+            auth=auth,
             limiter=open_ratelimiter(
                 settings.ratelimit_url,
                 failure_mode=settings.ratelimit_failure_mode,
@@ -148,6 +173,7 @@ class Gateway:
             usage=self.usage,
             red=RedMetrics(self.metrics),
             reporter=UsageReporter(self.store, self.usage.counts),
+            client_certs=ClientCertificates(edge.client_roles) if edge.client_ca is not None else None,
             privileged_flags=privileged_flags(settings.auth.snapshot_roles),
         )
         if settings.admin_port:
@@ -174,19 +200,35 @@ class Gateway:
         )
         # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
         server.add_generic_rpc_handlers((UnknownMethods(self._services.red),))
-        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if self.edge is not None:
+            bound = server.add_secure_port(f"{self.host}:{self.port}", self.edge.server_credentials())
+        else:
+            bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if bound == 0:
             raise OSError(f"cannot listen on {self.host}:{self.port}")
         await server.start()
         self._server = server
         self.port = bound
         self.address = f"{self.host}:{bound}"
+        self._log_security(auth)
         self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
         self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
         assert self._services.reporter is not None
         self._usage_task = asyncio.create_task(self._services.reporter.run(), name="modrpc-gateway-usage")
         log.info("gateway listening on %s", self.address)
         return self.address
+
+    def _log_security(self, auth: Authenticator) -> None:
+        """Say at start what the gateway accepts and how it talks, so nothing is a surprise."""
+        log.info("gateway accepts: %s", "; ".join(auth.describe()))
+        edge = self.edge
+        if edge is None:
+            log.info("gateway edge on %s is plaintext (set tls.cert and tls.key for TLS)", self.address)
+        else:
+            clients = f", client certificates from {edge.ca} required" if edge.ca is not None else ""
+            log.info("gateway edge on %s is TLS with %s%s", self.address, edge.cert, clients)
+        assert self.tls is not None
+        log.info("gateway calls workers over mutual TLS as %s (CA %s)", self.tls.peer, self.tls.ca_file)
 
     async def refresh(self) -> None:
         """Rebuild the route table from the store and swap it in.

@@ -12,6 +12,7 @@ from runtime.gtype._analyzer import (
     analyze_type,
     build_schema,
     method_name,
+    stream_item,
 )
 from runtime.gtype._buf_validate import (
     PROTOVALIDATE_VERSION,
@@ -65,6 +66,7 @@ __all__ = [
     "register_custom_validator",
     "rules_of",
     "same_scalar",
+    "stream_item",
     "validate",
     "validate_descriptor",
 ]

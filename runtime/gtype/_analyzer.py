@@ -24,6 +24,10 @@ annotation                             GType
 model, dataclass, TypedDict, Enum      a named object or enum, and a ``ref`` to it
 =====================================  ==========================================================
 
+A handler's request annotated ``AsyncIterator[M]`` (or ``AsyncIterable[M]``) makes the method client
+streaming; a return annotated ``AsyncIterator[M]`` (``AsyncIterable``, ``AsyncGenerator[M, None]``)
+makes it server streaming; both make it bidirectional. ``M`` is the message type either way.
+
 Everything else (``Any``, ``object``, sets, tuples, callables, arbitrary classes, a bare
 ``list``...) raises :class:`UnsupportedType` naming the handler, the field path and the type.
 
@@ -44,7 +48,16 @@ import re
 import types as pytypes
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    MutableSequence,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, ForwardRef, Literal, NewType, Union, get_args, get_origin
@@ -64,6 +77,7 @@ __all__ = [
     "analyze_type",
     "build_schema",
     "method_name",
+    "stream_item",
 ]
 
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -105,6 +119,26 @@ class HandlerTypes:
     """``GType.ref`` to the response's named type."""
     types: tuple[GType, ...]
     """Every named object and enum reachable from request and response, sorted by name."""
+    client_streaming: bool = False
+    """The request is annotated as an async iterator of messages."""
+    server_streaming: bool = False
+    """The response is annotated as an async iterator of messages."""
+
+
+_STREAM_ORIGINS: tuple[object, ...] = (AsyncIterator, AsyncIterable, AsyncGenerator)
+
+
+def stream_item(annotation: object) -> tuple[object, bool]:
+    """``(M, True)`` for ``AsyncIterator[M]`` and its kin (a stream of M), else ``(annotation, False)``.
+
+    >>> stream_item(AsyncIterator[int]), stream_item(int)
+    ((<class 'int'>, True), (<class 'int'>, False))
+    """
+    if get_origin(annotation) in _STREAM_ORIGINS:
+        args = get_args(annotation)
+        if args and (get_origin(annotation) is not AsyncGenerator or args[1:] in ((), (None,), (type(None),))):
+            return args[0], True
+    return annotation, False
 
 
 def method_name(function_name: str) -> str:
@@ -149,25 +183,31 @@ def analyze_handler(
         )
     types: dict[str, GType] = {}
     ends: list[GType] = []
+    streams: list[bool] = []
     for label, annotation in (
         ("request", hints[positional[0].name]),
         ("response", hints["return"]),
     ):
-        node = analyze_type(annotation, handler=handler, field=label, types=types)
+        message, streamed = stream_item(annotation)
+        node = analyze_type(message, handler=handler, field=label, types=types)
         if node.kind != "ref" or node.nullable or types[node.name].kind != "object":
             raise UnsupportedType(
                 handler,
                 label,
                 annotation,
-                f"the {label} must be a pydantic model, dataclass or TypedDict",
+                f"the {label} must be a pydantic model, dataclass or TypedDict "
+                "(or an AsyncIterator of one, for a stream)",
             )
         ends.append(node)
+        streams.append(streamed)
     return HandlerTypes(
         handler=handler,
         method=name,
         request=ends[0],
         response=ends[1],
         types=tuple(sorted(types.values(), key=lambda t: t.name)),
+        client_streaming=streams[0],
+        server_streaming=streams[1],
     )
 
 
@@ -200,7 +240,13 @@ def build_schema(module: str, handlers: Iterable[HandlerTypes]) -> Schema:
                 raise UnsupportedType(
                     h.handler, t.name, t.name, f"two different types are named {t.name}"
                 )
-        methods[h.method] = Method(name=h.method, request=h.request, response=h.response)
+        methods[h.method] = Method(
+            name=h.method,
+            request=h.request,
+            response=h.response,
+            client_streaming=h.client_streaming,
+            server_streaming=h.server_streaming,
+        )
     return Schema(module=module, types=tuple(types.values()), methods=tuple(methods.values()))
 
 

@@ -22,8 +22,12 @@ enum value added                                  not breaking   breaking
 enum value removed                                breaking       not breaking
 method removed                                    breaking       breaking
 any type change; a reused field or enum number    breaking       breaking
+streaming shape changed                           breaking       breaking
 method added                                      not breaking   not breaking
 ================================================  =============  ==============
+
+A method's streaming shape (unary, client, server or bidirectional streaming) is part of its
+call: a stub of one shape cannot call the other, so any change of shape is breaking.
 
 This is SPEC.md §4's table, whose rule is Stripe's: a change is breaking when a client pinned to
 the old version could send a request it used to send and have it refused or silently lose data
@@ -51,6 +55,7 @@ CHANGE_KINDS: frozenset[str] = frozenset(
     (
         "method_added",
         "method_removed",
+        "streaming_changed",
         "field_added",
         "field_removed",
         "became_required",
@@ -190,6 +195,9 @@ class _Differ:
             self.add(name, "method_added", False, f"method {name} added")
         for name in old.keys() & new.keys():
             o, n = old[name], new[name]
+            if o.streaming != n.streaming:
+                # A stub of either shape cannot call the other: the call itself no longer fits.
+                self.add(name, "streaming_changed", True, f"method {name} changed from {o.streaming} to {n.streaming} streaming")
             self.node(o.request, n.request, f"{name}.request", frozenset((REQUEST,)))
             self.node(o.response, n.response, f"{name}.response", frozenset((RESPONSE,)))
 

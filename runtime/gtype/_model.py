@@ -242,13 +242,29 @@ class Method:
     """The gRPC method name, PascalCase (``CreateUser``)."""
     request: GType
     response: GType
+    client_streaming: bool = False
+    """The caller sends a stream of ``request`` messages (the handler takes an async iterator)."""
+    server_streaming: bool = False
+    """The method answers with a stream of ``response`` messages (the handler yields them)."""
+
+    @property
+    def streaming(self) -> str:
+        """The call's shape: ``unary``, ``client``, ``server`` or ``bidi`` (streaming)."""
+        return _SHAPES[self.client_streaming, self.server_streaming]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "request": self.request.to_json(),
             "response": self.response.to_json(),
         }
+        # Omitted when false, as every default is, so a unary method's canonical JSON (and every
+        # fingerprint recorded before streams existed) is unchanged.
+        if self.client_streaming:
+            out["client_streaming"] = True
+        if self.server_streaming:
+            out["server_streaming"] = True
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Method:
@@ -256,7 +272,12 @@ class Method:
             name=data["name"],
             request=GType.from_json(data["request"]),
             response=GType.from_json(data["response"]),
+            client_streaming=data.get("client_streaming", False),
+            server_streaming=data.get("server_streaming", False),
         )
+
+
+_SHAPES = {(False, False): "unary", (True, False): "client", (False, True): "server", (True, True): "bidi"}
 
 
 @dataclass(frozen=True, slots=True)

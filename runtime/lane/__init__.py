@@ -12,6 +12,10 @@ Both ends speak the call contract, :class:`~runtime.transport.Transport`: :class
 serves one (a worker's endpoints) and :class:`LaneClient` is one, so the module client traces,
 translates and retries lane calls exactly like gRPC calls.
 
+Streams ride the same connection (see ``_frames.py``): OPEN starts one, MESSAGE frames carry its
+messages each way within per-stream credit that WINDOW frames grant (so a slow reader slows the
+handler, and nothing piles up), the client's HALF ends its side, END or STATUS the server's.
+
 The format (see ``_frames.py``): every frame is a 9-byte header ``!IIB`` (body length, stream
 id, kind) and a body of that length. The client sends REQUEST (method path, metadata pairs,
 seconds left or none, payload) and CANCEL (it gave up on a stream id); the server answers each
@@ -40,7 +44,7 @@ from collections.abc import Callable
 import grpc
 import grpc.aio
 
-from runtime.lane._client import LaneClient
+from runtime.lane._client import LaneClient, LaneStream
 from runtime.lane._server import LaneLimits, LaneServer, lane_limits
 
 __all__ = [
@@ -49,23 +53,25 @@ __all__ = [
     "LaneClient",
     "LaneLimits",
     "LaneServer",
+    "LaneStream",
     "lane_limits",
     "parse_where",
     "where_handler",
 ]
 
 WHERE_METHOD = "/modrpc.lane.v1.Lane/Where"
-"""The raw-bytes gRPC method a worker answers with its lane: ``modrpc-lane/1 host:port`` in UTF-8."""
+"""The raw-bytes gRPC method a worker answers with its lane: ``modrpc-lane/2 host:port`` in UTF-8."""
 
-PROTOCOL = "modrpc-lane/1"
+PROTOCOL = "modrpc-lane/2"
 """The frame format this code speaks. A worker names its own in the :data:`WHERE_METHOD` answer,
-so a gateway meeting a worker of another format (mid-upgrade) keeps to gRPC with it."""
+so a gateway meeting a worker of another format (mid-upgrade) keeps to gRPC with it. Version 2
+added streams (OPEN, MESSAGE, HALF, END, WINDOW), which a version-1 end cannot read."""
 
 
 def parse_where(answer: bytes) -> str | None:
     """The lane address in a :data:`WHERE_METHOD` answer; None when it speaks another format.
 
-        >>> parse_where(b"modrpc-lane/1 127.0.0.1:40123"), parse_where(b"modrpc-lane/2 127.0.0.1:1")
+        >>> parse_where(b"modrpc-lane/2 127.0.0.1:40123"), parse_where(b"modrpc-lane/1 127.0.0.1:1")
         ('127.0.0.1:40123', None)
     """
     protocol, _, address = answer.decode("utf-8", "replace").partition(" ")

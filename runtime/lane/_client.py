@@ -19,6 +19,16 @@ calls wait for it to drain, within their deadlines, so requests cannot pile up i
 without bound.
 
 A caller that is cancelled sends CANCEL too, then re-raises: cancellation is never swallowed.
+
+A streaming call (:meth:`LaneClient.stream`, :class:`~runtime.lane._stream.LaneStream`) is an OPEN frame, then MESSAGE frames each way and
+the client's HALF; the server ends it with END or STATUS. Each side sends only within the credit
+the other grants (``_flow.py``), so the messages a slow reader has not read yet stay within one
+window per stream, in this process and in the worker's. The connection is made before anything
+is taken from the request iterator, so a lane that cannot be reached leaves the call untouched
+for gRPC to carry.
+
+With ``tls`` the connection is mutual TLS: this process's certificate, and the worker must
+prove it is ``server`` (its certificate's name), or nothing is sent.
 """
 
 from __future__ import annotations
@@ -26,19 +36,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 
 import grpc
 
 from runtime.deadline import Deadline
+from runtime.identity import Peer
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
+    END,
+    HALF,
+    MESSAGE,
     METADATA_ALLOWANCE,
+    OPEN,
     REFUSED,
     REQUEST,
     RESPONSE,
     STATUS,
+    WINDOW,
     Frame,
     FrameError,
     FrameReader,
@@ -47,27 +63,33 @@ from runtime.lane._frames import (
     decode_response,
     decode_status,
     encode_cancel,
+    encode_open,
     encode_request,
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
+from runtime.lane._stream import CODES as _CODES
+from runtime.lane._stream import LaneStream
+from runtime.lane._stream import failed as _failed
 from runtime.status import RpcStatus
-from runtime.transport import CallError, Disconnected, MetadataIn, Reply, TransportError, Unreached
+from runtime.tls import InternalTls
+from runtime.transport import (
+    CallError,
+    Disconnected,
+    MetadataIn,
+    Reply,
+    TransportError,
+    Unreached,
+)
 
-__all__ = ["LaneClient"]
+__all__ = ["LaneClient", "LaneStream"]
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _CLOSE_SECONDS = 1.0
 """How long :meth:`LaneClient.close` lets the connection flush before cutting it."""
 _KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 3))
 """Probe an idle connection after 60 s, every 20 s, and give up after 3 misses: as grpc's
 keepalive, so a call with no deadline to a host that vanished fails in minutes, not hours."""
-
-
-def _failed(code: grpc.StatusCode, details: str) -> TransportError:
-    """A status this end made up (deadline, size, malformed answer): not the worker's answer."""
-    return TransportError(RpcStatus(code, details))
 
 
 def _keep_alive(transport: asyncio.Transport) -> None:
@@ -98,6 +120,7 @@ class _Connection(FramedProtocol):
         self.max_message_bytes = max_message_bytes
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[Reply]] = {}
+        self.streams: dict[int, LaneStream] = {}
         self.lost = False
         self._reader = FrameReader(max_message_bytes + METADATA_ALLOWANCE)
         self._last_id = 0
@@ -141,16 +164,19 @@ class _Connection(FramedProtocol):
         self.fail_all(lambda: Disconnected(details))
 
     def fail_all(self, error: Callable[[], CallError]) -> None:
-        """Fail every call still out with a fresh ``error()`` each."""
+        """Fail every call and stream still out with a fresh ``error()`` each."""
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(error())
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream.ended(error())
         self._check_idle()
 
     def _check_idle(self) -> None:
         idle = self.idle
-        if idle is not None and not self.pending and not idle.done():
+        if idle is not None and not self.pending and not self.streams and not idle.done():
             idle.set_result(None)
 
     def close(self) -> None:
@@ -172,9 +198,7 @@ class _Connection(FramedProtocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise Unreached(f"lane connection to {self.address} is closed")
-        self._last_id = stream_id = (self._last_id + 1) & 0xFFFFFFFF
-        while stream_id in self.pending:  # after 2**32 calls the ids come round again
-            self._last_id = stream_id = (stream_id + 1) & 0xFFFFFFFF
+        stream_id = self._new_id()
         try:
             frame = encode_request(stream_id, method, metadata, timeout, payload)
         except FrameError as exc:
@@ -183,6 +207,35 @@ class _Connection(FramedProtocol):
         self.pending[stream_id] = future
         self.write_frame(frame)
         return stream_id, future
+
+    def _new_id(self) -> int:
+        self._last_id = stream_id = (self._last_id + 1) & 0xFFFFFFFF
+        while stream_id in self.pending or stream_id in self.streams:  # after 2**32 the ids come round
+            self._last_id = stream_id = (stream_id + 1) & 0xFFFFFFFF
+        return stream_id
+
+    def open(self, stream: LaneStream, method: str, metadata: MetadataIn, timeout: float | None) -> int:
+        """Write the OPEN frame of a new stream; its id (the stream gets its frames from now on)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise Unreached(f"lane connection to {self.address} is closed")
+        stream_id = self._new_id()
+        try:
+            frame = encode_open(stream_id, method, metadata, timeout)
+        except FrameError as exc:
+            raise _failed(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
+        self.streams[stream_id] = stream
+        self.write_frame(frame)
+        return stream_id
+
+    def close_stream(self, stream_id: int, *, cancel: bool) -> None:
+        """Forget a stream (it ended, or is given up: then ``cancel`` tells the server)."""
+        if self.streams.pop(stream_id, None) is None:
+            return
+        self._check_idle()
+        transport = self._transport
+        if cancel and transport is not None and not transport.is_closing():
+            self.write_frame(encode_cancel(stream_id))
 
     def give_up(
         self, stream_id: int, code: grpc.StatusCode | None = None, details: str = ""
@@ -205,10 +258,20 @@ class _Connection(FramedProtocol):
             self._protocol_error(str(exc))
             return
         for frame in frames:
-            if frame.kind == REQUEST or frame.kind == CANCEL:  # a server never sends these
-                self._protocol_error(f"a lane server sent a frame of kind {frame.kind}")
+            kind = frame.kind
+            if kind == REQUEST or kind == CANCEL or kind == OPEN or kind == HALF:  # a server never sends these
+                self._protocol_error(f"a lane server sent a frame of kind {kind}")
                 return
-            if frame.kind == REFUSED:  # not started: the call may go another way
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None:
+                problem = stream.on_frame(frame)
+                if problem is not None:
+                    self._protocol_error(problem)
+                    return
+                continue
+            if kind == MESSAGE or kind == WINDOW or kind == END:
+                continue  # for a stream given up on (deadline, cancellation)
+            if kind == REFUSED:  # not started: the call may go another way
                 refused = self.pending.pop(frame.stream_id, None)
                 if refused is not None and not refused.done():
                     reason = "" if isinstance(frame, Oversized) else decode_refused(frame.body)
@@ -270,8 +333,14 @@ class LaneClient:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         connect_timeout: float = 5.0,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
     ) -> None:
+        if tls is not None and server is None:
+            raise ValueError("a TLS lane needs the identity the server must prove (server=)")
         self.address = address
+        self._tls = tls
+        self._server = server
         self._host, self._port = split_address(address)
         self._max_message_bytes = max_message_bytes
         self._connect_timeout = connect_timeout
@@ -284,13 +353,7 @@ class LaneClient:
     async def unary(
         self, method_path: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None
     ) -> Reply:
-        connection = self._connection
-        if connection is None or not connection.usable:
-            connection = await self._connect(method_path, deadline)
-        while connection.drained is not None:  # the worker is not reading: wait for it
-            await self._drain(connection, method_path, deadline)
-            if not connection.usable:
-                connection = await self._connect(method_path, deadline)
+        connection = await self._ready_connection(method_path, deadline)
         timeout = None
         if deadline is not None:
             timeout = deadline.remaining()
@@ -312,6 +375,23 @@ class LaneClient:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def stream(
+        self, method_path: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> LaneStream:
+        """A streaming call over the lane; it connects on the first read (see :class:`LaneStream`)."""
+        return LaneStream(self, method_path, requests, metadata, deadline)
+
+    async def _ready_connection(self, method_path: str, deadline: Deadline | None) -> _Connection:
+        """The connection, made if need be, once the worker reads what is written to it."""
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect(method_path, deadline)
+        while connection.drained is not None:  # the worker is not reading: wait for it
+            await self._drain(connection, method_path, deadline)
+            if not connection.usable:
+                connection = await self._connect(method_path, deadline)
+        return connection
 
     async def _drain(self, connection: _Connection, method_path: str, deadline: Deadline | None) -> None:
         drained = connection.drained
@@ -356,14 +436,19 @@ class LaneClient:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        context, server_name = None, None
+        if self._tls is not None and self._server is not None:
+            context, server_name = self._tls.client_context(), self._server.dns_name
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
                     lambda: _Connection(self.address, self._max_message_bytes),
                     self._host,
                     self._port,
+                    ssl=context,
+                    server_hostname=server_name,
                 )
-        except OSError as exc:  # refused, unreachable, or the connect timeout (TimeoutError)
+        except OSError as exc:  # refused, unreachable, the TLS handshake, or the connect timeout
             raise Unreached(f"cannot reach the lane at {self.address}: {exc!r}") from exc
         finally:
             self._connecting = None
@@ -386,7 +471,7 @@ class LaneClient:
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if grace and connection.pending and not connection.lost:
+        if grace and (connection.pending or connection.streams) and not connection.lost:
             connection.idle = connection.loop.create_future()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):

@@ -1,4 +1,4 @@
-"""The lane's wire format: length-framed frames, and the bodies of the five frame kinds.
+"""The lane's wire format: length-framed frames, and the bodies of the ten frame kinds.
 
 Every frame is a fixed 9-byte header, :data:`HEADER` = ``!IIB`` (body length, stream id, kind),
 followed by exactly that many body bytes. Inside a body every variable field is length-prefixed,
@@ -15,7 +15,20 @@ STATUS    ``!BIH`` (status code number, details length, pair count), the details
 CANCEL    empty: the client gave up on that stream id
 REFUSED   the reason, UTF-8: the server did not start the call (it is stopping), so the client
           may send it elsewhere whatever its idempotency, as HTTP/2's REFUSED_STREAM allows
+OPEN      as REQUEST with no payload: starts a streaming call (client, server or bidirectional)
+MESSAGE   one message of a stream, either way: the payload is the whole body
+HALF      empty: the client sends no more messages on that stream (its half-close)
+END       ``!H`` (pair count) and the trailing metadata pairs: the stream ended OK
+WINDOW    ``!I``: the receiver grants the sender that many more bytes of messages on the stream
 ========  =====================================================================================
+
+A stream ends with END or STATUS from the server, or CANCEL from the client; REFUSED answers an
+OPEN the server did not start. Each side may send MESSAGE frames on a stream while it has
+credit: :data:`STREAM_WINDOW` bytes to begin with, each message costing its length plus
+:data:`MESSAGE_COST`, and a WINDOW frame granting more as the reader consumes them (once half a
+window has been read). A sender waits at zero credit, so a reader that does not read holds up
+the writer (and whatever produces its messages) and no more than a window and one message is
+ever in flight per stream.
 
 A metadata pair is ``!HBI`` (key length, value kind, value length), the UTF-8 key, then the
 value: UTF-8 text for kind 0, raw bytes for kind 1, so a ``-bin`` value stays ``bytes`` and a
@@ -36,13 +49,20 @@ from typing import NamedTuple
 __all__ = [
     "CANCEL",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "END",
+    "HALF",
     "HEADER",
     "KINDS",
+    "MESSAGE",
+    "MESSAGE_COST",
     "METADATA_ALLOWANCE",
+    "OPEN",
     "REFUSED",
     "REQUEST",
     "RESPONSE",
     "STATUS",
+    "STREAM_WINDOW",
+    "WINDOW",
     "Frame",
     "FrameError",
     "FrameReader",
@@ -50,15 +70,22 @@ __all__ = [
     "Request",
     "Response",
     "Status",
+    "decode_end",
     "decode_refused",
     "decode_request",
     "decode_response",
     "decode_status",
+    "decode_window",
     "encode_cancel",
+    "encode_end",
+    "encode_half",
+    "encode_message",
+    "encode_open",
     "encode_refused",
     "encode_request",
     "encode_response",
     "encode_status",
+    "encode_window",
     "too_large",
 ]
 
@@ -70,7 +97,18 @@ RESPONSE = 2
 STATUS = 3
 CANCEL = 4
 REFUSED = 5
-KINDS = frozenset((REQUEST, RESPONSE, STATUS, CANCEL, REFUSED))
+OPEN = 6
+MESSAGE = 7
+HALF = 8
+END = 9
+WINDOW = 10
+KINDS = frozenset((REQUEST, RESPONSE, STATUS, CANCEL, REFUSED, OPEN, MESSAGE, HALF, END, WINDOW))
+
+STREAM_WINDOW = 64 * 1024
+"""Bytes of messages either side may send on a stream before the reader grants more (HTTP/2's
+default window)."""
+MESSAGE_COST = 16
+"""What a message costs in credit on top of its length, so that even empty messages are paced."""
 
 HEADER = struct.Struct("!IIB")
 """(body length, stream id, kind) in front of every body."""
@@ -78,6 +116,7 @@ _REQUEST_HEAD = struct.Struct("!dHH")
 _RESPONSE_HEAD = struct.Struct("!H")
 _STATUS_HEAD = struct.Struct("!BIH")
 _PAIR = struct.Struct("!HBI")
+_WINDOW = struct.Struct("!I")
 _TEXT, _BINARY = 0, 1
 _NO_DEADLINE = -1.0
 _MAX_BODY = 0xFFFFFFFF
@@ -194,6 +233,40 @@ def encode_status(stream_id: int, code: int, details: str, trailing_metadata: Pa
     return _frame(stream_id, STATUS, parts)
 
 
+def encode_open(stream_id: int, method: str, metadata: PairsIn, timeout: float | None) -> bytes:
+    """A whole OPEN frame: a REQUEST's head with no payload; the messages follow as MESSAGE frames."""
+    frame = bytearray(encode_request(stream_id, method, metadata, timeout, b""))
+    frame[HEADER.size - 1] = OPEN
+    return bytes(frame)
+
+
+def encode_message(stream_id: int, payload: bytes) -> bytes:
+    """A whole MESSAGE frame."""
+    if len(payload) > _MAX_BODY:
+        raise FrameError(too_large("frame", len(payload), _MAX_BODY))
+    return HEADER.pack(len(payload), stream_id, MESSAGE) + payload
+
+
+def encode_half(stream_id: int) -> bytes:
+    """A whole HALF frame: the client's last message on that stream has been sent."""
+    return HEADER.pack(0, stream_id, HALF)
+
+
+def encode_end(stream_id: int, trailing_metadata: PairsIn) -> bytes:
+    """A whole END frame: the stream ended OK, with these trailers."""
+    try:
+        parts = [b"", _RESPONSE_HEAD.pack(len(trailing_metadata))]
+        _add_pairs(parts, trailing_metadata)
+    except (struct.error, TypeError, UnicodeEncodeError) as exc:  # a field too long, or not text/bytes
+        raise FrameError(f"trailers cannot be framed: {exc}") from exc
+    return _frame(stream_id, END, parts)
+
+
+def encode_window(stream_id: int, credit: int) -> bytes:
+    """A whole WINDOW frame granting ``credit`` more bytes on the stream."""
+    return HEADER.pack(_WINDOW.size, stream_id, WINDOW) + _WINDOW.pack(credit)
+
+
 def encode_cancel(stream_id: int) -> bytes:
     """A whole CANCEL frame."""
     return HEADER.pack(0, stream_id, CANCEL)
@@ -279,6 +352,22 @@ def decode_status(body: bytes) -> Status:
     if offset != len(body):
         raise FrameError(f"status frame has {len(body) - offset} bytes after its metadata")
     return Status(code, details, metadata)
+
+
+def decode_end(body: bytes) -> Pairs:
+    """The trailing metadata in an END body; :class:`FrameError` when it does not parse."""
+    metadata, payload = decode_response(body)
+    if payload:
+        raise FrameError(f"end frame has {len(payload)} bytes after its metadata")
+    return metadata
+
+
+def decode_window(body: bytes) -> int:
+    """The credit a WINDOW body grants."""
+    if len(body) != _WINDOW.size:
+        raise FrameError(f"window frame of {len(body)} bytes, not {_WINDOW.size}")
+    (credit,) = _WINDOW.unpack(body)
+    return int(credit)
 
 
 def decode_refused(body: bytes) -> str:

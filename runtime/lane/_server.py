@@ -5,6 +5,11 @@ than the call itself). A REQUEST frame starts a task calling the served :class:`
 its RESPONSE or STATUS is written with one ``transport.write``. A CANCEL frame, or the connection
 going away, cancels the task, and a cancelled call sends nothing: nobody is waiting for it.
 
+An OPEN frame starts a streaming call the same way: its task reads the served
+:class:`~runtime.transport.StreamCall` and writes each response message within the client's
+credit, and the request messages the client sends (within this end's credit) are what the
+served stream reads. A stream holds its call slot until it ends.
+
 A connection runs at most ``max_concurrent_calls`` calls at once (the lane's counterpart of
 HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS); further requests wait, in order, and start as calls
 end. It stops reading while its answers are not being read (the transport's high-water mark),
@@ -26,28 +31,41 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import grpc
 
 from runtime.config import LimitsSettings
 from runtime.deadline import Deadline
+from runtime.identity import Peer, current_peer
+from runtime.lane._flow import Credit, Inbound
 from runtime.lane._frames import (
     CANCEL,
     DEFAULT_MAX_MESSAGE_BYTES,
+    HALF,
+    MESSAGE,
     METADATA_ALLOWANCE,
+    OPEN,
     REQUEST,
+    WINDOW,
+    Frame,
     FrameError,
     FrameReader,
     Oversized,
     Request,
     decode_request,
+    decode_window,
+    encode_end,
+    encode_message,
     encode_refused,
     encode_response,
     encode_status,
+    encode_window,
     too_large,
 )
 from runtime.lane._protocol import FramedProtocol, shut
+from runtime.tls import InternalTls, peer_of_ssl
 from runtime.transport import CallError, Transport
 
 __all__ = ["LaneLimits", "LaneServer", "lane_limits"]
@@ -63,6 +81,8 @@ DEFAULT_MAX_CONCURRENT_CALLS = 1024
 """Calls one connection may have running before further requests wait for one to end."""
 _REFUSALS_LOGGED_EVERY = 1000
 """Connections refused past the limit are logged once, then once per this many."""
+_HANDSHAKE_REFUSALS_LOG_SECONDS = 10.0
+"""At most one log line per this many seconds about refused TLS handshakes (with their count)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +122,16 @@ def lane_limits(settings: LimitsSettings, *, max_connections: int | None = None)
     )
 
 
+class _Stream:
+    """The server's side of one streaming call: the messages the client sent and the credit."""
+
+    __slots__ = ("credit", "inbound")
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.inbound = Inbound(max_message_bytes)
+        self.credit = Credit()
+
+
 class _Connection(FramedProtocol):
     """One client connection: its reader and the tasks of its requests still running."""
 
@@ -112,15 +142,24 @@ class _Connection(FramedProtocol):
         # A client never reuses a stream id that is still open (a REQUEST for one is a protocol
         # error), so a task's entry can be dropped by stream id alone.
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self._waiting: collections.OrderedDict[int, tuple[bytes, float]] = collections.OrderedDict()
-        """Requests (stream id → body, when read) read while ``max_concurrent_calls`` were running,
-        in the order read; by stream id, so a CANCEL finds its request without a scan."""
+        self.streams: dict[int, _Stream] = {}
+        """The streaming calls, running or waiting, by stream id (their messages may arrive
+        before they start: they wait with them, within the credit)."""
+        self._waiting: collections.OrderedDict[int, tuple[bytes, float, bool]] = collections.OrderedDict()
+        """Requests and OPENs (stream id → body, when read, whether it streams) read while
+        ``max_concurrent_calls`` were running, in the order read; by stream id, so a CANCEL finds
+        its request without a scan."""
         self._waiting_bytes = 0
         self._write_paused = False
         self.opened_at = self.active_at = time.monotonic()
         """When it connected; when it last read a byte or ended a call (for the idle timeout)."""
         self.framed = False
         """Whether a whole frame has arrived (for the handshake timeout)."""
+        self.peer: Peer | None = None
+        """Who the client's certificate says it is (None on a plaintext lane)."""
+        self._handshaking = False
+        self._early: list[bytes] = []
+        """Bytes that arrived after the TLS handshake, before its task resumed (see ``_secure``)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -133,6 +172,34 @@ class _Connection(FramedProtocol):
             server._refuse(transport)
             return
         server._connections.add(self)
+        if server.tls is not None:
+            self._handshaking = True
+            handshake = asyncio.get_running_loop().create_task(self._secure(transport, server.tls))
+            server._handshakes.add(handshake)
+            handshake.add_done_callback(server._handshakes.discard)
+
+    async def _secure(self, raw: asyncio.Transport, tls: InternalTls) -> None:
+        """The TLS handshake; the connection serves only once it proved who is calling."""
+        loop = asyncio.get_running_loop()
+        try:
+            secured = await loop.start_tls(
+                raw, self, tls.server_context(), server_side=True,
+                ssl_handshake_timeout=self._server.limits.handshake_timeout,
+            )  # fmt: skip
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._server._refused_handshake(raw.get_extra_info("peername"), exc)
+            raw.abort()
+            return
+        if secured is None or self._server._stopping:
+            if secured is not None:
+                secured.abort()
+            return
+        self._transport = secured
+        self.peer = peer_of_ssl(secured.get_extra_info("ssl_object"))
+        self._handshaking = False
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     @property
     def partial(self) -> bool:
@@ -150,6 +217,9 @@ class _Connection(FramedProtocol):
         for task in self.tasks.values():
             task.cancel()
         self.tasks.clear()
+        for stream in self.streams.values():
+            stream.credit.close()
+        self.streams.clear()
         self._waiting.clear()
         self._waiting_bytes = 0
 
@@ -181,6 +251,9 @@ class _Connection(FramedProtocol):
             transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._handshaking:  # TLS is up, but _secure has not taken the transport yet
+            self._early.append(data)
+            return
         self.active_at = time.monotonic()
         try:
             frames = self._reader.feed(data)
@@ -191,25 +264,35 @@ class _Connection(FramedProtocol):
         if frames:
             self.framed = True
         for frame in frames:
-            if frame.kind == REQUEST:
+            kind = frame.kind
+            if kind == MESSAGE or kind == HALF or kind == WINDOW:
+                problem = self._on_stream_frame(frame)
+                if problem is not None:
+                    self._protocol_error(problem)
+                    return
+            elif kind == REQUEST or kind == OPEN:
                 stream_id = frame.stream_id
                 if isinstance(frame, Oversized):
                     message = too_large("request frame", frame.length, self._reader.max_body)
                     self._send(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
-                elif stream_id in self.tasks or stream_id in self._waiting:
+                    continue
+                if stream_id in self.tasks or stream_id in self._waiting or stream_id in self.streams:
                     self._protocol_error(f"a request reused stream id {stream_id}, still open")
                     return
-                elif self._waiting or len(self.tasks) >= self._server.limits.max_concurrent_calls:
-                    self._waiting[stream_id] = (frame.body, time.monotonic())
+                if kind == OPEN:
+                    self.streams[stream_id] = _Stream(self._server.max_message_bytes)
+                if self._waiting or len(self.tasks) >= self._server.limits.max_concurrent_calls:
+                    self._waiting[stream_id] = (frame.body, time.monotonic(), kind == OPEN)
                     self._waiting_bytes += len(frame.body)
                     self._pace()
                 else:
-                    self._start(stream_id, frame.body)
+                    self._start(stream_id, frame.body, streams=kind == OPEN)
             elif frame.kind == CANCEL and not isinstance(frame, Oversized):
                 task = self.tasks.get(frame.stream_id)
                 if task is not None:
                     task.cancel()  # its end makes room for a waiting request
                 else:  # a request that never started is dropped, unanswered; else nothing to do
+                    self._drop_stream(frame.stream_id)
                     dropped = self._waiting.pop(frame.stream_id, None)
                     if dropped is not None:
                         self._waiting_bytes -= len(dropped[0])
@@ -232,21 +315,62 @@ class _Connection(FramedProtocol):
             )  # fmt: skip
             self.abort()
 
+    def _on_stream_frame(self, frame: Frame | Oversized) -> str | None:
+        """A MESSAGE, HALF or WINDOW frame; what is wrong with it when the connection must close.
+
+        A frame for a stream that has ended is dropped: it crossed the stream's end on the way.
+        """
+        stream_id = frame.stream_id
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return None
+        if isinstance(frame, Oversized) or (frame.kind == MESSAGE and len(frame.body) > self._server.max_message_bytes):
+            size = frame.length if isinstance(frame, Oversized) else len(frame.body)
+            message = too_large("request message", size, self._server.max_message_bytes)
+            self._send(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
+            self._drop_stream(stream_id)
+            task = self.tasks.get(stream_id)
+            if task is not None:
+                task.cancel()
+            return None
+        if frame.kind == MESSAGE:
+            if not stream.inbound.received(frame.body):
+                return f"a client sent past its credit on stream {stream_id}"
+        elif frame.kind == HALF:
+            stream.inbound.queue.finish()
+        else:
+            try:
+                stream.credit.grant(decode_window(frame.body))
+            except FrameError as exc:
+                return str(exc)
+        return None
+
+    def _drop_stream(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.credit.close()
+
     def _protocol_error(self, reason: str) -> None:
         log.warning("closing a lane connection: %s", reason)
         self.close()
 
-    def _start(self, stream_id: int, body: bytes, read_at: float | None = None) -> None:
-        """Start the call of a REQUEST body; ``read_at``: when it was read, if it waited since."""
+    def _start(self, stream_id: int, body: bytes, read_at: float | None = None, streams: bool = False) -> None:
+        """Start the call of a REQUEST (or, ``streams``, an OPEN) body; ``read_at``: when it was
+        read, if it waited since."""
+        stream = self.streams.get(stream_id) if streams else None
+        if streams and stream is None:
+            return  # dropped while it waited for a call slot
         try:
             request = decode_request(body)
         except FrameError as exc:
+            self._drop_stream(stream_id)
             self._send(encode_status(stream_id, _INTERNAL, f"malformed lane request: {exc}", ()))
             return
         if read_at is not None and request.timeout is not None:
             left = request.timeout - (time.monotonic() - read_at)  # the wait counts against it
             if left <= 0:
                 message = f"deadline exceeded while {request.method} waited for a free call slot"
+                self._drop_stream(stream_id)
                 self._send(encode_status(stream_id, _DEADLINE_EXCEEDED, message, ()))
                 return
             request = request._replace(timeout=left)
@@ -256,26 +380,31 @@ class _Connection(FramedProtocol):
             self._send(encode_status(stream_id, _RESOURCE_EXHAUSTED, message, ()))
             return
         if self._server._stopping:  # never started: the client may send it elsewhere
+            self._drop_stream(stream_id)
             self._send(encode_refused(stream_id, "the lane server is stopping"))
             return
-        self.tasks[stream_id] = asyncio.get_running_loop().create_task(
-            self._serve(stream_id, request)
-        )
+        loop = asyncio.get_running_loop()
+        if stream is not None:
+            self.tasks[stream_id] = loop.create_task(self._serve_stream(stream_id, request, stream))
+        else:
+            self.tasks[stream_id] = loop.create_task(self._serve(stream_id, request))
 
     def _ended(self, stream_id: int) -> None:
         """A call ended (answered or cancelled): a waiting request takes its place."""
         self.tasks.pop(stream_id, None)
+        self._drop_stream(stream_id)
         self.active_at = time.monotonic()
         if not self._waiting or self._transport is None:
             return
         limit = self._server.limits.max_concurrent_calls
         while self._waiting and len(self.tasks) < limit:  # one not started (malformed) makes room
-            waiting_id, (body, read_at) = self._waiting.popitem(last=False)
+            waiting_id, (body, read_at, streams) = self._waiting.popitem(last=False)
             self._waiting_bytes -= len(body)
-            self._start(waiting_id, body, read_at)
+            self._start(waiting_id, body, read_at, streams)
         self._pace()
 
     async def _serve(self, stream_id: int, request: Request) -> None:
+        current_peer.set(self.peer)  # this call's own task: nothing to reset
         try:
             deadline = None if request.timeout is None else Deadline.after(request.timeout)
             payload, metadata = await self._server._served.unary(
@@ -299,6 +428,57 @@ class _Connection(FramedProtocol):
             self._ended(stream_id)
         self._send(frame)
 
+    async def _serve_stream(self, stream_id: int, request: Request, stream: _Stream) -> None:
+        """Serve one streaming call: response messages out within the client's credit, then END
+        or STATUS; cancelled (CANCEL, the connection lost), it closes the served call and sends
+        nothing. The connection's certified identity is the call's peer, as for a unary call."""
+        current_peer.set(self.peer)  # this call's own task (and the stream's, started below)
+        deadline = None if request.timeout is None else Deadline.after(request.timeout)
+        call = self._server._served.stream(request.method, self._requests(stream_id, stream), request.metadata, deadline)
+        limit = self._server.max_message_bytes
+        try:
+            async for message in call:
+                if len(message) > limit:
+                    log.error("lane stream %s: a response message of %d bytes is past the limit", request.method, len(message))
+                    frame = encode_status(stream_id, _RESOURCE_EXHAUSTED, too_large("response message", len(message), limit), ())
+                    break
+                if not await stream.credit.spend(len(message)):
+                    return  # the stream was dropped meanwhile
+                self._send(encode_message(stream_id, message))
+            else:
+                frame = encode_end(stream_id, call.trailers)
+        except CallError as abort:
+            try:
+                frame = encode_status(stream_id, abort.code.value[0], abort.details, abort.trailing_metadata)
+            except FrameError as exc:
+                log.error("lane stream %s: its status cannot be framed: %s", request.method, exc)
+                frame = encode_status(stream_id, _INTERNAL, "internal error", ())
+        except Exception:
+            log.exception("lane stream %s failed", request.method)
+            frame = encode_status(stream_id, _INTERNAL, "internal error", ())
+        finally:
+            await call.aclose()
+            self._ended(stream_id)
+        self._send(frame)
+
+    async def _requests(self, stream_id: int, stream: _Stream) -> AsyncIterator[bytes]:
+        """The request messages of a stream as the served call reads them, credit granted back."""
+        inbound = stream.inbound
+        queue = inbound.queue
+        while True:
+            message = queue.get_nowait()
+            if message is None:
+                try:
+                    message = await queue.get()
+                except StopAsyncIteration:
+                    return
+            self.active_at = time.monotonic()
+            grant = inbound.consumed(message)
+            if grant and stream_id in self.streams:
+                self._send(encode_window(stream_id, grant))
+            yield message
+
+
 class LaneServer:
     """Serves one :class:`~runtime.transport.Transport` to lane clients on a TCP port.
 
@@ -317,6 +497,7 @@ class LaneServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_concurrent_calls: int | None = None,
         limits: LaneLimits | None = None,
+        tls: InternalTls | None = None,
     ) -> None:
         limits = limits or LaneLimits()
         if max_concurrent_calls is not None:  # LaneLimits checks it
@@ -335,6 +516,21 @@ class LaneServer:
         """Connections closed on arrival because ``max_connections`` were open."""
         self.timed_out = 0
         """Connections cut off by the handshake or idle timeout."""
+        self.tls = tls
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self.tls_refused = 0
+        """Connections refused at the TLS handshake (no certificate, another CA, expired...)."""
+        self._tls_refusal_logged = -_HANDSHAKE_REFUSALS_LOG_SECONDS
+
+    def _refused_handshake(self, peer: object, exc: BaseException) -> None:
+        self.tls_refused += 1
+        now = time.monotonic()
+        if now - self._tls_refusal_logged >= _HANDSHAKE_REFUSALS_LOG_SECONDS:
+            log.warning(
+                "lane %s refused a connection from %s at the TLS handshake: %s (%d refused so far)",
+                self._address, peer, exc or type(exc).__name__, self.tls_refused,
+            )  # fmt: skip
+            self._tls_refusal_logged = now
 
     @property
     def max_concurrent_calls(self) -> int:
@@ -408,6 +604,8 @@ class LaneServer:
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
             sweeper.cancel()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         tasks = [t for c in self._connections for t in c.tasks.values()]
         if tasks and grace:
             await asyncio.wait(tasks, timeout=grace)

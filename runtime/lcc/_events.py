@@ -20,6 +20,8 @@ Kinds, in the order a request can produce them::
                                          snapshot that could not be stored)
     cleanup                              one cleanup callback ran; error set when it failed
     lifecycle_end                        last event; error set when the request failed
+    refused                              the only event of a call the worker refused before
+                                         its lifecycle (name = the peer; error = why)
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ EventKind: TypeAlias = Literal[
     "alert",
     "cleanup",
     "lifecycle_end",
+    "refused",
 ]
 EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 

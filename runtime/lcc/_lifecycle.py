@@ -19,6 +19,13 @@ The deadline in ``lctx.meta`` bounds everything up to the after hooks: past it t
 cancelled and the request fails with :class:`runtime.errors.DeadlineExceeded`. Catch hooks, undo
 steps and cleanup run after that point, bounded by their own timeouts, because undoing side
 effects matters more than answering on time.
+
+A streaming call (:class:`Stream`) runs the same lifecycle once for the whole stream: before
+hooks when it opens, after hooks when it closes, and the deadline over all of it. Each request
+message is validated as the handler reads it, each response message as the handler yields it
+(before it is sent); a bad message fails the call like a bad unary request or response, and so
+does an error anywhere mid-stream, running catch hooks and undo steps. Hooks are given ``None``
+for a side that streams. Streams are not snapshotted: their messages are not kept.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +45,25 @@ from runtime.lcc._hooks import HookSpec, Phase, ordered, run_hook
 from runtime.lcc._snapshot import should_snapshot
 from runtime.lcc._store import SnapshotStore
 
-__all__ = ["LifecycleCall", "run_lifecycle"]
+__all__ = ["LifecycleCall", "Stream", "run_lifecycle"]
 
 logger = logging.getLogger("modrpc.lcc")
+
+
+@dataclass(kw_only=True, slots=True)
+class Stream:
+    """The streamed sides of one call, and how many messages went each way."""
+
+    requests: AsyncIterable[Any] | None = None
+    """The request messages (decoded, not yet validated), when the request streams. The handler
+    reads them through the lifecycle, which validates each one first."""
+    send: Callable[[Any], Awaitable[None]] | None = None
+    """Where each response message goes once validated, when the response streams. The handler
+    is not asked for the next message until ``send`` returns: a slow reader slows it down."""
+    received: int = 0
+    """Request messages the handler was given."""
+    sent: int = 0
+    """Response messages sent."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -68,6 +91,8 @@ class LifecycleCall:
     """Where to store a snapshot when :func:`runtime.lcc.should_snapshot` says so."""
     snapshot_policy: bool = False
     """The method's policy asks for a snapshot of every call."""
+    stream: Stream | None = None
+    """Set for a streaming call: which sides stream, and the message counts."""
 
 
 async def run_lifecycle(call: LifecycleCall) -> Any:
@@ -160,31 +185,104 @@ class _Run:
 
     async def body(self) -> Any:
         request = self.call.request
+        stream = self.call.stream
         for hook in self.hooks("before"):
             await self.hook(hook, (self.lctx, request))
+        if stream is None:
+            self.check_request(request, "request")
+            response = await self.handler(request)
+            self.check_response(response, "response")
+        else:
+            response = await self.streamed(stream, request)
+        for hook in self.hooks("after"):
+            await self.hook(hook, (self.lctx, request, response))
+        return response
+
+    async def streamed(self, stream: Stream, request: Any) -> Any:
+        """The handler of a streaming call, its messages validated each way; the response, or
+        None once a streamed response has been sent."""
+        messages = None
+        if stream.requests is None:
+            self.check_request(request, "request")
+            stream.received = 1
+        else:
+            request = messages = self.received(stream, stream.requests)
+        try:
+            response = await self.handler(request)
+            if stream.send is None:
+                self.check_response(response, "response")
+            else:
+                await self.send_all(stream, stream.send, response)
+                response = None
+        finally:
+            if messages is not None:  # a handler that stopped reading early lets go of the rest
+                await messages.aclose()
+        if self.bad_request is not None:  # the handler caught it; the call fails all the same
+            raise self.bad_request
+        return response
+
+    def check_request(self, request: Any, what: str) -> None:
         if self.call.validate_request is not None:
             try:
                 self.call.validate_request(request)
             except ValidationFailed as exc:
-                self.emit("validation_error", "request", error=_violations(exc))
+                self.emit("validation_error", what, error=_violations(exc))
                 raise
-        response = await self.handler(request)
+
+    def check_response(self, response: Any, what: str) -> None:
         if self.call.validate_response is not None:
             try:
                 self.call.validate_response(response)
             except ValidationFailed as exc:
                 details = _violations(exc)
-                self.emit("validation_error", "response", error=details)
+                self.emit("validation_error", what, error=details)
                 logger.error(
-                    "request %s: the response of %s failed validation: %s",
+                    "request %s: the %s of %s failed validation: %s",
                     self.meta.request_id,
+                    what,
                     self.meta.handler,
                     details,
                 )
-                raise InternalError("response failed validation") from exc
-        for hook in self.hooks("after"):
-            await self.hook(hook, (self.lctx, request, response))
-        return response
+                raise InternalError(f"{what} failed validation") from exc
+
+    bad_request: ValidationFailed | None = None
+    """A request message that failed validation, kept in case the handler swallows the error."""
+
+    async def received(self, stream: Stream, requests: AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+        """The request messages as the handler reads them, each validated first."""
+        async for message in requests:
+            try:
+                self.check_request(message, f"request message {stream.received + 1}")
+            except ValidationFailed as exc:
+                self.bad_request = exc
+                raise
+            stream.received += 1
+            yield message
+
+    async def send_all(self, stream: Stream, send: Callable[[Any], Awaitable[None]], response: Any) -> None:
+        """Take each response message from the handler, validate it and send it; the handler's
+        next message is asked for only once ``send`` returned."""
+        started = time.perf_counter()
+        messages = aiter(response)
+        try:
+            while True:
+                try:
+                    message = await anext(messages)
+                except StopAsyncIteration:
+                    break
+                except BaseException as exc:
+                    self.emit("handler_error", self.meta.handler, started=started, error=describe_error(exc))
+                    raise
+                self.check_response(message, f"response message {stream.sent + 1}")
+                await send(message)
+                stream.sent += 1
+        finally:
+            # Closed here, in this task: the handler's own ``finally`` runs now, not whenever
+            # the generator happens to be collected.
+            close = getattr(messages, "aclose", None)
+            if close is not None:
+                await close()
+        self.emit("handler_end", self.meta.handler, started=started)
 
     def hooks(self, phase: Phase) -> list[HookSpec]:
         return ordered([*self.call.hooks, *self.lctx.hooks], phase)
@@ -210,7 +308,9 @@ class _Run:
                 "handler_error", self.meta.handler, started=started, error=describe_error(exc)
             )
             raise
-        self.emit("handler_end", self.meta.handler, started=started)
+        stream = self.call.stream
+        if stream is None or stream.send is None:  # a streamed response ends in send_all
+            self.emit("handler_end", self.meta.handler, started=started)
         return response
 
     async def unwind(self, failure: BaseException) -> None:
@@ -277,7 +377,7 @@ class _Run:
 
     async def store_snapshot(self, *, refused: bool) -> None:
         store = self.call.snapshots
-        if store is None or not should_snapshot(self.meta, self.call.snapshot_policy, refused=refused):
+        if store is None or self.call.stream is not None or not should_snapshot(self.meta, self.call.snapshot_policy, refused=refused):
             return
         try:
             await store.save(self.lctx.snapshot())

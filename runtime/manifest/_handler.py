@@ -8,7 +8,14 @@ A handler is a named function with exactly three positional parameters::
 
 ``async def`` runs on the event loop; a plain ``def`` is accepted too and runs off the loop. The
 request and the return annotations must be message types (a pydantic model, a dataclass or a
-TypedDict). ``lctx`` and ``gctx`` may be left unannotated; when annotated, the annotation must be
+TypedDict), or, for a streaming method, an ``AsyncIterator`` of one::
+
+    async def watch(req: Watch, lctx: LocalContext, gctx: GlobalContext) -> AsyncIterator[Event]:
+        yield ...                                             # server streaming
+    async def upload(reqs: AsyncIterator[Item], lctx, gctx) -> Summary: ...   # client streaming
+
+A server-streaming handler is an ``async def`` generator (or an ``async def`` returning an async
+iterator); streaming handlers must be ``async def``, since a stream lives on the event loop. ``lctx`` and ``gctx`` may be left unannotated; when annotated, the annotation must be
 named ``LocalContext`` / ``GlobalContext``. They are compared by name so that this layer need
 not import the context packages, which sit further down the request flow.
 
@@ -30,7 +37,7 @@ from pydantic import BaseModel
 from typing_extensions import is_typeddict
 
 from runtime.errors import HandlerShapeError
-from runtime.gtype import HandlerTypes, analyze_handler, method_name
+from runtime.gtype import HandlerTypes, analyze_handler, method_name, stream_item
 from runtime.manifest._names import METHOD_NAME, MODULE_NAME
 from runtime.manifest._source import source_location
 
@@ -64,7 +71,7 @@ class HandlerSpec:
     """``module.Method`` (``users.CreateUser``)."""
     function: Callable[..., Any]
     is_async: bool
-    """True for ``async def``; a plain ``def`` runs in a worker thread."""
+    """True for ``async def`` (generators included); a plain ``def`` runs in a worker thread."""
     types: HandlerTypes
 
     def location(self) -> tuple[str, int]:
@@ -136,7 +143,7 @@ def register_handler(fn: Callable[..., Any], *, module: str) -> HandlerSpec:
         method=method,
         handler_id=handler_id,
         function=fn,
-        is_async=inspect.iscoroutinefunction(fn),
+        is_async=inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
         types=types,
     )
 
@@ -162,7 +169,12 @@ def shape_problem(fn: object) -> str | None:
     if len(positional) != 3:
         return f"it takes {len(positional)} positional parameter(s); a handler takes exactly three: (req, lctx, gctx)"
     req, lctx, gctx = positional
-    problem = _message_problem(fn, req.annotation, f"parameter {req.name!r} (the request)")
+    returns, response_streamed = _message_problem(
+        fn, inspect.signature(fn).return_annotation, "the return annotation (the response)"
+    )
+    if inspect.isasyncgenfunction(fn) and not response_streamed:
+        return "it is an async generator, but its return annotation is not AsyncIterator[...]; a handler that yields streams its response"
+    problem, request_streamed = _message_problem(fn, req.annotation, f"parameter {req.name!r} (the request)")
     if problem is not None:
         return problem
     for param, expected in ((lctx, "LocalContext"), (gctx, "GlobalContext")):
@@ -171,9 +183,11 @@ def shape_problem(fn: object) -> str | None:
         shown = _annotation_name(param.annotation)
         if shown != expected:
             return f"parameter {param.name!r} is annotated {shown or param.annotation!r}; it must be {expected}"
-    return _message_problem(
-        fn, inspect.signature(fn).return_annotation, "the return annotation (the response)"
-    )
+    if returns is not None:
+        return returns
+    if (request_streamed or response_streamed) and not inspect.iscoroutinefunction(fn) and not inspect.isasyncgenfunction(fn):
+        return "it streams, so it must be an async def (a stream lives on the event loop)"
+    return None
 
 
 def _kind_problem(fn: object) -> str | None:
@@ -187,18 +201,16 @@ def _kind_problem(fn: object) -> str | None:
         return f"it is a {type(fn).__name__}, not a function"
     if fn.__name__ == "<lambda>":
         return "it is a lambda; a handler is a named function"
-    if inspect.isasyncgenfunction(fn):
-        return "it is an async generator; a handler returns one response"
     if inspect.isgeneratorfunction(fn):
-        return "it is a generator; a handler returns one response"
+        return "it is a generator; a streaming handler is an async def generator"
     return None
 
 
-def _message_problem(fn: Callable[..., Any], annotation: Any, what: str) -> str | None:
+def _message_problem(fn: Callable[..., Any], annotation: Any, what: str) -> tuple[str | None, bool]:
+    """What is wrong with a request or response annotation (None: nothing), and whether it is a
+    stream (``AsyncIterator[M]``)."""
     if annotation is inspect.Parameter.empty:
-        return (
-            f"{what} has no annotation; annotate it with a pydantic model, dataclass or TypedDict"
-        )
+        return f"{what} has no annotation; annotate it with a pydantic model, dataclass or TypedDict", False
     # The same evaluation typing.get_type_hints performs, one annotation at a time. A quoted
     # annotation under ``from __future__ import annotations`` is a string of a string, hence the loop.
     for _ in range(3):
@@ -207,11 +219,13 @@ def _message_problem(fn: Callable[..., Any], annotation: Any, what: str) -> str 
         try:
             annotation = eval(annotation, getattr(fn, "__globals__", {}))
         except Exception as exc:
-            return f"{what} {annotation!r} cannot be resolved ({type(exc).__name__}: {exc})"
-    if not is_message_type(annotation):
-        shown = getattr(annotation, "__name__", None) or repr(annotation)
-        return f"{what} is {shown}, which is not a pydantic model, dataclass or TypedDict"
-    return None
+            return f"{what} {annotation!r} cannot be resolved ({type(exc).__name__}: {exc})", False
+    message, streamed = stream_item(annotation)
+    if not is_message_type(message):
+        shown = getattr(message, "__name__", None) or repr(message)
+        kind = "streams" if streamed else "is"
+        return f"{what} {kind} {shown}, which is not a pydantic model, dataclass or TypedDict", streamed
+    return None, streamed
 
 
 def is_message_type(annotation: object) -> bool:

@@ -26,6 +26,17 @@ from runtime.manifest._names import method_path
 from runtime.manifest._toml import Capabilities, MethodPolicy
 from runtime.versions import is_version_id
 
+Streaming = Literal["unary", "client", "server", "bidi"]
+_STREAMING: tuple[Streaming, ...] = ("unary", "client", "server", "bidi")
+
+
+def _streaming(value: object) -> Streaming:
+    for shape in _STREAMING:
+        if value == shape:
+            return shape
+    raise ValueError(f"streaming must be one of {', '.join(_STREAMING)}, not {value!r}")
+
+
 __all__ = ["HandlerManifest", "HookRecord", "ModuleManifestRecord", "TypeRef", "build_manifests"]
 
 
@@ -121,6 +132,8 @@ class HandlerManifest:
     """Fingerprint of the module's whole schema at this version."""
     dependencies: tuple[str, ...]
     """Modules this handler's module may call (``capabilities.modules``), sorted."""
+    streaming: Streaming = "unary"
+    """The call's shape: ``unary``, or which side streams (``client``, ``server``, ``bidi``)."""
     content_hash: str = field(init=False)
     """``sha256:<hex>`` of the canonical JSON of every other field."""
 
@@ -139,6 +152,7 @@ class HandlerManifest:
             "policy": self.policy.model_dump(mode="json"),
             "version_fingerprint": self.version_fingerprint,
             "dependencies": list(self.dependencies),
+            "streaming": self.streaming,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -162,6 +176,7 @@ class HandlerManifest:
                 policy=MethodPolicy.model_validate(data["policy"]),
                 version_fingerprint=data["version_fingerprint"],
                 dependencies=tuple(data["dependencies"]),
+                streaming=_streaming(data.get("streaming", "unary")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(
@@ -268,6 +283,7 @@ def build_manifests(loaded: LoadedModule, *, version: str) -> ModuleManifestReco
                 policy=loaded.policy(spec.method),
                 version_fingerprint=schema_fingerprint,
                 dependencies=dependencies,
+                streaming=_streaming(schema.method(spec.method).streaming),
             )
         )
     return ModuleManifestRecord(

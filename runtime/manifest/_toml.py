@@ -256,8 +256,24 @@ class MethodPolicy(_Frozen):
 
     public: bool = Field(default=False, description="True when callers need no credentials.")
     roles: Roles = Field(default=(), description="Roles a caller must all hold.")
+    inner_roles: Literal["caller", "module"] = Field(
+        default="caller",
+        description=(
+            "On an inner call (another module calling this method for its own caller): 'caller' "
+            "checks `roles` against that original caller, as if it had called through the "
+            "gateway; 'module' lets the calling module's declaration (capabilities.modules) "
+            "stand in for them, whoever the caller is."
+        ),
+    )
     rate_limit: RateLimit | None = Field(
-        default=None, description="'N/second', 'N/minute', 'N/hour' or 'N/day'; None for no limit."
+        default=None,
+        description="'N/second', 'N/minute', 'N/hour' or 'N/day' per caller; a stream counts once, "
+        "when it opens. None for no limit.",
+    )
+    message_rate_limit: RateLimit | None = Field(
+        default=None,
+        description="For a streaming method: request messages per caller, in the same form; a "
+        "stream that sends past it ends RESOURCE_EXHAUSTED. None for no limit.",
     )
     timeout: Seconds = Field(default=DEFAULT_TIMEOUT, description="Seconds the handler may run.")
     idempotent: bool = Field(

@@ -96,13 +96,16 @@ class AuditRecord:
     events: tuple[Mapping[str, Any], ...] = field(default=())
     started_at: float = 0.0
     duration_ms: float = 0.0
+    messages: Mapping[str, int] | None = None
+    """For a streaming call, how many messages went each way: ``{"received": n, "sent": m}``
+    (request messages the handler was given, response messages sent); None for a unary call."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.events, tuple):
             object.__setattr__(self, "events", tuple(self.events))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "request_id": self.request_id,
             "principal": self.principal.to_json(),
             "method": self.method,
@@ -113,6 +116,9 @@ class AuditRecord:
             "started_at": self.started_at,
             "duration_ms": self.duration_ms,
         }
+        if self.messages is not None:
+            data["messages"] = dict(self.messages)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditRecord:
@@ -130,6 +136,7 @@ class AuditRecord:
             events=tuple(data["events"]),
             started_at=float(data["started_at"]),
             duration_ms=float(data["duration_ms"]),
+            messages=data.get("messages"),
         )
 
 

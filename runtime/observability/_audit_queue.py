@@ -43,7 +43,7 @@ class AuditObserver:
     red: RedMetrics | None
     manifest_hash: str
     max_pending: int = MAX_PENDING_AUDIT
-    pending: list[tuple[RequestMeta, Sequence[Any], str, float, float]] = field(default_factory=list)
+    pending: list[tuple[RequestMeta, Sequence[Any], str, float, float, tuple[int, int] | None]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     running: int = 0
     """Lifecycles started and not yet finished."""
@@ -62,7 +62,15 @@ class AuditObserver:
         self.running += 1
         self.idle.clear()
 
-    def finished(self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float) -> None:
+    def finished(
+        self,
+        meta: RequestMeta,
+        events: Sequence[Any],
+        error: BaseException | None,
+        started: float,
+        messages: tuple[int, int] | None = None,
+    ) -> None:
+        """A call's lifecycle ended; ``messages``: a stream's (received, sent) message counts."""
         self.running -= 1
         if not self.running:
             self.idle.set()
@@ -82,7 +90,7 @@ class AuditObserver:
             return
         if not self.pending:
             self.wake.set()
-        self.pending.append((meta, events, outcome, time.time() - duration, duration))
+        self.pending.append((meta, events, outcome, time.time() - duration, duration, messages))
 
     def take(self) -> list[AuditRecord]:
         """The audit records of every call finished since the last take, oldest first."""
@@ -99,8 +107,9 @@ class AuditObserver:
                 events=tuple(e.to_json() for e in events),
                 started_at=started_at,
                 duration_ms=duration * 1000,
+                messages=None if messages is None else {"received": messages[0], "sent": messages[1]},
             )
-            for meta, events, outcome, started_at, duration in pending
+            for meta, events, outcome, started_at, duration, messages in pending
         ]
 
 

@@ -28,9 +28,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runtime.config import DEV_JWT_SECRET, Settings, is_loopback
+from runtime.config import Settings, is_loopback
 from runtime.errors import InternalError, InvalidArgument, ModrpcError, NotFound, status_of
-from runtime.gateway import authenticator_from_settings, issue_dev_token
+from runtime.gateway import authenticator_from_settings, issue_dev_token, jwt_secret_in_force
 from runtime.identity import Principal
 from runtime.observability import AdminServer, LogTail, Metrics, TraceRing, configure_tracing
 from runtime.playground._access import PRINCIPAL_KEY, Guard
@@ -39,6 +39,7 @@ from runtime.playground._explorer import Explorer
 from runtime.playground._live import SAMPLE_SECONDS, LiveView
 from runtime.playground._snapshots import Snapshots
 from runtime.playground._traces import recent, timeline
+from runtime.tls import InternalTls
 
 __all__ = ["GatewayView", "Playground"]
 
@@ -67,6 +68,8 @@ class GatewayView(Protocol):
     settings: Settings
     address: str
     metrics: Metrics
+    tls: InternalTls | None
+    """The gateway's identity: replays go to workers over mutual TLS with it."""
 
     @property
     def table(self) -> Any: ...
@@ -96,11 +99,10 @@ class Playground:
         self.ring = ring
         self.live = LiveView.of_registry(gateway.metrics.registry)
         self._open = self.settings.playground_open
-        self._can_mint = (
-            self._open
-            and "HS256" in self.settings.auth.jwt_algorithms
-            and self.settings.auth.jwt_secret == DEV_JWT_SECRET
-        )
+        secret = jwt_secret_in_force(self.settings)
+        # Only the published development secret, which the gateway accepts on loopback only.
+        self._mint_with = secret.value if self._open and secret.development else None
+        self._can_mint = self._mint_with is not None
         self._auth = authenticator_from_settings(self.settings)
         self._loop: _Loop | None = None
         self._sampling_started = False
@@ -189,7 +191,9 @@ class Playground:
     async def _snapshots(self) -> Snapshots:
         state = self._state()
         if state.snapshots is None:
-            state.snapshots = Snapshots(await self._store(), role=self.settings.playground.role)
+            state.snapshots = Snapshots(
+                await self._store(), role=self.settings.playground.role, tls=self.gateway.tls
+            )
         return state.snapshots
 
     async def _audit(self) -> LogTail:
@@ -279,7 +283,7 @@ class Playground:
         return version_diff(self._modules_now(), request.path_params["name"], query.get("from", ""), query.get("to", ""))
 
     async def _token(self, request: Request) -> Any:
-        if not self._can_mint:
+        if self._mint_with is None:
             raise InvalidArgument(
                 "tokens are minted here only on loopback with the development secret; "
                 "get one from your identity provider (or `modrpc token` in development)"
@@ -291,7 +295,7 @@ class Playground:
             raise InvalidArgument("roles is a list of role names")
         auth = self.settings.auth
         token = issue_dev_token(
-            auth.jwt_secret, subject=subject, roles=roles, ttl_seconds=TOKEN_TTL_SECONDS,
+            self._mint_with, subject=subject, roles=roles, ttl_seconds=TOKEN_TTL_SECONDS,
             issuer=auth.issuer, audience=auth.audience,
         )  # fmt: skip
         return {"token": token, "subject": subject, "roles": roles, "expires_in": TOKEN_TTL_SECONDS}

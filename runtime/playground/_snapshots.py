@@ -17,10 +17,11 @@ import grpc
 import grpc.aio
 
 from runtime.errors import Unavailable
-from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
+from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, principal_header
 from runtime.lcc import LogSnapshotStore, Snapshot
 from runtime.observability import LogTail
 from runtime.status import RpcStatus, error_of
+from runtime.tls import InternalTls
 from runtime.wire import SANDBOX_SERVICE
 
 __all__ = ["Snapshots", "summary"]
@@ -57,9 +58,11 @@ def summary(snapshot_id: int | str, record: Mapping[str, Any]) -> dict[str, Any]
 class Snapshots:
     """Listing, loading and replaying snapshots. Create and use it on one event loop."""
 
-    def __init__(self, store: Any, *, role: str, capacity: int = 500) -> None:
+    def __init__(self, store: Any, *, role: str, tls: InternalTls | None = None, capacity: int = 500) -> None:
         self._store = store
         self._role = role
+        self._tls = tls
+        """The gateway's identity: workers take replays from the gateway only, over mutual TLS."""
         self._tail = LogTail(store=store, stream="snapshots", capacity=capacity, request_id_of=_request_id)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -104,7 +107,7 @@ class Snapshots:
         ]  # fmt: skip
         if not workers:
             raise Unavailable(f"no live worker of {module} is registered to run the replay")
-        channel = self._channel(workers[0].address)
+        channel = self._channel(workers[0].address, module)
         principal = Principal(subject=subject, roles=(self._role,), method="internal")
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
             f"/{SANDBOX_SERVICE}/{method}", request_serializer=None, response_deserializer=None
@@ -125,10 +128,15 @@ class Snapshots:
         assert isinstance(data, dict)
         return data
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
+    def _channel(self, address: str, module: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+            tls = self._tls
+            if tls is None:
+                raise Unavailable("replays need the gateway's certificate: workers take mutual TLS only")
+            channel = self._channels[address] = grpc.aio.secure_channel(
+                address, tls.channel_credentials(), options=tls.channel_options(Peer.module(module))
+            )
         return channel
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -123,6 +123,33 @@ class StubModules:
         if inspect.isawaitable(result):
             result = await result
         return self._as(target.response_type, result)
+
+    async def stream(self, target: MethodTarget, requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """A streaming method's stub: it is given the request (the stream of requests, for a
+        client-streaming method) and returns one response, or an iterable or async iterable of
+        them for a server-streaming method."""
+        method = snake(target.method)
+        stub = self.stubs.get((target.module, method))
+        if stub is None:
+            raise Unimplemented(
+                f"{target.module}.{method} is not stubbed in this test: "
+                f"harness.stub({target.module!r}, {method!r}, fn)"
+            )
+        argument: Any = requests
+        if not target.client_streaming:
+            argument = await anext(aiter(requests))
+        self.calls.append(ModuleCall(target.module, method, argument))
+        result = stub(argument)
+        if inspect.isawaitable(result):
+            result = await result
+        if hasattr(result, "__aiter__"):
+            async for item in result:
+                yield self._as(target.response_type, item)
+        elif target.server_streaming and isinstance(result, Iterable) and not isinstance(result, Mapping | BaseModel):
+            for item in result:
+                yield self._as(target.response_type, item)
+        else:
+            yield self._as(target.response_type, result)
 
     def _as(self, response_type: Any, value: Any) -> Any:
         if response_type is Any or response_type is dict:

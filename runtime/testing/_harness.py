@@ -21,7 +21,7 @@ the status the worker answered with (``InvalidArgument`` with its field violatio
 from __future__ import annotations
 
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from pydantic import BaseModel
 from runtime.client import InstancePool, ModuleClient
 from runtime.context import GlobalContext, MethodTarget, ModuleRegistry, encode_payload
 from runtime.deadline import Deadline
-from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
+from runtime.gtype import stream_item
+from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, current_peer, principal_header
 from runtime.lcc import MemorySnapshotStore
 from runtime.manifest import LoadedModule, check_registration, discover_modules, load_module
 from runtime.observability import AuditObserver, AuditRecord, Metrics
@@ -52,11 +53,14 @@ from runtime.worker import ModuleService, WorkerDeps, load_catalog
 
 __all__ = ["ModuleHarness"]
 
+_GATEWAY = Peer.gateway()
+
 TEST_PRINCIPAL = Principal(subject="test", roles=(), method="jwt")
 """Who calls when a test does not say: an authenticated caller with no roles.
 
-Roles are the gateway's business (a worker trusts what the gateway forwarded), so a harness call
-is not refused for want of one; pass ``principal=`` to see a particular caller in ``lctx``."""
+Roles are the gateway's business (a worker trusts what the gateway forwarded), and the harness
+calls as the gateway, so a harness call is not refused for want of one; pass ``principal=`` to
+see a particular caller in ``lctx``."""
 
 
 class ModuleHarness:
@@ -187,6 +191,7 @@ class ModuleHarness:
         if flags:
             headers.append(("x-flags", ",".join(flags)))
         headers.extend(metadata)
+        as_gateway = current_peer.set(_GATEWAY)  # what the worker's transport proves, in a deployment
         try:
             response, _ = await self._endpoints.unary(
                 method_path(self.name, name), payload, headers, Deadline.from_timeout(timeout)
@@ -194,9 +199,71 @@ class ModuleHarness:
         except CallError as failed:
             raise error_of(failed.status) from failed
         finally:
+            current_peer.reset(as_gateway)
             self.audit.extend(self._observer.take())
         decoded: dict[str, Any] = wire.decode(response_message(name), response)
         return decoded
+
+    async def stream(
+        self,
+        method: str,
+        requests: BaseModel | Mapping[str, Any] | Iterable[BaseModel | Mapping[str, Any]] | AsyncIterable[BaseModel | Mapping[str, Any]],
+        *,
+        version: str | None = None,
+        principal: Principal | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Call the streaming ``method`` and yield its response messages as dicts, as they come.
+
+        ``requests`` is the one request of a server-streaming method, or the requests (an
+        iterable or async iterable) of a client-streaming or bidirectional one. Leaving the
+        loop early cancels the call, as a caller hanging up does; the lifecycle's cleanup has
+        run by the time the generator is closed.
+
+            async for note in harness.stream("WatchNotifications", {}, timeout=1):
+                ...
+        """
+        await self._start()
+        name = pascal(snake(method))
+        resolved = self.catalog.resolve(version)
+        wire = self.catalog.wire(resolved)
+        request_name = request_message(name)
+
+        def encode(request: BaseModel | Mapping[str, Any]) -> bytes:
+            data = request.model_dump() if isinstance(request, BaseModel) else dict(request)
+            return wire.encode(request_name, data)
+
+        async def payloads() -> AsyncIterator[bytes]:
+            if isinstance(requests, BaseModel | Mapping):
+                yield encode(requests)
+            elif isinstance(requests, AsyncIterable):
+                async for request in requests:
+                    yield encode(request)
+            else:
+                for request in requests:
+                    yield encode(request)
+
+        headers: list[tuple[str, str | bytes]] = [(PRINCIPAL_HEADER, principal_header(principal or TEST_PRINCIPAL))]
+        if version is not None:
+            headers.append(("x-api-version", version))
+        if request_id is not None:
+            headers.append((REQUEST_ID_KEY, request_id))
+        headers.extend(metadata)
+        as_gateway = current_peer.set(_GATEWAY)  # the stream's task starts now and keeps this
+        try:
+            call = self._endpoints.stream(method_path(self.name, name), payloads(), headers, Deadline.from_timeout(timeout))
+        finally:
+            current_peer.reset(as_gateway)
+        try:
+            async for message in call:
+                yield wire.decode(response_message(name), message)
+        except CallError as failed:
+            raise error_of(failed.status) from failed
+        finally:
+            await call.aclose()
+            self.audit.extend(self._observer.take())
 
     async def deliver(self, topic: str, event: BaseModel | Mapping[str, Any] | bytes) -> int:
         """Deliver ``event`` on ``topic`` to the module's ``@subscriber`` functions, as the
@@ -237,8 +304,10 @@ def _targets(loaded: LoadedModule | None) -> dict[str, MethodTarget] | None:
         targets[spec.method] = MethodTarget(
             module=loaded.name,
             method=spec.method,
-            request_type=hints[next(iter(hints))],
-            response_type=hints["return"],
+            request_type=stream_item(hints[next(iter(hints))])[0],  # type: ignore[arg-type]
+            response_type=stream_item(hints["return"])[0],  # type: ignore[arg-type]
             idempotent=loaded.policy(spec.method).idempotent,
+            client_streaming=spec.types.client_streaming,
+            server_streaming=spec.types.server_streaming,
         )
     return targets

@@ -13,31 +13,53 @@ status it sends, which is how the two are told apart.
 
 On the server side, :func:`unary_handler` turns an endpoint of the same shape (bytes, metadata
 and deadline in; bytes and trailers out; :class:`CallError` for a status) into a grpc.aio method
-handler, so a worker serves gRPC, the lane and in-process calls with the same endpoint.
+handler, so a worker serves gRPC, the lane and in-process calls with the same endpoint;
+:func:`stream_handler` does the same for a streaming endpoint (request messages, metadata and
+deadline in; a :class:`~runtime.transport.StreamCall` out).
+
+Streams use grpc.aio's reader/writer calls on both sides, so each message waits for HTTP/2 flow
+control: a gRPC peer that reads slowly holds up the writer, and through it whatever produces.
+
+Between runtime processes both ends use mutual TLS (:class:`~runtime.tls.InternalTls`): the
+client presents its certificate and checks the server's names the identity it expects, and the
+server hands the caller's identity to the endpoint as :data:`~runtime.identity.current_peer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import cast
 
 import grpc
 import grpc.aio
 
 from runtime.deadline import Deadline
+from runtime.identity import Peer, current_peer
 from runtime.status import REQUEST_ID_KEY, RpcStatus
+from runtime.tls import InternalTls, peer_of_grpc
 from runtime.transport._contract import (
     CallError,
     Disconnected,
     Metadata,
     MetadataIn,
     Reply,
+    StreamCall,
     TransportError,
     Unreached,
 )
+from runtime.transport._stream import request_failed
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "GrpcTransport", "call_error", "channel_options", "unary_handler"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "Endpoint",
+    "GrpcTransport",
+    "StreamEndpoint",
+    "call_error",
+    "channel_options",
+    "stream_handler",
+    "unary_handler",
+]
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """gRPC's own default limit; a configured limit should be passed instead."""
@@ -46,6 +68,9 @@ ChannelOptions = Sequence[tuple[str, int | str]]
 
 Endpoint = Callable[[bytes, MetadataIn, Deadline | None], Awaitable[Reply]]
 """One served method: ``(payload, metadata, deadline) -> (response bytes, trailers)``."""
+
+StreamEndpoint = Callable[[AsyncIterable[bytes], MetadataIn, "Deadline | None"], StreamCall]
+"""One served streaming method: ``(request messages, metadata, deadline) -> StreamCall``."""
 
 
 def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, separate: bool = False) -> ChannelOptions:
@@ -105,40 +130,85 @@ class GrpcTransport:
     """Unary calls over grpc.aio channels to one address, used in turn; raw bytes both ways.
 
     Channels are created on the first call (building one needs no event loop). Several
-    channels (``channels`` > 1) each get their own connection.
+    channels (``channels`` > 1) each get their own connection. With ``tls`` the channels are
+    mutual TLS: this process's certificate, and the server must hold ``server``'s.
     """
 
-    __slots__ = ("_callables", "_channels", "_closed", "_count", "_next", "_options", "address")
+    __slots__ = (
+        "_callables", "_channels", "_closed", "_count", "_generation", "_next", "_options", "_retiring", "_streams",
+        "_tls", "address",
+    )  # fmt: skip
 
-    def __init__(self, address: str, *, channels: int = 1, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        channels: int = 1,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: InternalTls | None = None,
+        server: Peer | None = None,
+    ) -> None:
         if channels < 1:
             raise ValueError("channels must be at least 1")
+        if tls is not None and server is None:
+            raise ValueError("a TLS transport needs the identity the server must prove (server=)")
         self.address = address
         self._count = channels
-        self._options = channel_options(max_message_bytes, separate=channels > 1)
+        options = list(channel_options(max_message_bytes, separate=channels > 1))
+        if tls is not None and server is not None:
+            options += tls.channel_options(server)
+        self._options = options
+        self._tls = tls
+        self._generation = 0
+        self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
         self._channels: list[grpc.aio.Channel] = []
         self._callables: list[dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]]] = []
+        self._streams: list[dict[str, grpc.aio.StreamStreamMultiCallable[bytes, bytes]]] = []
         self._next = 0
 
     def _open(self) -> None:
+        tls = self._tls
+        if tls is not None:
+            self._generation = tls.keys.current_generation()
         for _ in range(self._count):
-            self._channels.append(
-                grpc.aio.insecure_channel(self.address, options=self._options)
-            )
+            if tls is None:
+                channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            else:  # the files as they are now: a rotated certificate is used by new channels
+                channel = grpc.aio.secure_channel(self.address, tls.channel_credentials(), options=self._options)
+            self._channels.append(channel)
             self._callables.append({})
+            self._streams.append({})
 
     def _index(self) -> int:
         index = self._next % self._count
         self._next = index + 1
         return index
 
-    def _callable(self, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    def _renew(self) -> None:
+        """This process's certificate was replaced on disk: new channels present the new one,
+        and calls still out on the old channels get a few seconds to finish."""
+        old, self._channels = self._channels, []
+        self._callables = []
+        self._streams = []
+        self._open()
+        task = asyncio.get_running_loop().create_task(_close_all(old, _RENEW_GRACE_SECONDS))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _ready(self) -> int:
+        """The index of the channel the next call takes, channels opened (or renewed) as needed."""
+        tls = self._tls
+        if tls is not None and self._channels and tls.keys.current_generation() != self._generation:
+            self._renew()
         if not self._channels:
             if self._closed:
                 raise Unreached(f"the gRPC transport to {self.address} is closed")
             self._open()
-        index = self._index()
+        return self._index()
+
+    def _callable(self, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        index = self._ready()
         cache = self._callables[index]
         unary = cache.get(method)
         if unary is None:
@@ -161,12 +231,131 @@ class GrpcTransport:
             raise
         return response, tuple(trailing or ())
 
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        """A streaming call of any shape, as grpc's stream-stream call (the wire is the same)."""
+        index = self._ready()
+        cache = self._streams[index]
+        multicallable = cache.get(method)
+        if multicallable is None:
+            multicallable = cache[method] = self._channels[index].stream_stream(
+                method, request_serializer=None, response_deserializer=None
+            )
+        timeout = None if deadline is None else deadline.remaining()
+        # No request iterator: _GrpcStream writes the messages itself, at the pace grpc takes them.
+        call = multicallable(timeout=timeout, metadata=tuple(metadata) or None)  # type: ignore[call-arg]  # optional at run time
+        return _GrpcStream(call, requests)
+
     async def close(self, grace: float | None = None) -> None:
         """Close the channels; calls in flight get ``grace`` seconds (None: cancelled). Safe twice."""
         self._closed = True
         channels, self._channels = self._channels, []
         self._callables = []
-        await asyncio.gather(*(channel.close(grace) for channel in channels))
+        self._streams = []
+        await asyncio.gather(_close_all(channels, grace), *self._retiring)
+
+
+_RENEW_GRACE_SECONDS = 5.0
+
+
+async def _close_all(channels: Sequence[grpc.aio.Channel], grace: float | None) -> None:
+    await asyncio.gather(*(channel.close(grace) for channel in channels))
+
+
+class _GrpcStream:
+    """A grpc.aio stream-stream call as a :class:`~runtime.transport.StreamCall`.
+
+    A task of its own writes the request messages, one ``write`` at a time (each waits for
+    HTTP/2 flow control), then half-closes; the reader reads the responses.
+    """
+
+    __slots__ = ("_call", "_failed", "_pump", "_trailers")
+
+    def __init__(self, call: grpc.aio.StreamStreamCall[bytes, bytes], requests: AsyncIterable[bytes]) -> None:
+        self._call = call
+        self._failed: BaseException | None = None
+        self._trailers: Metadata = ()
+        self._pump = asyncio.get_running_loop().create_task(self._send(requests))
+
+    async def _send(self, requests: AsyncIterable[bytes]) -> None:
+        call = self._call
+        try:
+            async for message in requests:
+                await call.write(message)
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the call ended first: reading the responses tells how
+        except Exception as exc:  # the request iterator failed: the call is given up
+            self._failed = exc
+            call.cancel()
+
+    def __aiter__(self) -> _GrpcStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        call = self._call
+        try:
+            message = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            self._pump.cancel()
+            raise call_error(exc) from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._failed is not None and (task is None or not task.cancelling()):
+                raise request_failed(self._failed) from None  # cancelled by the pump, not the reader
+            call.cancel()  # the reader gave up: so does the RPC, and the server sees it
+            self._pump.cancel()
+            raise
+        if message is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing from grpc-stubs
+            self._pump.cancel()
+            try:
+                self._trailers = tuple(await call.trailing_metadata() or ())
+            except grpc.aio.AioRpcError as exc:
+                raise call_error(exc) from exc
+            raise StopAsyncIteration
+        return cast(bytes, message)
+
+    @property
+    def trailers(self) -> Metadata:
+        return self._trailers
+
+    async def aclose(self) -> None:
+        self._call.cancel()  # a no-op once the call has ended
+        pump = self._pump
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait((pump,))
+
+
+def stream_handler(endpoint: StreamEndpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
+    """A grpc.aio raw-bytes handler serving the streaming ``endpoint``, whatever its shape: the
+    wire of a stream-stream call is that of every other kind, so one handler serves them all.
+
+    Each response message is written with ``context.write``, which waits for the client's flow
+    control; the endpoint's trailers go out with the OK status, and a :class:`CallError` ends the
+    call with its status. Whichever way the call ends, the endpoint's call is closed, so the
+    handler's cleanup has run by the time grpc finishes the RPC. The identity in the caller's TLS
+    certificate is the call's :data:`~runtime.identity.current_peer`, as for a unary call.
+    """
+
+    async def handle(requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else Deadline.after(remaining)
+        current_peer.set(peer_of_grpc(context))  # this call's own task, and the stream's, inherit it
+        metadata = cast(MetadataIn, context.invocation_metadata() or ())
+        call = endpoint(requests, metadata, deadline)
+        try:
+            async for message in call:
+                await context.write(message)
+        except CallError as exc:
+            await context.abort_with_status(exc.status)  # type: ignore[attr-defined]  # missing from grpc-stubs
+            raise  # abort_with_status raises; never reached
+        finally:
+            await call.aclose()
+        context.set_trailing_metadata(call.trailers)
+
+    return grpc.stream_stream_rpc_method_handler(handle)
 
 
 def unary_handler(endpoint: Endpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -174,11 +363,14 @@ def unary_handler(endpoint: Endpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
 
     grpc.aio's deadline becomes a :class:`~runtime.deadline.Deadline` here, once; the endpoint's
     trailers go back with the response, and a :class:`CallError` ends the call with its status.
+    The identity in the caller's TLS certificate (none on a plaintext port) is the call's
+    :data:`~runtime.identity.current_peer`.
     """
 
     async def handle(payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         remaining = context.time_remaining()
         deadline = None if remaining is None else Deadline.after(remaining)
+        current_peer.set(peer_of_grpc(context))  # this call's own task: nothing to reset
         try:
             metadata = cast(MetadataIn, context.invocation_metadata() or ())
             response, trailing = await endpoint(payload, metadata, deadline)

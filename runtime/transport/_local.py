@@ -16,13 +16,13 @@ this registry::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import AsyncIterable, Collection
 
 import grpc
 
 from runtime.deadline import Deadline
 from runtime.status import RpcStatus
-from runtime.transport._contract import MetadataIn, Reply, Transport, TransportError
+from runtime.transport._contract import MetadataIn, Reply, StreamCall, Transport, TransportError
 
 __all__ = ["InProcessModules"]
 
@@ -46,6 +46,14 @@ class _InProcess:
         except TimeoutError:
             details = f"deadline exceeded before {method} answered in process"
             raise TransportError(RpcStatus(grpc.StatusCode.DEADLINE_EXCEEDED, details)) from None
+
+
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        """The endpoint's own stream: its lifecycle holds the deadline over the stream's whole
+        life and ends it DEADLINE_EXCEEDED, cancelling the handler, as a wire transport would."""
+        return self._served.stream(method, requests, metadata, deadline)
 
 
 class InProcessModules:

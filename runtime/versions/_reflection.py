@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
+from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
@@ -29,6 +30,9 @@ from runtime.versions._catalog import VersionCatalog
 from runtime.wire import service_name, serving_pool
 
 __all__ = ["VersionedReflection"]
+
+_Servicer = tuple[ReflectionServicer, DescriptorPool]
+"""A reflection servicer and the descriptor pool it answers from."""
 
 _MAX_SERVICERS = 64
 """Servicers (descriptor pools) kept; a few modules with a few versions each stay far below."""
@@ -50,16 +54,17 @@ class VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type
         self._services = tuple(services)
         # key: the chosen descriptors' ids; the value keeps the descriptors alive, so no id is
         # reused by another descriptor while its entry exists.
-        self._servicers: dict[tuple[int, ...], tuple[list[Any], ReflectionServicer]] = {}
+        self._servicers: dict[tuple[int, ...], tuple[list[Any], _Servicer]] = {}
 
-    def _servicer(self, chosen: Sequence[tuple[str, VersionCatalog, str]]) -> ReflectionServicer:
+    def _servicer(self, chosen: Sequence[tuple[str, VersionCatalog, str]]) -> _Servicer:
         descriptors = [catalog.by_id[version].descriptor for _, catalog, version in chosen]
         key = tuple(id(descriptor) for descriptor in descriptors)
         cached = self._servicers.get(key)
         if cached is not None:
             return cached[1]
         names = sorted([service_name(name) for name, _, _ in chosen] + list(self._services))
-        servicer = ReflectionServicer(names, pool=serving_pool(descriptors))
+        pool = serving_pool(descriptors)
+        servicer = (ReflectionServicer(names, pool=pool), pool)
         if len(self._servicers) >= _MAX_SERVICERS:
             self._servicers.clear()
         self._servicers[key] = (descriptors, servicer)
@@ -89,7 +94,8 @@ class VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type
             if module in refused:  # asked about a module the header names no version of
                 await context.abort_with_status(rpc_status_of(refused[module]))
                 return
-            servicer = self._servicer([resolved[module]]) if module in resolved else everything
+            servicer, pool = self._servicer([resolved[module]]) if module in resolved else everything
+            request = _method_as_service(request, pool)
             async for response in servicer.ServerReflectionInfo(_one(request), context):
                 yield response
 
@@ -106,6 +112,30 @@ def _module_of(request: reflection_pb2.ServerReflectionRequest) -> str | None:
     if kind == "all_extension_numbers_of_type":
         return str(request.all_extension_numbers_of_type).partition(".")[0]
     return None
+
+
+def _method_as_service(request: reflection_pb2.ServerReflectionRequest, pool: DescriptorPool) -> reflection_pb2.ServerReflectionRequest:
+    """A symbol naming a method (``pkg.Service.Method``, as ``grpcurl describe`` sends it) asks
+    for the file of its service: what gRPC's own reflection answers, and what the descriptor
+    pool cannot look up by the method's name."""
+    if request.WhichOneof("message_request") != "file_containing_symbol":
+        return request
+    symbol = str(request.file_containing_symbol)
+    try:
+        pool.FindFileContainingSymbol(symbol)
+        return request
+    except KeyError:
+        service, _, method = symbol.rpartition(".")
+        try:
+            found = pool.FindServiceByName(service)
+        except KeyError:
+            return request
+        if method not in found.methods_by_name:
+            return request
+    asked = reflection_pb2.ServerReflectionRequest()
+    asked.CopyFrom(request)
+    asked.file_containing_symbol = service
+    return asked
 
 
 async def _one(

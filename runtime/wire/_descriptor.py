@@ -148,11 +148,16 @@ class _Builder:
         self.file.enum_type.extend(enums)
         service = self.file.service.add(name=f"{pascal(self.schema.module)}Service")
         for method in self.schema.methods:
-            service.method.add(
+            added = service.method.add(
                 name=method.name,
                 input_type=self.qualified(request_message(method.name)),
                 output_type=self.qualified(response_message(method.name)),
             )
+            # Set only when true: a unary method's descriptor stays byte for byte what it was.
+            if method.client_streaming:
+                added.client_streaming = True
+            if method.server_streaming:
+                added.server_streaming = True
         deps = sorted(set(self.file.dependency))
         del self.file.dependency[:]
         self.file.dependency.extend(deps)

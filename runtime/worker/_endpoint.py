@@ -3,15 +3,22 @@
 Everything that can be worked out once per method is worked out in the constructor (message
 names, the type adapters, the schema nodes validation walks, hooks, policy), so a call only
 does the work that depends on the call.
+
+A streaming method is served by :meth:`MethodEndpoint.stream`: one lifecycle for the whole
+stream, run by the task of a :class:`~runtime.transport.ProducedStream`, which takes each
+response message (converted for the caller's version, like a unary response) only as fast as
+the caller reads them. Closing the stream (the caller went away) cancels the lifecycle and waits
+for its cleanup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,25 +26,34 @@ import grpc
 import pydantic
 from pydantic import TypeAdapter
 
-from runtime.context import GlobalContext, current_batch, current_deadline, current_request_id
+from runtime.context import (
+    GlobalContext,
+    current_batch,
+    current_deadline,
+    current_principal,
+    current_request_id,
+)
 from runtime.deadline import Deadline
 from runtime.errors import (
     Cancelled,
     DeadlineExceeded,
     InternalError,
+    InvalidArgument,
     ModrpcError,
     Unimplemented,
     ValidationFailed,
 )
-from runtime.gtype import FieldViolation, Schema, validate
-from runtime.identity import PRINCIPAL_HEADER, principal_from_header, request_id_of
+from runtime.gtype import FieldViolation, Schema, stream_item, validate
+from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, current_peer, request_id_of
 from runtime.lcc import (
     HookSpec,
     LifecycleCall,
+    LifecycleEvent,
     LocalContext,
     MemoryEventSink,
     RequestMeta,
     SnapshotStore,
+    Stream,
     parse_flags,
     run_lifecycle,
 )
@@ -51,9 +67,18 @@ from runtime.observability import (
     version_var,
 )
 from runtime.status import REQUEST_ID_KEY, describe_violation, rpc_status_of
-from runtime.transport import CallError, Metadata, MetadataIn, Reply
+from runtime.transport import (
+    CallError,
+    MessageQueue,
+    Metadata,
+    MetadataIn,
+    ProducedStream,
+    Reply,
+    StreamCall,
+)
 from runtime.versions import Conversion, VersionCatalog, plan
 from runtime.wire import method_path
+from runtime.worker._admission import Admission
 
 __all__ = ["CallObserver", "MethodEndpoint", "RemovedMethod"]
 
@@ -66,8 +91,15 @@ class CallObserver(typing.Protocol):
     def started(self) -> None: ...
 
     def finished(
-        self, meta: RequestMeta, events: Sequence[Any], error: BaseException | None, started: float
-    ) -> None: ...
+        self,
+        meta: RequestMeta,
+        events: Sequence[Any],
+        error: BaseException | None,
+        started: float,
+        messages: tuple[int, int] | None = None,
+    ) -> None:
+        """``messages``: (received, sent) message counts of a streaming call; None for unary."""
+        ...
 
 
 def _violations_from_pydantic(exc: pydantic.ValidationError) -> list[FieldViolation]:
@@ -118,10 +150,26 @@ class _Types:
 
 
 def _handler_types(spec: HandlerSpec) -> _Types:
+    """The adapters of one request and one response message (of a stream's items, for a stream)."""
     hints = typing.get_type_hints(spec.function)
     params = list(hints)
-    request_type = hints[params[0]]
-    return _Types(TypeAdapter(request_type), TypeAdapter(hints["return"]))
+    request_type: Any = stream_item(hints[params[0]])[0]
+    response_type: Any = stream_item(hints["return"])[0]
+    return _Types(TypeAdapter(request_type), TypeAdapter(response_type))
+
+
+async def _only_message(requests: AsyncIterable[bytes], method: str) -> bytes:
+    """The one request message of a server-streaming call (read up to the caller's half-close)."""
+    iterator = aiter(requests)
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        raise InvalidArgument(f"{method} takes one request message; the stream ended with none") from None
+    try:
+        await anext(iterator)
+    except StopAsyncIteration:
+        return first
+    raise InvalidArgument(f"{method} takes one request message; more than one was sent")
 
 
 class MethodEndpoint:
@@ -141,6 +189,7 @@ class MethodEndpoint:
         redact: Callable[[Any], Any] | None,
         observer: CallObserver | None,
         hop_timeout: float,
+        admission: Admission,
         tracing: ServerTracer | None = None,
     ) -> None:
         self.module = module
@@ -156,6 +205,7 @@ class MethodEndpoint:
         self.redact = redact
         self.observer = observer
         self.hop_timeout = hop_timeout
+        self.admission = admission
         self.tracing = tracing or ServerTracer()
         schema: Schema = catalog.by_id[served].schema
         self.schema = schema
@@ -163,6 +213,8 @@ class MethodEndpoint:
         self.request_node = schema.resolve(m.request)
         self.response_node = schema.resolve(m.response)
         self.types = _handler_types(spec)
+        self.client_streaming = m.client_streaming
+        self.server_streaming = m.server_streaming
         self.timeout = policy.timeout
         self._served_conversion = Conversion(catalog, spec.method, served, served)
         self._conversions: dict[str, Conversion] = {}
@@ -184,9 +236,10 @@ class MethodEndpoint:
             )
             raise ValidationFailed("response failed validation", problems)
 
-    async def _run_handler(self, request: Any, lctx: LocalContext, gctx: Any) -> Any:
+    def _model(self, request: Any) -> Any:
+        """A validated request value as the handler's request type."""
         try:
-            model = self.types.request.validate_python(request)
+            return self.types.request.validate_python(request)
         except pydantic.ValidationError as exc:
             problems = _violations_from_pydantic(exc)
             raise ValidationFailed(
@@ -194,15 +247,49 @@ class MethodEndpoint:
                 + "; ".join(describe_violation(p) for p in problems[:5]),
                 problems,
             ) from None
-        if self.spec.is_async:
-            result = await self.spec.function(model, lctx, gctx)
-        else:
-            result = await asyncio.to_thread(self.spec.function, model, lctx, gctx)
+
+    def _dump(self, result: Any) -> Any:
+        """A handler's response object as a value validation and the codec read."""
         try:
             return self.types.response.dump_python(result, mode="python")
         except (pydantic.ValidationError, TypeError, ValueError) as exc:
             log.error("handler %s returned %r, not its response type: %s", self.spec.handler_id, type(result), exc)
             raise InternalError("response has the wrong type") from exc
+
+    async def _run_handler(self, request: Any, lctx: LocalContext, gctx: Any) -> Any:
+        model = self._model(request)
+        if self.spec.is_async:
+            result = await self.spec.function(model, lctx, gctx)
+        else:
+            result = await asyncio.to_thread(self.spec.function, model, lctx, gctx)
+        return self._dump(result)
+
+    async def _run_stream_handler(self, request: Any, lctx: LocalContext, gctx: Any) -> Any:
+        """The handler of a streaming method: models in (one, or a stream), values out (one, or
+        a stream the lifecycle iterates)."""
+        argument = self._models(request) if self.client_streaming else self._model(request)
+        result = self.spec.function(argument, lctx, gctx)
+        if inspect.isawaitable(result):
+            result = await result
+        if not self.server_streaming:
+            return self._dump(result)
+        if not hasattr(result, "__aiter__"):
+            log.error("handler %s returned %r, not an async iterator", self.spec.handler_id, type(result))
+            raise InternalError("the handler's response is not a stream")
+        return self._dumped(result)
+
+    async def _models(self, values: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        async for value in values:
+            yield self._model(value)
+
+    async def _dumped(self, results: Any) -> AsyncIterator[Any]:
+        try:
+            async for result in results:
+                yield self._dump(result)
+        finally:
+            close = getattr(results, "aclose", None)
+            if close is not None:  # the handler's own cleanup runs now, in the lifecycle's task
+                await close()
 
     # -- the call ---------------------------------------------------------------------------------
     def conversion(self, version: str) -> Conversion:
@@ -240,6 +327,12 @@ class MethodEndpoint:
         sink = MemoryEventSink()
         error: BaseException | None = None
         try:
+            peer = current_peer.get()
+            try:
+                principal = self.admission.principal(peer, headers.get(PRINCIPAL_HEADER), self.policy)
+            except ModrpcError as refusal:
+                self._refused(request_id, peer, refusal, started)
+                raise
             version = self.catalog.resolve(headers.get("x-api-version"))
             span.set_attribute(VERSION_ATTRIBUTE, version)
             conversion = self.conversion(version)
@@ -252,7 +345,7 @@ class MethodEndpoint:
                 version=self.served,
                 flags=parse_flags(headers.get("x-flags")),
                 deadline=deadline,
-                principal=principal_from_header(headers.get(PRINCIPAL_HEADER)),
+                principal=principal,
             )
             if self.observer is not None:
                 self.observer.started()  # finished() follows in the finally below: meta is set
@@ -264,6 +357,7 @@ class MethodEndpoint:
             version_token = version_var.set(self.served)
             deadline_token = current_deadline.set(deadline)
             batch_token = current_batch.set(batch)
+            principal_token = current_principal.set(principal)
             try:
                 response = await _run_to_the_end(
                     LifecycleCall(
@@ -285,6 +379,7 @@ class MethodEndpoint:
                 handler_var.reset(handler_token)
                 version_var.reset(version_token)
                 current_deadline.reset(deadline_token)
+                current_principal.reset(principal_token)
                 current_batch.reset(batch_token)
             if batch is not None and batch.messages:
                 # The handler succeeded: its events are made durable before the caller hears so.
@@ -311,6 +406,141 @@ class MethodEndpoint:
             if self.observer is not None and meta is not None:
                 self.observer.finished(meta, sink.events, error, started)
 
+    # -- a streaming call ---------------------------------------------------------------------------
+    def stream(self, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None) -> StreamCall:
+        """Serve one streaming call, however it came: the call contract's stream.
+
+        The method's timeout caps the stream's whole life, as it caps a unary call.
+        """
+        deadline = Deadline.earliest(deadline, Deadline.after(self.timeout))
+
+        def cancel_ok() -> bool:
+            return deadline is None or deadline.remaining() > DEADLINE_SLACK
+
+        async def produce(out: MessageQueue) -> Metadata:
+            return await self._serve_stream(requests, metadata, deadline, out)
+
+        return ProducedStream(produce, cancel_ok=cancel_ok)
+
+    async def _serve_stream(
+        self, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None, out: MessageQueue
+    ) -> Metadata:
+        started = time.perf_counter()
+        headers = {k: v for k, v in metadata if isinstance(v, str)}
+        request_id = request_id_of(headers.get(REQUEST_ID_KEY))
+        trailers: Metadata = ((REQUEST_ID_KEY, request_id),)
+        span, span_token = self.tracing.start(
+            self.path, headers, {REQUEST_ID_ATTRIBUTE: request_id, HANDLER_ATTRIBUTE: self.spec.handler_id}
+        )
+        code: grpc.StatusCode | None = grpc.StatusCode.OK
+        details: str | None = None
+        meta: RequestMeta | None = None
+        sink = MemoryEventSink()
+        error: BaseException | None = None
+        stream = Stream()
+        try:
+            peer = current_peer.get()
+            try:
+                principal = self.admission.principal(peer, headers.get(PRINCIPAL_HEADER), self.policy)
+            except ModrpcError as refusal:
+                self._refused(request_id, peer, refusal, started)
+                raise
+            version = self.catalog.resolve(headers.get("x-api-version"))
+            span.set_attribute(VERSION_ATTRIBUTE, version)
+            conversion = self.conversion(version)
+            request: Any = None
+            if self.client_streaming:
+                stream.requests = self._decoded(requests, conversion, deadline)
+            else:
+                request = await conversion.request(await _only_message(requests, self.path), deadline)
+            if self.server_streaming:
+
+                async def send(value: Any) -> None:
+                    await out.put(await conversion.response(value, deadline))
+
+                stream.send = send
+            meta = RequestMeta(
+                request_id=request_id,
+                handler=self.spec.handler_id,
+                method=self.path,
+                version=self.served,
+                flags=parse_flags(headers.get("x-flags")),
+                deadline=deadline,
+                principal=principal,
+            )
+            if self.observer is not None:
+                self.observer.started()
+            current_request_id.set(request_id)  # this task's own context: nothing to reset
+            current_principal.set(principal)
+            handler_var.set(self.spec.handler_id)
+            version_var.set(self.served)
+            current_deadline.set(deadline)
+            response = await run_lifecycle(
+                LifecycleCall(
+                    handler=self._run_stream_handler,
+                    request=request,
+                    lctx=LocalContext(meta, redact=self.redact),
+                    gctx=self.gctx,
+                    hooks=self.hooks,
+                    validate_request=self.validate_request,
+                    validate_response=self.validate_response,
+                    sink=sink,
+                    stream=stream,
+                )
+            )
+            if not self.server_streaming:
+                await out.put(await conversion.response(response, deadline))
+                stream.sent = 1
+            return trailers
+        except asyncio.CancelledError:
+            code = None
+            if meta is not None and meta.deadline is not None and meta.deadline.remaining() <= DEADLINE_SLACK:
+                error = DeadlineExceeded(f"{self.spec.handler_id}: deadline exceeded")
+            else:
+                error = Cancelled(f"{self.spec.handler_id}: the caller cancelled the call")
+            raise
+        except Exception as exc:
+            error = exc
+            if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
+                log.error("call %s %s failed: %s", request_id, self.spec.handler_id, exc, exc_info=exc)
+            status = rpc_status_of(exc, request_id)
+            code, details = status.code, status.details
+            raise CallError(status) from exc
+        finally:
+            ServerTracer.end(span, span_token, code, details)
+            if self.observer is not None and meta is not None:
+                self.observer.finished(meta, sink.events, error, started, (stream.received, stream.sent))
+
+    def _refused(self, request_id: str, peer: Peer | None, refusal: ModrpcError, started: float) -> None:
+        """Log and audit a call the worker would not serve: who knocked, and why it was turned away."""
+        who = str(peer) if peer is not None else "unauthenticated"
+        log.warning("refused %s %s from %s: %s", request_id, self.spec.handler_id, who, refusal.message)
+        if self.observer is None:
+            return
+        meta = RequestMeta(
+            request_id=request_id,
+            handler=self.spec.handler_id,
+            method=self.path,
+            version=self.served,
+            principal=Principal(subject=who, method="anonymous"),
+        )
+        event = LifecycleEvent(
+            kind="refused",
+            name=who,
+            request_id=request_id,
+            handler=self.spec.handler_id,
+            at=time.time(),
+            error=f"{type(refusal).__name__}: {refusal.message}",
+        )
+        self.observer.started()
+        self.observer.finished(meta, (event,), refusal, started)
+
+    @staticmethod
+    async def _decoded(requests: AsyncIterable[bytes], conversion: Conversion, deadline: Deadline | None) -> AsyncIterator[Any]:
+        """A stream's request messages as values of the served version, each converted as it
+        arrives (a transformer for the request applies to every message)."""
+        async for payload in requests:
+            yield await conversion.request(payload, deadline)
 
 class RemovedMethod:
     """A method an earlier recorded version of the module had and the served version does not.
@@ -319,10 +549,11 @@ class RemovedMethod:
     UNIMPLEMENTED naming the version that removed the method, over gRPC, the lane or in
     process alike, as the gateway answers it (SPEC §4), rather than grpc's bare
     "Method not found!": the one conversion pipeline (:func:`~runtime.versions.plan`) refuses
-    it. An ``x-api-version`` that resolves to nothing is refused as for any method.
+    it. An ``x-api-version`` that resolves to nothing is refused as for any method. A removed
+    streaming method is refused as a stream, the kind of call its callers make.
     """
 
-    __slots__ = ("catalog", "method", "module", "path", "served")
+    __slots__ = ("catalog", "client_streaming", "method", "module", "path", "served", "server_streaming")
 
     def __init__(self, *, module: str, method: str, catalog: VersionCatalog, served: str) -> None:
         self.module = module
@@ -330,8 +561,14 @@ class RemovedMethod:
         self.path = method_path(module, method)
         self.catalog = catalog
         self.served = served
+        self.client_streaming = self.server_streaming = False
+        for info in reversed(catalog.versions):  # its shape where it was last recorded
+            found = next((m for m in info.schema.methods if m.name == method), None)
+            if found is not None:
+                self.client_streaming, self.server_streaming = found.client_streaming, found.server_streaming
+                break
 
-    async def serve(self, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+    async def _refusal(self, metadata: MetadataIn, deadline: Deadline | None) -> CallError:
         headers = {k: v for k, v in metadata if isinstance(v, str)}
         request_id = request_id_of(headers.get(REQUEST_ID_KEY))
         try:
@@ -339,7 +576,16 @@ class RemovedMethod:
             planned = plan(self.catalog, self.method, version, (self.served,))
             # The served version lacks the method, so the conversion refuses the call.
             assert planned is not None and planned[1] is not None, f"{self.path} is served at {self.served}"
-            await planned[1].request(payload, deadline)
+            await planned[1].request(b"", deadline)
             raise AssertionError(f"{self.path} is not served at {self.served}, yet its conversion passed")
         except ModrpcError as exc:  # the refusal, or an unparsable or unknown version
-            raise CallError(rpc_status_of(exc, request_id)) from exc
+            return CallError(rpc_status_of(exc, request_id))
+
+    async def serve(self, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
+        raise await self._refusal(metadata, deadline)
+
+    def stream(self, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None) -> StreamCall:
+        async def produce(out: MessageQueue) -> Metadata:
+            raise await self._refusal(metadata, deadline)
+
+        return ProducedStream(produce, cancel_ok=lambda: True)

@@ -3,8 +3,9 @@
 A replay must run where the module's code and state are: in this process, not in whoever asks.
 The playground asks over gRPC, on the worker's own port, through one small service
 (:data:`SANDBOX_SERVICE`) whose messages are JSON; it is registered only when the playground is
-on, and answers only a principal holding the playground's role (the trust model of every other
-call on this port: the gateway, or the playground next to it, vouches for the caller).
+on, and answers only a principal holding the playground's role, named by the gateway (whose
+certificate the call carries: the playground runs in the gateway's process), as on every other
+call on this port.
 
 A replay is sandboxed. It runs the snapshot's request through this worker's real lifecycle
 (hooks, validation, handler), but in a ``gctx`` whose module calls are answered from the
@@ -25,13 +26,13 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from pydantic import TypeAdapter
 
-from runtime.context import MethodTarget, current_request_id
+from runtime.context import MethodTarget, current_principal, current_request_id
 from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -55,6 +56,7 @@ from runtime.lcc import (
     to_jsonable,
 )
 from runtime.status import RpcStatus, error_of
+from runtime.tls import peer_of_grpc
 from runtime.versions import run_chain
 from runtime.wire import SANDBOX_SERVICE
 
@@ -95,6 +97,15 @@ class _RecordedCalls:
             code = getattr(grpc.StatusCode, status, grpc.StatusCode.UNKNOWN)
             raise error_of(RpcStatus(code, str(effect.get("message") or status), ()), relay=False)
         return TypeAdapter(target.response_type).validate_python(effect.get("response"))
+
+
+    async def stream(self, target: MethodTarget, requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """Streaming calls are not recorded (a stream has no one answer to give back)."""
+        raise FailedPrecondition(
+            f"replay: streaming calls to {target.module}.{target.method} are not recorded; "
+            "replay with live calls to let it reach the module"
+        )
+        yield  # never reached: makes this an async generator, as the protocol's stream is
 
 
 class _CapturedFabric:
@@ -178,6 +189,9 @@ class Sandbox:
                 _RecordedCalls(snapshot.effects), cast("Fabric", fabric)
             )
             token = current_request_id.set(meta.request_id)
+            # A live replay's module calls go out for the recorded caller, as the original did
+            # (the callee checks that caller's roles); the playground's role only let it start.
+            acting_for = current_principal.set(meta.principal)
             try:
                 result = await run_captured(
                     LifecycleCall(
@@ -192,6 +206,7 @@ class Sandbox:
                 )
             finally:
                 current_request_id.reset(token)
+                current_principal.reset(acting_for)
             out["events"] = [event.to_json() for event in lctx.events]
             out["effects"] = list(lctx.effects)
             out["request_id"] = meta.request_id
@@ -299,6 +314,10 @@ def sandbox_handler(sandbox: Sandbox, role: str) -> grpc.GenericRpcHandler[bytes
         async def serve(payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
             try:
+                # The principal header is believed from the gateway only (its certificate).
+                peer = peer_of_grpc(context)
+                if peer is None or peer.kind != "gateway":
+                    raise PermissionDenied(f"replays are asked for by the gateway's playground, not by {peer or 'anonymous'}")
                 if not principal_from_header(headers.get(PRINCIPAL_HEADER)).has_role(role):
                     raise PermissionDenied(f"replays need the playground's role {role!r}")
                 try:

@@ -1,8 +1,11 @@
 """``modrpc worker MODULE``: serve one module on grpc.aio, registered in the manifest store.
 
-Startup: load and check the module, open the backends the config names, start the gRPC server
-(module service, ``grpc.health.v1``, reflection), publish the module's versions to the store and
-register this worker with its address, then heartbeat. Shutdown (SIGTERM/Ctrl-C): report
+Startup: load and check the module, find its certificate (``module-<name>`` in ``tls.dir``), open
+the backends the config names, start the gRPC server (module service, ``grpc.health.v1``,
+reflection) and the lane, both mutual TLS only, publish the module's versions to the store and
+register this worker with its address, then heartbeat. There is no plaintext port: every caller
+proves who it is with a certificate of the deployment's CA (see :mod:`runtime.worker._admission`
+for what each may do). Shutdown (SIGTERM/Ctrl-C): report
 NOT_SERVING and deregister so gateways stop routing here, stop accepting, drain the calls in
 flight up to the drain deadline, then close the backends.
 """
@@ -28,6 +31,7 @@ from runtime.client import InstancePool, ModuleClient
 from runtime.config import RetentionSettings, Settings
 from runtime.fabric import OutboxRelay
 from runtime.health import HealthService
+from runtime.identity import Peer
 from runtime.lane import LaneServer, lane_limits, where_handler
 from runtime.lcc import LogSnapshotStore, SnapshotStore, WriteBehindSnapshots
 from runtime.limits import grpc_server_limits
@@ -45,6 +49,7 @@ from runtime.observability import (
     start_admin_server,
     write_audit,
 )
+from runtime.tls import InternalTls
 from runtime.transport import InProcessModules
 from runtime.versions import REMOVED_KEY, VersionedReflection
 from runtime.wire import handler_id_of, service_name
@@ -143,6 +148,7 @@ class Worker:
         self._lane: LaneServer | None = None
         self._outbox: OutboxRelay | None = None
         self._snapshots: WriteBehindSnapshots | None = None
+        self.tls: InternalTls | None = None
 
     @property
     def lane_address(self) -> str:
@@ -159,11 +165,12 @@ class Worker:
         loaded = load_module(self.modules_dir / self.module)
         known = {p.name for p in discover_modules(self.modules_dir)}
         check_registration(loaded, known)
+        self.tls = tls = InternalTls.load(settings.tls.dir, Peer.module(self.module), dev_ca=settings.tls.dev_ca)
 
         self.store = open_store(settings.store_url)
         await self.store.start()
         self._closers.append(self.store)
-        fabric = open_fabric(settings.fabric_url)
+        fabric = open_fabric(settings.fabric_url, tls=tls)
         await fabric.start()
         self._closers.append(fabric)
         # Handlers' events go through the outbox: committed locally, relayed when the fabric
@@ -178,7 +185,9 @@ class Worker:
         self._admin = start_admin_server(self.host, 0, metrics=metrics)
         self.metrics_address = f"{self.host}:{self._admin.port}"
         # Client spans are made inline by the module client, cheaper than an interceptor.
-        pool = InstancePool(max_message_bytes=settings.max_message_bytes, lanes=settings.lane, local=self.local)
+        pool = InstancePool(
+            max_message_bytes=settings.max_message_bytes, lanes=settings.lane, local=self.local, tls=tls
+        )
         client = ModuleClient(pool, tracing=ClientTracer(handler_of=handler_id_of))
         self._closers.append(client)
         retention = settings.retention
@@ -214,6 +223,7 @@ class Worker:
             config={"module": self.module},
             tracing=ServerTracer(handler_of=handler_id_of),
             outbox=self._outbox,
+            client_roles=settings.tls.client_roles,
         )
         service = ModuleService.build(loaded, modules_dir=self.modules_dir, deps=deps)
         self.service = service
@@ -243,6 +253,7 @@ class Worker:
                 host=self.host,
                 max_message_bytes=settings.max_message_bytes,
                 limits=lane_limits(settings.limits, max_connections=limits.max_connections),
+                tls=tls,
             )
             await self._lane.start()
             handlers.append(where_handler(lambda: self._lane.address if self._lane is not None else ""))
@@ -253,7 +264,7 @@ class Worker:
             VersionedReflection(lambda: catalogs, (health.SERVICE_NAME, reflection.SERVICE_NAME)), server
         )
         try:
-            bound = server.add_insecure_port(f"{self.host}:{self.port}")
+            bound = server.add_secure_port(f"{self.host}:{self.port}", tls.server_credentials())
             if bound == 0:
                 raise OSError(f"cannot listen on {self.host}:{self.port}")
             await server.start()

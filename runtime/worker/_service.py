@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,20 +19,38 @@ from runtime.context import (
     MethodTarget,
     ModuleRegistry,
     current_deadline,
+    current_principal,
     current_request_id,
     subscriber_mark,
 )
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition, Unimplemented
 from runtime.fabric import OutboxRelay
-from runtime.identity import PRINCIPAL_HEADER
+from runtime.gtype import stream_item
+from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from runtime.lcc import HookSpec, SnapshotStore
-from runtime.manifest import LoadedModule, ResolvedHook, build_manifests, load_module
+from runtime.manifest import (
+    LoadedModule,
+    ResolvedHook,
+    build_manifests,
+    discover_modules,
+    load_manifest,
+    load_module,
+)
 from runtime.observability import ServerTracer
 from runtime.status import REQUEST_ID_KEY, rpc_status_of
-from runtime.transport import CallError, MetadataIn, Reply, unary_handler
+from runtime.transport import (
+    CallError,
+    FailedStream,
+    MetadataIn,
+    Reply,
+    StreamCall,
+    stream_handler,
+    unary_handler,
+)
 from runtime.versions import VersionCatalog, encode_descriptor
 from runtime.wire import method_path, request_message, response_message, service_name
+from runtime.worker._admission import Admission
 from runtime.worker._endpoint import CallObserver, MethodEndpoint, RemovedMethod
 
 if TYPE_CHECKING:
@@ -61,6 +79,21 @@ class WorkerDeps:
     """Opens each call's server span; the default uses the global tracer provider."""
     outbox: OutboxRelay | None = None
     """Where handlers' events are committed and relayed from; None publishes them at once."""
+    client_roles: Mapping[str, tuple[str, ...]] | None = None
+    """Roles of client-certificate principals calling the worker directly (``tls.client_roles``)."""
+
+
+def callers_of(module: str, modules_dir: Path) -> frozenset[str]:
+    """The modules of the project whose ``capabilities.modules`` name ``module``.
+
+    Read from the project's own ``module.toml`` files, which every host of a deployment runs
+    from, not from the manifest store, where a worker writes its own manifest.
+    """
+    return frozenset(
+        path.name
+        for path in discover_modules(modules_dir)
+        if module in load_manifest(path / "module.toml").capabilities.modules
+    )
 
 
 def load_catalog(loaded: LoadedModule) -> VersionCatalog:
@@ -89,6 +122,7 @@ class RemoteInvoker:
         self._caller = caller
         self._retries = retries or {}
         """(module, method) → the retry policy the callee's ``module.toml`` declares."""
+        self._itself = Principal(subject=f"module:{caller}", method="internal")
         self._adapters: dict[type[Any], TypeAdapter[Any]] = {}
 
     def _adapter(self, t: type[Any]) -> TypeAdapter[Any]:
@@ -97,6 +131,52 @@ class RemoteInvoker:
             adapter = self._adapters[t] = TypeAdapter(t)
         return adapter
 
+    def _metadata(self, version: str) -> list[tuple[str, str | bytes]]:
+        """What an inner call carries: the version it is encoded at, whom it is for, and the
+        request id of the call it is made for.
+
+        Whom it is for: the caller of the call being served, carried on; with none (a
+        subscriber, startup) the module acts for itself. Which module calls is not said here:
+        the callee reads it from this worker's certificate.
+        """
+        metadata: list[tuple[str, str | bytes]] = [
+            ("x-api-version", version),
+            (PRINCIPAL_HEADER, principal_header(current_principal.get() or self._itself)),
+        ]
+        request_id = current_request_id.get()
+        if request_id:
+            metadata.append((REQUEST_ID_KEY, request_id))
+        return metadata
+
+    async def stream(self, target: MethodTarget, requests: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """A streaming call to another module: models in, models out, each message on its own.
+        The deadline and identity are carried exactly as for a unary call."""
+        catalog = self._catalogs[target.module]
+        version = catalog.latest.id
+        wire = catalog.wire(version)
+        request_adapter = self._adapter(target.request_type)
+        response_adapter = self._adapter(target.response_type)
+        name, answer = request_message(target.method), response_message(target.method)
+
+        async def encoded() -> AsyncIterator[bytes]:
+            async for request in requests:
+                yield wire.encode(name, request_adapter.dump_python(request))
+
+        stream = self._client.stream(
+            target.module,
+            method_path(target.module, target.method),
+            encoded(),
+            metadata=self._metadata(version),
+            deadline=current_deadline.get(),
+            idempotent=target.idempotent,
+            retry=self._retries.get((target.module, target.method)),
+        )
+        try:
+            async for payload in stream:
+                yield response_adapter.validate_python(wire.decode(answer, payload))
+        finally:
+            await stream.aclose()
+
     async def __call__(self, target: MethodTarget, request: Any) -> Any:
         catalog = self._catalogs[target.module]
         version = catalog.latest.id
@@ -104,13 +184,7 @@ class RemoteInvoker:
         payload = wire.encode(
             request_message(target.method), self._adapter(target.request_type).dump_python(request)
         )
-        metadata: list[tuple[str, str]] = [
-            ("x-api-version", version),
-            (PRINCIPAL_HEADER, f"module:{self._caller};;internal"),
-        ]
-        request_id = current_request_id.get()
-        if request_id:
-            metadata.append((REQUEST_ID_KEY, request_id))
+        metadata = self._metadata(version)
         response, _ = await self._client.call(
             target.module,
             method_path(target.module, target.method),
@@ -147,15 +221,39 @@ class ModuleEndpoints:
 
     async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
         endpoint = self._by_path.get(method)
-        if endpoint is None:  # what grpc answers for a method no handler serves
-            raise CallError(rpc_status_of(Unimplemented(f"method {method} is not served here")))
+        if endpoint is None or endpoint.client_streaming or endpoint.server_streaming:
+            raise CallError(rpc_status_of(_not_served(method, endpoint)))
         return await endpoint.serve(payload, metadata, deadline)
+
+    def stream(
+        self, method: str, requests: AsyncIterable[bytes], metadata: MetadataIn, deadline: Deadline | None
+    ) -> StreamCall:
+        endpoint = self._by_path.get(method)
+        if endpoint is None or not (endpoint.client_streaming or endpoint.server_streaming):
+            return FailedStream(CallError(rpc_status_of(_not_served(method, endpoint))))
+        return endpoint.stream(requests, metadata, deadline)
+
+
+def _not_served(method: str, endpoint: MethodEndpoint | RemovedMethod | None) -> Unimplemented:
+    """What grpc answers for a method no handler serves, or one called as the wrong kind of call."""
+    if endpoint is None:
+        return Unimplemented(f"method {method} is not served here")
+    kind = "a streaming" if endpoint.client_streaming or endpoint.server_streaming else "a unary"
+    return Unimplemented(f"method {method} is {kind} method here, and was called as the other kind")
 
 
 class ModuleService:
     """One module's served methods, its ``gctx``, and its fabric subscribers."""
 
-    def __init__(self, loaded: LoadedModule, catalog: VersionCatalog, gctx: GlobalContext, deps: WorkerDeps) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModule,
+        catalog: VersionCatalog,
+        gctx: GlobalContext,
+        deps: WorkerDeps,
+        callers: frozenset[str] = frozenset(),
+        reread_callers: Callable[[], frozenset[str]] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.name = loaded.name
         self.catalog = catalog
@@ -163,6 +261,7 @@ class ModuleService:
         self.gctx = gctx
         self.deps = deps
         self.endpoints: dict[str, MethodEndpoint] = {}
+        self.admission = Admission(self.name, callers, deps.client_roles, reread_callers)
         for spec in loaded.handlers:
             hooks = [_hook_spec(h) for h in loaded.hooks_for(spec.method)]
             self.endpoints[spec.method] = MethodEndpoint(
@@ -177,6 +276,7 @@ class ModuleService:
                 redact=deps.redact,
                 observer=deps.observer,
                 hop_timeout=deps.hop_timeout,
+                admission=self.admission,
                 tracing=deps.tracing,
             )
         # Methods earlier versions had and the served one removed: their callers hear which
@@ -206,6 +306,8 @@ class ModuleService:
                     request_type=_param_types(spec.function)[0],
                     response_type=_param_types(spec.function)[1],
                     idempotent=dep_loaded.policy(spec.method).idempotent,
+                    client_streaming=spec.types.client_streaming,
+                    server_streaming=spec.types.server_streaming,
                 )
                 for spec in dep_loaded.handlers
             }
@@ -223,14 +325,24 @@ class ModuleService:
             versions=catalog,
             outbox=deps.outbox,
         )
-        return cls(loaded, catalog, gctx, deps)
+        return cls(
+            loaded, catalog, gctx, deps, callers_of(loaded.name, modules_dir),
+            reread_callers=lambda: callers_of(loaded.name, modules_dir),
+        )  # fmt: skip
 
     def dependencies(self) -> list[str]:
         return sorted(m for m in self.loaded.manifest.capabilities.modules if m != self.name)
 
     def generic_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         endpoints: dict[str, MethodEndpoint | RemovedMethod] = {**self.endpoints, **self.removed}
-        handlers = {method: unary_handler(endpoint.serve) for method, endpoint in endpoints.items()}
+        handlers = {
+            method: (
+                stream_handler(endpoint.stream)
+                if endpoint.client_streaming or endpoint.server_streaming
+                else unary_handler(endpoint.serve)
+            )
+            for method, endpoint in endpoints.items()
+        }
         return grpc.method_handlers_generic_handler(service_name(self.name), handlers)
 
     def store_records(self) -> list[Any]:
@@ -283,9 +395,12 @@ class ModuleService:
 
 
 def _param_types(fn: Callable[..., Any]) -> tuple[type[Any], type[Any]]:
+    """A handler's request and response message types (a stream's item types, for a stream)."""
     hints = typing.get_type_hints(fn)
     first = next(iter(hints))
-    return hints[first], hints["return"]
+    request: type[Any] = stream_item(hints[first])[0]  # type: ignore[assignment]
+    response: type[Any] = stream_item(hints["return"])[0]  # type: ignore[assignment]
+    return request, response
 
 
 def _deliver(fn: Callable[..., Any], adapter: TypeAdapter[Any], gctx: GlobalContext) -> Callable[[Any], Any]:

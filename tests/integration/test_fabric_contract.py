@@ -11,6 +11,7 @@ import contextvars
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -35,6 +36,8 @@ from runtime.fabric import (
     dead_letter_topic,
     open_fabric,
 )
+from runtime.identity import Peer
+from runtime.tls import InternalTls
 from tests.services import require_nats
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,8 +105,16 @@ async def _delete_streams(prefix: str) -> None:
         await nc.close()
 
 
+class AnyTopic:
+    """A hub policy letting every module use every topic: the contract is about delivery here
+    (the hub's own refusals are tested in test_security_hub)."""
+
+    def check(self, peer: Peer, action: str, topic: str) -> None:
+        return None
+
+
 @pytest.fixture(params=["memory", "nats", "hub"])
-async def make_fabric(request: pytest.FixtureRequest) -> AsyncIterator[MakeFabric]:
+async def make_fabric(request: pytest.FixtureRequest, tls_dir: Path) -> AsyncIterator[MakeFabric]:
     """Open started fabrics of one backend; on NATS they share a prefix, so they share topics.
 
     ``hub`` is the memory fabric served to other processes by ``modrpc up``: the first call
@@ -126,10 +137,12 @@ async def make_fabric(request: pytest.FixtureRequest) -> AsyncIterator[MakeFabri
                 inner = open_fabric("memory://", **options)
                 await inner.start()
                 opened.append(inner)
-                hubs.append(FabricHub(inner))
+                hub_tls = InternalTls.load(tls_dir, Peer.hub(), dev_ca=True)
+                hubs.append(FabricHub(inner, tls=hub_tls, policy=AnyTopic()))
                 await hubs[0].start()
             client_options = {k: v for k, v in options.items() if k in ("request_id", "drain_timeout")}
-            fabric = open_fabric(hubs[0].url, **client_options)
+            worker_tls = InternalTls.load(tls_dir, Peer.module("probe"), dev_ca=True)
+            fabric = open_fabric(hubs[0].url, tls=worker_tls, **client_options)
         else:
             fabric = open_fabric(url, **options)
         await fabric.start()

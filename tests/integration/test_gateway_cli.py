@@ -36,9 +36,10 @@ def gateway_env(gw_settings: Callable[..., Settings], tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def gateway_command(gateway_env: Path) -> AsyncIterator[tuple[Command, str]]:
+async def gateway_command(gateway_env: Path, tls_dir: Path) -> AsyncIterator[tuple[Command, str]]:
     port = free_port()
-    command = await start(gateway_env, "gateway", "--port", str(port))
+    # the in-process workers' CA: the gateway proves itself to them with a certificate from it
+    command = await start(gateway_env, "gateway", "--port", str(port), env={"MODRPC_TLS__DIR": str(tls_dir)})
     try:
         await command.line_with("gateway listening on", within=30)
         yield command, f"127.0.0.1:{port}"
@@ -72,12 +73,12 @@ async def create_and_read(address: str) -> None:
 
 
 async def test_the_gateway_alone_finds_running_workers_through_the_store(
-    gw_stack: GatewayStack, gateway_env: Path
+    gw_stack: GatewayStack, gateway_env: Path, tls_dir: Path
 ) -> None:
     await gw_stack.worker("users")
     await gw_stack.worker("inventory")
     port = free_port()
-    command = await start(gateway_env, "gateway", "--port", str(port))
+    command = await start(gateway_env, "gateway", "--port", str(port), env={"MODRPC_TLS__DIR": str(tls_dir)})
     try:
         await command.line_with(f"ready: gateway on 127.0.0.1:{port}", within=30)
         address = f"127.0.0.1:{port}"

@@ -25,7 +25,7 @@ from google.rpc import error_details_pb2
 
 from runtime.gateway import Gateway, hash_api_key
 from runtime.store import WorkerRecord, open_store
-from tests.conftest import PROBE_MODULES_DIR
+from tests.conftest import PROBE_MODULES_DIR, serve_as
 from tests.fixtures.gateway_modules.stack import GatewayClient, GatewayStack, Reply
 
 OK = grpc.StatusCode.OK
@@ -300,9 +300,10 @@ class CountingWorker:
     overloaded), so the test can count how many attempts the gateway made.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls_dir: Path) -> None:
         self.attempts: Counter[str] = Counter()
         self.server: grpc.aio.Server | None = None
+        self.tls_dir = tls_dir
 
     def _method(self, name: str) -> grpc.RpcMethodHandler:
         async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
@@ -318,7 +319,7 @@ class CountingWorker:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("users.v1.UsersService", handlers),)
         )
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = serve_as(server, "users", self.tls_dir)  # the gateway talks only to a real "users"
         await server.start()
         self.server = server
         return f"127.0.0.1:{port}"
@@ -366,7 +367,7 @@ async def test_a_registered_worker_that_refuses_connections_is_unavailable(
 
 
 async def test_idempotent_methods_are_retried_on_unavailable_and_others_are_not(
-    gw_stack: GatewayStack,
+    gw_stack: GatewayStack, tls_dir: Path
 ) -> None:
     """GetUser is ``idempotent = true``: the gateway tries it 3 times; CreateUser only once."""
     users = await gw_stack.worker("users")
@@ -374,7 +375,7 @@ async def test_idempotent_methods_are_retried_on_unavailable_and_others_are_not(
     client = gw_stack.client(gateway)
     token = gw_stack.token(*USERS_ROLES)
     await users.stop(0.5)
-    fake = CountingWorker()
+    fake = CountingWorker(tls_dir)
     try:
         await register(
             gw_stack.settings().store_url, worker_record("users-draining", await fake.start())

@@ -22,12 +22,13 @@ from google.rpc import error_details_pb2
 from runtime.client import InstancePool as ChannelPool
 from runtime.client import ModuleClient
 from runtime.config import Settings
-from runtime.errors import InvalidArgument, NotFound, Unimplemented
+from runtime.errors import InvalidArgument, NotFound, Unauthenticated, Unimplemented
 from runtime.gateway import Gateway
 from runtime.store import WorkerRecord, open_store
 from runtime.transport import InProcessModules as LocalTransport
 from runtime.wire import method_path, request_message, response_message
 from runtime.worker import Worker
+from tests.conftest import principal_says
 from tests.fixtures.gateway_modules.stack import GatewayClient, GatewayStack
 
 NOBODY = "127.0.0.1:1"
@@ -119,17 +120,27 @@ async def test_the_gateways_own_policies_still_apply_in_the_embedded_mode(embedd
 
 async def test_a_module_client_reaches_local_endpoints_with_runtime_errors_for_failures(embedded: Embedded) -> None:
     wire = embedded.gateway.table.modules["users"].catalog.wire("2025-06-01")
-    async with ModuleClient(ChannelPool(local=embedded.local)) as client:
-        payload = wire.encode(request_message("CreateUser"), {"given_name": "Lin", "email": unique_email()})
+    payload = wire.encode(request_message("CreateUser"), {"given_name": "Lin", "email": unique_email()})
+    async with ModuleClient(ChannelPool(local=embedded.local)) as nobody:
+        # in process too, a call made as no identity is refused: the endpoints check who calls
+        with pytest.raises(Unauthenticated):
+            await nobody.call("users", method_path("users", "CreateUser"), payload)
+    async with ModuleClient(ChannelPool(local=embedded.local, tls=embedded.gateway.tls)) as client:
         body, metadata = await client.call(
-            "users", method_path("users", "CreateUser"), payload, metadata=[("x-request-id", "local-1")]
-        )
+            "users", method_path("users", "CreateUser"), payload,
+            metadata=[("x-request-id", "local-1"), principal_says("ada", "users:read", "users:write")],
+        )  # fmt: skip
         assert wire.decode(response_message("CreateUser"), body)["given_name"] == "Lin"
         assert ("x-request-id", "local-1") in metadata
         with pytest.raises(NotFound):
-            await client.call("users", method_path("users", "GetUser"), wire.encode(request_message("GetUser"), {"id": "?"}))
+            await client.call(
+                "users", method_path("users", "GetUser"), wire.encode(request_message("GetUser"), {"id": "?"}),
+                metadata=[principal_says("ada", "users:read")],
+            )  # fmt: skip
         with pytest.raises(InvalidArgument):
-            await client.call("users", method_path("users", "GetUser"), b"\xff\xff")
+            await client.call(
+                "users", method_path("users", "GetUser"), b"\xff\xff", metadata=[principal_says("ada", "users:read")]
+            )
         with pytest.raises(Unimplemented):
             await client.call("users", "/users.v1.UsersService/Nope", b"")
 

@@ -215,7 +215,7 @@ async def test_a_lane_that_cannot_be_reached_costs_no_call_and_is_asked_for_less
     The connect fails before anything is sent, so each such call goes over gRPC at once, even
     one that is not idempotent; and the pool asks the worker for its lane again later and later.
     """
-    unreachable = f"modrpc-lane/1 127.0.0.1:{free_port()}".encode()  # nothing listens there
+    unreachable = f"modrpc-lane/2 127.0.0.1:{free_port()}".encode()  # nothing listens there
     async with fake_worker(unreachable, "/t.S/Create", echo_back) as (address, called):
         async with ModuleClient(ChannelPool(lanes=True)) as client:
             client.pool.update("t", [address])

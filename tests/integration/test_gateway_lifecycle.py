@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import os
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from runtime.errors import Unavailable
 from runtime.store import WorkerRecord
 from runtime.versions import UsageLedger, apply_retirement, retirement_plan, set_override, state_of
+from tests.conftest import serve_as
 from tests.fixtures.gateway_modules.stack import GatewayStack
 
 pytestmark = pytest.mark.integration
@@ -89,7 +91,7 @@ async def test_a_worker_starting_after_a_retirement_does_not_bring_the_version_b
 
 
 async def test_x_forwarded_for_carries_the_callers_chain_and_the_peer(
-    gw_stack: GatewayStack,
+    gw_stack: GatewayStack, tls_dir: Path
 ) -> None:
     await gw_stack.worker("users")
     gateway = await gw_stack.gateway(ready=["users"])
@@ -107,7 +109,7 @@ async def test_x_forwarded_for_carries_the_callers_chain_and_the_peer(
             ),
         )
     )
-    port = spy.add_insecure_port("127.0.0.1:0")
+    port = serve_as(spy, "users", tls_dir)
     await spy.start()
     try:
         # The spy replaces the real worker in the store: the gateway's only users instance.

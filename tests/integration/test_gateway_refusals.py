@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.lcc import LogSnapshotStore
 from runtime.store import open_store
+from tests.conftest import Dial
 from tests.fixtures.gateway_modules.stack import GatewayStack
 
 USERS_ROLES = ("users:read", "users:write")
@@ -79,11 +80,13 @@ async def test_an_unknown_method_is_unimplemented_with_a_request_id_and_counted(
     assert 'method="(unknown method)"' in rendered and 'code="UNIMPLEMENTED"' in rendered
 
 
-async def test_health_list_answers_every_service_on_the_gateway_and_the_worker(gw_stack: GatewayStack) -> None:
+async def test_health_list_answers_every_service_on_the_gateway_and_the_worker(
+    gw_stack: GatewayStack, dial: Dial
+) -> None:
     worker = await gw_stack.worker("users")
     gateway = await gw_stack.gateway(ready=["users"])
-    for address in (gateway.address, worker.address):
-        async with grpc.aio.insecure_channel(address) as channel:
+    for channel in (grpc.aio.insecure_channel(gateway.address), dial(worker)):  # the worker: mutual TLS
+        async with channel:
             listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
         assert listed.statuses["users.v1.UsersService"].status == health_pb2.HealthCheckResponse.SERVING
         assert "" in listed.statuses

@@ -12,6 +12,7 @@ import logging
 import random
 import socket
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +21,7 @@ import pytest
 
 from runtime.deadline import Deadline
 from runtime.errors import InternalError, NotFound
+from runtime.identity import Peer
 from runtime.lane import PROTOCOL, WHERE_METHOD, LaneClient, LaneServer, parse_where, where_handler
 from runtime.lane._frames import (
     HEADER,
@@ -33,8 +35,9 @@ from runtime.lane._frames import (
     encode_response,
 )
 from runtime.status import error_of, rpc_status_of
+from runtime.tls import InternalTls
 from runtime.transport import CallError
-from tests.conftest import PROBE_MODULES_DIR, StartWorker
+from tests.conftest import PROBE_MODULES_DIR, Dial, StartWorker
 from tests.fixtures.worker_modules.probe.handlers import SEEN
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
@@ -400,15 +403,17 @@ class Watched:
 
 @pytest.fixture
 async def probe_lane(
-    start_worker: StartWorker,
+    start_worker: StartWorker, dial: Dial, tls_dir: Path
 ) -> AsyncIterator[tuple[Watched, ProbeClient, LaneClient]]:
     worker = await start_worker("probe", modules_dir=PROBE_MODULES_DIR)
     assert worker.service is not None
     watched = Watched(worker.service.transport)
-    lane = LaneServer(watched, host="127.0.0.1")
+    probe_tls = InternalTls.load(tls_dir, Peer.module("probe"), dev_ca=True)
+    lane = LaneServer(watched, host="127.0.0.1", tls=probe_tls)
     address = await lane.start()
-    async with grpc.aio.insecure_channel(worker.address) as channel:
-        client = LaneClient(address)
+    async with dial(worker) as channel:
+        gateway_tls = InternalTls.load(tls_dir, Peer.gateway(), dev_ca=True)
+        client = LaneClient(address, tls=gateway_tls, server=Peer.module("probe"))
         yield watched, ProbeClient(channel, worker.service.catalog.latest.descriptor), client
         await client.close()
     await lane.stop(0)

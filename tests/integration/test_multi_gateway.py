@@ -91,6 +91,7 @@ def backends(tmp_path: Path) -> Iterator[dict[str, str]]:
         MODRPC_DATA_DIR=str(tmp_path / "data"),
         MODRPC_ADMIN_PORT="0",
         MODRPC_OBSERVABILITY__AUDIT_PATH=str(tmp_path / "audit.jsonl"),
+        MODRPC_TLS__DIR=str(tmp_path / "tls"),
         MODRPC_LOG_LEVEL="WARNING",
     )
     try:

@@ -22,7 +22,7 @@ from gen.notifications.v2026_12_06.client import NotificationsClient
 from modules.notifications import _sent
 from modules.notifications.models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Notification
 from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
-from tests.conftest import StartWorker
+from tests.conftest import Dial, StartWorker
 
 READER = [(PRINCIPAL_HEADER, principal_header(Principal("ada", ("notifications:read",), "jwt")))]
 
@@ -47,9 +47,9 @@ async def sent(tmp_path: Path) -> AsyncIterator[list[Notification]]:
 
 
 @pytest.fixture
-async def channel(start_worker: StartWorker) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(start_worker: StartWorker, dial: Dial) -> AsyncIterator[grpc.aio.Channel]:
     worker = await start_worker("notifications")
-    async with grpc.aio.insecure_channel(worker.address) as ch:
+    async with dial(worker) as ch:
         yield ch
 
 

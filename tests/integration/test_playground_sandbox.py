@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,10 +31,11 @@ from gen.users.v2025_06_01.client import UsersClient
 from modules.users.hooks import note_caller
 from runtime.config import Settings
 from runtime.errors import NotFound
-from runtime.identity import PRINCIPAL_HEADER
+from runtime.identity import PRINCIPAL_HEADER, Peer
 from runtime.playground._snapshots import Snapshots
+from runtime.tls import InternalTls
 from runtime.wire import SANDBOX_SERVICE
-from tests.conftest import StartWorker
+from tests.conftest import Dial, StartWorker
 
 ROLE = "playground:admin"
 name_part = st.text(alphabet=st.characters(categories=("L",)), min_size=1, max_size=12)
@@ -63,18 +65,16 @@ class Shop:
 
 
 @pytest.fixture
-async def shop(start_worker: StartWorker, worker_settings: Callable[..., Settings]) -> AsyncIterator[Shop]:
+async def shop(
+    start_worker: StartWorker, worker_settings: Callable[..., Settings], dial: Dial, tls_dir: Path
+) -> AsyncIterator[Shop]:
     settings = worker_settings()
     assert settings.playground_on  # loopback and an admin port: the sandbox is served
     users = await start_worker("users", settings=settings)
     inventory = await start_worker("inventory", settings=settings)
     orders = await start_worker("orders", settings=settings)
-    snapshots = Snapshots(orders.store, role=ROLE)
-    async with (
-        grpc.aio.insecure_channel(users.address) as u,
-        grpc.aio.insecure_channel(inventory.address) as i,
-        grpc.aio.insecure_channel(orders.address) as o,
-    ):
+    snapshots = Snapshots(orders.store, role=ROLE, tls=InternalTls.load(tls_dir, Peer.gateway(), dev_ca=True))
+    async with dial(users) as u, dial(inventory) as i, dial(orders) as o:
         yield Shop(UsersClient(u), InventoryClient(i), OrdersClient(o), snapshots, users.address)
     await snapshots.close()
 
@@ -161,17 +161,24 @@ async def test_a_hook_recorded_in_the_manifest_plays_back_against_a_snapshot(sho
     assert played["hook"]["phase"] == "before" and played["hook"]["level"] == "module"
     line = inspect.getsourcelines(note_caller)[1]
     assert played["hook"]["source"].endswith(f"modules/users/hooks.py:{line}"), played["hook"]
-    assert played["state_after"]["caller"] == "anonymous"
+    assert played["state_after"]["caller"] == "ada"  # the caller the gateway named, in the snapshot
     with pytest.raises(NotFound, match=r"has no hook 'nope' in its manifest \(it has: note-caller\)"):
         await shop.snapshots.play_hook(snapshot, "nope", subject="test")
 
 
-async def test_the_sandbox_refuses_callers_without_the_role_and_bad_requests(shop: Shop) -> None:
+async def test_the_sandbox_refuses_callers_without_the_role_and_bad_requests(shop: Shop, dial: Dial) -> None:
     user_id = await shop.new_user()
     snapshot = await get_user_snapshot(shop, user_id)
-    async with grpc.aio.insecure_channel(shop.users_address) as channel:
+    body = json.dumps({"snapshot": snapshot, "version": "2025-06-01"}).encode()
+    async with dial(shop.users_address, "users", as_peer=Peer.client("developer")) as channel:
+        # not the gateway: whatever principal it names, no replay
         replay = channel.unary_unary(f"/{SANDBOX_SERVICE}/Replay", request_serializer=None, response_deserializer=None)
-        body = json.dumps({"snapshot": snapshot, "version": "2025-06-01"}).encode()
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await replay(body, metadata=[(PRINCIPAL_HEADER, f"ada;{ROLE};jwt")], timeout=5)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "asked for by the gateway's playground" in (denied.value.details() or "")
+    async with dial(shop.users_address, "users", roles=()) as channel:
+        replay = channel.unary_unary(f"/{SANDBOX_SERVICE}/Replay", request_serializer=None, response_deserializer=None)
         for principal in (None, "mallory;users:read;jwt"):
             metadata = [] if principal is None else [(PRINCIPAL_HEADER, principal)]
             with pytest.raises(grpc.aio.AioRpcError) as denied:
@@ -192,7 +199,7 @@ async def test_the_sandbox_refuses_callers_without_the_role_and_bad_requests(sho
         assert answer["status"] == "OK" and answer["version"] == "2025-06-01"
 
 
-async def test_a_replay_of_another_module_names_the_worker_to_ask(shop: Shop) -> None:
+async def test_a_replay_of_another_module_names_the_worker_to_ask(shop: Shop, dial: Dial) -> None:
     user_id = await shop.new_user()
     request_id = f"order-{uuid.uuid4().hex}"
     await shop.orders.place_order(
@@ -201,7 +208,7 @@ async def test_a_replay_of_another_module_names_the_worker_to_ask(shop: Shop) ->
         timeout=10,
     )
     snapshot = await shop.snapshot_of(request_id)
-    async with grpc.aio.insecure_channel(shop.users_address) as channel:
+    async with dial(shop.users_address, "users") as channel:
         replay = channel.unary_unary(f"/{SANDBOX_SERVICE}/Replay", request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.aio.AioRpcError) as wrong:
             await replay(

@@ -53,6 +53,7 @@ def test_two_gateways_enforce_one_limit_through_redis(tmp_path: Path) -> None:
         MODRPC_RATELIMIT_URL=require_redis(),
         MODRPC_DATA_DIR=str(tmp_path / "data"),
         MODRPC_OBSERVABILITY__AUDIT_PATH=str(tmp_path / "audit.jsonl"),
+        MODRPC_TLS__DIR=str(tmp_path / "tls"),
         MODRPC_LOG_LEVEL="WARNING",
         MODRPC_ADMIN_PORT="0",
     )

@@ -30,7 +30,7 @@ async def test_one_trace_spans_gateway_worker_and_module_calls(
         await gw_stack.worker(module)
     gateway = await gw_stack.gateway(ready=["users", "inventory", "orders"])
     client = gw_stack.client(gateway)
-    token = gw_stack.token("users:write", "orders:write")
+    token = gw_stack.token("users:read", "users:write", "orders:write")  # PlaceOrder reads the user for its caller
 
     email = f"trace-{uuid.uuid4().hex[:8]}@example.com"
     user = await client.call(

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import grpc.aio
 import pytest
 
 from runtime.identity import ANONYMOUS
@@ -17,12 +16,13 @@ from runtime.lcc import RequestMeta
 from runtime.observability import AuditObserver
 from runtime.store import open_store
 from runtime.worker import Worker
-from tests.conftest import PROBE_MODULES_DIR
+from tests.conftest import PROBE_MODULES_DIR, Dial
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
 
 async def test_stop_writes_every_audit_record_while_the_store_is_slow(
-    worker_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    worker_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+    dial: Dial,
 ) -> None:
     settings = worker_settings()
     worker = Worker("probe", settings, host="127.0.0.1", port=0, modules_dir=PROBE_MODULES_DIR)
@@ -40,7 +40,7 @@ async def test_stop_writes_every_audit_record_while_the_store_is_slow(
 
         monkeypatch.setattr(store, "append", slow_append)
         ids = [f"audit-shutdown-{n:02d}" for n in range(40)]
-        async with grpc.aio.insecure_channel(worker.address) as channel:
+        async with dial(worker) as channel:
             client = ProbeClient(channel, worker.service.catalog.latest.descriptor)
             await asyncio.gather(
                 *(client.call("Echo", {"text": rid}, metadata=[("x-request-id", rid)]) for rid in ids)

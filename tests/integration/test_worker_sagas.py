@@ -31,7 +31,7 @@ from gen.users.v2025_06_01.client import UsersClient
 from runtime.config import Settings
 from runtime.lcc import LogSnapshotStore
 from runtime.worker import Worker
-from tests.conftest import StartWorker
+from tests.conftest import Dial, StartWorker
 
 
 @dataclass
@@ -60,16 +60,17 @@ class Shop:
 
 @pytest.fixture
 async def shop(
-    start_worker: StartWorker, worker_settings: Callable[..., Settings]
+    start_worker: StartWorker, worker_settings: Callable[..., Settings],
+    dial: Dial,
 ) -> AsyncIterator[Shop]:
     settings = worker_settings()
     users = await start_worker("users", settings=settings)
     inventory = await start_worker("inventory", settings=settings)
     orders: Worker = await start_worker("orders", settings=settings)
     async with (
-        grpc.aio.insecure_channel(users.address) as u,
-        grpc.aio.insecure_channel(inventory.address) as i,
-        grpc.aio.insecure_channel(orders.address) as o,
+        dial(users) as u,
+        dial(inventory) as i,
+        dial(orders) as o,
     ):
         yield Shop(UsersClient(u), InventoryClient(i), OrdersClient(o), orders.store)
 

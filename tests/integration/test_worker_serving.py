@@ -28,7 +28,7 @@ from runtime.config import Settings
 from runtime.store import open_store
 from runtime.versions._catalog import decode_descriptor
 from runtime.worker import Worker
-from tests.conftest import PROBE_MODULES_DIR, StartWorker
+from tests.conftest import PROBE_MODULES_DIR, Dial, StartWorker
 from tests.fixtures.worker_modules.probe.handlers import SEEN
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
@@ -45,8 +45,8 @@ async def users(start_worker: StartWorker) -> Worker:
 
 
 @pytest.fixture
-async def channel(users: Worker) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(users.address) as ch:
+async def channel(users: Worker, dial: Dial) -> AsyncIterator[grpc.aio.Channel]:
+    async with dial(users) as ch:
         yield ch
 
 
@@ -56,9 +56,9 @@ async def probe(start_worker: StartWorker) -> Worker:
 
 
 @pytest.fixture
-async def probe_client(probe: Worker) -> AsyncIterator[ProbeClient]:
+async def probe_client(probe: Worker, dial: Dial) -> AsyncIterator[ProbeClient]:
     assert probe.service is not None
-    async with grpc.aio.insecure_channel(probe.address) as ch:
+    async with dial(probe) as ch:
         yield ProbeClient(ch, probe.service.catalog.latest.descriptor)
 
 
@@ -191,10 +191,11 @@ async def test_an_unknown_method_is_unimplemented(channel: grpc.aio.Channel, pat
 
 
 async def test_a_message_over_the_configured_maximum_is_resource_exhausted(
-    start_worker: StartWorker, worker_settings: Callable[..., Settings]
+    start_worker: StartWorker, worker_settings: Callable[..., Settings],
+    dial: Dial,
 ) -> None:
     worker = await start_worker("users", settings=worker_settings(max_message_bytes=1024))
-    async with grpc.aio.insecure_channel(worker.address) as channel:
+    async with dial(worker) as channel:
         big = users_pb2.CreateUserRequest(given_name="A" * 4096, email=unique_email())
         error = await rpc_error(UsersClient(channel).create_user(big, timeout=5))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -326,12 +327,13 @@ async def test_a_huge_invalid_value_is_quoted_in_brief(channel: grpc.aio.Channel
 
 async def test_thousands_of_violations_are_listed_within_the_metadata_limit(
     start_worker: StartWorker,
+    dial: Dial,
 ) -> None:
     orders = await start_worker("orders")
     request = orders_pb2.PlaceOrderRequest(
         user_id="u", items=[orders_pb2.OrderItem(sku="", quantity=0) for _ in range(2_000)]
     )
-    async with grpc.aio.insecure_channel(orders.address) as channel:
+    async with dial(orders) as channel:
         error = await rpc_error(OrdersClient(channel).place_order(request, timeout=5))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         status = rpc_status.from_call(error)

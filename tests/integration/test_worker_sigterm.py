@@ -26,7 +26,7 @@ from gen.users.v2025_06_01.client import UsersClient
 from runtime.manifest import load_module
 from runtime.store import open_store
 from runtime.worker._service import load_catalog
-from tests.conftest import MODULES_DIR, PROBE_MODULES_DIR, ROOT
+from tests.conftest import MODULES_DIR, PROBE_MODULES_DIR, ROOT, make_dial
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
 READY = "modrpc-worker-ready "
@@ -41,6 +41,11 @@ class WorkerProcess:
     log: Path
 
 
+def dial_process(tmp_path: Path, address: str, module: str) -> grpc.aio.Channel:
+    """A channel to the worker process, as the gateway of its TLS folder, for a caller with every role."""
+    return make_dial(tmp_path / "tls")(address, module)
+
+
 async def start_process(tmp_path: Path, module: str, modules_dir: Path) -> WorkerProcess:
     data_dir = tmp_path / f"{module}-data"
     data_dir.mkdir()
@@ -52,6 +57,7 @@ async def start_process(tmp_path: Path, module: str, modules_dir: Path) -> Worke
         "MODRPC_DATA_DIR": str(data_dir),
         "MODRPC_OBSERVABILITY__AUDIT_PATH": str(tmp_path / "audit.jsonl"),
         "MODRPC_DRAIN_SECONDS": "10",
+        "MODRPC_TLS__DIR": str(tmp_path / "tls"),
     }
     env.pop("MODRPC_SUPERVISOR_PID", None)
     log = tmp_path / f"{module}.log"
@@ -96,7 +102,7 @@ async def wait_for_file(path: Path, within: float) -> None:
 
 
 async def test_sigterm_drains_the_call_in_flight_exits_zero_and_deregisters(
-    tmp_path: Path, processes: list[WorkerProcess]
+    tmp_path: Path, processes: list[WorkerProcess],
 ) -> None:
     worker = await start_process(tmp_path, "probe", PROBE_MODULES_DIR)
     processes.append(worker)
@@ -105,7 +111,7 @@ async def test_sigterm_drains_the_call_in_flight_exits_zero_and_deregisters(
         assert record.address == worker.address and record.pid == worker.process.pid
 
         descriptor = load_catalog(load_module(PROBE_MODULES_DIR / "probe")).latest.descriptor
-        async with grpc.aio.insecure_channel(worker.address) as channel:
+        async with dial_process(tmp_path, worker.address, "probe") as channel:
             client = ProbeClient(channel, descriptor)
             in_flight = asyncio.ensure_future(
                 client.call("Echo", {"text": "drained", "delay": 1.0}, timeout=15)
@@ -122,14 +128,14 @@ async def test_sigterm_drains_the_call_in_flight_exits_zero_and_deregisters(
 
 
 async def test_users_worker_serves_then_stops_cleanly_on_sigterm(
-    tmp_path: Path, processes: list[WorkerProcess]
+    tmp_path: Path, processes: list[WorkerProcess],
 ) -> None:
     worker = await start_process(tmp_path, "users", MODULES_DIR)
     processes.append(worker)
     async with open_store(worker.store_url) as store:
         (record,) = await store.list_workers("users")
         assert record.address == worker.address and record.healthy
-        async with grpc.aio.insecure_channel(worker.address) as channel:
+        async with dial_process(tmp_path, worker.address, "users") as channel:
             user = await UsersClient(channel).create_user(
                 users_pb2.CreateUserRequest(given_name="Ada", email="ada@example.com"), timeout=10
             )

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import PermissionDenied, Unauthenticated
 from runtime.gateway._auth import ApiKey, Authenticator, hash_api_key, issue_dev_token
-from runtime.gateway._roles import check_roles
+from runtime.identity import check_roles
 
 SECRET = "property-test-secret-of-32-bytes-or-more"
 AUTH = Authenticator(

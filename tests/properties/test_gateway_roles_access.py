@@ -6,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.errors import PermissionDenied
-from runtime.gateway._roles import check_roles
-from runtime.identity import Principal
+from runtime.identity import Principal, check_roles
 
 roles = st.lists(st.sampled_from(["admin", "orders.read", "orders.write", "users.read", "billing", "Admin"]), max_size=6)
 

@@ -36,13 +36,16 @@ HANDLER_KEYS = {
     "policy",
     "version_fingerprint",
     "dependencies",
+    "streaming",
     "content_hash",
 }
 HOOK_KEYS = {"id", "phase", "level", "mode", "timeout", "retries", "target", "file", "line"}
 POLICY_DEFAULTS: dict[str, Any] = {
     "public": False,
     "roles": [],
+    "inner_roles": "caller",
     "rate_limit": None,
+    "message_rate_limit": None,
     "timeout": 30.0,
     "idempotent": False,
     "retry": {
@@ -96,6 +99,7 @@ class HandlerDef:
     is_async: bool
     request: str
     response: str
+    streaming: str = "unary"
 
     @property
     def method(self) -> str:
@@ -103,8 +107,13 @@ class HandlerDef:
 
     def source(self) -> str:
         decorator = f"@handler(name={self.name!r})" if self.name else "@handler"
-        prefix = "async def" if self.is_async else "def"
-        return f"\n\n{decorator}\n{prefix} {self.function}(req: {self.request}, lctx, gctx) -> {self.response}:\n    raise NotImplementedError\n"
+        prefix = "async def" if self.is_async or self.streaming != "unary" else "def"
+        request, response = self.request, self.response
+        if self.streaming in ("client", "bidi"):
+            request = f"AsyncIterator[{request}]"
+        if self.streaming in ("server", "bidi"):
+            response = f"AsyncIterator[{response}]"
+        return f"\n\n{decorator}\n{prefix} {self.function}(req: {request}, lctx, gctx) -> {response}:\n    raise NotImplementedError\n"
 
 
 module_names = st.from_regex(r"[a-z][a-z0-9]{0,5}(_[a-z0-9]{1,3})?", fullmatch=True).filter(
@@ -125,6 +134,7 @@ def handler_defs(draw: st.DrawFn) -> list[HandlerDef]:
                 is_async=draw(st.booleans()),
                 request=draw(st.sampled_from(REQUESTS)),
                 response=draw(st.sampled_from(RESPONSES)),
+                streaming=draw(st.sampled_from(["unary", "unary", "client", "server", "bidi"])),
             )
         )
     return out
@@ -135,6 +145,7 @@ policies = st.fixed_dictionaries(
     optional={
         "public": st.booleans(),
         "roles": st.lists(st.sampled_from(["users:read", "users:write", "admin"]), unique=True),
+        "inner_roles": st.sampled_from(["caller", "module"]),
         "rate_limit": st.builds(
             "{}/{}".format,
             st.integers(1, 1000),
@@ -193,7 +204,7 @@ class Case:
         return "\n".join(lines) + "\n"
 
     def handlers_text(self) -> str:
-        head = "from runtime import handler\nfrom {pkg}.models import Address, CreateUserRequest, Empty, GetUserRequest, User\n"
+        head = "from collections.abc import AsyncIterator\nfrom runtime import handler\nfrom {pkg}.models import Address, CreateUserRequest, Empty, GetUserRequest, User\n"
         return head + "".join(h.source() for h in self.handlers)
 
 
@@ -289,6 +300,7 @@ def test_every_generated_manifest_is_complete(case: Case) -> None:
         assert set(data) == HANDLER_KEYS
         assert data["handler"] == f"{case.module}.{definition.method}"
         assert data["path"] == f"/{case.module}.v1.{pascal(case.module)}Service/{definition.method}"
+        assert data["streaming"] == definition.streaming
         assert data["request"]["name"] == definition.request
         assert data["response"]["name"] == definition.response
         assert SHA256.fullmatch(data["request"]["fingerprint"]) and SHA256.fullmatch(

@@ -6,6 +6,7 @@ expected verdict is computed from the shape description alone, independently of 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, TypedDict
@@ -52,13 +53,18 @@ NAMESPACE: dict[str, Any] = {
     "LocalContext": LocalContext,
     "GlobalContext": GlobalContext,
     "Any": Any,
+    "AsyncIterator": AsyncIterator,
     # Dotted annotations resolve through a module, as they would in real code.
     "lcc": SimpleNamespace(LocalContext=LocalContext),
     "context": SimpleNamespace(GlobalContext=GlobalContext),
 }
 
 MESSAGES = ["Req", "DataReq", "TD", "'Req'", "'TD'"]
-NOT_MESSAGES = ["int", "str", "list[Req]", "Req | None", "dict[str, int]", "Any", "'Missing'"]
+STREAMS = ["AsyncIterator[Req]", "AsyncIterator[TD]", "'AsyncIterator[DataReq]'"]
+"""A stream of messages: a client-streaming request or a server-streaming response."""
+NOT_MESSAGES = [
+    "int", "str", "list[Req]", "Req | None", "dict[str, int]", "Any", "'Missing'", "AsyncIterator[int]",
+]  # fmt: skip
 LCTX_OK = [None, "LocalContext", "'LocalContext'", "'lcc.LocalContext'"]
 GCTX_OK = [None, "GlobalContext", "'GlobalContext'", "'context.GlobalContext'"]
 CTX_BAD = ["Any", "int", "'Context'"]
@@ -80,12 +86,17 @@ class Shape:
     """Written under ``from __future__ import annotations`` (every annotation a string)."""
 
     def is_handler(self) -> bool:
-        if self.kind not in ("async", "sync"):
+        if self.kind not in ("async", "sync", "async_generator"):
             return False
         if self.varargs or self.varkw or not all(self.kwonly) or len(self.positional) != 3:
             return False
         req, lctx, gctx = self.positional
-        return req in MESSAGES and lctx in LCTX_OK and gctx in GCTX_OK and self.returns in MESSAGES
+        if not (req in MESSAGES + STREAMS and lctx in LCTX_OK and gctx in GCTX_OK and self.returns in MESSAGES + STREAMS):
+            return False
+        if self.kind == "async_generator":  # it yields: only a streamed response may be yielded
+            return self.returns in STREAMS
+        # A stream lives on the event loop: a plain def may not take or give one.
+        return self.kind == "async" or (req in MESSAGES and self.returns in MESSAGES)
 
     def source(self) -> str:
         head = "from __future__ import annotations\n" if self.postponed else ""
@@ -124,21 +135,23 @@ class Shape:
 
 
 def _shapes() -> st.SearchStrategy[Shape]:
-    annotation = st.sampled_from(MESSAGES + NOT_MESSAGES + [None])
+    annotation = st.sampled_from(MESSAGES + STREAMS + NOT_MESSAGES + [None])
     context = st.sampled_from(LCTX_OK + GCTX_OK + CTX_BAD)
 
     @st.composite
     def build(draw: st.DrawFn) -> Shape:
         if draw(st.booleans()):
             # Half the examples are handlers, so acceptance is explored as much as refusal.
+            kind = draw(st.sampled_from(["async", "sync", "async_generator"]))
+            streams = kind != "sync" and draw(st.booleans())
             return Shape(
-                kind=draw(st.sampled_from(["async", "sync"])),
+                kind=kind,
                 positional=(
-                    draw(st.sampled_from(MESSAGES)),
+                    draw(st.sampled_from(MESSAGES + STREAMS if streams else MESSAGES)),
                     draw(st.sampled_from(LCTX_OK)),
                     draw(st.sampled_from(GCTX_OK)),
                 ),
-                returns=draw(st.sampled_from(MESSAGES)),
+                returns=draw(st.sampled_from(STREAMS if kind == "async_generator" else MESSAGES + STREAMS if streams else MESSAGES)),
                 varargs=False,
                 varkw=False,
                 kwonly=tuple(draw(st.lists(st.just(True), max_size=2))),
@@ -179,7 +192,9 @@ def test_a_function_is_accepted_iff_it_has_the_handler_shape(shape: Shape) -> No
     if shape.is_handler():
         spec = register_handler(fn, module="shapes")
         assert isinstance(spec, HandlerSpec)
-        assert spec.is_async == (shape.kind == "async")
+        assert spec.is_async == (shape.kind != "sync")
+        assert spec.types.client_streaming == (shape.positional[0] in STREAMS)
+        assert spec.types.server_streaming == (shape.returns in STREAMS)
         assert spec.handler_id == "shapes.H" and spec.function is fn
     else:
         try:

@@ -26,11 +26,12 @@ from hypothesis import strategies as st
 from modules.inventory.models import GetStock, Release, Released, Reservation, Reserve, Stock
 from modules.users.models import CreateUser, GetUser, User
 from runtime.config import Settings
-from runtime.context import GlobalContext
+from runtime.context import GlobalContext, current_principal
 from runtime.context._modules import ModuleProxy
 from runtime.errors import NotFound, PermissionDenied
+from runtime.identity import Principal
 from runtime.worker import Worker
-from tests.conftest import MODULES_DIR, PROBE_MODULES_DIR, StartWorker
+from tests.conftest import MODULES_DIR, PROBE_MODULES_DIR, Dial, StartWorker
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
 SHARED_WORKERS = [HealthCheck.function_scoped_fixture]
@@ -64,14 +65,15 @@ class Deployment:
 
 @pytest.fixture
 async def deployment(
-    start_worker: StartWorker, worker_settings: Callable[..., Settings]
+    start_worker: StartWorker, worker_settings: Callable[..., Settings],
+    dial: Dial,
 ) -> AsyncIterator[Deployment]:
     settings = worker_settings()
     workers = {m: await start_worker(m, settings=settings) for m in EXAMPLE_MODULES}
     workers["probe"] = await start_worker("probe", settings=settings, modules_dir=PROBE_MODULES_DIR)
     probe_service = workers["probe"].service
     assert probe_service is not None
-    async with grpc.aio.insecure_channel(workers["probe"].address) as channel:
+    async with dial(workers["probe"]) as channel:
         yield Deployment(workers, ProbeClient(channel, probe_service.catalog.latest.descriptor))
 
 
@@ -101,37 +103,43 @@ async def test_every_declared_module_is_a_typed_client_through_gctx(
     modules = deployment.gctx("orders").modules
     assert isinstance(modules.users, ModuleProxy) and isinstance(modules.inventory, ModuleProxy)
     assert dir(modules.users) == ["create_user", "get_user"]
-    assert dir(modules.inventory) == ["get_stock", "release", "reserve"]
+    assert dir(modules.inventory) == ["check_stock", "get_stock", "release", "reserve", "restock_batch"]
 
     def request(model: type[Any], **fields: Any) -> Any:
         return fields if as_dict else model(**fields)
 
-    kind = call[0]
-    if kind == "create_user":
-        _, given_name, family_name = call
-        email = f"u-{uuid.uuid4().hex[:12]}@example.com"
-        user = await modules.users.create_user(
-            request(CreateUser, given_name=given_name, family_name=family_name, email=email)
-        )
-        assert isinstance(user, User) and isinstance(user.created_at, datetime)
-        assert (user.given_name, user.family_name, user.email) == (given_name, family_name, email)
-        again = await modules.users.get_user(request(GetUser, id=user.id))
-        assert again == user
-    elif kind == "get_unknown_user":
-        with pytest.raises(NotFound, match=call[1]):
-            await modules.users.get_user(request(GetUser, id=call[1]))
-    elif kind == "get_stock":
-        stock = await modules.inventory.get_stock(request(GetStock, sku=call[1]))
-        assert isinstance(stock, Stock) and stock.sku == call[1] and stock.available >= 0
-    else:
-        reservation = await modules.inventory.reserve(
-            request(Reserve, sku="WIDGET-1", quantity=call[1], order_id="property-4")
-        )
-        assert isinstance(reservation, Reservation) and reservation.quantity == call[1]
-        released = await modules.inventory.release(
-            request(Release, reservation_id=reservation.reservation_id)
-        )
-        assert isinstance(released, Released) and released.released is True
+    # A call made while serving someone: users checks that caller's roles (inner_roles = "caller"),
+    # so the examples run on behalf of a caller who holds them.
+    acting_for = current_principal.set(Principal("ada", ("users:read", "users:write"), "jwt"))
+    try:
+        kind = call[0]
+        if kind == "create_user":
+            _, given_name, family_name = call
+            email = f"u-{uuid.uuid4().hex[:12]}@example.com"
+            user = await modules.users.create_user(
+                request(CreateUser, given_name=given_name, family_name=family_name, email=email)
+            )
+            assert isinstance(user, User) and isinstance(user.created_at, datetime)
+            assert (user.given_name, user.family_name, user.email) == (given_name, family_name, email)
+            again = await modules.users.get_user(request(GetUser, id=user.id))
+            assert again == user
+        elif kind == "get_unknown_user":
+            with pytest.raises(NotFound, match=call[1]):
+                await modules.users.get_user(request(GetUser, id=call[1]))
+        elif kind == "get_stock":
+            stock = await modules.inventory.get_stock(request(GetStock, sku=call[1]))
+            assert isinstance(stock, Stock) and stock.sku == call[1] and stock.available >= 0
+        else:
+            reservation = await modules.inventory.reserve(
+                request(Reserve, sku="WIDGET-1", quantity=call[1], order_id="property-4")
+            )
+            assert isinstance(reservation, Reservation) and reservation.quantity == call[1]
+            released = await modules.inventory.release(
+                request(Release, reservation_id=reservation.reservation_id)
+            )
+            assert isinstance(released, Released) and released.released is True
+    finally:
+        current_principal.reset(acting_for)
 
 
 # -- Property 28 ---------------------------------------------------------------------------------

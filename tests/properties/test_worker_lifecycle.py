@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from runtime.identity import is_valid_request_id
 from runtime.worker import Worker
-from tests.conftest import PROBE_MODULES_DIR, StartWorker
+from tests.conftest import PROBE_MODULES_DIR, Dial, StartWorker
 from tests.fixtures.worker_modules.probe.handlers import SEEN
 from tests.fixtures.worker_modules.probe_client import ProbeClient
 
@@ -79,10 +79,10 @@ class Probe:
 
 
 @pytest.fixture
-async def probe(start_worker: StartWorker) -> AsyncIterator[Probe]:
+async def probe(start_worker: StartWorker, dial: Dial) -> AsyncIterator[Probe]:
     worker = await start_worker("probe", modules_dir=PROBE_MODULES_DIR)
     assert worker.service is not None
-    async with grpc.aio.insecure_channel(worker.address) as channel:
+    async with dial(worker) as channel:
         client = ProbeClient(channel, worker.service.catalog.latest.descriptor)
         yield Probe(worker, client, AuditTail(worker.store))
 

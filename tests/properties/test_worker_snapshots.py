@@ -25,7 +25,7 @@ from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.lcc import LogSnapshotStore
 from runtime.worker import Worker
-from tests.conftest import StartWorker
+from tests.conftest import Dial, StartWorker
 
 _serial = itertools.count()
 
@@ -43,9 +43,9 @@ class Users:
 
 
 @pytest.fixture
-async def users(start_worker: StartWorker) -> AsyncIterator[Users]:
+async def users(start_worker: StartWorker, dial: Dial) -> AsyncIterator[Users]:
     worker = await start_worker("users")
-    async with grpc.aio.insecure_channel(worker.address) as channel:
+    async with dial(worker) as channel:
         client = UsersClient(channel)
         user = await client.create_user(
             users_pb2.CreateUserRequest(

@@ -40,7 +40,11 @@ def test_defaults_are_the_embedded_single_machine_setup() -> None:
     assert settings.ratelimit_max_keys == 100_000
     assert settings.drain_seconds == 10.0
     assert settings.auth.jwt_algorithms == ("HS256", "RS256", "ES256")
-    assert settings.auth.jwt_secret == DEV_JWT_SECRET == "modrpc-dev-secret-change-me-in-production"
+    assert settings.auth.jwt_secret is None  # the development secret applies only on loopback
+    assert DEV_JWT_SECRET == "modrpc-dev-secret-change-me-in-production"
+    assert settings.auth.max_token_lifetime == 86400.0
+    assert settings.tls.dir == Path(".modrpc/tls") and settings.tls.dev_ca
+    assert settings.tls.cert is None and settings.tls.key is None and settings.tls.client_ca is None
     assert (settings.auth.issuer, settings.auth.audience) == ("modrpc-dev", "modrpc")
     assert dict(settings.auth.api_keys) == {}
     assert settings.secrets.env_prefix == "MODRPC_SECRET_"

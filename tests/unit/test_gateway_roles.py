@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.errors import PermissionDenied
-from runtime.gateway._roles import check_roles, missing_roles
-from runtime.identity import ANONYMOUS, Principal
+from runtime.identity import ANONYMOUS, Principal, check_roles, missing_roles
 
 ANA = Principal("ana", roles=("orders.read", "orders.write"), method="jwt")
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Optional
@@ -31,6 +38,7 @@ from runtime.gtype import (
     Constraints,
     GType,
     HandlerTypes,
+    Method,
     Schema,
     UnsupportedType,
     analyze_handler,
@@ -150,6 +158,51 @@ def test_a_handler_without_a_return_annotation_is_refused_by_name() -> None:
 
     with pytest.raises(UnsupportedType, match=r"'shop\.ListOrders'.*'response'.*not annotated"):
         analyze_handler(list_orders, module="shop")
+
+
+async def watch_orders(req: CreateOrder, lctx: object, gctx: object) -> AsyncIterator[Order]:
+    yield Order.model_construct()
+
+
+async def upload_items(reqs: AsyncIterable[Item], lctx: object, gctx: object) -> Order:
+    raise NotImplementedError
+
+
+async def trade(reqs: AsyncIterator[Item], lctx: object, gctx: object) -> AsyncGenerator[Order, None]:
+    yield Order.model_construct()
+
+
+@pytest.mark.parametrize(
+    ("fn", "request_type", "response_type", "shape"),
+    [
+        (create_order, "CreateOrder", "Order", "unary"),
+        (watch_orders, "CreateOrder", "Order", "server"),
+        (upload_items, "Item", "Order", "client"),
+        (trade, "Item", "Order", "bidi"),
+    ],
+)
+def test_an_async_iterator_annotation_makes_that_side_a_stream_of_its_message(
+    fn: Callable[..., Any], request_type: str, response_type: str, shape: str
+) -> None:
+    result = analyze_handler(fn, module="shop")
+    assert (result.request, result.response) == (GType.ref(request_type), GType.ref(response_type))
+    method = build_schema("shop", [result]).methods[0]
+    assert method.streaming == shape
+    assert Method.from_json(method.to_json()) == method
+
+
+def test_a_unary_method_serialises_exactly_as_before_streams_existed() -> None:
+    """Unary methods keep their canonical JSON, so every recorded fingerprint still holds."""
+    method = build_schema("shop", [analyze_handler(create_order, module="shop")]).methods[0]
+    assert set(method.to_json()) == {"name", "request", "response"}
+
+
+def test_a_stream_of_something_that_is_not_a_model_is_refused() -> None:
+    async def numbers(req: CreateOrder, lctx: object, gctx: object) -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(UnsupportedType, match=r"'shop\.Numbers'.*'response'.*AsyncIterator"):
+        analyze_handler(numbers, module="shop")
 
 
 def test_a_request_that_is_not_a_model_is_refused() -> None:

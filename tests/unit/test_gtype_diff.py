@@ -194,3 +194,19 @@ def test_changes_are_sorted_and_the_diff_is_breaking_if_any_change_is() -> None:
     assert result.breaking
     assert result.breaking_changes() == tuple(c for c in result.changes if c.breaking)
     assert diff(old, new) == result
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [((False, False), (False, True)), ((False, True), (True, True)), ((True, False), (False, False))],
+)
+def test_a_change_of_streaming_shape_is_breaking(old: tuple[bool, bool], new: tuple[bool, bool]) -> None:
+    def shaped(client: bool, server: bool) -> Schema:
+        base = schema(BASE, BASE)
+        method = Method("Call", GType.ref("Req"), GType.ref("Resp"), client_streaming=client, server_streaming=server)
+        return Schema(module="m", types=base.types, methods=(method,))
+
+    result = diff(shaped(*old), shaped(*new))
+    assert result.breaking
+    assert [(c.path, c.kind) for c in result.changes] == [("Call", "streaming_changed")]
+    assert shaped(*new).method("Call").streaming in result.changes[0].detail

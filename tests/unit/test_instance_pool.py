@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from runtime.client import InstancePool, Outliers
 from runtime.client._pool import IN_PROCESS, LANE_RETRY_SECONDS, RoundRobin, _Worker
 from runtime.errors import Unavailable
+from runtime.identity import Peer, current_peer
+from runtime.tls import InternalTls
 from runtime.transport import InProcessModules
 from runtime.transport._grpc import channel_options
 
@@ -98,19 +101,26 @@ async def test_an_ejected_instance_is_skipped_and_forgotten_with_its_address() -
         assert "127.0.0.1:1" not in pool.outliers.ejected()
 
 
-async def test_a_module_served_in_process_is_picked_before_the_network() -> None:
+async def test_a_module_served_in_process_is_picked_before_the_network_and_called_as_this_process(
+    tls_dir: Path,
+) -> None:
     local = InProcessModules()
+    seen: list[Peer | None] = []
 
     class Endpoints:
         async def unary(self, *args: object) -> tuple[bytes, tuple[()]]:
+            seen.append(current_peer.get())
             return b"", ()
 
-    endpoints = Endpoints()
-    local.register("users", endpoints, versions=["2025-06-01"])
-    async with InstancePool(local=local) as pool:
+    local.register("users", Endpoints(), versions=["2025-06-01"])
+    tls = InternalTls.load(tls_dir, Peer.module("orders"), dev_ca=True)
+    async with InstancePool(local=local, tls=tls) as pool:
         pool.update("users@2025-06-01", ["127.0.0.1:1"])
         address, transport = pool.pick("users@2025-06-01")
-        assert address == IN_PROCESS and transport is local.lookup("users@2025-06-01")
+        assert address == IN_PROCESS
+        assert await transport.unary("/users.v1.UsersService/GetUser", b"", (), None) == (b"", ())
+        assert seen == [Peer.module("orders")]  # the in-process call is made as the caller's identity
+        assert current_peer.get() is None  # and only for that call
         assert pool.known("users@2025-06-01") and not pool.known("users@2025-01-15")
 
 

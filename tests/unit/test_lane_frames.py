@@ -40,21 +40,21 @@ def only_frame(data: bytes) -> Frame:
     return frames[0]
 
 
-def test_the_public_surface_is_the_server_the_client_and_the_where_method() -> None:
+def test_the_public_surface_is_the_server_the_client_its_streams_and_the_where_method() -> None:
     lane = importlib.import_module("runtime.lane")
     assert lane.__all__ == [
-        "PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneLimits", "LaneServer", "lane_limits",
+        "PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneLimits", "LaneServer", "LaneStream", "lane_limits",
         "parse_where", "where_handler",
     ]  # fmt: skip
     assert lane.WHERE_METHOD == "/modrpc.lane.v1.Lane/Where"
-    assert lane.PROTOCOL == "modrpc-lane/1"
+    assert lane.PROTOCOL == "modrpc-lane/2"
 
 
 def test_a_where_answer_names_the_address_only_in_the_format_spoken_here() -> None:
     lane = importlib.import_module("runtime.lane")
-    assert lane.parse_where(b"modrpc-lane/1 10.0.0.7:40123") == "10.0.0.7:40123"
-    assert lane.parse_where(b"modrpc-lane/1 [::1]:40123") == "[::1]:40123"
-    for other in (b"modrpc-lane/2 10.0.0.7:1", b"10.0.0.7:40123", b"modrpc-lane/1", b"", b"\xff\xfe"):
+    assert lane.parse_where(b"modrpc-lane/2 10.0.0.7:40123") == "10.0.0.7:40123"
+    assert lane.parse_where(b"modrpc-lane/2 [::1]:40123") == "[::1]:40123"
+    for other in (b"modrpc-lane/1 10.0.0.7:1", b"10.0.0.7:40123", b"modrpc-lane/2", b"", b"\xff\xfe"):
         assert lane.parse_where(other) is None, other
 
 
@@ -218,8 +218,8 @@ def test_a_malformed_response_body_is_refused() -> None:
 
 
 def test_an_unknown_frame_kind_is_refused_by_the_reader() -> None:
-    with pytest.raises(FrameError, match="unknown frame kind 9 on stream 4"):
-        FrameReader().feed(HEADER.pack(0, 4, 9))
+    with pytest.raises(FrameError, match="unknown frame kind 11 on stream 4"):
+        FrameReader().feed(HEADER.pack(0, 4, 11))
 
 
 def test_a_metadata_key_too_long_for_its_length_field_cannot_be_framed() -> None:

@@ -24,12 +24,12 @@ SURFACES = {
     "runtime.config": [
         "DEV_JWT_SECRET", "ApiKeySettings", "AuthSettings", "ConfigError", "LimitsSettings",
         "ObservabilitySettings", "PlaygroundSettings", "RetentionSettings", "SecretsSettings",
-        "Settings", "is_loopback", "load_settings", "mask_url", "setting_sources",
+        "Settings", "TlsSettings", "is_loopback", "load_settings", "mask_url", "setting_sources",
         "settings_table", "unknown_env",
     ],
     "runtime.context": [
         "Clock", "GlobalContext", "MethodTarget", "ModuleRegistry", "current_batch", "current_deadline",
-        "current_request_id", "encode_payload", "subscriber", "subscriber_mark",
+        "current_principal", "current_request_id", "encode_payload", "subscriber", "subscriber_mark",
     ],
     "runtime.fabric": [
         "DLQ_ATTEMPTS_HEADER", "DLQ_ERROR_HEADER", "DLQ_GROUP_HEADER", "DLQ_MSG_ID_HEADER",
@@ -37,7 +37,7 @@ SURFACES = {
         "OutgoingMessage", "Subscription", "dead_letter_topic", "open_fabric",
     ],
     "runtime.gateway": [
-        "Gateway", "authenticator_from_settings", "hash_api_key", "issue_dev_token",
+        "Gateway", "authenticator_from_settings", "hash_api_key", "issue_dev_token", "jwt_secret_in_force",
     ],
     "runtime.gtype": [
         "PROTOVALIDATE_VERSION", "VALIDATE_PROTO", "VALIDATE_PROTO_ROOT", "Change", "Constraints",
@@ -45,17 +45,18 @@ SURFACES = {
         "UnsupportedType", "add_buf_validate", "analyze_handler", "analyze_type", "build_schema",
         "canonical_json", "describe", "diff", "fingerprint", "is_date", "is_datetime",
         "method_name", "options_with_rules", "register_custom_validator", "rules_of",
-        "same_scalar", "validate", "validate_descriptor",
+        "same_scalar", "stream_item", "validate", "validate_descriptor",
     ],
     "runtime.lane": [
-        "PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneLimits", "LaneServer", "lane_limits",
-        "parse_where", "where_handler",
+        "PROTOCOL", "WHERE_METHOD", "LaneClient", "LaneLimits", "LaneServer", "LaneStream",
+        "lane_limits", "parse_where", "where_handler",
     ],
     "runtime.lcc": [
         "SNAPSHOT_FLAG", "EffectKind", "EventKind", "HookSpec", "Level", "LifecycleCall",
         "LifecycleEvent", "LocalContext", "LogSnapshotStore", "MemoryEventSink",
         "MemorySnapshotStore", "Phase", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot",
-        "SnapshotStore", "TraceChange", "ValueChange", "WriteBehindSnapshots", "current_context", "diff_replays",
+        "SnapshotStore", "Stream", "TraceChange", "ValueChange", "WriteBehindSnapshots", "current_context",
+        "diff_replays",
         "parse_flags", "replay", "replay_meta", "run_captured", "run_hook", "run_lifecycle",
         "to_jsonable",
     ],
@@ -96,10 +97,15 @@ SURFACES = {
         "TEST_PRINCIPAL", "DictSecrets", "ManualClock", "ModuleCall", "ModuleHarness",
         "Published", "RecordingFabric", "Stub", "StubModules",
     ],
+    "runtime.tls": [
+        "CA_CERT", "CA_KEY", "CertificateAuthority", "InternalTls", "KeyPair", "TlsError",
+        "ensure_identity", "peer_of_grpc", "peer_of_ssl",
+    ],
     "runtime.transport": [
-        "DEFAULT_MAX_MESSAGE_BYTES", "CallError", "Disconnected", "Endpoint", "GrpcTransport",
-        "InProcessModules", "Metadata", "MetadataIn", "Reply", "Transport", "TransportError",
-        "Unreached", "call_error", "unary_handler",
+        "DEFAULT_MAX_MESSAGE_BYTES", "CallError", "Disconnected", "Endpoint", "FailedStream",
+        "GrpcTransport", "InProcessModules", "MessageQueue", "Metadata", "MetadataIn",
+        "ProducedStream", "Reply", "StreamCall", "StreamEndpoint", "Transport", "TransportError",
+        "Unreached", "call_error", "request_failed", "stream_handler", "unary_handler",
     ],
     "runtime.versions": [
         "REMOVED_KEY", "Conversion", "LifecyclePolicy", "LifecycleState", "Override",

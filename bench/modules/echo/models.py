@@ -21,3 +21,11 @@ class Echoed(BaseModel):
 
     text: str
     count: int
+
+
+class EchoMany(BaseModel):
+    """What to send back, and how many times (the streaming benchmark's request)."""
+
+    text: Annotated[str, Field(max_length=1024)]
+    count: Annotated[int, Field(ge=0)] = 0
+    times: Annotated[int, Field(ge=0, le=10_000_000)] = 1

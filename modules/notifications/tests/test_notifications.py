@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -27,3 +28,33 @@ async def test_a_new_user_gets_one_welcome_however_often_the_event_comes(notific
 
 async def test_other_topics_reach_no_subscriber(notifications: ModuleHarness) -> None:
     assert await notifications.deliver("orders.created", {"id": "o1"}) == 0
+
+
+async def test_a_watcher_gets_each_new_notification_as_it_is_sent(notifications: ModuleHarness) -> None:
+    """WatchNotifications streams what ``welcome`` sends, through ``notifications.sent``."""
+    user_id = uuid.uuid4().hex
+    watch = notifications.stream("WatchNotifications", {"user_id": user_id}, timeout=5)
+    pending = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.05)  # the watch is open before the user is created
+    await notifications.deliver("users.created", {"id": user_id, "email": "ada@example.com", "given_name": "Ada"})
+    (sent,) = [p for p in notifications.published if p.topic == "notifications.sent"]
+    assert sent.json()["user_id"] == user_id
+    assert await notifications.deliver("notifications.sent", sent.data) == 1  # what every worker hears
+    first = await asyncio.wait_for(pending, 5)
+    assert (first["user_id"], first["message"]) == (user_id, "Welcome, Ada!")
+    await watch.aclose()  # the caller hangs up: the watch ends, its queue is dropped
+    assert notifications.audit[-1].outcome == "CANCELLED"
+    assert notifications.audit[-1].messages == {"received": 1, "sent": 1}
+
+
+async def test_a_watch_for_one_user_skips_the_others(notifications: ModuleHarness) -> None:
+    mine, other = uuid.uuid4().hex, uuid.uuid4().hex
+    watch = notifications.stream("WatchNotifications", {"user_id": mine}, timeout=5)
+    pending = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.05)
+    for user in (other, mine):
+        await notifications.deliver("users.created", {"id": user, "email": f"{user}@example.com"})
+    for published in [p for p in notifications.published if p.topic == "notifications.sent"]:
+        await notifications.deliver("notifications.sent", published.data)
+    assert (await asyncio.wait_for(pending, 5))["user_id"] == mine
+    await watch.aclose()
