@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from runtime.client import ModuleClient
-from runtime.errors import InternalError, ModrpcError
+from runtime.errors import InternalError, ModrpcError, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import (
     ClientCertificates,
@@ -199,6 +199,8 @@ class Route:
         request_id(call)  # the first step, ahead of the rest: every answer carries the id
         token = request_id_var.set(call.request_id)
         try:
+            if services.tables.closing:  # refused, not run: the caller may take it to another gateway
+                raise Unavailable("the gateway is shutting down; call another one")
             traced = span.is_recording()  # then each step ends with an event: the playground's timeline
             for step in self._steps:
                 pending = step(call)

@@ -62,6 +62,8 @@ __all__ = ["Gateway", "authenticator_from_settings"]
 log = logging.getLogger("modrpc.gateway")
 
 REFRESH_SECONDS = 2.0
+REFUSE_BEFORE_STOP_SECONDS = 0.3
+"""On stop, how long new calls are refused (UNAVAILABLE) before the gRPC server itself stops."""
 USAGE_FLUSH_SECONDS = 10.0
 """How long ``stop`` lets the usage reporter write the last counts."""
 """How often routes are rebuilt even without a store event, to drop workers that went silent."""
@@ -318,11 +320,16 @@ class Gateway:
         grace = self.settings.drain_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
         if self._services is not None:
-            # Calls waiting for a worker end now, UNAVAILABLE: they never ran, so a client may
-            # retry them elsewhere; calls under way run on within the grace.
+            # New calls are refused with UNAVAILABLE from now on, and calls waiting for a worker
+            # end so too: they never ran, so a client may retry them elsewhere; calls under way
+            # run on within the grace.
             self._services.tables.close()
             self._services.client.pool.drain()
         if self._server is not None:
+            # A moment in which calls already on their way are answered UNAVAILABLE by the
+            # routes, before grpc stops the server: grpc cancels calls it has received and not yet
+            # started, and a CANCELLED tells a client nothing it can act on.
+            await asyncio.sleep(min(REFUSE_BEFORE_STOP_SECONDS, grace))
             await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()
