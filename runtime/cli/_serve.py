@@ -306,6 +306,11 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.manifest import discover_modules
 
     if getattr(args, "embedded", False):
+        if getattr(args, "reload", False):
+            # Reloading restarts worker processes; embedded modules live in this one.
+            print("modrpc up: --reload restarts worker processes, and --embedded has none: use one or the other",
+                  file=sys.stderr)
+            return 2
         return await _up_embedded(settings)
     stop = _stop_event()
     modules_dir = Path(settings.modules_dir)  # absolute: made so by run()
