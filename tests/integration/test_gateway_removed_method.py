@@ -154,6 +154,21 @@ async def test_a_worker_names_the_version_that_removed_a_method_over_grpc_and_it
             assert refused.value.status.code == code and text in error.message
 
 
+async def test_a_removed_method_tells_nothing_to_a_caller_the_worker_would_not_serve(
+    start_worker: StartWorker, worker_settings: Callable[..., Settings], gw_modules: dict[str, Path]
+) -> None:
+    """Admission comes first, as for a served method: with no proven peer (here an in-process
+    call that presents no identity) the answer is UNAUTHENTICATED, not which version removed it."""
+    worker = await start_worker("shelf", settings=worker_settings(modules_dir=gw_modules["main"]))
+    assert worker.service is not None
+    wire = worker.service.catalog.wire("2025-01-15")
+    payload = wire.encode(request_message("Count"), {"prefix": "D"})
+    with pytest.raises(CallError) as refused:
+        await worker.service.transport.unary(COUNT, payload, [("x-api-version", "2025-01-15")], Deadline.after(5))
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "2025-06-01" not in refused.value.details
+
+
 async def test_grpcurl_through_a_gateway_process_hears_which_version_removed_count(
     gw_stack: GatewayStack, gw_modules: dict[str, Path], gw_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
