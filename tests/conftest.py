@@ -167,7 +167,7 @@ from runtime.tls import InternalTls  # noqa: E402
 AS_GATEWAY = Peer.gateway()
 EVERY_ROLE = (
     "users:read", "users:write", "orders:read", "orders:write", "inventory:write",
-    "notifications:read", "tally:read", "tally:admin", "limited:call",
+    "notifications:read", "tally:read", "tally:admin", "limited:call", "shelf:count", "feed:write",
 )  # fmt: skip
 """Every role the test modules' methods require."""
 
@@ -179,18 +179,35 @@ def principal_says(subject: str = "ada", *roles: str) -> tuple[str, str]:
     return ("x-modrpc-principal", principal_header(Principal(subject, tuple(roles), "jwt")))
 
 
-class _Principal(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds the gateway's principal header to every call that does not bring its own."""
+class _Principal(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):  # type: ignore[misc]
+    """Adds the gateway's principal header to every call, of any shape, that does not bring its
+    own: the gateway sends it on streams as on unary calls."""
 
     def __init__(self, pair: tuple[str, str]) -> None:
         self._pair = pair
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+    def _said(self, details: Any) -> Any:
         metadata = list(details.metadata or ())
         if all(key != self._pair[0] for key, _ in metadata):
             metadata.append(self._pair)
-        details = details._replace(metadata=metadata)
-        return await continuation(details, request)
+        return details._replace(metadata=metadata)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._said(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._said(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._said(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._said(details), requests)
 
 
 Dial = Callable[..., grpc.aio.Channel]

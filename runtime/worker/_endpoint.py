@@ -542,6 +542,11 @@ class MethodEndpoint:
         async for payload in requests:
             yield await conversion.request(payload, deadline)
 
+_OPEN_POLICY = MethodPolicy()
+"""The policy a removed method is admitted by: who may call this worker at all (its own roles
+went with the version that removed it)."""
+
+
 class RemovedMethod:
     """A method an earlier recorded version of the module had and the served version does not.
 
@@ -550,12 +555,16 @@ class RemovedMethod:
     process alike, as the gateway answers it (SPEC §4), rather than grpc's bare
     "Method not found!": the one conversion pipeline (:func:`~runtime.versions.plan`) refuses
     it. An ``x-api-version`` that resolves to nothing is refused as for any method. A removed
-    streaming method is refused as a stream, the kind of call its callers make.
+    streaming method is refused as a stream, the kind of call its callers make. Admission comes
+    first, as for a served method: a caller the worker would not serve learns nothing of it.
     """
 
-    __slots__ = ("catalog", "client_streaming", "method", "module", "path", "served", "server_streaming")
+    __slots__ = (
+        "admission", "catalog", "client_streaming", "method", "module", "path", "served", "server_streaming",
+    )  # fmt: skip
 
-    def __init__(self, *, module: str, method: str, catalog: VersionCatalog, served: str) -> None:
+    def __init__(self, *, module: str, method: str, catalog: VersionCatalog, served: str, admission: Admission) -> None:
+        self.admission = admission
         self.module = module
         self.method = method
         self.path = method_path(module, method)
@@ -572,6 +581,7 @@ class RemovedMethod:
         headers = {k: v for k, v in metadata if isinstance(v, str)}
         request_id = request_id_of(headers.get(REQUEST_ID_KEY))
         try:
+            self.admission.principal(current_peer.get(), headers.get(PRINCIPAL_HEADER), _OPEN_POLICY)
             version = self.catalog.resolve(headers.get("x-api-version"))
             planned = plan(self.catalog, self.method, version, (self.served,))
             # The served version lacks the method, so the conversion refuses the call.

@@ -282,7 +282,9 @@ class ModuleService:
         # Methods earlier versions had and the served one removed: their callers hear which
         # version removed them, whichever transport they came by.
         self.removed: dict[str, RemovedMethod] = {
-            method: RemovedMethod(module=self.name, method=method, catalog=catalog, served=self.served)
+            method: RemovedMethod(
+                module=self.name, method=method, catalog=catalog, served=self.served, admission=self.admission
+            )
             for method in sorted({m.name for v in catalog.versions for m in v.schema.methods})
             if method not in self.endpoints
         }

@@ -72,6 +72,17 @@ def test_every_target_of_the_issue_gets_a_value_and_the_report_names_them(figure
     assert "nginx grpc_pass" in report and "not requested" in report
 
 
+def test_server_streaming_is_read_on_every_path_the_worker_alone_over_mutual_tls(figures: dict[str, Any]) -> None:
+    """The worker alone too: the bench's client dials it with the gateway's certificate."""
+    streams = figures["streams"]
+    assert set(streams) == {"bare_stream", "direct", "gateway", "gateway_grpc"}
+    for name, by_profile in streams.items():
+        assert set(by_profile) == {"c1", "c4"}, name
+        assert all(entry["per_second"] > 0 for entry in by_profile.values()), name
+    assert set(streams["direct"]["c4"]["cpu_us_per_message"]) == {"worker"}
+    assert "worker, called directly" in markdown(figures).split("server streaming", 1)[1]
+
+
 def test_the_measured_request_is_an_echo_call_whose_response_bytes_equal_the_request(tmp_path: Any) -> None:
     call = echo_call(tmp_path)
     assert call.path == "/echo.v1.EchoService/Echo"

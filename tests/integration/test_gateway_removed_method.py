@@ -24,10 +24,13 @@ import pytest
 from runtime.config import Settings
 from runtime.deadline import Deadline
 from runtime.gateway import Gateway
+from runtime.identity import Peer
 from runtime.lane import LaneClient
 from runtime.status import error_of
+from runtime.tls import InternalTls
 from runtime.transport import CallError
 from runtime.wire import method_path, request_message
+from tests.conftest import Dial
 from tests.fixtures.gateway_modules.commands import (
     free_port,
     grpcurl,
@@ -117,10 +120,15 @@ async def test_with_no_transformer_and_no_old_worker_the_removed_method_is_unimp
 
 
 async def test_a_worker_names_the_version_that_removed_a_method_over_grpc_and_its_lane(
-    start_worker: StartWorker, worker_settings: Callable[..., Settings], gw_modules: dict[str, Path]
+    start_worker: StartWorker,
+    worker_settings: Callable[..., Settings],
+    gw_modules: dict[str, Path],
+    dial: Dial,
+    tls_dir: Path,
 ) -> None:
-    """Straight to a 2025-06-01 worker, with no gateway in between: the same answers as the
-    gateway's, over gRPC and over the lane, and a version no one knows is still NOT_FOUND."""
+    """Straight to a 2025-06-01 worker, with no gateway in between (mutual TLS with the
+    gateway's certificate, as the gateway reaches it): the same answers as the gateway's, over
+    gRPC and over the lane, and a version no one knows is still NOT_FOUND."""
     worker = await start_worker("shelf", settings=worker_settings(modules_dir=gw_modules["main"]))
     assert worker.lane_address and worker.service is not None
     wire = worker.service.catalog.wire("2025-01-15")
@@ -130,19 +138,35 @@ async def test_a_worker_names_the_version_that_removed_a_method_over_grpc_and_it
         ([], UNIMPLEMENTED, NOT_IN_LATEST),
         ([("x-api-version", "2020-01-01")], grpc.StatusCode.NOT_FOUND, "2020-01-01"),
     ]
-    async with grpc.aio.insecure_channel(worker.address) as channel:
+    async with dial(worker) as channel:
         call = channel.unary_unary(COUNT, request_serializer=None, response_deserializer=None)
         for metadata, code, text in cases:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call(payload, metadata=(*metadata, ("x-request-id", "direct-1")), timeout=5)
             assert caught.value.code() == code and text in (caught.value.details() or "")
             assert ("x-request-id", "direct-1") in tuple(caught.value.trailing_metadata() or ())
-    async with LaneClient(worker.lane_address) as lane:
+    gateway = InternalTls.load(tls_dir, Peer.gateway(), dev_ca=True)
+    async with LaneClient(worker.lane_address, tls=gateway, server=Peer.module("shelf")) as lane:
         for metadata, code, text in cases:
             with pytest.raises(CallError) as refused:
                 await lane.unary(COUNT, payload, metadata, Deadline.after(5))
             error = error_of(refused.value.status)
             assert refused.value.status.code == code and text in error.message
+
+
+async def test_a_removed_method_tells_nothing_to_a_caller_the_worker_would_not_serve(
+    start_worker: StartWorker, worker_settings: Callable[..., Settings], gw_modules: dict[str, Path]
+) -> None:
+    """Admission comes first, as for a served method: with no proven peer (here an in-process
+    call that presents no identity) the answer is UNAUTHENTICATED, not which version removed it."""
+    worker = await start_worker("shelf", settings=worker_settings(modules_dir=gw_modules["main"]))
+    assert worker.service is not None
+    wire = worker.service.catalog.wire("2025-01-15")
+    payload = wire.encode(request_message("Count"), {"prefix": "D"})
+    with pytest.raises(CallError) as refused:
+        await worker.service.transport.unary(COUNT, payload, [("x-api-version", "2025-01-15")], Deadline.after(5))
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "2025-06-01" not in refused.value.details
 
 
 async def test_grpcurl_through_a_gateway_process_hears_which_version_removed_count(

@@ -1,8 +1,9 @@
 """Streams end to end with real processes: ``modrpc worker feed`` and two ``modrpc gateway`` s.
 
 One gateway reaches the worker over its lane, the other over gRPC (``MODRPC_LANE=false``), and
-the tests also call the worker directly, so every streaming shape is checked on each path a
-stream can take: order, trailers with ``x-request-id``, a bad message mid-stream, a caller that
+the tests also call the worker directly, over mutual TLS as the gateway does (with the
+deployment's ``gateway`` certificate and a principal header; a worker serves nothing else), so
+every streaming shape is checked on each path a stream can take: order, trailers with ``x-request-id``, a bad message mid-stream, a caller that
 hangs up (the handler's cleanup runs in the worker), a deadline, a caller pinned to the old
 version (every message transformed), policy once per stream, and a slow reader that must not
 make the gateway buffer (its RSS is read from ``/proc``).
@@ -28,6 +29,7 @@ from grpc_status import rpc_status
 from runtime.manifest import load_module
 from runtime.versions import VersionCatalog
 from runtime.worker import load_catalog
+from tests.conftest import make_dial
 from tests.fixtures.gateway_modules.commands import (
     Command,
     free_port,
@@ -47,6 +49,8 @@ class Deployment:
     addresses: dict[str, str]
     gateway_pids: dict[str, int]
     catalog: VersionCatalog
+    tls: Path
+    """The deployment's TLS folder (its development CA and identities)."""
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, gw_modules: dict[str, P
             await gateway.line_with("ready", within=60)
             addresses[name] = f"127.0.0.1:{port}"
             pids[name] = gateway.process.pid
-        return Deployment(addresses, pids, load_catalog(load_module(tree / "feed")))
+        return Deployment(addresses, pids, load_catalog(load_module(tree / "feed")), tmp / "tls")
 
     try:
         yield loop.run_until_complete(up())
@@ -85,10 +89,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, gw_modules: dict[str, P
     assert isolated_env(tmp)  # the processes kept their state under tmp
 
 
+def connect(deployment: Deployment, path: str) -> grpc.aio.Channel:
+    """A channel to a gateway (plaintext, its edge) or to the worker (mutual TLS, as the gateway)."""
+    if path == "worker":
+        return make_dial(deployment.tls)(deployment.addresses[path], "feed")
+    return grpc.aio.insecure_channel(deployment.addresses[path])
+
+
 @pytest.fixture(params=PATHS)
 async def feed(request: pytest.FixtureRequest, deployment: Deployment) -> AsyncIterator[FeedClient]:
-    async with grpc.aio.insecure_channel(deployment.addresses[request.param]) as channel:
-        yield FeedClient(channel, deployment.catalog)
+    async with connect(deployment, request.param) as ch:
+        yield FeedClient(ch, deployment.catalog)
 
 
 def key() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from runtime.client._pool import IN_PROCESS, LANE_RETRY_SECONDS, RoundRobin, _Wo
 from runtime.errors import Unavailable
 from runtime.identity import Peer, current_peer
 from runtime.tls import InternalTls
-from runtime.transport import InProcessModules
+from runtime.transport import InProcessModules, MessageQueue, Metadata, ProducedStream
 from runtime.transport._grpc import channel_options
 
 
@@ -122,6 +123,39 @@ async def test_a_module_served_in_process_is_picked_before_the_network_and_calle
         assert seen == [Peer.module("orders")]  # the in-process call is made as the caller's identity
         assert current_peer.get() is None  # and only for that call
         assert pool.known("users@2025-06-01") and not pool.known("users@2025-01-15")
+
+
+async def test_a_stream_to_a_module_served_in_process_runs_as_this_process_to_its_end(tls_dir: Path) -> None:
+    """The stream's task starts when the call is made and keeps the caller's identity while it
+    runs, after ``stream`` has returned and the caller's own context no longer holds it."""
+    local = InProcessModules()
+    seen: list[Peer | None] = []
+
+    class Endpoints:
+        def stream(self, method: str, requests: AsyncIterable[bytes], *args: object) -> ProducedStream:
+            async def produce(out: MessageQueue) -> Metadata:
+                async for message in requests:
+                    await asyncio.sleep(0)  # a later turn of the loop than the call
+                    seen.append(current_peer.get())
+                    await out.put(message)
+                return ()
+
+            return ProducedStream(produce)
+
+    async def requests() -> AsyncIterator[bytes]:
+        for message in (b"a", b"b"):
+            yield message
+
+    local.register("feed", Endpoints())
+    tls = InternalTls.load(tls_dir, Peer.module("relay"), dev_ca=True)
+    async with InstancePool(local=local, tls=tls) as pool:
+        address, transport = pool.pick("feed")
+        assert address == IN_PROCESS
+        call = transport.stream("/feed.v1.FeedService/Echo", requests(), (), None)
+        assert current_peer.get() is None  # set for the stream only
+        assert [message async for message in call] == [b"a", b"b"]
+        await call.aclose()
+    assert seen == [Peer.module("relay")] * 2
 
 
 async def test_close_is_safe_twice_and_refuses_what_comes_after() -> None:
