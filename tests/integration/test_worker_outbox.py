@@ -20,12 +20,21 @@ from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
 from runtime.fabric import FabricHub, Message
 from runtime.fabric._memory import MemoryFabric
+from runtime.identity import Peer
+from runtime.tls import InternalTls
 from runtime.worker import Worker
-from tests.conftest import StartWorker
+from tests.conftest import Dial, StartWorker
+
+
+class AnyTopic:
+    """The hub lets every module use every topic: delivery is what is tested here."""
+
+    def check(self, peer: Peer, action: str, topic: str) -> None:
+        return None
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[tuple[FabricHub, list[Message]]]:
+async def hub(tls_dir: Path) -> AsyncIterator[tuple[FabricHub, list[Message]]]:
     async with MemoryFabric() as memory:
         got: list[Message] = []
 
@@ -33,7 +42,7 @@ async def hub() -> AsyncIterator[tuple[FabricHub, list[Message]]]:
             got.append(message)
 
         await memory.subscribe("users.created", keep, group="test")
-        hub = FabricHub(memory)
+        hub = FabricHub(memory, tls=InternalTls.load(tls_dir, Peer.hub(), dev_ca=True), policy=AnyTopic())
         await hub.start()
         yield hub, got
         await hub.stop()
@@ -52,11 +61,11 @@ async def until(condition: object, within: float = 5.0) -> None:
 
 
 async def test_a_created_user_and_its_event_commit_together_and_the_event_is_published(
-    users: Worker, hub: tuple[FabricHub, list[Message]], module_data_dir: Path
+    users: Worker, hub: tuple[FabricHub, list[Message]], module_data_dir: Path, dial: Dial
 ) -> None:
     _, got = hub
     email = f"outbox-{uuid.uuid4().hex[:10]}@example.com"
-    async with grpc.aio.insecure_channel(users.address) as channel:
+    async with dial(users) as channel:
         client = UsersClient(channel)
         user = await client.create_user(
             users_pb2.CreateUserRequest(given_name="Ada", family_name="Lovelace", email=email), timeout=5
@@ -81,9 +90,11 @@ async def test_a_created_user_and_its_event_commit_together_and_the_event_is_pub
         assert waiting == (0,), "published, so nothing waits"
 
 
-async def test_an_invalid_request_publishes_nothing(users: Worker, hub: tuple[FabricHub, list[Message]]) -> None:
+async def test_an_invalid_request_publishes_nothing(
+    users: Worker, hub: tuple[FabricHub, list[Message]], dial: Dial
+) -> None:
     _, got = hub
-    async with grpc.aio.insecure_channel(users.address) as channel:
+    async with dial(users) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await UsersClient(channel).create_user(
                 users_pb2.CreateUserRequest(given_name="", email="not-an-email"), timeout=5
