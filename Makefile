@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install up test lint gen gen-check bench services-check clean
+.PHONY: install up test lint gen gen-check bench faults services-check clean
 
 # One line per step; pip's own output goes to $(VENV)/install.log, shown only when a step fails.
 $(STAMP): pyproject.toml
@@ -40,6 +40,11 @@ gen: install
 
 gen-check: install
 	$(BIN)/modrpc gen --check
+
+## make faults: every fault scenario under load on private PostgreSQL, NATS and Redis; prints the
+## table (make test runs the short version).
+faults: install
+	$(BIN)/python -m tests.faults
 
 ## make bench: benchmarks, not tests. Installs h2load (Debian nghttp2-client) when missing.
 bench: install

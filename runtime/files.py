@@ -65,7 +65,11 @@ def private_file(path: Path | str) -> Path:
     """
     path = Path(path)
     private_directory(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
-    os.close(fd)
+    # Created only when missing (O_EXCL), and an existing file is never opened here: closing any
+    # descriptor of a file drops every POSIX lock this process holds on it, so opening and
+    # closing a database another connection of this process has open would take its SQLite
+    # locks away and let other processes corrupt it.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
     _narrow(path, PRIVATE_FILE_MODE)
     return path

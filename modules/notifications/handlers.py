@@ -12,6 +12,7 @@ import binascii
 import uuid
 from collections.abc import AsyncIterator
 
+from modules.notifications._sent import sent_log
 from modules.notifications.models import (
     DEFAULT_PAGE_SIZE,
     ListNotifications,
@@ -23,9 +24,6 @@ from modules.notifications.models import (
 from runtime import GlobalContext, LocalContext, handler, subscriber
 from runtime.errors import InvalidArgument, ResourceExhausted
 
-# Sent notifications, per worker process, oldest first (a real module would hand them to a mail
-# service). Only ever appended to, so a position in it stays valid across pages.
-_SENT: list[Notification] = []
 _TOKEN_PREFIX = "after:"
 
 
@@ -63,9 +61,8 @@ _WATCHERS = _Watchers()
 
 @subscriber("users.created", group="notifications")
 async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
-    """Welcome a new user. Redelivered events for the same user are sent once."""
-    if any(n.user_id == event.id for n in _SENT):
-        return
+    """Welcome a new user. Redelivered events for the same user are sent once (the sent log,
+    shared by every worker of the module, keeps one welcome per user)."""
     greeting = f"Welcome, {event.given_name}!" if event.given_name else "Welcome!"
     notification = Notification(
         id=uuid.uuid4().hex,
@@ -74,8 +71,8 @@ async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
         message=greeting,
         created_at=gctx.clock.now(),
     )
-    _SENT.append(notification)
-    await gctx.publish("notifications.sent", notification)
+    if await sent_log().add_first(notification):
+        await gctx.publish("notifications.sent", notification)
 
 
 @subscriber("notifications.sent")
@@ -121,7 +118,7 @@ def _position(token: str) -> int:
             "page_token is not a token this method gave out; send the next_page_token of the "
             "previous page, or none for the first page"
         ) from None
-    if not 0 <= position <= len(_SENT):
+    if position < 0:
         raise InvalidArgument("page_token is past the end of the notifications")
     return position
 
@@ -130,13 +127,9 @@ def _position(token: str) -> int:
 async def list_notifications(req: ListNotifications, lctx: LocalContext, gctx: GlobalContext) -> Notifications:
     """One page of notifications. Callers pinned to the version before paging existed send no
     page_size, so they get the first page of the default size, never the whole list."""
-    size = req.page_size or DEFAULT_PAGE_SIZE
-    items: list[Notification] = []
+    log = sent_log()
     position = _position(req.page_token)
-    while position < len(_SENT) and len(items) < size:
-        notification = _SENT[position]
-        position += 1
-        if not req.user_id or notification.user_id == req.user_id:
-            items.append(notification)
-    more = any(not req.user_id or n.user_id == req.user_id for n in _SENT[position:])
+    if position > await log.last():
+        raise InvalidArgument("page_token is past the end of the notifications")
+    items, position, more = await log.page(req.user_id, after=position, size=req.page_size or DEFAULT_PAGE_SIZE)
     return Notifications(items=items, next_page_token=_page_token(position) if more else "")

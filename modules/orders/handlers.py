@@ -3,13 +3,11 @@
 import uuid
 
 from modules.inventory.models import Release, Reserve
+from modules.orders._book import order_book
 from modules.orders.models import GetOrder, Order, OrderStatus, PlaceOrder
 from modules.users.models import GetUser
 from runtime import GlobalContext, LocalContext, handler
 from runtime.errors import NotFound
-
-# Placed orders, per worker process. Orders are the example of a saga, not of storage.
-_ORDERS: dict[str, Order] = {}
 
 
 @handler
@@ -32,7 +30,7 @@ async def place_order(req: PlaceOrder, lctx: LocalContext, gctx: GlobalContext) 
         status=OrderStatus.PLACED,
         created_at=gctx.clock.now(),
     )
-    _ORDERS[order_id] = order
+    await order_book().put(order)
     return order
 
 
@@ -47,7 +45,7 @@ def _releaser(gctx: GlobalContext, reservation_id: str):  # type: ignore[no-unty
 
 @handler
 async def get_order(req: GetOrder, lctx: LocalContext, gctx: GlobalContext) -> Order:
-    order = _ORDERS.get(req.id)
+    order = await order_book().get(req.id)
     if order is None:
         raise NotFound(f"no order with id {req.id!r}")
     return order

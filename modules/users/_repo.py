@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from runtime.fabric import OutboxBatch
 from runtime.files import private_file
 
 _SCHEMA = """
@@ -37,17 +38,29 @@ class UserRepository:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    async def insert(self, row: dict[str, Any]) -> bool:
-        """Insert a user; False when the email is taken."""
-        try:
-            await asyncio.to_thread(
-                self._run,
-                "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
-                (row["id"], row["given_name"], row["family_name"], row["email"], row["created_at"]),
-            )
-        except sqlite3.IntegrityError:
-            return False
+    def _insert(self, row: dict[str, Any], events: OutboxBatch | None) -> bool:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO users VALUES (?, ?, ?, ?, ?)",
+                    (row["id"], row["given_name"], row["family_name"], row["email"], row["created_at"]),
+                )
+                if events is not None:
+                    events.write(self._db)  # the user and its events: one transaction
+                self._db.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
+                return False
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
         return True
+
+    async def insert(self, row: dict[str, Any], events: OutboxBatch | None = None) -> bool:
+        """Insert a user, with the events published so far when given (``gctx.outbox()``), in one
+        transaction: both are saved or neither. False when the email is taken."""
+        return await asyncio.to_thread(self._insert, row, events)
 
     async def get(self, user_id: str) -> dict[str, Any] | None:
         rows = await asyncio.to_thread(

@@ -21,7 +21,12 @@ def _user(row: dict[str, str]) -> User:
 
 @handler
 async def create_user(req: CreateUser, lctx: LocalContext, gctx: GlobalContext) -> User:
-    """Create a user and announce it on ``users.created``; a taken email is ALREADY_EXISTS."""
+    """Create a user and announce it on ``users.created``; a taken email is ALREADY_EXISTS.
+
+    The event is published first and saved with the user, in one transaction (the outbox):
+    a user is never saved without its event, and the event never goes out without the user,
+    whatever the fabric is doing at the time.
+    """
     row = {
         "id": uuid.uuid4().hex,
         "given_name": req.given_name,
@@ -29,10 +34,10 @@ async def create_user(req: CreateUser, lctx: LocalContext, gctx: GlobalContext) 
         "email": str(req.email),
         "created_at": gctx.clock.now().isoformat(),
     }
-    if not await repository().insert(row):
-        raise AlreadyExists(f"a user with email {req.email} already exists")
     user = _user(row)
     await gctx.publish("users.created", user, msg_id=f"users.created:{user.id}")
+    if not await repository().insert(row, events=gctx.outbox()):
+        raise AlreadyExists(f"a user with email {req.email} already exists")
     return user
 
 

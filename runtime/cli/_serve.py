@@ -383,11 +383,18 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
-        # Whatever happened above, no worker outlives this process.
+        # Whatever happened above, no worker outlives this process, and all of it takes about
+        # drain_seconds: the gateway drains first (its calls need the workers), the workers get
+        # what is left of the drain time, then a kill.
+        finish_by = time.monotonic() + settings.drain_seconds
         if playground is not None:
             await playground.close()
-        await gateway.stop()
-        await fleet.stop()
+        try:
+            async with asyncio.timeout(settings.drain_seconds + 1):
+                await gateway.stop()
+        except TimeoutError:
+            log.error("the gateway did not stop within %.1fs; stopping the workers anyway", settings.drain_seconds)
+        await fleet.stop(grace=max(1.0, finish_by - time.monotonic()))
         if hub is not None:
             await _close_hub(hub)
 

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from runtime.cli._watchdog import watch_progress
 from runtime.config import Settings
 from runtime.observability import MODULE_ATTR
 
@@ -90,8 +91,10 @@ class WorkerProcess:
             MODRPC_SUPERVISOR_PID=str(os.getpid()),
             MODRPC_LOG_FORMAT="json",  # parsed here, then shown in this process's format
         )
+        # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which drains the
+        # gateway first and then stops the workers, instead of every process stopping at once.
         self.process = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True
         )
         ready = self._ready = asyncio.get_running_loop().create_future()
         assert self.process.stdout is not None and self.process.stderr is not None
@@ -173,11 +176,34 @@ class WorkerProcess:
             async with asyncio.timeout(2.0):
                 await asyncio.gather(*self._readers, return_exceptions=True)
 
+    async def _wait(self) -> int:
+        """Wait for the child to exit; kill it first if it hangs (see runtime.cli._watchdog)."""
+        assert self.process is not None
+        process, hang = self.process, self.settings.worker_hang_seconds
+        if not hang or not self.address:
+            return await process.wait()
+        from runtime.identity import Peer
+        from runtime.tls import InternalTls
+
+        # Asked as the gateway: workers take mutual TLS from the deployment CA only.
+        tls = InternalTls.load(Path(self.settings.tls.dir), Peer.gateway(), dev_ca=self.settings.tls.dev_ca)
+        watchdog = asyncio.create_task(watch_progress(self.module, self.address, hang, tls))
+        exited = asyncio.create_task(process.wait())
+        try:
+            await asyncio.wait((watchdog, exited), return_when=asyncio.FIRST_COMPLETED)
+            if watchdog.done() and not exited.done() and not self.stopping:
+                process.kill()
+            return await exited
+        finally:
+            for task in (watchdog, exited):
+                task.cancel()
+            await asyncio.gather(watchdog, exited, return_exceptions=True)
+
     async def supervise(self) -> None:
-        """Wait for the child; restart it when it dies unasked, with a growing backoff."""
+        """Wait for the child; restart it when it dies unasked or hangs, with a growing backoff."""
         while not self.stopping:
             assert self.process is not None
-            code = await self.process.wait()
+            code = await self._wait()
             await self._drain_readers()
             if self.stopping:
                 return
@@ -207,7 +233,7 @@ class WorkerProcess:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            async with asyncio.timeout(grace + 5):
+            async with asyncio.timeout(grace + 2):
                 await self.process.wait()
         except TimeoutError:
             self.process.kill()
@@ -276,10 +302,11 @@ class Fleet:
     async def remove(self, module: str) -> None:
         await self._stop(self.workers.pop(module, []))
 
-    async def _stop(self, processes: list[WorkerProcess]) -> None:
+    async def _stop(self, processes: list[WorkerProcess], grace: float | None = None) -> None:
         for process in processes:
             process.stopping = True
-        await asyncio.gather(*(p.stop(self.settings.drain_seconds) for p in processes), return_exceptions=True)
+        grace = self.settings.drain_seconds if grace is None else grace
+        await asyncio.gather(*(p.stop(grace) for p in processes), return_exceptions=True)
         for process in processes:
             task = self._supervisors.pop(process, None)
             if task is not None:
@@ -287,11 +314,12 @@ class Fleet:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def stop(self) -> None:
-        """Stop every worker; whatever happened, none outlives the supervisor."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop every worker, each given ``grace`` seconds (the drain time by default) before it
+        is killed; whatever happened, none outlives the supervisor."""
         everything = [p for group in self.workers.values() for p in group]
         self.workers.clear()
-        await self._stop(everything)
+        await self._stop(everything, grace)
 
     @property
     def count(self) -> int:

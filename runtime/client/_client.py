@@ -25,9 +25,10 @@ from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from runtime.client._pool import InstancePool
-from runtime.client._retry import RetryBudget, RetryPolicy, Sleep, is_retryable
+from runtime.client._retry import AttemptTimedOut, RetryBudget, RetryPolicy, Sleep, is_retryable
 from runtime.client._stream import ModuleStream
 from runtime.deadline import Clock, Deadline
 from runtime.errors import DeadlineExceeded, ModrpcError
@@ -104,10 +105,12 @@ class ModuleClient:
         """Call ``method`` on an instance of module ``key`` with ``payload`` as the request bytes.
 
         Returns the response bytes and the response's trailing metadata. Every attempt gets what
-        is left of ``deadline``, never a fresh allowance. A call that reached no instance is tried
-        again elsewhere whatever its idempotency; an idempotent one also after UNAVAILABLE, by
-        ``retry`` (default: the client's policy) and within the module's budget. Cancelling the
-        calling task cancels the call in flight.
+        is left of ``deadline``, never a fresh allowance, or less: for an idempotent call, the
+        policy's ``per_try_timeout``. A call that reached no instance is tried again elsewhere
+        whatever its idempotency; an idempotent one also after UNAVAILABLE or an attempt that
+        timed out, by ``retry`` (default: the client's policy) and within the module's budget.
+        A call that finds no instance waits for one within its deadline
+        (:meth:`InstancePool.acquire`). Cancelling the calling task cancels the call in flight.
 
         Raises :class:`~runtime.errors.Unavailable` naming the module when it has no instance,
         :class:`~runtime.errors.DeadlineExceeded` when the deadline has passed, and the runtime
@@ -116,12 +119,13 @@ class ModuleClient:
         budget = self.budget(key)
         budget.deposit()
         pairs: Metadata = tuple(metadata)
+        policy = retry or self._policy
+        per_try = policy.per_try_timeout if idempotent else None
         # The first attempt runs bare: building a retry controller for every call costs more
         # than most calls, and most calls succeed.
         try:
-            return await self._attempt(key, method, payload, pairs, deadline)
+            return await self._attempt(key, method, payload, pairs, deadline, per_try)
         except CallError as exc:
-            policy = retry or self._policy
             if policy.max_attempts < 2 or not is_retryable(exc, idempotent=idempotent):
                 raise self._error(exc, key, method) from exc
             first_failure: CallError = exc
@@ -136,7 +140,7 @@ class ModuleClient:
 
         retrying = policy.retrying(deadline=deadline, budget=budget, idempotent=idempotent, sleep=self._sleep)
         try:
-            reply: Reply = await retrying(attempt, key, method, payload, pairs, deadline)
+            reply: Reply = await retrying(attempt, key, method, payload, pairs, deadline, per_try)
         except CallError as exc:
             raise self._error(exc, key, method) from exc
         return reply
@@ -165,33 +169,49 @@ class ModuleClient:
         )  # fmt: skip
 
     async def _attempt(
-        self, key: str, method: str, payload: bytes, metadata: Metadata, deadline: Deadline | None
+        self,
+        key: str,
+        method: str,
+        payload: bytes,
+        metadata: Metadata,
+        deadline: Deadline | None,
+        per_try: float | None = None,
     ) -> Reply:
         if deadline is not None and deadline.expired():
             raise DeadlineExceeded(f"the deadline passed before {method} could be sent to {key.replace('@', ' ')}")
-        address, transport = self._pool.pick(key)
-        outliers = self._pool.outliers
+        pool = self._pool
+        address, transport = pool.pick_healthy(key) or await pool.acquire(key, deadline)
+        attempt_deadline = deadline
+        if per_try is not None:
+            attempt_deadline = Deadline.earliest(deadline, Deadline.after(per_try, self._clock))
+        outliers = pool.outliers
         tracing = self._tracing
-        if tracing is None:
-            try:
-                reply = await transport.unary(method, payload, metadata, deadline)
-            except CallError as exc:
-                outliers.observe(address, exc)
-                raise
-            outliers.succeeded(address)
-            return reply
-        span, metadata = tracing.start(method, metadata)
+        span: trace.Span | None = None
+        if tracing is not None:
+            span, metadata = tracing.start(method, metadata)
         try:
-            reply = await transport.unary(method, payload, metadata, deadline)
+            reply = await transport.unary(method, payload, metadata, attempt_deadline)
         except CallError as exc:
             outliers.observe(address, exc)
-            tracing.finish(span, exc.code, exc.details)
+            if tracing is not None and span is not None:
+                tracing.finish(span, exc.code, exc.details)
+            if (
+                exc.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                and attempt_deadline is not deadline
+                and (deadline is None or not deadline.expired())
+            ):
+                raise AttemptTimedOut(
+                    f"{method} to {key.replace('@', ' ')} ({address}) took longer than its "
+                    f"per_try_timeout of {per_try:g}s: {exc.details}"
+                ) from exc
             raise
         except BaseException as exc:
-            tracing.fail(span, exc)
+            if tracing is not None and span is not None:
+                tracing.fail(span, exc)
             raise
         outliers.succeeded(address)
-        tracing.finish(span, grpc.StatusCode.OK, None)
+        if tracing is not None and span is not None:
+            tracing.finish(span, grpc.StatusCode.OK, None)
         return reply
 
     @staticmethod

@@ -2,9 +2,13 @@
 
 The pool answers one question per call: which transport should this call to module M use? It
 spreads calls over M's instances in turn, skipping instances that were ejected while at least
-one other is left. When every instance is ejected it spreads over all of them anyway ("panic
-routing", as Envoy does): an ejection may outlast the fault, and trying an instance that may have
-recovered beats failing every call outright.
+one other is left. A call that finds no instance to use waits for one, within its deadline
+(:meth:`InstancePool.acquire`): a module with no instance right now (its workers restarting)
+may have one in a moment, and the pool wakes waiting calls whenever its instances change. When
+every instance is ejected a call waits for a change too, at most half of what is left of its
+deadline or until the first ejection ends, and then uses an ejected instance anyway ("panic
+routing", as Envoy does): an ejection may outlast the fault, and trying an instance that may
+have recovered beats failing the call outright.
 
 Ejection is outlier detection in the manner of Envoy's: an instance that fails a call at the
 transport (the connection was refused or lost) is ejected at once, and one that misses
@@ -27,6 +31,7 @@ endpoints directly, as this process's identity.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterable, Collection, Sequence
@@ -66,6 +71,8 @@ LANE_RETRY_SECONDS = 5.0
 also the first wait after a lane found unreachable twice running (it doubles from there)."""
 LANE_RETRY_MAX_SECONDS = 300.0
 """The longest wait before asking again for a lane that could not be reached."""
+NO_DEADLINE_WAIT_SECONDS = 5.0
+"""How long a call without a deadline waits for an instance of a module that has none."""
 
 
 class RoundRobin:
@@ -156,6 +163,11 @@ class Outliers:
         streak = self._streaks.get(address)
         if streak is not None and address not in self._ejected:
             del self._streaks[address]
+
+    def returns_in(self, addresses: Collection[str]) -> float | None:
+        """Seconds until the first ejected one of ``addresses`` comes back; None if none is ejected."""
+        ends = [self._streaks[a].until for a in addresses if a in self._ejected]
+        return max(0.0, min(ends) - self._clock()) if ends else None
 
     def observe(self, address: str, exc: CallError) -> None:
         """What a failed call says about its instance: a status it sent means it is alive; no
@@ -422,6 +434,9 @@ class InstancePool:
         self._retired: list[_Worker] = []
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._changed: asyncio.Future[None] | None = None
+        """Settled (and replaced) whenever the instances change: calls waiting for one look again."""
+        self._draining = False
 
     async def __aenter__(self) -> InstancePool:
         return self
@@ -444,6 +459,7 @@ class InstancePool:
             self._pickers[key] = RoundRobin(addresses)
         else:
             self._pickers.pop(key, None)
+        self._notify()
         in_use = {address for picker in self._pickers.values() for address in picker.addresses}
         gone = [a for a in (current.addresses if current is not None else ()) if a not in in_use]
         for address in gone:
@@ -464,15 +480,68 @@ class InstancePool:
         """Whether calls to ``key`` have somewhere to go: in process, or some instance."""
         return (self.local is not None and self.local.lookup(key) is not None) or key in self._pickers
 
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
     # -- picking -----------------------------------------------------------------------------
 
     def pick(self, key: str) -> tuple[str, Transport]:
         """The address and transport for the next call to ``key`` (:data:`IN_PROCESS` for a
-        module served in this process).
+        module served in this process), an ejected instance when all are (panic routing).
 
         Raises :class:`~runtime.errors.Unavailable` naming the module when it has no instance.
         Must be called with the event loop running (channels are created on first use).
         """
+        picked = self._pick(key, panic=True)
+        if picked is None:
+            # The key's form (module@version) is the pool's own: callers read module and version.
+            raise Unavailable(f"no instance of {key.replace('@', ' ')} is known")
+        return picked
+
+    def pick_healthy(self, key: str) -> tuple[str, Transport] | None:
+        """Like :meth:`pick`, but None instead of an ejected instance or none: then
+        :meth:`acquire` waits for one."""
+        return self._pick(key, panic=False)
+
+    async def acquire(self, key: str, deadline: Deadline | None) -> tuple[str, Transport]:
+        """Like :meth:`pick`, but a call that finds no instance to use waits for one.
+
+        With no instance of ``key`` at all, it waits for one to be added until ``deadline``
+        (:data:`NO_DEADLINE_WAIT_SECONDS` without one), then raises
+        :class:`~runtime.errors.Unavailable` naming the module. With every instance ejected, it
+        waits for a change at most half of what is left of ``deadline`` or until the first
+        ejection ends, whichever is sooner, and then picks an ejected one (panic routing).
+        """
+        picked = self._pick(key, panic=False)
+        if picked is not None:
+            return picked
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        left = NO_DEADLINE_WAIT_SECONDS if deadline is None else deadline.remaining()
+        give_up, panic_at = now + left, now + left / 2
+        while not self._draining:
+            picker = self._pickers.get(key)
+            addresses = () if picker is None else picker.addresses
+            now = time.monotonic()
+            wait = give_up - now
+            if addresses:
+                back = self.outliers.returns_in(addresses)
+                wait = min(panic_at - now, wait if back is None else back)
+            if wait <= 0:
+                break
+            if self._changed is None:
+                self._changed = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await asyncio.shield(self._changed)
+            picked = self._pick(key, panic=False)
+            if picked is not None:
+                return picked
+        return self.pick(key)
+
+    def _pick(self, key: str, *, panic: bool) -> tuple[str, Transport] | None:
         if self._closed:
             raise Unavailable("the module client is closed")
         local = self.local.lookup(key) if self.local is not None else None
@@ -482,9 +551,12 @@ class InstancePool:
                 as_peer = self._local_calls[local] = _AsPeer(local, self.tls.peer if self.tls else None)
             return IN_PROCESS, as_peer
         picker = self._pickers.get(key)
-        address = None if picker is None else picker.pick(self.outliers.ejected())
-        if address is None:
-            raise Unavailable(f"no instance of module {key!r} is known")
+        if picker is None:
+            return None
+        ejected = self.outliers.ejected()
+        address = picker.pick(ejected)
+        if address is None or (not panic and address in ejected):
+            return None
         worker = self._workers.get(address)
         if worker is None:
             worker = self._workers[address] = _Worker(
@@ -499,6 +571,12 @@ class InstancePool:
         return address, worker
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop making calls wait for an instance (their owner is shutting down): calls waiting
+        now, and later ones, pick what there is or fail at once."""
+        self._draining = True
+        self._notify()
 
     def _retire(self, worker: _Worker) -> None:
         try:
@@ -519,6 +597,7 @@ class InstancePool:
             return
         self._closed = True
         self._pickers.clear()
+        self._notify()
         workers = [*self._workers.values(), *self._retired]
         self._workers.clear()
         self._retired.clear()

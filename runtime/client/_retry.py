@@ -3,10 +3,13 @@
 A failed call is tried again only when all of these hold:
 
 * it never reached anyone (:class:`~runtime.transport.Unreached`: nothing was sent, so any call
-  may go elsewhere), or the method is idempotent (the manifest says so) and the failure is
-  ``UNAVAILABLE``: the worker went away, or said it cannot serve right now.
-  ``DEADLINE_EXCEEDED`` is not retried, because the deadline is shared by every attempt and is
-  already spent; neither is anything else, and ``asyncio.CancelledError`` never is;
+  may go elsewhere), or the method is idempotent (the manifest says so) and either the failure
+  is ``UNAVAILABLE`` (the worker went away, or said it cannot serve right now) or the attempt
+  ran out of its own ``per_try_timeout`` while the call's deadline had time left
+  (:class:`AttemptTimedOut`: the instance hangs or is slow, another may answer in time).
+  ``DEADLINE_EXCEEDED`` of the call's own deadline is not retried, because the deadline is
+  shared by every attempt and is already spent; neither is anything else, and
+  ``asyncio.CancelledError`` never is;
 * attempts remain (``stop_after_attempt``);
 * the backoff sleep ends before the caller's deadline (:class:`stop_before_deadline`);
 * the module's :class:`RetryBudget` has a retry to spend.
@@ -31,12 +34,14 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from runtime.deadline import Clock, Deadline
-from runtime.transport import CallError, Unreached
+from runtime.status import RpcStatus
+from runtime.transport import CallError, TransportError, Unreached
 
 if TYPE_CHECKING:
     from runtime.manifest import RetryPolicy as ManifestRetry
 
 __all__ = [
+    "AttemptTimedOut",
     "RetryBudget",
     "RetryPolicy",
     "Sleep",
@@ -119,15 +124,28 @@ class RetryBudget:
         return max(0, self._reserve + self._total) / _UNITS
 
 
+class AttemptTimedOut(TransportError):
+    """One attempt used up its ``per_try_timeout`` and was abandoned; the call's deadline was not
+    reached, so an idempotent call may be tried again on another instance. Its status is
+    DEADLINE_EXCEEDED: what the caller sees if no attempt is left."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(RpcStatus(grpc.StatusCode.DEADLINE_EXCEEDED, details))
+
+
 def is_retryable(exc: BaseException, *, idempotent: bool) -> bool:
     """Whether a failed attempt may be tried again; cancellation never may.
 
         >>> is_retryable(Unreached("connection refused"), idempotent=False)
         True
+        >>> is_retryable(AttemptTimedOut("no answer within 0.3s"), idempotent=True)
+        True
     """
     if isinstance(exc, Unreached):
         return True
-    return idempotent and isinstance(exc, CallError) and exc.code == grpc.StatusCode.UNAVAILABLE
+    if not idempotent or not isinstance(exc, CallError):
+        return False
+    return exc.code == grpc.StatusCode.UNAVAILABLE or isinstance(exc, AttemptTimedOut)
 
 
 class stop_before_deadline(stop_base):  # lower-case, like tenacity's own strategies
@@ -172,10 +190,15 @@ class RetryPolicy:
     """Retries always allowed per second, whatever the request count."""
     budget_ttl: float = 10.0
     """Seconds over which the budget counts requests and retries."""
+    per_try_timeout: float | None = None
+    """Seconds one attempt of an idempotent call may take before it is abandoned and retried
+    (Envoy's ``per_try_timeout``); None: each attempt may use what is left of the deadline."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.per_try_timeout is not None and self.per_try_timeout <= 0:
+            raise ValueError("per_try_timeout must be positive")
         if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
             raise ValueError("backoff must satisfy 0 <= initial_backoff <= max_backoff")
         if self.multiplier < 1:
@@ -189,6 +212,7 @@ class RetryPolicy:
             initial_backoff=retry.initial_backoff,
             max_backoff=retry.max_backoff,
             multiplier=retry.backoff_multiplier,
+            per_try_timeout=retry.per_try_timeout,
         )
 
     def wait(self) -> wait_random_exponential:

@@ -191,7 +191,8 @@ class ModuleStream:
             raise DeadlineExceeded(
                 f"the deadline passed before {self._method} could be sent to {self._key.replace('@', ' ')}"
             )
-        self._address, transport = self._client.pool.pick(self._key)
+        pool = self._client.pool
+        self._address, transport = pool.pick_healthy(self._key) or await pool.acquire(self._key, deadline)
         metadata = self._metadata
         tracing = self._client._tracing
         if tracing is not None:

@@ -545,6 +545,13 @@ class Settings(BaseSettings):
     modules_dir: Path = Field(
         default=Path("modules"), description="Folder holding one package per module."
     )
+    data_dir: Path = Field(
+        default=Path(".modrpc"),
+        description=(
+            "Where workers keep local state: the outbox of events the fabric has not taken yet "
+            "(the example modules keep their SQLite files here too)."
+        ),
+    )
     log_level: LogLevel = Field(default="INFO", description="Root log level (case-insensitive).")
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto",
@@ -601,6 +608,14 @@ class Settings(BaseSettings):
     )
     worker_restart_backoff_max: float = Field(
         default=30.0, gt=0.0, description="Upper bound of the worker restart delay."
+    )
+    worker_hang_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        description=(
+            "modrpc up kills and restarts a worker that answers no health check for this long "
+            "(it hangs); 0 turns the check off."
+        ),
     )
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Caller authentication.")
     tls: TlsSettings = Field(

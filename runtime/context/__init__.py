@@ -3,6 +3,7 @@
 from runtime.context._clock import Clock
 from runtime.context._global import (
     GlobalContext,
+    current_batch,
     current_deadline,
     current_principal,
     current_request_id,
@@ -16,6 +17,7 @@ __all__ = [
     "GlobalContext",
     "MethodTarget",
     "ModuleRegistry",
+    "current_batch",
     "current_deadline",
     "current_principal",
     "current_request_id",

@@ -21,11 +21,12 @@ from runtime.manifest import CapabilitySet
 from runtime.observability import request_id_var
 
 if TYPE_CHECKING:  # the fabric's backends are imported only where one is opened
-    from runtime.fabric import Fabric, Message, Subscription
+    from runtime.fabric import Fabric, Message, OutboxBatch, OutboxRelay, Subscription
 
 __all__ = [
     "GlobalContext",
     "SecretSource",
+    "current_batch",
     "current_deadline",
     "current_principal",
     "current_request_id",
@@ -36,10 +37,12 @@ current_request_id = request_id_var
 """The request id of the call being handled (the one the JSON logs show); published messages and
 module calls carry it."""
 current_deadline: ContextVar[Deadline | None] = ContextVar("modrpc_current_deadline", default=None)
+"""The deadline of the call being handled; publishes and module calls never outlive it."""
 current_principal: ContextVar[Principal | None] = ContextVar("modrpc_current_principal", default=None)
 """Whom the call being served acts for: what a module's own calls to other modules carry on as
 the original caller. None outside a call (a subscriber, startup): the module acts for itself."""
-"""The deadline of the call being handled; publishes and module calls never outlive it."""
+current_batch: ContextVar[OutboxBatch | None] = ContextVar("modrpc_current_batch", default=None)
+"""The messages the call being handled has published so far (its outbox batch)."""
 
 
 class SecretSource(Protocol):
@@ -99,8 +102,10 @@ class GlobalContext:
         metrics: Any = None,
         versions: Any = None,
         clock: Clock | None = None,
+        outbox: OutboxRelay | None = None,
     ) -> None:
         self.module = module
+        self._outbox = outbox
         self._caps = capabilities
         self._modules = modules
         self._config = ReadOnlyConfig(config or {})
@@ -171,16 +176,22 @@ class GlobalContext:
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Publish to a global topic. Waits at most until the request's deadline.
+        """Publish to a global topic; durable, not lost to a fabric that is down.
 
-        Backpressure surfaces here: a full fabric raises RESOURCE_EXHAUSTED or, when waiting
+        In a worker the message goes through the outbox (:mod:`runtime.fabric`'s
+        ``OutboxRelay``): during a call it is checked now and kept with the call, committed when
+        the handler succeeds (with the module's own write, when it passes :meth:`outbox` to its
+        database, or else to the worker's local outbox before the response is sent) and dropped
+        when it fails; outside a call it is committed at once. The relay publishes it when the
+        fabric takes it, at least once, with ``msg_id`` (or a fresh id) for deduplication.
+        Backpressure: a full outbox raises RESOURCE_EXHAUSTED.
+
+        Without an outbox (a context built by hand) it is published at once, waiting at most
+        until the request's deadline: a full fabric raises RESOURCE_EXHAUSTED or, when waiting
         outlasts the deadline, DEADLINE_EXCEEDED, which fails the request cleanly.
         """
         self._caps.require_publish(topic)
-        fabric = self._fabric_or_fail(topic)
-        deadline = current_deadline.get()
-        if deadline is not None:
-            timeout = deadline.remaining() if timeout is None else min(timeout, deadline.remaining())
+        self._fabric_or_fail(topic)
         out = dict(headers or {})
         request_id = current_request_id.get()
         if request_id:
@@ -189,15 +200,73 @@ class GlobalContext:
         lctx = current_context()
         started = time.perf_counter()
         try:
-            await fabric.publish(
-                topic, data, headers=out, msg_id=msg_id, ttl=ttl, priority=priority, timeout=timeout
-            )
+            await self._send(topic, data, out, msg_id=msg_id, ttl=ttl, priority=priority, timeout=timeout)
         except BaseException as exc:
             if lctx is not None:
                 lctx.record_effect("publish", topic, _payload_json(data), started=started, error=exc)
             raise
         if lctx is not None:  # an event with its duration, and the payload for the snapshot
             lctx.record_effect("publish", topic, _payload_json(data), started=started)
+
+    async def _send(
+        self, topic: str, data: bytes, headers: dict[str, str], *, msg_id: str | None, ttl: float | None,
+        priority: int, timeout: float | None,
+    ) -> None:  # fmt: skip
+        """Stage the message with the call, commit it to the outbox, or (a context built by hand,
+        outside a call) publish it at once within the request's deadline."""
+        fabric = self._fabric_or_fail(topic)
+        batch = current_batch.get()
+        outbox = self._outbox
+        if batch is not None or outbox is not None:
+            from runtime.fabric import OutgoingMessage
+
+            message = OutgoingMessage.build(
+                topic, data, headers=headers, msg_id=msg_id, ttl=ttl, priority=priority,
+                options=getattr(outbox or fabric, "options", None), with_id=outbox is not None,
+            )  # fmt: skip
+            if batch is not None:
+                batch.add(message)
+            elif outbox is not None:
+                await outbox.put([message])
+            return
+        deadline = current_deadline.get()
+        if deadline is not None:
+            timeout = deadline.remaining() if timeout is None else min(timeout, deadline.remaining())
+        await fabric.publish(topic, data, headers=headers, msg_id=msg_id, ttl=ttl, priority=priority, timeout=timeout)
+
+    def outbox(self) -> OutboxBatch:
+        """The messages the current call has published: pass it to the module's own database
+        code, which calls its ``write(db)`` inside the transaction of its write, so that the
+        write and its events commit together (see ``runtime.fabric.OutboxBatch``).
+
+        Raises FAILED_PRECONDITION outside a call.
+        """
+        batch = current_batch.get()
+        if batch is None:
+            raise FailedPrecondition("gctx.outbox() is only available while a handler runs")
+        return batch
+
+    def begin_call(self) -> OutboxBatch | None:
+        """A fresh outbox batch for one call (None without a fabric): set it as
+        :data:`current_batch` while the handler runs, and :meth:`commit` it when it succeeds."""
+        if self._fabric is None:
+            return None
+        from runtime.fabric import OutboxBatch
+
+        return OutboxBatch(self._outbox)
+
+    async def commit(self, batch: OutboxBatch, deadline: Deadline | None = None) -> None:
+        """Make a succeeded call's messages durable (or, without an outbox, publish them within
+        ``deadline``) before its response goes out."""
+        if self._outbox is not None:
+            await self._outbox.commit(batch)
+            return
+        fabric = self._fabric_or_fail("(outbox)")
+        for message in batch.unwritten():
+            await fabric.publish(
+                message.topic, message.data, headers=message.headers, msg_id=message.msg_id, ttl=message.ttl,
+                priority=message.priority, timeout=None if deadline is None else deadline.remaining(),
+            )  # fmt: skip
 
     async def subscribe(
         self,

@@ -29,10 +29,16 @@ Semantics shared by both backends:
   cleanly. Cancelling a waiting publish cancels it.
 * **Trace context and request id** travel as ``traceparent`` and ``x-request-id`` headers;
   see :func:`inject_trace` and :meth:`Message.trace_context`.
+
+A worker never publishes a handler's message from the call itself: it goes through the
+transactional outbox (:class:`OutboxRelay`, :class:`OutboxBatch`), committed locally when the
+handler succeeds (with the module's own write when the module does that) and relayed to the
+fabric, at least once, when the fabric takes it. A fabric outage loses no event.
 """
 
 from runtime.fabric._hub import FabricHub
 from runtime.fabric._open import open_fabric
+from runtime.fabric._outbox import OutboxBatch, OutboxRelay, OutgoingMessage
 from runtime.fabric._types import (
     DLQ_ATTEMPTS_HEADER,
     DLQ_ERROR_HEADER,
@@ -54,6 +60,9 @@ __all__ = [
     "Fabric",
     "FabricHub",
     "Message",
+    "OutboxBatch",
+    "OutboxRelay",
+    "OutgoingMessage",
     "Subscription",
     "dead_letter_topic",
     "open_fabric",

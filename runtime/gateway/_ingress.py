@@ -251,27 +251,68 @@ class RateLimitStep:
 
 
 class PickInstance:
-    """The served version the call goes to and how it gets there; counts usage per version."""
+    """The served version the call goes to and how it gets there; counts usage per version.
+
+    When no healthy worker of the module serves at all right now (they are restarting, or
+    every one of them left), the call waits for the route table to change, within its deadline,
+    rather than failing at once; then UNAVAILABLE names what is missing. A stopping gateway ends
+    the wait. While other versions are served and none leads to the caller's, it is UNAVAILABLE
+    at once: a worker of that version is not on its way back.
+    """
 
     __slots__ = ("_route",)
 
     def __init__(self, route: Route) -> None:
         self._route = route
 
-    def __call__(self, call: GatewayCall) -> None:
+    def __call__(self, call: GatewayCall) -> Awaitable[None] | None:
         route = self._route
         planned = route.plan(call.version)
         if planned is None:
-            served = ", ".join(route.routes.served) or "none running"
-            raise Unavailable(
-                f"no healthy worker serves {route.module} {call.version}, and no transformer chain "
-                f"leads from it to a served version ({served})"
-            )
+            if not route.routes.served:
+                return self._wait_for_worker(call)
+            raise self._unavailable(route, call)
+        self._picked(call, planned)
+        return None
+
+    @staticmethod
+    def _unavailable(route: Route, call: GatewayCall) -> Unavailable:
+        served = ", ".join(route.routes.served) or "none running"
+        return Unavailable(
+            f"no healthy worker serves {route.module} {call.version}, and no transformer chain "
+            f"leads from it to a served version ({served})"
+        )
+
+    def _picked(self, call: GatewayCall, planned: tuple[str, Conversion | None]) -> None:
+        route = self._route
         call.target, call.conversion = planned
         services = route.services
         services.usage.count(route.module, call.version)
         if call.version in route.routes.cold and services.reporter is not None:
             services.reporter.promote_soon(route.module, call.version)
+
+    async def _wait_for_worker(self, call: GatewayCall) -> None:
+        route = self._route
+        tables = route.services.tables
+        remaining = call.context.time_remaining()
+        deadline = Deadline.after(route.policy.timeout if remaining is None else min(remaining, route.policy.timeout))
+        current = route
+        while not deadline.expired() and not tables.closing:
+            await tables.wait(deadline.remaining())
+            table = tables.current
+            found = table.routes.get(route.path) if table is not None else None
+            if found is None:
+                break  # the module left the gateway altogether
+            current = found
+            planned = current.plan(call.version)
+            if planned is not None:
+                self._picked(call, planned)
+                return
+            if current.routes.served:
+                break  # the module is back, but nothing it serves leads to this version
+        if tables.closing:
+            raise Unavailable(f"the gateway is shutting down; {route.module} was not called")
+        raise self._unavailable(current, call)
 
 
 class Forward:

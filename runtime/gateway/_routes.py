@@ -8,6 +8,7 @@ workers. The call path then reads plain attributes and dicts and never touches t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from runtime.client import ModuleClient
-from runtime.errors import InternalError, ModrpcError
+from runtime.errors import InternalError, ModrpcError, Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import (
     ClientCertificates,
@@ -46,12 +47,13 @@ from runtime.wire import method_path
 if TYPE_CHECKING:
     from runtime.store import ManifestStore
 
-__all__ = ["ModuleRoutes", "Route", "RouteTable", "Usage", "build_table"]
+__all__ = ["ModuleRoutes", "Route", "RouteTable", "TableFeed", "Usage", "build_table"]
 
 log = logging.getLogger("modrpc.gateway")
 
 WORKER_STALE_SECONDS = 10.0
-"""A worker whose last heartbeat is older than this gets no new traffic."""
+"""A worker whose last heartbeat is older than this gets no new traffic (counting only time the
+store could be reached: see :func:`build_table`)."""
 
 Plan = tuple[str, Conversion | None]
 """Where a call at some version goes: the served version, and the conversion it needs (None:
@@ -197,6 +199,8 @@ class Route:
         request_id(call)  # the first step, ahead of the rest: every answer carries the id
         token = request_id_var.set(call.request_id)
         try:
+            if services.tables.closing:  # refused, not run: the caller may take it to another gateway
+                raise Unavailable("the gateway is shutting down; call another one")
             traced = span.is_recording()  # then each step ends with an event: the playground's timeline
             for step in self._steps:
                 pending = step(call)
@@ -219,6 +223,43 @@ class Route:
             red = services.red
             if red is not None:
                 red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
+
+
+class TableFeed:
+    """The gateway's current route table, and a wait for the next one.
+
+    A call to a module that no healthy worker serves right now (its workers are restarting)
+    waits here, within its deadline, for a table in which one does, instead of failing at once.
+    """
+
+    def __init__(self) -> None:
+        self.current: RouteTable | None = None
+        self._next: asyncio.Future[None] | None = None
+        self.closing = False
+        """Set when the gateway stops: waiting calls give up with UNAVAILABLE at once."""
+
+    def publish(self, table: RouteTable) -> None:
+        self.current = table
+        self._wake()
+
+    def close(self) -> None:
+        self.closing = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._next = self._next, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        """Until the next table (or :meth:`close`), at most ``seconds``."""
+        if self.closing or seconds <= 0:
+            return
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(self._next)
 
 
 def _step_event(step: Step, call: GatewayCall) -> dict[str, str]:
@@ -246,6 +287,8 @@ class _Services:
     """Flushes usage to the store and promotes cold versions (None: usage stays in memory)."""
     tracing: ServerTracer = field(default_factory=ServerTracer)
     """Opens each route's server span (the gateway's server has no tracing interceptor)."""
+    tables: TableFeed = field(default_factory=TableFeed)
+    """The current route table, which calls waiting for a worker wait on."""
     client_certs: ClientCertificates | None = None
     """Principals of client certificates, at an edge that requires them (``tls.client_ca``)."""
     privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -267,9 +310,17 @@ class RouteTable:
     """The prebuilt gRPC handler of each route, so lookups allocate nothing per call."""
 
 
-async def build_table(store: ManifestStore, services: _Services, *, now: float | None = None) -> RouteTable:
-    """Read the store once and build the whole table."""
+async def build_table(
+    store: ManifestStore, services: _Services, *, now: float | None = None, store_back_at: float | None = None
+) -> RouteTable:
+    """Read the store once and build the whole table.
+
+    ``store_back_at`` is when the store came back after an outage (unix seconds): no worker could
+    heartbeat while it was down, so a heartbeat counts as no older than that. A worker is stale
+    only after :data:`WORKER_STALE_SECONDS` during which the store was there and it said nothing.
+    """
     now = time.time() if now is None else now
+    since = store_back_at or 0.0
     routes: dict[str, Route] = {}
     modules: dict[str, ModuleRoutes] = {}
     workers = await store.list_workers()
@@ -285,7 +336,7 @@ async def build_table(store: ManifestStore, services: _Services, *, now: float |
         catalog = VersionCatalog.from_records(module, records, labels)
         alive = [
             w for w in workers
-            if w.module == module and w.healthy and now - w.last_seen <= WORKER_STALE_SECONDS
+            if w.module == module and w.healthy and now - max(w.last_seen, since) <= WORKER_STALE_SECONDS
         ]  # fmt: skip
         served = sorted({v for w in alive for v in w.versions if v in catalog.by_id},
                         key=lambda v: catalog.by_id[v].created_at, reverse=True)  # fmt: skip

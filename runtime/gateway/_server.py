@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,8 @@ __all__ = ["Gateway", "authenticator_from_settings"]
 log = logging.getLogger("modrpc.gateway")
 
 REFRESH_SECONDS = 2.0
+REFUSE_BEFORE_STOP_SECONDS = 0.3
+"""On stop, how long new calls are refused (UNAVAILABLE) before the gRPC server itself stops."""
 USAGE_FLUSH_SECONDS = 10.0
 """How long ``stop`` lets the usage reporter write the last counts."""
 """How often routes are rebuilt even without a store event, to drop workers that went silent."""
@@ -128,6 +131,10 @@ class Gateway:
         self._refreshing = asyncio.Lock()
         self._usage_task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._store_failing = False
+        self._store_back_at: float | None = None
+        """When the store answered again after failing (unix seconds): workers' freshness counts
+        from there, since none of them could heartbeat meanwhile."""
         self.metrics = Metrics(service_name="modrpc-gateway")
         self._admin: AdminServer | None = None
         self.tls: InternalTls | None = None
@@ -233,8 +240,18 @@ class Gateway:
         """
         assert self._services is not None and self.store is not None, "refresh() before start()"
         async with self._refreshing:
-            table = await build_table(self.store, self._services)
+            try:
+                table = await build_table(self.store, self._services, store_back_at=self._store_back_at)
+            except Exception:
+                self._store_failing = True
+                raise
+            if self._store_failing:
+                self._store_failing = False
+                self._store_back_at = time.time()
+                log.warning("the store %s answers again; workers get time to heartbeat before any counts as stale", self.store.url)
+                table = await build_table(self.store, self._services, store_back_at=self._store_back_at)
             self.table = table
+            self._services.tables.publish(table)
             if self._services.reporter is not None:  # the new table knows the current states
                 self._services.reporter.forget_promotions()
             for name, module in table.modules.items():
@@ -302,7 +319,17 @@ class Gateway:
         self._stopped = True
         grace = self.settings.drain_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        if self._services is not None:
+            # New calls are refused with UNAVAILABLE from now on, and calls waiting for a worker
+            # end so too: they never ran, so a client may retry them elsewhere; calls under way
+            # run on within the grace.
+            self._services.tables.close()
+            self._services.client.pool.drain()
         if self._server is not None:
+            # A moment in which calls already on their way are answered UNAVAILABLE by the
+            # routes, before grpc stops the server: grpc cancels calls it has received and not yet
+            # started, and a CANCELLED tells a client nothing it can act on.
+            await asyncio.sleep(min(REFUSE_BEFORE_STOP_SECONDS, grace))
             await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()

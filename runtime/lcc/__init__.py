@@ -31,7 +31,12 @@ from runtime.lcc._replay import (
     run_captured,
 )
 from runtime.lcc._snapshot import SNAPSHOT_FLAG, Snapshot
-from runtime.lcc._store import LogSnapshotStore, MemorySnapshotStore, SnapshotStore
+from runtime.lcc._store import (
+    LogSnapshotStore,
+    MemorySnapshotStore,
+    SnapshotStore,
+    WriteBehindSnapshots,
+)
 
 __all__ = [
     "SNAPSHOT_FLAG",
@@ -54,6 +59,7 @@ __all__ = [
     "Stream",
     "TraceChange",
     "ValueChange",
+    "WriteBehindSnapshots",
     "current_context",
     "diff_replays",
     "parse_flags",

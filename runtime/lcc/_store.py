@@ -4,19 +4,26 @@
 :class:`LogSnapshotStore` keeps them in any append-only record log with the manifest store's
 ``append(stream, record) -> int`` / ``read(stream, after, limit)`` methods, so snapshots live in
 SQLite or PostgreSQL next to the manifests without this package importing a backend.
+:class:`WriteBehindSnapshots` puts either behind a queue, so no call waits on the store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from runtime.errors import NotFound
+from runtime.errors import ModrpcError, NotFound, Unavailable
 from runtime.lcc._snapshot import Snapshot
 
-__all__ = ["LogSnapshotStore", "MemorySnapshotStore", "RecordLog", "SnapshotStore"]
+__all__ = ["LogSnapshotStore", "MemorySnapshotStore", "RecordLog", "SnapshotStore", "WriteBehindSnapshots"]
+
+_log = logging.getLogger("modrpc.lcc.snapshots")
 
 
 class SnapshotStore(Protocol):
@@ -139,3 +146,166 @@ class LogSnapshotStore:
             if len(rows) < self._page:
                 return ids
             after = rows[-1][0]
+
+
+class WriteBehindSnapshots:
+    """Snapshots written to ``inner`` in the background, so a call never waits on the store.
+
+    A snapshot is taken when its call ends; writing it to a store that is down or hangs must
+    neither fail nor delay the call (PlaceOrder keeps its snapshot policy through a store
+    outage). ``save`` queues the snapshot and waits at most ``inline_wait`` seconds for it to be
+    written (so with a store that answers, the snapshot is there when the call's answer is),
+    then returns: the store's id, or the request id while it is still queued. While the store
+    is failing it does not wait at all. The writer keeps at most ``max_pending`` snapshots; while
+    the store is unavailable it retries with backoff, and says so in the log: how many wait,
+    since when, and why, and when they are written. Nothing is dropped silently: a snapshot that
+    does not fit, that the store refuses for good, or that is still queued when :meth:`close`
+    gives up, is logged as an error with its request id.
+    """
+
+    def __init__(
+        self,
+        inner: SnapshotStore,
+        *,
+        max_pending: int = 10_000,
+        retry_max: float = 5.0,
+        on_drop: Callable[[int], object] | None = None,
+        inline_wait: float = 0.2,
+    ) -> None:
+        self._inner = inner
+        self._inline_wait = inline_wait
+        self._on_drop = on_drop
+        """Told how many snapshots were given up on (a metric's ``add``)."""
+        self._max_pending = max_pending
+        self._retry_max = retry_max
+        self._queue: deque[tuple[Snapshot, asyncio.Future[str | None]]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failing_since: float | None = None
+        self._reported = 0.0
+        self.written = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start the writer (with the event loop running)."""
+        if self._task is None:
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._run(), name="modrpc-snapshot-writer")
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def save(self, snapshot: Snapshot) -> str:
+        self.start()
+        if len(self._queue) >= self._max_pending:
+            self._dropped(1)
+            _log.error(
+                "snapshot of request %s dropped: %d snapshots already wait for the store (%d dropped so far)",
+                snapshot.request_id, len(self._queue), self.dropped,
+            )  # fmt: skip
+            return snapshot.request_id
+        written: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((snapshot, written))
+        assert self._wake is not None
+        self._wake.set()
+        if self._failing_since is None and self._inline_wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._inline_wait):
+                    await asyncio.shield(written)
+        stored = written.result() if written.done() else None
+        return stored or snapshot.request_id
+
+    async def load(self, snapshot_id: str) -> Snapshot:
+        return await self._inner.load(snapshot_id)
+
+    async def list(self, handler: str | None = None) -> list[str]:
+        return await self._inner.list(handler)
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        return await self._inner.prune(before=before, max_bytes=max_bytes)
+
+    def _dropped(self, count: int) -> None:
+        self.dropped += count
+        if self._on_drop is not None:
+            self._on_drop(count)
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        backoff = 0.1
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            snapshot, written = self._queue[0]
+            try:
+                stored = await self._inner.save(snapshot)
+            except Exception as exc:
+                if isinstance(exc, ModrpcError) and not isinstance(exc, Unavailable):
+                    self._queue.popleft()  # the store refuses this one for good: say so, go on
+                    _settle(written, None)
+                    self._dropped(1)
+                    _log.error("snapshot of request %s not stored: the store refused it: %s", snapshot.request_id, exc)
+                    continue
+                self._unavailable(exc)  # the store is down, hangs, or its client failed: later
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._retry_max)
+                continue
+            self._queue.popleft()
+            _settle(written, stored)
+            self.written += 1
+            backoff = 0.1
+            if self._failing_since is not None and not self._queue:
+                _log.warning(
+                    "the store takes snapshots again after %.1fs; every snapshot that waited is written",
+                    time.monotonic() - self._failing_since,
+                )  # fmt: skip
+                self._failing_since = None
+
+    def _unavailable(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._reported >= 30.0:
+            self._reported = now
+            waiting = [s.request_id for s, _ in list(self._queue)[:3]]
+            _log.error(
+                "snapshots cannot be stored (%s): %d wait in memory (requests %s%s), written when "
+                "the store answers; beyond %d they are dropped",
+                exc, len(self._queue), ", ".join(waiting), ", ..." if len(self._queue) > 3 else "",
+                self._max_pending,
+            )  # fmt: skip
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Write what waits for up to ``grace`` seconds; log the request ids of what could not be."""
+        task, self._task = self._task, None
+        self._closing = True
+        if task is None:
+            return
+        assert self._wake is not None
+        self._wake.set()
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._queue:
+            ids = [s.request_id for s, _ in self._queue]
+            for _, written in self._queue:
+                _settle(written, None)
+            _log.error(
+                "%d snapshots were never stored (the store did not answer before the worker stopped): "
+                "requests %s", len(ids), ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else ""),
+            )  # fmt: skip
+            self._dropped(len(ids))
+            self._queue.clear()
+
+
+def _settle(future: asyncio.Future[str | None], stored: str | None) -> None:
+    if not future.done():
+        future.set_result(stored)

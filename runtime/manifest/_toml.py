@@ -231,6 +231,14 @@ class RetryPolicy(_Frozen):
     backoff_multiplier: float = Field(
         default=2.0, ge=1.0, le=10.0, description="Growth factor between backoffs."
     )
+    per_try_timeout: Seconds | None = Field(
+        default=None,
+        description=(
+            "Seconds one attempt may take before it is abandoned and tried again on another "
+            "instance (an instance that hangs costs no call); unset: every attempt may use what "
+            "is left of the deadline."
+        ),
+    )
 
     @field_validator("max_backoff")
     @classmethod

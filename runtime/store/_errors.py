@@ -42,6 +42,8 @@ _PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.LockNotAvailableError,
     asyncpg.QueryCanceledError,  # statement_timeout / lock_timeout
+    asyncpg.DeadlockDetectedError,  # the server aborted one of two transactions: try it again
+    asyncpg.SerializationError,
 )
 
 

@@ -13,10 +13,11 @@ stores in different schemas of one database do not see each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -55,6 +56,9 @@ if TYPE_CHECKING:  # asyncpg's classes are generic only in its type stubs
 
 CLOSE_GRACE = 5.0
 """Seconds ``close()`` waits for borrowed connections to come back before cutting them off."""
+OPERATION_TIMEOUT = 5.0
+"""Seconds one operation (borrowing a connection included) may take before it is Unavailable:
+a server that hangs (connections open, nothing answers) must not hang its callers."""
 
 
 def _lock_key(*parts: str) -> int:
@@ -73,6 +77,7 @@ class PostgresStore:
         clock: Clock = time.time,
         pool_size: int = 5,
         connect_timeout: float = 10.0,
+        operation_timeout: float = OPERATION_TIMEOUT,
     ) -> None:
         target = postgres_target(url)
         self._url = mask_url(url)
@@ -82,6 +87,7 @@ class PostgresStore:
         self._clock = clock
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
+        self._operation_timeout = operation_timeout
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._closed = False
         self._subscriptions: set[_Subscription] = set()
@@ -107,7 +113,9 @@ class PostgresStore:
         with store_errors(self._url, connecting=True):
             pool = await asyncpg.create_pool(
                 self._dsn,
-                min_size=1,
+                # No floor: asyncpg would keep reconnecting to restore it through an outage,
+                # logging a traceback each time; connections are opened when needed instead.
+                min_size=0,
                 max_size=self._pool_size,
                 timeout=self._connect_timeout,
                 server_settings=self._server_settings("pool"),
@@ -184,22 +192,39 @@ class PostgresStore:
             raise FailedPrecondition(f"manifest store {self._url} is {state}")
         return self._pool
 
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[Conn]:
+        """A pooled connection for one operation, all of it within the operation timeout.
+
+        The pool gets the timeout too: after a timed-out query asyncpg waits for the server to
+        confirm the cancellation before it gives the connection back, and a hung server never
+        does; with a timeout it cuts the connection off instead.
+        """
         pool = self._running()
+        # Half for the work, half for giving the connection back (or cutting it off).
+        half = self._operation_timeout / 2
         with store_errors(self._url):
-            async with pool.acquire() as conn:
-                return await fn(conn)
+            try:
+                async with asyncio.timeout(half), pool.acquire(timeout=half) as conn:
+                    yield conn
+            except TimeoutError as exc:
+                raise Unavailable(
+                    f"manifest store {self._url} is unavailable: no answer within "
+                    f"{self._operation_timeout:g}s"
+                ) from exc
+
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        async with self._bounded() as conn:
+            return await fn(conn)
 
     async def _write(self, body: Body[T]) -> T:
         """Run ``body`` in one transaction and notify its events when (and only if) it commits."""
-        pool = self._running()
-        with store_errors(self._url):
-            async with pool.acquire() as conn, conn.transaction():
-                result, events = await body(conn)
-                for event in events:
-                    await conn.execute(
-                        "SELECT pg_notify($1, $2)", self._channel, encode(event.to_json())
-                    )
+        async with self._bounded() as conn, conn.transaction():
+            result, events = await body(conn)
+            for event in events:
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", self._channel, encode(event.to_json())
+                )
         return result
 
     # -- versions and labels ------------------------------------------------------------------
@@ -209,6 +234,10 @@ class PostgresStore:
         params = version_params(record)
 
         async def body(conn: Conn) -> tuple[None, list[StoreEvent]]:
+            # One writer of a module's versions and labels at a time: workers of one module
+            # starting together publish the same records, and row locks taken in different
+            # orders (labels, versions) would deadlock them.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key("module", self._schema, module))
             # Lock the module's labels so a concurrent put cannot move one under us.
             rows = await conn.fetch(
                 "SELECT label, version_id FROM labels WHERE module = $1 FOR UPDATE", module
@@ -281,6 +310,7 @@ class PostgresStore:
         check_name(label, "label")
 
         async def body(conn: Conn) -> tuple[None, list[StoreEvent]]:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key("module", self._schema, module))
             exists = await conn.fetchval(
                 "SELECT 1 FROM versions WHERE module = $1 AND version_id = $2 FOR SHARE",
                 module,

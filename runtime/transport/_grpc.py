@@ -100,7 +100,12 @@ def call_error(exc: grpc.aio.AioRpcError) -> CallError:
     """The contract's error for a failed grpc.aio call (the one translation from grpc).
 
     UNAVAILABLE and DEADLINE_EXCEEDED without ``x-request-id`` were made by grpc's own transport,
-    not sent by a modrpc server: no server answered (and the text may name addresses).
+    not sent by a modrpc server: no server answered (and the text may name addresses). So was a
+    CANCELLED without it: this side's own cancellations raise ``asyncio.CancelledError``, not a
+    status, so the server's gRPC layer dropped the call (a server shutting down cancels the calls
+    it had not started, and those still running at the end of its grace). The call may or may
+    not have run: :class:`Disconnected`, never a CANCELLED passed on to a caller who cancelled
+    nothing.
     """
     code = exc.code()
     trailing: Metadata = tuple(exc.trailing_metadata() or ())  # type: ignore[arg-type]
@@ -108,13 +113,17 @@ def call_error(exc: grpc.aio.AioRpcError) -> CallError:
     if code in _TRANSPORT_CODES and all(key != REQUEST_ID_KEY for key, _ in trailing):
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return TransportError(RpcStatus(code, details))
+        if code == grpc.StatusCode.CANCELLED:
+            return Disconnected(f"the server cancelled the call ({details})")
         if "failed to connect" in details:
             return Unreached(details)
         return Disconnected(details)
     return CallError(RpcStatus(code, details, trailing))
 
 
-_TRANSPORT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_TRANSPORT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
 
 
 class GrpcTransport:

@@ -26,7 +26,13 @@ import grpc
 import pydantic
 from pydantic import TypeAdapter
 
-from runtime.context import GlobalContext, current_deadline, current_principal, current_request_id
+from runtime.context import (
+    GlobalContext,
+    current_batch,
+    current_deadline,
+    current_principal,
+    current_request_id,
+)
 from runtime.deadline import Deadline
 from runtime.errors import (
     Cancelled,
@@ -344,10 +350,13 @@ class MethodEndpoint:
             if self.observer is not None:
                 self.observer.started()  # finished() follows in the finally below: meta is set
             lctx = LocalContext(meta, redact=self.redact)
+            gctx = self.gctx
+            batch = gctx.begin_call()
             rid_token = current_request_id.set(request_id)
             handler_token = handler_var.set(self.spec.handler_id)
             version_token = version_var.set(self.served)
             deadline_token = current_deadline.set(deadline)
+            batch_token = current_batch.set(batch)
             principal_token = current_principal.set(principal)
             try:
                 response = await _run_to_the_end(
@@ -371,6 +380,10 @@ class MethodEndpoint:
                 version_var.reset(version_token)
                 current_deadline.reset(deadline_token)
                 current_principal.reset(principal_token)
+                current_batch.reset(batch_token)
+            if batch is not None and batch.messages:
+                # The handler succeeded: its events are made durable before the caller hears so.
+                await gctx.commit(batch, deadline)
             return await conversion.response(response, deadline), trailers
         except asyncio.CancelledError:
             # The caller went away or its deadline passed; audit and metrics record which, not

@@ -29,10 +29,11 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from runtime.client import InstancePool, ModuleClient
 from runtime.config import RetentionSettings, Settings
+from runtime.fabric import OutboxRelay
 from runtime.health import HealthService
 from runtime.identity import Peer
 from runtime.lane import LaneServer, lane_limits, where_handler
-from runtime.lcc import LogSnapshotStore, Snapshot, SnapshotStore
+from runtime.lcc import LogSnapshotStore, SnapshotStore, WriteBehindSnapshots
 from runtime.limits import grpc_server_limits
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
@@ -68,31 +69,6 @@ AUDIT_UNWIND_SECONDS = 10.0
 """How long ``stop`` waits, after the grace, for cancelled calls to finish their undo steps."""
 AUDIT_FLUSH_SECONDS = 10.0
 """How long ``stop`` lets the audit sink take the last records."""
-
-
-class _CountedSnapshots:
-    """The worker's snapshot store, counting the snapshots that could not be stored in
-    ``modrpc_snapshots_dropped_total`` (the lifecycle logs each and raises an alert event)."""
-
-    def __init__(self, store: SnapshotStore, dropped: Counter) -> None:
-        self._store = store
-        self._dropped = dropped
-
-    async def save(self, snapshot: Snapshot) -> str:
-        try:
-            return await self._store.save(snapshot)
-        except Exception:
-            self._dropped.add(1)
-            raise
-
-    async def load(self, snapshot_id: str) -> Snapshot:
-        return await self._store.load(snapshot_id)
-
-    async def list(self, handler: str | None = None) -> list[str]:
-        return await self._store.list(handler)
-
-    async def prune(self, *, before: float, max_bytes: int) -> int:
-        return await self._store.prune(before=before, max_bytes=max_bytes)
 
 
 async def _retain(
@@ -170,6 +146,8 @@ class Worker:
         self.store: ManifestStore | None = None
         self._stopped = False
         self._lane: LaneServer | None = None
+        self._outbox: OutboxRelay | None = None
+        self._snapshots: WriteBehindSnapshots | None = None
         self.tls: InternalTls | None = None
 
     @property
@@ -195,6 +173,10 @@ class Worker:
         fabric = open_fabric(settings.fabric_url, tls=tls)
         await fabric.start()
         self._closers.append(fabric)
+        # Handlers' events go through the outbox: committed locally, relayed when the fabric
+        # takes them (runtime.fabric.OutboxRelay). Stopped before the fabric closes.
+        self._outbox = OutboxRelay(fabric, Path(settings.data_dir) / "outbox" / f"{self.module}.sqlite3")
+        await self._outbox.start()
         secrets = open_secrets(settings.secrets)
         # Filters on a logger do not see records from its children; handlers see every record.
         for handler in logging.getLogger().handlers:
@@ -223,10 +205,13 @@ class Worker:
             ),
         )
         self._observer, self._audit = observer, audit
-        snapshots = _CountedSnapshots(
+        # Snapshots are written behind the call: a store that is down or hangs must neither fail
+        # nor delay the calls whose policy asks for one. What is given up on is logged and counted.
+        snapshots = self._snapshots = WriteBehindSnapshots(
             LogSnapshotStore(self.store),
-            metrics.counter("modrpc_snapshots_dropped_total", "Snapshots that could not be stored."),
+            on_drop=metrics.counter("modrpc_snapshots_dropped_total", "Snapshots that could not be stored.").add,
         )
+        snapshots.start()
         deps = WorkerDeps(
             client=client,
             fabric=fabric,
@@ -237,6 +222,7 @@ class Worker:
             observer=observer,
             config={"module": self.module},
             tracing=ServerTracer(handler_of=handler_id_of),
+            outbox=self._outbox,
             client_roles=settings.tls.client_roles,
         )
         service = ModuleService.build(loaded, modules_dir=self.modules_dir, deps=deps)
@@ -347,14 +333,27 @@ class Worker:
         )
 
     async def _heartbeat(self) -> None:
+        from runtime.errors import NotFound
+
         store = self.store
         assert store is not None, "started by start(), after the store"
+        failing = False
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                await store.heartbeat(self.worker_id)
+                try:
+                    await store.heartbeat(self.worker_id)
+                except NotFound:  # the record went (a store restored from before, a sweep): again
+                    log.warning("worker %s was not registered in the store any more; registering again", self.worker_id)
+                    await self._register(healthy=True)
             except Exception as exc:  # the store may be down for a while; keep serving
-                log.warning("worker %s heartbeat failed: %s", self.worker_id, exc)
+                if not failing:
+                    log.warning("worker %s heartbeat failed (%s); serving on, and trying again", self.worker_id, exc)
+                failing = True
+                continue
+            if failing:
+                log.info("worker %s heartbeats again", self.worker_id)
+                failing = False
 
     @staticmethod
     async def _drain_audit(observer: AuditObserver, audit: Any) -> None:
@@ -396,6 +395,10 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._flush_audit()
+        if self._snapshots is not None:
+            await self._snapshots.close(AUDIT_FLUSH_SECONDS)
+        if self._outbox is not None:
+            await self._outbox.stop(grace)
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 await closer.close()

@@ -25,6 +25,7 @@ from runtime.context import (
 )
 from runtime.deadline import Deadline
 from runtime.errors import FailedPrecondition, Unimplemented
+from runtime.fabric import OutboxRelay
 from runtime.gtype import stream_item
 from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from runtime.lcc import HookSpec, SnapshotStore
@@ -76,6 +77,8 @@ class WorkerDeps:
     hop_timeout: float = 0.25
     tracing: ServerTracer | None = None
     """Opens each call's server span; the default uses the global tracer provider."""
+    outbox: OutboxRelay | None = None
+    """Where handlers' events are committed and relayed from; None publishes them at once."""
     client_roles: Mapping[str, tuple[str, ...]] | None = None
     """Roles of client-certificate principals calling the worker directly (``tls.client_roles``)."""
 
@@ -322,6 +325,7 @@ class ModuleService:
             secrets=deps.secrets,
             metrics=deps.metrics,
             versions=catalog,
+            outbox=deps.outbox,
         )
         return cls(
             loaded, catalog, gctx, deps, callers_of(loaded.name, modules_dir),

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -144,3 +146,88 @@ async def test_a_gateway_that_is_not_ready_says_what_it_waits_for(gw_stack: Gate
         await gateway.wait_ready(timeout=0.3)
     with pytest.raises(Unavailable, match=r"not ready after 0.3s: no worker serves users, orders"):
         await gateway.wait_ready(["users", "orders"], timeout=0.3)
+
+
+class _StoreOutage:
+    """The gateway's store, as seen through an outage: reads fail while ``down`` is set."""
+
+    def __init__(self, store: object) -> None:
+        self._store = store
+        self.down = False
+
+    def __getattr__(self, name: str) -> object:
+        if self.down and name in ("list_workers", "modules"):
+            raise Unavailable("manifest store is unavailable (an outage, played by the test)")
+        return getattr(self._store, name)
+
+
+async def test_workers_that_could_not_heartbeat_through_a_store_outage_are_not_stale_when_it_returns(
+    gw_stack: GatewayStack,
+) -> None:
+    """Backend return is not an outage: after the store comes back, workers get the staleness
+    limit again to heartbeat before any is dropped, instead of being judged by heartbeats the
+    outage made impossible."""
+    await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    store = gateway.store
+    # The worker's last heartbeat before a 30-second outage (WORKER_STALE_SECONDS is 10).
+    (record,) = await store.list_workers("users")
+    await store.register_worker(dataclasses.replace(record, last_seen=time.time() - 30))
+    outage = gateway.store = _StoreOutage(store)
+    outage.down = True
+    with pytest.raises(Unavailable):
+        await gateway.refresh()
+    assert gateway.table.modules["users"].served, "during the outage the cached routes keep serving"
+    outage.down = False
+    await gateway.refresh()
+    assert gateway.table.modules["users"].served, "the store's return did not drop the worker"
+    client = gw_stack.client(gateway)
+    reply = await client.call("users", "GetUser", {"id": "nobody"}, token=gw_stack.token(READ))
+    assert reply.code == grpc.StatusCode.NOT_FOUND  # served by the worker
+
+
+async def test_a_worker_silent_while_the_store_is_there_is_stale(gw_stack: GatewayStack) -> None:
+    await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    (record,) = await gateway.store.list_workers("users")
+    await gateway.store.register_worker(dataclasses.replace(record, last_seen=time.time() - 30))
+    await gateway.refresh()
+    assert not gateway.table.modules["users"].served
+
+
+async def test_a_call_while_no_worker_serves_waits_for_one_within_its_deadline(gw_stack: GatewayStack) -> None:
+    worker = await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    await worker.stop()  # it deregisters: nothing serves users now
+    await gateway.refresh()
+    assert not gateway.table.modules["users"].served
+    client = gw_stack.client(gateway)
+    fields = {"given_name": "Ada", "family_name": "Lovelace", "email": f"wait-{time.time_ns()}@example.com"}
+    # CreateUser's timeout is 2 s: time for a worker to come back.
+    call = asyncio.create_task(client.call("users", "CreateUser", fields, token=gw_stack.token("users:write")))
+    await asyncio.sleep(0.3)
+    assert not call.done(), "the call waits for a worker instead of failing at once"
+    await gw_stack.worker("users")  # a restarted worker registers; the gateway sees it
+    await gateway.refresh()
+    reply = await asyncio.wait_for(call, 10)
+    assert reply.code == grpc.StatusCode.OK, reply  # answered by the new worker
+
+
+async def test_a_call_waiting_for_a_worker_when_the_gateway_stops_is_unavailable_not_cancelled(
+    gw_stack: GatewayStack,
+) -> None:
+    worker = await gw_stack.worker("users")
+    gateway = await gw_stack.gateway(ready=["users"])
+    await worker.stop()
+    await gateway.refresh()
+    client = gw_stack.client(gateway)
+    call = asyncio.create_task(
+        client.call("users", "GetUser", {"id": "nobody"}, token=gw_stack.token(READ), timeout=5.0)
+    )
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    await gateway.stop(grace=3.0)
+    reply = await asyncio.wait_for(call, 10)
+    assert reply.code == grpc.StatusCode.UNAVAILABLE, reply
+    assert "shutting down" in reply.details
+    assert time.monotonic() - started < 2.0, "the waiting call ended at once, not at the end of the grace"

@@ -7,8 +7,9 @@ one, and the one from before paging existed (a caller pinned to 2025-01-15).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -18,7 +19,7 @@ from gen.notifications.v2025_01_15 import notifications_pb2 as v1_pb2
 from gen.notifications.v2025_01_15.client import NotificationsClient as V1Client
 from gen.notifications.v2026_12_06 import notifications_pb2
 from gen.notifications.v2026_12_06.client import NotificationsClient
-from modules.notifications import handlers
+from modules.notifications import _sent
 from modules.notifications.models import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Notification
 from runtime.identity import PRINCIPAL_HEADER, Principal, principal_header
 from tests.conftest import Dial, StartWorker
@@ -27,18 +28,22 @@ READER = [(PRINCIPAL_HEADER, principal_header(Principal("ada", ("notifications:r
 
 
 @pytest.fixture
-def sent() -> Iterator[list[Notification]]:
-    """250 notifications, every fifth one for user ``u-0``, as the worker in this process holds them."""
-    saved = list(handlers._SENT)
-    handlers._SENT[:] = [
+async def sent(tmp_path: Path) -> AsyncIterator[list[Notification]]:
+    """250 notifications, every fifth one for user ``u-0``, in a log of their own that the worker
+    in this process reads."""
+    saved = _sent._log
+    log = _sent._log = _sent.SentLog(tmp_path / "notifications.sqlite3")
+    notifications = [
         Notification(
             id=uuid.uuid4().hex, user_id=f"u-{n % 5}", email=f"u{n}@example.com",
             message=f"Welcome {n}", created_at=datetime.now(UTC),
         )
         for n in range(250)
     ]
-    yield handlers._SENT
-    handlers._SENT[:] = saved
+    for notification in notifications:
+        await log.add(notification)
+    yield notifications
+    _sent._log = saved
 
 
 @pytest.fixture

@@ -214,19 +214,18 @@ async def test_spans_carry_the_request_id_handler_id_and_version(
     assert caller_id is None or request_id == caller_id
 
     found = await spans_of(spans, request_id, 3)
-    assert len(found) == 3, [(s.name, s.kind, s.attributes) for s in found]
+    await asyncio.sleep(0.05)  # a retried attempt's spans (GetUser has a per_try_timeout) end too
+    found = await spans_of(spans, request_id, 3)
     by_kind = sorted(found, key=lambda s: (s.kind.value, s.start_time or 0))
     servers = [s for s in by_kind if s.kind == SpanKind.SERVER]
     clients = [s for s in by_kind if s.kind == SpanKind.CLIENT]
-    assert len(servers) == 2 and len(clients) == 1
-    gateway_server = next(
-        s for s in servers if s.parent is None or s.parent.span_id != clients[0].context.span_id
-    )
-    worker_server = next(s for s in servers if s is not gateway_server)
-    assert (
-        worker_server.parent is not None
-        and worker_server.parent.span_id == clients[0].context.span_id
-    )
+    # One attempt normally; a loaded machine may make an idempotent GetUser try again.
+    assert len(clients) >= 1 and len(servers) == len(clients) + 1, [(s.name, s.kind) for s in found]
+    attempts = {c.context.span_id for c in clients}
+    gateway_server = next(s for s in servers if s.parent is None or s.parent.span_id not in attempts)
+    worker_servers = [s for s in servers if s is not gateway_server]
+    assert all(w.parent is not None and w.parent.span_id in attempts for w in worker_servers)
+    worker_server = worker_servers[-1]
     assert len({s.context.trace_id for s in found}) == 1, "one trace from gateway to worker"
 
     for span in found:

@@ -53,6 +53,7 @@ POLICY_DEFAULTS: dict[str, Any] = {
         "initial_backoff": 0.05,
         "max_backoff": 1.0,
         "backoff_multiplier": 2.0,
+        "per_try_timeout": None,
     },
     "snapshot": False,
 }

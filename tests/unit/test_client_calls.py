@@ -8,6 +8,7 @@ included). Backoff never sleeps here: the client gets a ``sleep`` that records t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -28,8 +29,10 @@ RID = (("x-request-id", "r-test"),)
 class Worker:
     """A real server whose ``Echo`` can fail with UNAVAILABLE a given number of times."""
 
-    def __init__(self, fail_times: int = 0) -> None:
+    def __init__(self, fail_times: int = 0, *, hangs: bool = False) -> None:
         self.fail_times = fail_times
+        self.hangs = hangs
+        """``EchoOrHang`` hangs on this worker instead of answering."""
         self.calls = 0
         self.seen_remaining: list[float | None] = []
         self.seen_metadata: list[dict[str, str | bytes]] = []
@@ -62,6 +65,11 @@ class Worker:
             raise
         return b""
 
+    async def _echo_or_hang(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
+        if self.hangs:
+            return await self._hang(request, context)
+        return await self._echo(request, context)
+
     async def _missing(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # type: ignore[type-arg]
         await context.abort(grpc.StatusCode.NOT_FOUND, "user 42 not found", trailing_metadata=RID)
         return b""
@@ -82,6 +90,7 @@ class Worker:
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(self._echo),
             "Hang": grpc.unary_unary_rpc_method_handler(self._hang),
+            "EchoOrHang": grpc.unary_unary_rpc_method_handler(self._echo_or_hang),
             "Missing": grpc.unary_unary_rpc_method_handler(self._missing),
             "Limited": grpc.unary_unary_rpc_method_handler(self._limited),
         }
@@ -258,10 +267,73 @@ async def test_a_refused_instance_is_ejected_and_the_call_goes_to_another_whatev
     assert worker.calls == 4
 
 
-async def test_an_unknown_module_is_unavailable_and_named(worker: Worker) -> None:
+async def test_an_unknown_module_is_unavailable_and_named_once_the_deadline_is_spent_waiting(worker: Worker) -> None:
     async with make_client(worker.address) as client:
-        with pytest.raises(Unavailable, match="'billing'"):
-            await client.call("billing", ECHO, b"")
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="no instance of billing is known"):
+            await client.call("billing", ECHO, b"", deadline=Deadline.after(0.3))
+        assert time.monotonic() - started >= 0.25, "it waited for an instance within its deadline"
+
+
+async def test_a_call_to_a_module_without_instances_waits_for_one_within_its_deadline(worker: Worker) -> None:
+    async with make_client() as client:
+        client.pool.update("users", [])
+        call = asyncio.create_task(client.call("users", ECHO, b"x", deadline=Deadline.after(5.0)))
+        await asyncio.sleep(0.2)
+        assert not call.done(), "no instance yet: the call waits instead of failing"
+        client.pool.update("users", [worker.address])  # a worker (re)started meanwhile
+        body, _ = await asyncio.wait_for(call, 5)
+    assert body == b"echo:x"
+
+
+async def test_with_every_instance_ejected_a_call_waits_for_a_new_one_before_panic_routing(
+    worker: Worker, second_worker: Worker
+) -> None:
+    async with make_client(worker.address) as client:
+        client.pool.outliers.failed(worker.address)
+        call = asyncio.create_task(client.call("users", ECHO, b"x", deadline=Deadline.after(5.0)))
+        await asyncio.sleep(0.2)
+        assert not call.done()
+        client.pool.update("users", [worker.address, second_worker.address])
+        _, metadata = await asyncio.wait_for(call, 5)
+    assert ("x-served-by", second_worker.address) in metadata
+    assert worker.calls == 0
+
+
+async def test_with_every_instance_ejected_a_call_panic_routes_after_half_its_deadline(worker: Worker) -> None:
+    async with make_client(worker.address) as client:
+        client.pool.outliers.failed(worker.address)
+        started = time.monotonic()
+        body, _ = await client.call("users", ECHO, b"x", deadline=Deadline.after(0.6))
+        waited = time.monotonic() - started
+    assert body == b"echo:x", "the ejected instance had recovered: trying it beat failing"
+    assert 0.25 <= waited < 0.6
+
+
+async def test_an_attempt_past_its_per_try_timeout_is_retried_on_another_instance(
+    worker: Worker, second_worker: Worker
+) -> None:
+    worker.hangs = True
+    async with make_client(worker.address, second_worker.address, max_attempts=3, per_try_timeout=0.2) as client:
+        started = time.monotonic()
+        _, metadata = await client.call(
+            "users", "/test.Worker/EchoOrHang", b"x", deadline=Deadline.after(2.0), idempotent=True
+        )
+        assert time.monotonic() - started < 1.0
+        assert ("x-served-by", second_worker.address) in metadata
+        await asyncio.wait_for(worker.hang_cancelled.wait(), 5)  # the abandoned attempt is cancelled
+        # Three hangs in a row eject it: later calls go straight to the other.
+        for _ in range(4):
+            await client.call("users", "/test.Worker/EchoOrHang", b"x", deadline=Deadline.after(2.0), idempotent=True)
+        assert worker.address in client.pool.outliers.ejected()
+    assert worker.calls == 3
+
+
+async def test_a_per_try_timeout_is_not_applied_to_calls_that_are_not_idempotent(worker: Worker) -> None:
+    async with make_client(worker.address, max_attempts=3, per_try_timeout=0.05) as client:
+        with pytest.raises(DeadlineExceeded):
+            await client.call("users", "/test.Worker/Hang", b"", deadline=Deadline.after(0.3))
+    assert worker.calls == 1
 
 
 async def test_payload_and_response_are_raw_bytes_and_response_metadata_is_returned(worker: Worker) -> None:

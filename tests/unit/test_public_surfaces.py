@@ -28,13 +28,13 @@ SURFACES = {
         "settings_table", "unknown_env",
     ],
     "runtime.context": [
-        "Clock", "GlobalContext", "MethodTarget", "ModuleRegistry", "current_deadline",
+        "Clock", "GlobalContext", "MethodTarget", "ModuleRegistry", "current_batch", "current_deadline",
         "current_principal", "current_request_id", "encode_payload", "subscriber", "subscriber_mark",
     ],
     "runtime.fabric": [
         "DLQ_ATTEMPTS_HEADER", "DLQ_ERROR_HEADER", "DLQ_GROUP_HEADER", "DLQ_MSG_ID_HEADER",
-        "DLQ_TOPIC_HEADER", "Fabric", "FabricHub", "Message", "Subscription", "dead_letter_topic",
-        "open_fabric",
+        "DLQ_TOPIC_HEADER", "Fabric", "FabricHub", "Message", "OutboxBatch", "OutboxRelay",
+        "OutgoingMessage", "Subscription", "dead_letter_topic", "open_fabric",
     ],
     "runtime.gateway": [
         "Gateway", "authenticator_from_settings", "hash_api_key", "issue_dev_token", "jwt_secret_in_force",
@@ -55,7 +55,8 @@ SURFACES = {
         "SNAPSHOT_FLAG", "EffectKind", "EventKind", "HookSpec", "Level", "LifecycleCall",
         "LifecycleEvent", "LocalContext", "LogSnapshotStore", "MemoryEventSink",
         "MemorySnapshotStore", "Phase", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot",
-        "SnapshotStore", "Stream", "TraceChange", "ValueChange", "current_context", "diff_replays",
+        "SnapshotStore", "Stream", "TraceChange", "ValueChange", "WriteBehindSnapshots", "current_context",
+        "diff_replays",
         "parse_flags", "replay", "replay_meta", "run_captured", "run_hook", "run_lifecycle",
         "to_jsonable",
     ],

@@ -112,3 +112,12 @@ def test_a_relayed_status_goes_back_as_it_came_only_when_asked() -> None:
     assert dict(own.trailing_metadata)["x-request-id"] == "handler-rid"
     rich = status_pb2.Status.FromString(dict(own.trailing_metadata)["grpc-status-details-bin"])
     assert list(rich.details) == []  # the other module's details are not this server's answer
+
+
+def test_a_cancelled_the_server_made_up_is_disconnected_not_passed_on() -> None:
+    """A worker shutting down cancels calls it had not started: the caller cancelled nothing, so
+    it must not read CANCELLED; the call may have run, so it is retried only if idempotent."""
+    failed = call_error(_rpc_error(grpc.StatusCode.CANCELLED, "CANCELLED", ()))
+    assert isinstance(failed, Disconnected) and failed.code == grpc.StatusCode.UNAVAILABLE
+    sent = call_error(_rpc_error(grpc.StatusCode.CANCELLED, "the caller cancelled the call", RID))
+    assert type(sent) is CallError and sent.code == grpc.StatusCode.CANCELLED  # a modrpc server's own
