@@ -107,17 +107,18 @@ class IssuedCertificate:
     ca_certificate: bytes
 
     def save(self, directory: Path) -> tuple[Path, Path]:
-        """Write ``<stem>.crt`` and ``<stem>.key`` (0600) into ``directory``, and ``ca.crt``
-        when it is not there yet; returns the certificate and key paths."""
+        """Write ``<stem>.crt`` and ``<stem>.key`` into ``directory``, and ``ca.crt`` when it
+        is not there yet, all 0600 (an operator who wants certificates readable by others
+        widens them); returns the certificate and key paths."""
         private_dir(directory)
         cert_path = directory / f"{self.peer.file_stem}.crt"
         key_path = directory / f"{self.peer.file_stem}.key"
         # The key first: a reader that finds the new certificate finds its key too.
         write_private(key_path, self.key)
-        write_private(cert_path, self.certificate, mode=0o644)
+        write_private(cert_path, self.certificate)
         ca_path = directory / CA_CERT
         if not ca_path.exists():
-            write_private(ca_path, self.ca_certificate, mode=0o644)
+            write_private(ca_path, self.ca_certificate)
         return cert_path, key_path
 
 
@@ -182,7 +183,7 @@ class CertificateAuthority:
     def save(self, directory: Path) -> None:
         """Write ``ca.crt`` and ``ca.key`` (0600) into ``directory`` (made 0700)."""
         write_private(directory / CA_KEY, _key_pem(self.key))
-        write_private(directory / CA_CERT, self.certificate_pem, mode=0o644)
+        write_private(directory / CA_CERT, self.certificate_pem)
 
     def issue(
         self,

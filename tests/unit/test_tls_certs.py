@@ -58,14 +58,14 @@ def test_an_issued_certificate_names_its_identity_and_hosts_and_chains_to_the_ca
     certificate.verify_directly_issued_by(ca.certificate)  # raises if it did not
 
 
-def test_keys_are_written_0600_in_a_0700_folder(tmp_path: Path) -> None:
+def test_keys_and_certificates_are_written_0600_in_a_0700_folder(tmp_path: Path) -> None:
     folder = tmp_path / "tls"
     ca = CertificateAuthority.create()
     ca.save(folder)
     cert, key = ca.issue(Peer.gateway()).save(folder)
     assert mode(folder) == 0o700
     assert mode(folder / CA_KEY) == 0o600 and mode(key) == 0o600
-    assert mode(cert) == 0o644 and mode(folder / CA_CERT) == 0o644
+    assert mode(cert) == 0o600 and mode(folder / CA_CERT) == 0o600
     assert not list(folder.glob(".*.crt*")) and not list(folder.glob(".*.key*")), "no temporary files left"
 
 
