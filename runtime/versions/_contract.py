@@ -9,7 +9,9 @@ Three decisions, shared by the gateway and the workers so both answer the same:
   one the caller's version never had) is UNIMPLEMENTED naming the versions, never INTERNAL.
 
 A request at a version that is itself served passes none of this: its bytes go through as they
-are, and the worker that serves the version validates it.
+are, and the worker that serves the version validates it. So does one at an older version whose
+request means exactly what the served version's does (:func:`same_request_contract`) when
+nothing transforms it: the worker's check is then the caller's.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from runtime.errors import Unimplemented, ValidationFailed
-from runtime.gtype import validate
+from runtime.gtype import GType, validate
 from runtime.status import describe_violation
 from runtime.versions._catalog import VersionCatalog
 
-__all__ = ["check_request", "method_error"]
+__all__ = ["check_request", "method_error", "same_request_contract"]
 
 _LISTED = 5
 """Violations spelt out in the status message; all of them travel in the BadRequest details."""
@@ -42,6 +44,31 @@ def check_request(catalog: VersionCatalog, version: str, method: str, request: M
         raise ValidationFailed(
             f"invalid {catalog.module}.{method} request (version {version}): {listed}", problems
         )
+
+
+def same_request_contract(catalog: VersionCatalog, version: str, target: str, method: str) -> bool:
+    """Whether ``method``'s request means the same at ``version`` and ``target``: the same type,
+    reaching the same named types, constraints and all. Then a check at ``version`` is the check
+    the worker serving ``target`` makes anyway, and the caller's bytes may go through untouched."""
+    return _request_types(catalog, version, method) == _request_types(catalog, target, method)
+
+
+def _request_types(catalog: VersionCatalog, version: str, method: str) -> tuple[GType, ...]:
+    """``method``'s request type at ``version`` and every named type it reaches, in the order met."""
+    schema = catalog.by_id[version].schema
+    found: list[GType] = []
+    named: set[str] = set()
+    pending = [schema.method(method).request]
+    while pending:
+        node = pending.pop()
+        found.append(node)
+        if node.kind == "ref" and node.name not in named:
+            named.add(node.name)
+            pending.append(schema.type(node.name))
+        pending.extend(f.type for f in reversed(node.fields))
+        pending.extend(reversed(node.variants))
+        pending.extend(n for n in (node.keys, node.items) if n is not None)
+    return tuple(found)
 
 
 def method_error(catalog: VersionCatalog, version: str, target: str, method: str) -> Unimplemented | None:

@@ -30,7 +30,7 @@ from runtime.deadline import Deadline
 from runtime.errors import InternalError
 from runtime.versions._catalog import VersionCatalog
 from runtime.versions._chain import TransformStep, run_chain
-from runtime.versions._contract import check_request, method_error
+from runtime.versions._contract import check_request, method_error, same_request_contract
 from runtime.wire import request_message, response_message
 
 __all__ = ["Conversion", "plan"]
@@ -123,7 +123,8 @@ def plan(
     """Where a call to ``method`` at ``version`` goes, and the conversion it needs on the way.
 
     Returns the served version and either a :class:`Conversion` or None when the bytes pass
-    through untouched: the caller's version is served and has the method. A chain of
+    through untouched: the caller's version is served and has the method, or nothing transforms
+    it and its request means what the served version's does. A chain of
     compatible (non-breaking) versions none of which has a transformer for this method converts
     nothing (field numbers are never reused, so the old request bytes are valid new request
     bytes and the new response bytes read fine as the old response), but its request is still
@@ -153,6 +154,12 @@ def plan(
         catalog.by_id[step.to_version].breaking or method in step.forward or method in step.backward
         for step in steps
     )
+    if (
+        not transforms
+        and method_error(catalog, version, target, method) is None
+        and same_request_contract(catalog, version, target, method)
+    ):
+        return target, None  # the worker's own check at ``target`` is the caller's contract
     return target, Conversion(
         catalog, method, version, target, steps, transforms=transforms, hop_timeout=hop_timeout
     )
