@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -72,6 +74,31 @@ def bounded(data: Any, max_chars: int = DEFAULT_MAX_VALUE_CHARS) -> Any:
     if isinstance(data, list | tuple):
         return [bounded(v, max_chars) for v in data]
     return data
+
+
+def may_hold_long_value(line: bytes, max_chars: int) -> bool:
+    """Whether the JSON ``line`` may hold a string longer than ``max_chars`` characters.
+
+    Never wrong when it says no: a string's characters all lie between two quotes, each written
+    as at least one byte, so with no escaped quote in the line no string is longer than the
+    longest run of bytes between quotes. Cheaper than walking the record (one regular expression),
+    which :func:`bounded` then does only when it says yes.
+
+        >>> may_hold_long_value(b'{"a":"xyz"}', 3), may_hold_long_value(b'{"a":"xyzw"}', 3)
+        (False, True)
+    """
+    if len(line) <= max_chars:
+        return False
+    if b'\\"' in line:
+        return True
+    return _long_run(max_chars).search(line) is not None
+
+
+@functools.cache
+def _long_run(max_chars: int) -> re.Pattern[bytes]:
+    """A quote followed by more than ``max_chars`` bytes none of which is a quote (anchored at
+    the quote, where every string starts: the search is linear)."""
+    return re.compile(b'"[^"]{%d}' % (max_chars + 1))
 
 
 def outcome_of(error: BaseException | None) -> str:
@@ -262,7 +289,7 @@ class FileAuditSink:
         if self._redact is not None:
             data = self._redact(data)
         line = json_line(data)
-        if len(line) > self._max_value_chars:  # shorter, and no value in it can be too long
+        if may_hold_long_value(line, self._max_value_chars):
             line = json_line(bounded(data, self._max_value_chars))
         return line
 

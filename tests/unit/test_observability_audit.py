@@ -11,12 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runtime.config import ObservabilitySettings
 from runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from runtime.identity import Principal
 from runtime.observability import AuditRecord, AuditWriteError, open_audit_sink, read_audit_file
-from runtime.observability._audit import FileAuditSink, StoreAuditSink, audit_files, outcome_of
+from runtime.observability._audit import (
+    FileAuditSink,
+    StoreAuditSink,
+    audit_files,
+    bounded,
+    json_line,
+    may_hold_long_value,
+    outcome_of,
+)
 
 
 class ListAppendLog:
@@ -231,6 +241,21 @@ async def test_a_long_value_is_cut_with_its_length_and_hash_in_both_sinks(tmp_pa
         assert f"[{len(full)} chars, sha256:{digest}]" in error
     assert path.stat().st_size < 2000
     assert next(read_audit_file(path)).request_id == "req-1"  # short values are untouched
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON, st.integers(min_value=1, max_value=30))
+def test_the_quick_look_at_a_line_never_misses_a_value_bounding_would_cut(data: Any, max_chars: int) -> None:
+    """The file sink bounds a record only when its line may hold a long value: whenever bounding
+    would change the record, the quick look says so (quotes, escapes and any characters)."""
+    if bounded(data, max_chars) != data:
+        assert may_hold_long_value(json_line(data), max_chars)
 
 
 async def test_the_file_rotates_into_segments_and_prune_keeps_the_size_budget(tmp_path: Path) -> None:
