@@ -80,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 STATE_DIR = Path(".modrpc")
+
+WORKERS_SHARE = 1.5
+"""Seconds of ``drain_seconds`` that Ctrl-C keeps back from the gateway's drain for the workers':
+by then the gateway's calls are done, so a worker has only its own to finish and its exit."""
+GATEWAY_CLOSE_SECONDS = 0.5
+"""What the gateway may take past its grace to close its server, channels and tasks."""
 """The runtime's own state in a project (store, audit trail, module data, secrets by default)."""
 
 
@@ -383,18 +389,20 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
-        # Whatever happened above, no worker outlives this process, and all of it takes about
-        # drain_seconds: the gateway drains first (its calls need the workers), the workers get
-        # what is left of the drain time, then a kill.
+        # Whatever happened above, no worker outlives this process, and all of it ends within
+        # drain_seconds: the gateway drains first (its calls need the workers), keeping back
+        # WORKERS_SHARE for the workers, which then drain what is left of the time and are
+        # killed when it is up.
         finish_by = time.monotonic() + settings.drain_seconds
         if playground is not None:
             await playground.close()
+        gateway_grace = max(0.0, settings.drain_seconds - WORKERS_SHARE)
         try:
-            async with asyncio.timeout(settings.drain_seconds + 1):
-                await gateway.stop()
+            async with asyncio.timeout(gateway_grace + GATEWAY_CLOSE_SECONDS):
+                await gateway.stop(gateway_grace)
         except TimeoutError:
-            log.error("the gateway did not stop within %.1fs; stopping the workers anyway", settings.drain_seconds)
-        await fleet.stop(grace=max(1.0, finish_by - time.monotonic()))
+            log.error("the gateway did not stop within %.1fs; stopping the workers anyway", gateway_grace)
+        await fleet.stop(grace=max(0.0, finish_by - time.monotonic()), kill_margin=0.0)
         if hub is not None:
             await _close_hub(hub)
 

@@ -34,6 +34,9 @@ READY_PREFIX = "modrpc-worker-ready "
 MAX_LINE = 64 * 1024
 """Longer output without a newline is passed on in pieces of this size."""
 
+KILL_MARGIN = 2.0
+"""Seconds past its grace a stopping worker has to close down before it is killed."""
+
 Forget = Callable[[int, str], Awaitable[None]]
 """Drops what a dead worker process (pid, address) left registered in the store."""
 
@@ -226,14 +229,16 @@ class WorkerProcess:
             except Exception as exc:
                 log.error("worker %s failed to restart: %s", self.module, exc)
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, grace: float, kill_margin: float = KILL_MARGIN) -> None:
+        """SIGTERM, then SIGKILL if the worker has not exited ``grace`` + ``kill_margin`` seconds
+        later (the margin lets a worker that drained for ``grace`` itself close down)."""
         self.stopping = True
         if self.process is None or self.process.returncode is not None:
             await self._drain_readers()
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            async with asyncio.timeout(grace + 2):
+            async with asyncio.timeout(grace + kill_margin):
                 await self.process.wait()
         except TimeoutError:
             self.process.kill()
@@ -302,11 +307,13 @@ class Fleet:
     async def remove(self, module: str) -> None:
         await self._stop(self.workers.pop(module, []))
 
-    async def _stop(self, processes: list[WorkerProcess], grace: float | None = None) -> None:
+    async def _stop(
+        self, processes: list[WorkerProcess], grace: float | None = None, kill_margin: float = KILL_MARGIN
+    ) -> None:
         for process in processes:
             process.stopping = True
         grace = self.settings.drain_seconds if grace is None else grace
-        await asyncio.gather(*(p.stop(grace) for p in processes), return_exceptions=True)
+        await asyncio.gather(*(p.stop(grace, kill_margin) for p in processes), return_exceptions=True)
         for process in processes:
             task = self._supervisors.pop(process, None)
             if task is not None:
@@ -314,12 +321,12 @@ class Fleet:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop every worker, each given ``grace`` seconds (the drain time by default) before it
-        is killed; whatever happened, none outlives the supervisor."""
+    async def stop(self, grace: float | None = None, kill_margin: float = KILL_MARGIN) -> None:
+        """Stop every worker, each given ``grace`` seconds (the drain time by default) and
+        ``kill_margin`` more before it is killed; whatever happened, none outlives the supervisor."""
         everything = [p for group in self.workers.values() for p in group]
         self.workers.clear()
-        await self._stop(everything, grace)
+        await self._stop(everything, grace, kill_margin)
 
     @property
     def count(self) -> int:
