@@ -33,6 +33,7 @@ from typing import cast
 
 import grpc
 import grpc.aio
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # the error a failed write raises (grpc.aio catches it too)
 
 from runtime.deadline import Deadline
 from runtime.identity import Peer, current_peer
@@ -282,7 +283,8 @@ class _GrpcStream:
         call = self._call
         try:
             async for message in requests:
-                await call.write(message)
+                if not await _write(call, message):
+                    return  # the call ended first: reading the responses tells how
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             return  # the call ended first: reading the responses tells how
@@ -326,6 +328,45 @@ class _GrpcStream:
         if not pump.done():
             pump.cancel()
             await asyncio.wait((pump,))
+
+
+WRITE_LOST_GRACE = 1.0
+"""Seconds a write that failed waits for the status that ended the call before giving it up."""
+
+
+async def _write(call: grpc.aio.StreamStreamCall[bytes, bytes], message: bytes) -> bool:
+    """Write one request message of ``call``; False when the call has ended instead.
+
+    grpc.aio's own ``write``, when the server's status arrives while a write is on its way (a
+    server that refuses a request stream half-way while more of it is coming), replaces that
+    status with its own ``INTERNAL: Internal error from Core`` (grpc/grpc#36066): the caller
+    would hear INTERNAL instead of, say, INVALID_ARGUMENT naming the field. This write goes to
+    the call's C layer the same way, but on that failure leaves the status to the server, and
+    falls back to grpc's INTERNAL only when no status has come within :data:`WRITE_LOST_GRACE`
+    (a batch core refused by itself, for which no status comes). It uses grpc.aio's private
+    call state, so with a grpc.aio that lacks it, grpc's own ``write`` is used.
+    """
+    cython = getattr(call, "_cython_call", None)
+    sent = getattr(call, "_metadata_sent", None)
+    if cython is None or not isinstance(sent, asyncio.Event) or getattr(call, "_done_writing_flag", True):
+        await call.write(message)
+        return True
+    if call.done():
+        return False
+    if not sent.is_set():
+        await sent.wait()
+        if call.done():
+            return False
+    try:
+        await cython.send_serialized_message(message)
+    except cygrpc.InternalError as exc:
+        try:
+            async with asyncio.timeout(WRITE_LOST_GRACE):
+                await call.code()  # the status that ended the call, as the server sent it
+        except TimeoutError:
+            cython.set_internal_error(str(exc))  # what grpc.aio itself would have done at once
+        return False
+    return True
 
 
 def stream_handler(endpoint: StreamEndpoint) -> grpc.RpcMethodHandler[bytes, bytes]:
