@@ -159,3 +159,35 @@ def test_a_module_removed_while_up_reloads_leaves_the_gateway_and_can_be_retired
     done = modrpc(project, "versions", "greetings", "--retire")
     assert done.returncode == 0, done.stderr
     assert "retired" in done.stdout and "removed from the project" in done.stdout
+
+
+def test_a_gen_error_on_reload_keeps_the_old_code_serving_and_a_fix_restarts_only_its_module(
+    project: Path, ups: list[Up]
+) -> None:
+    assert modrpc(project, "new", "module", "greetings").returncode == 0
+    port = free_port()
+    up = Up(project, "--port", str(port), "--reload")
+    ups.append(up)
+    up.line_with("ready", within=60)
+
+    def say_hello() -> str:
+        done = grpcurl("-d", json.dumps({"name": "Ada"}), f"127.0.0.1:{port}", "hello.v1.HelloService/SayHello")
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout)["message"])
+
+    assert say_hello() == "Hello, Ada!"
+    handlers = project / "modules" / "hello" / "handlers.py"
+    good = handlers.read_text()
+    handlers.write_text(good + "\n\ndef half_written(:\n")  # gen cannot import it
+    failed = up.line_with("reload of hello failed", within=60)
+    assert "SyntaxError" in failed or "invalid syntax" in failed or "handlers.py" in failed, failed
+    assert say_hello() == "Hello, Ada!", "the worker keeps serving the code it had"
+
+    handlers.write_text(good.replace('f"Hello, {req.name}!"', 'f"Howdy, {req.name}!"'))
+    reloaded = up.line_with("reloaded:", within=60)
+    assert "hello restarted" in reloaded and "greetings" not in reloaded, reloaded
+    give_up = time.monotonic() + 10
+    while (said := say_hello()) != "Howdy, Ada!":
+        assert time.monotonic() < give_up, f"still {said!r}"
+        time.sleep(0.2)
+    assert up.stop() == 0
