@@ -299,7 +299,12 @@ async def _preflight(settings: Settings) -> None:
     finally:
         await store.close()
     if not settings.fabric_url.startswith("memory://"):
-        fabric = open_fabric(settings.fabric_url)
+        from runtime.identity import Peer
+        from runtime.tls import InternalTls
+
+        # As the gateway: a tls:// NATS takes runtime identities only.
+        tls = InternalTls.load(Path(settings.tls.dir), Peer.gateway(), dev_ca=settings.tls.dev_ca)
+        fabric = open_fabric(settings.fabric_url, tls=tls)
         try:
             await fabric.start()
         finally:

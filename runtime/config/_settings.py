@@ -571,7 +571,7 @@ class Settings(BaseSettings):
     )
     fabric_url: str = Field(
         default="memory://",
-        description="Queue fabric: memory:// (embedded) or nats://host:port (JetStream).",
+        description="Queue fabric: memory:// (embedded), nats://host:port (JetStream) or tls://host:port (JetStream over mutual TLS with the deployment identity).",
     )
     ratelimit_url: str = Field(
         default="memory://",

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
@@ -155,7 +156,8 @@ class NatsFabric(Lifecycle):
     ...         await fabric.publish("greetings", b"hello")
     """
 
-    def __init__(self, url: str, options: NatsOptions | None = None) -> None:
+    def __init__(self, url: str, options: NatsOptions | None = None, *, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self._servers = [server.strip() for server in url.split(",") if server.strip()]
         if not self._servers:
             raise InvalidArgument("a NATS fabric URL needs at least one server")
@@ -202,6 +204,7 @@ class NatsFabric(Lifecycle):
             async with asyncio.timeout(timeout):
                 await nc.connect(
                     servers=self._servers,
+                    tls=self._tls,
                     name="modrpc-fabric",
                     connect_timeout=max(1, math.ceil(timeout)),
                     allow_reconnect=True,

@@ -19,7 +19,9 @@ def open_fabric(url: str, *, tls: InternalTls | None = None, **options: object) 
     """The fabric for ``url``, not yet started: use it with ``async with`` or ``start()``.
 
     ``memory://`` is the embedded default (one broker per call); ``nats://host:port`` (several
-    servers comma-separated) is NATS JetStream; ``hub://host:port`` is ``modrpc up``'s shared
+    servers comma-separated) is NATS JetStream, and ``tls://host:port`` the same over mutual TLS
+    as ``tls`` (the process's deployment identity; the server's certificate checked against the
+    deployment CA and the host it is reached by); ``hub://host:port`` is ``modrpc up``'s shared
     memory fabric, reached over mutual TLS as ``tls``. ``options`` are the fields of
     :class:`MemoryOptions` or :class:`NatsOptions`; an unknown one is an error.
 
@@ -34,7 +36,10 @@ def open_fabric(url: str, *, tls: InternalTls | None = None, **options: object) 
     if scheme == "hub":  # the supervisor's memory fabric, shared by its worker processes
         return HubFabric(url, FabricOptions.build(options), tls=tls)
     if scheme in ("nats", "tls"):
-        return NatsFabric(url, NatsOptions.build(options))
+        # tls://: the process presents its deployment identity and checks the server's
+        # certificate against the deployment CA, as on every other internal hop.
+        context = tls.client_context() if scheme == "tls" and tls is not None else None
+        return NatsFabric(url, NatsOptions.build(options), tls=context)
     raise InvalidArgument(
         f"unknown fabric URL scheme {scheme!r} in {mask_url(url)!r}: use memory://, nats://host:port or hub://host:port"
     )
