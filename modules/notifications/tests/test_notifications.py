@@ -58,3 +58,26 @@ async def test_a_watch_for_one_user_skips_the_others(notifications: ModuleHarnes
         await notifications.deliver("notifications.sent", published.data)
     assert (await asyncio.wait_for(pending, 5))["user_id"] == mine
     await watch.aclose()
+
+
+async def test_a_watcher_that_falls_too_far_behind_is_ended_resource_exhausted(notifications: ModuleHarness) -> None:
+    """A watcher that reads nothing while more than WATCH_BACKLOG notifications go out is ended
+    RESOURCE_EXHAUSTED (it watches again) instead of being buffered for without bound; the
+    others are not held back by it."""
+    from modules.notifications.handlers import WATCH_BACKLOG
+    from runtime.errors import ResourceExhausted
+
+    slow = notifications.stream("WatchNotifications", {}, timeout=10)
+    first = asyncio.ensure_future(anext(slow))
+    await asyncio.sleep(0.05)  # the watch is open
+    for n in range(WATCH_BACKLOG + 2):
+        note = {
+            "id": f"n{n}", "user_id": f"u{n}", "email": f"u{n}@example.com", "message": "hi",
+            "created_at": "2026-12-06T00:00:00Z",
+        }  # fmt: skip
+        assert await notifications.deliver("notifications.sent", note) == 1
+    assert (await asyncio.wait_for(first, 5))["message"] == "hi"  # what it had taken before it fell behind
+    with pytest.raises(ResourceExhausted, match=f"more than {WATCH_BACKLOG} notifications behind"):
+        while True:
+            await asyncio.wait_for(anext(slow), 5)
+    assert notifications.audit[-1].outcome == "RESOURCE_EXHAUSTED"
