@@ -168,8 +168,13 @@ AS_GATEWAY = Peer.gateway()
 EVERY_ROLE = (
     "users:read", "users:write", "orders:read", "orders:write", "inventory:write",
     "notifications:read", "tally:read", "tally:admin", "limited:call", "shelf:count", "feed:write",
+    "snapshots:take",
 )  # fmt: skip
-"""Every role the test modules' methods require."""
+"""Every role the test modules' methods require, and the one that may ask for snapshots
+(:data:`SNAPSHOT_ROLES`)."""
+
+SNAPSHOT_ROLES = {"snapshot_roles": ["snapshots:take"]}
+"""``auth`` settings under which ``x-flags: snapshot`` is honoured for the role in EVERY_ROLE."""
 
 
 def principal_says(subject: str = "ada", *roles: str) -> tuple[str, str]:

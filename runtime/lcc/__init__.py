@@ -30,7 +30,7 @@ from runtime.lcc._replay import (
     replay_meta,
     run_captured,
 )
-from runtime.lcc._snapshot import SNAPSHOT_FLAG, Snapshot
+from runtime.lcc._snapshot import SNAPSHOT_FLAG, Snapshot, permitted_flags
 from runtime.lcc._store import (
     LogSnapshotStore,
     MemorySnapshotStore,
@@ -63,6 +63,7 @@ __all__ = [
     "current_context",
     "diff_replays",
     "parse_flags",
+    "permitted_flags",
     "replay",
     "replay_meta",
     "run_captured",

@@ -9,7 +9,7 @@ nothing downstream, not even the store, ever holds them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, get_args
 
@@ -17,7 +17,7 @@ from runtime.errors import InvalidArgument
 from runtime.lcc._events import LifecycleEvent
 from runtime.lcc._meta import RequestMeta
 
-__all__ = ["SNAPSHOT_FLAG", "SNAPSHOT_FORMAT", "Snapshot", "TaskStatus", "should_snapshot"]
+__all__ = ["SNAPSHOT_FLAG", "SNAPSHOT_FORMAT", "Snapshot", "TaskStatus", "permitted_flags", "should_snapshot"]
 
 TaskStatus: TypeAlias = Literal["pending", "done", "cancelled", "failed"]
 TASK_STATUSES: frozenset[str] = frozenset(get_args(TaskStatus))
@@ -28,13 +28,32 @@ SNAPSHOT_FLAG = "snapshot"
 """The ``x-flags`` flag that asks for a snapshot of one request."""
 
 
+def permitted_flags(
+    flags: frozenset[str], roles: Iterable[str], snapshot_roles: frozenset[str] | None
+) -> frozenset[str]:
+    """``flags`` without ``snapshot`` unless ``roles`` hold one of ``snapshot_roles`` (None: no
+    check, for a caller whose flags were checked already).
+
+    The gateway drops the flag for callers without such a role; a worker checks again for the
+    principal it acts for, since peers other than the gateway (a module, a developer's
+    certificate) reach it too.
+
+        >>> sorted(permitted_flags(frozenset({"snapshot", "debug"}), ("users:read",), frozenset({"ops"})))
+        ['debug']
+    """
+    if snapshot_roles is None or SNAPSHOT_FLAG not in flags or not snapshot_roles.isdisjoint(roles):
+        return flags
+    return flags - {SNAPSHOT_FLAG}
+
+
 def should_snapshot(meta: RequestMeta, policy_snapshot: bool, *, refused: bool = False) -> bool:
     """Whether to store a snapshot of this request: the method's policy says so, or the caller
     sent the ``snapshot`` flag in ``x-flags`` and validation did not refuse the request.
 
     A refused request is stored only by policy: otherwise anyone allowed the flag could fill
-    the store with requests the method never accepted. (Who may send the flag at all is the
-    gateway's decision: it forwards it only for the roles in ``auth.snapshot_roles``.)
+    the store with requests the method never accepted. (Who may send the flag at all is decided
+    by the roles in ``auth.snapshot_roles``: :func:`permitted_flags`, at the gateway and again in
+    the worker.)
     """
     return policy_snapshot or (not refused and SNAPSHOT_FLAG in meta.flags)
 

@@ -55,6 +55,7 @@ from runtime.lcc import (
     SnapshotStore,
     Stream,
     parse_flags,
+    permitted_flags,
     run_lifecycle,
 )
 from runtime.manifest import HandlerSpec, MethodPolicy
@@ -191,6 +192,7 @@ class MethodEndpoint:
         hop_timeout: float,
         admission: Admission,
         tracing: ServerTracer | None = None,
+        snapshot_roles: frozenset[str] | None = None,
     ) -> None:
         self.module = module
         self.spec = spec
@@ -206,6 +208,7 @@ class MethodEndpoint:
         self.observer = observer
         self.hop_timeout = hop_timeout
         self.admission = admission
+        self.snapshot_roles = snapshot_roles
         self.tracing = tracing or ServerTracer()
         schema: Schema = catalog.by_id[served].schema
         self.schema = schema
@@ -343,7 +346,7 @@ class MethodEndpoint:
                 handler=self.spec.handler_id,
                 method=self.path,
                 version=self.served,
-                flags=parse_flags(headers.get("x-flags")),
+                flags=permitted_flags(parse_flags(headers.get("x-flags")), principal.roles, self.snapshot_roles),
                 deadline=deadline,
                 principal=principal,
             )
@@ -464,7 +467,7 @@ class MethodEndpoint:
                 handler=self.spec.handler_id,
                 method=self.path,
                 version=self.served,
-                flags=parse_flags(headers.get("x-flags")),
+                flags=permitted_flags(parse_flags(headers.get("x-flags")), principal.roles, self.snapshot_roles),
                 deadline=deadline,
                 principal=principal,
             )

@@ -224,6 +224,7 @@ class Worker:
             tracing=ServerTracer(handler_of=handler_id_of),
             outbox=self._outbox,
             client_roles=settings.tls.client_roles,
+            snapshot_roles=frozenset(settings.auth.snapshot_roles),
         )
         service = ModuleService.build(loaded, modules_dir=self.modules_dir, deps=deps)
         self.service = service

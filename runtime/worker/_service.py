@@ -81,6 +81,10 @@ class WorkerDeps:
     """Where handlers' events are committed and relayed from; None publishes them at once."""
     client_roles: Mapping[str, tuple[str, ...]] | None = None
     """Roles of client-certificate principals calling the worker directly (``tls.client_roles``)."""
+    snapshot_roles: frozenset[str] | None = None
+    """Roles that may ask for a snapshot with ``x-flags: snapshot`` (``auth.snapshot_roles``),
+    checked against the principal each call acts for; None checks nothing (the test harness,
+    which calls as a gateway that has checked)."""
 
 
 def callers_of(module: str, modules_dir: Path) -> frozenset[str]:
@@ -278,6 +282,7 @@ class ModuleService:
                 hop_timeout=deps.hop_timeout,
                 admission=self.admission,
                 tracing=deps.tracing,
+                snapshot_roles=deps.snapshot_roles,
             )
         # Methods earlier versions had and the served one removed: their callers hear which
         # version removed them, whichever transport they came by.

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.lcc import LogSnapshotStore
 from runtime.store import open_store
+from runtime.wire import method_path, request_message
 from tests.conftest import Dial
 from tests.fixtures.gateway_modules.stack import GatewayStack
 
@@ -29,9 +30,10 @@ async def _snapshots(store_url: str) -> list[str]:
 
 
 async def test_an_anonymous_or_unprivileged_snapshot_flag_stores_nothing(gw_stack: GatewayStack) -> None:
-    await gw_stack.worker("users")
-    await gw_stack.worker("inventory")
-    gateway = await gw_stack.gateway(ready=["users", "inventory"], auth={"snapshot_roles": ["ops"]})
+    auth = {"snapshot_roles": ["ops"]}  # one configuration for gateway and workers, as deployed
+    await gw_stack.worker("users", auth=auth)
+    await gw_stack.worker("inventory", auth=auth)
+    gateway = await gw_stack.gateway(ready=["users", "inventory"], auth=auth)
     client = gw_stack.client(gateway)
     flag = [("x-flags", "snapshot")]
     store_url = gateway.settings.store_url
@@ -90,3 +92,23 @@ async def test_health_list_answers_every_service_on_the_gateway_and_the_worker(
             listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
         assert listed.statuses["users.v1.UsersService"].status == health_pb2.HealthCheckResponse.SERVING
         assert "" in listed.statuses
+
+
+async def test_a_worker_honours_the_snapshot_flag_only_for_the_configured_roles(
+    gw_stack: GatewayStack, dial: Dial
+) -> None:
+    """Peers other than the gateway reach a worker too (a module, a developer's certificate), so
+    the worker checks ``auth.snapshot_roles`` again, for the principal the call acts for."""
+    worker = await gw_stack.worker("users", auth={"snapshot_roles": ["ops"]})
+    assert worker.service is not None
+    catalog = worker.service.catalog
+    wire = catalog.wire(catalog.latest.id)
+    create = method_path("users", "CreateUser")
+    flag = (("x-flags", "snapshot"),)
+    for roles in (USERS_ROLES, (*USERS_ROLES, "ops")):
+        email = f"worker-flag-{uuid.uuid4().hex[:10]}@example.com"
+        payload = wire.encode(request_message("CreateUser"), {"given_name": "A", "family_name": "B", "email": email})
+        async with dial(worker, roles=roles) as channel:
+            await channel.unary_unary(create)(payload, metadata=flag, timeout=10)
+    kept = await _snapshots(worker.settings.store_url)
+    assert len(kept) == 1, "only the call made for a principal holding 'ops' is kept"

@@ -35,7 +35,7 @@ from runtime.identity import PRINCIPAL_HEADER, Peer
 from runtime.playground._snapshots import Snapshots
 from runtime.tls import InternalTls
 from runtime.wire import SANDBOX_SERVICE
-from tests.conftest import Dial, StartWorker
+from tests.conftest import SNAPSHOT_ROLES, Dial, StartWorker
 
 ROLE = "playground:admin"
 name_part = st.text(alphabet=st.characters(categories=("L",)), min_size=1, max_size=12)
@@ -68,7 +68,7 @@ class Shop:
 async def shop(
     start_worker: StartWorker, worker_settings: Callable[..., Settings], dial: Dial, tls_dir: Path
 ) -> AsyncIterator[Shop]:
-    settings = worker_settings()
+    settings = worker_settings(auth=SNAPSHOT_ROLES)
     assert settings.playground_on  # loopback and an admin port: the sandbox is served
     users = await start_worker("users", settings=settings)
     inventory = await start_worker("inventory", settings=settings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 from gen.users.v2025_06_01 import users_pb2
 from gen.users.v2025_06_01.client import UsersClient
+from runtime.config import Settings
 from runtime.lcc import LogSnapshotStore
 from runtime.worker import Worker
-from tests.conftest import Dial, StartWorker
+from tests.conftest import SNAPSHOT_ROLES, Dial, StartWorker
 
 _serial = itertools.count()
 
@@ -43,8 +44,10 @@ class Users:
 
 
 @pytest.fixture
-async def users(start_worker: StartWorker, dial: Dial) -> AsyncIterator[Users]:
-    worker = await start_worker("users")
+async def users(
+    start_worker: StartWorker, worker_settings: Callable[..., Settings], dial: Dial
+) -> AsyncIterator[Users]:
+    worker = await start_worker("users", settings=worker_settings(auth=SNAPSHOT_ROLES))
     async with dial(worker) as channel:
         client = UsersClient(channel)
         user = await client.create_user(

@@ -57,7 +57,7 @@ SURFACES = {
         "MemorySnapshotStore", "Phase", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot",
         "SnapshotStore", "Stream", "TraceChange", "ValueChange", "WriteBehindSnapshots", "current_context",
         "diff_replays",
-        "parse_flags", "replay", "replay_meta", "run_captured", "run_hook", "run_lifecycle",
+        "parse_flags", "permitted_flags", "replay", "replay_meta", "run_captured", "run_hook", "run_lifecycle",
         "to_jsonable",
     ],
     "runtime.limits": [
