@@ -154,6 +154,7 @@ class Route:
         span, span_token = services.tracing.start(self.path, headers, {HANDLER_ATTRIBUTE: self.handler_id})
         call = GatewayCall(b"", headers, context, span)
         started = time.perf_counter()
+        observed = False
         code: grpc.StatusCode | None = grpc.StatusCode.OK
         details: str | None = None
         request_id(call)
@@ -170,14 +171,22 @@ class Route:
         except Exception as exc:
             status = self._status_of(call, exc)
             code, details = status.code, status.details
+            # Counted before the caller hears it: abort sends the status at once.
+            self._observe(call, code, started)
+            observed = True
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
         finally:
             request_id_var.reset(token)
             ServerTracer.end(span, span_token, code, details)
-            red = services.red
-            if red is not None:
-                red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
+            if not observed:
+                self._observe(call, code, started)
+
+    def _observe(self, call: GatewayCall, code: grpc.StatusCode | None, started: float) -> None:
+        """The call's RED metrics: its code (CANCELLED when the caller went away) and duration."""
+        red = self.services.red
+        if red is not None:
+            red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
 
     def _status_of(self, call: GatewayCall, exc: Exception) -> grpc.Status:
         """The status a failed call ends with; a worker's own (with its google.rpc details) goes
@@ -194,6 +203,7 @@ class Route:
         span, span_token = services.tracing.start(self.path, headers, {HANDLER_ATTRIBUTE: self.handler_id})
         call = GatewayCall(payload, headers, context, span)
         started = time.perf_counter()
+        observed = False
         code: grpc.StatusCode | None = grpc.StatusCode.OK
         details: str | None = None
         request_id(call)  # the first step, ahead of the rest: every answer carries the id
@@ -215,14 +225,16 @@ class Route:
         except Exception as exc:
             status = self._status_of(call, exc)
             code, details = status.code, status.details
+            # Counted before the caller hears it: abort sends the status at once.
+            self._observe(call, code, started)
+            observed = True
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
         finally:
             request_id_var.reset(token)
             ServerTracer.end(span, span_token, code, details)
-            red = services.red
-            if red is not None:
-                red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
+            if not observed:
+                self._observe(call, code, started)
 
 
 class TableFeed:
