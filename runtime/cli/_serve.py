@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 STATE_DIR = Path(".modrpc")
+"""The runtime's own state in a project (store, audit trail, module data, secrets by default)."""
 
 WORKERS_SHARE = 1.5
 """Seconds of ``drain_seconds`` that Ctrl-C keeps back from the gateway's drain for the workers':
 by then the gateway's calls are done, so a worker has only its own to finish and its exit."""
 GATEWAY_CLOSE_SECONDS = 0.5
 """What the gateway may take past its grace to close its server, channels and tasks."""
-"""The runtime's own state in a project (store, audit trail, module data, secrets by default)."""
 
 
 def _harden_process() -> None:

@@ -323,10 +323,10 @@ class Forward:
     learns the caller from ``x-modrpc-principal`` and ``x-forwarded-for`` gains this peer.
     """
 
-    __slots__ = ("_client", "_idempotent", "_message_limit", "_module", "_path", "_privileged", "_retry", "_timeout")
+    __slots__ = ("_client", "_idempotent", "_message_limit", "_module", "_path", "_retry", "_snapshot_roles", "_timeout")
 
     def __init__(self, route: Route, client: ModuleClient, retry: RetryPolicy) -> None:
-        self._privileged = route.services.privileged_flags
+        self._snapshot_roles = route.services.snapshot_roles
         self._module = route.module
         self._path = route.path
         self._timeout = route.policy.timeout
@@ -351,7 +351,7 @@ class Forward:
         headers = call.headers
         flags = headers.get("x-flags")
         if flags:  # only calls that carry flags pay for the check
-            flags = forwarded_flags(flags, call.principal, self._privileged)
+            flags = forwarded_flags(flags, call.principal, self._snapshot_roles)
             if flags:
                 metadata.append(("x-flags", flags))
         peer = peer_ip(context.peer())

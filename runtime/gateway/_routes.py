@@ -303,8 +303,8 @@ class _Services:
     """The current route table, which calls waiting for a worker wait on."""
     client_certs: ClientCertificates | None = None
     """Principals of client certificates, at an edge that requires them (``tls.client_ca``)."""
-    privileged_flags: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    """``x-flags`` that travel on only for callers with one of their roles (``snapshot``)."""
+    snapshot_roles: frozenset[str] = frozenset()
+    """Roles whose callers' ``x-flags: snapshot`` travels on (``auth.snapshot_roles``)."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 

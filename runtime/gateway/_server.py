@@ -31,7 +31,6 @@ from runtime.client import InstancePool, ModuleClient
 from runtime.config import Settings
 from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
-from runtime.gateway._flags import privileged_flags
 from runtime.gateway._ingress import ClientCertificates
 from runtime.gateway._keys import check_dev_secret, jwt_secret_in_force
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
@@ -176,7 +175,7 @@ class Gateway:
             red=RedMetrics(self.metrics),
             reporter=UsageReporter(self.store, self.usage.counts),
             client_certs=ClientCertificates(edge.client_roles) if edge.client_ca is not None else None,
-            privileged_flags=privileged_flags(settings.auth.snapshot_roles),
+            snapshot_roles=frozenset(settings.auth.snapshot_roles),
         )
         if settings.admin_port:
             self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
