@@ -434,6 +434,53 @@ class LimitsSettings(BaseModel):
         ge=1,
         description="Pings too early a gRPC client may send before it is cut off (grpc.http2.max_ping_strikes).",
     )
+    max_reset_streams: int = Field(
+        default=200,
+        ge=0,
+        description=(
+            "Streams a client connection to the gateway may have reset before the server "
+            "answered (rapid reset); once it has reset this many, and at least half of the "
+            "streams it opened, the connection is closed and counted in "
+            "modrpc_connections_closed_total. 0: never."
+        ),
+    )
+    reset_check_interval: float = Field(
+        default=0.25,
+        gt=0.0,
+        description=(
+            "Seconds between the gateway's looks at grpc's per-connection stream counters for "
+            "max_reset_streams (one number per look until resets add up)."
+        ),
+    )
+    admin_max_connections: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Connections (and requests) the admin port serves at once (uvicorn's "
+            "limit_concurrency); more are answered 503 at once."
+        ),
+    )
+    admin_keep_alive: int = Field(
+        default=5,
+        ge=1,
+        description="Seconds an idle keep-alive connection to the admin port is kept open (uvicorn's timeout_keep_alive).",
+    )
+    admin_max_head_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description=(
+            "Bytes of request line and headers the admin port buffers while they arrive "
+            "(h11's max_incomplete_event_size); a larger head is answered 400."
+        ),
+    )
+    admin_head_timeout: float = Field(
+        default=10.0,
+        gt=0.0,
+        description=(
+            "Seconds an admin connection has to send a whole request head, from its start or its "
+            "previous answer; a slower client (slow loris) is disconnected."
+        ),
+    )
     reserved_files: int = Field(
         default=256,
         ge=16,

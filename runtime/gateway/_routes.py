@@ -150,6 +150,7 @@ class Route:
         messages, and the call's span, metrics and status cover the whole stream.
         """
         services = self.services
+        services.counts.taken_up += 1
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         span, span_token = services.tracing.start(self.path, headers, {HANDLER_ATTRIBUTE: self.handler_id})
         call = GatewayCall(b"", headers, context, span)
@@ -184,6 +185,8 @@ class Route:
 
     def _observe(self, call: GatewayCall, code: grpc.StatusCode | None, started: float) -> None:
         """The call's RED metrics: its code (CANCELLED when the caller went away) and duration."""
+        if code is None:
+            self.services.counts.cancelled += 1
         red = self.services.red
         if red is not None:
             red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
@@ -197,6 +200,7 @@ class Route:
 
     async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         services = self.services
+        services.counts.taken_up += 1
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         # The server span continues the caller's trace; the steps tag it with the request id in
         # force and the resolved version.
@@ -286,6 +290,22 @@ def _step_event(step: Step, call: GatewayCall) -> dict[str, str]:
 
 
 @dataclass
+class CallCounts:
+    """How many calls the router handed to a route, how many of those a route took up (its
+    request had arrived), and how many of these the caller cancelled: the reset guard's cheap
+    signal (:meth:`resets`) that some client is resetting streams."""
+
+    routed: int = 0
+    taken_up: int = 0
+    cancelled: int = 0
+
+    def resets(self) -> int:
+        """Calls reset by their caller, before their request arrived or while they ran; plus
+        those whose request is still arriving (at most ``max_concurrent_calls``)."""
+        return self.routed - self.taken_up + self.cancelled
+
+
+@dataclass
 class _Services:
     """What every route shares; one per gateway."""
 
@@ -305,6 +325,7 @@ class _Services:
     """Principals of client certificates, at an edge that requires them (``tls.client_ca``)."""
     snapshot_roles: frozenset[str] = frozenset()
     """Roles whose callers' ``x-flags: snapshot`` travels on (``auth.snapshot_roles``)."""
+    counts: CallCounts = field(default_factory=CallCounts)
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
 

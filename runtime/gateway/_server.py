@@ -33,12 +33,12 @@ from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import ClientCertificates
 from runtime.gateway._keys import check_dev_secret, jwt_secret_in_force
-from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
+from runtime.gateway._routes import CallCounts, RouteTable, Usage, _Services, build_table
 from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
 from runtime.health import HealthService
 from runtime.identity import Peer
-from runtime.limits import grpc_server_limits
+from runtime.limits import Offender, ResetGuard, admin_limits, grpc_server_limits
 from runtime.observability import (
     AdminServer,
     ClientTracer,
@@ -95,7 +95,10 @@ class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         self._gateway = gateway
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
-        return self._gateway.table.handlers.get(handler_call_details.method)
+        found = self._gateway.table.handlers.get(handler_call_details.method)
+        if found is not None:
+            self._gateway.counts.routed += 1
+        return found
 
 
 class Gateway:
@@ -121,6 +124,8 @@ class Gateway:
         self.address = ""
         self.table = RouteTable({}, {}, {})
         self.usage = Usage()
+        self.counts = CallCounts()
+        """Calls routed, taken up and cancelled (the reset guard's signal)."""
         self.store: ManifestStore | None = None
         self._server: grpc.aio.Server | None = None
         self._health = HealthService()
@@ -176,9 +181,12 @@ class Gateway:
             reporter=UsageReporter(self.store, self.usage.counts),
             client_certs=ClientCertificates(edge.client_roles) if edge.client_ca is not None else None,
             snapshot_roles=frozenset(settings.auth.snapshot_roles),
+            counts=self.counts,
         )
         if settings.admin_port:
-            self._admin = start_admin_server(settings.host, settings.admin_port, metrics=self.metrics)
+            self._admin = start_admin_server(
+                settings.host, settings.admin_port, metrics=self.metrics, limits=admin_limits(settings.limits)
+            )
             log.info("gateway metrics on http://%s:%d/metrics", settings.host, self._admin.port)
         await self.refresh()
         # Connections, streams, timeouts and message sizes are bounded by grpc core itself.
@@ -212,12 +220,35 @@ class Gateway:
         self.port = bound
         self.address = f"{self.host}:{bound}"
         self._log_security(auth)
+        self._guard_resets(bound)
         self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
         self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
         assert self._services.reporter is not None
         self._usage_task = asyncio.create_task(self._services.reporter.run(), name="modrpc-gateway-usage")
         log.info("gateway listening on %s", self.address)
         return self.address
+
+    def _guard_resets(self, port: int) -> None:
+        """Close client connections that reset streams in a loop (``limits.max_reset_streams``):
+        grpc's own options bound how many streams they hold, not how many they burn."""
+        limits = self.settings.limits
+        if not limits.max_reset_streams:
+            return
+        closed = self.metrics.counter(
+            "modrpc_connections_closed_total", "Client connections the gateway closed, by reason."
+        )
+
+        def count(offender: Offender) -> None:
+            closed.add(1, {"reason": "rapid_reset"})
+
+        guard = ResetGuard(
+            port,
+            max_reset_streams=limits.max_reset_streams,
+            interval=limits.reset_check_interval,
+            resets=self.counts.resets,
+            on_close=count,
+        )
+        self._tasks.append(asyncio.create_task(guard.run(), name="modrpc-gateway-reset-guard"))
 
     def _log_security(self, auth: Authenticator) -> None:
         """Say at start what the gateway accepts and how it talks, so nothing is a surprise."""

@@ -3,8 +3,11 @@
 Every gRPC server of the runtime is built with :func:`grpc_server_limits` (grpc core's own
 server options, enforced in C); :func:`raise_open_file_limit` lifts the open-file limit the
 connection budget is carved from. See ``_server`` for the table of options and their settings.
+:class:`ResetGuard` closes connections that reset streams in a loop (rapid reset), which grpc's
+options do not bound (``_resets``).
 """
 
-from runtime.limits._server import grpc_server_limits, raise_open_file_limit
+from runtime.limits._resets import Offender, ResetGuard
+from runtime.limits._server import admin_limits, grpc_server_limits, raise_open_file_limit
 
-__all__ = ["grpc_server_limits", "raise_open_file_limit"]
+__all__ = ["Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit"]

@@ -46,8 +46,10 @@ import resource
 from dataclasses import dataclass
 
 from runtime.config import LimitsSettings
+from runtime.observability import AdminLimits
 
 __all__ = [
+    "admin_limits",
     "grpc_server_limits",
     "raise_open_file_limit",
 ]
@@ -110,6 +112,7 @@ def grpc_server_limits(
     the open-file budget (a worker has its gRPC port and its lane).
 
         >>> from runtime.config import LimitsSettings
+from runtime.observability import AdminLimits
         >>> built = grpc_server_limits(LimitsSettings(max_connections=100), 4 << 20)
         >>> dict(built.options)["grpc.max_allowed_incoming_connections"], built.maximum_concurrent_rpcs
         (100, 256)
@@ -136,3 +139,13 @@ def grpc_server_limits(
         ("grpc.max_receive_message_length", max_message_bytes),
     )
     return GrpcServerLimits(options, limits.max_concurrent_calls, connections)
+
+
+def admin_limits(limits: LimitsSettings) -> AdminLimits:
+    """The admin port's bounds (uvicorn's) from ``limits.admin_*``."""
+    return AdminLimits(
+        limit_concurrency=limits.admin_max_connections,
+        timeout_keep_alive=limits.admin_keep_alive,
+        max_incomplete_event_size=limits.admin_max_head_bytes,
+        head_timeout=limits.admin_head_timeout,
+    )

@@ -20,7 +20,7 @@
     >>> metrics.close()
 """
 
-from runtime.observability._admin import AdminServer, start_admin_server
+from runtime.observability._admin import AdminLimits, AdminServer, start_admin_server
 from runtime.observability._audit import (
     AuditRecord,
     AuditSink,
@@ -57,6 +57,7 @@ __all__ = [
     "REQUEST_ID_ATTRIBUTE",
     "STEP_EVENT",
     "VERSION_ATTRIBUTE",
+    "AdminLimits",
     "AdminServer",
     "AuditObserver",
     "AuditRecord",

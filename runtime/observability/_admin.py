@@ -57,7 +57,7 @@ STOP_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class AdminLimits:
-    """uvicorn's bounds for the admin port (documented in the README, "Observability")."""
+    """uvicorn's bounds for the admin port: ``limits.admin_*`` (README, "Limits")."""
 
     limit_concurrency: int = 64
     """Connections (and tasks) served at once; further ones are answered 503 at once."""

@@ -34,7 +34,7 @@ from runtime.health import HealthService
 from runtime.identity import Peer
 from runtime.lane import LaneServer, lane_limits, where_handler
 from runtime.lcc import LogSnapshotStore, SnapshotStore, WriteBehindSnapshots
-from runtime.limits import grpc_server_limits
+from runtime.limits import admin_limits, grpc_server_limits
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
     AuditObserver,
@@ -182,7 +182,7 @@ class Worker:
         for handler in logging.getLogger().handlers:
             handler.addFilter(RedactingFilter(secrets.redactor))
         metrics = Metrics(service_name=f"modrpc-worker-{self.module}")
-        self._admin = start_admin_server(self.host, 0, metrics=metrics)
+        self._admin = start_admin_server(self.host, 0, metrics=metrics, limits=admin_limits(settings.limits))
         self.metrics_address = f"{self.host}:{self._admin.port}"
         # Client spans are made inline by the module client, cheaper than an interceptor.
         pool = InstancePool(

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import h2.errors
 import h2.settings
 
 from runtime.gateway import Gateway
@@ -100,12 +101,12 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-async def test_rapid_reset_is_refused_past_the_stream_limit_sent_goaway_and_never_cancels_others(
-    gw_stack: GatewayStack,
-) -> None:
-    gateway, client = await _gateway(
-        gw_stack, max_concurrent_streams=10, max_connection_age=2.0, max_connection_age_grace=1.0
-    )
+async def test_a_rapid_reset_connection_is_closed_and_never_cancels_others(gw_stack: GatewayStack) -> None:
+    """Streams opened and reset in a loop: grpc refuses those past the stream limit, the reset
+    guard closes the connection once it has reset ``max_reset_streams`` (the connection is
+    not let live to its age: ``max_connection_age`` stays at its default, 300 s), and a caller
+    on another connection is served throughout."""
+    gateway, client = await _gateway(gw_stack, max_concurrent_streams=10, max_reset_streams=100, reset_check_interval=0.1)
     attacker = RawH2(gateway.port)
     attack = threading.Thread(target=attacker.rapid_reset, args=(GET_STOCK, 200_000))
     codes: Counter[str] = Counter()
@@ -119,5 +120,31 @@ async def test_rapid_reset_is_refused_past_the_stream_limit_sent_goaway_and_neve
         attacker.stop = True  # ends the loop if it is still going
         await asyncio.to_thread(attack.join, 10)
         attacker.close()
-    assert attacker.goaway is not None or attacker.closed, "the attacking connection is sent away"
+    assert attacker.closed, "the attacking connection is closed"
+    assert attacker.opened < 200_000, "before the attacker was done"
     assert codes and set(codes) == {"OK"}, f"other connections' calls: {dict(codes)}"
+    assert b'modrpc_connections_closed_total{reason="rapid_reset"} 1.0' in gateway.metrics.render()
+
+
+async def test_a_client_that_cancels_some_calls_keeps_its_connection(gw_stack: GatewayStack) -> None:
+    """Cancelling is normal: a connection is closed only when most of its streams are reset."""
+    gateway, _ = await _gateway(gw_stack, max_reset_streams=20, reset_check_interval=0.05)
+    caller = RawH2(gateway.port)
+    request = grpc_message(b"\n\x08WIDGET-1")
+    try:
+        for n in range(90):  # one in three reset before its answer: 30 resets, past max_reset_streams
+            stream_id = caller.conn.get_next_available_stream_id()
+            caller.conn.send_headers(stream_id, grpc_headers(gateway.port, GET_STOCK))
+            if n % 3 == 0:
+                caller.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            else:
+                caller.conn.send_data(stream_id, request, end_stream=True)
+            caller.flush()
+            await asyncio.to_thread(caller.pump, 0.02)
+        await asyncio.sleep(0.5)  # several looks of the guard
+        await asyncio.to_thread(caller.pump, 0.1)
+        assert not caller.closed and caller.goaway is None
+        assert caller.ended >= 50, "the calls it did not cancel were answered"
+        assert b"modrpc_connections_closed_total" not in gateway.metrics.render()
+    finally:
+        caller.close()

@@ -16,17 +16,19 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from runtime.config import LimitsSettings
+from runtime.limits import admin_limits
 from runtime.observability import AdminServer, Metrics, start_admin_server
-from runtime.observability._admin import AdminLimits
 
 
 @pytest.fixture
 def admin() -> Iterator[AdminServer]:
+    """An admin server bounded by ``[limits]`` settings, as the gateway and workers build theirs."""
     metrics = Metrics("admin-test")
-    server = start_admin_server(
-        "127.0.0.1", 0, metrics=metrics,
-        limits=AdminLimits(limit_concurrency=4, timeout_keep_alive=1, max_incomplete_event_size=4096, head_timeout=0.5),
-    )  # fmt: skip
+    limits = LimitsSettings(
+        admin_max_connections=4, admin_keep_alive=1, admin_max_head_bytes=4096, admin_head_timeout=0.5
+    )
+    server = start_admin_server("127.0.0.1", 0, metrics=metrics, limits=admin_limits(limits))
     yield server
     server.close()
     metrics.close()

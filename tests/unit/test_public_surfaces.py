@@ -61,7 +61,7 @@ SURFACES = {
         "to_jsonable",
     ],
     "runtime.limits": [
-        "grpc_server_limits", "raise_open_file_limit",
+        "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit",
     ],
     "runtime.manifest": [
         "CapabilitySet", "HandlerSpec", "LoadedModule", "MethodPolicy", "ResolvedHook",
@@ -70,7 +70,7 @@ SURFACES = {
     ],
     "runtime.observability": [
         "HANDLER_ATTRIBUTE", "MODULE_ATTR", "REQUEST_ID_ATTRIBUTE", "STEP_EVENT",
-        "VERSION_ATTRIBUTE", "AdminServer", "AuditObserver", "AuditRecord", "AuditSink",
+        "VERSION_ATTRIBUTE", "AdminLimits", "AdminServer", "AuditObserver", "AuditRecord", "AuditSink",
         "AuditWriteError", "ClientTracer", "Counter", "Gauge", "Histogram", "LogTail", "Metrics",
         "RedMetrics", "ServerTracer", "SpanEvent", "SpanRecord", "TraceRing", "audit_redactor",
         "bounded", "configure_logging", "configure_tracing", "handler_var", "log_context",

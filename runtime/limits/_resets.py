@@ -1,0 +1,289 @@
+"""Rapid reset: a connection that resets most of the streams it opens is closed.
+
+A client can open a stream and reset it at once, in a loop (CVE-2023-44487). grpc core refuses
+streams past ``max_concurrent_streams`` (streams still being torn down count), so one such
+connection never cancels anyone else's calls; but every stream it gets in costs the server's
+event loop a call set up and torn down, and grpc's Python server offers no per-connection reset
+budget nor any way to close one connection.
+
+:class:`ResetGuard` adds the budget, the way Envoy's ``premature_reset_total_stream_count`` does:
+a connection that has opened at least ``max_reset_streams`` streams and had at least half of
+them reset before the server answered is closed. It reads grpc's own per-connection counters
+(channelz: ``streams_started``, ``streams_failed``, which counts exactly the streams that ended
+before the server sent their end), so the calls themselves pay nothing:
+
+- every ``interval`` it reads one number, how many calls were reset (the gateway counts calls
+  routed but never taken up, because their request never came, and calls their caller
+  cancelled; by default, the server's failed calls from channelz); only when it grew by
+  ``max_reset_streams`` since the last scan does it read each connection's counters, and a scan
+  that takes long spaces the next looks out (at most a tenth of one core is spent on them);
+- the connection is closed by shutting its socket down (found by its two addresses among the
+  process's descriptors); grpc sees the end of the stream and tears the transport down. No
+  GOAWAY can be sent from outside grpc; the client sees the connection end.
+
+Linux only (``/proc/self/fd``); elsewhere the guard logs once that it cannot close connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_channelz.v1 import channelz_pb2
+from grpc_channelz.v1._servicer import ChannelzServicer  # the public servicer's lookups
+
+__all__ = ["Offender", "ResetGuard", "close_connection", "is_rapid_reset"]
+
+log = logging.getLogger("modrpc.limits")
+
+MAX_SHARE = 0.1
+"""The largest share of one core the guard's looks may take: a look that took ``t`` seconds is
+followed by at least ``t / MAX_SHARE`` seconds before the next."""
+
+_FD_DIR = Path("/proc/self/fd")
+
+
+def is_rapid_reset(started: int, reset: int, max_reset_streams: int) -> bool:
+    """Whether a connection that opened ``started`` streams, ``reset`` of them ended by the
+    client before the server answered, is resetting them in a loop: at least
+    ``max_reset_streams`` resets, and at least half of what it opened.
+
+        >>> is_rapid_reset(started=1000, reset=990, max_reset_streams=200)
+        True
+        >>> is_rapid_reset(started=1000, reset=300, max_reset_streams=200)  # a client that cancels often
+        False
+        >>> is_rapid_reset(started=150, reset=150, max_reset_streams=200)
+        False
+    """
+    return reset >= max_reset_streams and 2 * reset >= started
+
+
+@dataclass(frozen=True, slots=True)
+class Offender:
+    """A connection the guard closed."""
+
+    address: str
+    """The client's ``host:port``."""
+    started: int
+    reset: int
+    closed: bool
+    """Whether its socket was found and shut down."""
+
+
+_Reply = TypeVar("_Reply")
+
+
+def _ask(lookup: Callable[[Any, Any], _Reply], request: object) -> _Reply | None:
+    """One of :class:`ChannelzServicer`'s lookups, called directly (no server): None when what
+    was asked for is gone (it reports that on the context instead of raising)."""
+    context = _Context()
+    reply = lookup(request, context)
+    return None if context.code is not None else reply
+
+
+class _Context:
+    """What the lookups need of a context: they report a failure on it."""
+
+    def __init__(self) -> None:
+        self.code: grpc.StatusCode | None = None
+        self.details = ""
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+
+def _ip(packed: bytes) -> str:
+    address = ipaddress.ip_address(packed)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def _same_ip(a: str, b: str) -> bool:
+    left, right = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    if isinstance(left, ipaddress.IPv6Address) and left.ipv4_mapped is not None:
+        left = left.ipv4_mapped
+    if isinstance(right, ipaddress.IPv6Address) and right.ipv4_mapped is not None:
+        right = right.ipv4_mapped
+    return left == right
+
+
+def close_connection(local_port: int, remote_ip: str, remote_port: int) -> bool:
+    """Shut down this process's TCP connection from ``remote_ip:remote_port`` to
+    ``local_port``: whoever owns the descriptor (grpc) sees it end. Whether it was found."""
+    try:
+        names = os.listdir(_FD_DIR)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if not os.readlink(_FD_DIR / name).startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except (OSError, ValueError):
+            continue  # closed meanwhile, or not a socket this process may use
+        with sock:
+            if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                peer, local = sock.getpeername(), sock.getsockname()
+            except OSError:
+                continue  # a listening or unconnected socket
+            if local[1] == local_port and peer[1] == remote_port and _same_ip(peer[0], remote_ip):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return True
+    return False
+
+
+class ResetGuard:
+    """Watches one gRPC server's connections and closes those resetting streams in a loop.
+
+    ``port``: the server's bound port (it tells this server from others of the process).
+    ``on_close`` hears of every connection closed (the gateway counts them in its metrics).
+    Run :meth:`run` as a task for as long as the server serves; :meth:`look` is one look.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        max_reset_streams: int,
+        interval: float,
+        resets: Callable[[], int] | None = None,
+        on_close: Callable[[Offender], None] | None = None,
+    ) -> None:
+        self.port = port
+        self.max_reset_streams = max_reset_streams
+        self.interval = interval
+        self._resets = resets or self._failed_calls
+        self._on_close = on_close
+        self._server_id: int | None = None
+        self._resets_at_last_scan: int | None = None
+        self._closed: set[int] = set()
+        """Socket ids already closed (grpc may list them until its teardown ends)."""
+        self._unsupported = not _FD_DIR.is_dir()
+
+    async def run(self) -> None:
+        if self._unsupported:
+            log.warning("rapid-reset guard off: this platform has no /proc/self/fd to find connections in")
+            return
+        while True:
+            started = time.perf_counter()
+            try:
+                self.look()
+            except Exception as exc:  # a look failing must never take the server down
+                log.warning("rapid-reset guard: could not read grpc's connection counters: %s", exc)
+            spent = time.perf_counter() - started
+            await asyncio.sleep(max(self.interval, spent / MAX_SHARE))
+
+    def look(self) -> list[Offender]:
+        """One look: the connections closed by it. Each connection's counters are read only
+        once the server's resets have grown by ``max_reset_streams`` since they last were."""
+        resets = self._resets()
+        if self._resets_at_last_scan is None:
+            self._resets_at_last_scan = resets
+        if resets - self._resets_at_last_scan < self.max_reset_streams:
+            return []
+        self._resets_at_last_scan = resets
+        server_id = self._server_id or self._find_server()
+        return [] if server_id is None else self._scan(server_id)
+
+    def _failed_calls(self) -> int:
+        """The server's failed calls (channelz), when no cheaper count of resets is given: every
+        reset stream is one, and so is every call answered with an error."""
+        server_id = self._server_id or self._find_server()
+        if server_id is None:
+            return 0
+        server = _ask(ChannelzServicer.GetServer, channelz_pb2.GetServerRequest(server_id=server_id))
+        if server is None:  # the server is gone
+            self._server_id = None
+            return 0
+        return int(server.server.data.calls_failed)
+
+    def _scan(self, server_id: int) -> list[Offender]:
+        offenders: list[Offender] = []
+        listed: set[int] = set()
+        for ref in self._sockets(server_id):
+            listed.add(ref.socket_id)
+            if ref.socket_id in self._closed:
+                continue
+            found = _ask(ChannelzServicer.GetSocket, channelz_pb2.GetSocketRequest(socket_id=ref.socket_id))
+            if found is None:
+                continue  # closed meanwhile
+            data, remote = found.socket.data, found.socket.remote.tcpip_address
+            if not is_rapid_reset(data.streams_started, data.streams_failed, self.max_reset_streams):
+                continue
+            ip = _ip(remote.ip_address)
+            closed = close_connection(self.port, ip, remote.port)
+            self._closed.add(ref.socket_id)
+            offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed)
+            offenders.append(offender)
+            log.warning(
+                "closed the connection from %s: it reset %d of the %d streams it opened "
+                "(rapid reset; limits.max_reset_streams is %d)%s",
+                offender.address, offender.reset, offender.started, self.max_reset_streams,
+                "" if closed else " -- its socket was not found, so it stays open",
+            )  # fmt: skip
+            if self._on_close is not None:
+                self._on_close(offender)
+        self._closed &= listed
+        return offenders
+
+    def _sockets(self, server_id: int) -> list[channelz_pb2.SocketRef]:
+        refs: list[channelz_pb2.SocketRef] = []
+        start = 0
+        while True:
+            page = _ask(
+                ChannelzServicer.GetServerSockets,
+                channelz_pb2.GetServerSocketsRequest(server_id=server_id, start_socket_id=start),
+            )
+            if page is None:
+                return refs
+            refs.extend(page.socket_ref)
+            if page.end or not page.socket_ref:
+                return refs
+            start = page.socket_ref[-1].socket_id + 1
+
+    def _find_server(self) -> int | None:
+        """The channelz id of the server on :attr:`port`: the one whose listener, or (bound to
+        port 0, its listener reads 0) whose first connection, is on that port."""
+        start = 0
+        while True:
+            page = _ask(ChannelzServicer.GetServers, channelz_pb2.GetServersRequest(start_server_id=start))
+            if page is None:
+                return None
+            for server in page.server:
+                if self._serves_port(server):
+                    self._server_id = int(server.ref.server_id)
+                    return self._server_id
+            if page.end or not page.server:
+                return None
+            start = page.server[-1].ref.server_id + 1
+
+    def _serves_port(self, server: channelz_pb2.Server) -> bool:
+        refs = [*server.listen_socket]
+        first = _ask(
+            ChannelzServicer.GetServerSockets,
+            channelz_pb2.GetServerSocketsRequest(server_id=server.ref.server_id, max_results=1),
+        )
+        if first is not None:
+            refs.extend(first.socket_ref[:1])
+        for ref in refs:
+            found = _ask(ChannelzServicer.GetSocket, channelz_pb2.GetSocketRequest(socket_id=ref.socket_id))
+            if found is not None and found.socket.local.tcpip_address.port == self.port:
+                return True
+        return False

@@ -1,0 +1,41 @@
+"""The rapid-reset guard's rule, and how it closes one connection of the process."""
+
+from __future__ import annotations
+
+import socket
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.limits._resets import close_connection, is_rapid_reset
+
+
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(1, 1_000))
+def test_only_a_connection_resetting_most_of_many_streams_is_a_rapid_reset(
+    started: int, reset: int, max_reset_streams: int
+) -> None:
+    reset = min(reset, started)
+    verdict = is_rapid_reset(started, reset, max_reset_streams)
+    assert verdict == (reset >= max_reset_streams and reset * 2 >= started)
+    if verdict:  # more resets, or fewer streams that went well, never clears it
+        assert is_rapid_reset(started + 1, reset + 1, max_reset_streams)
+
+
+def test_the_guard_closes_exactly_the_connection_it_names() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        named = socket.create_connection(("127.0.0.1", port))
+        other = socket.create_connection(("127.0.0.1", port))
+        served_named, _ = listener.accept()
+        served_other, _ = listener.accept()
+        try:
+            assert close_connection(port, "127.0.0.1", named.getsockname()[1])
+            named.settimeout(2)
+            assert named.recv(1) == b"", "the named client sees its connection end"
+            other.settimeout(0.2)
+            served_other.sendall(b"x")
+            assert other.recv(1) == b"x", "the other connection is untouched"
+            assert not close_connection(port, "127.0.0.1", 1), "no such connection"
+        finally:
+            for sock in (named, other, served_named, served_other):
+                sock.close()
