@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import grpc
 import h2.errors
 import h2.settings
 
@@ -148,3 +149,68 @@ async def test_a_client_that_cancels_some_calls_keeps_its_connection(gw_stack: G
         assert b"modrpc_connections_closed_total" not in gateway.metrics.render()
     finally:
         caller.close()
+
+
+async def test_a_message_declared_too_large_is_refused_before_its_body_arrives(gw_stack: GatewayStack) -> None:
+    """The length prefix alone decides: a 64 MiB message is refused after 1 KB of it, so the
+    rest is never buffered (``max_message_bytes``, grpc.max_receive_message_length)."""
+    await gw_stack.worker("inventory")
+    gateway = await gw_stack.gateway(ready=["inventory"], max_message_bytes=1 << 20)
+    sender = RawH2(gateway.port)
+    try:
+        stream_id = sender.conn.get_next_available_stream_id()
+        sender.conn.send_headers(stream_id, grpc_headers(gateway.port, GET_STOCK))
+        sender.conn.send_data(stream_id, grpc_message(b"y" * 1000, declared=64 << 20))
+        sender.flush()
+        status = await asyncio.to_thread(sender.wait_status, stream_id, 5.0)
+        assert status is not None, "answered without the rest of the message"
+        assert status[0] == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]), status
+        assert "67108864" in status[1] and "1048576" in status[1], status
+        assert await _served(gw_stack.client(gateway))
+    finally:
+        sender.close()
+
+
+async def test_a_client_pinging_too_often_is_sent_away(gw_stack: GatewayStack) -> None:
+    """Pings closer together than ``min_client_ping_interval`` are strikes; past
+    ``max_ping_strikes`` the gateway answers GOAWAY too_many_pings."""
+    gateway, client = await _gateway(gw_stack, min_client_ping_interval=10.0, max_ping_strikes=2)
+    pinger = RawH2(gateway.port)
+    try:
+        for n in range(10):
+            if pinger.goaway is not None or pinger.closed:
+                break
+            pinger.conn.ping(b"%08d" % n)
+            pinger.flush()
+            await asyncio.to_thread(pinger.pump, 0.05)
+        assert await asyncio.to_thread(pinger.wait_closed, 5.0)
+        assert pinger.goaway is not None, "told why"
+        assert pinger.goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        assert pinger.goaway.additional_data == b"too_many_pings"
+        assert await _served(client)
+    finally:
+        pinger.close()
+
+
+async def test_half_sent_messages_are_cut_off_with_their_connection(gw_stack: GatewayStack) -> None:
+    """Streams whose message never finishes arriving hold their bytes only until the connection's
+    age and grace: then the connection is cut, while another caller is served throughout."""
+    gateway, client = await _gateway(gw_stack, max_connection_age=1.0, max_connection_age_grace=1.0)
+    attacker = RawH2(gateway.port)
+    started = time.monotonic()
+    try:
+        streams = []
+        for _ in range(10):
+            stream_id = attacker.conn.get_next_available_stream_id()
+            attacker.conn.send_headers(stream_id, grpc_headers(gateway.port, GET_STOCK))
+            attacker.conn.send_data(stream_id, grpc_message(b"y" * 5000, declared=1 << 20))
+            streams.append(stream_id)
+        attacker.flush()
+        assert await _served(client), "served while the half-sent messages wait"
+        while not attacker.closed and time.monotonic() - started < 8:
+            await asyncio.to_thread(attacker.pump, 0.1)
+        assert attacker.closed, "the connection is cut by its age and grace (2 s here), not left to pin its bytes"
+        assert all(attacker.statuses.get(s, ("", ""))[0] != "0" for s in streams), "no half-sent call ran"
+        assert await _served(client)
+    finally:
+        attacker.close()

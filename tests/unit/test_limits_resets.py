@@ -1,13 +1,18 @@
-"""The rapid-reset guard's rule, and how it closes one connection of the process."""
+"""The rapid-reset guard's rule and how it closes one connection; the connection budget."""
 
 from __future__ import annotations
 
 import socket
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from runtime.config import LimitsSettings
+from runtime.limits import _server as limits_server
+from runtime.limits import grpc_server_limits
 from runtime.limits._resets import close_connection, is_rapid_reset
+from runtime.limits._server import connection_budget
 
 
 @given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(1, 1_000))
@@ -39,3 +44,17 @@ def test_the_guard_closes_exactly_the_connection_it_names() -> None:
         finally:
             for sock in (named, other, served_named, served_other):
                 sock.close()
+
+
+def test_connections_stay_within_the_open_file_limit(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``max_connections`` past what the open-file limit leaves (after ``reserved_files``) is
+    lowered, shared among the process's servers, and the lowering is logged."""
+    monkeypatch.setattr(limits_server, "open_file_limit", lambda: 1024)
+    limits = LimitsSettings(max_connections=1000, reserved_files=256)
+    with caplog.at_level("WARNING", logger="modrpc.limits"):
+        assert connection_budget(limits) == 768
+        assert connection_budget(limits, servers=2) == 384
+    assert "ulimit -Hn" in caplog.text
+    built = dict(grpc_server_limits(limits, 4 << 20, servers=2).options)
+    assert built["grpc.max_allowed_incoming_connections"] == 384
+    assert connection_budget(LimitsSettings(max_connections=100)) == 100
