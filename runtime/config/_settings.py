@@ -408,7 +408,8 @@ class LimitsSettings(BaseModel):
         gt=0.0,
         description=(
             "Seconds between the server's keepalive pings on a gRPC connection "
-            "(grpc.keepalive_time_ms)."
+            "(grpc.keepalive_time_ms); on the lane, the silence after which TCP keepalive probes "
+            "a connection."
         ),
     )
     keepalive_timeout: float = Field(
@@ -417,7 +418,9 @@ class LimitsSettings(BaseModel):
         description=(
             "Seconds a client has to answer a keepalive ping before its connection is closed "
             "(grpc.keepalive_timeout_ms): a client that stopped reading (a slow reader holding "
-            "its answers in the server) is cut off within keepalive_time + keepalive_timeout."
+            "its answers in the server) is cut off within keepalive_time + keepalive_timeout. "
+            "On the lane, how long a TCP keepalive probe may go unanswered (a client host that "
+            "vanished)."
         ),
     )
     min_client_ping_interval: float = Field(

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterable, Callable
 
 import grpc
@@ -67,7 +66,7 @@ from runtime.lane._frames import (
     encode_request,
     too_large,
 )
-from runtime.lane._protocol import FramedProtocol, shut
+from runtime.lane._protocol import FramedProtocol, keep_alive, shut
 from runtime.lane._stream import CODES as _CODES
 from runtime.lane._stream import LaneStream
 from runtime.lane._stream import failed as _failed
@@ -87,20 +86,9 @@ __all__ = ["LaneClient", "LaneStream"]
 
 _CLOSE_SECONDS = 1.0
 """How long :meth:`LaneClient.close` lets the connection flush before cutting it."""
-_KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 20), ("TCP_KEEPCNT", 3))
+_KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_PROBES = 60.0, 20.0, 3
 """Probe an idle connection after 60 s, every 20 s, and give up after 3 misses: as grpc's
 keepalive, so a call with no deadline to a host that vanished fails in minutes, not hours."""
-
-
-def _keep_alive(transport: asyncio.Transport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in _KEEPALIVE:
-        option = getattr(socket, name, None)  # Linux names; others keep the system's defaults
-        if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -132,7 +120,7 @@ class _Connection(FramedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        _keep_alive(transport)
+        keep_alive(transport, idle=_KEEPALIVE_IDLE, interval=_KEEPALIVE_INTERVAL, probes=_KEEPALIVE_PROBES)
 
     @property
     def usable(self) -> bool:

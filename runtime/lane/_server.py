@@ -64,7 +64,7 @@ from runtime.lane._frames import (
     encode_window,
     too_large,
 )
-from runtime.lane._protocol import FramedProtocol, shut
+from runtime.lane._protocol import FramedProtocol, keep_alive, shut
 from runtime.tls import InternalTls, peer_of_ssl
 from runtime.transport import CallError, Transport
 
@@ -100,12 +100,16 @@ class LaneLimits:
     """Seconds for a new connection's first whole frame, and for any frame to finish arriving."""
     idle_timeout: float = 300.0
     """Seconds a connection may go with no call running or waiting before it is closed."""
+    keepalive_time: float = 60.0
+    keepalive_timeout: float = 20.0
+    """TCP keepalive: a connection silent for ``keepalive_time`` is probed, and dropped when a
+    probe goes unanswered for ``keepalive_timeout`` (a client host that vanished)."""
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_concurrent_calls", "max_buffered_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("handshake_timeout", "idle_timeout"):
+        for name in ("handshake_timeout", "idle_timeout", "keepalive_time", "keepalive_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0 seconds, not {getattr(self, name)}")
 
@@ -119,6 +123,8 @@ def lane_limits(settings: LimitsSettings, *, max_connections: int | None = None)
         max_buffered_bytes=settings.max_buffered_bytes,
         handshake_timeout=settings.handshake_timeout,
         idle_timeout=settings.idle_timeout,
+        keepalive_time=settings.keepalive_time,
+        keepalive_timeout=settings.keepalive_timeout,
     )
 
 
@@ -172,6 +178,8 @@ class _Connection(FramedProtocol):
             server._refuse(transport)
             return
         server._connections.add(self)
+        limits = server.limits
+        keep_alive(transport, idle=limits.keepalive_time, interval=limits.keepalive_timeout, probes=1)
         if server.tls is not None:
             self._handshaking = True
             handshake = asyncio.get_running_loop().create_task(self._secure(transport, server.tls))

@@ -132,3 +132,20 @@ async def test_a_cancel_for_an_unknown_stream_is_ignored_and_the_connection_serv
         assert (stream_id, kind != REQUEST) == (1, True) and body.endswith(b"after")
     finally:
         writer.close()
+
+
+async def test_a_vanished_client_is_found_by_tcp_keepalive(serve: list[LaneServer]) -> None:
+    """A client host that disappears sends nothing, not even a close: the kernel's keepalive
+    probes, timed by ``keepalive_time`` and ``keepalive_timeout``, drop its connection."""
+    server, port = await start(serve, limits(keepalive_time=7, keepalive_timeout=3))
+    with socket.create_connection(("127.0.0.1", port)):
+        for _ in range(100):
+            if server.connections:
+                break
+            await asyncio.sleep(0.01)
+        (connection,) = server._connections
+        served = connection._transport.get_extra_info("socket")
+        assert served.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
+        assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 3
+        assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 1
