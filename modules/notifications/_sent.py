@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from modules.notifications.models import Notification
+from runtime.fabric import OutboxBatch
 from runtime.files import private_file
 
 
@@ -27,18 +28,27 @@ class SentLog:
         self._db.execute("CREATE INDEX IF NOT EXISTS sent_by_user ON sent (user_id, seq)")
         self._lock = threading.Lock()
 
-    def _add(self, notification: Notification, first_only: bool) -> bool:
+    def _add(self, notification: Notification, first_only: bool, events: OutboxBatch | None = None) -> bool:
         row = (notification.id, notification.user_id, notification.model_dump_json())
         with self._lock:
-            if first_only:  # one statement, so two workers cannot both welcome the same user
-                cursor = self._db.execute(
-                    "INSERT INTO sent (id, user_id, body) SELECT ?, ?, ?"
-                    " WHERE NOT EXISTS (SELECT 1 FROM sent WHERE user_id = ?)",
-                    (*row, notification.user_id),
-                )
-            else:
-                cursor = self._db.execute("INSERT INTO sent (id, user_id, body) VALUES (?, ?, ?)", row)
-            return cursor.rowcount == 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if first_only:  # one statement, so two workers cannot both welcome the same user
+                    cursor = self._db.execute(
+                        "INSERT INTO sent (id, user_id, body) SELECT ?, ?, ?"
+                        " WHERE NOT EXISTS (SELECT 1 FROM sent WHERE user_id = ?)",
+                        (*row, notification.user_id),
+                    )
+                else:
+                    cursor = self._db.execute("INSERT INTO sent (id, user_id, body) VALUES (?, ?, ?)", row)
+                added = cursor.rowcount == 1
+                if added and events is not None:
+                    events.write(self._db)  # the notification and its event: one transaction
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return added
 
     def _page(self, user_id: str, after: int, size: int) -> tuple[list[Notification], int, bool]:
         where, args = ("seq > ? AND user_id = ?", (after, user_id)) if user_id else ("seq > ?", (after,))
@@ -58,9 +68,10 @@ class SentLog:
         """Record ``notification`` as sent."""
         await asyncio.to_thread(self._add, notification, False)
 
-    async def add_first(self, notification: Notification) -> bool:
-        """Record ``notification`` unless its user already has one; whether it was recorded."""
-        return await asyncio.to_thread(self._add, notification, True)
+    async def add_first(self, notification: Notification, events: OutboxBatch | None = None) -> bool:
+        """Record ``notification`` unless its user already has one; whether it was recorded.
+        ``events`` (``gctx.outbox()``) are saved with it, in one transaction, when it is."""
+        return await asyncio.to_thread(self._add, notification, True, events)
 
     async def page(self, user_id: str, *, after: int, size: int) -> tuple[list[Notification], int, bool]:
         """Up to ``size`` notifications (of ``user_id``, or all) after position ``after``, oldest

@@ -62,7 +62,9 @@ _WATCHERS = _Watchers()
 @subscriber("users.created", group="notifications")
 async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
     """Welcome a new user. Redelivered events for the same user are sent once (the sent log,
-    shared by every worker of the module, keeps one welcome per user)."""
+    shared by every worker of the module, keeps one welcome per user), and the welcome and its
+    ``notifications.sent`` are saved in one transaction: a crash between the two cannot leave a
+    welcome recorded whose event never goes out."""
     greeting = f"Welcome, {event.given_name}!" if event.given_name else "Welcome!"
     notification = Notification(
         id=uuid.uuid4().hex,
@@ -71,8 +73,9 @@ async def welcome(event: UserCreated, gctx: GlobalContext) -> None:
         message=greeting,
         created_at=gctx.clock.now(),
     )
-    if await sent_log().add_first(notification):
-        await gctx.publish("notifications.sent", notification)
+    await gctx.publish("notifications.sent", notification, msg_id=f"notifications.sent:{notification.id}")
+    if not await sent_log().add_first(notification, events=gctx.outbox()):
+        gctx.outbox().discard()  # welcomed already (a redelivery): nothing new to announce
 
 
 @subscriber("notifications.sent")

@@ -205,6 +205,12 @@ class OutboxBatch:
         db.execute(_SCHEMA)
         db.executemany(_INSERT, [m.row() for m in messages])
 
+    def discard(self) -> None:
+        """Drop the messages staged and not yet written: the call decided, after publishing, that
+        they must not go (a redelivered event it had handled already, say)."""
+        with self._lock:
+            del self.messages[self.written :]
+
     def unwritten(self) -> list[OutgoingMessage]:
         with self._lock:
             return self.messages[self.written :]
@@ -377,6 +383,8 @@ class OutboxRelay:
             self._tables[path] = await asyncio.to_thread(_Table, path)
         except sqlite3.Error as exc:
             log.error("cannot open the outbox in %s (%s); its messages wait until it can be", path, exc)
+            return
+        self.wake()  # rows committed before the table was open go now, not at the next poll
 
     def batch(self) -> OutboxBatch:
         """A batch for one call's messages."""

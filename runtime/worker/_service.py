@@ -18,6 +18,7 @@ from runtime.context import (
     GlobalContext,
     MethodTarget,
     ModuleRegistry,
+    current_batch,
     current_deadline,
     current_principal,
     current_request_id,
@@ -411,13 +412,23 @@ def _param_types(fn: Callable[..., Any]) -> tuple[type[Any], type[Any]]:
 
 
 def _deliver(fn: Callable[..., Any], adapter: TypeAdapter[Any], gctx: GlobalContext) -> Callable[[Any], Any]:
+    """A subscriber as the fabric calls it. What it publishes is kept with the delivery, as a
+    handler's is with its call: committed when it returns (with its own write when it passes
+    ``gctx.outbox()`` to its database, or to the worker's outbox), before the delivery is
+    acknowledged, and dropped when it fails (the fabric delivers the event again)."""
+
     async def on_message(message: Any) -> None:
         event = adapter.validate_python(json.loads(message.data))
+        batch = gctx.begin_call()
         token = current_request_id.set(message.request_id)
+        batch_token = current_batch.set(batch)
         try:
             await fn(event, gctx)
         finally:
             current_request_id.reset(token)
+            current_batch.reset(batch_token)
+        if batch is not None and batch.messages:
+            await gctx.commit(batch)
 
     return on_message
 

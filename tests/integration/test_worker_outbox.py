@@ -8,6 +8,7 @@ called over a real socket. The user and its ``users.created`` commit in one SQLi
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -102,3 +103,35 @@ async def test_an_invalid_request_publishes_nothing(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     await asyncio.sleep(0.2)
     assert not any(b"not-an-email" in m.data for m in got)
+
+
+async def test_a_subscriber_commits_its_event_with_its_own_write_once_per_event(
+    start_worker: StartWorker, worker_settings: object, hub: tuple[FabricHub, list[Message]], module_data_dir: Path
+) -> None:
+    """``notifications.welcome`` saves the welcome and its ``notifications.sent`` in one
+    transaction of the module's database (so no crash between them can lose the event), and a
+    redelivered ``users.created`` for a user already welcomed publishes nothing more."""
+    fabric_hub, _ = hub
+    memory = fabric_hub.fabric
+    sent: list[Message] = []
+
+    async def keep(message: Message) -> None:
+        sent.append(message)
+
+    await memory.subscribe("notifications.sent", keep, group="test-sent")
+    settings = worker_settings(fabric_url=fabric_hub.url)  # type: ignore[operator]
+    await start_worker("notifications", settings=settings)
+    user_id = f"u-{uuid.uuid4().hex[:12]}"
+    event = f'{{"id": "{user_id}", "email": "{user_id}@example.com", "given_name": "Ada"}}'.encode()
+    await memory.publish("users.created", event, msg_id=f"users.created:{user_id}")
+    await until(lambda: any(user_id.encode() in m.data for m in sent))
+    await memory.publish("users.created", event)  # delivered again, as after a crash before its ack
+    await asyncio.sleep(0.5)
+    mine = [m for m in sent if user_id.encode() in m.data]
+    assert len(mine) == 1, [m.msg_id for m in mine]
+    with sqlite3.connect(module_data_dir / "notifications.sqlite3") as db:
+        (row,) = db.execute("SELECT body FROM sent WHERE user_id = ?", (user_id,)).fetchall()
+        notification_id = json.loads(row[0])["id"]
+        events = db.execute("SELECT msg_id FROM modrpc_outbox WHERE topic = 'notifications.sent'").fetchall()
+    assert (f"notifications.sent:{notification_id}",) in events, "the event was committed with the welcome"
+    assert mine[0].msg_id == f"notifications.sent:{notification_id}"
