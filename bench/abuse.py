@@ -16,6 +16,7 @@ another connection fared meanwhile:
 
     python -m bench.abuse                       # this checkout
     python -m bench.abuse --source DIR          # another checkout of the project (before/after)
+    python -m bench.abuse --bare rapid-reset    # the bare grpc.aio echo server (bench.reference)
 
 Only ever points at 127.0.0.1. Not a test: the figures go in reports, not assertions.
 """
@@ -40,6 +41,7 @@ from pathlib import Path
 import grpc
 import hpack
 
+from bench.reference import READY_PREFIX
 from tests.fixtures.raw_h2 import RawH2, closed_within, grpc_headers, grpc_message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +101,23 @@ class Up:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.folder.cleanup()
+
+
+class Bare(Up):
+    """The bare ``grpc.aio`` echo server (``bench.reference echo``): what grpc.aio alone spends
+    under the same attack."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="modrpc-abuse-bare-")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.reference", "echo", "--port", "0"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith(READY_PREFIX):
+            raise RuntimeError(f"the bare echo server did not start: {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
 
 
 def _caller(port: int, stop: threading.Event, codes: Counter[str]) -> None:
@@ -310,8 +329,9 @@ ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
 }
 
 
-def measure(source: Path, name: str) -> dict[str, object]:
-    up = Up(source)
+def measure(source: Path | None, name: str) -> dict[str, object]:
+    """One attack against ``modrpc up`` from ``source`` (None: the bare echo server)."""
+    up = Up(source) if source is not None else Bare()
     try:
         time.sleep(1.0)
         before = up.rss()
@@ -354,13 +374,15 @@ def _cpu(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=ROOT, help="the checkout to run modrpc up from")
+    parser.add_argument("--bare", action="store_true", help="attack the bare grpc.aio echo server instead")
     parser.add_argument("attacks", nargs="*", help=f"some of {', '.join(ATTACKS)} (default: all)")
     args = parser.parse_args()
     unknown = set(args.attacks) - set(ATTACKS)
     if unknown:
         parser.error(f"unknown attacks {', '.join(sorted(unknown))}")
     for name in args.attacks or ATTACKS:
-        print(json.dumps(measure(args.source.resolve(), name)), flush=True)
+        result = measure(None if args.bare else args.source.resolve(), name)
+        print(json.dumps({**result, "server": "bare grpc.aio echo" if args.bare else "modrpc up"}), flush=True)
 
 
 if __name__ == "__main__":
