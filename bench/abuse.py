@@ -209,28 +209,26 @@ def slow_readers(port: int, stop: threading.Event) -> str:
     return f"{cut}/10 cut off within 90 s"
 
 
-def rapid_reset(port: int, stop: threading.Event) -> str:
-    """4 attackers, each opening and resetting 20,000 streams, connecting again whenever the
-    gateway closes its connection (within 60 s)."""
+def _reconnecting(connection: Callable[[int], int], streams: int, how: str) -> str:
+    """4 attackers, each sending ``streams`` streams through ``connection(remaining)`` (one
+    connection, the streams it sent), connecting again whenever the gateway closes one (within
+    60 s); what they did and the CPU they spent."""
     spent: list[float] = []
     connections: list[int] = []
     opened: list[int] = []
 
     def attack() -> None:
         started, give_up = time.thread_time(), time.monotonic() + 60
-        streams = used = 0
-        while streams < 20_000 and time.monotonic() < give_up:
+        sent = used = 0
+        while sent < streams and time.monotonic() < give_up:
             try:
-                attacker = RawH2(port)
+                sent += connection(streams - sent)
             except OSError:
                 break
             used += 1
-            attacker.rapid_reset(GET_STOCK, 20_000 - streams)
-            streams += attacker.opened
-            attacker.close()
         spent.append(time.thread_time() - started)
         connections.append(used)
-        opened.append(streams)
+        opened.append(sent)
 
     threads = [threading.Thread(target=attack) for _ in range(4)]
     for thread in threads:
@@ -240,8 +238,22 @@ def rapid_reset(port: int, stop: threading.Event) -> str:
     return (
         f"{sum(opened)} streams opened and reset over {sum(connections)} connections "
         f"({sum(connections) - len(connections)} closed by the gateway and reopened), "
-        f"attacker CPU {sum(spent):.1f} s (h2, pure Python)"
+        f"attacker CPU {sum(spent):.1f} s ({how})"
     )
+
+
+def rapid_reset(port: int, stop: threading.Event) -> str:
+    """4 attackers x 20,000 streams with the ``h2`` library (``RawH2.rapid_reset``)."""
+
+    def connection(remaining: int) -> int:
+        attacker = RawH2(port)
+        try:
+            attacker.rapid_reset(GET_STOCK, remaining)
+            return attacker.opened
+        finally:
+            attacker.close()
+
+    return _reconnecting(connection, 20_000, "h2, pure Python")
 
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
@@ -289,35 +301,9 @@ def _raw_reset_connection(port: int, streams: int, block: bytes) -> int:
 
 
 def rapid_reset_raw(port: int, stop: threading.Event) -> str:
-    """As ``rapid-reset``, with frames built by hand: 4 attackers x 50,000 streams, within 60 s."""
+    """As ``rapid-reset``, with frames built by hand: 4 attackers x 50,000 streams."""
     block = _headers_block(port)
-    spent: list[float] = []
-    connections: list[int] = []
-    opened: list[int] = []
-
-    def attack() -> None:
-        started, give_up = time.thread_time(), time.monotonic() + 60
-        streams = used = 0
-        while streams < 50_000 and time.monotonic() < give_up:
-            try:
-                streams += _raw_reset_connection(port, 50_000 - streams, block)
-            except OSError:
-                break
-            used += 1
-        spent.append(time.thread_time() - started)
-        connections.append(used)
-        opened.append(streams)
-
-    threads = [threading.Thread(target=attack) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    return (
-        f"{sum(opened)} streams opened and reset over {sum(connections)} connections "
-        f"({sum(connections) - len(connections)} closed by the gateway and reopened), "
-        f"attacker CPU {sum(spent):.1f} s (frames built by hand)"
-    )
+    return _reconnecting(lambda remaining: _raw_reset_connection(port, remaining, block), 50_000, "frames built by hand")
 
 
 ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
