@@ -31,6 +31,7 @@ from runtime.lcc._replay import (
     run_captured,
 )
 from runtime.lcc._snapshot import SNAPSHOT_FLAG, Snapshot, permitted_flags
+from runtime.lcc._spool import SnapshotSpool
 from runtime.lcc._store import (
     LogSnapshotStore,
     MemorySnapshotStore,
@@ -55,6 +56,7 @@ __all__ = [
     "ReplayResult",
     "RequestMeta",
     "Snapshot",
+    "SnapshotSpool",
     "SnapshotStore",
     "Stream",
     "TraceChange",

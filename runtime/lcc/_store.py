@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 from runtime.errors import ModrpcError, NotFound, Unavailable
 from runtime.lcc._snapshot import Snapshot
+from runtime.lcc._spool import SnapshotSpool
 
 __all__ = ["LogSnapshotStore", "MemorySnapshotStore", "RecordLog", "SnapshotStore", "WriteBehindSnapshots"]
 
@@ -171,14 +173,18 @@ class WriteBehindSnapshots:
         retry_max: float = 5.0,
         on_drop: Callable[[int], object] | None = None,
         inline_wait: float = 0.2,
+        spool: SnapshotSpool | None = None,
     ) -> None:
         self._inner = inner
+        self._spool = spool
+        """Where queued snapshots are also kept on disk until written (None: memory only)."""
         self._inline_wait = inline_wait
         self._on_drop = on_drop
         """Told how many snapshots were given up on (a metric's ``add``)."""
         self._max_pending = max_pending
         self._retry_max = retry_max
-        self._queue: deque[tuple[Snapshot, asyncio.Future[str | None]]] = deque()
+        self._queue: deque[tuple[Snapshot, asyncio.Future[str | None], int | None]] = deque()
+        """Snapshots to write, each with what its caller waits on and its place in the spool."""
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -207,7 +213,7 @@ class WriteBehindSnapshots:
             )  # fmt: skip
             return snapshot.request_id
         written: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((snapshot, written))
+        self._queue.append((snapshot, written, await self._keep(snapshot)))
         assert self._wake is not None
         self._wake.set()
         if self._failing_since is None and self._inline_wait > 0:
@@ -226,6 +232,38 @@ class WriteBehindSnapshots:
     async def prune(self, *, before: float, max_bytes: int) -> int:
         return await self._inner.prune(before=before, max_bytes=max_bytes)
 
+    async def _keep(self, snapshot: Snapshot) -> int | None:
+        """Put ``snapshot`` in the spool too; its place there (None: no spool, or it failed)."""
+        if self._spool is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._spool.add, snapshot)
+        except (OSError, sqlite3.Error) as exc:
+            _log.error("snapshot of request %s waits in memory only: the spool %s failed: %s",
+                       snapshot.request_id, self._spool.path, exc)  # fmt: skip
+            return None
+
+    async def _forget(self, seq: int | None) -> None:
+        if self._spool is not None and seq is not None:
+            try:
+                await asyncio.to_thread(self._spool.remove, seq)
+            except (OSError, sqlite3.Error) as exc:  # it is written again at the next start: no loss
+                _log.warning("the snapshot spool %s could not forget a written snapshot: %s", self._spool.path, exc)
+
+    async def _take_over(self) -> None:
+        """Queue, ahead of the rest, the snapshots the spool holds from processes that stopped."""
+        if self._spool is None:
+            return
+        try:
+            waiting = await asyncio.to_thread(self._spool.take_over)
+        except (OSError, sqlite3.Error) as exc:
+            _log.error("the snapshot spool %s cannot be read: %s", self._spool.path, exc)
+            return
+        queued = {seq for _, _, seq in self._queue}
+        loop = asyncio.get_running_loop()
+        earlier = [(snap, loop.create_future(), seq) for seq, snap in waiting if seq not in queued]
+        self._queue.extendleft(reversed(earlier))
+
     def _dropped(self, count: int) -> None:
         self.dropped += count
         if self._on_drop is not None:
@@ -233,6 +271,7 @@ class WriteBehindSnapshots:
 
     async def _run(self) -> None:
         assert self._wake is not None
+        await self._take_over()
         backoff = 0.1
         while True:
             while not self._queue:
@@ -240,12 +279,13 @@ class WriteBehindSnapshots:
                     return
                 self._wake.clear()
                 await self._wake.wait()
-            snapshot, written = self._queue[0]
+            snapshot, written, seq = self._queue[0]
             try:
                 stored = await self._inner.save(snapshot)
             except Exception as exc:
                 if isinstance(exc, ModrpcError) and not isinstance(exc, Unavailable):
                     self._queue.popleft()  # the store refuses this one for good: say so, go on
+                    await self._forget(seq)
                     _settle(written, None)
                     self._dropped(1)
                     _log.error("snapshot of request %s not stored: the store refused it: %s", snapshot.request_id, exc)
@@ -255,6 +295,7 @@ class WriteBehindSnapshots:
                 backoff = min(backoff * 2, self._retry_max)
                 continue
             self._queue.popleft()
+            await self._forget(seq)
             _settle(written, stored)
             self.written += 1
             backoff = 0.1
@@ -271,12 +312,12 @@ class WriteBehindSnapshots:
             self._failing_since = now
         if now - self._reported >= 30.0:
             self._reported = now
-            waiting = [s.request_id for s, _ in list(self._queue)[:3]]
+            waiting = [s.request_id for s, _, _ in list(self._queue)[:3]]
             _log.error(
-                "snapshots cannot be stored (%s): %d wait in memory (requests %s%s), written when "
+                "snapshots cannot be stored (%s): %d wait %s (requests %s%s), written when "
                 "the store answers; beyond %d they are dropped",
-                exc, len(self._queue), ", ".join(waiting), ", ..." if len(self._queue) > 3 else "",
-                self._max_pending,
+                exc, len(self._queue), "in memory" if self._spool is None else f"in {self._spool.path}",
+                ", ".join(waiting), ", ..." if len(self._queue) > 3 else "", self._max_pending,
             )  # fmt: skip
 
     async def close(self, grace: float = 5.0) -> None:
@@ -284,6 +325,9 @@ class WriteBehindSnapshots:
         task, self._task = self._task, None
         self._closing = True
         if task is None:
+            if self._spool is not None:
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    await asyncio.to_thread(self._spool.close)
             return
         assert self._wake is not None
         self._wake.set()
@@ -295,15 +339,27 @@ class WriteBehindSnapshots:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._queue:
-            ids = [s.request_id for s, _ in self._queue]
-            for _, written in self._queue:
+            ids = [s.request_id for s, _, _ in self._queue]
+            for _, written, _ in self._queue:
                 _settle(written, None)
-            _log.error(
-                "%d snapshots were never stored (the store did not answer before the worker stopped): "
-                "requests %s", len(ids), ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else ""),
-            )  # fmt: skip
-            self._dropped(len(ids))
+            listed = ", ".join(ids[:20]) + (", ..." if len(ids) > 20 else "")
+            kept = self._spool is not None and all(seq is not None for _, _, seq in self._queue)
+            if kept:
+                assert self._spool is not None
+                _log.warning(
+                    "%d snapshots wait for the store in %s: the next worker of the module writes "
+                    "them (requests %s)", len(ids), self._spool.path, listed,
+                )  # fmt: skip
+            else:
+                _log.error(
+                    "%d snapshots were never stored (the store did not answer before the worker "
+                    "stopped): requests %s", len(ids), listed,
+                )  # fmt: skip
+                self._dropped(len(ids))
             self._queue.clear()
+        if self._spool is not None:
+            with contextlib.suppress(OSError, sqlite3.Error):
+                await asyncio.to_thread(self._spool.close)
 
 
 def _settle(future: asyncio.Future[str | None], stored: str | None) -> None:

@@ -33,7 +33,7 @@ from runtime.fabric import OutboxRelay
 from runtime.health import HealthService
 from runtime.identity import Peer
 from runtime.lane import LaneServer, lane_limits, where_handler
-from runtime.lcc import LogSnapshotStore, SnapshotStore, WriteBehindSnapshots
+from runtime.lcc import LogSnapshotStore, SnapshotSpool, SnapshotStore, WriteBehindSnapshots
 from runtime.limits import admin_limits, grpc_server_limits
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
@@ -207,9 +207,12 @@ class Worker:
         self._observer, self._audit = observer, audit
         # Snapshots are written behind the call: a store that is down or hangs must neither fail
         # nor delay the calls whose policy asks for one. What is given up on is logged and counted.
+        # Each queued snapshot is on disk too, until the store has it: a worker killed while the
+        # store is down leaves them to the next worker of the module.
         snapshots = self._snapshots = WriteBehindSnapshots(
             LogSnapshotStore(self.store),
             on_drop=metrics.counter("modrpc_snapshots_dropped_total", "Snapshots that could not be stored.").add,
+            spool=SnapshotSpool(Path(settings.data_dir) / "snapshots", self.module),
         )
         snapshots.start()
         deps = WorkerDeps(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from runtime.lcc import (
     MemorySnapshotStore,
     RequestMeta,
     Snapshot,
+    SnapshotSpool,
     WriteBehindSnapshots,
 )
 
@@ -102,3 +105,67 @@ async def test_snapshots_that_do_not_fit_or_are_refused_or_never_written_are_nam
     assert any("snapshot of request r-3 dropped: 2 snapshots already wait" in s for s in said), said
     assert any("2 snapshots were never stored" in s and "r-1, r-2" in s for s in said), said
     assert writer.dropped == 4
+
+
+async def test_snapshots_waiting_for_a_down_store_outlive_their_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker stops (or is killed) while the store is down: its snapshots stay in its spool on
+    disk, and the next worker of the module takes them over and writes them."""
+    caplog.set_level(logging.WARNING, "modrpc.lcc.snapshots")
+    down = Flaky()
+    down.down = True
+    gone = _dead_pid()
+    first = WriteBehindSnapshots(down, retry_max=0.05, spool=SnapshotSpool(tmp_path, "orders", pid=gone))
+    for n in range(3):
+        assert await first.save(snapshot(f"r-{n}")) == f"r-{n}"
+    await first.close(grace=0.1)
+    assert first.dropped == 0, "kept on disk, not dropped"
+    assert any("the next worker of the module writes them" in r.getMessage() for r in caplog.records)
+    (spooled,) = _spools(tmp_path)
+    assert spooled.name.startswith(f"orders.{gone}.")
+    assert spooled.stat().st_mode & 0o077 == 0, "private: it holds requests"
+
+    store = Flaky()
+    second = WriteBehindSnapshots(store, spool=SnapshotSpool(tmp_path, "orders"))
+    await second.save(snapshot("r-new"))
+    await until(lambda: second.written == 4)
+    stored = {(await store.load(i)).request_id for i in await store.list()}
+    assert stored == {"r-0", "r-1", "r-2", "r-new"}
+    assert not spooled.exists(), "the stopped worker's spool was taken over"
+    await second.close()
+    assert _spools(tmp_path) == [], "an empty spool is removed"
+
+
+async def test_a_running_workers_spool_is_left_alone(tmp_path: Path) -> None:
+    """Another worker of the module that is still running keeps its own snapshots."""
+    busy = Flaky()
+    busy.down = True
+    other = WriteBehindSnapshots(busy, retry_max=0.05, spool=SnapshotSpool(tmp_path, "orders", pid=os.getppid()))
+    await other.save(snapshot("r-theirs"))
+    store = Flaky()
+    mine = WriteBehindSnapshots(store, spool=SnapshotSpool(tmp_path, "orders"))
+    await mine.save(snapshot("r-mine"))
+    await until(lambda: mine.written == 1)
+    await asyncio.sleep(0.1)
+    assert [(await store.load(i)).request_id for i in await store.list()] == ["r-mine"]
+    await mine.close()
+    await other.close(grace=0.1)
+    assert [p.name.split(".")[1] for p in _spools(tmp_path)] == [str(os.getppid())]
+
+
+def _spools(folder: Path) -> list[Path]:
+    return list(folder.glob("orders.*.sqlite3"))
+
+
+def _dead_pid() -> int:
+    """A process id no process has now."""
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid += 1
