@@ -31,11 +31,11 @@ from runtime.lcc._replay import (
     run_captured,
 )
 from runtime.lcc._snapshot import SNAPSHOT_FLAG, Snapshot, permitted_flags
-from runtime.lcc._spool import SnapshotSpool
 from runtime.lcc._store import (
     LogSnapshotStore,
     MemorySnapshotStore,
     SnapshotStore,
+    Spool,
     WriteBehindSnapshots,
 )
 
@@ -56,8 +56,8 @@ __all__ = [
     "ReplayResult",
     "RequestMeta",
     "Snapshot",
-    "SnapshotSpool",
     "SnapshotStore",
+    "Spool",
     "Stream",
     "TraceChange",
     "ValueChange",

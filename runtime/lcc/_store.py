@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from runtime.errors import ModrpcError, NotFound, Unavailable
 from runtime.lcc._snapshot import Snapshot
-from runtime.lcc._spool import SnapshotSpool
 
 __all__ = ["LogSnapshotStore", "MemorySnapshotStore", "RecordLog", "SnapshotStore", "WriteBehindSnapshots"]
 
@@ -150,6 +149,29 @@ class LogSnapshotStore:
             after = rows[-1][0]
 
 
+class Spool(Protocol):
+    """Local disk for the snapshots :class:`WriteBehindSnapshots` has not written yet, so they
+    outlive their process (the worker's is ``runtime.worker``'s ``SnapshotSpool``). Blocking
+    calls; the writer runs them in a thread."""
+
+    path: Path
+    """Where the snapshots wait (for the log)."""
+
+    def add(self, snapshot: Snapshot) -> int:
+        """Keep ``snapshot``; its place in the spool."""
+        ...
+
+    def remove(self, seq: int) -> None:
+        """Forget the snapshot at ``seq``: the store has it, or refused it for good."""
+        ...
+
+    def take_over(self) -> list[tuple[int, Snapshot]]:
+        """Everything the spool holds, with what stopped processes left: oldest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class WriteBehindSnapshots:
     """Snapshots written to ``inner`` in the background, so a call never waits on the store.
 
@@ -173,7 +195,7 @@ class WriteBehindSnapshots:
         retry_max: float = 5.0,
         on_drop: Callable[[int], object] | None = None,
         inline_wait: float = 0.2,
-        spool: SnapshotSpool | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self._inner = inner
         self._spool = spool
@@ -238,7 +260,7 @@ class WriteBehindSnapshots:
             return None
         try:
             return await asyncio.to_thread(self._spool.add, snapshot)
-        except (OSError, sqlite3.Error) as exc:
+        except Exception as exc:  # the spool's disk or database: the call goes on
             _log.error("snapshot of request %s waits in memory only: the spool %s failed: %s",
                        snapshot.request_id, self._spool.path, exc)  # fmt: skip
             return None
@@ -247,7 +269,7 @@ class WriteBehindSnapshots:
         if self._spool is not None and seq is not None:
             try:
                 await asyncio.to_thread(self._spool.remove, seq)
-            except (OSError, sqlite3.Error) as exc:  # it is written again at the next start: no loss
+            except Exception as exc:  # the spool's disk or database: the call goes on  # it is written again at the next start: no loss
                 _log.warning("the snapshot spool %s could not forget a written snapshot: %s", self._spool.path, exc)
 
     async def _take_over(self) -> None:
@@ -256,7 +278,7 @@ class WriteBehindSnapshots:
             return
         try:
             waiting = await asyncio.to_thread(self._spool.take_over)
-        except (OSError, sqlite3.Error) as exc:
+        except Exception as exc:  # the spool's disk or database: the call goes on
             _log.error("the snapshot spool %s cannot be read: %s", self._spool.path, exc)
             return
         queued = {seq for _, _, seq in self._queue}
@@ -326,7 +348,7 @@ class WriteBehindSnapshots:
         self._closing = True
         if task is None:
             if self._spool is not None:
-                with contextlib.suppress(OSError, sqlite3.Error):
+                with contextlib.suppress(Exception):
                     await asyncio.to_thread(self._spool.close)
             return
         assert self._wake is not None
@@ -358,7 +380,7 @@ class WriteBehindSnapshots:
                 self._dropped(len(ids))
             self._queue.clear()
         if self._spool is not None:
-            with contextlib.suppress(OSError, sqlite3.Error):
+            with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._spool.close)
 
 

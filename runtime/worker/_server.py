@@ -33,7 +33,7 @@ from runtime.fabric import OutboxRelay
 from runtime.health import HealthService
 from runtime.identity import Peer
 from runtime.lane import LaneServer, lane_limits, where_handler
-from runtime.lcc import LogSnapshotStore, SnapshotSpool, SnapshotStore, WriteBehindSnapshots
+from runtime.lcc import LogSnapshotStore, SnapshotStore, WriteBehindSnapshots
 from runtime.limits import admin_limits, grpc_server_limits
 from runtime.manifest import check_registration, discover_modules, load_module
 from runtime.observability import (
@@ -56,6 +56,7 @@ from runtime.wire import handler_id_of, service_name
 from runtime.worker._directory import WorkerDirectory
 from runtime.worker._replay import Sandbox, sandbox_handler
 from runtime.worker._service import ModuleService, WorkerDeps
+from runtime.worker._spool import SnapshotSpool
 
 if TYPE_CHECKING:
     from runtime.store import ManifestStore

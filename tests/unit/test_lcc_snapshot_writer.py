@@ -17,9 +17,9 @@ from runtime.lcc import (
     MemorySnapshotStore,
     RequestMeta,
     Snapshot,
-    SnapshotSpool,
     WriteBehindSnapshots,
 )
+from runtime.worker._spool import SnapshotSpool
 
 
 def snapshot(request_id: str) -> Snapshot:

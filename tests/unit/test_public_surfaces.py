@@ -54,8 +54,8 @@ SURFACES = {
     "runtime.lcc": [
         "SNAPSHOT_FLAG", "EffectKind", "EventKind", "HookSpec", "Level", "LifecycleCall",
         "LifecycleEvent", "LocalContext", "LogSnapshotStore", "MemoryEventSink",
-        "MemorySnapshotStore", "Phase", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot", "SnapshotSpool",
-        "SnapshotStore", "Stream", "TraceChange", "ValueChange", "WriteBehindSnapshots", "current_context",
+        "MemorySnapshotStore", "Phase", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot",
+        "SnapshotStore", "Spool", "Stream", "TraceChange", "ValueChange", "WriteBehindSnapshots", "current_context",
         "diff_replays",
         "parse_flags", "permitted_flags", "replay", "replay_meta", "run_captured", "run_hook", "run_lifecycle",
         "to_jsonable",

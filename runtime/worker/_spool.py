@@ -22,11 +22,11 @@ import uuid
 from pathlib import Path
 
 from runtime.files import private_file
-from runtime.lcc._snapshot import Snapshot
+from runtime.lcc import Snapshot
 
 __all__ = ["SnapshotSpool"]
 
-log = logging.getLogger("modrpc.lcc.snapshots")
+log = logging.getLogger("modrpc.lcc.snapshots")  # beside the writer's own lines
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS waiting (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)"
 
@@ -42,7 +42,8 @@ def _running(pid: int) -> bool:
 
 
 class SnapshotSpool:
-    """One process's snapshots that wait for the store. Blocking calls: run them in a thread."""
+    """One process's snapshots that wait for the store (a :class:`~runtime.lcc.Spool`).
+    Blocking calls: the writer runs them in a thread."""
 
     def __init__(self, folder: Path, name: str, *, pid: int | None = None) -> None:
         self.folder = folder
