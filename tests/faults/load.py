@@ -44,6 +44,8 @@ class Outcomes:
     """CreateUser: ids of the users created (each must publish one ``users.created``)."""
     failed_emails: list[str] = field(default_factory=list)
     """CreateUser: emails of the calls that failed (none may have been saved)."""
+    succeeded: list[str] = field(default_factory=list)
+    """PlaceOrder: request ids of the calls that succeeded (each must get its snapshot stored)."""
 
     @property
     def calls(self) -> int:
@@ -126,12 +128,17 @@ async def place_orders(
     item = orders_pb2.OrderItem(sku="WIDGET-1", quantity=1)
 
     async def call() -> None:
+        request_id = f"fault-order-{uuid.uuid4().hex}"
         try:
-            await orders.place_order(orders_pb2.PlaceOrderRequest(user_id=user_id, items=[item]), timeout=CALL_TIMEOUT * 3)
+            await orders.place_order(
+                orders_pb2.PlaceOrderRequest(user_id=user_id, items=[item]),
+                timeout=CALL_TIMEOUT * 3, metadata=(("x-request-id", request_id),),
+            )  # fmt: skip
         except grpc.aio.AioRpcError as exc:
             outcomes.record(exc)
         else:
             outcomes.record(None)
+            outcomes.succeeded.append(request_id)
 
     await _loop(stop, 1 / rate, call)
     return outcomes

@@ -52,6 +52,8 @@ class Row:
     unavoidable: int = 0
     """Failures of calls that are not idempotent which the fault made unavoidable, each with the
     status the scenario expects (counted by the scenario)."""
+    snapshots_lost: int = 0
+    """Succeeded calls with a snapshot policy whose snapshot never reached the store."""
 
     @property
     def lost(self) -> int:
@@ -62,7 +64,10 @@ class Row:
         """No idempotent call failed, no event was lost, no call both saved and failed, and any
         other failure was one the fault made unavoidable (see each scenario)."""
         expected = self.failed == self.failed_idempotent + self.unavoidable
-        return self.failed_idempotent == 0 and self.lost == 0 and self.saved_and_failed == 0 and expected
+        return (
+            self.failed_idempotent == 0 and self.lost == 0 and self.saved_and_failed == 0
+            and self.snapshots_lost == 0 and expected
+        )  # fmt: skip
 
 
 HEADER = ("scenario", "calls", "failed", "idempotent failed", "events published", "events delivered", "lost")
@@ -254,6 +259,58 @@ async def postgres_down(suite: Suite, length: float) -> Row:
     return row
 
 
+async def orders_killed_store_down(suite: Suite, length: float) -> Row:
+    """The store down, and meanwhile one orders worker SIGKILLed while it holds snapshots it
+    could not write: every PlaceOrder that succeeded must still get its snapshot stored (the
+    restarted worker takes over the dead one's spool)."""
+    row = Row("orders worker SIGKILL, PostgreSQL down")
+    postgres = suite.cluster.postgres
+    victim = (await suite.cluster.wait_workers("orders", 2))[0]
+
+    async def fault() -> None:
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(postgres.stop)
+        await asyncio.sleep(4.0)
+        os.kill(victim.pid, signal.SIGKILL)
+        await asyncio.sleep(4.0)
+        await asyncio.to_thread(postgres.start)
+
+    outcomes = await suite.under_load(row, max(length, 16.0), fault, gets=2, create_rate=2.0, order_rate=4.0)
+    succeeded = [rid for o in outcomes for rid in o.succeeded]
+    missing = await _snapshots_missing(suite.cluster.store_url, succeeded, within=DELIVERY_WAIT)
+    row.snapshots_lost = len(missing)
+    row.notes.append(f"{len(succeeded) - len(missing)} of {len(succeeded)} succeeded PlaceOrder calls have their snapshot stored")
+    # A PlaceOrder running in the killed worker is cut off: not idempotent, so not retried.
+    cut = sum(o.codes["UNAVAILABLE"] + o.codes["INTERNAL"] for o in outcomes if not o.idempotent)
+    row.unavoidable += cut
+    if cut:
+        row.notes.append(f"{cut} PlaceOrder calls (not idempotent) were running in the killed worker")
+    return row
+
+
+async def _snapshots_missing(store_url: str, request_ids: list[str], *, within: float) -> list[str]:
+    """Which of ``request_ids`` have no snapshot of ``orders.PlaceOrder`` in the store yet,
+    waiting up to ``within`` seconds for them."""
+    from runtime.lcc import LogSnapshotStore
+    from runtime.store import open_store
+
+    wanted = set(request_ids)
+    found: set[str] = set()
+    seen: set[str] = set()
+    give_up = time.monotonic() + within
+    async with open_store(store_url) as store:
+        snapshots = LogSnapshotStore(store)
+        while True:
+            for snapshot_id in await snapshots.list("orders.PlaceOrder"):
+                if snapshot_id not in seen:
+                    seen.add(snapshot_id)
+                    found.add((await snapshots.load(snapshot_id)).request_id)
+            missing = sorted(wanted - found)
+            if not missing or time.monotonic() > give_up:
+                return missing
+            await asyncio.sleep(0.5)
+
+
 async def postgres_hung(suite: Suite, length: float) -> Row:
     """The store frozen (SIGSTOP: connections open, no answers), then thawed."""
     row = Row("PostgreSQL hung")
@@ -368,6 +425,7 @@ FULL: list[tuple[Scenario, float]] = [
     (worker_drained, 12.0),
     (nats_down, 20.0),
     (postgres_down, 25.0),
+    (orders_killed_store_down, 16.0),
     (postgres_hung, 15.0),
     (redis_down, 12.0),
     (gateway_drained, 12.0),
