@@ -443,6 +443,9 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = BACKOFF_SECONDS[0]
         while not self._stopping:
+            # Cleared before the round, not after it: a commit (or a table opened) during the
+            # round wakes the idle wait below at once instead of waiting out the poll.
+            self._wake.clear()
             try:
                 delivered = await self._round()
             except asyncio.CancelledError:
@@ -462,10 +465,14 @@ class OutboxRelay:
                 await self._up()
                 continue  # publish again what was taken just before the outage
             if not delivered:
-                await self._sleep(self._poll)
+                await self._wait(self._poll)
 
     async def _sleep(self, seconds: float) -> None:
+        """A backoff: only what is committed from now on cuts it short."""
         self._wake.clear()
+        await self._wait(seconds)
+
+    async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
