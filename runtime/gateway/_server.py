@@ -93,11 +93,12 @@ class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        self._counts = gateway.counts
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         found = self._gateway.table.handlers.get(handler_call_details.method)
         if found is not None:
-            self._gateway.counts.routed += 1
+            self._counts.routed += 1
         return found
 
 

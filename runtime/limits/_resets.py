@@ -12,9 +12,9 @@ them reset before the server answered is closed. It reads grpc's own per-connect
 (channelz: ``streams_started``, ``streams_failed``, which counts exactly the streams that ended
 before the server sent their end), so the calls themselves pay nothing:
 
-- every ``interval`` it reads one number, how many calls were reset (the gateway counts calls
-  routed but never taken up, because their request never came, and calls their caller
-  cancelled; by default, the server's failed calls from channelz); only when it grew by
+- every ``interval`` it reads one number, ``resets()``: how many calls were reset (the gateway
+  counts calls routed but never taken up, because their request never came, and calls their
+  caller cancelled); only when it grew by
   ``max_reset_streams`` since the last scan does it read each connection's counters, and a scan
   that takes long spaces the next looks out (at most a tenth of one core is spent on them);
 - the connection is closed by shutting its socket down (found by its two addresses among the
@@ -105,20 +105,12 @@ class _Context:
         self.details = details
 
 
-def _ip(packed: bytes) -> str:
-    address = ipaddress.ip_address(packed)
+def _address(value: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address from its text or packed bytes, an IPv4-mapped IPv6 one as the IPv4 it is."""
+    address = ipaddress.ip_address(value)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def _same_ip(a: str, b: str) -> bool:
-    left, right = ipaddress.ip_address(a), ipaddress.ip_address(b)
-    if isinstance(left, ipaddress.IPv6Address) and left.ipv4_mapped is not None:
-        left = left.ipv4_mapped
-    if isinstance(right, ipaddress.IPv6Address) and right.ipv4_mapped is not None:
-        right = right.ipv4_mapped
-    return left == right
+        return address.ipv4_mapped
+    return address
 
 
 def close_connection(local_port: int, remote_ip: str, remote_port: int) -> bool:
@@ -142,7 +134,7 @@ def close_connection(local_port: int, remote_ip: str, remote_port: int) -> bool:
                 peer, local = sock.getpeername(), sock.getsockname()
             except OSError:
                 continue  # a listening or unconnected socket
-            if local[1] == local_port and peer[1] == remote_port and _same_ip(peer[0], remote_ip):
+            if local[1] == local_port and peer[1] == remote_port and _address(peer[0]) == _address(remote_ip):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 return True
@@ -163,13 +155,13 @@ class ResetGuard:
         *,
         max_reset_streams: int,
         interval: float,
-        resets: Callable[[], int] | None = None,
+        resets: Callable[[], int],
         on_close: Callable[[Offender], None] | None = None,
     ) -> None:
         self.port = port
         self.max_reset_streams = max_reset_streams
         self.interval = interval
-        self._resets = resets or self._failed_calls
+        self._resets = resets
         self._on_close = on_close
         self._server_id: int | None = None
         self._resets_at_last_scan: int | None = None
@@ -202,18 +194,6 @@ class ResetGuard:
         server_id = self._server_id or self._find_server()
         return [] if server_id is None else self._scan(server_id)
 
-    def _failed_calls(self) -> int:
-        """The server's failed calls (channelz), when no cheaper count of resets is given: every
-        reset stream is one, and so is every call answered with an error."""
-        server_id = self._server_id or self._find_server()
-        if server_id is None:
-            return 0
-        server = _ask(ChannelzServicer.GetServer, channelz_pb2.GetServerRequest(server_id=server_id))
-        if server is None:  # the server is gone
-            self._server_id = None
-            return 0
-        return int(server.server.data.calls_failed)
-
     def _scan(self, server_id: int) -> list[Offender]:
         offenders: list[Offender] = []
         listed: set[int] = set()
@@ -227,7 +207,7 @@ class ResetGuard:
             data, remote = found.socket.data, found.socket.remote.tcpip_address
             if not is_rapid_reset(data.streams_started, data.streams_failed, self.max_reset_streams):
                 continue
-            ip = _ip(remote.ip_address)
+            ip = str(_address(remote.ip_address))
             closed = close_connection(self.port, ip, remote.port)
             self._closed.add(ref.socket_id)
             offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed)

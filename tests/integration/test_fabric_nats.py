@@ -19,6 +19,7 @@ from runtime.errors import Unavailable
 from runtime.fabric import Message, open_fabric
 from runtime.fabric._nats import NatsFabric
 from runtime.fabric._types import NatsOptions
+from tests.fixtures.listening import wait_listening
 from tests.services import free_port, require_nats
 
 pytestmark = pytest.mark.timeout(60)
@@ -222,16 +223,8 @@ async def _start_server(port: int, store: Path) -> asyncio.subprocess.Process:
         binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    async with asyncio.timeout(10):
-        while True:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return proc
+    await wait_listening(port)
+    return proc
 
 
 async def _stop_server(proc: asyncio.subprocess.Process) -> None:

@@ -22,6 +22,7 @@ from runtime.fabric._nats import NatsFabric
 from runtime.fabric._types import NatsOptions
 from runtime.identity import Peer
 from runtime.tls import CertificateAuthority, InternalTls
+from tests.fixtures.listening import wait_listening
 from tests.services import free_port, in_ci
 
 
@@ -59,16 +60,7 @@ async def nats_tls(tmp_path: Path) -> AsyncIterator[tuple[str, CertificateAuthor
         binary, "-c", str(config), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     try:
-        async with asyncio.timeout(10):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except OSError:
-                    await asyncio.sleep(0.05)
-                    continue
-                writer.close()
-                await writer.wait_closed()
-                break
+        await wait_listening(port)
         yield f"tls://127.0.0.1:{port}", ca
     finally:
         if process.returncode is None:
