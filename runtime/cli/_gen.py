@@ -91,6 +91,8 @@ def _report(result: GenResult, *, check: bool) -> int:
         print(f"recorded version {line}")
     for line in result.stubs:
         print(f"wrote transformer stub {line} (fill it in: it raises until you do)")
+    for line in result.unfilled:
+        print(f"unfilled: {line}")
     for line in result.notes:
         print(line)
     print("wrote " + " ".join(result.written))
@@ -107,8 +109,10 @@ def _versions(args: argparse.Namespace) -> int:
         return 2
     manifest_path = directory / "module.toml"
     if not manifest_path.exists():
-        print(f"modrpc versions: no module {args.module!r} (no {manifest_path})", file=sys.stderr)
-        return 2
+        # A module removed from the project still has its versions in the manifest store (where
+        # `--retire` finds them): list those, as `--store` would.
+        args.no_folder = manifest_path
+        return _lifecycle(args)
     labels = dict(load_manifest(manifest_path).versions)
     history = VersionHistory.load(args.module, directory / "versions")
     if not history.records:
@@ -177,8 +181,13 @@ async def _manage(
     module: str = args.module
     async with open_store(url) as store:
         known = {v.id for v in await store.list_versions(module)}
+        folder = getattr(args, "no_folder", None)
         if not known:
+            if folder is not None:
+                raise NotFound(f"no module {module!r}: no {folder}, and no versions in the store at {store.url}")
             raise NotFound(f"module {module!r} has no versions in the store at {store.url}")
+        if folder is not None:
+            print(f"{module}: no {folder}; its versions in the manifest store at {store.url}:")
         unknown = sorted(set(pending) - known)
         if unknown:  # refuse before writing any override, so nothing is half done
             raise NotFound(f"module {module!r} has no version {unknown[0]!r} in {store.url}")

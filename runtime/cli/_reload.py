@@ -108,6 +108,7 @@ async def reload(
     removed: Callable[[str], Awaitable[None]],
 ) -> None:
     from runtime.manifest import discover_modules, load_manifest
+    from runtime.versions import unfilled_transformers
 
     started = time.monotonic()
     code, output = await run_gen(project, modules_dir)
@@ -119,6 +120,17 @@ async def reload(
         if not line.startswith("wrote gen/"):
             log.info("modrpc gen: %s", line)
     present = {p.name: p for p in discover_modules(modules_dir)}
+    # A breaking change gets a transformer stub that raises until filled in: a worker would refuse
+    # to start on it, so the reload stops here, naming each stub, as `modrpc up` does at start.
+    stubs = [problem for m in sorted(touched & set(present)) for problem in unfilled_transformers(present[m], root=project)]
+    if stubs:
+        log.error("reload stopped on unfilled transformer stubs; the workers keep serving the code they had")
+        print(
+            f"reload of {', '.join(sorted(touched))} stopped; the workers keep serving the code they had. "
+            "Unfilled transformer stubs:\n  " + "\n  ".join(stubs),
+            flush=True,
+        )
+        return
     running = set(fleet.workers)
     done: list[str] = []
     for module in sorted(running - set(present)):

@@ -40,7 +40,7 @@ log = logging.getLogger("modrpc.up")
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    if getattr(args, "port", None) and args.command != "worker":
+    if getattr(args, "port", None) is not None and args.command != "worker":  # --port 0: any free port
         overrides["gateway_port"] = args.port
     if getattr(args, "host", None):
         overrides["host"] = args.host
@@ -377,7 +377,7 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             await gateway.wait_ready(modules)
             elapsed = time.monotonic() - started
             _say_how_to_reach_workers(settings)
-            print(f"ready: gateway on {address} ({fleet.count} workers, {elapsed:.1f}s){_beside(playground)}", flush=True)
+            print(f"ready: gateway on {address} ({fleet.count} worker{'' if fleet.count == 1 else 's'}, {elapsed:.1f}s){_beside(playground)}", flush=True)
         except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
             return await _fail("up failed", exc)
         if getattr(args, "reload", False):

@@ -75,6 +75,8 @@ class GenResult:
 
     recorded: list[str] = field(default_factory=list)
     stubs: list[str] = field(default_factory=list)
+    unfilled: list[str] = field(default_factory=list)
+    """Transformer stubs written by an earlier run and still not filled in."""
     written: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -286,10 +288,13 @@ def generate(
                 src, history, date=today, now=now(), check=check, result=result, root=root,
                 out_modules=out_modules,
             )  # fmt: skip
+            # A stub left unfilled would answer old callers INTERNAL: with --check it is as stale
+            # as anything generated; otherwise every run names it until it is filled.
+            unfilled = unfilled_transformers(src.directory, root=root)
             if check:
-                # A stub left unfilled would answer old callers INTERNAL: it is as stale as
-                # anything generated.
-                result.stale += unfilled_transformers(src.directory, root=root)
+                result.stale += unfilled
+            else:
+                result.unfilled += [p for p in unfilled if p.split(":", 1)[0] not in result.stubs]
             if not history.records:
                 continue
             try:
@@ -357,7 +362,7 @@ _BUF_YAML = """\
 # cannot fetch from the BSR offline), so its buf.validate imports resolve; that file is not ours
 # to lint or to check for breaking changes. STANDARD rules apply to everything else, with no
 # exceptions. Breaking changes between two versions, as wire and JSON clients see them:
-#   buf breaking proto/<module>/<new> --against proto/<module>/<old> --config proto/buf.yaml
+#   buf breaking proto/<module>/<new> --against proto/<module>/<old> --config proto/buf.yaml --against-config proto/buf.yaml
 version: v1
 lint:
   use:

@@ -5,7 +5,9 @@
 - a busy port is one line naming the address and the setting that moves it;
 - an unknown ``MODRPC_*`` variable is named with the closest setting;
 - a module removed while ``modrpc up --reload`` runs leaves ``grpcurl list``, and
-  ``modrpc versions M --retire`` retires its versions.
+  ``modrpc versions M --retire`` retires its versions (``modrpc versions M`` still lists them);
+- a breaking change under ``--reload`` names its unfilled transformer stub (so do later runs of
+  ``modrpc gen``) and the worker keeps serving, until the stub is filled in.
 """
 
 from __future__ import annotations
@@ -159,6 +161,10 @@ def test_a_module_removed_while_up_reloads_leaves_the_gateway_and_can_be_retired
     done = modrpc(project, "versions", "greetings", "--retire")
     assert done.returncode == 0, done.stderr
     assert "retired" in done.stdout and "removed from the project" in done.stdout
+    listed = modrpc(project, "versions", "greetings")  # no folder: its versions in the store
+    assert listed.returncode == 0, listed.stderr
+    assert "no " in listed.stdout and "manifest store" in listed.stdout
+    assert "retired" in listed.stdout.splitlines()[-1]
 
 
 def test_a_gen_error_on_reload_keeps_the_old_code_serving_and_a_fix_restarts_only_its_module(
@@ -190,4 +196,45 @@ def test_a_gen_error_on_reload_keeps_the_old_code_serving_and_a_fix_restarts_onl
     while (said := say_hello()) != "Howdy, Ada!":
         assert time.monotonic() < give_up, f"still {said!r}"
         time.sleep(0.2)
+    assert up.stop() == 0
+
+
+def test_a_breaking_change_on_reload_names_its_unfilled_stub_until_it_is_filled(
+    project: Path, ups: list[Up]
+) -> None:
+    port = free_port()
+    up = Up(project, "--port", str(port), "--reload")
+    ups.append(up)
+    up.line_with("ready", within=60)
+
+    def say_hello(field: str) -> str:
+        version = ["-H", "x-api-version: latest"] if field == "who" else []  # `stable` stays put
+        done = grpcurl(*version, "-d", json.dumps({field: "Ada"}), f"127.0.0.1:{port}", "hello.v1.HelloService/SayHello")
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout)["message"])
+
+    assert say_hello("name") == "Hello, Ada!"
+    hello = project / "modules" / "hello"
+    handlers, models = hello / "handlers.py", hello / "models.py"
+    handlers.write_text(handlers.read_text().replace("req.name", "req.who"))
+    models.write_text(models.read_text().replace("    name: Annotated", "    who: Annotated"))
+    up.line_with("Unfilled transformer stubs", within=60)
+    stub_line = up.line_with("forward_say_hello_request is still the generated stub", within=10)
+    assert "modules/hello/transformers/" in stub_line
+    assert say_hello("name") == "Hello, Ada!", "the worker keeps serving the code it had"
+    regenerated = modrpc(project, "gen")
+    assert regenerated.returncode == 0, regenerated.stderr
+    assert "unfilled: modules/hello/transformers/" in regenerated.stdout
+
+    (stub,) = (hello / "transformers").glob("v*.py")
+    body = stub.read_text()
+    start = body.index("    raise NotImplementedError(")
+    stub.write_text(body[:start] + '    return {"who": request.get("name", "")}\n')
+    reloaded = up.line_with("reloaded:", within=60)
+    assert "hello restarted" in reloaded, reloaded
+    give_up = time.monotonic() + 10
+    while (said := say_hello("who")) != "Hello, Ada!":
+        assert time.monotonic() < give_up, f"still {said!r}"
+        time.sleep(0.2)
+    assert say_hello("name") == "Hello, Ada!", "a caller at the old version goes through the transformer"
     assert up.stop() == 0

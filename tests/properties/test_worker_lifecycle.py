@@ -235,7 +235,7 @@ async def test_a_raising_handler_fails_only_its_own_request(
 @settings(max_examples=20, deadline=None, suppress_health_check=SHARED_WORKER)
 @given(
     client_timeout=st.one_of(st.none(), st.floats(min_value=0.02, max_value=0.25)),
-    sleep=st.floats(min_value=1.0, max_value=30.0),
+    sleep=st.floats(min_value=5.0, max_value=30.0),
 )
 async def test_a_handler_past_its_deadline_is_cancelled_and_cleaned_up(
     probe: Probe, client_timeout: float | None, sleep: float
@@ -254,10 +254,12 @@ async def test_a_handler_past_its_deadline_is_cancelled_and_cleaned_up(
         client, "Stall", {"seconds": sleep}, [("x-request-id", request_id)], timeout=client_timeout
     )
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 0.3 + 0.5  # cancelled, not slept through
+    # Cancelled, not slept through: every sleep is 5 s or more, the deadlines 0.3 s or less (the
+    # margin is for a loaded machine, not a bound on speed).
+    assert time.monotonic() - started < 4.0
     if client_timeout is None:
         assert details == "probe.Stall: deadline exceeded"  # the worker's own verdict
-    await eventually(lambda: request_id in SEEN["cleaned"])
+    await eventually(lambda: request_id in SEEN["cleaned"], within=10.0)
     assert request_id in SEEN["cancelled"]
     await probe.audit.wait_for({request_id})
     (record,) = probe.audit.by_id[request_id]
