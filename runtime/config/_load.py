@@ -280,17 +280,20 @@ def setting_sources(path: Path | None = None, **overrides: Any) -> list[tuple[st
     toml_path = DEFAULT_CONFIG_FILE if path is None else Path(path)
     toml_data = tomllib.loads(toml_path.read_text(encoding="utf-8")) if toml_path.is_file() else {}
     env_data = _env_source()()
+    environ = {k.upper() for k in os.environ}
     rows = []
     for key in setting_keys():
         value: Any = settings
         for part in key:
             value = getattr(value, part)
+        # The variable that set it: its own (MODRPC_LIMITS__IDLE_TIMEOUT), or a section's whose
+        # JSON value holds it (MODRPC_LIMITS='{"idle_timeout": 15}'). Another setting of the same
+        # section set from the environment leaves this one to the file or the default.
+        variable = next((env_name(key[:n]) for n in range(len(key), 0, -1) if env_name(key[:n]) in environ), None)
         if any(_has(overrides, key[:n]) for n in range(1, len(key) + 1)):
             source = "command line"
-        elif any(_has(env_data, key[:n]) for n in range(1, len(key) + 1)):
-            source = next(
-                env_name(key[:n]) for n in range(len(key), 0, -1) if env_name(key[:n]) in {k.upper() for k in os.environ}
-            )
+        elif variable is not None and _has(env_data, key):
+            source = variable
         elif _has(toml_data, key):
             source = str(toml_path)
         else:

@@ -368,6 +368,18 @@ class LimitsSettings(BaseModel):
             "does not read its answers past it is cut off."
         ),
     )
+    stream_window_bytes: int = Field(
+        default=64 * 1024,
+        ge=16 * 1024,
+        le=16 * _MIB,
+        description=(
+            "Bytes a gRPC client may send on one stream ahead of what the server has read "
+            "(the HTTP/2 stream window, grpc.http2.lookahead_bytes, with grpc's window growth "
+            "(grpc.http2.bdp_probe) off): a client whose answers are not being read cannot pile "
+            "up more than this per stream, beyond the message being read. The same window "
+            "bounds what a worker's gRPC answers may pile up in the gateway."
+        ),
+    )
     handshake_timeout: float = Field(
         default=10.0,
         gt=0.0,

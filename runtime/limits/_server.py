@@ -19,10 +19,17 @@ grpc option                               from
 ``grpc.max_connection_idle_ms``           ``idle_timeout``
 ``grpc.max_connection_age_ms`` / grace    ``max_connection_age`` / ``max_connection_age_grace``
 ``grpc.keepalive_time_ms`` / timeout      ``keepalive_time`` / ``keepalive_timeout``, with
-``grpc.keepalive_permit_without_calls``   pings on idle connections too: a client that stops
-                                          reading is cut off
+``grpc.keepalive_permit_without_calls``   pings on idle connections too, and with no cap on
+``grpc.http2.max_pings_without_data``     pings while the server has nothing else to send: a
+``grpc.http2.ping_timeout_ms``            client that stops reading is cut off once a ping goes
+                                          unanswered for ``keepalive_timeout`` (grpc's own ping
+                                          timeout is a minute)
 ``grpc.http2.min_ping_interval_...``      ``min_client_ping_interval``, ``max_ping_strikes``:
 ``grpc.http2.max_ping_strikes``           a ping flood ends in GOAWAY ``too_many_pings``
+``grpc.http2.lookahead_bytes``            ``stream_window_bytes``, with ``grpc.http2.bdp_probe``
+                                          off: grpc would otherwise grow a stream's window to
+                                          megabytes, and buffer that much of a client that sends
+                                          while its answers go unread
 ``grpc.max_receive_message_length``       ``max_message_bytes``: checked against the length a
                                           message declares, before its body is buffered
 ``maximum_concurrent_rpcs`` (server)      ``max_concurrent_calls``: calls whose request is still
@@ -130,11 +137,15 @@ from runtime.observability import AdminLimits
         ("grpc.max_connection_age_grace_ms", _ms(limits.max_connection_age_grace)),
         ("grpc.keepalive_time_ms", _ms(limits.keepalive_time)),
         ("grpc.keepalive_timeout_ms", _ms(limits.keepalive_timeout)),
+        ("grpc.http2.ping_timeout_ms", _ms(limits.keepalive_timeout)),
         # Pings on connections with no call too: a peer that stopped reading is found even
         # when its answers were all written (into its socket buffer) before it stopped.
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", _ms(limits.min_client_ping_interval)),
         ("grpc.http2.max_ping_strikes", limits.max_ping_strikes),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", limits.stream_window_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
     )

@@ -9,6 +9,9 @@ uvicorn is started with bounds, so a client cannot hold the port open or exhaust
 ``limit_concurrency``              connections and tasks at once; beyond it uvicorn answers 503
 ``timeout_keep_alive``             seconds an idle keep-alive connection stays open
 ``h11_max_incomplete_event_size``  bytes of request line and headers buffered before a 400
+(and a complete head as large)     431, answered before any route runs (h11 bounds a head only
+                                   while it is incomplete, so one that arrives whole in a read
+                                   would pass)
 ``head_timeout``                   seconds a connection has to send a whole request head
 ``backlog``                        connections the kernel queues before accepting
 =================================  ===============================================================
@@ -40,7 +43,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from runtime.observability._metrics import Metrics
@@ -99,6 +102,26 @@ class _BoundedH11(H11Protocol):
         # A new request head replaces `cycle`; still the old one means no head came in time.
         if self.cycle is cycle_before and not self.transport.is_closing():
             self.transport.close()
+
+
+class _HeadLimit:
+    """Answer 431 to a request whose head is over ``max_bytes``, before any route runs."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+            size += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+            if size > self.max_bytes:
+                response = PlainTextResponse(
+                    f"request head of {size} bytes is over this port's {self.max_bytes}\n", status_code=431
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Server(uvicorn.Server):
@@ -228,7 +251,7 @@ def start_admin_server(
     app = admin_app(metrics.registry if metrics is not None else REGISTRY, health)
     sock = _bind(host, port, limits.backlog)
     config = uvicorn.Config(
-        app,
+        _HeadLimit(app, limits.max_incomplete_event_size),
         # h11 (not httptools): the head-size bound below is h11's, and the head timeout hooks it.
         http=type("AdminH11", (_BoundedH11,), {"head_timeout": limits.head_timeout}),
         lifespan="off",

@@ -82,6 +82,8 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, separ
     server. grpc's own retries are off: the module client retries, within a budget and only
     what may be retried. ``separate`` gives the channel its own connection instead of sharing
     one with other channels to the same address, which is the point of several channels.
+    grpc's window growth is off, so a worker's stream answers that the caller is not reading
+    pile up at most a window (64 KiB) in the caller, not megabytes.
     """
     options: list[tuple[str, int | str]] = [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -91,6 +93,7 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, *, separ
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.http2.max_pings_without_data", 2),
         ("grpc.enable_retries", 0),
+        ("grpc.http2.bdp_probe", 0),
     ]
     if separate:
         options.append(("grpc.use_local_subchannel_pool", 1))

@@ -214,3 +214,67 @@ async def test_half_sent_messages_are_cut_off_with_their_connection(gw_stack: Ga
         assert await _served(client)
     finally:
         attacker.close()
+
+
+async def test_a_client_that_never_reads_its_answers_can_send_only_a_window_per_stream(
+    gw_stack: GatewayStack,
+) -> None:
+    """A bidirectional stream whose caller keeps sending and never reads an answer (its window
+    for them is one byte): the answers stop at the gateway, the worker stops taking requests,
+    and the caller can send only about a stream window more (``stream_window_bytes``), not the
+    megabytes grpc's growing windows let in (12 MB a stream before the window was fixed)."""
+    gateway, client = await _gateway(gw_stack, stream_window_bytes=64 * 1024)
+    sender = RawH2(gateway.port)
+    sender.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1})
+    request = grpc_message(b"\n\x08WIDGET-1")  # inventory.CheckStock{sku}
+    streams = {}
+    for _ in range(4):
+        stream_id = sender.conn.get_next_available_stream_id()
+        sender.conn.send_headers(stream_id, grpc_headers(gateway.port, "/inventory.v1.InventoryService/CheckStock"))
+        streams[stream_id] = 0
+    sender.flush()
+
+    def send_for(seconds: float) -> None:
+        give_up = time.monotonic() + seconds
+        while time.monotonic() < give_up and not sender.closed:
+            for stream_id in streams:
+                room = min(sender.conn.local_flow_control_window(stream_id), sender.conn.max_outbound_frame_size)
+                count = room // len(request)
+                if count:
+                    sender.conn.send_data(stream_id, request * count)
+                    streams[stream_id] += count * len(request)
+            sender.flush()
+            sender.pump(0.02)  # answers pings and settings; never acknowledges an answer's bytes
+
+    try:
+        await asyncio.to_thread(send_for, 3.0)
+        assert await _served(client), "another caller is served meanwhile"
+        held = dict(streams)
+        await asyncio.to_thread(send_for, 1.0)
+        assert max(streams.values()) < 512 * 1024, f"bytes taken per stream: {streams}"
+        assert streams == held, "nothing more is taken once the window is used up"
+        assert not sender.closed, f"closed: {sender.goaway}"
+    finally:
+        sender.close()
+
+
+async def test_a_client_that_stops_reading_mid_stream_is_cut_off_at_the_keepalive_timeout(
+    gw_stack: GatewayStack,
+) -> None:
+    """A caller that opened streams, sent, and then reads nothing at all (so never answers a
+    ping) is cut off once a keepalive ping goes unanswered for ``keepalive_timeout`` (grpc's own
+    ping timeout would wait a minute), though the gateway has nothing else to send it."""
+    gateway, client = await _gateway(gw_stack, keepalive_time=1.0, keepalive_timeout=1.0)
+    silent = RawH2(gateway.port)
+    silent.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1})
+    for _ in range(10):
+        stream_id = silent.conn.get_next_available_stream_id()
+        silent.conn.send_headers(stream_id, grpc_headers(gateway.port, "/inventory.v1.InventoryService/CheckStock"))
+        silent.conn.send_data(stream_id, grpc_message(b"\n\x08WIDGET-1"))
+    silent.flush()
+    await asyncio.to_thread(silent.pump, 0.2)  # the server's settings, then silence
+    try:
+        assert await asyncio.to_thread(closed_within, silent.sock, 15.0), "the silent client is cut off"
+        assert await _served(client)
+    finally:
+        silent.close()

@@ -229,3 +229,19 @@ def test_every_field_has_a_description() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_config_names_the_variable_that_set_each_setting_of_a_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One nested variable sets one setting; its siblings keep their own source (``modrpc config``
+    used to fail on any nested variable), and a section's JSON variable names what it holds."""
+    from runtime.config._load import setting_sources
+
+    monkeypatch.setenv("MODRPC_LIMITS__IDLE_TIMEOUT", "15")
+    sources = {key: source for key, _, source in setting_sources()}
+    assert sources["limits.idle_timeout"] == "MODRPC_LIMITS__IDLE_TIMEOUT"
+    assert sources["limits.max_connections"] == "default"
+    monkeypatch.delenv("MODRPC_LIMITS__IDLE_TIMEOUT")
+    monkeypatch.setenv("MODRPC_LIMITS", '{"max_connections": 50}')
+    sources = {key: source for key, _, source in setting_sources()}
+    assert sources["limits.max_connections"] == "MODRPC_LIMITS"
+    assert sources["limits.idle_timeout"] == "default"

@@ -52,6 +52,16 @@ def test_a_request_head_growing_past_the_bound_is_refused(admin: AdminServer) ->
     assert raw(admin, head).startswith(b"HTTP/1.1 400")
 
 
+def test_a_complete_request_head_over_the_bound_is_refused(admin: AdminServer) -> None:
+    """A head that arrives whole in one read is past h11's incomplete-head bound; it is still
+    refused, 431, naming both sizes, and the port goes on serving."""
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n"
+    answer = raw(admin, head)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b"over this port's 4096" in answer
+    assert raw(admin, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 200")
+
+
 def test_a_connection_that_never_finishes_its_head_is_closed(admin: AdminServer) -> None:
     """Slow loris: a byte now and then never completes a request; the head timeout ends it."""
     with socket.create_connection(("127.0.0.1", admin.port), timeout=5) as sock:
