@@ -3,7 +3,8 @@
 - ``x-flags: snapshot`` is a privilege: from anyone without a role in ``auth.snapshot_roles``
   the gateway drops it, so nothing is stored; a method's own ``snapshot`` policy still applies.
 - An unknown method is UNIMPLEMENTED with the call's ``x-request-id``, and counted.
-- ``grpc.health.v1.Health/List`` answers every service the server knows.
+- ``grpc.health.v1.Health/List`` answers every service the server knows; every health answer
+  carries ``x-request-id``, and a Check of an unknown service names it.
 """
 
 from __future__ import annotations
@@ -89,9 +90,17 @@ async def test_health_list_answers_every_service_on_the_gateway_and_the_worker(
     gateway = await gw_stack.gateway(ready=["users"])
     for channel in (grpc.aio.insecure_channel(gateway.address), dial(worker)):  # the worker: mutual TLS
         async with channel:
-            listed = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
+            health = health_pb2_grpc.HealthStub(channel)
+            call = health.List(health_pb2.HealthListRequest(), metadata=[("x-request-id", "health-0001")])
+            listed = await call
+            assert ("x-request-id", "health-0001") in tuple(await call.trailing_metadata())
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await health.Check(health_pb2.HealthCheckRequest(service="ghosts.v1.Ghosts"))
         assert listed.statuses["users.v1.UsersService"].status == health_pb2.HealthCheckResponse.SERVING
         assert "" in listed.statuses
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert unknown.value.details() == "unknown service 'ghosts.v1.Ghosts'"
+        assert dict(unknown.value.trailing_metadata() or ())["x-request-id"], "a generated request id"
 
 
 async def test_a_worker_honours_the_snapshot_flag_only_for_the_configured_roles(
