@@ -377,15 +377,19 @@ async def _up(args: argparse.Namespace, settings: Settings) -> int:
             await gateway.wait_ready(modules)
             elapsed = time.monotonic() - started
             _say_how_to_reach_workers(settings)
+            if getattr(args, "reload", False):
+                from runtime.cli._reload import watch
+
+                watcher = asyncio.create_task(
+                    watch(fleet, Path.cwd(), modules_dir, refresh=gateway.refresh, removed=removed, stop=stop)
+                )
+                # The watcher's first step registers the folders with the OS: done before "ready",
+                # so an edit made the moment it is printed is seen.
+                for _ in range(3):
+                    await asyncio.sleep(0)
             print(f"ready: gateway on {address} ({fleet.count} worker{'' if fleet.count == 1 else 's'}, {elapsed:.1f}s){_beside(playground)}", flush=True)
         except (ModrpcError, OSError, RuntimeError, ValueError) as exc:
             return await _fail("up failed", exc)
-        if getattr(args, "reload", False):
-            from runtime.cli._reload import watch
-
-            watcher = asyncio.create_task(
-                watch(fleet, Path.cwd(), modules_dir, refresh=gateway.refresh, removed=removed, stop=stop)
-            )
         await stop.wait()
         print("shutting down", flush=True)
         return 0

@@ -86,6 +86,11 @@ class VersionedReflection(reflection_pb2_grpc.ServerReflectionServicer):  # type
             first = next(iter(refused.values()))
             if len(refused) > 1 and isinstance(first, NotFound):  # name each module's reason
                 first = NotFound("no module has that version: " + "; ".join(e.message for e in refused.values()))
+            # The caller's first question is taken before the answer: a refusal that overtakes
+            # its write fails that write in the client ("Failed execute_batch", INTERNAL), and the
+            # caller would see that instead of this status.
+            async for _ in request_iterator:
+                break
             await context.abort_with_status(rpc_status_of(first))
             return
         everything = self._servicer(list(resolved.values()))

@@ -72,7 +72,9 @@ async def test_a_slow_reader_is_cut_off_and_others_are_served(gw_stack: GatewayS
     """A client that asks for big answers and never reads them (nor the keepalive pings): its
     answers wait in the gateway until the unanswered ping cuts it off and frees them."""
     await gw_stack.worker("probe", tree=PROBE_MODULES_DIR)
-    gateway, client = await _gateway(gw_stack, keepalive_time=1.0, keepalive_timeout=1.0)
+    # Windows large enough for each 1 MB request to go in whole: the gateway's window updates
+    # would queue behind the answers this reader leaves unread.
+    gateway, client = await _gateway(gw_stack, keepalive_time=1.0, keepalive_timeout=1.0, stream_window_bytes=2 << 20)
     await gateway.wait_ready(["probe"], timeout=10.0)
     reader = RawH2(gateway.port)
     reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -84,7 +86,10 @@ async def test_a_slow_reader_is_cut_off_and_others_are_served(gw_stack: GatewayS
     for _ in range(6):  # 6 MB of answers, more than the sockets' buffers hold
         stream_id = reader.conn.get_next_available_stream_id()
         reader.conn.send_headers(stream_id, grpc_headers(gateway.port, ECHO, auth))
-        await asyncio.to_thread(reader.send_all, stream_id, grpc_message(echo))
+        try:
+            await asyncio.to_thread(reader.send_all, stream_id, grpc_message(echo), within=3.0)
+        except TimeoutError:  # cut off already, or stalled behind its unread answers: enough sent
+            break
     try:
         await asyncio.sleep(3.0)  # keepalive time + timeout, and a margin
         assert await _served(client)
