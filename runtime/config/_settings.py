@@ -368,6 +368,17 @@ class LimitsSettings(BaseModel):
             "does not read its answers past it is cut off."
         ),
     )
+    max_metadata_bytes: int = Field(
+        default=16 * 1024,
+        ge=4 * 1024,
+        le=_MIB,
+        description=(
+            "Bytes of request metadata (headers, counted as HTTP/2 does: name, value and 32 "
+            "bytes each) one gRPC call may send; a call past it is refused RESOURCE_EXHAUSTED "
+            "in grpc core, before Python sees a header (grpc.max_metadata_size and "
+            "grpc.absolute_max_metadata_size, both this, so the refusal is never a coin toss)."
+        ),
+    )
     stream_window_bytes: int = Field(
         default=64 * 1024,
         ge=16 * 1024,

@@ -183,6 +183,7 @@ class Gateway:
             client_certs=ClientCertificates(edge.client_roles) if edge.client_ca is not None else None,
             snapshot_roles=frozenset(settings.auth.snapshot_roles),
             counts=self.counts,
+            max_metadata_bytes=settings.limits.max_metadata_bytes,
         )
         if settings.admin_port:
             self._admin = start_admin_server(
