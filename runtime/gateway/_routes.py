@@ -41,6 +41,7 @@ from runtime.observability import (
 )
 from runtime.ratelimit import RateLimiter
 from runtime.status import rpc_status_of
+from runtime.transport import until_half_closed
 from runtime.versions import Conversion, VersionCatalog, is_removed, is_retired, plan, state_of
 from runtime.wire import method_path
 
@@ -169,7 +170,7 @@ class Route:
                 pending = step(call)
                 if pending is not None:
                     await pending
-            await self._forward.stream(call, requests)
+            await self._forward.stream(call, until_half_closed(requests))
         except asyncio.CancelledError:
             code = None
             raise

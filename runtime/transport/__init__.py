@@ -27,6 +27,7 @@ from runtime.transport._grpc import (
     call_error,
     stream_handler,
     unary_handler,
+    until_half_closed,
 )
 from runtime.transport._local import InProcessModules
 from runtime.transport._stream import (
@@ -58,4 +59,5 @@ __all__ = [
     "request_failed",
     "stream_handler",
     "unary_handler",
+    "until_half_closed",
 ]

@@ -318,3 +318,41 @@ async def test_a_call_with_too_many_headers_is_refused_whether_or_not_settings_w
         assert await _served(client)
     finally:
         sender.close()
+
+
+async def test_a_client_stream_whose_caller_hangs_up_is_undone_not_committed(gw_stack: GatewayStack) -> None:
+    """A RestockBatch whose caller sends lines and then drops its connection, without closing
+    its side of the stream: grpc.aio ends the gateway's request iterator as if it had (the
+    attacker saw such batches committed, audited "ok"); the gateway waits for the hang-up's
+    cancellation, so the worker's handler is cancelled and its undo steps run. A batch that
+    does half-close is committed."""
+    gateway, client = await _gateway(gw_stack)
+    auth = ("authorization", f"Bearer {gw_stack.token('inventory:write')}")
+    line = grpc_message(b"\n\x08WIDGET-1\x10\x03")  # inventory.Restock{sku, quantity: 3}
+
+    async def stock() -> int:
+        reply = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)
+        assert reply.ok and reply.body is not None, reply
+        return int(reply.body["available"])
+
+    def restock(half_close: bool) -> tuple[str, str] | None:
+        caller = RawH2(gateway.port)
+        try:
+            stream_id = caller.conn.get_next_available_stream_id()
+            caller.conn.send_headers(stream_id, grpc_headers(gateway.port, "/inventory.v1.InventoryService/RestockBatch", auth))
+            caller.conn.send_data(stream_id, line * 5, end_stream=half_close)
+            caller.flush()
+            if half_close:
+                return caller.wait_status(stream_id, 5.0)
+            caller.pump(0.5)  # the lines are taken in and applied
+            return None
+        finally:
+            caller.close()  # for the hanging caller: gone, its stream never closed
+
+    before = await stock()
+    for _ in range(3):
+        assert await asyncio.to_thread(restock, False) is None
+    await asyncio.sleep(1.0)  # the undo steps run
+    assert await stock() == before, "an abandoned batch is taken back"
+    assert await asyncio.to_thread(restock, True) == ("0", "")
+    assert await stock() == before + 15, "a finished batch is kept"

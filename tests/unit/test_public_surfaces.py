@@ -106,6 +106,7 @@ SURFACES = {
         "GrpcTransport", "InProcessModules", "MessageQueue", "Metadata", "MetadataIn",
         "ProducedStream", "Reply", "StreamCall", "StreamEndpoint", "Transport", "TransportError",
         "Unreached", "call_error", "request_failed", "stream_handler", "unary_handler",
+        "until_half_closed",
     ],
     "runtime.versions": [
         "REMOVED_KEY", "Conversion", "LifecyclePolicy", "LifecycleState", "Override",
