@@ -123,8 +123,9 @@ class ModuleClient:
         per_try = policy.per_try_timeout if idempotent else None
         # The first attempt runs bare: building a retry controller for every call costs more
         # than most calls, and most calls succeed.
+        tried: list[str] = []  # the instances this call's attempts went to: retries avoid them
         try:
-            return await self._attempt(key, method, payload, pairs, deadline, per_try)
+            return await self._attempt(key, method, payload, pairs, deadline, per_try, tried)
         except CallError as exc:
             if policy.max_attempts < 2 or not is_retryable(exc, idempotent=idempotent):
                 raise self._error(exc, key, method) from exc
@@ -140,7 +141,7 @@ class ModuleClient:
 
         retrying = policy.retrying(deadline=deadline, budget=budget, idempotent=idempotent, sleep=self._sleep)
         try:
-            reply: Reply = await retrying(attempt, key, method, payload, pairs, deadline, per_try)
+            reply: Reply = await retrying(attempt, key, method, payload, pairs, deadline, per_try, tried)
         except CallError as exc:
             raise self._error(exc, key, method) from exc
         return reply
@@ -176,11 +177,15 @@ class ModuleClient:
         metadata: Metadata,
         deadline: Deadline | None,
         per_try: float | None = None,
+        tried: list[str] | None = None,
     ) -> Reply:
         if deadline is not None and deadline.expired():
             raise DeadlineExceeded(f"the deadline passed before {method} could be sent to {key.replace('@', ' ')}")
         pool = self._pool
-        address, transport = pool.pick_healthy(key) or await pool.acquire(key, deadline)
+        avoid = tried or ()
+        address, transport = pool.pick_healthy(key, avoid) or await pool.acquire(key, deadline, avoid)
+        if tried is not None:
+            tried.append(address)
         attempt_deadline = deadline
         if per_try is not None:
             attempt_deadline = Deadline.earliest(deadline, Deadline.after(per_try, self._clock))

@@ -500,12 +500,14 @@ class InstancePool:
             raise Unavailable(f"no instance of {key.replace('@', ' ')} is known")
         return picked
 
-    def pick_healthy(self, key: str) -> tuple[str, Transport] | None:
+    def pick_healthy(self, key: str, avoid: Collection[str] = ()) -> tuple[str, Transport] | None:
         """Like :meth:`pick`, but None instead of an ejected instance or none: then
-        :meth:`acquire` waits for one."""
-        return self._pick(key, panic=False)
+        :meth:`acquire` waits for one. ``avoid``: instances this call already tried, skipped
+        while another healthy one exists (Envoy's ``previous_hosts`` retry predicate: a retry
+        after a timeout should not go back to the instance that may be hung)."""
+        return self._pick(key, panic=False, avoid=avoid)
 
-    async def acquire(self, key: str, deadline: Deadline | None) -> tuple[str, Transport]:
+    async def acquire(self, key: str, deadline: Deadline | None, avoid: Collection[str] = ()) -> tuple[str, Transport]:
         """Like :meth:`pick`, but a call that finds no instance to use waits for one.
 
         With no instance of ``key`` at all, it waits for one to be added until ``deadline``
@@ -514,7 +516,7 @@ class InstancePool:
         waits for a change at most half of what is left of ``deadline`` or until the first
         ejection ends, whichever is sooner, and then picks an ejected one (panic routing).
         """
-        picked = self._pick(key, panic=False)
+        picked = self._pick(key, panic=False, avoid=avoid)
         if picked is not None:
             return picked
         loop = asyncio.get_running_loop()
@@ -541,7 +543,7 @@ class InstancePool:
                 return picked
         return self.pick(key)
 
-    def _pick(self, key: str, *, panic: bool) -> tuple[str, Transport] | None:
+    def _pick(self, key: str, *, panic: bool, avoid: Collection[str] = ()) -> tuple[str, Transport] | None:
         if self._closed:
             raise Unavailable("the module client is closed")
         local = self.local.lookup(key) if self.local is not None else None
@@ -554,7 +556,14 @@ class InstancePool:
         if picker is None:
             return None
         ejected = self.outliers.ejected()
-        address = picker.pick(ejected)
+        address = None
+        if avoid:
+            skip = set(ejected).union(avoid)
+            address = picker.pick(skip)
+            if address in skip:  # nothing else: the rule without ``avoid`` decides
+                address = None
+        if address is None:
+            address = picker.pick(ejected)
         if address is None or (not panic and address in ejected):
             return None
         worker = self._workers.get(address)

@@ -102,6 +102,20 @@ async def test_an_ejected_instance_is_skipped_and_forgotten_with_its_address() -
         assert "127.0.0.1:1" not in pool.outliers.ejected()
 
 
+async def test_a_retry_avoids_the_instances_its_call_tried_while_another_healthy_one_exists() -> None:
+    """Envoy's ``previous_hosts``: a retry after a timeout does not go back to the instance that
+    may be hung, whatever the round robin's turn; with nothing else healthy it may."""
+    async with InstancePool() as pool:
+        pool.update("users", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+        picked = pool.pick_healthy("users", avoid=["127.0.0.1:1"])
+        assert [pool.pick_healthy("users", avoid=["127.0.0.1:1"])[0] for _ in range(6)].count("127.0.0.1:1") == 0
+        assert picked is not None and picked[0] != "127.0.0.1:1"
+        pool.outliers.failed("127.0.0.1:2")
+        pool.outliers.failed("127.0.0.1:3")
+        again = pool.pick_healthy("users", avoid=["127.0.0.1:1"])
+        assert again is not None and again[0] == "127.0.0.1:1", "the only healthy one is tried again"
+
+
 async def test_a_module_served_in_process_is_picked_before_the_network_and_called_as_this_process(
     tls_dir: Path,
 ) -> None:
