@@ -19,6 +19,7 @@ import pytest
 from runtime.errors import ResourceExhausted, Unavailable
 from runtime.ratelimit import RateLimit, check_rate
 from runtime.ratelimit._redis import RedisRateLimiter
+from tests.fixtures.listening import wait_listening
 
 LIMIT = RateLimit.parse("10/second")
 CLOSED_PORT_URL = "redis://:hunter2@127.0.0.1:1/0"
@@ -119,16 +120,12 @@ async def _redis_server(port: int, folder: Path) -> asyncio.subprocess.Process:
         "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--dir", str(folder), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    for _ in range(100):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return process
-    process.kill()
-    raise RuntimeError(f"redis-server did not start on port {port}")
+    try:
+        await wait_listening(port, within=5.0)
+    except TimeoutError:
+        process.kill()
+        raise RuntimeError(f"redis-server did not start on port {port}") from None
+    return process
 
 
 async def test_warning_is_logged_once_per_interval_with_the_password_masked(
