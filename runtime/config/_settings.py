@@ -351,6 +351,16 @@ class LimitsSettings(BaseModel):
             "max_message_bytes it bounds the memory requests can pin."
         ),
     )
+    max_calls_per_client: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Calls one client may have running through the gateway at once; further ones get "
+            "RESOURCE_EXHAUSTED at once, naming this setting. A client is the principal it "
+            "authenticated as, or, calling a public method without credentials, its IP address: "
+            "so one anonymous address holding streams open cannot take all max_concurrent_calls."
+        ),
+    )
     lane_max_concurrent_calls: int = Field(
         default=1024,
         ge=1,

@@ -4,7 +4,8 @@ Each step is a small callable taking the one :class:`GatewayCall` and filling in
 decides; the chain is built once per route (a route with no roles has no ``authorize``, one with
 no rate limit no ``rate_limit``), so a call runs only the steps its method needs:
 
-    request_id → authenticate → resolve_version → authorize → rate_limit → pick_instance → forward
+    request_id → authenticate → client_calls → resolve_version → authorize → rate_limit
+               → pick_instance → forward
 
 The request id comes first so that every answer, refusals included, carries it. A step that
 refuses the call raises the runtime error of its status; the route ends the call with it.
@@ -30,7 +31,7 @@ from opentelemetry import trace
 
 from runtime.client import ModuleClient, RetryPolicy
 from runtime.deadline import Deadline
-from runtime.errors import ModrpcError, Unavailable
+from runtime.errors import ModrpcError, ResourceExhausted, Unavailable
 from runtime.gateway._auth import Authenticator, check_single_credentials
 from runtime.gateway._flags import forwarded_flags
 from runtime.identity import (
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from runtime.gateway._routes import Route
 
 __all__ = [
+    "ClientCalls",
     "ClientCertificates",
     "Credentials",
     "Forward",
@@ -84,6 +86,8 @@ class GatewayCall:
     """The version that serves the call."""
     conversion: Conversion | None = None
     """How the call reaches ``target``; None when the bytes pass through untouched."""
+    client: str = ""
+    """The client the call counts against in :class:`ClientCalls` ('' until it is counted)."""
 
 
 Step = Callable[[GatewayCall], "Awaitable[None] | None"]
@@ -181,6 +185,56 @@ class Authenticate:
         call.principal, call.forwarded_principal = self._credentials.authenticate(
             call.headers, public=self._public, certificate=certificate
         )
+
+
+class ClientCalls:
+    """At most ``limit`` calls running through the gateway per client, or RESOURCE_EXHAUSTED.
+
+    grpc bounds the calls of one server (``max_concurrent_calls``) and of one connection, not
+    of one client: a single anonymous address could otherwise hold every call slot with streams
+    it opens and never uses, locking everyone out until the route's timeout. A client is the
+    principal it authenticated as; without credentials (a public method), its IP address, so
+    anonymous callers behind one address share one budget. The count is released when the call
+    ends (:meth:`release`, from the route), however it ends.
+    """
+
+    __slots__ = ("_limit", "_running")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._running: dict[str, int] = {}
+
+    def __call__(self, call: GatewayCall) -> None:
+        principal = call.principal
+        if principal.method == "anonymous":
+            peer = call.context.peer()
+            client = f"address {peer_ip(peer) or peer}"
+        else:
+            client = f"{principal.method} {principal.subject}"
+        running = self._running.get(client, 0)
+        if running >= self._limit:
+            raise ResourceExhausted(
+                f"{client} already has {running} calls running through the gateway, its most "
+                "(limits.max_calls_per_client); let one finish first"
+            )
+        self._running[client] = running + 1
+        call.client = client
+
+    def release(self, call: GatewayCall) -> None:
+        """The call has ended: its client may start another."""
+        client = call.client
+        if not client:
+            return
+        call.client = ""
+        left = self._running[client] - 1
+        if left:
+            self._running[client] = left
+        else:
+            del self._running[client]
+
+    def running(self, client: str) -> int:
+        """Calls ``client`` (as the refusal names it: ``address 1.2.3.4``, ``jwt alice``) has running."""
+        return self._running.get(client, 0)
 
 
 class ClientCertificates:
@@ -475,6 +529,7 @@ def build_chain(route: Route) -> tuple[tuple[Step, ...], Forward]:
     policy = route.policy
     steps: list[Step] = [
         Authenticate(services.credentials, public=policy.public, client_certs=services.client_certs),
+        services.client_calls,
         ResolveVersion(route),
     ]
     if policy.roles:

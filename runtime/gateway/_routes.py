@@ -19,9 +19,17 @@ from typing import TYPE_CHECKING
 import grpc
 
 from runtime.client import ModuleClient
-from runtime.errors import InternalError, ModrpcError, ResourceExhausted, Unavailable
+from runtime.errors import (
+    DeadlineExceeded,
+    InternalError,
+    InvalidArgument,
+    ModrpcError,
+    ResourceExhausted,
+    Unavailable,
+)
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import (
+    ClientCalls,
     ClientCertificates,
     Credentials,
     Forward,
@@ -101,7 +109,7 @@ class ModuleRoutes:
 class Route:
     """One method path: its policy, its chain of ingress steps, built once, and the gRPC handler.
 
-    ``__call__`` is the handler (bytes in, bytes out): it frames the chain with the call's span,
+    :meth:`unary` is the handler (bytes in, bytes out): it frames the chain with the call's span,
     metrics and final status, and runs the steps (:mod:`runtime.gateway._ingress`) in order.
     """
 
@@ -114,7 +122,7 @@ class Route:
         self, *, module: ModuleRoutes, method: str, policy: MethodPolicy, services: _Services, streaming: bool = False
     ) -> None:
         self.streaming = streaming
-        """The method streams (either way): :meth:`stream` serves it instead of ``__call__``."""
+        """The method streams (either way): :meth:`stream` serves it instead of :meth:`unary`."""
         self.routes = module
         self.module = module.name
         self.method = method
@@ -183,10 +191,26 @@ class Route:
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
         finally:
+            services.client_calls.release(call)
             request_id_var.reset(token)
             ServerTracer.end(span, span_token, code, details)
             if not observed:
                 self._observe(call, code, started)
+
+    async def _request(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        """The call's one request message, once it has arrived whole (grpc bounds its size),
+        within the method's timeout (grpc itself ends the call at the caller's deadline)."""
+        timeout = self.policy.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                message = await context.read()
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the request message did not arrive within {timeout:g} s, the method's timeout"
+            ) from None
+        if not isinstance(message, bytes):  # grpc.aio.EOF: the caller half-closed without one
+            raise InvalidArgument(f"the call to {self.path} ended without its request message")
+        return message
 
     def _observe(self, call: GatewayCall, code: grpc.StatusCode | None, started: float) -> None:
         """The call's RED metrics: its code (CANCELLED when the caller went away) and duration."""
@@ -203,7 +227,16 @@ class Route:
             log.error("call %s %s failed: %s", call.request_id, self.path, exc, exc_info=exc)
         return rpc_status_of(exc, call.request_id, relay=True)
 
-    async def __call__(self, payload: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    async def unary(self, requests: AsyncIterable[bytes], context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        """The gRPC handler of a unary method.
+
+        grpc.aio hands a unary handler its call only once the whole request has arrived, and
+        counts the call against ``max_concurrent_calls`` meanwhile: requests sent a byte at a
+        time, without credentials, held every call slot until their connection's age. So unary
+        methods are served as stream-unary ones: the chain (authentication, the client's budget,
+        roles, rate limit) runs as the headers arrive and may refuse the call before its body is
+        read; then the one request message must arrive within the method's timeout.
+        """
         services = self.services
         services.counts.taken_up += 1
         metadata = context.invocation_metadata() or ()
@@ -212,7 +245,7 @@ class Route:
         # The server span continues the caller's trace; the steps tag it with the request id in
         # force and the resolved version.
         span, span_token = services.tracing.start(self.path, headers, {HANDLER_ATTRIBUTE: self.handler_id})
-        call = GatewayCall(payload, headers, context, span)
+        call = GatewayCall(b"", headers, context, span)
         started = time.perf_counter()
         observed = False
         code: grpc.StatusCode | None = grpc.StatusCode.OK
@@ -231,6 +264,7 @@ class Route:
                     await pending
                 if traced:
                     span.add_event(STEP_EVENT, _step_event(step, call))
+            call.payload = await self._request(context)
             return await self._forward(call)
         except asyncio.CancelledError:
             code = None
@@ -244,6 +278,7 @@ class Route:
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
         finally:
+            services.client_calls.release(call)
             request_id_var.reset(token)
             ServerTracer.end(span, span_token, code, details)
             if not observed:
@@ -292,6 +327,7 @@ def _step_event(step: Step, call: GatewayCall) -> dict[str, str]:
     name = getattr(step, "__name__", None) or type(step).__name__
     decided = {
         "Authenticate": call.principal.subject,
+        "ClientCalls": call.client,
         "ResolveVersion": call.version,
         "PickInstance": call.target + (" through a conversion" if call.conversion is not None else ""),
     }.get(name)
@@ -351,11 +387,16 @@ class _Services:
     the server's settings, so a client that never does can send thousands of headers a call
     (10,000 cost the gateway 46 ms of CPU each); the routes refuse more headers than could fit
     (each counts at least 32 bytes in HTTP/2) before reading any of them."""
+    max_calls_per_client: int = 64
+    """``limits.max_calls_per_client``."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
+    client_calls: ClientCalls = field(init=False)
+    """The calls each client has running: a step of every route, released as each call ends."""
 
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.auth)
+        self.client_calls = ClientCalls(self.max_calls_per_client)
 
 
 @dataclass(frozen=True)
@@ -433,7 +474,7 @@ async def build_table(
         path: (
             grpc.stream_stream_rpc_method_handler(route.stream)
             if route.streaming
-            else grpc.unary_unary_rpc_method_handler(route.__call__)
+            else grpc.stream_unary_rpc_method_handler(route.unary)
         )
         for path, route in routes.items()
     }

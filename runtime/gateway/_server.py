@@ -184,6 +184,7 @@ class Gateway:
             snapshot_roles=frozenset(settings.auth.snapshot_roles),
             counts=self.counts,
             max_metadata_bytes=settings.limits.max_metadata_bytes,
+            max_calls_per_client=settings.limits.max_calls_per_client,
         )
         if settings.admin_port:
             self._admin = start_admin_server(

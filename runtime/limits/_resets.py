@@ -18,8 +18,15 @@ before the server sent their end), so the calls themselves pay nothing:
   ``max_reset_streams`` since the last scan does it read each connection's counters, and a scan
   that takes long spaces the next looks out (at most a tenth of one core is spent on them);
 - the connection is closed by shutting its socket down (found by its two addresses among the
-  process's descriptors); grpc sees the end of the stream and tears the transport down. No
-  GOAWAY can be sent from outside grpc; the client sees the connection end.
+  process's descriptors); grpc sees the end of the stream and tears the transport down. grpc
+  offers no way to send one connection a GOAWAY, so on a plaintext connection the guard writes
+  it itself, ahead of the shutdown: ``ENHANCE_YOUR_CALM`` with the debug data ``rapid_reset``
+  (as grpc's own ``too_many_pings``), and only while the kernel has put everything grpc wrote
+  on the wire (``SIOCOUTQNSD`` 0): grpc writes a frame in one piece unless the socket's buffer
+  is full, so the GOAWAY does not land inside one of grpc's frames. The last stream id
+  is the highest possible: which of its streams grpc took up is not known from outside, so the
+  client must not take any of them for unprocessed. On a TLS connection, or a full socket (a
+  client that does not read), the client sees the connection end without it.
 
 Linux only (``/proc/self/fd``); elsewhere the guard logs once that it cannot close connections.
 """
@@ -28,10 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +51,7 @@ import grpc
 from grpc_channelz.v1 import channelz_pb2
 from grpc_channelz.v1._servicer import ChannelzServicer  # the public servicer's lookups
 
-__all__ = ["Offender", "ResetGuard", "close_connection", "is_rapid_reset"]
+__all__ = ["Offender", "ResetGuard", "close_connection", "goaway_frame", "is_rapid_reset"]
 
 log = logging.getLogger("modrpc.limits")
 
@@ -105,6 +114,49 @@ class _Context:
         self.details = details
 
 
+ENHANCE_YOUR_CALM = 0xB
+"""The HTTP/2 error code of a GOAWAY for a peer that generates excessive load (RFC 9113 §7)."""
+
+_GOAWAY_TYPE = 0x7
+_LAST_STREAM_ID = 0x7FFF_FFFF
+
+
+def goaway_frame(error_code: int, debug: bytes = b"") -> bytes:
+    """An HTTP/2 GOAWAY frame (RFC 9113 §6.8) on the connection's stream 0, naming the highest
+    stream id there can be as the last one processed.
+
+        >>> goaway_frame(ENHANCE_YOUR_CALM, b"rapid_reset").hex(" ")
+        '00 00 13 07 00 00 00 00 00 7f ff ff ff 00 00 00 0b 72 61 70 69 64 5f 72 65 73 65 74'
+    """
+    payload = struct.pack("!II", _LAST_STREAM_ID, error_code) + debug
+    return struct.pack("!I", len(payload))[1:] + struct.pack("!BBI", _GOAWAY_TYPE, 0, 0) + payload
+
+
+RAPID_RESET_GOAWAY = goaway_frame(ENHANCE_YOUR_CALM, b"rapid_reset")
+
+
+_SIOCOUTQNSD = 0x894B
+"""Linux's ioctl for the bytes of a TCP socket's send queue not yet sent (``linux/sockios.h``)."""
+
+
+def _unsent(sock: socket.socket) -> int:
+    """Bytes written to ``sock`` that the kernel has not put on the wire yet (-1: unknown)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQNSD, b"\0\0\0\0"))[0])
+    except OSError:
+        return -1
+
+
+def _say_goaway(sock: socket.socket, frame: bytes) -> bool:
+    """Write ``frame`` on ``sock`` if nothing else is waiting to be sent on it; whether it was."""
+    if _unsent(sock) != 0:
+        return False  # grpc may be midway through a frame of its own
+    try:
+        return sock.send(frame, socket.MSG_DONTWAIT) == len(frame)
+    except OSError:
+        return False
+
+
 def _address(value: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """An IP address from its text or packed bytes, an IPv4-mapped IPv6 one as the IPv4 it is."""
     address = ipaddress.ip_address(value)
@@ -113,9 +165,12 @@ def _address(value: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Addres
     return address
 
 
-def close_connection(local_port: int, remote_ip: str, remote_port: int) -> bool:
+def close_connection(local_port: int, remote_ip: str, remote_port: int, *, goaway: bytes = b"") -> bool:
     """Shut down this process's TCP connection from ``remote_ip:remote_port`` to
-    ``local_port``: whoever owns the descriptor (grpc) sees it end. Whether it was found."""
+    ``local_port``: whoever owns the descriptor (grpc) sees it end. Whether it was found.
+
+    ``goaway``: a GOAWAY frame to write first (plaintext HTTP/2 only), when the socket has
+    nothing else waiting to be sent."""
     try:
         names = os.listdir(_FD_DIR)
     except OSError:
@@ -135,6 +190,8 @@ def close_connection(local_port: int, remote_ip: str, remote_port: int) -> bool:
             except OSError:
                 continue  # a listening or unconnected socket
             if local[1] == local_port and peer[1] == remote_port and _address(peer[0]) == _address(remote_ip):
+                if goaway:
+                    _say_goaway(sock, goaway)
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 return True
@@ -208,7 +265,8 @@ class ResetGuard:
             if not is_rapid_reset(data.streams_started, data.streams_failed, self.max_reset_streams):
                 continue
             ip = str(_address(remote.ip_address))
-            closed = close_connection(self.port, ip, remote.port)
+            plaintext = not found.socket.HasField("security")
+            closed = close_connection(self.port, ip, remote.port, goaway=RAPID_RESET_GOAWAY if plaintext else b"")
             self._closed.add(ref.socket_id)
             offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed)
             offenders.append(offender)

@@ -110,8 +110,8 @@ def _varint(n: int) -> bytes:
 async def test_a_rapid_reset_connection_is_closed_and_never_cancels_others(gw_stack: GatewayStack) -> None:
     """Streams opened and reset in a loop: grpc refuses those past the stream limit, the reset
     guard closes the connection once it has reset ``max_reset_streams`` (the connection is
-    not let live to its age: ``max_connection_age`` stays at its default, 300 s), and a caller
-    on another connection is served throughout."""
+    not let live to its age: ``max_connection_age`` stays at its default, 300 s), with a GOAWAY
+    ENHANCE_YOUR_CALM ``rapid_reset``, and a caller on another connection is served throughout."""
     gateway, client = await _gateway(gw_stack, max_concurrent_streams=10, max_reset_streams=100, reset_check_interval=0.1)
     attacker = RawH2(gateway.port)
     attack = threading.Thread(target=attacker.rapid_reset, args=(GET_STOCK, 200_000))
@@ -125,11 +125,107 @@ async def test_a_rapid_reset_connection_is_closed_and_never_cancels_others(gw_st
     finally:
         attacker.stop = True  # ends the loop if it is still going
         await asyncio.to_thread(attack.join, 10)
+        ended = attacker.closed or attacker.goaway is not None
+        if attacker.goaway is None:  # the loop ended on a failed write: read what came before
+            attacker.pump(0.2)
         attacker.close()
-    assert attacker.closed, "the attacking connection is closed"
+    assert ended, "the attacking connection is closed"
     assert attacker.opened < 200_000, "before the attacker was done"
+    assert attacker.goaway is not None, "the attacker is told why"
+    assert attacker.goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert attacker.goaway.additional_data == b"rapid_reset"
     assert codes and set(codes) == {"OK"}, f"other connections' calls: {dict(codes)}"
     assert b'modrpc_connections_closed_total{reason="rapid_reset"} 1.0' in gateway.metrics.render()
+
+
+async def test_one_anonymous_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:
+    """Streams opened and left idle hold a call slot each until the route's timeout (300 s for
+    CheckStock). Past ``max_calls_per_client`` an anonymous address is refused at once, naming
+    the setting, while an authenticated caller is still served; a slot comes back as its
+    stream ends."""
+    gateway, client = await _gateway(gw_stack, max_calls_per_client=3)
+    holder = RawH2(gateway.port)
+    held: list[int] = []
+    try:
+        for _ in range(5):
+            stream_id = holder.conn.get_next_available_stream_id()
+            holder.conn.send_headers(stream_id, grpc_headers(gateway.port, "/inventory.v1.InventoryService/CheckStock"))
+            holder.flush()
+            held.append(stream_id)
+        refused = [await asyncio.to_thread(holder.wait_status, stream_id, 3.0) for stream_id in held[3:]]
+        assert [status and status[0] for status in refused] == ["8", "8"], f"streams past the budget: {refused}"
+        assert all(status and "limits.max_calls_per_client" in status[1] for status in refused)
+        assert all(stream_id not in holder.statuses for stream_id in held[:3]), "the first three are held open"
+
+        anonymous = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)
+        assert anonymous.code == grpc.StatusCode.RESOURCE_EXHAUSTED, anonymous
+        assert "address 127.0.0.1 already has 3 calls running" in anonymous.details
+        signed_in = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, token=gw_stack.token(), timeout=5)
+        assert signed_in.ok, signed_in
+
+        holder.conn.reset_stream(held[0], h2.errors.ErrorCodes.CANCEL)
+        holder.flush()
+        for _ in range(50):  # the cancellation reaches the route and releases the slot
+            again = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)
+            if again.ok:
+                break
+            await asyncio.sleep(0.05)
+        assert again.ok, again
+    finally:
+        holder.close()
+    calls = gateway._services.client_calls
+    for _ in range(100):  # the closed connection's streams end
+        if calls.running("address 127.0.0.1") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert calls.running("address 127.0.0.1") == 0, "every slot is released"
+
+
+async def test_requests_sent_a_byte_at_a_time_cannot_lock_callers_out(gw_stack: GatewayStack) -> None:
+    """Unary calls whose request never finishes arriving, without credentials, on several
+    connections: grpc.aio would hold each in a call slot until its connection's age (the
+    attacker filled all of ``max_concurrent_calls`` and every caller got grpc's "Concurrent RPC
+    limit exceeded!"). The gateway sees each call as its headers arrive: one address gets
+    ``max_calls_per_client`` of them, a call to a method that needs credentials is refused
+    before its body, and a request that does not arrive within the method's timeout ends
+    DEADLINE_EXCEEDED."""
+    gateway, client = await _gateway(gw_stack, max_concurrent_calls=20, max_calls_per_client=8)
+    reserve = "/inventory.v1.InventoryService/Reserve"  # needs the role inventory:write
+    attackers = [RawH2(gateway.port) for _ in range(3)]
+    half_sent: list[tuple[RawH2, int]] = []
+    protected: list[tuple[RawH2, int]] = []
+    try:
+        for attacker in attackers:
+            for n in range(10):
+                stream_id = attacker.conn.get_next_available_stream_id()
+                attacker.conn.send_headers(stream_id, grpc_headers(gateway.port, reserve if n % 2 else GET_STOCK))
+                attacker.conn.send_data(stream_id, grpc_message(b"y" * 50, declared=100))
+                (protected if n % 2 else half_sent).append((attacker, stream_id))
+            attacker.flush()
+        await asyncio.sleep(0.3)
+        for attacker in attackers:
+            await asyncio.to_thread(attacker.pump, 0.1)
+        reply = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, token=gw_stack.token(), timeout=5)
+        assert reply.ok, f"an authenticated caller is served: {reply}"
+
+        unauthenticated = [attacker.statuses.get(stream_id) for attacker, stream_id in protected]
+        assert {status and status[0] for status in unauthenticated} == {"16"}, unauthenticated
+        budget = [attacker.statuses.get(stream_id) for attacker, stream_id in half_sent]
+        refused = [status for status in budget if status is not None]
+        assert len(refused) == 15 - 8, f"one address holds {8} half-sent calls, no more: {budget}"
+        assert all(status[0] == "8" and "limits.max_calls_per_client" in status[1] for status in refused)
+
+        await asyncio.sleep(1.0)  # GetStock's timeout is 1 s
+        for attacker in attackers:
+            await asyncio.to_thread(attacker.pump, 0.1)
+        held = [attacker.statuses.get(stream_id) for attacker, stream_id in half_sent]
+        timed_out = [status for status in held if status is not None and status[0] == "4"]
+        assert len(timed_out) == 8, f"the held calls end at the method's timeout: {held}"
+        assert "did not arrive within 1 s" in timed_out[0][1]
+        assert await _served(client), "and the address may call again"
+    finally:
+        for attacker in attackers:
+            attacker.close()
 
 
 async def test_a_client_that_cancels_some_calls_keeps_its_connection(gw_stack: GatewayStack) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import hyperframe.frame
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,7 +12,13 @@ from hypothesis import strategies as st
 from runtime.config import LimitsSettings
 from runtime.limits import _server as limits_server
 from runtime.limits import grpc_server_limits
-from runtime.limits._resets import close_connection, is_rapid_reset
+from runtime.limits._resets import (
+    ENHANCE_YOUR_CALM,
+    RAPID_RESET_GOAWAY,
+    close_connection,
+    goaway_frame,
+    is_rapid_reset,
+)
 from runtime.limits._server import connection_budget
 
 
@@ -44,6 +51,34 @@ def test_the_guard_closes_exactly_the_connection_it_names() -> None:
         finally:
             for sock in (named, other, served_named, served_other):
                 sock.close()
+
+
+def test_the_goaway_is_a_well_formed_http2_frame() -> None:
+    """Read back by an HTTP/2 library: the connection's stream 0, the highest last stream id."""
+    frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(RAPID_RESET_GOAWAY[:9]))
+    frame.parse_body(memoryview(RAPID_RESET_GOAWAY[9:]))
+    assert isinstance(frame, hyperframe.frame.GoAwayFrame) and length == len(RAPID_RESET_GOAWAY) - 9
+    assert (frame.stream_id, frame.last_stream_id, frame.error_code) == (0, 2**31 - 1, ENHANCE_YOUR_CALM)
+    assert frame.additional_data == b"rapid_reset"
+    bare, bare_length = hyperframe.frame.Frame.parse_frame_header(memoryview(goaway_frame(0)[:9]))
+    assert isinstance(bare, hyperframe.frame.GoAwayFrame) and bare_length == 8
+
+
+def test_a_plaintext_connection_is_told_goaway_before_it_is_closed() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        try:
+            assert close_connection(port, "127.0.0.1", client.getsockname()[1], goaway=RAPID_RESET_GOAWAY)
+            client.settimeout(2)
+            received = b""
+            while chunk := client.recv(1 << 16):
+                received += chunk
+            assert received == RAPID_RESET_GOAWAY, "the frame, then the end of the connection"
+        finally:
+            client.close()
+            served.close()
 
 
 def test_connections_stay_within_the_open_file_limit(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,50 @@
+"""The gateway's per-client budget of running calls (``limits.max_calls_per_client``)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from runtime.errors import ResourceExhausted
+from runtime.gateway._ingress import ClientCalls, GatewayCall
+from runtime.identity import ANONYMOUS, Principal
+
+
+class _Context:
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    def peer(self) -> str:
+        return self._peer
+
+
+def _call(principal: Principal = ANONYMOUS, peer: str = "ipv4:10.0.0.1:5000") -> GatewayCall:
+    return GatewayCall(b"", {}, cast(Any, _Context(peer)), cast(Any, None), principal=principal)
+
+
+def test_anonymous_callers_count_by_address_and_principals_by_who_they_are() -> None:
+    calls = ClientCalls(2)
+    ada = Principal(subject="ada", method="jwt")
+    for call in (_call(), _call(peer="ipv4:10.0.0.1:6000"), _call(ada), _call(ada)):
+        calls(call)
+    assert calls.running("address 10.0.0.1") == 2, "two connections from one address are one client"
+    assert calls.running("jwt ada") == 2
+    with pytest.raises(ResourceExhausted, match=r"address 10\.0\.0\.1 already has 2 calls.*limits\.max_calls_per_client"):
+        calls(_call(peer="ipv4:10.0.0.1:7000"))
+    with pytest.raises(ResourceExhausted, match="jwt ada already has 2"):
+        calls(_call(ada))
+    calls(_call(peer="ipv6:[2001:db8::1]:443"))  # another address has its own budget
+    calls(_call(Principal(subject="ada", method="api_key")))  # and so has another credential
+
+
+def test_a_released_call_frees_its_slot_once() -> None:
+    calls = ClientCalls(1)
+    call = _call()
+    calls(call)
+    calls.release(call)
+    calls.release(call)  # a second release (or one of a call never counted) changes nothing
+    calls.release(_call())
+    assert calls.running("address 10.0.0.1") == 0
+    calls(_call())
+    assert calls.running("address 10.0.0.1") == 1
