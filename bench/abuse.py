@@ -12,7 +12,10 @@ another connection fared meanwhile:
 - ``rapid-reset``: 4 attackers opening and resetting streams in a loop (20,000 each), connecting
   again whenever the gateway closes their connection;
 - ``rapid-reset-raw``: the same with frames built by hand (50,000 each, within 60 s), about what
-  an attacker in C pays per stream.
+  an attacker in C pays per stream;
+- ``trickle``: 4 connections x 100 unary ``GetStock`` calls (public) whose 100-byte request gets
+  one byte every 2 s, for 20 s; ``trickle-protected``: the same to ``users.CreateUser``, which
+  needs credentials the attacker does not send.
 
     python -m bench.abuse                       # this checkout
     python -m bench.abuse --source DIR          # another checkout of the project (before/after)
@@ -306,12 +309,50 @@ def rapid_reset_raw(port: int, stop: threading.Event) -> str:
     return _reconnecting(lambda remaining: _raw_reset_connection(port, remaining, block), 50_000, "frames built by hand")
 
 
+def _trickle(port: int, path: str) -> str:
+    """400 unary calls to ``path`` (4 connections x 100) whose 100-byte request gets one byte
+    every 2 s, for 20 s, without credentials."""
+    connections = [RawH2(port) for _ in range(4)]
+    streams = []
+    for connection in connections:
+        for _ in range(100):
+            stream_id = connection.conn.get_next_available_stream_id()
+            connection.conn.send_headers(stream_id, grpc_headers(port, path))
+            connection.conn.send_data(stream_id, grpc_message(b"", declared=100) + b"y")
+            streams.append((connection, stream_id))
+        connection.flush()
+    for _ in range(10):
+        time.sleep(2.0)
+        for connection, stream_id in streams:
+            try:
+                connection.conn.send_data(stream_id, b"y")
+            except Exception:  # the server ended it
+                continue
+        for connection in connections:
+            connection.flush()
+            connection.pump(0.01)
+    ended = Counter(status for connection in connections for status, _ in connection.statuses.values())
+    for connection in connections:
+        connection.close()
+    return f"{len(streams) - sum(ended.values())} still open after 20 s; ended, by grpc-status: {dict(sorted(ended.items()))}"
+
+
+def trickle(port: int, stop: threading.Event) -> str:
+    return _trickle(port, GET_STOCK)  # public
+
+
+def trickle_protected(port: int, stop: threading.Event) -> str:
+    return _trickle(port, "/users.v1.UsersService/CreateUser")  # needs credentials
+
+
 ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "idle": idle,
     "half-sent": half_sent,
     "slow-readers": slow_readers,
     "rapid-reset": rapid_reset,
     "rapid-reset-raw": rapid_reset_raw,
+    "trickle": trickle,
+    "trickle-protected": trickle_protected,
 }
 
 
