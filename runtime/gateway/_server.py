@@ -226,6 +226,7 @@ class Gateway:
         self._guard_resets(bound)
         self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
         self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
+        self._tasks.append(asyncio.create_task(self._services.arrivals.run(), name="modrpc-gateway-arrivals"))
         assert self._services.reporter is not None
         self._usage_task = asyncio.create_task(self._services.reporter.run(), name="modrpc-gateway-usage")
         log.info("gateway listening on %s", self.address)
