@@ -88,6 +88,8 @@ class GatewayCall:
     """How the call reaches ``target``; None when the bytes pass through untouched."""
     client: str = ""
     """The client the call counts against in :class:`ClientCalls` ('' until it is counted)."""
+    arrived_after: float = 0.0
+    """Seconds the request took to arrive once the chain was done: spent from the method's timeout."""
 
 
 Step = Callable[[GatewayCall], "Awaitable[None] | None"]
@@ -372,7 +374,8 @@ class PickInstance:
 class Forward:
     """Send the call to an instance of the served version, through its conversion if any.
 
-    The deadline is built here, once: the caller's, capped by the method's timeout. Only the
+    The deadline is built here, once: the caller's, capped by what the method's timeout leaves
+    after the request's arrival. Only the
     metadata named here travels on, so hop-by-hop headers never reach a worker; the worker
     learns the caller from ``x-modrpc-principal`` and ``x-forwarded-for`` gains this peer.
     """
@@ -396,7 +399,8 @@ class Forward:
         """The deadline and the metadata the call travels on with."""
         context = call.context
         remaining = context.time_remaining()
-        deadline = Deadline.after(self._timeout if remaining is None else min(remaining, self._timeout))
+        timeout = self._timeout - call.arrived_after
+        deadline = Deadline.after(timeout if remaining is None else min(remaining, timeout))
         metadata: list[tuple[str, str | bytes]] = [
             (REQUEST_ID_KEY, call.request_id),
             ("x-api-version", call.target),

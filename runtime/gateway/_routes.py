@@ -257,7 +257,9 @@ class Route:
                     await pending
                 if traced:
                     span.add_event(STEP_EVENT, _step_event(step, call))
+            reading = time.perf_counter()
             call.payload = await self._request(context)
+            call.arrived_after = time.perf_counter() - reading
             return await self._forward(call)
         except asyncio.CancelledError:
             code = None

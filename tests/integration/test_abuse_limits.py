@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -226,6 +227,35 @@ async def test_requests_sent_a_byte_at_a_time_cannot_lock_callers_out(gw_stack: 
     finally:
         for attacker in attackers:
             attacker.close()
+
+
+async def test_the_time_a_request_takes_to_arrive_counts_against_its_method_timeout(gw_stack: GatewayStack) -> None:
+    """probe.Stall (timeout 0.3 s) sleeping 0.05 s: answered when its request comes at once,
+    DEADLINE_EXCEEDED when the request took 0.28 s to arrive (the call is not given its whole
+    timeout again once the request is in)."""
+    await gw_stack.worker("probe", tree=PROBE_MODULES_DIR)
+    gateway, _ = await _gateway(gw_stack)
+    await gateway.wait_ready(["probe"], timeout=10.0)
+    auth = ("authorization", f"Bearer {gw_stack.token()}")
+    message = grpc_message(b"\t" + struct.pack("<d", 0.05))  # probe.Stall{seconds: 0.05}
+    caller = RawH2(gateway.port)
+
+    def stall(arriving: float) -> tuple[str, str] | None:
+        stream_id = caller.conn.get_next_available_stream_id()
+        caller.conn.send_headers(stream_id, grpc_headers(gateway.port, "/probe.v1.ProbeService/Stall", auth))
+        caller.conn.send_data(stream_id, message[:3])
+        caller.flush()
+        time.sleep(arriving)
+        caller.conn.send_data(stream_id, message[3:], end_stream=True)
+        caller.flush()
+        return caller.wait_status(stream_id, 5.0)
+
+    try:
+        assert await asyncio.to_thread(stall, 0.0) == ("0", "")
+        late = await asyncio.to_thread(stall, 0.28)
+        assert late is not None and late[0] == "4", late
+    finally:
+        caller.close()
 
 
 async def test_a_client_that_cancels_some_calls_keeps_its_connection(gw_stack: GatewayStack) -> None:
