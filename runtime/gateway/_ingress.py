@@ -196,8 +196,8 @@ class ClientCalls:
     of one client: a single anonymous address could otherwise hold every call slot with streams
     it opens and never uses, locking everyone out until the route's timeout. A client is the
     principal it authenticated as; without credentials (a public method), its IP address, so
-    anonymous callers behind one address share one budget. The count is released when the call
-    ends (:meth:`release`, from the route), however it ends.
+    anonymous callers behind one address share one budget. The count is released when grpc has
+    ended the call, however it ends.
     """
 
     __slots__ = ("_limit", "_running")
@@ -221,18 +221,19 @@ class ClientCalls:
             )
         self._running[client] = running + 1
         call.client = client
+        # Released when grpc has ended the call, not when the handler returns: an answer the
+        # caller never lets in (a zero flow-control window) keeps grpc's call, and its slot of
+        # max_concurrent_calls, long after the handler is done.
+        running_calls = self._running
 
-    def release(self, call: GatewayCall) -> None:
-        """The call has ended: its client may start another."""
-        client = call.client
-        if not client:
-            return
-        call.client = ""
-        left = self._running[client] - 1
-        if left:
-            self._running[client] = left
-        else:
-            del self._running[client]
+        def ended(_context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+            left = running_calls[client] - 1
+            if left:
+                running_calls[client] = left
+            else:
+                del running_calls[client]
+
+        call.context.add_done_callback(ended)  # type: ignore[arg-type]  # grpc-stubs want a DoneCallback class; grpc calls any callable
 
     def running(self, client: str) -> int:
         """Calls ``client`` (as the refusal names it: ``address 1.2.3.4``, ``jwt alice``) has running."""

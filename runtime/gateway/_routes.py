@@ -191,7 +191,6 @@ class Route:
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
         finally:
-            services.client_calls.release(call)
             request_id_var.reset(token)
             ServerTracer.end(span, span_token, code, details)
             if not observed:
@@ -273,7 +272,6 @@ class Route:
             await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing from grpc-stubs
             raise
         finally:
-            services.client_calls.release(call)
             request_id_var.reset(token)
             ServerTracer.end(span, span_token, code, details)
             if not observed:

@@ -229,6 +229,42 @@ async def test_requests_sent_a_byte_at_a_time_cannot_lock_callers_out(gw_stack: 
             attacker.close()
 
 
+async def test_answers_a_caller_never_lets_in_count_against_its_budget(gw_stack: GatewayStack) -> None:
+    """Whole requests on a connection whose window for answers is 0: each handler returns at
+    once, but grpc keeps the call (and its slot of ``max_concurrent_calls``) while the answer
+    cannot be sent. The client's budget is released only when grpc ends the call, so the
+    address holds ``max_calls_per_client`` of them, and an authenticated caller is served."""
+    gateway, client = await _gateway(gw_stack, max_concurrent_calls=20, max_calls_per_client=8)
+    holder = RawH2(gateway.port)
+    holder.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    holder.flush()
+    await asyncio.to_thread(holder.pump, 0.1)
+    request = grpc_message(b"\n\x08WIDGET-1")
+    try:
+        streams = []
+        for _ in range(30):
+            stream_id = holder.conn.get_next_available_stream_id()
+            holder.conn.send_headers(stream_id, grpc_headers(gateway.port, GET_STOCK))
+            holder.conn.send_data(stream_id, request, end_stream=True)
+            streams.append(stream_id)
+        holder.flush()
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(holder.pump, 0.2)
+        refused = [holder.statuses[s] for s in streams if s in holder.statuses]
+        assert len(refused) == 30 - 8, f"the address holds 8 unanswerable calls, no more: {len(refused)} refused"
+        assert all(status[0] == "8" and "limits.max_calls_per_client" in status[1] for status in refused), refused
+        reply = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, token=gw_stack.token(), timeout=5)
+        assert reply.ok, f"an authenticated caller is served: {reply}"
+    finally:
+        holder.close()
+    calls = gateway._services.client_calls
+    for _ in range(100):  # grpc ends the held calls with their connection
+        if calls.running("address 127.0.0.1") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert calls.running("address 127.0.0.1") == 0
+
+
 async def test_the_time_a_request_takes_to_arrive_counts_against_its_method_timeout(gw_stack: GatewayStack) -> None:
     """probe.Stall (timeout 0.3 s) sleeping 0.05 s: answered when its request comes at once,
     DEADLINE_EXCEEDED when the request took 0.28 s to arrive (the call is not given its whole
