@@ -40,6 +40,10 @@ __all__ = ["ModuleClient"]
 
 log = logging.getLogger("modrpc.client")
 
+HANG_EVIDENCE = 0.25
+"""Seconds an attempt bounded only by its caller's deadline must have had for a missed deadline
+to count against its instance (``consecutive_deadlines`` of them eject it)."""
+
 
 class ModuleClient:
     """Calls modules through an :class:`InstancePool`, which it owns and closes.
@@ -190,6 +194,14 @@ class ModuleClient:
         if per_try is not None:
             attempt_deadline = Deadline.earliest(deadline, Deadline.after(per_try, self._clock))
         outliers = pool.outliers
+        # A deadline missed says the instance hangs only if the attempt had time to be answered:
+        # its own per-try timeout, or at least HANG_EVIDENCE seconds. A caller's short deadline
+        # (or a request that took its method's time to arrive) must not eject healthy workers.
+        judged = (
+            attempt_deadline is None
+            or attempt_deadline is not deadline
+            or attempt_deadline.remaining() >= HANG_EVIDENCE
+        )
         tracing = self._tracing
         span: trace.Span | None = None
         if tracing is not None:
@@ -197,7 +209,8 @@ class ModuleClient:
         try:
             reply = await transport.unary(method, payload, metadata, attempt_deadline)
         except CallError as exc:
-            outliers.observe(address, exc)
+            if judged or exc.code != grpc.StatusCode.DEADLINE_EXCEEDED:
+                outliers.observe(address, exc)
             if tracing is not None and span is not None:
                 tracing.finish(span, exc.code, exc.details)
             if (
@@ -230,7 +243,10 @@ class ModuleClient:
         if not isinstance(exc, TransportError):
             return error_of(exc.status)
         target = key.replace("@", " ")
-        log.warning("%s to %s failed in transport: %s", method, target, exc.details)
+        # A deadline is the caller's to set: one missed is no news of the instance (the pool
+        # logs an ejection); a broken connection is.
+        level = logging.DEBUG if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED else logging.WARNING
+        log.log(level, "%s to %s failed in transport: %s", method, target, exc.details)
         if exc.code == grpc.StatusCode.UNAVAILABLE:
             message = f"no instance of {target} could be reached for {method}"
         elif exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:

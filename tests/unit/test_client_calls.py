@@ -379,3 +379,17 @@ async def test_a_closed_client_refuses_calls(worker: Worker) -> None:
     await client.close()
     with pytest.raises(Unavailable):
         await client.call("users", ECHO, b"")
+
+
+async def test_deadlines_too_short_to_be_answered_in_do_not_eject_an_instance(worker: Worker) -> None:
+    """A caller's own short deadline (or a request that took its method's time to arrive) says
+    nothing of the instance: only attempts that had HANG_EVIDENCE seconds count as hangs."""
+    async with make_client(worker.address, max_attempts=1) as client:
+        for _ in range(5):
+            with pytest.raises(DeadlineExceeded):
+                await client.call("users", "/test.Worker/Hang", b"", deadline=Deadline.after(0.05))
+        assert worker.address not in client.pool.outliers.ejected()
+        for _ in range(3):
+            with pytest.raises(DeadlineExceeded):
+                await client.call("users", "/test.Worker/Hang", b"", deadline=Deadline.after(0.3))
+        assert worker.address in client.pool.outliers.ejected(), "three real hangs in a row eject it"
