@@ -115,6 +115,23 @@ def wants_console(choice: str, stream: IO[str] | None = None) -> bool:
     return bool(isatty and isatty())
 
 
+class CallerGoneFilter(logging.Filter):
+    """Demotes to DEBUG grpc.aio's ERROR, with a traceback, for each call whose answer could not
+    be sent because its caller had gone (``ExecuteBatchError`` on the call's last batch).
+
+    A caller makes as many of these as it likes (hold answers with a closed window, then hang
+    up); they say nothing about the server, and at ERROR they would bury the lines that do.
+    """
+
+    PREFIX = "ExecuteBatchError raised in core by servicer method"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and str(record.msg).startswith(self.PREFIX):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure_logging(
     level: str | int = "INFO",
     *,
@@ -148,6 +165,9 @@ def configure_logging(
         handler.addFilter(log_filter)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    grpc_aio = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, CallerGoneFilter) for f in grpc_aio.filters):
+        grpc_aio.addFilter(CallerGoneFilter())
     return handler
 
 

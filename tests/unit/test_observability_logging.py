@@ -159,3 +159,24 @@ def test_console_lines_show_the_module_level_request_id_and_message() -> None:
     assert second.split()[1:] == ["INFO", "orders", "-", "relayed"]
     assert wants_console("json") is False and wants_console("console") is True
     assert wants_console("auto", io.StringIO()) is False  # not a terminal: JSON
+
+
+def test_grpc_errors_for_callers_that_went_away_are_debug_not_error() -> None:
+    """grpc.aio logs ERROR with a traceback for each answer its caller never took; a caller can
+    make thousands, so they are demoted to DEBUG (shown only at that level)."""
+    grpc_aio = logging.getLogger("grpc._cython.cygrpc")
+    for level, shown in (("INFO", False), ("DEBUG", True)):
+        out = io.StringIO()
+        configure_logging(level, stream=out)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            grpc_aio.exception("ExecuteBatchError raised in core by servicer method [%s]", "/a.v1.A/B")
+        grpc_aio.error("something else went wrong")
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [(r["level"], r["message"][:17]) for r in lines] == [
+            *([("DEBUG", "ExecuteBatchError")] if shown else []),
+            ("ERROR", "something else we"),
+        ]
+    configure_logging("INFO", stream=io.StringIO())
+    assert len(grpc_aio.filters) == 1, "configured twice, filtered once"
