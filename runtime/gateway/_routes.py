@@ -201,7 +201,7 @@ class Route:
         within the method's timeout (grpc itself ends the call at the caller's deadline)."""
         message = await self.services.arrivals.read(context, self.policy.timeout)
         if not isinstance(message, bytes):  # grpc.aio.EOF: the caller half-closed without one
-            raise InvalidArgument(f"the call to {self.path} ended without its request message")
+            raise InvalidArgument(f"the call to {self.path} ended without a whole request message")
         return message
 
     def _observe(self, call: GatewayCall, code: grpc.StatusCode | None, started: float) -> None:

@@ -265,6 +265,25 @@ async def test_answers_a_caller_never_lets_in_count_against_its_budget(gw_stack:
     assert calls.running("address 127.0.0.1") == 0
 
 
+async def test_a_unary_call_without_a_whole_request_is_invalid(gw_stack: GatewayStack) -> None:
+    """No message (the headers end the stream), or half of one then the end: INVALID_ARGUMENT at
+    once, naming the method, and nothing reaches the worker."""
+    gateway, _ = await _gateway(gw_stack)
+    caller = RawH2(gateway.port)
+    try:
+        empty = caller.conn.get_next_available_stream_id()
+        caller.conn.send_headers(empty, grpc_headers(gateway.port, GET_STOCK), end_stream=True)
+        cut = caller.conn.get_next_available_stream_id()
+        caller.conn.send_headers(cut, grpc_headers(gateway.port, GET_STOCK))
+        caller.conn.send_data(cut, grpc_message(b"\n\x08WIDGET-1")[:6], end_stream=True)
+        caller.flush()
+        for stream_id in (empty, cut):
+            status = await asyncio.to_thread(caller.wait_status, stream_id, 3.0)
+            assert status == ("3", f"the call to {GET_STOCK} ended without a whole request message"), status
+    finally:
+        caller.close()
+
+
 async def test_the_time_a_request_takes_to_arrive_counts_against_its_method_timeout(gw_stack: GatewayStack) -> None:
     """probe.Stall (timeout 0.3 s) sleeping 0.05 s: answered when its request comes at once,
     DEADLINE_EXCEEDED when the request took 0.28 s to arrive (the call is not given its whole
