@@ -2,8 +2,8 @@
 
 Each attack runs against a fresh ``modrpc up`` (its state in a temporary folder, the gateway on
 a free port), for a few seconds, and stops by itself. For each it prints the gateway process's
-RSS before, at its peak during the attack, and a few seconds after, and how a normal caller on
-another connection fared meanwhile:
+RSS before, at its peak during the attack, and a few seconds after, and how a normal caller
+(with a token) on another connection fared meanwhile:
 
 - ``idle``: 1,100 TCP connections that never say anything;
 - ``half-sent``: 10 connections x 10 streams, each declaring a 4 MB message and sending as much
@@ -15,7 +15,9 @@ another connection fared meanwhile:
   an attacker in C pays per stream;
 - ``trickle``: 4 connections x 100 unary ``GetStock`` calls (public) whose 100-byte request gets
   one byte every 2 s, for 20 s; ``trickle-protected``: the same to ``users.CreateUser``, which
-  needs credentials the attacker does not send.
+  needs credentials the attacker does not send;
+- ``closed-window``: 3 connections x 100 whole GetStock requests whose answers can never be sent
+  (the connections' window is 0), held for 20 s.
 
     python -m bench.abuse                       # this checkout
     python -m bench.abuse --source DIR          # another checkout of the project (before/after)
@@ -42,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import h2.settings
 import hpack
 
 from bench.reference import READY_PREFIX
@@ -91,8 +94,16 @@ class Up:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             if "ready" in line:
-                return
-        raise RuntimeError(f"modrpc up from {source} exited before it was ready")
+                break
+        else:
+            raise RuntimeError(f"modrpc up from {source} exited before it was ready")
+        minted = subprocess.run(
+            [sys.executable, "-m", "runtime.cli", "token", "--subject", "normal-caller"],
+            cwd=source, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        self.token = minted.stdout.strip().splitlines()[-1]
+        """A token the gateway accepts: the normal caller is authenticated, with a budget of its
+        own (``limits.max_calls_per_client``) apart from the anonymous attacker's address."""
 
     def rss(self) -> float:
         return _rss_mb(self.process.pid)
@@ -121,15 +132,17 @@ class Bare(Up):
         if not line.startswith(READY_PREFIX):
             raise RuntimeError(f"the bare echo server did not start: {line!r}")
         self.port = int(line.rsplit(":", 1)[1])
+        self.token = "bare"  # the bare server reads no credentials
 
 
-def _caller(port: int, stop: threading.Event, codes: Counter[str]) -> None:
-    """A normal caller on its own connection, calling until ``stop``."""
+def _caller(port: int, token: str, stop: threading.Event, codes: Counter[str]) -> None:
+    """A normal, authenticated caller on its own connection, calling until ``stop``."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary(GET_STOCK)
+        metadata = (("authorization", f"Bearer {token}"),)
         while not stop.is_set():
             try:
-                call(STOCK_REQUEST, timeout=5)
+                call(STOCK_REQUEST, timeout=5, metadata=metadata)
                 codes["OK"] += 1
             except grpc.RpcError as error:
                 codes[error.code().name] += 1  # type: ignore[attr-defined]
@@ -337,6 +350,33 @@ def _trickle(port: int, path: str) -> str:
     return f"{len(streams) - sum(ended.values())} still open after 20 s; ended, by grpc-status: {dict(sorted(ended.items()))}"
 
 
+def closed_window(port: int, stop: threading.Event) -> str:
+    """3 connections whose window for answers is 0, each sending 100 whole GetStock requests,
+    answering pings, for 20 s: no answer can ever be sent."""
+    connections = []
+    streams = []
+    for _ in range(3):
+        connection = RawH2(port)
+        connection.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        connection.flush()
+        connection.pump(0.1)
+        for _ in range(100):
+            stream_id = connection.conn.get_next_available_stream_id()
+            connection.conn.send_headers(stream_id, grpc_headers(port, GET_STOCK))
+            connection.conn.send_data(stream_id, grpc_message(STOCK_REQUEST), end_stream=True)
+            streams.append((connection, stream_id))
+        connection.flush()
+        connections.append(connection)
+    give_up = time.monotonic() + 20
+    while time.monotonic() < give_up:
+        for connection in connections:
+            connection.pump(0.05)
+    refused = sum(stream_id in connection.statuses for connection, stream_id in streams)
+    for connection in connections:
+        connection.close()
+    return f"{len(streams) - refused} held for 20 s, {refused} refused"
+
+
 def trickle(port: int, stop: threading.Event) -> str:
     return _trickle(port, GET_STOCK)  # public
 
@@ -351,6 +391,7 @@ ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "slow-readers": slow_readers,
     "rapid-reset": rapid_reset,
     "rapid-reset-raw": rapid_reset_raw,
+    "closed-window": closed_window,
     "trickle": trickle,
     "trickle-protected": trickle_protected,
 }
@@ -365,7 +406,7 @@ def measure(source: Path | None, name: str) -> dict[str, object]:
         peak = before
         stop = threading.Event()
         codes: Counter[str] = Counter()
-        caller = threading.Thread(target=_caller, args=(up.port, stop, codes))
+        caller = threading.Thread(target=_caller, args=(up.port, up.token, stop, codes))
         caller.start()
         outcome: list[str] = []
         attack = threading.Thread(target=lambda: outcome.append(ATTACKS[name](up.port, stop)))
