@@ -383,17 +383,18 @@ class Arrivals:
 
 @dataclass
 class CallCounts:
-    """How many calls the router handed to a route, how many of those a route took up (its
-    request had arrived), and how many of these the caller cancelled: the reset guard's cheap
-    signal (:meth:`resets`) that some client is resetting streams."""
+    """How many calls the router handed to a route, how many of those a route's handler took
+    up (grpc.aio starts it as the call's headers arrive), and how many of these the caller
+    cancelled: the reset guard's cheap signal (:meth:`resets`) that some client is resetting
+    streams."""
 
     routed: int = 0
     taken_up: int = 0
     cancelled: int = 0
 
     def resets(self) -> int:
-        """Calls reset by their caller, before their request arrived or while they ran; plus
-        those whose request is still arriving (at most ``max_concurrent_calls``)."""
+        """Calls reset by their caller, before grpc.aio started their handler or while it ran
+        (a unary call whose request was still arriving included)."""
         return self.routed - self.taken_up + self.cancelled
 
 
