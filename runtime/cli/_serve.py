@@ -65,18 +65,23 @@ def run(args: argparse.Namespace) -> int:
         configure_tracing(name, otlp_endpoint=endpoint, install_global=True)
     # Without an exporter, recorded spans would go nowhere: the API's non-recording spans still
     # carry the caller's trace context on to workers and module calls, at a fraction of the cost.
-    from runtime.cli._ports import busy_port_message
+    from runtime.cli._ports import PortInUse, hold_ports
 
     settings = settings.model_copy(update={"modules_dir": Path(settings.modules_dir).resolve()})
-    busy = busy_port_message(args.command, settings, getattr(args, "port", None))
-    if busy is not None:
-        print(f"modrpc {args.command}: {busy}", file=sys.stderr)
+    try:
+        held = hold_ports(args.command, settings, getattr(args, "port", None))
+    except PortInUse as exc:
+        print(f"modrpc {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an address this machine does not have, say
+        print(f"modrpc {args.command}: cannot listen on {settings.host}: {exc.strerror}", file=sys.stderr)
         return 1
     main = {"worker": _worker, "gateway": _gateway, "up": _up}[args.command]
-    try:
-        return asyncio.run(main(args, settings))
-    except KeyboardInterrupt:
-        return 0
+    with held:
+        try:
+            return asyncio.run(main(args, settings))
+        except KeyboardInterrupt:
+            return 0
 
 
 STATE_DIR = Path(".modrpc")
