@@ -15,6 +15,7 @@
 Run one per process, so its CPU can be read from ``/proc``::
 
     python -m bench.reference echo --port 0
+    python -m bench.reference echo --port 0 --tls-dir DIR --module echo   # mutual TLS, as a worker
     python -m bench.reference stream --port 0
     python -m bench.reference proxy --port 0 --target 127.0.0.1:50061 --tls-dir DIR --module echo
 
@@ -118,10 +119,15 @@ class _PassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return grpc.unary_unary_rpc_method_handler(forward)
 
 
-async def _serve(handler: grpc.GenericRpcHandler[bytes, bytes], host: str, port: int) -> None:
+async def _serve(
+    handler: grpc.GenericRpcHandler[bytes, bytes], host: str, port: int, credentials: grpc.ServerCredentials | None = None
+) -> None:
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if credentials is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,9 +140,18 @@ async def _serve(handler: grpc.GenericRpcHandler[bytes, bytes], host: str, port:
         await server.stop(0.5)
 
 
-async def serve_echo(host: str = "127.0.0.1", port: int = 0) -> None:
-    """Serve the bare echo reference until SIGTERM."""
-    await _serve(_EchoEverything(), host, port)
+async def serve_echo(host: str = "127.0.0.1", port: int = 0, tls_dir: str | None = None, module: str | None = None) -> None:
+    """Serve the bare echo reference until SIGTERM; with ``tls_dir``, over mutual TLS as a worker
+    of ``module`` serves (its certificate, client certificates from the deployment's CA required)."""
+    credentials = None
+    if tls_dir is not None:
+        from pathlib import Path
+
+        from runtime.identity import Peer
+        from runtime.tls import InternalTls
+
+        credentials = InternalTls.load(Path(tls_dir), Peer.module(module or "echo")).server_credentials()
+    await _serve(_EchoEverything(), host, port, credentials)
 
 
 async def serve_stream(host: str = "127.0.0.1", port: int = 0) -> None:
@@ -169,11 +184,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--target", help="host:port the proxy forwards to (proxy only)")
-    parser.add_argument("--tls-dir", help="dial the target with mutual TLS as the gateway of this folder")
-    parser.add_argument("--module", help="the module the target must prove it serves (with --tls-dir)")
+    parser.add_argument("--tls-dir", help="proxy: dial the target with mutual TLS as the gateway of this folder; "
+                        "echo: serve mutual TLS as a worker of --module does")
+    parser.add_argument("--module", help="the module the target must prove it serves, or the echo serves as (with --tls-dir)")
     args = parser.parse_args(argv)
     if args.kind == "echo":
-        asyncio.run(serve_echo(args.host, args.port))
+        asyncio.run(serve_echo(args.host, args.port, args.tls_dir, args.module))
     elif args.kind == "stream":
         asyncio.run(serve_stream(args.host, args.port))
     else:

@@ -18,6 +18,7 @@ _PATHS = (
     ("embedded", "gateway with the module in process (embedded)", _WORKER, "gateway"),
     ("proxy", "naive grpc.aio pass-through → worker (mTLS)", _WORKER, "proxy"),
     ("nginx", "nginx grpc_pass → worker (mTLS)", _WORKER, "nginx"),
+    ("nginx_bare", "nginx grpc_pass → bare echo (mTLS, the worker's certificate)", "bare", "nginx"),
     ("proxy_bare", "naive grpc.aio pass-through → bare echo", "bare", "proxy"),
 )
 """Target, label, what its throughput is compared with, and the process in front (its CPU is

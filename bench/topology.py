@@ -17,6 +17,9 @@
   quotes the naive proxy's figures (0.34x the throughput, 2.3x the CPU per call);
 * **nginx**: ``grpc_pass grpcs://`` in front of the worker with the gateway's client certificate,
   when nginx is installed;
+* **nginx_bare**: the same nginx in front of the bare server serving the same mutual TLS with the
+  worker's certificate (``bare_tls``): what the worker costs beyond it is the worker's own, like
+  for like;
 * **embedded**: ``modrpc up --embedded``, the gateway serving the echo module in its own process.
 
 What internal mutual TLS costs on the lane, against the same lane in plaintext, is measured
@@ -185,18 +188,18 @@ http {{
 """
 
 
-async def _nginx(workdir: Path, upstream: str, tls: Path) -> Server:
+async def _nginx(workdir: Path, upstream: str, tls: Path, name: str = "nginx") -> Server:
     # Debian puts nginx in /usr/sbin, which is not on every PATH.
     binary = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if binary is None:
         raise FileNotFoundError("nginx is not installed (Debian: apt-get install nginx-light)")
-    directory = workdir / "nginx"
+    directory = workdir / name
     directory.mkdir()
     port = _free_port()
     conf = directory / "nginx.conf"
     conf.write_text(_NGINX_CONF.format(dir=directory, upstream=upstream, port=port, tls=tls))
     command = [binary, "-e", str(directory / "nginx-error.log"), "-p", str(directory), "-c", str(conf)]
-    server = await Server.start_polling("nginx", command, address=f"127.0.0.1:{port}")
+    server = await Server.start_polling(name, command, address=f"127.0.0.1:{port}")
     server.pids = (server.process.pid, *_children(server.process.pid))
     return server
 
@@ -269,6 +272,18 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
                 else:
                     stack.push_async_callback(server.stop)
                     top.targets["nginx"] = Target("nginx", server.address, {"nginx": server, "worker": worker})
+                    # The worker's like for like: the bare server behind the same nginx, serving
+                    # the same mutual TLS with the worker's certificate.
+                    bare_tls = await start(
+                        "bare_tls",
+                        [sys.executable, "-m", "bench.reference", "echo", "--tls-dir", str(tls), "--module", MODULE],
+                        "listening ",
+                    )
+                    server = await _nginx(workdir, bare_tls.address, tls, "nginx_bare")
+                    stack.push_async_callback(server.stop)
+                    top.targets["nginx_bare"] = Target(
+                        "nginx_bare", server.address, {"nginx": server, "server": bare_tls}
+                    )
             else:
                 top.skipped["nginx"] = "not requested"
             if embedded:
