@@ -18,7 +18,7 @@ from runtime.lcc._context import EffectKind, LocalContext, current_context
 from runtime.lcc._events import EventKind, LifecycleEvent, MemoryEventSink
 from runtime.lcc._hooks import HookSpec, Level, Phase, run_hook
 from runtime.lcc._json import to_jsonable
-from runtime.lcc._lifecycle import LifecycleCall, Stream, run_lifecycle
+from runtime.lcc._lifecycle import DEADLINE_SLACK, LifecycleCall, Stream, run_lifecycle
 from runtime.lcc._meta import RequestMeta, parse_flags
 from runtime.lcc._replay import (
     ReplayDiff,
@@ -40,6 +40,7 @@ from runtime.lcc._store import (
 )
 
 __all__ = [
+    "DEADLINE_SLACK",
     "SNAPSHOT_FLAG",
     "EffectKind",
     "EventKind",

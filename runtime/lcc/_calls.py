@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,9 @@ __all__ = ["call_any", "call_with_timeout", "callable_name", "describe_error", "
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:
     """True for ``async def`` functions, partials of them, and objects with an async ``__call__``."""
+    function = fn.__func__ if type(fn) is types.MethodType else fn
+    if type(function) is types.FunctionType:  # the common case, read off its code at once
+        return bool(function.__code__.co_flags & inspect.CO_COROUTINE)
     while isinstance(fn, functools.partial):
         fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(

@@ -349,6 +349,10 @@ class LocalContext:
         self._emit = None
         _current.reset(token)
 
+    def _has_leftovers(self) -> bool:
+        """Whether the request's ending has tasks to settle or cleanup callbacks to run."""
+        return bool(self._tasks or self._cleanups)
+
     def _record(self, event: LifecycleEvent) -> None:
         self._events.append(event)
 

@@ -33,9 +33,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime.errors import DeadlineExceeded, InternalError, ValidationFailed
 from runtime.lcc._calls import call_any, call_with_timeout, callable_name, describe_error
@@ -48,6 +48,8 @@ from runtime.lcc._store import SnapshotStore
 __all__ = ["LifecycleCall", "Stream", "run_lifecycle"]
 
 logger = logging.getLogger("modrpc.lcc")
+
+T = TypeVar("T")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -139,23 +141,51 @@ class _Run:
         self.lctx._record(event)
         if self.call.sink is not None:
             self.call.sink.emit(event)
-        logger.debug("%s %s %s%s", event.request_id, kind, name, f" ({error})" if error else "")
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s %s%s", event.request_id, kind, name, f" ({error})" if error else "")
 
     def emit_effect(self, kind: EventKind, name: str, started: float, error: str | None) -> None:
         self.emit(kind, name, started=started, error=error)
+
+    outside: asyncio.CancelledError | None = None
+    """A cancellation from outside that landed at the deadline: the lifecycle ends as for the
+    deadline (catch hooks, undo steps), and the cancellation is raised once it has."""
 
     async def run(self) -> Any:
         token = self.lctx._begin(self.call.request, self.emit_effect)
         started = time.perf_counter()
         self.emit("lifecycle_start", self.meta.handler)
-        failure: BaseException | None = None
         try:
             try:
-                return await self.within_deadline()
+                response = await self.within_deadline()
             except BaseException as exc:
-                failure = exc
-                await self.unwind(exc)
-                raise
+                await to_the_end(self.end(exc, started))
+                raise  # end() raises; this line is for the type checker
+            if self.ends_at_once():
+                self.emit("lifecycle_end", self.meta.handler, started=started)
+            else:
+                await to_the_end(self.end(None, started))
+            return response
+        finally:
+            self.lctx._end(token)
+
+    def ends_at_once(self) -> bool:
+        """Nothing is left to await once the handler answered: no task, no cleanup, no snapshot."""
+        return not self.lctx._has_leftovers() and not self.snapshot_due(refused=False)
+
+    async def end(self, failure: BaseException | None, started: float) -> None:
+        """Catch hooks and undo steps (after a failure), cleanup, ``lifecycle_end``, the snapshot;
+        then ``failure`` (or what the ending itself raised) is raised again.
+
+        Run by :func:`to_the_end`: no cancellation from outside cuts any of it short.
+        """
+        try:
+            try:
+                if failure is not None:
+                    await self.unwind(failure)
+                    if self.outside is not None:
+                        raise self.outside
+                    raise failure
             finally:
                 try:
                     await self.close()
@@ -163,7 +193,6 @@ class _Run:
                     error = None if failure is None else describe_error(failure)
                     self.emit("lifecycle_end", self.meta.handler, started=started, error=error)
         finally:
-            self.lctx._end(token)
             await self.store_snapshot(refused=isinstance(failure, ValidationFailed))
 
     async def within_deadline(self) -> Any:
@@ -180,6 +209,13 @@ class _Run:
                 return await self.body()
         except TimeoutError as exc:
             if scope.expired():
+                raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from exc
+            raise
+        except asyncio.CancelledError as exc:
+            # A transport cancels the call at the same deadline (whichever timer fired first, or
+            # both): that is the deadline, not a caller who went away.
+            if scope.expired() or deadline.remaining() <= DEADLINE_SLACK:
+                self.outside = exc
                 raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from exc
             raise
 
@@ -284,8 +320,11 @@ class _Run:
                 await close()
         self.emit("handler_end", self.meta.handler, started=started)
 
-    def hooks(self, phase: Phase) -> list[HookSpec]:
-        return ordered([*self.call.hooks, *self.lctx.hooks], phase)
+    def hooks(self, phase: Phase) -> Sequence[HookSpec]:
+        request_hooks = self.lctx.hooks
+        if not self.call.hooks and not request_hooks:
+            return ()
+        return ordered([*self.call.hooks, *request_hooks], phase)
 
     async def hook(self, spec: HookSpec, args: tuple[Any, ...]) -> None:
         self.lctx._hook_started()
@@ -375,9 +414,16 @@ class _Run:
         if cancelled is not None:
             raise cancelled
 
+    def snapshot_due(self, *, refused: bool) -> bool:
+        return (
+            self.call.snapshots is not None
+            and self.call.stream is None
+            and should_snapshot(self.meta, self.call.snapshot_policy, refused=refused)
+        )
+
     async def store_snapshot(self, *, refused: bool) -> None:
         store = self.call.snapshots
-        if store is None or self.call.stream is not None or not should_snapshot(self.meta, self.call.snapshot_policy, refused=refused):
+        if store is None or not self.snapshot_due(refused=refused):
             return
         try:
             await store.save(self.lctx.snapshot())
@@ -385,6 +431,32 @@ class _Run:
             error = describe_error(exc)
             self.emit("alert", "snapshot", error=f"snapshot not stored: {error}")
             logger.error("request %s: snapshot not stored: %s", self.meta.request_id, error)
+
+
+DEADLINE_SLACK = 0.05
+"""A cancellation from outside this close to the deadline (seconds) is the deadline's."""
+
+
+async def to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` in a task of its own and wait for it, whatever cancels the caller meanwhile.
+
+    The ending of a request (undo steps, cleanup, the snapshot) must not be cut short: a step
+    interrupted half-way is worse than one never started. A cancellation of the caller is held
+    while ``work`` runs, then raised in its place. Only a request that has something to undo or
+    clean up pays for the task; the common ending runs in line.
+    """
+    task = asyncio.ensure_future(work)
+    held: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError as exc:
+            held = held or exc
+    if held is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller is gone, what the ending raised is audited
+        raise held
+    return task.result()
 
 
 def _violations(exc: ValidationFailed) -> str:

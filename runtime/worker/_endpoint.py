@@ -46,6 +46,7 @@ from runtime.errors import (
 from runtime.gtype import FieldViolation, Schema, stream_item, validate
 from runtime.identity import PRINCIPAL_HEADER, Peer, Principal, current_peer, request_id_of
 from runtime.lcc import (
+    DEADLINE_SLACK,
     HookSpec,
     LifecycleCall,
     LifecycleEvent,
@@ -111,37 +112,6 @@ def _violations_from_pydantic(exc: pydantic.ValidationError) -> list[FieldViolat
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         out.append(FieldViolation(path=path, expected=err["msg"], actual=err.get("input")))
     return out
-
-
-DEADLINE_SLACK = 0.05
-"""A call cancelled this close to its deadline (seconds) was cancelled by the deadline."""
-
-
-async def _run_to_the_end(call: LifecycleCall, deadline: Deadline | None) -> Any:
-    """Run the lifecycle in a task of its own, so that undo steps and cleanup always finish.
-
-    gRPC cancels the RPC's task when the caller goes away or its deadline passes. The lifecycle
-    enforces that same deadline itself, so at the deadline two cancellations land at once: its
-    own, which starts the undo steps and cleanup, and gRPC's, which would cut one of them short
-    (a plain-``def`` cleanup still waiting for its thread never runs at all; an undo step's
-    module call is abandoned). So the RPC's cancellation reaches the lifecycle at most once, and
-    not at all near the deadline, where the lifecycle's own timeout is already on its way; the
-    worker then waits for the lifecycle to finish and re-raises the cancellation.
-    """
-    task = asyncio.ensure_future(run_lifecycle(call))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if deadline is None or deadline.remaining() > DEADLINE_SLACK:
-            task.cancel()  # the caller went away: the lifecycle unwinds as for any cancellation
-        while not task.done():
-            try:
-                await asyncio.wait((task,))
-            except asyncio.CancelledError:
-                continue  # held, not swallowed: the first cancellation is re-raised below
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller is gone, what it failed with is audited
-        raise
 
 
 @dataclass(frozen=True)
@@ -362,7 +332,9 @@ class MethodEndpoint:
             batch_token = current_batch.set(batch)
             principal_token = current_principal.set(principal)
             try:
-                response = await _run_to_the_end(
+                # In this call's own task: the lifecycle keeps its ending (undo steps, cleanup)
+                # from being cut short by the transport's cancellation (``to_the_end``).
+                response = await run_lifecycle(
                     LifecycleCall(
                         handler=self._run_handler,
                         request=request,
@@ -374,8 +346,7 @@ class MethodEndpoint:
                         sink=sink,
                         snapshots=self.snapshots,
                         snapshot_policy=self.policy.snapshot,
-                    ),
-                    deadline,
+                    )
                 )
             finally:
                 current_request_id.reset(rid_token)

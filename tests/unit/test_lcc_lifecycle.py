@@ -591,3 +591,80 @@ async def test_a_snapshot_that_cannot_be_stored_raises_an_alert_but_keeps_the_re
     assert response == "ok"
     assert sink.events[-1].kind == "alert"
     assert sink.events[-1].error == "snapshot not stored: ConnectionRefusedError: store down"
+
+
+async def test_a_second_cancellation_never_cuts_an_undo_step_or_a_cleanup_short() -> None:
+    """The lifecycle runs in its caller's task; its ending runs to the end whatever cancels that
+    task meanwhile, and the cancellation is raised once it has."""
+    log: list[str] = []
+    undoing = asyncio.Event()
+    sink = MemoryEventSink()
+
+    async def undo() -> None:
+        undoing.set()
+        await asyncio.sleep(0.05)
+        log.append("undone")
+
+    async def cleanup() -> None:
+        await asyncio.sleep(0.05)
+        log.append("cleaned")
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> None:
+        lctx.compensate(undo, name="undo")
+        lctx.on_cleanup(cleanup)
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(
+        run_lifecycle(LifecycleCall(handler=handler, request={}, lctx=make_lctx(), sink=sink))
+    )
+    await asyncio.sleep(0.01)
+    task.cancel()  # the caller goes away: the handler is cancelled, the undo step starts
+    await undoing.wait()
+    task.cancel()  # and again, mid-way through the undo step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["undone", "cleaned"]
+    assert [(e.kind, e.error) for e in sink.events if e.kind in ("compensation", "cleanup")] == [
+        ("compensation", None),
+        ("cleanup", None),
+    ]
+    assert sink.events[-1].kind == "lifecycle_end"
+
+
+async def test_a_cancellation_at_the_deadline_is_the_deadline_and_is_raised_after_the_catch_hooks() -> None:
+    """A transport cancels the call at its deadline too, sometimes a moment before the
+    lifecycle's own timer: the lifecycle still ends as for the deadline (catch hooks, undo),
+    then lets the cancellation through to the transport."""
+    log: list[str] = []
+    sink = MemoryEventSink()
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> None:
+        lctx.compensate(recorder(log, "undo"))
+        await asyncio.Event().wait()
+
+    hooks = [HookSpec("catch", "catch", "global", recorder(log, "catch"))]
+    now = [100.0]
+    lctx = make_lctx(deadline=Deadline.after(30.0, lambda: now[0]))
+    task = asyncio.create_task(
+        run_lifecycle(LifecycleCall(handler=handler, request={}, lctx=lctx, hooks=hooks, sink=sink))
+    )
+    await asyncio.sleep(0.01)
+    now[0] += 30.0 - 0.02  # within the slack before the deadline, on the deadline's own clock
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["catch", "undo"]
+    assert sink.events[-1].kind == "lifecycle_end"
+    assert sink.events[-1].error == "DeadlineExceeded: shop.Order: deadline exceeded"
+
+
+async def test_a_request_with_nothing_to_undo_or_clean_up_ends_in_its_callers_task() -> None:
+    """The common ending costs no task: the lifecycle runs where it is awaited."""
+    tasks: list[asyncio.Task[Any] | None] = []
+
+    async def handler(req: Any, lctx: LocalContext, gctx: Any) -> dict[str, Any]:
+        tasks.append(asyncio.current_task())
+        return {}
+
+    assert await run_lifecycle(LifecycleCall(handler=handler, request={}, lctx=make_lctx())) == {}
+    assert tasks == [asyncio.current_task()]

@@ -52,7 +52,7 @@ SURFACES = {
         "lane_limits", "parse_where", "where_handler",
     ],
     "runtime.lcc": [
-        "SNAPSHOT_FLAG", "EffectKind", "EventKind", "HookSpec", "Level", "LifecycleCall",
+        "DEADLINE_SLACK", "SNAPSHOT_FLAG", "EffectKind", "EventKind", "HookSpec", "Level", "LifecycleCall",
         "LifecycleEvent", "LocalContext", "LogSnapshotStore", "MemoryEventSink",
         "MemorySnapshotStore", "Phase", "ReplayDiff", "ReplayResult", "RequestMeta", "Snapshot",
         "SnapshotStore", "Spool", "Stream", "TraceChange", "ValueChange", "WriteBehindSnapshots", "current_context",
