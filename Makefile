@@ -46,9 +46,11 @@ gen-check: install
 faults: install
 	$(BIN)/python -m tests.faults
 
-## make bench: benchmarks, not tests. Installs h2load (Debian nghttp2-client) when missing.
+## make bench: benchmarks, not tests. Installs h2load (Debian nghttp2-client) and nginx (the
+## worker is measured behind it: it takes mutual TLS only) when missing.
 bench: install
 	@command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
+	@(command -v nginx || test -x /usr/sbin/nginx) >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx-light || apt-get install -y -qq nginx)
 	$(BIN)/python -m bench
 
 clean:

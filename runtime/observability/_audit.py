@@ -461,9 +461,10 @@ def json_line(data: Any) -> bytes:
         line = orjson.dumps(data, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
     except (orjson.JSONEncodeError, TypeError):
         return (json.dumps(data, default=str, ensure_ascii=True) + "\n").encode("ascii")
-    for raw, escaped in _LINE_BREAKS:
-        if raw in line:
-            line = line.replace(raw, escaped)
+    if not line.isascii():  # one fast pass settles the usual line, which is all ASCII
+        for raw, escaped in _LINE_BREAKS:
+            if raw in line:
+                line = line.replace(raw, escaped)
     return line
 
 
