@@ -24,6 +24,7 @@ from runtime.gtype._buf_validate import (
     validate_descriptor,
 )
 from runtime.gtype._checks import is_date, is_datetime, register_custom_validator
+from runtime.gtype._compiled import compiled
 from runtime.gtype._diff import Change, Diff, diff
 from runtime.gtype._errors import FieldViolation, UnsupportedType
 from runtime.gtype._model import (
@@ -56,6 +57,7 @@ __all__ = [
     "analyze_type",
     "build_schema",
     "canonical_json",
+    "compiled",
     "describe",
     "diff",
     "fingerprint",

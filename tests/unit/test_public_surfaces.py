@@ -43,7 +43,7 @@ SURFACES = {
         "PROTOVALIDATE_VERSION", "VALIDATE_PROTO", "VALIDATE_PROTO_ROOT", "Change", "Constraints",
         "Diff", "Field", "FieldViolation", "GType", "HandlerTypes", "Method", "Schema",
         "UnsupportedType", "add_buf_validate", "analyze_handler", "analyze_type", "build_schema",
-        "canonical_json", "describe", "diff", "fingerprint", "is_date", "is_datetime",
+        "canonical_json", "compiled", "describe", "diff", "fingerprint", "is_date", "is_datetime",
         "method_name", "options_with_rules", "register_custom_validator", "rules_of",
         "same_scalar", "stream_item", "validate", "validate_descriptor",
     ],
