@@ -203,21 +203,24 @@ class _Run:
             raise DeadlineExceeded(
                 f"{self.meta.handler}: the deadline passed before the call started"
             )
-        scope = asyncio.timeout(deadline.remaining())
+        # One timer that cancels this task at the deadline: what asyncio.timeout does, without
+        # its bookkeeping, which cost a tenth of an echo call.
+        loop = asyncio.get_running_loop()
+        expiry = _Expiry(asyncio.current_task())
+        timer = loop.call_at(loop.time() + deadline.remaining(), expiry.fire)
         try:
-            async with scope:
-                return await self.body()
-        except TimeoutError as exc:
-            if scope.expired():
-                raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from exc
-            raise
+            return await self.body()
         except asyncio.CancelledError as exc:
+            if expiry.fired and expiry.task.uncancel() == 0:  # only this timer cancelled it
+                raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from None
             # A transport cancels the call at the same deadline (whichever timer fired first, or
             # both): that is the deadline, not a caller who went away.
-            if scope.expired() or deadline.remaining() <= DEADLINE_SLACK:
+            if expiry.fired or deadline.remaining() <= DEADLINE_SLACK:
                 self.outside = exc
                 raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from exc
             raise
+        finally:
+            timer.cancel()
 
     async def body(self) -> Any:
         request = self.call.request
@@ -435,6 +438,21 @@ class _Run:
 
 DEADLINE_SLACK = 0.05
 """A cancellation from outside this close to the deadline (seconds) is the deadline's."""
+
+
+class _Expiry:
+    """The deadline's timer callback: cancels the lifecycle's task, and says it did."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        assert task is not None, "run_lifecycle runs in a task"
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
 
 
 async def to_the_end(work: Coroutine[Any, Any, T]) -> T:
