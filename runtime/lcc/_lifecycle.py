@@ -20,6 +20,12 @@ cancelled and the request fails with :class:`runtime.errors.DeadlineExceeded`. C
 steps and cleanup run after that point, bounded by their own timeouts, because undoing side
 effects matters more than answering on time.
 
+The lifecycle runs in the task that awaits it (a transport's call task), so a call costs no task
+of its own. A transport cancels that task when the caller goes away, and at the deadline too; a
+cancellation at the deadline counts as the deadline. The ending (catch hooks, undo steps,
+cleanup, the snapshot), when there is one, runs in a task that no further cancellation reaches
+(:func:`to_the_end`), and the cancellation is raised once it is done.
+
 A streaming call (:class:`Stream`) runs the same lifecycle once for the whole stream: before
 hooks when it opens, after hooks when it closes, and the deadline over all of it. Each request
 message is validated as the handler reads it, each response message as the handler yields it
