@@ -43,6 +43,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, 
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from runtime.deadline import Expiry
 from runtime.errors import DeadlineExceeded, InternalError, ValidationFailed
 from runtime.lcc._calls import call_any, call_with_timeout, callable_name, describe_error
 from runtime.lcc._context import LocalContext
@@ -209,15 +210,11 @@ class _Run:
             raise DeadlineExceeded(
                 f"{self.meta.handler}: the deadline passed before the call started"
             )
-        # One timer that cancels this task at the deadline: what asyncio.timeout does, without
-        # its bookkeeping, which cost a tenth of an echo call.
-        loop = asyncio.get_running_loop()
-        expiry = _Expiry(asyncio.current_task())
-        timer = loop.call_at(loop.time() + deadline.remaining(), expiry.fire)
+        expiry = Expiry(deadline)
         try:
             return await self.body()
         except asyncio.CancelledError as exc:
-            if expiry.fired and expiry.task.uncancel() == 0:  # only this timer cancelled it
+            if expiry.alone():
                 raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from None
             # A transport cancels the call at the same deadline (whichever timer fired first, or
             # both): that is the deadline, not a caller who went away.
@@ -226,7 +223,7 @@ class _Run:
                 raise DeadlineExceeded(f"{self.meta.handler}: deadline exceeded") from exc
             raise
         finally:
-            timer.cancel()
+            expiry.cancel()
 
     async def body(self) -> Any:
         request = self.call.request
@@ -444,21 +441,6 @@ class _Run:
 
 DEADLINE_SLACK = 0.05
 """A cancellation from outside this close to the deadline (seconds) is the deadline's."""
-
-
-class _Expiry:
-    """The deadline's timer callback: cancels the lifecycle's task, and says it did."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        assert task is not None, "run_lifecycle runs in a task"
-        self.task = task
-        self.fired = False
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
 
 
 async def to_the_end(work: Coroutine[Any, Any, T]) -> T:

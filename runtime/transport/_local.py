@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, Collection
 
 import grpc
 
-from runtime.deadline import Deadline
+from runtime.deadline import Deadline, Expiry
 from runtime.status import RpcStatus
 from runtime.transport._contract import MetadataIn, Reply, StreamCall, Transport, TransportError
 
@@ -40,12 +40,16 @@ class _InProcess:
     async def unary(self, method: str, payload: bytes, metadata: MetadataIn, deadline: Deadline | None) -> Reply:
         if deadline is None:
             return await self._served.unary(method, payload, metadata, deadline)
+        expiry = Expiry(deadline)
         try:
-            async with asyncio.timeout(deadline.remaining()):
-                return await self._served.unary(method, payload, metadata, deadline)
-        except TimeoutError:
-            details = f"deadline exceeded before {method} answered in process"
-            raise TransportError(RpcStatus(grpc.StatusCode.DEADLINE_EXCEEDED, details)) from None
+            return await self._served.unary(method, payload, metadata, deadline)
+        except asyncio.CancelledError:
+            if expiry.alone():
+                details = f"deadline exceeded before {method} answered in process"
+                raise TransportError(RpcStatus(grpc.StatusCode.DEADLINE_EXCEEDED, details)) from None
+            raise
+        finally:
+            expiry.cancel()
 
 
     def stream(
