@@ -140,17 +140,21 @@ async def _serve(
         await server.stop(0.5)
 
 
+def _internal_tls(tls_dir: str, peer: str) -> Any:
+    """The deployment's mutual TLS from ``tls_dir`` as ``peer`` (``gateway`` or a module's name),
+    imported only when asked for: the plaintext references need none of the runtime."""
+    from pathlib import Path
+
+    from runtime.identity import Peer
+    from runtime.tls import InternalTls
+
+    return InternalTls.load(Path(tls_dir), Peer.gateway() if peer == "gateway" else Peer.module(peer))
+
+
 async def serve_echo(host: str = "127.0.0.1", port: int = 0, tls_dir: str | None = None, module: str | None = None) -> None:
     """Serve the bare echo reference until SIGTERM; with ``tls_dir``, over mutual TLS as a worker
     of ``module`` serves (its certificate, client certificates from the deployment's CA required)."""
-    credentials = None
-    if tls_dir is not None:
-        from pathlib import Path
-
-        from runtime.identity import Peer
-        from runtime.tls import InternalTls
-
-        credentials = InternalTls.load(Path(tls_dir), Peer.module(module or "echo")).server_credentials()
+    credentials = None if tls_dir is None else _internal_tls(tls_dir, module or "echo").server_credentials()
     await _serve(_EchoEverything(), host, port, credentials)
 
 
@@ -166,12 +170,9 @@ async def serve_proxy(
     if tls_dir is None:
         channel = grpc.aio.insecure_channel(target)
     else:
-        from pathlib import Path
-
         from runtime.identity import Peer
-        from runtime.tls import InternalTls
 
-        tls = InternalTls.load(Path(tls_dir), Peer.gateway())
+        tls = _internal_tls(tls_dir, "gateway")
         options = tls.channel_options(Peer.module(module or "echo"))
         channel = grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
     async with channel:

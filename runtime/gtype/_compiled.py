@@ -17,9 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runtime.gtype._checks import is_date, is_datetime, map_key_ok, run_custom_validator
+from runtime.gtype._checks import is_date, map_key_ok, run_custom_validator
 from runtime.gtype._model import GType, Schema
-from runtime.gtype._validate import _constraint_ok, _present_keys, _resolve, same_scalar
+from runtime.gtype._validate import (
+    PRIMITIVE_KINDS,
+    _constraint_ok,
+    _present_keys,
+    _resolve,
+    same_scalar,
+)
 
 __all__ = ["Check", "compiled"]
 
@@ -91,14 +97,14 @@ class _Compiler:
         if kind in ("primitive", "literal", "enum"):
             return _scalar(node)
         if kind == "array":
-            items = self.check(_present(node.items))
+            items = self.check(_part(node.items))
             fits = _constraints(node)
             return lambda value: (
                 isinstance(value, (list, tuple)) and fits(value) and all(items(item) for item in value)
             )
         if kind == "map":
-            keys = _present(node.keys).name
-            entries = self.check(_present(node.items))
+            keys = _part(node.keys).name
+            entries = self.check(_part(node.items))
             fits = _constraints(node)
             return lambda value: (
                 isinstance(value, dict)
@@ -126,7 +132,7 @@ class _Compiler:
         return valid
 
 
-def _present(node: GType | None) -> GType:
+def _part(node: GType | None) -> GType:
     assert node is not None, "an array or map node without its parts"
     return node
 
@@ -138,24 +144,11 @@ def _scalar(node: GType) -> Check:
 
 
 def _kind_check(node: GType) -> Check:
-    """Mirrors ``validate``'s kind rule for a primitive, literal or enum node."""
+    """``validate``'s kind rule for a primitive, literal or enum node, picked once."""
     if node.kind in ("literal", "enum"):
         allowed = node.values
         return lambda value: same_scalar(value, allowed)
-    name = node.name
-    if name == "str":
-        return lambda value: isinstance(value, str)
-    if name == "int":
-        return lambda value: isinstance(value, int) and not isinstance(value, bool)
-    if name == "float":
-        return lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)
-    if name == "bool":
-        return lambda value: isinstance(value, bool)
-    if name == "bytes":
-        return lambda value: isinstance(value, (bytes, bytearray, str))
-    if name == "datetime":
-        return is_datetime
-    return is_date
+    return PRIMITIVE_KINDS.get(node.name, is_date)
 
 
 def _constraints(node: GType) -> Check:

@@ -27,6 +27,7 @@ same verdicts, field path for field path.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
@@ -44,6 +45,7 @@ from runtime.gtype._model import Constraints, GType, Schema
 __all__ = [
     "CONSTRAINT_ORDER",
     "MISSING",
+    "PRIMITIVE_KINDS",
     "REQUIRED",
     "constraint_text",
     "describe",
@@ -196,24 +198,35 @@ def _target(node: GType, schema: Schema | None) -> GType:
     return target
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_bytes(value: object) -> bool:
+    return isinstance(value, (bytes, bytearray, str))
+
+
+PRIMITIVE_KINDS: dict[str, Callable[[object], bool]] = {
+    "str": lambda value: isinstance(value, str),
+    "int": _is_int,
+    "float": _is_number,
+    "bool": lambda value: isinstance(value, bool),
+    "bytes": _is_bytes,
+    "datetime": is_datetime,
+    "date": is_date,
+}
+"""Whether a value has the right Python type for a primitive, by the primitive's name."""
+
+
 def _kind_ok(value: object, node: GType) -> bool:
     """Whether ``value`` has the right Python type for a primitive, literal or enum node."""
-    name = node.name
     if node.kind in ("literal", "enum"):
         return same_scalar(value, node.values)
-    if name == "str":
-        return isinstance(value, str)
-    if name == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if name == "bool":
-        return isinstance(value, bool)
-    if name == "bytes":
-        return isinstance(value, (bytes, bytearray, str))
-    if name == "datetime":
-        return is_datetime(value)
-    return is_date(value)
+    return PRIMITIVE_KINDS.get(node.name, is_date)(value)
 
 
 def _constraint_ok(value: Any, node: GType, key: str) -> bool:
