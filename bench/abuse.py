@@ -17,13 +17,17 @@ RSS before, at its peak during the attack, and a few seconds after, and how a no
   one byte every 2 s, for 20 s; ``trickle-protected``: the same to ``users.CreateUser``, which
   needs credentials the attacker does not send;
 - ``closed-window``: 3 connections x 100 whole GetStock requests whose answers can never be sent
-  (the connections' window is 0), held for 20 s.
+  (the connections' window is 0), held for 20 s;
+- ``quiet``: no attack for 60 s, only the normal caller: what the gateway spends meanwhile
+  anyway, to take from the CPU of an attack that lasts as long (``rapid-reset`` against a
+  gateway that bans its address).
 
     python -m bench.abuse                       # this checkout
     python -m bench.abuse --source DIR          # another checkout of the project (before/after)
     python -m bench.abuse --bare rapid-reset    # the bare grpc.aio echo server (bench.reference)
 
-Only ever points at 127.0.0.1. Not a test: the figures go in reports, not assertions.
+Only ever points at 127.0.0.1 (the rapid-reset attackers connect from 127.0.0.2, so that a ban of
+their address does not refuse the normal caller). Not a test: the figures go in reports, not assertions.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ from tests.fixtures.raw_h2 import RawH2, closed_within, grpc_headers, grpc_messa
 ROOT = Path(__file__).resolve().parents[1]
 GET_STOCK = "/inventory.v1.InventoryService/GetStock"
 STOCK_REQUEST = b"\n\x08WIDGET-1"
+ATTACKER = "127.0.0.2"
+"""The rapid-reset attackers' address (loopback too): the normal caller's, 127.0.0.1, is not
+refused with it when the gateway bans it (``limits.reset_ban``)."""
 
 
 def _free_port() -> int:
@@ -232,19 +239,24 @@ def _reconnecting(connection: Callable[[int], int], streams: int, how: str) -> s
     spent: list[float] = []
     connections: list[int] = []
     opened: list[int] = []
+    unanswered: list[int] = []
 
     def attack() -> None:
         started, give_up = time.thread_time(), time.monotonic() + 60
-        sent = used = 0
+        sent = used = refused = 0
         while sent < streams and time.monotonic() < give_up:
             try:
                 sent += connection(streams - sent)
+            except TimeoutError:  # the connection attempt went unanswered (the address is banned)
+                refused += 1
+                continue
             except OSError:
                 break
             used += 1
         spent.append(time.thread_time() - started)
         connections.append(used)
         opened.append(sent)
+        unanswered.append(refused)
 
     threads = [threading.Thread(target=attack) for _ in range(4)]
     for thread in threads:
@@ -253,8 +265,8 @@ def _reconnecting(connection: Callable[[int], int], streams: int, how: str) -> s
         thread.join(90)
     return (
         f"{sum(opened)} streams opened and reset over {sum(connections)} connections "
-        f"({sum(connections) - len(connections)} closed by the gateway and reopened), "
-        f"attacker CPU {sum(spent):.1f} s ({how})"
+        f"({sum(connections) - len(connections)} closed by the gateway and reopened; "
+        f"{sum(unanswered)} connection attempts unanswered), attacker CPU {sum(spent):.1f} s ({how})"
     )
 
 
@@ -262,7 +274,7 @@ def rapid_reset(port: int, stop: threading.Event) -> str:
     """4 attackers x 20,000 streams with the ``h2`` library (``RawH2.rapid_reset``)."""
 
     def connection(remaining: int) -> int:
-        attacker = RawH2(port)
+        attacker = RawH2(port, source=ATTACKER)
         try:
             attacker.rapid_reset(GET_STOCK, remaining)
             return attacker.opened
@@ -294,7 +306,7 @@ def _raw_reset_connection(port: int, streams: int, block: bytes) -> int:
     headers_head = struct.pack("!I", len(block))[1:] + b"\x01\x04"  # HEADERS, END_HEADERS
     reset_head = b"\x00\x00\x04\x03\x00"  # RST_STREAM
     cancel = struct.pack("!I", 8)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(ATTACKER, 0)) as sock:
         sock.sendall(_PREFACE)
         sock.recv(1 << 16)  # the server's SETTINGS
         sock.sendall(_SETTINGS_ACK)
@@ -385,6 +397,11 @@ def trickle_protected(port: int, stop: threading.Event) -> str:
     return _trickle(port, "/users.v1.UsersService/CreateUser")  # needs credentials
 
 
+def quiet(port: int, stop: threading.Event) -> str:
+    stop.wait(60)
+    return "60 s without an attack"
+
+
 ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "idle": idle,
     "half-sent": half_sent,
@@ -394,6 +411,7 @@ ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "closed-window": closed_window,
     "trickle": trickle,
     "trickle-protected": trickle_protected,
+    "quiet": quiet,
 }
 
 

@@ -488,6 +488,24 @@ class LimitsSettings(BaseModel):
             "max_reset_streams (one number per look until resets add up)."
         ),
     )
+    reset_ban: float = Field(
+        default=10.0,
+        ge=0.0,
+        description=(
+            "Seconds for which, once the gateway has closed a connection for rapid reset "
+            "(max_reset_streams), new connections from its address are refused in the kernel "
+            "(their TCP SYN dropped, so grpc never sees them); each repeat doubles it, up to "
+            "reset_ban_max. Connections already open from that address are left alone. 0: never."
+        ),
+    )
+    reset_ban_max: float = Field(
+        default=600.0,
+        gt=0.0,
+        description=(
+            "The longest an address is refused for repeated rapid reset (reset_ban, doubled at "
+            "each repeat); an address that stays out of trouble this long after its ban ends starts over."
+        ),
+    )
     admin_max_connections: int = Field(
         default=64,
         ge=1,

@@ -38,7 +38,7 @@ from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
 from runtime.health import HealthService
 from runtime.identity import Peer
-from runtime.limits import Offender, ResetGuard, admin_limits, grpc_server_limits
+from runtime.limits import AddressBans, Offender, ResetGuard, admin_limits, grpc_server_limits
 from runtime.observability import (
     AdminServer,
     ClientTracer,
@@ -242,8 +242,14 @@ class Gateway:
             "modrpc_connections_closed_total", "Client connections the gateway closed, by reason."
         )
 
+        bans = self.metrics.counter(
+            "modrpc_address_bans_total", "Client addresses refused new connections for a while after a rapid reset."
+        )
+
         def count(offender: Offender) -> None:
             closed.add(1, {"reason": "rapid_reset"})
+            if offender.banned_for:
+                bans.add(1, {"reason": "rapid_reset"})
 
         guard = ResetGuard(
             port,
@@ -251,6 +257,7 @@ class Gateway:
             interval=limits.reset_check_interval,
             resets=self.counts.resets,
             on_close=count,
+            bans=AddressBans(port, first=limits.reset_ban, longest=limits.reset_ban_max) if limits.reset_ban else None,
         )
         self._tasks.append(asyncio.create_task(guard.run(), name="modrpc-gateway-reset-guard"))
 

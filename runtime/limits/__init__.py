@@ -4,10 +4,12 @@ Every gRPC server of the runtime is built with :func:`grpc_server_limits` (grpc 
 server options, enforced in C); :func:`raise_open_file_limit` lifts the open-file limit the
 connection budget is carved from. See ``_server`` for the table of options and their settings.
 :class:`ResetGuard` closes connections that reset streams in a loop (rapid reset), which grpc's
-options do not bound (``_resets``).
+options do not bound (``_resets``), and :class:`AddressBans` refuses their address new
+connections for a while, in the kernel (``_bans``).
 """
 
+from runtime.limits._bans import AddressBans
 from runtime.limits._resets import Offender, ResetGuard
 from runtime.limits._server import admin_limits, grpc_server_limits, raise_open_file_limit
 
-__all__ = ["Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit"]
+__all__ = ["AddressBans", "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit"]

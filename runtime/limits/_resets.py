@@ -26,7 +26,10 @@ before the server sent their end), so the calls themselves pay nothing:
   is full, so the GOAWAY does not land inside one of grpc's frames. The last stream id
   is the highest possible: which of its streams grpc took up is not known from outside, so the
   client must not take any of them for unprocessed. On a TLS connection, or a full socket (a
-  client that does not read), the client sees the connection end without it.
+  client that does not read), the client sees the connection end without it;
+- with ``bans`` (:class:`~runtime.limits._bans.AddressBans`), the client's address is then
+  refused new connections for a while, in the kernel: closing a connection alone lets the
+  client connect again at once, for the price of a TCP handshake, with a fresh budget.
 
 Linux only (``/proc/self/fd``); elsewhere the guard logs once that it cannot close connections.
 """
@@ -36,20 +39,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import logging
-import os
 import socket
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from grpc_channelz.v1 import channelz_pb2
 from grpc_channelz.v1._servicer import ChannelzServicer  # the public servicer's lookups
+
+from runtime.limits._bans import AddressBans
+from runtime.limits._sockets import FD_DIR, ip_address, tcp_sockets
 
 __all__ = ["Offender", "ResetGuard", "close_connection", "goaway_frame", "is_rapid_reset"]
 
@@ -58,9 +61,6 @@ log = logging.getLogger("modrpc.limits")
 MAX_SHARE = 0.1
 """The largest share of one core the guard's looks may take: a look that took ``t`` seconds is
 followed by at least ``t / MAX_SHARE`` seconds before the next."""
-
-_FD_DIR = Path("/proc/self/fd")
-
 
 def is_rapid_reset(started: int, reset: int, max_reset_streams: int) -> bool:
     """Whether a connection that opened ``started`` streams, ``reset`` of them ended by the
@@ -87,6 +87,8 @@ class Offender:
     reset: int
     closed: bool
     """Whether its socket was found and shut down."""
+    banned_for: float = 0.0
+    """Seconds for which its address may not connect again (0: not banned)."""
 
 
 _Reply = TypeVar("_Reply")
@@ -157,44 +159,23 @@ def _say_goaway(sock: socket.socket, frame: bytes) -> bool:
         return False
 
 
-def _address(value: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address from its text or packed bytes, an IPv4-mapped IPv6 one as the IPv4 it is."""
-    address = ipaddress.ip_address(value)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
 def close_connection(local_port: int, remote_ip: str, remote_port: int, *, goaway: bytes = b"") -> bool:
     """Shut down this process's TCP connection from ``remote_ip:remote_port`` to
     ``local_port``: whoever owns the descriptor (grpc) sees it end. Whether it was found.
 
     ``goaway``: a GOAWAY frame to write first (plaintext HTTP/2 only), when the socket has
     nothing else waiting to be sent."""
-    try:
-        names = os.listdir(_FD_DIR)
-    except OSError:
-        return False
-    for name in names:
+    for sock in tcp_sockets():
         try:
-            if not os.readlink(_FD_DIR / name).startswith("socket:"):
-                continue
-            sock = socket.socket(fileno=os.dup(int(name)))
-        except (OSError, ValueError):
-            continue  # closed meanwhile, or not a socket this process may use
-        with sock:
-            if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-                continue
-            try:
-                peer, local = sock.getpeername(), sock.getsockname()
-            except OSError:
-                continue  # a listening or unconnected socket
-            if local[1] == local_port and peer[1] == remote_port and _address(peer[0]) == _address(remote_ip):
-                if goaway:
-                    _say_goaway(sock, goaway)
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                return True
+            peer, local = sock.getpeername(), sock.getsockname()
+        except OSError:
+            continue  # a listening or unconnected socket
+        if local[1] == local_port and peer[1] == remote_port and ip_address(peer[0]) == ip_address(remote_ip):
+            if goaway:
+                _say_goaway(sock, goaway)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            return True
     return False
 
 
@@ -214,17 +195,19 @@ class ResetGuard:
         interval: float,
         resets: Callable[[], int],
         on_close: Callable[[Offender], None] | None = None,
+        bans: AddressBans | None = None,
     ) -> None:
         self.port = port
         self.max_reset_streams = max_reset_streams
         self.interval = interval
         self._resets = resets
         self._on_close = on_close
+        self._bans = bans
         self._server_id: int | None = None
         self._resets_at_last_scan: int | None = None
         self._closed: set[int] = set()
         """Socket ids already closed (grpc may list them until its teardown ends)."""
-        self._unsupported = not _FD_DIR.is_dir()
+        self._unsupported = not FD_DIR.is_dir()
 
     async def run(self) -> None:
         if self._unsupported:
@@ -234,6 +217,8 @@ class ResetGuard:
             started = time.perf_counter()
             try:
                 self.look()
+                if self._bans is not None:
+                    self._bans.apply()  # bans that ended are lifted
             except Exception as exc:  # a look failing must never take the server down
                 log.warning("rapid-reset guard: could not read grpc's connection counters: %s", exc)
             spent = time.perf_counter() - started
@@ -264,21 +249,25 @@ class ResetGuard:
             data, remote = found.socket.data, found.socket.remote.tcpip_address
             if not is_rapid_reset(data.streams_started, data.streams_failed, self.max_reset_streams):
                 continue
-            ip = str(_address(remote.ip_address))
+            ip = str(ip_address(remote.ip_address))
             plaintext = not found.socket.HasField("security")
             closed = close_connection(self.port, ip, remote.port, goaway=RAPID_RESET_GOAWAY if plaintext else b"")
             self._closed.add(ref.socket_id)
-            offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed)
+            banned_for = self._bans.ban(ip) if self._bans is not None else 0.0
+            offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed, banned_for)
             offenders.append(offender)
             log.warning(
                 "closed the connection from %s: it reset %d of the %d streams it opened "
-                "(rapid reset; limits.max_reset_streams is %d)%s",
+                "(rapid reset; limits.max_reset_streams is %d)%s%s",
                 offender.address, offender.reset, offender.started, self.max_reset_streams,
                 "" if closed else " -- its socket was not found, so it stays open",
+                f"; new connections from {ip} are refused for {banned_for:g} s (limits.reset_ban)" if banned_for else "",
             )  # fmt: skip
             if self._on_close is not None:
                 self._on_close(offender)
         self._closed &= listed
+        if offenders and self._bans is not None and not self._bans.apply():
+            log.warning("rapid-reset guard: found no socket listening on port %d to refuse banned addresses on", self.port)
         return offenders
 
     def _sockets(self, server_id: int) -> list[channelz_pb2.SocketRef]:

@@ -122,7 +122,6 @@ def grpc_server_limits(
     the open-file budget (a worker has its gRPC port and its lane).
 
         >>> from runtime.config import LimitsSettings
-from runtime.observability import AdminLimits
         >>> built = grpc_server_limits(LimitsSettings(max_connections=100), 4 << 20)
         >>> dict(built.options)["grpc.max_allowed_incoming_connections"], built.maximum_concurrent_rpcs
         (100, 256)

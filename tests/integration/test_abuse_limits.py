@@ -112,9 +112,14 @@ async def test_a_rapid_reset_connection_is_closed_and_never_cancels_others(gw_st
     """Streams opened and reset in a loop: grpc refuses those past the stream limit, the reset
     guard closes the connection once it has reset ``max_reset_streams`` (the connection is
     not let live to its age: ``max_connection_age`` stays at its default, 300 s), with a GOAWAY
-    ENHANCE_YOUR_CALM ``rapid_reset``, and a caller on another connection is served throughout."""
-    gateway, client = await _gateway(gw_stack, max_concurrent_streams=10, max_reset_streams=100, reset_check_interval=0.1)
-    attacker = RawH2(gateway.port)
+    ENHANCE_YOUR_CALM ``rapid_reset``, and a caller on another connection is served throughout.
+    The attacker's address may not connect again for ``reset_ban`` (its SYN goes unanswered),
+    while other addresses, and a connection it had open before, are served; then it may."""
+    gateway, client = await _gateway(
+        gw_stack, max_concurrent_streams=10, max_reset_streams=100, reset_check_interval=0.1, reset_ban=3.0
+    )
+    before = RawH2(gateway.port, source="127.0.0.2")  # the attacker's address, well-behaved so far
+    attacker = RawH2(gateway.port, source="127.0.0.2")
     attack = threading.Thread(target=attacker.rapid_reset, args=(GET_STOCK, 200_000))
     codes: Counter[str] = Counter()
     started = time.monotonic()
@@ -137,6 +142,36 @@ async def test_a_rapid_reset_connection_is_closed_and_never_cancels_others(gw_st
     assert attacker.goaway.additional_data == b"rapid_reset"
     assert codes and set(codes) == {"OK"}, f"other connections' calls: {dict(codes)}"
     assert b'modrpc_connections_closed_total{reason="rapid_reset"} 1.0' in gateway.metrics.render()
+    assert b'modrpc_address_bans_total{reason="rapid_reset"} 1.0' in gateway.metrics.render()
+    banned_at = time.monotonic()
+    assert not await asyncio.to_thread(_connects, gateway.port, "127.0.0.2"), "the attacker's address is refused"
+    assert await asyncio.to_thread(_connects, gateway.port, "127.0.0.3"), "another address gets in"
+    try:
+        assert await _stock_over(before), "the attacker's address keeps the connection it had open before"
+    finally:
+        before.close()
+    await asyncio.sleep(max(0.0, 3.5 - (time.monotonic() - banned_at)))
+    assert await asyncio.to_thread(_connects, gateway.port, "127.0.0.2"), "once the ban ends it may connect again"
+
+
+def _connects(port: int, source: str) -> bool:
+    """Whether a TCP connection from ``source`` is accepted within half a second (a dropped SYN
+    is sent again only after a second)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5, source_address=(source, 0)).close()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _stock_over(connection: RawH2) -> bool:
+    """A public GetStock call over a raw connection: whether it is answered OK."""
+    stream_id = connection.conn.get_next_available_stream_id()
+    connection.conn.send_headers(stream_id, grpc_headers(connection.port, GET_STOCK))
+    connection.conn.send_data(stream_id, grpc_message(b"\n\x08WIDGET-1"), end_stream=True)
+    connection.flush()
+    status = await asyncio.to_thread(connection.wait_status, stream_id, 5.0)
+    return status is not None and status[0] == "0"
 
 
 async def test_one_anonymous_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:

@@ -61,7 +61,7 @@ SURFACES = {
         "to_jsonable",
     ],
     "runtime.limits": [
-        "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit",
+        "AddressBans", "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit",
     ],
     "runtime.manifest": [
         "CapabilitySet", "HandlerSpec", "LoadedModule", "MethodPolicy", "ResolvedHook",
