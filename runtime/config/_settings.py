@@ -361,6 +361,16 @@ class LimitsSettings(BaseModel):
             "so one anonymous address holding streams open cannot take all max_concurrent_calls."
         ),
     )
+    max_anonymous_calls: int = Field(
+        default=128,
+        ge=1,
+        description=(
+            "Calls all callers without credentials together may have running through the gateway "
+            "at once (public methods); further anonymous ones get RESOURCE_EXHAUSTED at once, "
+            "naming this setting. Below max_concurrent_calls, it keeps the rest for callers with "
+            "credentials, however many addresses the anonymous ones come from."
+        ),
+    )
     lane_max_concurrent_calls: int = Field(
         default=1024,
         ge=1,

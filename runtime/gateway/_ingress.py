@@ -190,25 +190,31 @@ class Authenticate:
 
 
 class ClientCalls:
-    """At most ``limit`` calls running through the gateway per client, or RESOURCE_EXHAUSTED.
+    """At most ``limit`` calls running through the gateway per client, and ``anonymous_limit``
+    for all anonymous callers together, or RESOURCE_EXHAUSTED.
 
     grpc bounds the calls of one server (``max_concurrent_calls``) and of one connection, not
     of one client: a single anonymous address could otherwise hold every call slot with streams
     it opens and never uses, locking everyone out until the route's timeout. A client is the
     principal it authenticated as; without credentials (a public method), its IP address, so
-    anonymous callers behind one address share one budget. The count is released when grpc has
-    ended the call, however it ends.
+    anonymous callers behind one address share one budget. Anonymous callers from many
+    addresses share ``anonymous_limit``, so what is left of ``max_concurrent_calls`` stays for
+    callers with credentials. The counts are released when grpc has ended the call, however it
+    ends.
     """
 
-    __slots__ = ("_limit", "_running")
+    __slots__ = ("_anonymous", "_anonymous_limit", "_limit", "_running")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, anonymous_limit: int | None = None) -> None:
         self._limit = limit
+        self._anonymous_limit = anonymous_limit
         self._running: dict[str, int] = {}
+        self._anonymous = 0
 
     def __call__(self, call: GatewayCall) -> None:
         principal = call.principal
-        if principal.method == "anonymous":
+        anonymous = principal.method == "anonymous"
+        if anonymous:
             peer = call.context.peer()
             client = f"address {peer_ip(peer) or peer}"
         else:
@@ -219,25 +225,37 @@ class ClientCalls:
                 f"{client} already has {running} calls running through the gateway, its most "
                 "(limits.max_calls_per_client); let one finish first"
             )
+        if anonymous:
+            if self._anonymous_limit is not None and self._anonymous >= self._anonymous_limit:
+                raise ResourceExhausted(
+                    f"callers without credentials already have {self._anonymous} calls running "
+                    "through the gateway, their most together (limits.max_anonymous_calls); "
+                    "call with credentials, or try again later"
+                )
+            self._anonymous += 1
         self._running[client] = running + 1
         call.client = client
         # Released when grpc has ended the call, not when the handler returns: an answer the
         # caller never lets in (a zero flow-control window) keeps grpc's call, and its slot of
         # max_concurrent_calls, long after the handler is done.
-        running_calls = self._running
+        call.context.add_done_callback(functools.partial(self._ended, client, anonymous))  # type: ignore[arg-type]  # grpc-stubs want a DoneCallback class; grpc calls any callable
 
-        def ended(_context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
-            left = running_calls[client] - 1
-            if left:
-                running_calls[client] = left
-            else:
-                del running_calls[client]
-
-        call.context.add_done_callback(ended)  # type: ignore[arg-type]  # grpc-stubs want a DoneCallback class; grpc calls any callable
+    def _ended(self, client: str, anonymous: bool, _context: object) -> None:
+        left = self._running[client] - 1
+        if left:
+            self._running[client] = left
+        else:
+            del self._running[client]
+        if anonymous:
+            self._anonymous -= 1
 
     def running(self, client: str) -> int:
         """Calls ``client`` (as the refusal names it: ``address 1.2.3.4``, ``jwt alice``) has running."""
         return self._running.get(client, 0)
+
+    def running_anonymous(self) -> int:
+        """Calls without credentials running, from every address."""
+        return self._anonymous
 
 
 class ClientCertificates:

@@ -437,6 +437,8 @@ class _Services:
     (each counts at least 32 bytes in HTTP/2) before reading any of them."""
     max_calls_per_client: int = 64
     """``limits.max_calls_per_client``."""
+    max_anonymous_calls: int = 128
+    """``limits.max_anonymous_calls``."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
     client_calls: ClientCalls = field(init=False)
@@ -446,7 +448,7 @@ class _Services:
 
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.auth)
-        self.client_calls = ClientCalls(self.max_calls_per_client)
+        self.client_calls = ClientCalls(self.max_calls_per_client, self.max_anonymous_calls)
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,7 @@ class Gateway:
             counts=self.counts,
             max_metadata_bytes=settings.limits.max_metadata_bytes,
             max_calls_per_client=settings.limits.max_calls_per_client,
+            max_anonymous_calls=settings.limits.max_anonymous_calls,
         )
         if settings.admin_port:
             self._admin = start_admin_server(

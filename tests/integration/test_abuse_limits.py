@@ -217,6 +217,44 @@ async def test_one_anonymous_address_cannot_hold_every_call_slot(gw_stack: Gatew
     assert calls.running("address 127.0.0.1") == 0, "every slot is released"
 
 
+async def test_anonymous_callers_from_many_addresses_leave_room_for_callers_with_credentials(
+    gw_stack: GatewayStack,
+) -> None:
+    """Idle CheckStock streams without credentials from four addresses, each within its own
+    ``max_calls_per_client``: past ``max_anonymous_calls`` they are refused, naming it, while a
+    caller with credentials is served; the slots come back as the connections close."""
+    CHECK_STOCK = "/inventory.v1.InventoryService/CheckStock"
+    gateway, client = await _gateway(gw_stack, max_concurrent_calls=10, max_calls_per_client=3, max_anonymous_calls=6)
+    holders = [RawH2(gateway.port, source=f"127.0.0.{n}") for n in (2, 3, 4, 5)]
+    held: list[tuple[RawH2, int]] = []
+    try:
+        for holder in holders:
+            for _ in range(3):
+                stream_id = holder.conn.get_next_available_stream_id()
+                holder.conn.send_headers(stream_id, grpc_headers(gateway.port, CHECK_STOCK))
+                holder.flush()
+                held.append((holder, stream_id))
+                await asyncio.sleep(0.02)  # in order: the first addresses get in
+        ended = [await asyncio.to_thread(holder.wait_status, stream_id, 0.5) for holder, stream_id in held]
+        assert ended[:6] == [None] * 6, "the first six are held open"
+        assert [status and status[0] for status in ended[6:]] == ["8"] * 6, f"past the budget: {ended[6:]}"
+        assert all(status and "limits.max_anonymous_calls" in status[1] for status in ended[6:])
+        signed_in = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, token=gw_stack.token(), timeout=5)
+        assert signed_in.ok, signed_in
+        anonymous = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)
+        assert anonymous.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_anonymous_calls" in anonymous.details
+    finally:
+        for holder in holders:
+            holder.close()
+    calls = gateway._services.client_calls
+    for _ in range(100):  # the closed connections' streams end
+        if calls.running_anonymous() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert calls.running_anonymous() == 0, "every slot is released"
+    assert (await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)).ok
+
+
 async def test_requests_sent_a_byte_at_a_time_cannot_lock_callers_out(gw_stack: GatewayStack) -> None:
     """Unary calls whose request never finishes arriving, without credentials, on several
     connections: grpc.aio would hold each in a call slot until its connection's age (the

@@ -61,3 +61,23 @@ def test_a_call_frees_its_slot_when_grpc_ends_it() -> None:
     assert calls.running("address 10.0.0.1") == 0
     calls(_call())
     assert calls.running("address 10.0.0.1") == 1
+
+
+def test_callers_without_credentials_share_one_budget_however_many_addresses() -> None:
+    """``limits.max_anonymous_calls``: many anonymous addresses together cannot take the slots
+    callers with credentials need; each call's end gives its slot back."""
+    calls = ClientCalls(2, anonymous_limit=3)
+    first = [_call(peer=f"ipv4:10.0.0.{n}:5000") for n in (1, 2, 3)]
+    for call in first:
+        calls(call)
+    with pytest.raises(ResourceExhausted, match=r"without credentials already have 3 calls.*limits\.max_anonymous_calls"):
+        calls(_call(peer="ipv4:10.0.0.4:5000"))
+    ada = Principal(subject="ada", method="jwt")
+    calls(_call(ada))
+    calls(_call(ada))  # callers with credentials are not counted against it
+    with pytest.raises(ResourceExhausted, match="without credentials"):
+        calls(_call(peer="ipv4:10.0.0.1:6000"))  # within its address's budget, past theirs together
+    cast(_Context, first[0].context).end()
+    assert calls.running_anonymous() == 2
+    calls(_call(peer="ipv4:10.0.0.4:5000"))
+    assert calls.running_anonymous() == 3 and calls.running("address 10.0.0.4") == 1
