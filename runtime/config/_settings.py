@@ -516,6 +516,25 @@ class LimitsSettings(BaseModel):
             "each repeat); an address that stays out of trouble this long after its ban ends starts over."
         ),
     )
+    reset_ban_exempt: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Addresses or networks (CIDR: 10.0.0.0/8) never banned for rapid reset (reset_ban): "
+            "a proxy or load balancer in front of the gateway, whose one address stands for "
+            "every client behind it. Its connections are still closed for rapid reset."
+        ),
+    )
+
+    @field_validator("reset_ban_exempt")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not an IP address or network (CIDR): {exc}") from None
+        return value
+
     admin_max_connections: int = Field(
         default=64,
         ge=1,

@@ -258,7 +258,11 @@ class Gateway:
             interval=limits.reset_check_interval,
             resets=self.counts.resets,
             on_close=count,
-            bans=AddressBans(port, first=limits.reset_ban, longest=limits.reset_ban_max) if limits.reset_ban else None,
+            bans=(
+                AddressBans(port, first=limits.reset_ban, longest=limits.reset_ban_max, exempt=limits.reset_ban_exempt)
+                if limits.reset_ban
+                else None
+            ),
         )
         self._tasks.append(asyncio.create_task(guard.run(), name="modrpc-gateway-reset-guard"))
 

@@ -28,7 +28,7 @@ import ipaddress
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from runtime.limits._sockets import ip_address, listening_sockets
@@ -80,7 +80,7 @@ def ban_filter(addresses: list[IPAddress]) -> list[bytes]:
     drops connection attempts (SYN without ACK) from ``addresses`` and keeps every other packet.
 
         >>> len(ban_filter([ipaddress.ip_address("127.0.0.2")]))
-        14
+        12
     """
     v4 = [a for a in addresses if a.version == 4]
     v6 = [a for a in addresses if a.version == 6]
@@ -138,9 +138,12 @@ class AddressBans:
         *,
         first: float,
         longest: float,
+        exempt: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.port = port
+        self.exempt = tuple(_network(network) for network in exempt)
+        """Networks never banned (a proxy in front of the server stands for all its clients)."""
         self.first = first
         self.longest = max(first, longest)
         self._clock = clock
@@ -148,9 +151,11 @@ class AddressBans:
         self._applied: frozenset[IPAddress] = frozenset()
 
     def ban(self, ip: str) -> float:
-        """Ban ``ip`` (its next ban, for a repeat offender); how many seconds it lasts. The
-        ban takes effect at the next :meth:`apply`."""
+        """Ban ``ip`` (its next ban, for a repeat offender); how many seconds it lasts (0: it is
+        exempt). The ban takes effect at the next :meth:`apply`."""
         address = ip_address(ip)
+        if any(address in network for network in self.exempt):
+            return 0.0
         now = self._clock()
         record = self._records.get(address)
         if record is not None and now < record.until + self.longest:  # a repeat offender
@@ -191,3 +196,17 @@ class AddressBans:
         if found:
             self._applied = frozenset(banned)
         return found
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IP network from its text, an IPv4-mapped IPv6 one as the IPv4 network it is (the
+    addresses it is matched against are normalised so too).
+
+        >>> _network("::ffff:192.0.2.0/120")
+        IPv4Network('192.0.2.0/24')
+    """
+    network = ipaddress.ip_network(value, strict=False)
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+    return network

@@ -120,3 +120,22 @@ def test_at_most_max_banned_addresses_and_the_filter_stays_within_bpf_limits() -
     assert ip_address("10.0.0.0") not in banned, "the bans nearest their end make room"
     v6 = [ip_address(f"2001:db8::{n:x}") for n in range(MAX_BANNED)]
     assert len(ban_filter(v6)) <= 4096, "BPF_MAXINSNS"
+
+
+def test_exempt_networks_are_never_banned() -> None:
+    """A proxy in front of the gateway stands for every client behind it."""
+    bans = AddressBans(1, first=10, longest=60, exempt=("10.1.0.0/16", "::ffff:192.0.2.7"))
+    assert bans.ban("10.1.2.3") == 0 and bans.ban("::ffff:10.1.9.9") == 0
+    assert bans.ban("192.0.2.7") == 0, "an IPv4-mapped exemption is the IPv4 address it is"
+    assert bans.ban("10.2.0.1") == 10
+    assert bans.banned() == [ip_address("10.2.0.1")]
+
+
+def test_an_exemption_that_is_not_an_address_is_refused_at_start() -> None:
+    from pydantic import ValidationError
+
+    from runtime.config import LimitsSettings
+
+    assert LimitsSettings(reset_ban_exempt=("10.0.0.0/8", "2001:db8::/32", "192.0.2.1")).reset_ban_exempt
+    with pytest.raises(ValidationError, match=r"'10\.0\.0\.0/33' is not an IP address or network"):
+        LimitsSettings(reset_ban_exempt=("10.0.0.0/33",))
