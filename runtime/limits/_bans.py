@@ -16,6 +16,8 @@ attack costs the server nothing.
   an address that stays out of trouble for ``longest`` after its ban ends starts over.
 - At most :data:`MAX_BANNED` addresses are banned at once; past it the ban nearest its end is
   lifted to make room.
+- An IPv6 address is banned with its /64 (:data:`IPV6_PREFIX`): one host is usually handed a
+  whole /64, and could otherwise pick a fresh address for every connection.
 
 Linux only, like the guard itself (``SO_ATTACH_FILTER``); IPv4 and IPv6 addresses (an
 IPv4-mapped one is the IPv4 it is, as its packets are).
@@ -38,7 +40,11 @@ __all__ = ["MAX_BANNED", "AddressBans", "ban_filter"]
 MAX_BANNED = 400
 """Addresses banned at once (the filter stays well under BPF's 4,096 instructions)."""
 
+IPV6_PREFIX = 64
+"""An IPv6 address is banned with every address of its /64."""
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _SO_ATTACH_FILTER = 26
 _SO_DETACH_FILTER = 27
@@ -60,14 +66,12 @@ def _op(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFF_FFFF)
 
 
-def _words(address: IPAddress) -> list[int]:
-    packed = address.packed
-    return [int.from_bytes(packed[i : i + 4], "big") for i in range(0, len(packed), 4)]
-
-
-def _match(address: IPAddress, source_at: int) -> list[bytes]:
-    """Drop the packet if its source is ``address`` (its words from ``source_at`` on)."""
-    words = _words(address)
+def _match(network: IPNetwork, source_at: int) -> list[bytes]:
+    """Drop the packet if its source is in ``network`` (a prefix of whole 32-bit words: /32, /64,
+    /96 or /128; the source address's words from ``source_at`` on)."""
+    assert network.prefixlen % 32 == 0, network
+    packed = network.network_address.packed[: network.prefixlen // 8]
+    words = [int.from_bytes(packed[i : i + 4], "big") for i in range(0, len(packed), 4)]
     ops: list[bytes] = []
     for i, word in enumerate(words):
         left = len(words) - 1 - i  # word tests still to come after this one
@@ -75,15 +79,15 @@ def _match(address: IPAddress, source_at: int) -> list[bytes]:
     return [*ops, _op(_RET, _DROP)]
 
 
-def ban_filter(addresses: list[IPAddress]) -> list[bytes]:
+def ban_filter(networks: list[IPNetwork]) -> list[bytes]:
     """A classic BPF program (one 8-byte instruction an item) for a TCP listening socket that
-    drops connection attempts (SYN without ACK) from ``addresses`` and keeps every other packet.
+    drops connection attempts (SYN without ACK) from ``networks`` and keeps every other packet.
 
-        >>> len(ban_filter([ipaddress.ip_address("127.0.0.2")]))
+        >>> len(ban_filter([ipaddress.ip_network("127.0.0.2/32")]))
         12
     """
-    v4 = [a for a in addresses if a.version == 4]
-    v6 = [a for a in addresses if a.version == 6]
+    v4 = [a for a in networks if a.version == 4]
+    v6 = [a for a in networks if a.version == 6]
     v4_ops = [op for a in v4 for op in _match(a, 12)]  # IPv4 source address: bytes 12-15
     v6_ops = [op for a in v6 for op in _match(a, 8)]  # IPv6 source address: bytes 8-23
     keep = _op(_RET, _KEEP)
@@ -147,8 +151,8 @@ class AddressBans:
         self.first = first
         self.longest = max(first, longest)
         self._clock = clock
-        self._records: dict[IPAddress, _Record] = {}
-        self._applied: frozenset[IPAddress] = frozenset()
+        self._records: dict[IPNetwork, _Record] = {}
+        self._applied: frozenset[IPNetwork] = frozenset()
 
     def ban(self, ip: str) -> float:
         """Ban ``ip`` (its next ban, for a repeat offender); how many seconds it lasts (0: it is
@@ -157,20 +161,22 @@ class AddressBans:
         if any(address in network for network in self.exempt):
             return 0.0
         now = self._clock()
-        record = self._records.get(address)
+        banned = _banned_with(address)
+        record = self._records.get(banned)
         if record is not None and now < record.until + self.longest:  # a repeat offender
             seconds = (
                 min(self.longest, 2 * record.seconds) if now >= record.until else record.seconds
             )
         else:
             seconds = self.first
-        self._records[address] = _Record(
+        self._records[banned] = _Record(
             until=max(now + seconds, record.until if record else 0.0), seconds=seconds
         )
         return seconds
 
-    def banned(self) -> list[IPAddress]:
-        """The addresses banned now, at most :data:`MAX_BANNED` (those ending last)."""
+    def banned(self) -> list[IPNetwork]:
+        """What is banned now (an IPv4 address as its /32, an IPv6 one as its /64), at most
+        :data:`MAX_BANNED` (those ending last)."""
         now = self._clock()
         active = sorted((r.until, a) for a, r in self._records.items() if r.until > now)
         return [address for _, address in active[-MAX_BANNED:]]
@@ -210,3 +216,14 @@ def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if mapped is not None and network.prefixlen >= 96:
         return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
     return network
+
+
+def _banned_with(address: IPAddress) -> IPNetwork:
+    """What banning ``address`` bans: itself (IPv4), or its /64 (IPv6).
+
+        >>> _banned_with(ipaddress.ip_address("2001:db8::7"))
+        IPv6Network('2001:db8::/64')
+    """
+    if address.version == 4:
+        return ipaddress.IPv4Network(address)
+    return ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False)

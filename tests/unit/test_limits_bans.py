@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from ipaddress import ip_network
 
 import pytest
 
 from runtime.limits import AddressBans
 from runtime.limits._bans import MAX_BANNED, ban_filter
-from runtime.limits._sockets import ip_address
 
 
 class Clock:
@@ -104,7 +104,7 @@ def test_a_repeat_offender_is_banned_twice_as_long_until_it_behaves() -> None:
     assert lengths == [20, 40, 60, 60, 60]
     clock.now += 60 + 60  # its ban ends, and it stays out of trouble for `longest`
     assert bans.ban("127.0.0.2") == 10
-    assert bans.banned() == [ip_address("127.0.0.2")]
+    assert bans.banned() == [ip_network("127.0.0.2/32")]
     clock.now += 10
     assert bans.banned() == []
 
@@ -117,8 +117,8 @@ def test_at_most_max_banned_addresses_and_the_filter_stays_within_bpf_limits() -
         bans.ban(f"10.0.{n // 256}.{n % 256}")
     banned = bans.banned()
     assert len(banned) == MAX_BANNED
-    assert ip_address("10.0.0.0") not in banned, "the bans nearest their end make room"
-    v6 = [ip_address(f"2001:db8::{n:x}") for n in range(MAX_BANNED)]
+    assert ip_network("10.0.0.0/32") not in banned, "the bans nearest their end make room"
+    v6 = [ip_network(f"2001:db8:{n:x}::/64") for n in range(MAX_BANNED)]
     assert len(ban_filter(v6)) <= 4096, "BPF_MAXINSNS"
 
 
@@ -128,7 +128,7 @@ def test_exempt_networks_are_never_banned() -> None:
     assert bans.ban("10.1.2.3") == 0 and bans.ban("::ffff:10.1.9.9") == 0
     assert bans.ban("192.0.2.7") == 0, "an IPv4-mapped exemption is the IPv4 address it is"
     assert bans.ban("10.2.0.1") == 10
-    assert bans.banned() == [ip_address("10.2.0.1")]
+    assert bans.banned() == [ip_network("10.2.0.1/32")]
 
 
 def test_an_exemption_that_is_not_an_address_is_refused_at_start() -> None:
@@ -139,3 +139,13 @@ def test_an_exemption_that_is_not_an_address_is_refused_at_start() -> None:
     assert LimitsSettings(reset_ban_exempt=("10.0.0.0/8", "2001:db8::/32", "192.0.2.1")).reset_ban_exempt
     with pytest.raises(ValidationError, match=r"'10\.0\.0\.0/33' is not an IP address or network"):
         LimitsSettings(reset_ban_exempt=("10.0.0.0/33",))
+
+
+def test_an_ipv6_address_is_banned_with_its_64() -> None:
+    """A host is usually handed a whole /64: one address of it banned is all of it banned."""
+    bans = AddressBans(1, first=10, longest=60)
+    bans.ban("2001:db8:0:7::1")
+    assert bans.ban("2001:db8:0:7:ffff::9") == 10, "the same /64 is the same offender, banned already"
+    assert bans.banned() == [ip_network("2001:db8:0:7::/64")]
+    bans.ban("2001:db8:0:8::1")
+    assert len(bans.banned()) == 2
