@@ -53,7 +53,8 @@ _SO_DETACH_FILTER = 27
 _LDB = 0x30  # BPF_LD | BPF_B | BPF_ABS: A = byte at k
 _LDW = 0x20  # BPF_LD | BPF_W | BPF_ABS: A = 32-bit word at k
 _AND = 0x54  # BPF_ALU | BPF_AND | BPF_K: A &= k
-_JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K: if A == k skip jt else skip jf
+_JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K: if A == k skip jt else skip jf (each at most 255)
+_JA = 0x05  # BPF_JMP | BPF_JA: skip k (32 bits, so past any number of tests)
 _RET = 0x06  # BPF_RET | BPF_K: keep k bytes of the packet (0: drop it)
 _NET = -0x100000  # SKF_NET_OFF: offsets from the IP header (plain offsets are the TCP header's)
 _KEEP = 0xFFFF_FFFF
@@ -84,7 +85,7 @@ def ban_filter(networks: list[IPNetwork]) -> list[bytes]:
     drops connection attempts (SYN without ACK) from ``networks`` and keeps every other packet.
 
         >>> len(ban_filter([ipaddress.ip_network("127.0.0.2/32")]))
-        12
+        13
     """
     v4 = [a for a in networks if a.version == 4]
     v6 = [a for a in networks if a.version == 6]
@@ -98,7 +99,8 @@ def ban_filter(networks: list[IPNetwork]) -> list[bytes]:
         keep,  # not a connection attempt
         _op(_LDB, _NET),
         _op(_AND, 0xF0),
-        _op(_JEQ, 0x40, jt=0, jf=len(v4_ops) + 1),  # IPv4? else to the IPv6 tests
+        _op(_JEQ, 0x40, jt=1, jf=0),  # IPv4: on to its tests
+        _op(_JA, len(v4_ops) + 1),  # else over them to the IPv6 tests
         *v4_ops,
         keep,
         *v6_ops,

@@ -217,10 +217,10 @@ class ResetGuard:
             started = time.perf_counter()
             try:
                 self.look()
-                if self._bans is not None:
-                    self._bans.apply()  # bans that ended are lifted
             except Exception as exc:  # a look failing must never take the server down
                 log.warning("rapid-reset guard: could not read grpc's connection counters: %s", exc)
+            if self._bans is not None:
+                self._apply_bans()  # bans that ended are lifted
             spent = time.perf_counter() - started
             await asyncio.sleep(max(self.interval, spent / MAX_SHARE))
 
@@ -237,38 +237,51 @@ class ResetGuard:
         return [] if server_id is None else self._scan(server_id)
 
     def _scan(self, server_id: int) -> list[Offender]:
-        offenders: list[Offender] = []
+        found: list[tuple[channelz_pb2.Socket, str]] = []
         listed: set[int] = set()
         for ref in self._sockets(server_id):
             listed.add(ref.socket_id)
             if ref.socket_id in self._closed:
                 continue
-            found = _ask(ChannelzServicer.GetSocket, channelz_pb2.GetSocketRequest(socket_id=ref.socket_id))
-            if found is None:
+            reply = _ask(ChannelzServicer.GetSocket, channelz_pb2.GetSocketRequest(socket_id=ref.socket_id))
+            if reply is None:
                 continue  # closed meanwhile
-            data, remote = found.socket.data, found.socket.remote.tcpip_address
-            if not is_rapid_reset(data.streams_started, data.streams_failed, self.max_reset_streams):
-                continue
-            ip = str(ip_address(remote.ip_address))
-            plaintext = not found.socket.HasField("security")
-            closed = close_connection(self.port, ip, remote.port, goaway=RAPID_RESET_GOAWAY if plaintext else b"")
-            self._closed.add(ref.socket_id)
-            banned_for = self._bans.ban(ip) if self._bans is not None else 0.0
-            offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed, banned_for)
-            offenders.append(offender)
-            log.warning(
-                "closed the connection from %s: it reset %d of the %d streams it opened "
-                "(rapid reset; limits.max_reset_streams is %d)%s%s",
-                offender.address, offender.reset, offender.started, self.max_reset_streams,
-                "" if closed else " -- its socket was not found, so it stays open",
-                f"; new connections from {ip}{'' if '.' in ip else ' (and its /64)'} are refused for {banned_for:g} s (limits.reset_ban)" if banned_for else "",
-            )  # fmt: skip
-            if self._on_close is not None:
-                self._on_close(offender)
+            data = reply.socket.data
+            if is_rapid_reset(data.streams_started, data.streams_failed, self.max_reset_streams):
+                found.append((reply.socket, str(ip_address(reply.socket.remote.tcpip_address.ip_address))))
         self._closed &= listed
-        if offenders and self._bans is not None and not self._bans.apply():
-            log.warning("rapid-reset guard: found no socket listening on port %d to refuse banned addresses on", self.port)
-        return offenders
+        # The bans are in force before any offender hears of its close: a client that connects
+        # again the moment it reads the GOAWAY finds its address refused already.
+        bans = {ip: self._bans.ban(ip) for _, ip in found} if self._bans is not None else {}
+        if bans:
+            self._apply_bans()
+        return [self._close(sock, ip, bans.get(ip, 0.0)) for sock, ip in found]
+
+    def _close(self, sock: channelz_pb2.Socket, ip: str, banned_for: float) -> Offender:
+        remote, data = sock.remote.tcpip_address, sock.data
+        plaintext = not sock.HasField("security")
+        closed = close_connection(self.port, ip, remote.port, goaway=RAPID_RESET_GOAWAY if plaintext else b"")
+        self._closed.add(sock.ref.socket_id)
+        offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed, banned_for)
+        log.warning(
+            "closed the connection from %s: it reset %d of the %d streams it opened "
+            "(rapid reset; limits.max_reset_streams is %d)%s%s",
+            offender.address, offender.reset, offender.started, self.max_reset_streams,
+            "" if closed else " -- its socket was not found, so it stays open",
+            f"; new connections from {ip}{'' if '.' in ip else ' (and its /64)'} are refused for {banned_for:g} s (limits.reset_ban)" if banned_for else "",
+        )  # fmt: skip
+        if self._on_close is not None:
+            self._on_close(offender)
+        return offender
+
+    def _apply_bans(self) -> None:
+        """Put the bans in force (or lift those that ended); a failure is logged, never raised."""
+        assert self._bans is not None
+        try:
+            if not self._bans.apply():
+                log.warning("rapid-reset guard: found no socket listening on port %d to refuse banned addresses on", self.port)
+        except Exception as exc:  # the guard's other work goes on
+            log.warning("rapid-reset guard: could not put the address bans in force: %s", exc)
 
     def _sockets(self, server_id: int) -> list[channelz_pb2.SocketRef]:
         refs: list[channelz_pb2.SocketRef] = []

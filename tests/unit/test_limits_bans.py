@@ -149,3 +149,25 @@ def test_an_ipv6_address_is_banned_with_its_64() -> None:
     assert bans.banned() == [ip_network("2001:db8:0:7::/64")]
     bans.ban("2001:db8:0:8::1")
     assert len(bans.banned()) == 2
+
+
+def test_hundreds_of_bans_are_all_in_force_and_other_families_pass_them() -> None:
+    """The filter's jumps stay within what classic BPF allows (255 instructions for a
+    conditional jump) however many addresses are banned."""
+    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True, backlog=64) as listener:
+        port = listener.getsockname()[1]
+        bans = AddressBans(port, first=10, longest=60)
+        for n in range(300):
+            bans.ban(f"10.{n // 256}.{n % 256}.1")
+        bans.ban("127.0.0.7")  # the last IPv4 test of the program
+        for n in range(98):
+            bans.ban(f"2001:db8:{n:x}::1")
+        assert len(bans.banned()) == 399
+        assert bans.apply()
+        assert not _connects(port, "127.0.0.7")
+        assert _connects(port, "127.0.0.8"), "past every IPv4 test, kept"
+        assert _connects(port, "::1", "::1", socket.AF_INET6), "an IPv6 client jumps over the IPv4 tests"
+        bans.ban("::1")
+        assert bans.apply()
+        assert not _connects(port, "::1", "::1", socket.AF_INET6), "the last IPv6 test"
+        assert _connects(port, "127.0.0.8")
