@@ -176,6 +176,15 @@ class AddressBans:
         )
         return seconds
 
+    def name(self, ip: str) -> str:
+        """What a ban of ``ip`` refuses, as a log names it: the IPv4 address, or the IPv6 /64.
+
+            >>> AddressBans(1, first=1, longest=1).name("2001:db8::7")
+            '2001:db8::/64'
+        """
+        banned = _banned_with(ip_address(ip))
+        return str(banned.network_address) if banned.version == 4 else str(banned)
+
     def banned(self) -> list[IPNetwork]:
         """What is banned now (an IPv4 address as its /32, an IPv6 one as its /64), at most
         :data:`MAX_BANNED` (those ending last)."""
@@ -206,7 +215,7 @@ class AddressBans:
         return found
 
 
-def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _network(value: str) -> IPNetwork:
     """An IP network from its text, an IPv4-mapped IPv6 one as the IPv4 network it is (the
     addresses it is matched against are normalised so too).
 

@@ -268,7 +268,8 @@ class ResetGuard:
             "(rapid reset; limits.max_reset_streams is %d)%s%s",
             offender.address, offender.reset, offender.started, self.max_reset_streams,
             "" if closed else " -- its socket was not found, so it stays open",
-            f"; new connections from {ip}{'' if '.' in ip else ' (and its /64)'} are refused for {banned_for:g} s (limits.reset_ban)" if banned_for else "",
+            f"; new connections from {self._bans.name(ip)} are refused for {banned_for:g} s (limits.reset_ban)"
+            if self._bans is not None and banned_for else "",
         )  # fmt: skip
         if self._on_close is not None:
             self._on_close(offender)
