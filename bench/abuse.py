@@ -334,6 +334,15 @@ def rapid_reset_raw(port: int, stop: threading.Event) -> str:
     return _reconnecting(lambda remaining: _raw_reset_connection(port, remaining, block), 50_000, "frames built by hand")
 
 
+def rapid_reset_rotate(port: int, stop: threading.Event) -> str:
+    """As ``rapid-reset-raw``, hanging up after 190 streams on each connection (below
+    ``max_reset_streams``, 200) and connecting again: 4 attackers x 50,000 streams."""
+    block = _headers_block(port)
+    return _reconnecting(
+        lambda remaining: _raw_reset_connection(port, min(remaining, 190), block), 50_000, "a fresh connection every 190"
+    )
+
+
 def _trickle(port: int, path: str) -> str:
     """400 unary calls to ``path`` (4 connections x 100) whose 100-byte request gets one byte
     every 2 s, for 20 s, without credentials."""
@@ -408,6 +417,7 @@ ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "slow-readers": slow_readers,
     "rapid-reset": rapid_reset,
     "rapid-reset-raw": rapid_reset_raw,
+    "rapid-reset-rotate": rapid_reset_rotate,
     "closed-window": closed_window,
     "trickle": trickle,
     "trickle-protected": trickle_protected,

@@ -487,7 +487,10 @@ class LimitsSettings(BaseModel):
             "Streams a client connection to the gateway may have reset before the server "
             "answered (rapid reset); once it has reset this many, and at least half of the "
             "streams it opened, the connection is closed and counted in "
-            "modrpc_connections_closed_total. 0: never."
+            "modrpc_connections_closed_total. The same rule holds for one address's connections "
+            "together over 10 s, so hanging up before each reaches it does not help. A call "
+            "cancelled after it was answered, or after running a second, is not a reset. "
+            "0: never."
         ),
     )
     reset_check_interval: float = Field(

@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import grpc
 from opentelemetry import trace
@@ -90,6 +91,8 @@ class GatewayCall:
     """The client the call counts against in :class:`ClientCalls` ('' until it is counted)."""
     arrived_after: float = 0.0
     """Seconds the request took to arrive once the chain was done: spent from the method's timeout."""
+    answered: bool = False
+    """Whether a response message has been written to the caller (streams)."""
 
 
 Step = Callable[[GatewayCall], "Awaitable[None] | None"]
@@ -214,11 +217,18 @@ class ClientCalls:
     def __call__(self, call: GatewayCall) -> None:
         principal = call.principal
         anonymous = principal.method == "anonymous"
-        if anonymous:
-            peer = call.context.peer()
-            client = f"address {peer_ip(peer) or peer}"
-        else:
-            client = f"{principal.method} {principal.subject}"
+        client = self.address(call.context) if anonymous else f"{principal.method} {principal.subject}"
+        self.admit(client, anonymous, call.context)
+        call.client = client
+
+    @staticmethod
+    def address(context: grpc.aio.ServicerContext[bytes, bytes]) -> str:
+        """The client an anonymous call counts against: its IP address."""
+        peer = context.peer()
+        return f"address {peer_ip(peer) or peer}"
+
+    def admit(self, client: str, anonymous: bool, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        """Count one call of ``client`` until grpc has ended it, or raise ResourceExhausted."""
         running = self._running.get(client, 0)
         if running >= self._limit:
             raise ResourceExhausted(
@@ -234,11 +244,10 @@ class ClientCalls:
                 )
             self._anonymous += 1
         self._running[client] = running + 1
-        call.client = client
         # Released when grpc has ended the call, not when the handler returns: an answer the
         # caller never lets in (a zero flow-control window) keeps grpc's call, and its slot of
         # max_concurrent_calls, long after the handler is done.
-        call.context.add_done_callback(functools.partial(self._ended, client, anonymous))  # type: ignore[arg-type]  # grpc-stubs want a DoneCallback class; grpc calls any callable
+        context.add_done_callback(functools.partial(self._ended, client, anonymous))  # type: ignore[arg-type]  # grpc-stubs want a DoneCallback class; grpc calls any callable
 
     def _ended(self, client: str, anonymous: bool, _context: object) -> None:
         left = self._running[client] - 1
@@ -459,9 +468,11 @@ class Forward:
             if conversion is None:  # the hot path: the bytes go through untouched
                 async for message in stream:
                     await write(message)
+                    call.answered = True
             else:
                 async for message in stream:
                     await write(await conversion.response(conversion.decode_response(message), deadline))
+                    call.answered = True
         except ModrpcError:
             if checked is not None and checked.error is not None:
                 raise checked.error from None  # the stream was cancelled because of it: the real answer
@@ -529,11 +540,15 @@ class _CheckedRequests:
 
 @functools.lru_cache(maxsize=1024)
 def peer_ip(peer: str) -> str | None:
-    """The IP address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), if any.
+    """The IP address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``; grpc writes
+    the brackets escaped, ``ipv6:%5B::1%5D:5``), if any.
 
     Remembered per peer string: a gateway sees the same few connections call after call.
+
+        >>> peer_ip("ipv4:127.0.0.1:5"), peer_ip("ipv6:%5B::1%5D:5"), peer_ip("unix:/run/x")
+        ('127.0.0.1', '::1', None)
     """
-    kind, _, rest = peer.partition(":")
+    kind, _, rest = unquote(peer).partition(":")
     if kind == "ipv4":
         host, _, _port = rest.rpartition(":")
         return host or None

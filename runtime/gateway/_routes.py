@@ -39,6 +39,7 @@ from runtime.gateway._ingress import (
     request_id,
 )
 from runtime.gateway._usage import UsageReporter
+from runtime.limits import PREMATURE, AnsweredStreams
 from runtime.manifest import MethodPolicy
 from runtime.observability import (
     HANDLER_ATTRIBUTE,
@@ -159,7 +160,6 @@ class Route:
         messages, and the call's span, metrics and status cover the whole stream.
         """
         services = self.services
-        services.counts.taken_up += 1
         metadata = context.invocation_metadata() or ()
         overfull = len(metadata) * _HEADER_OVERHEAD > services.max_metadata_bytes
         headers = {} if overfull else {k: v for k, v in metadata if isinstance(v, str)}
@@ -181,6 +181,8 @@ class Route:
             await self._forward.stream(call, until_half_closed(requests))
         except asyncio.CancelledError:
             code = None
+            if call.answered or time.perf_counter() - started >= PREMATURE:
+                services.answered.add(context.peer())  # not a rapid reset: the guard takes it back out
             raise
         except Exception as exc:
             status = self._status_of(call, exc)
@@ -206,8 +208,6 @@ class Route:
 
     def _observe(self, call: GatewayCall, code: grpc.StatusCode | None, started: float) -> None:
         """The call's RED metrics: its code (CANCELLED when the caller went away) and duration."""
-        if code is None:
-            self.services.counts.cancelled += 1
         red = self.services.red
         if red is not None:
             red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
@@ -230,7 +230,6 @@ class Route:
         read; then the one request message must arrive within the method's timeout.
         """
         services = self.services
-        services.counts.taken_up += 1
         metadata = context.invocation_metadata() or ()
         overfull = len(metadata) * _HEADER_OVERHEAD > services.max_metadata_bytes
         headers = {} if overfull else {k: v for k, v in metadata if isinstance(v, str)}
@@ -262,6 +261,8 @@ class Route:
             return await self._forward(call)
         except asyncio.CancelledError:
             code = None
+            if call.answered or time.perf_counter() - started >= PREMATURE:
+                services.answered.add(context.peer())  # not a rapid reset: the guard takes it back out
             raise
         except Exception as exc:
             status = self._status_of(call, exc)
@@ -381,23 +382,6 @@ class Arrivals:
                 self.sweep(time.monotonic())
 
 
-@dataclass
-class CallCounts:
-    """How many calls the router handed to a route, how many of those a route's handler took
-    up (grpc.aio starts it as the call's headers arrive), and how many of these the caller
-    cancelled: the reset guard's cheap signal (:meth:`resets`) that some client is resetting
-    streams."""
-
-    routed: int = 0
-    taken_up: int = 0
-    cancelled: int = 0
-
-    def resets(self) -> int:
-        """Calls reset by their caller, before grpc.aio started their handler or while it ran
-        (a unary call whose request was still arriving included)."""
-        return self.routed - self.taken_up + self.cancelled
-
-
 _HEADER_OVERHEAD = 32
 """What HTTP/2 counts for each header beyond its name and value (RFC 9113, SETTINGS_MAX_HEADER_LIST_SIZE)."""
 
@@ -429,7 +413,6 @@ class _Services:
     """Principals of client certificates, at an edge that requires them (``tls.client_ca``)."""
     snapshot_roles: frozenset[str] = frozenset()
     """Roles whose callers' ``x-flags: snapshot`` travels on (``auth.snapshot_roles``)."""
-    counts: CallCounts = field(default_factory=CallCounts)
     max_metadata_bytes: int = 16 * 1024
     """``limits.max_metadata_bytes``. grpc enforces it only once the client has acknowledged
     the server's settings, so a client that never does can send thousands of headers a call
@@ -442,6 +425,8 @@ class _Services:
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
     client_calls: ClientCalls = field(init=False)
+    answered: AnsweredStreams = field(default_factory=AnsweredStreams)
+    """Calls their callers cancelled late, or after answers: not resets, for the reset guard."""
     """The calls each client has running: a step of every route, released as each call ends."""
     arrivals: Arrivals = field(default_factory=Arrivals)
     """Unary calls whose request is still arriving; the gateway runs its sweep."""

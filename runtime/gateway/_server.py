@@ -33,12 +33,20 @@ from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import ClientCertificates
 from runtime.gateway._keys import check_dev_secret, jwt_secret_in_force
-from runtime.gateway._routes import CallCounts, RouteTable, Usage, _Services, build_table
+from runtime.gateway._public import within_budget
+from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
 from runtime.health import HealthService
 from runtime.identity import Peer
-from runtime.limits import AddressBans, Offender, ResetGuard, admin_limits, grpc_server_limits
+from runtime.limits import (
+    AddressBans,
+    AnsweredStreams,
+    Offender,
+    ResetGuard,
+    admin_limits,
+    grpc_server_limits,
+)
 from runtime.observability import (
     AdminServer,
     ClientTracer,
@@ -93,13 +101,9 @@ class _Router(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        self._counts = gateway.counts
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
-        found = self._gateway.table.handlers.get(handler_call_details.method)
-        if found is not None:
-            self._counts.routed += 1
-        return found
+        return self._gateway.table.handlers.get(handler_call_details.method)
 
 
 class Gateway:
@@ -125,8 +129,6 @@ class Gateway:
         self.address = ""
         self.table = RouteTable({}, {}, {})
         self.usage = Usage()
-        self.counts = CallCounts()
-        """Calls routed, taken up and cancelled (the reset guard's signal)."""
         self.store: ManifestStore | None = None
         self._server: grpc.aio.Server | None = None
         self._health = HealthService()
@@ -182,7 +184,6 @@ class Gateway:
             reporter=UsageReporter(self.store, self.usage.counts),
             client_certs=ClientCertificates(edge.client_roles) if edge.client_ca is not None else None,
             snapshot_roles=frozenset(settings.auth.snapshot_roles),
-            counts=self.counts,
             max_metadata_bytes=settings.limits.max_metadata_bytes,
             max_calls_per_client=settings.limits.max_calls_per_client,
             max_anonymous_calls=settings.limits.max_anonymous_calls,
@@ -202,14 +203,18 @@ class Gateway:
         # No tracing interceptor: grpc.aio would run it as one more coroutine on every call. Each
         # route opens its server span itself (ServerTracer), continuing the caller's trace, and
         # the module client's span carries it on to the worker, so one trace spans caller →
-        # gateway → worker → module calls. Health checks and reflection are not traced here.
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            VersionedReflection(
-                lambda: {name: module.catalog for name, module in self.table.modules.items()},
-                (health.SERVICE_NAME, reflection.SERVICE_NAME),
-            ),
-            server,
+        # gateway → worker → module calls. Health checks and reflection are not traced here;
+        # like public methods, they count against the anonymous callers' budget.
+        calls = self._services.client_calls
+        reflecting = VersionedReflection(
+            lambda: {name: module.catalog for name, module in self.table.modules.items()},
+            (health.SERVICE_NAME, reflection.SERVICE_NAME),
+        )
+        server.add_generic_rpc_handlers(
+            (
+                within_budget(health_pb2_grpc.add_HealthServicer_to_server, self._health, calls),
+                within_budget(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflecting, calls),
+            )
         )
         # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
         server.add_generic_rpc_handlers((UnknownMethods(self._services.red),))
@@ -224,7 +229,7 @@ class Gateway:
         self.port = bound
         self.address = f"{self.host}:{bound}"
         self._log_security(auth)
-        self._guard_resets(bound)
+        self._guard_resets(bound, self._services.answered)
         self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
         self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
         self._tasks.append(asyncio.create_task(self._services.arrivals.run(), name="modrpc-gateway-arrivals"))
@@ -233,7 +238,7 @@ class Gateway:
         log.info("gateway listening on %s", self.address)
         return self.address
 
-    def _guard_resets(self, port: int) -> None:
+    def _guard_resets(self, port: int, answered: AnsweredStreams) -> None:
         """Close client connections that reset streams in a loop (``limits.max_reset_streams``):
         grpc's own options bound how many streams they hold, not how many they burn."""
         limits = self.settings.limits
@@ -248,7 +253,8 @@ class Gateway:
         )
 
         def count(offender: Offender) -> None:
-            closed.add(1, {"reason": "rapid_reset"})
+            if offender.closed:
+                closed.add(1, {"reason": "rapid_reset"})
             if offender.banned_for:
                 bans.add(1, {"reason": "rapid_reset"})
 
@@ -256,7 +262,8 @@ class Gateway:
             port,
             max_reset_streams=limits.max_reset_streams,
             interval=limits.reset_check_interval,
-            resets=self.counts.resets,
+            open_streams=limits.max_concurrent_streams,
+            answered=answered,
             on_close=count,
             bans=(
                 AddressBans(port, first=limits.reset_ban, longest=limits.reset_ban_max, exempt=limits.reset_ban_exempt)

@@ -57,7 +57,8 @@ class UnknownMethods(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         request_id = request_id_of(headers.get(REQUEST_ID_KEY))
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-        log.info("call %s to unknown method %r", request_id, path)
+        # DEBUG: anyone may send these, as fast as they like; the metric counts them.
+        log.debug("call %s to unknown method %r", request_id, path)
         if self._red is not None:
             self._red.observe(UNKNOWN_METHOD_LABEL, "unresolved", "UNIMPLEMENTED", time.perf_counter() - started)
         await context.abort(

@@ -9,7 +9,7 @@ connections for a while, in the kernel (``_bans``).
 """
 
 from runtime.limits._bans import AddressBans
-from runtime.limits._resets import Offender, ResetGuard
+from runtime.limits._resets import PREMATURE, AnsweredStreams, Offender, ResetGuard
 from runtime.limits._server import admin_limits, grpc_server_limits, raise_open_file_limit
 
-__all__ = ["AddressBans", "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit"]
+__all__ = ["PREMATURE", "AddressBans", "AnsweredStreams", "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit"]

@@ -6,17 +6,21 @@ connection never cancels anyone else's calls; but every stream it gets in costs 
 event loop a call set up and torn down, and grpc's Python server offers no per-connection reset
 budget nor any way to close one connection.
 
+
 :class:`ResetGuard` adds the budget, the way Envoy's ``premature_reset_total_stream_count`` does:
 a connection that has opened at least ``max_reset_streams`` streams and had at least half of
-them reset before the server answered is closed. It reads grpc's own per-connection counters
-(channelz: ``streams_started``, ``streams_failed``, which counts exactly the streams that ended
-before the server sent their end), so the calls themselves pay nothing:
+them reset before the server answered is closed. It reads grpc's own counters (channelz:
+``streams_started``, ``streams_failed``, which counts exactly the streams that ended before the
+server sent their end), so the calls themselves pay nothing:
 
-- every ``interval`` it reads one number, ``resets()``: how many calls were reset (the gateway
-  counts calls routed but never taken up, because their request never came, and calls their
-  caller cancelled); only when it grew by
+- every ``interval`` it reads one number, the server's calls started and not answered OK (every
+  method: routes, health, reflection and unknown ones alike); only when it grew by
   ``max_reset_streams`` since the last scan does it read each connection's counters, and a scan
   that takes long spaces the next looks out (at most a tenth of one core is spent on them);
+- what each scan sees is also added up per client address over :data:`ADDRESS_WINDOW`: a client
+  that opens a fresh connection before each one reaches ``max_reset_streams`` is caught by its
+  address's total (the same rule), and its connections that reset at least half of their
+  streams are closed;
 - the connection is closed by shutting its socket down (found by its two addresses among the
   process's descriptors); grpc sees the end of the stream and tears the transport down. grpc
   offers no way to send one connection a GOAWAY, so on a plaintext connection the guard writes
@@ -46,6 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import grpc
 from grpc_channelz.v1 import channelz_pb2
@@ -54,13 +59,65 @@ from grpc_channelz.v1._servicer import ChannelzServicer  # the public servicer's
 from runtime.limits._bans import AddressBans
 from runtime.limits._sockets import FD_DIR, ip_address, tcp_sockets
 
-__all__ = ["Offender", "ResetGuard", "close_connection", "goaway_frame", "is_rapid_reset"]
+__all__ = ["AnsweredStreams", "Offender", "ResetGuard", "close_connection", "goaway_frame", "is_rapid_reset"]
 
 log = logging.getLogger("modrpc.limits")
 
 MAX_SHARE = 0.1
 """The largest share of one core the guard's looks may take: a look that took ``t`` seconds is
 followed by at least ``t / MAX_SHARE`` seconds before the next."""
+
+ADDRESS_WINDOW = 10.0
+"""Seconds over which the streams one client address opened and had reset, across all its
+connections, are added up; an address's total starts over once that long has passed."""
+
+
+PREMATURE = 1.0
+"""Seconds within which a call its caller cancels counts as a reset (Envoy's
+``premature_reset_min_stream_lifetime_seconds``): one cancelled later, or after it was answered,
+is a caller changing its mind, not a stream opened to be reset."""
+
+
+class AnsweredStreams:
+    """Per connection, the calls their caller cancelled after they were answered or had run
+    :data:`PREMATURE` seconds: channelz counts every stream the server did not end as failed
+    (a watch the client closes, a call it gives up on after a second), and the guard takes
+    these back out. Only the cancellation path adds to it; the guard forgets connections that
+    are gone at each scan, and past :data:`MAX_ANSWERED` connections it starts over.
+
+        >>> answered = AnsweredStreams()
+        >>> answered.add("ipv4:127.0.0.3:50000"); answered.add("ipv6:%5B::1%5D:50001")
+        >>> answered.of("127.0.0.3", 50000), answered.of("::1", 50001), answered.of("::1", 50000)
+        (1, 1, 0)
+    """
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, int], int] = {}
+
+    def add(self, peer: str) -> None:
+        """One more such call on the connection ``peer`` (grpc's ``context.peer()``)."""
+        kind, _, rest = unquote(peer).partition(":")
+        host, _, port = rest.rpartition(":")
+        if kind not in ("ipv4", "ipv6") or not port.isdigit():
+            return
+        key = (str(ip_address(host.strip("[]"))), int(port))
+        if key not in self._counts and len(self._counts) >= MAX_ANSWERED:
+            self._counts.clear()
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def of(self, ip: str, port: int) -> int:
+        return self._counts.get((ip, port), 0)
+
+    def keep(self, connections: set[tuple[str, int]]) -> None:
+        """Forget the connections not among ``connections`` (those still open)."""
+        self._counts = {key: n for key, n in self._counts.items() if key in connections}
+
+
+MAX_ANSWERED = 10_000
+"""Connections :class:`AnsweredStreams` keeps counts for at most."""
+
 
 def is_rapid_reset(started: int, reset: int, max_reset_streams: int) -> bool:
     """Whether a connection that opened ``started`` streams, ``reset`` of them ended by the
@@ -78,11 +135,44 @@ def is_rapid_reset(started: int, reset: int, max_reset_streams: int) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class _Seen:
+    """One connection's counters as a scan read them."""
+
+    ip: str
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+    @property
+    def unanswered(self) -> int:
+        """Streams neither answered nor yet counted as failed: open, or reset and not torn down."""
+        return self.started - self.succeeded - self.failed
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one client address's connections did: streams left unanswered (beyond what an open
+    connection may hold) and streams answered."""
+
+    since: float
+    unanswered: int = 0
+    answered: int = 0
+
+    def add(self, unanswered: int, answered: int) -> None:
+        self.unanswered += unanswered
+        self.answered += answered
+
+    def is_rapid_reset(self, max_reset_streams: int) -> bool:
+        return is_rapid_reset(self.unanswered + self.answered, self.unanswered, max_reset_streams)
+
+
+@dataclass(frozen=True, slots=True)
 class Offender:
-    """A connection the guard closed."""
+    """A connection the guard closed, or an address it banned for what its connections did
+    together (``address`` the bare host, ``closed`` False)."""
 
     address: str
-    """The client's ``host:port``."""
+    """The client's ``host:port``, or its host alone."""
     started: int
     reset: int
     closed: bool
@@ -193,20 +283,29 @@ class ResetGuard:
         *,
         max_reset_streams: int,
         interval: float,
-        resets: Callable[[], int],
+        open_streams: int = 100,
+        answered: AnsweredStreams | None = None,
         on_close: Callable[[Offender], None] | None = None,
         bans: AddressBans | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.port = port
         self.max_reset_streams = max_reset_streams
         self.interval = interval
-        self._resets = resets
+        self.open_streams = open_streams
+        self._answered = answered or AnsweredStreams()
         self._on_close = on_close
         self._bans = bans
+        self._clock = clock
         self._server_id: int | None = None
-        self._resets_at_last_scan: int | None = None
+        self._unanswered_at_last_scan: int | None = None
         self._closed: set[int] = set()
         """Socket ids already closed (grpc may list them until its teardown ends)."""
+        self._seen: dict[int, _Seen] = {}
+        """What the last scan read of each connection it listed."""
+        self._gone: dict[str, _Tally] = {}
+        """Per client address, what its connections that closed in the last
+        :data:`ADDRESS_WINDOW` left behind."""
         self._unsupported = not FD_DIR.is_dir()
 
     async def run(self) -> None:
@@ -226,18 +325,30 @@ class ResetGuard:
 
     def look(self) -> list[Offender]:
         """One look: the connections closed by it. Each connection's counters are read only
-        once the server's resets have grown by ``max_reset_streams`` since they last were."""
-        resets = self._resets()
-        if self._resets_at_last_scan is None:
-            self._resets_at_last_scan = resets
-        if resets - self._resets_at_last_scan < self.max_reset_streams:
-            return []
-        self._resets_at_last_scan = resets
+        once the server's unanswered calls have grown by ``max_reset_streams`` since they last
+        were."""
         server_id = self._server_id or self._find_server()
-        return [] if server_id is None else self._scan(server_id)
+        if server_id is None:
+            return []
+        unanswered = self._unanswered(server_id)
+        if self._unanswered_at_last_scan is None:
+            self._unanswered_at_last_scan = unanswered
+        if unanswered - self._unanswered_at_last_scan < self.max_reset_streams:
+            return []
+        self._unanswered_at_last_scan = unanswered
+        return self._scan(server_id)
+
+    @staticmethod
+    def _unanswered(server_id: int) -> int:
+        """The server's calls started and not (yet) answered OK, whatever their method: the cheap
+        sign, one lookup, that some client may be resetting streams."""
+        reply = _ask(ChannelzServicer.GetServer, channelz_pb2.GetServerRequest(server_id=server_id))
+        return 0 if reply is None else int(reply.server.data.calls_started - reply.server.data.calls_succeeded)
 
     def _scan(self, server_id: int) -> list[Offender]:
-        found: list[tuple[channelz_pb2.Socket, str]] = []
+        now = self._clock()
+        self._gone = {ip: tally for ip, tally in self._gone.items() if now - tally.since <= ADDRESS_WINDOW}
+        looked: list[tuple[channelz_pb2.Socket, _Seen]] = []
         listed: set[int] = set()
         for ref in self._sockets(server_id):
             listed.add(ref.socket_id)
@@ -247,33 +358,76 @@ class ResetGuard:
             if reply is None:
                 continue  # closed meanwhile
             data = reply.socket.data
-            if is_rapid_reset(data.streams_started, data.streams_failed, self.max_reset_streams):
-                found.append((reply.socket, str(ip_address(reply.socket.remote.tcpip_address.ip_address))))
+            ip = str(ip_address(reply.socket.remote.tcpip_address.ip_address))
+            answered = self._answered.of(ip, reply.socket.remote.tcpip_address.port)
+            succeeded, failed = data.streams_succeeded + answered, max(0, data.streams_failed - answered)
+            looked.append((reply.socket, _Seen(ip, data.streams_started, succeeded, failed)))
+        self._answered.keep({(c.ip, sock.remote.tcpip_address.port) for sock, c in looked})
+        seen = {sock.ref.socket_id: counted for sock, counted in looked}
+        for socket_id, last in self._seen.items():
+            if socket_id not in seen and socket_id not in self._closed:
+                # Gone since the last scan: whatever it had left unanswered ended with it.
+                self._gone.setdefault(last.ip, _Tally(now)).add(last.unanswered, last.succeeded)
+        self._seen = seen
         self._closed &= listed
+        totals = {ip: _Tally(now, tally.unanswered, tally.answered) for ip, tally in self._gone.items()}
+        for _, counted in looked:
+            totals.setdefault(counted.ip, _Tally(now)).add(max(0, counted.unanswered - self.open_streams), counted.succeeded)
+        caught = {ip: tally for ip, tally in totals.items() if tally.is_rapid_reset(self.max_reset_streams)}
+        alone = [(sock, c) for sock, c in looked if is_rapid_reset(c.started, c.failed, self.max_reset_streams)]
+        along = [
+            (sock, c)
+            for sock, c in looked
+            if c.ip in caught and c.unanswered > c.succeeded and not is_rapid_reset(c.started, c.failed, self.max_reset_streams)
+        ]
+        offenders = caught.keys() | {c.ip for _, c in alone}
         # The bans are in force before any offender hears of its close: a client that connects
         # again the moment it reads the GOAWAY finds its address refused already.
-        bans = {ip: self._bans.ban(ip) for _, ip in found} if self._bans is not None else {}
+        bans = {ip: self._bans.ban(ip) for ip in offenders} if self._bans is not None else {}
         if bans:
             self._apply_bans()
-        return [self._close(sock, ip, bans.get(ip, 0.0)) for sock, ip in found]
-
-    def _close(self, sock: channelz_pb2.Socket, ip: str, banned_for: float) -> Offender:
-        remote, data = sock.remote.tcpip_address, sock.data
-        plaintext = not sock.HasField("security")
-        closed = close_connection(self.port, ip, remote.port, goaway=RAPID_RESET_GOAWAY if plaintext else b"")
-        self._closed.add(sock.ref.socket_id)
-        offender = Offender(f"{ip}:{remote.port}", data.streams_started, data.streams_failed, closed, banned_for)
-        log.warning(
-            "closed the connection from %s: it reset %d of the %d streams it opened "
-            "(rapid reset; limits.max_reset_streams is %d)%s%s",
-            offender.address, offender.reset, offender.started, self.max_reset_streams,
-            "" if closed else " -- its socket was not found, so it stays open",
-            f"; new connections from {self._bans.name(ip)} are refused for {banned_for:g} s (limits.reset_ban)"
-            if self._bans is not None and banned_for else "",
-        )  # fmt: skip
+        closed: list[Offender] = []
+        for sock, counted in alone:
+            ip = counted.ip
+            offender = self._close(sock, counted, bans.pop(ip, 0.0))
+            log.warning(
+                "closed the connection from %s: it reset %d of the %d streams it opened "
+                "(rapid reset; limits.max_reset_streams is %d)%s%s",
+                offender.address, offender.reset, offender.started, self.max_reset_streams,
+                "" if offender.closed else " -- its socket was not found, so it stays open",
+                self._refusal(ip, offender.banned_for),
+            )  # fmt: skip
+            closed.append(offender)
+        for ip, tally in caught.items():
+            # Connections the client has closed itself may still be listed while grpc tears
+            # them down: only those still open are closed and counted.
+            shut = [o for o in (self._close(sock, c, 0.0) for sock, c in along if c.ip == ip) if o.closed]
+            banned_for = bans.pop(ip, 0.0)
+            log.warning(
+                "rapid reset from %s across connections: they left %d streams unanswered and had %d "
+                "answered (limits.max_reset_streams is %d); closed the %d of them still open%s",
+                ip, tally.unanswered, tally.answered, self.max_reset_streams, len(shut), self._refusal(ip, banned_for),
+            )  # fmt: skip
+            closed.extend(shut)
+            if banned_for:
+                closed.append(Offender(ip, tally.unanswered + tally.answered, tally.unanswered, False, banned_for))
+            self._gone.pop(ip, None)  # dealt with: its count starts over
         if self._on_close is not None:
-            self._on_close(offender)
-        return offender
+            for offender in closed:
+                self._on_close(offender)
+        return closed
+
+    def _close(self, sock: channelz_pb2.Socket, counted: _Seen, banned_for: float) -> Offender:
+        port = sock.remote.tcpip_address.port
+        plaintext = not sock.HasField("security")
+        shut = close_connection(self.port, counted.ip, port, goaway=RAPID_RESET_GOAWAY if plaintext else b"")
+        self._closed.add(sock.ref.socket_id)
+        return Offender(f"{counted.ip}:{port}", counted.started, counted.failed, shut, banned_for)
+
+    def _refusal(self, ip: str, banned_for: float) -> str:
+        if self._bans is None or not banned_for:
+            return ""
+        return f"; new connections from {self._bans.name(ip)} are refused for {banned_for:g} s (limits.reset_ban)"
 
     def _apply_bans(self) -> None:
         """Put the bans in force (or lift those that ended); a failure is logged, never raised."""

@@ -179,6 +179,100 @@ async def _stock_over(connection: RawH2) -> bool:
     return status is not None and status[0] == "0"
 
 
+def _reset_over_fresh_connections(port: int, path: str, per_connection: int, within: float) -> tuple[int, bool]:
+    """From 127.0.0.2, open a connection, reset ``per_connection`` streams on it and hang up,
+    again and again; the connections made, and whether one was refused (its SYN unanswered)."""
+    made = 0
+    give_up = time.monotonic() + within
+    while time.monotonic() < give_up:
+        try:
+            connection = RawH2(port, source="127.0.0.2")
+        except (TimeoutError, OSError):
+            return made, True
+        made += 1
+        try:
+            connection.rapid_reset(path, per_connection)
+            connection.pump(0.005)
+        finally:
+            connection.close()
+    return made, False
+
+
+async def test_a_client_resetting_over_fresh_connections_is_caught_by_its_address(gw_stack: GatewayStack) -> None:
+    """A client that hangs up before any one connection reaches ``max_reset_streams`` is caught
+    by what its address's connections did together: its address is banned while others, and
+    callers on other connections, are served."""
+    gateway, client = await _gateway(
+        gw_stack, max_concurrent_streams=10, max_reset_streams=100, reset_check_interval=0.1, reset_ban=BAN
+    )
+    attack = asyncio.create_task(asyncio.to_thread(_reset_over_fresh_connections, gateway.port, GET_STOCK, 60, 30.0))
+    codes: Counter[str] = Counter()
+    while not attack.done():
+        reply = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, timeout=5)
+        codes[reply.code.name] += 1
+    made, refused = await attack
+    assert refused, f"the address is refused after {made} connections"
+    assert set(codes) == {"OK"}, f"other connections' calls: {dict(codes)}"
+    assert b'modrpc_address_bans_total{reason="rapid_reset"} 1.0' in gateway.metrics.render()
+    assert await asyncio.to_thread(_connects, gateway.port, "127.0.0.3"), "another address gets in"
+
+
+async def test_resets_of_any_method_count_not_only_routes(gw_stack: GatewayStack) -> None:
+    """Health checks and methods no module has are reset in a loop as cheaply as routes: the
+    guard closes those connections too."""
+    gateway, _ = await _gateway(gw_stack, max_concurrent_streams=10, max_reset_streams=100, reset_check_interval=0.1)
+    for path in ("/grpc.health.v1.Health/Check", "/no.such.v1.Service/Method"):
+        attacker = RawH2(gateway.port, source="127.0.0.4" if "health" in path else "127.0.0.5")
+        try:
+            await asyncio.to_thread(attacker.rapid_reset, path, 100_000)
+            assert attacker.goaway is not None or attacker.closed, path
+            assert attacker.opened < 100_000, path
+        finally:
+            attacker.close()
+
+
+async def test_streams_cancelled_after_their_answers_are_not_resets(gw_stack: GatewayStack) -> None:
+    """A client that ends each stream it is done with by cancelling it, once answered (how many
+    clients end a watch), keeps its connection and its address however many it ends so."""
+    gateway, client = await _gateway(gw_stack, max_reset_streams=20, reset_check_interval=0.05)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        check = channel.stream_stream("/inventory.v1.InventoryService/CheckStock")
+        for _ in range(60):
+            call = check(timeout=10)
+            await call.write(b"\n\x08WIDGET-1")
+            assert await call.read() is not grpc.aio.EOF
+            call.cancel()
+        await asyncio.sleep(0.5)  # several looks of the guard
+        after = await channel.unary_unary(GET_STOCK)(b"\n\x08WIDGET-1", timeout=5)
+    assert after is not None
+    assert b"modrpc_connections_closed_total" not in gateway.metrics.render()
+    assert b"modrpc_address_bans_total" not in gateway.metrics.render()
+    assert await _served(client)
+
+
+async def test_health_watches_from_one_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:
+    """grpc's health and reflection services need no credentials: their calls count against the
+    anonymous callers' budget like a public method's, so one address cannot hold every slot
+    with ``Health/Watch`` streams."""
+    gateway, client = await _gateway(gw_stack, max_calls_per_client=3)
+    holder = RawH2(gateway.port)
+    watches = []
+    try:
+        for _ in range(5):
+            stream_id = holder.conn.get_next_available_stream_id()
+            holder.conn.send_headers(stream_id, grpc_headers(gateway.port, "/grpc.health.v1.Health/Watch"))
+            holder.conn.send_data(stream_id, grpc_message(b""), end_stream=True)
+            holder.flush()
+            watches.append(stream_id)
+        refused = [await asyncio.to_thread(holder.wait_status, stream_id, 3.0) for stream_id in watches[3:]]
+        assert [status and status[0] for status in refused] == ["8", "8"], f"watches past the budget: {refused}"
+        assert all(status and "limits.max_calls_per_client" in status[1] for status in refused)
+        signed_in = await client.call("inventory", "GetStock", {"sku": "WIDGET-1"}, token=gw_stack.token(), timeout=5)
+        assert signed_in.ok, signed_in
+    finally:
+        holder.close()
+
+
 async def test_one_anonymous_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:
     """Streams opened and left idle hold a call slot each until the route's timeout (300 s for
     CheckStock). Past ``max_calls_per_client`` an anonymous address is refused at once, naming

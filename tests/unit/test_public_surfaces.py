@@ -61,7 +61,8 @@ SURFACES = {
         "to_jsonable",
     ],
     "runtime.limits": [
-        "AddressBans", "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit",
+        "PREMATURE", "AddressBans", "AnsweredStreams", "Offender", "ResetGuard", "admin_limits",
+        "grpc_server_limits", "raise_open_file_limit",
     ],
     "runtime.manifest": [
         "CapabilitySet", "HandlerSpec", "LoadedModule", "MethodPolicy", "ResolvedHook",
