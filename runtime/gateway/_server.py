@@ -262,7 +262,6 @@ class Gateway:
             port,
             max_reset_streams=limits.max_reset_streams,
             interval=limits.reset_check_interval,
-            open_streams=limits.max_concurrent_streams,
             answered=answered,
             on_close=count,
             bans=(

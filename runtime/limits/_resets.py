@@ -142,28 +142,33 @@ class _Seen:
     started: int = 0
     succeeded: int = 0
     failed: int = 0
+    received: int = 0
+    """Request messages received, all streams together."""
 
     @property
-    def unanswered(self) -> int:
-        """Streams neither answered nor yet counted as failed: open, or reset and not torn down."""
-        return self.started - self.succeeded - self.failed
+    def silent(self) -> int:
+        """Streams (at least) not answered OK that never sent a request message: what a stream
+        opened to be reset is. grpc counts a reset stream as failed only once the server has
+        taken its call up, long after the reset under a flood, so this counts them at once; a
+        stream that sent its request (a watch, a call still running) is not one of them."""
+        return max(0, min(self.started - self.succeeded, self.started - self.received))
 
 
 @dataclass(slots=True)
 class _Tally:
-    """What one client address's connections did: streams left unanswered (beyond what an open
-    connection may hold) and streams answered."""
+    """What one client address's connections did: streams never answered that never sent a
+    request message (:attr:`_Seen.silent`), and streams answered."""
 
     since: float
-    unanswered: int = 0
+    silent: int = 0
     answered: int = 0
 
-    def add(self, unanswered: int, answered: int) -> None:
-        self.unanswered += unanswered
-        self.answered += answered
+    def add(self, seen: _Seen) -> None:
+        self.silent += seen.silent
+        self.answered += seen.succeeded
 
     def is_rapid_reset(self, max_reset_streams: int) -> bool:
-        return is_rapid_reset(self.unanswered + self.answered, self.unanswered, max_reset_streams)
+        return is_rapid_reset(self.silent + self.answered, self.silent, max_reset_streams)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +288,6 @@ class ResetGuard:
         *,
         max_reset_streams: int,
         interval: float,
-        open_streams: int = 100,
         answered: AnsweredStreams | None = None,
         on_close: Callable[[Offender], None] | None = None,
         bans: AddressBans | None = None,
@@ -292,7 +296,6 @@ class ResetGuard:
         self.port = port
         self.max_reset_streams = max_reset_streams
         self.interval = interval
-        self.open_streams = open_streams
         self._answered = answered or AnsweredStreams()
         self._on_close = on_close
         self._bans = bans
@@ -361,24 +364,24 @@ class ResetGuard:
             ip = str(ip_address(reply.socket.remote.tcpip_address.ip_address))
             answered = self._answered.of(ip, reply.socket.remote.tcpip_address.port)
             succeeded, failed = data.streams_succeeded + answered, max(0, data.streams_failed - answered)
-            looked.append((reply.socket, _Seen(ip, data.streams_started, succeeded, failed)))
+            looked.append((reply.socket, _Seen(ip, data.streams_started, succeeded, failed, data.messages_received)))
         self._answered.keep({(c.ip, sock.remote.tcpip_address.port) for sock, c in looked})
         seen = {sock.ref.socket_id: counted for sock, counted in looked}
         for socket_id, last in self._seen.items():
             if socket_id not in seen and socket_id not in self._closed:
-                # Gone since the last scan: whatever it had left unanswered ended with it.
-                self._gone.setdefault(last.ip, _Tally(now)).add(last.unanswered, last.succeeded)
+                # Gone since the last scan: its streams count as they were then.
+                self._gone.setdefault(last.ip, _Tally(now)).add(last)
         self._seen = seen
         self._closed &= listed
-        totals = {ip: _Tally(now, tally.unanswered, tally.answered) for ip, tally in self._gone.items()}
+        totals = {ip: _Tally(now, tally.silent, tally.answered) for ip, tally in self._gone.items()}
         for _, counted in looked:
-            totals.setdefault(counted.ip, _Tally(now)).add(max(0, counted.unanswered - self.open_streams), counted.succeeded)
+            totals.setdefault(counted.ip, _Tally(now)).add(counted)
         caught = {ip: tally for ip, tally in totals.items() if tally.is_rapid_reset(self.max_reset_streams)}
         alone = [(sock, c) for sock, c in looked if is_rapid_reset(c.started, c.failed, self.max_reset_streams)]
         along = [
             (sock, c)
             for sock, c in looked
-            if c.ip in caught and c.unanswered > c.succeeded and not is_rapid_reset(c.started, c.failed, self.max_reset_streams)
+            if c.ip in caught and c.silent > c.succeeded and not is_rapid_reset(c.started, c.failed, self.max_reset_streams)
         ]
         offenders = caught.keys() | {c.ip for _, c in alone}
         # The bans are in force before any offender hears of its close: a client that connects
@@ -404,13 +407,14 @@ class ResetGuard:
             shut = [o for o in (self._close(sock, c, 0.0) for sock, c in along if c.ip == ip) if o.closed]
             banned_for = bans.pop(ip, 0.0)
             log.warning(
-                "rapid reset from %s across connections: they left %d streams unanswered and had %d "
-                "answered (limits.max_reset_streams is %d); closed the %d of them still open%s",
-                ip, tally.unanswered, tally.answered, self.max_reset_streams, len(shut), self._refusal(ip, banned_for),
+                "rapid reset from %s across connections: they opened %d streams that sent nothing and "
+                "were never answered, and had %d answered (limits.max_reset_streams is %d); "
+                "closed the %d of them still open%s",
+                ip, tally.silent, tally.answered, self.max_reset_streams, len(shut), self._refusal(ip, banned_for),
             )  # fmt: skip
             closed.extend(shut)
             if banned_for:
-                closed.append(Offender(ip, tally.unanswered + tally.answered, tally.unanswered, False, banned_for))
+                closed.append(Offender(ip, tally.silent + tally.answered, tally.silent, False, banned_for))
             self._gone.pop(ip, None)  # dealt with: its count starts over
         if self._on_close is not None:
             for offender in closed:

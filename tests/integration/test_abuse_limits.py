@@ -250,6 +250,40 @@ async def test_streams_cancelled_after_their_answers_are_not_resets(gw_stack: Ga
     assert await _served(client)
 
 
+async def test_many_open_streams_over_several_connections_are_not_resets(gw_stack: GatewayStack) -> None:
+    """Streams that sent their request and stay open (watches), 240 of them over three
+    connections from one address, then dropped with their connections: not a rapid reset,
+    however many there are, for the address or any connection."""
+    gateway, client = await _gateway(gw_stack, max_reset_streams=100, reset_check_interval=0.05, max_calls_per_client=300)
+    metadata = (("authorization", f"Bearer {gw_stack.token()}"),)
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(3)
+    ]
+    calls = []
+    try:
+        for channel in channels:
+            check = channel.stream_stream("/inventory.v1.InventoryService/CheckStock")
+            for _ in range(80):
+                call = check(timeout=30, metadata=metadata)
+                await call.write(b"\n\x08WIDGET-1")
+                calls.append(call)
+        await asyncio.gather(*(call.read() for call in calls))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as other:
+            unknown = other.unary_unary("/no.such.v1.Service/Method")
+            for _ in range(5):  # calls failing elsewhere make the guard look, again and again
+                failed = await asyncio.gather(*(unknown(b"", timeout=5) for _ in range(60)), return_exceptions=True)
+                assert {f.code() for f in failed if isinstance(f, grpc.aio.AioRpcError)} == {grpc.StatusCode.UNIMPLEMENTED}
+                await asyncio.sleep(0.1)
+    finally:
+        for channel in channels:
+            await channel.close(None)  # the streams end with their connections, unanswered
+    await asyncio.sleep(0.5)
+    assert b"modrpc_connections_closed_total" not in gateway.metrics.render()
+    assert b"modrpc_address_bans_total" not in gateway.metrics.render()
+    assert await _served(client), "the address still gets in"
+
+
 async def test_health_watches_from_one_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:
     """grpc's health and reflection services need no credentials: their calls count against the
     anonymous callers' budget like a public method's, so one address cannot hold every slot
