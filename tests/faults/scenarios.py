@@ -186,7 +186,14 @@ async def worker_killed(suite: Suite, length: float) -> Row:
     """SIGKILL one of the two users workers under load."""
     row = Row("users worker SIGKILL")
     victim = (await suite.cluster.wait_workers("users", 2))[0]
-    await suite.under_load(row, length, lambda: _later(length * 0.25, lambda: os.kill(victim.pid, signal.SIGKILL)))
+    outcomes = await suite.under_load(row, length, lambda: _later(length * 0.25, lambda: os.kill(victim.pid, signal.SIGKILL)))
+    # A CreateUser running in the killed worker when it died is cut off: it may have run, and it
+    # is not idempotent, so it is not retried (its caller gets UNAVAILABLE). Rare: calls take
+    # milliseconds, a few a second are sent.
+    cut = sum(o.codes["UNAVAILABLE"] for o in outcomes if not o.idempotent)
+    row.unavoidable += cut
+    if cut:
+        row.notes.append(f"{cut} CreateUser calls (not idempotent) were running in the killed worker")
     return row
 
 
