@@ -205,15 +205,15 @@ class Gateway:
         # the module client's span carries it on to the worker, so one trace spans caller →
         # gateway → worker → module calls. Health checks and reflection are not traced here;
         # like public methods, they count against the anonymous callers' budget.
-        calls = self._services.client_calls
+        calls, answered = self._services.client_calls, self._services.answered
         reflecting = VersionedReflection(
             lambda: {name: module.catalog for name, module in self.table.modules.items()},
             (health.SERVICE_NAME, reflection.SERVICE_NAME),
         )
         server.add_generic_rpc_handlers(
             (
-                within_budget(health_pb2_grpc.add_HealthServicer_to_server, self._health, calls),
-                within_budget(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflecting, calls),
+                within_budget(health_pb2_grpc.add_HealthServicer_to_server, self._health, calls, answered),
+                within_budget(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflecting, calls, answered),
             )
         )
         # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
@@ -262,6 +262,7 @@ class Gateway:
             port,
             max_reset_streams=limits.max_reset_streams,
             interval=limits.reset_check_interval,
+            running=limits.max_concurrent_calls,
             answered=answered,
             on_close=count,
             bans=(

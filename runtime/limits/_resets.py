@@ -17,10 +17,11 @@ server sent their end), so the calls themselves pay nothing:
   method: routes, health, reflection and unknown ones alike); only when it grew by
   ``max_reset_streams`` since the last scan does it read each connection's counters, and a scan
   that takes long spaces the next looks out (at most a tenth of one core is spent on them);
-- what each scan sees is also added up per client address over :data:`ADDRESS_WINDOW`: a client
-  that opens a fresh connection before each one reaches ``max_reset_streams`` is caught by its
-  address's total (the same rule), and its connections that reset at least half of their
-  streams are closed;
+- what each scan sees is also added up per client address over :data:`ADDRESS_WINDOW`: the
+  streams its connections opened that sent no request message and were never answered
+  (:attr:`_Seen.silent`), against those answered. A client that opens a fresh connection before
+  each one reaches ``max_reset_streams`` is caught by its address's total (the same rule), and
+  its connections still resetting are closed;
 - the connection is closed by shutting its socket down (found by its two addresses among the
   process's descriptors); grpc sees the end of the stream and tears the transport down. grpc
   offers no way to send one connection a GOAWAY, so on a plaintext connection the guard writes
@@ -148,9 +149,10 @@ class _Seen:
     @property
     def silent(self) -> int:
         """Streams (at least) not answered OK that never sent a request message: what a stream
-        opened to be reset is. grpc counts a reset stream as failed only once the server has
-        taken its call up, long after the reset under a flood, so this counts them at once; a
-        stream that sent its request (a watch, a call still running) is not one of them."""
+        opened to be reset is. A stream that sent its request (a watch, a call still running)
+        is not one of them. grpc counts a reset stream as failed only once the server has taken
+        its call up, long after the reset under a flood, so a connection that is gone counts
+        all of these at once."""
         return max(0, min(self.started - self.succeeded, self.started - self.received))
 
 
@@ -163,8 +165,8 @@ class _Tally:
     silent: int = 0
     answered: int = 0
 
-    def add(self, seen: _Seen) -> None:
-        self.silent += seen.silent
+    def add(self, seen: _Seen, silent: int) -> None:
+        self.silent += silent
         self.answered += seen.succeeded
 
     def is_rapid_reset(self, max_reset_streams: int) -> bool:
@@ -288,6 +290,7 @@ class ResetGuard:
         *,
         max_reset_streams: int,
         interval: float,
+        running: int = 256,
         answered: AnsweredStreams | None = None,
         on_close: Callable[[Offender], None] | None = None,
         bans: AddressBans | None = None,
@@ -296,6 +299,8 @@ class ResetGuard:
         self.port = port
         self.max_reset_streams = max_reset_streams
         self.interval = interval
+        self.running = running
+        """Calls the server runs at once (``maximum_concurrent_rpcs``)."""
         self._answered = answered or AnsweredStreams()
         self._on_close = on_close
         self._bans = bans
@@ -333,22 +338,24 @@ class ResetGuard:
         server_id = self._server_id or self._find_server()
         if server_id is None:
             return []
-        unanswered = self._unanswered(server_id)
+        reply = _ask(ChannelzServicer.GetServer, channelz_pb2.GetServerRequest(server_id=server_id))
+        if reply is None:
+            return []
+        # The server's calls started and not (yet) answered OK, whatever their method: the cheap
+        # sign, one lookup, that some client may be resetting streams.
+        data = reply.server.data
+        unanswered = data.calls_started - data.calls_succeeded
         if self._unanswered_at_last_scan is None:
             self._unanswered_at_last_scan = unanswered
         if unanswered - self._unanswered_at_last_scan < self.max_reset_streams:
             return []
         self._unanswered_at_last_scan = unanswered
-        return self._scan(server_id)
+        # Calls neither answered nor ended, past what the server runs at once: calls let in
+        # faster than they are taken up, a backlog only a flood builds.
+        flooded = unanswered - data.calls_failed > 2 * self.running
+        return self._scan(server_id, flooded)
 
-    @staticmethod
-    def _unanswered(server_id: int) -> int:
-        """The server's calls started and not (yet) answered OK, whatever their method: the cheap
-        sign, one lookup, that some client may be resetting streams."""
-        reply = _ask(ChannelzServicer.GetServer, channelz_pb2.GetServerRequest(server_id=server_id))
-        return 0 if reply is None else int(reply.server.data.calls_started - reply.server.data.calls_succeeded)
-
-    def _scan(self, server_id: int) -> list[Offender]:
+    def _scan(self, server_id: int, flooded: bool) -> list[Offender]:
         now = self._clock()
         self._gone = {ip: tally for ip, tally in self._gone.items() if now - tally.since <= ADDRESS_WINDOW}
         looked: list[tuple[channelz_pb2.Socket, _Seen]] = []
@@ -370,18 +377,22 @@ class ResetGuard:
         for socket_id, last in self._seen.items():
             if socket_id not in seen and socket_id not in self._closed:
                 # Gone since the last scan: its streams count as they were then.
-                self._gone.setdefault(last.ip, _Tally(now)).add(last)
+                self._gone.setdefault(last.ip, _Tally(now)).add(last, last.silent)
         self._seen = seen
         self._closed &= listed
         totals = {ip: _Tally(now, tally.silent, tally.answered) for ip, tally in self._gone.items()}
         for _, counted in looked:
-            totals.setdefault(counted.ip, _Tally(now)).add(counted)
+            # An open connection's silent streams count once they have ended: until then they
+            # may be streams its client has opened and not written to yet. Under a flood, grpc
+            # counts a reset stream as ended only seconds later: then they count at once.
+            silent = counted.silent if flooded else min(counted.silent, counted.failed)
+            totals.setdefault(counted.ip, _Tally(now)).add(counted, silent)
         caught = {ip: tally for ip, tally in totals.items() if tally.is_rapid_reset(self.max_reset_streams)}
         alone = [(sock, c) for sock, c in looked if is_rapid_reset(c.started, c.failed, self.max_reset_streams)]
         along = [
             (sock, c)
             for sock, c in looked
-            if c.ip in caught and c.silent > c.succeeded and not is_rapid_reset(c.started, c.failed, self.max_reset_streams)
+            if c.ip in caught and c.failed and c.silent > c.succeeded and not is_rapid_reset(c.started, c.failed, self.max_reset_streams)
         ]
         offenders = caught.keys() | {c.ip for _, c in alone}
         # The bans are in force before any offender hears of its close: a client that connects
