@@ -315,6 +315,7 @@ class ResetGuard:
         """Per client address, what its connections that closed in the last
         :data:`ADDRESS_WINDOW` left behind."""
         self._unsupported = not FD_DIR.is_dir()
+        self._no_listener_said = False
 
     async def run(self) -> None:
         if self._unsupported:
@@ -448,8 +449,10 @@ class ResetGuard:
         """Put the bans in force (or lift those that ended); a failure is logged, never raised."""
         assert self._bans is not None
         try:
-            if not self._bans.apply():
+            found = self._bans.apply()
+            if not found and not self._no_listener_said:  # once: the server may be stopping
                 log.warning("rapid-reset guard: found no socket listening on port %d to refuse banned addresses on", self.port)
+            self._no_listener_said = not found
         except Exception as exc:  # the guard's other work goes on
             log.warning("rapid-reset guard: could not put the address bans in force: %s", exc)
 
