@@ -256,24 +256,44 @@ def _say_goaway(sock: socket.socket, frame: bytes) -> bool:
         return False
 
 
-def close_connection(local_port: int, remote_ip: str, remote_port: int, *, goaway: bytes = b"") -> bool:
+GOAWAY_GRACE = 0.1
+"""Seconds between a GOAWAY and its connection's shutdown, so that the client reads it first: a
+socket closed with unread bytes in it ends in a TCP reset, which throws away what the client had
+not read yet."""
+
+
+def close_connection(
+    local_port: int, remote_ip: str, remote_port: int, *, goaway: bytes = b"", grace: float = 0.0
+) -> bool:
     """Shut down this process's TCP connection from ``remote_ip:remote_port`` to
     ``local_port``: whoever owns the descriptor (grpc) sees it end. Whether it was found.
 
     ``goaway``: a GOAWAY frame to write first (plaintext HTTP/2 only), when the socket has
-    nothing else waiting to be sent."""
+    nothing else waiting to be sent; then, within a running event loop, the shutdown comes
+    ``grace`` seconds later."""
     for sock in tcp_sockets():
         try:
             peer, local = sock.getpeername(), sock.getsockname()
         except OSError:
             continue  # a listening or unconnected socket
         if local[1] == local_port and peer[1] == remote_port and ip_address(peer[0]) == ip_address(remote_ip):
-            if goaway:
-                _say_goaway(sock, goaway)
+            if goaway and _say_goaway(sock, goaway) and grace > 0:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    pass
+                else:
+                    loop.call_later(grace, _shut_down, sock.dup())
+                    return True
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             return True
     return False
+
+
+def _shut_down(sock: socket.socket) -> None:
+    with sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class ResetGuard:
@@ -436,7 +456,9 @@ class ResetGuard:
     def _close(self, sock: channelz_pb2.Socket, counted: _Seen, banned_for: float) -> Offender:
         port = sock.remote.tcpip_address.port
         plaintext = not sock.HasField("security")
-        shut = close_connection(self.port, counted.ip, port, goaway=RAPID_RESET_GOAWAY if plaintext else b"")
+        shut = close_connection(
+            self.port, counted.ip, port, goaway=RAPID_RESET_GOAWAY if plaintext else b"", grace=GOAWAY_GRACE
+        )
         self._closed.add(sock.ref.socket_id)
         return Offender(f"{counted.ip}:{port}", counted.started, counted.failed, shut, banned_for)
 
