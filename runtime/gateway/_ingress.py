@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 import grpc
 from opentelemetry import trace
@@ -43,6 +42,7 @@ from runtime.identity import (
     principal_header,
     request_id_of,
 )
+from runtime.limits import peer_address
 from runtime.observability import REQUEST_ID_ATTRIBUTE, VERSION_ATTRIBUTE
 from runtime.ratelimit import RateLimit, RateLimiter, check_rate
 from runtime.status import REQUEST_ID_KEY
@@ -540,24 +540,13 @@ class _CheckedRequests:
 
 @functools.lru_cache(maxsize=1024)
 def peer_ip(peer: str) -> str | None:
-    """The IP address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``; grpc writes
-    the brackets escaped, ``ipv6:%5B::1%5D:5``), if any.
+    """The IP address in a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), if any
+    (:func:`~runtime.limits.peer_address`).
 
     Remembered per peer string: a gateway sees the same few connections call after call.
-
-        >>> peer_ip("ipv4:127.0.0.1:5"), peer_ip("ipv6:%5B::1%5D:5"), peer_ip("unix:/run/x")
-        ('127.0.0.1', '::1', None)
     """
-    kind, _, rest = unquote(peer).partition(":")
-    if kind == "ipv4":
-        host, _, _port = rest.rpartition(":")
-        return host or None
-    if kind == "ipv6":
-        if rest.startswith("[") and "]" in rest:
-            return rest[1 : rest.index("]")] or None
-        host, _, _port = rest.rpartition(":")
-        return host or None
-    return None
+    found = peer_address(peer)
+    return None if found is None else found[0]
 
 
 def build_chain(route: Route) -> tuple[tuple[Step, ...], Forward]:

@@ -11,5 +11,6 @@ connections for a while, in the kernel (``_bans``).
 from runtime.limits._bans import AddressBans
 from runtime.limits._resets import PREMATURE, AnsweredStreams, Offender, ResetGuard
 from runtime.limits._server import admin_limits, grpc_server_limits, raise_open_file_limit
+from runtime.limits._sockets import peer_address
 
-__all__ = ["PREMATURE", "AddressBans", "AnsweredStreams", "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "raise_open_file_limit"]
+__all__ = ["PREMATURE", "AddressBans", "AnsweredStreams", "Offender", "ResetGuard", "admin_limits", "grpc_server_limits", "peer_address", "raise_open_file_limit"]

@@ -6,7 +6,6 @@ connection never cancels anyone else's calls; but every stream it gets in costs 
 event loop a call set up and torn down, and grpc's Python server offers no per-connection reset
 budget nor any way to close one connection.
 
-
 :class:`ResetGuard` adds the budget, the way Envoy's ``premature_reset_total_stream_count`` does:
 a connection that has opened at least ``max_reset_streams`` streams and had at least half of
 them reset before the server answered is closed. It reads grpc's own counters (channelz:
@@ -51,14 +50,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import grpc
 from grpc_channelz.v1 import channelz_pb2
 from grpc_channelz.v1._servicer import ChannelzServicer  # the public servicer's lookups
 
 from runtime.limits._bans import AddressBans
-from runtime.limits._sockets import FD_DIR, ip_address, tcp_sockets
+from runtime.limits._sockets import FD_DIR, ip_address, peer_address, tcp_sockets
 
 __all__ = ["AnsweredStreams", "Offender", "ResetGuard", "close_connection", "goaway_frame", "is_rapid_reset"]
 
@@ -99,11 +97,10 @@ class AnsweredStreams:
 
     def add(self, peer: str) -> None:
         """One more such call on the connection ``peer`` (grpc's ``context.peer()``)."""
-        kind, _, rest = unquote(peer).partition(":")
-        host, _, port = rest.rpartition(":")
-        if kind not in ("ipv4", "ipv6") or not port.isdigit():
+        found = peer_address(peer)
+        if found is None:
             return
-        key = (str(ip_address(host.strip("[]"))), int(port))
+        key = (str(ip_address(found[0])), found[1])
         if key not in self._counts and len(self._counts) >= MAX_ANSWERED:
             self._counts.clear()
         self._counts[key] = self._counts.get(key, 0) + 1
@@ -165,9 +162,9 @@ class _Tally:
     silent: int = 0
     answered: int = 0
 
-    def add(self, seen: _Seen, silent: int) -> None:
+    def add(self, silent: int, answered: int) -> None:
         self.silent += silent
-        self.answered += seen.succeeded
+        self.answered += answered
 
     def is_rapid_reset(self, max_reset_streams: int) -> bool:
         return is_rapid_reset(self.silent + self.answered, self.silent, max_reset_streams)
@@ -398,7 +395,7 @@ class ResetGuard:
         for socket_id, last in self._seen.items():
             if socket_id not in seen and socket_id not in self._closed:
                 # Gone since the last scan: its streams count as they were then.
-                self._gone.setdefault(last.ip, _Tally(now)).add(last, last.silent)
+                self._gone.setdefault(last.ip, _Tally(now)).add(last.silent, last.succeeded)
         self._seen = seen
         self._closed &= listed
         totals = {ip: _Tally(now, tally.silent, tally.answered) for ip, tally in self._gone.items()}
@@ -407,14 +404,14 @@ class ResetGuard:
             # may be streams its client has opened and not written to yet. Under a flood, grpc
             # counts a reset stream as ended only seconds later: then they count at once.
             silent = counted.silent if flooded else min(counted.silent, counted.failed)
-            totals.setdefault(counted.ip, _Tally(now)).add(counted, silent)
+            totals.setdefault(counted.ip, _Tally(now)).add(silent, counted.succeeded)
         caught = {ip: tally for ip, tally in totals.items() if tally.is_rapid_reset(self.max_reset_streams)}
-        alone = [(sock, c) for sock, c in looked if is_rapid_reset(c.started, c.failed, self.max_reset_streams)]
-        along = [
-            (sock, c)
-            for sock, c in looked
-            if c.ip in caught and c.failed and c.silent > c.succeeded and not is_rapid_reset(c.started, c.failed, self.max_reset_streams)
-        ]
+        alone, along = [], []
+        for sock, c in looked:
+            if is_rapid_reset(c.started, c.failed, self.max_reset_streams):
+                alone.append((sock, c))
+            elif c.ip in caught and c.failed and c.silent > c.succeeded:
+                along.append((sock, c))
         offenders = caught.keys() | {c.ip for _, c in alone}
         # The bans are in force before any offender hears of its close: a client that connects
         # again the moment it reads the GOAWAY finds its address refused already.

@@ -13,8 +13,9 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
-__all__ = ["FD_DIR", "ip_address", "listening_sockets", "tcp_sockets"]
+__all__ = ["FD_DIR", "ip_address", "listening_sockets", "peer_address", "tcp_sockets"]
 
 FD_DIR = Path("/proc/self/fd")
 
@@ -25,6 +26,20 @@ def ip_address(value: str | bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def peer_address(peer: str) -> tuple[str, int] | None:
+    """The host and port a gRPC peer string names (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``; grpc
+    writes the brackets escaped, ``ipv6:%5B::1%5D:5``), if it names them.
+
+        >>> peer_address("ipv4:127.0.0.1:5"), peer_address("ipv6:%5B::1%5D:5"), peer_address("unix:/run/x")
+        (('127.0.0.1', 5), ('::1', 5), None)
+    """
+    kind, _, rest = unquote(peer).partition(":")
+    host, _, port = rest.rpartition(":")
+    if kind not in ("ipv4", "ipv6") or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
 
 
 def tcp_sockets() -> Iterator[socket.socket]:

@@ -62,7 +62,7 @@ SURFACES = {
     ],
     "runtime.limits": [
         "PREMATURE", "AddressBans", "AnsweredStreams", "Offender", "ResetGuard", "admin_limits",
-        "grpc_server_limits", "raise_open_file_limit",
+        "grpc_server_limits", "peer_address", "raise_open_file_limit",
     ],
     "runtime.manifest": [
         "CapabilitySet", "HandlerSpec", "LoadedModule", "MethodPolicy", "ResolvedHook",
