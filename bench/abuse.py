@@ -48,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import h2.exceptions
 import h2.settings
 import hpack
 
@@ -411,6 +412,53 @@ def quiet(port: int, stop: threading.Event) -> str:
     return "60 s without an attack"
 
 
+def health_flood(port: int, stop: threading.Event) -> str:
+    """Answered ``Health/Check`` calls from 127.0.0.2 as fast as they come back, no credentials:
+    4 connections, 50 calls in flight on each, for 20 s, connecting again whenever one ends."""
+    counts: Counter[str] = Counter()
+    spent: list[float] = []
+    lock = threading.Lock()
+
+    def flood() -> None:
+        started = time.thread_time()
+        give_up = time.monotonic() + 20
+        while time.monotonic() < give_up:
+            try:
+                connection = RawH2(port, source="127.0.0.2")
+            except OSError:  # refused: its SYN unanswered
+                with lock:
+                    counts["connection attempts unanswered"] += 1
+                continue
+            with lock:
+                counts["connections"] += 1
+            try:
+                while time.monotonic() < give_up and not connection.closed and connection.goaway is None:
+                    batch = []
+                    for _ in range(50):
+                        stream_id = connection.conn.get_next_available_stream_id()
+                        connection.conn.send_headers(stream_id, grpc_headers(port, "/grpc.health.v1.Health/Check"))
+                        connection.conn.send_data(stream_id, grpc_message(b""), end_stream=True)
+                        batch.append(stream_id)
+                    connection.flush()
+                    ended = time.monotonic() + 2
+                    while time.monotonic() < ended and not connection.closed and not all(s in connection.statuses for s in batch):
+                        connection.pump(0.01)
+                    with lock:
+                        counts.update(f"grpc-status {connection.statuses.pop(s, ('none', ''))[0]}" for s in batch)
+            except (OSError, h2.exceptions.ProtocolError):  # the gateway hung up mid-batch
+                pass
+            finally:
+                connection.close()
+        spent.append(time.thread_time() - started)
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return f"{dict(sorted(counts.items()))}; attacker CPU {sum(spent):.1f} s"
+
+
 ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "idle": idle,
     "half-sent": half_sent,
@@ -421,6 +469,7 @@ ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "closed-window": closed_window,
     "trickle": trickle,
     "trickle-protected": trickle_protected,
+    "health-flood": health_flood,
     "quiet": quiet,
 }
 

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from limits import parse as parse_rate_limit
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -371,6 +372,17 @@ class LimitsSettings(BaseModel):
             "credentials, however many addresses the anonymous ones come from."
         ),
     )
+    grpc_services_rate_limit: str = Field(
+        default="100/second",
+        description=(
+            "Calls one client address may make to grpc's own services at the gateway (health "
+            "checks and reflection, which need no credentials), counted in each gateway process; "
+            "further ones get RESOURCE_EXHAUSTED with RetryInfo, naming this setting. A stream "
+            "counts once, when it opens. Health checkers and grpcurl make a few calls a second. An "
+            "address refused more often than this allows calls is flooding: its connections are "
+            "closed and it is banned as for rapid reset (reset_ban)."
+        ),
+    )
     lane_max_concurrent_calls: int = Field(
         default=1024,
         ge=1,
@@ -506,7 +518,8 @@ class LimitsSettings(BaseModel):
         ge=0.0,
         description=(
             "Seconds for which, once the gateway has closed a connection for rapid reset "
-            "(max_reset_streams), new connections from its address are refused in the kernel "
+            "(max_reset_streams), or an address for flooding grpc's own services "
+            "(grpc_services_rate_limit), new connections from its address are refused in the kernel "
             "(their TCP SYN dropped, so grpc never sees them); each repeat doubles it, up to "
             "reset_ban_max. Connections already open from that address are left alone. 0: never."
         ),
@@ -536,6 +549,17 @@ class LimitsSettings(BaseModel):
                 ipaddress.ip_network(network, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{network!r} is not an IP address or network (CIDR): {exc}") from None
+        return value
+
+    @field_validator("grpc_services_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            amount = parse_rate_limit(value).amount
+        except ValueError:
+            amount = 0
+        if amount < 1:
+            raise ValueError(f"{value!r} is not a rate limit such as '50/second' or '5 per minute'")
         return value
 
     admin_max_connections: int = Field(

@@ -5,14 +5,17 @@ outside the routes' chain. Left so, one address could open hundreds of ``Health/
 reflection streams and hold every slot of ``max_concurrent_calls``, callers with credentials
 included. :func:`within_budget` puts each of their calls through the same
 :class:`~runtime.gateway._ingress.ClientCalls` as a public route's anonymous call: at most
-``max_calls_per_client`` from one address, ``max_anonymous_calls`` from all together. As for a
-route, a call its caller cancels once answered (a watch it is done with), or after a second, is
-told to the reset guard as no rapid reset (:class:`~runtime.limits.AnsweredStreams`).
+``max_calls_per_client`` from one address, ``max_anonymous_calls`` from all together, and at
+most ``grpc_services_rate_limit`` calls from one address, counted in this process (a stream
+counts once, when it opens). As for a route, a call its caller cancels once answered (a watch it
+is done with), or after a second, is told to the reset guard as no rapid reset
+(:class:`~runtime.limits.AnsweredStreams`).
 
     >>> from grpc_health.v1 import health_pb2_grpc
     >>> from runtime.health import HealthService
-    >>> from runtime.gateway._ingress import ClientCalls
-    >>> handler = within_budget(health_pb2_grpc.add_HealthServicer_to_server, HealthService(), ClientCalls(64, 128), AnsweredStreams())
+    >>> from runtime.gateway._ingress import ClientCalls, peer_ip
+    >>> admission = Admission(ClientCalls(64, 128), AnsweredStreams(), RateLimit.parse("50/second"))
+    >>> handler = within_budget(health_pb2_grpc.add_HealthServicer_to_server, HealthService(), admission)
     >>> handler.service(_Details("/grpc.health.v1.Health/Watch")).response_streaming
     True
 """
@@ -28,24 +31,29 @@ from typing import Any, NamedTuple
 import grpc
 
 from runtime.errors import ResourceExhausted
-from runtime.gateway._ingress import ClientCalls
+from runtime.gateway._ingress import ClientCalls, peer_ip
 from runtime.limits import PREMATURE, AnsweredStreams
+from runtime.ratelimit import RateLimit, open_ratelimiter
+from runtime.status import rpc_status_of
 
-__all__ = ["within_budget"]
+__all__ = ["Admission", "within_budget"]
+
+_MAX_ADDRESSES = 10_000
+"""Addresses whose rate is remembered at once; the least recently seen is forgotten first."""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def within_budget(
-    register: Callable[[Any, Any], None], servicer: object, calls: ClientCalls, answered: AnsweredStreams
+    register: Callable[[Any, Any], None], servicer: object, admission: Admission
 ) -> grpc.GenericRpcHandler:  # type: ignore[type-arg]
     """The generic handler that serves ``servicer`` as ``register`` (a generated
-    ``add_*Servicer_to_server``) would, each call counted as an anonymous one by ``calls``."""
+    ``add_*Servicer_to_server``) would, each call let in by ``admission`` first."""
     captured = _Captured()
     register(servicer, captured)
     if not captured.handlers:
         raise TypeError(f"{register.__name__} registered no generic handler")
-    return _WithinBudget(captured.handlers, _Admission(calls, answered))
+    return _WithinBudget(captured.handlers, admission)
 
 
 class _Captured:
@@ -61,18 +69,56 @@ class _Captured:
         """The same methods again, for grpc core to match: served through the generic handler."""
 
 
-class _Admission:
-    """Each call's admission into the budget, and what its cancellation tells the reset guard."""
+class Admission:
+    """Each call's admission (the rate of its address, then the anonymous budget), and what its
+    cancellation tells the reset guard. One is shared by all of grpc's services at a gateway.
 
-    def __init__(self, calls: ClientCalls, answered: AnsweredStreams) -> None:
+    The rate is counted in this process, whatever ``ratelimit_url`` says: it guards this
+    gateway's own time, and a health check must not fail because a rate-limit backend is down.
+    A refused call costs the gateway about what an answered one does, so an address refused
+    more often than ``rate`` allows calls (it ignores RetryInfo) is told to ``on_flood``
+    (the reset guard bans it and closes its connections).
+    """
+
+    def __init__(
+        self,
+        calls: ClientCalls,
+        answered: AnsweredStreams,
+        rate: RateLimit,
+        on_flood: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.calls = calls
         self.answered = answered
+        self.rate = rate
+        self.on_flood = on_flood
+        self._limiter = open_ratelimiter("memory://", max_keys=_MAX_ADDRESSES)
 
     async def admit(self, context: Context) -> None:
+        address = ClientCalls.address(context)
         try:
-            self.calls.admit(ClientCalls.address(context), True, context)
+            decision = await self._limiter.hit(address, self.rate)
+            if not decision.allowed:
+                await self._refused(address, context)
+                raise ResourceExhausted(
+                    f"{address} called grpc's health and reflection services more than {self.rate} "
+                    f"(limits.grpc_services_rate_limit); retry after {decision.retry_after:.3f}s",
+                    retry_after=decision.retry_after,
+                )
+            self.calls.admit(address, True, context)
         except ResourceExhausted as refused:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused.message)
+            await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+    async def _refused(self, address: str, context: Context) -> None:
+        """Count a refusal; past as many as ``rate`` allows calls, the address is flooding."""
+        if self.on_flood is None or (await self._limiter.hit(f"refused {address}", self.rate)).allowed:
+            return
+        ip = peer_ip(context.peer())
+        if ip is not None:
+            self.on_flood(
+                ip,
+                f"flood of grpc's health and reflection services: refused more than {self.rate} "
+                "and still calling (limits.grpc_services_rate_limit)",
+            )
 
     def cancelled(self, context: Context, started: float, answered: bool) -> None:
         if answered or time.perf_counter() - started >= PREMATURE:
@@ -95,7 +141,7 @@ class _Writes:
 
 
 class _WithinBudget(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    def __init__(self, handlers: list[grpc.GenericRpcHandler], admission: _Admission) -> None:  # type: ignore[type-arg]
+    def __init__(self, handlers: list[grpc.GenericRpcHandler], admission: Admission) -> None:  # type: ignore[type-arg]
         self._handlers = handlers
         self._admission = admission
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -112,7 +158,7 @@ class _WithinBudget(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return wrapped
 
 
-def _wrap(handler: Any, admission: _Admission) -> Any:
+def _wrap(handler: Any, admission: Admission) -> Any:
     """``handler`` (grpc's ``RpcMethodHandler``, a named tuple) with its behaviour admitted first."""
     name = ("stream_" if handler.request_streaming else "unary_") + ("stream" if handler.response_streaming else "unary")
     behaviour = getattr(handler, name)

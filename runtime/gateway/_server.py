@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -33,7 +33,7 @@ from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import ClientCertificates
 from runtime.gateway._keys import check_dev_secret, jwt_secret_in_force
-from runtime.gateway._public import within_budget
+from runtime.gateway._public import Admission, within_budget
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
@@ -55,7 +55,7 @@ from runtime.observability import (
     ServerTracer,
     start_admin_server,
 )
-from runtime.ratelimit import open_ratelimiter
+from runtime.ratelimit import RateLimit, open_ratelimiter
 from runtime.tls import InternalTls, KeyPair
 from runtime.transport import InProcessModules
 from runtime.versions import VersionedReflection
@@ -205,15 +205,19 @@ class Gateway:
         # the module client's span carries it on to the worker, so one trace spans caller →
         # gateway → worker → module calls. Health checks and reflection are not traced here;
         # like public methods, they count against the anonymous callers' budget.
-        calls, answered = self._services.client_calls, self._services.answered
+        admission = Admission(
+            self._services.client_calls,
+            self._services.answered,
+            RateLimit.parse(settings.limits.grpc_services_rate_limit),
+        )
         reflecting = VersionedReflection(
             lambda: {name: module.catalog for name, module in self.table.modules.items()},
             (health.SERVICE_NAME, reflection.SERVICE_NAME),
         )
         server.add_generic_rpc_handlers(
             (
-                within_budget(health_pb2_grpc.add_HealthServicer_to_server, self._health, calls, answered),
-                within_budget(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflecting, calls, answered),
+                within_budget(health_pb2_grpc.add_HealthServicer_to_server, self._health, admission),
+                within_budget(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, reflecting, admission),
             )
         )
         # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
@@ -229,7 +233,7 @@ class Gateway:
         self.port = bound
         self.address = f"{self.host}:{bound}"
         self._log_security(auth)
-        self._guard_resets(bound, self._services.answered)
+        admission.on_flood = self._guard_resets(bound, self._services.answered)
         self._tasks.append(asyncio.create_task(self._watch(), name="modrpc-gateway-watch"))
         self._tasks.append(asyncio.create_task(self._tick(), name="modrpc-gateway-refresh"))
         self._tasks.append(asyncio.create_task(self._services.arrivals.run(), name="modrpc-gateway-arrivals"))
@@ -238,25 +242,26 @@ class Gateway:
         log.info("gateway listening on %s", self.address)
         return self.address
 
-    def _guard_resets(self, port: int, answered: AnsweredStreams) -> None:
+    def _guard_resets(self, port: int, answered: AnsweredStreams) -> Callable[[str, str], None] | None:
         """Close client connections that reset streams in a loop (``limits.max_reset_streams``):
-        grpc's own options bound how many streams they hold, not how many they burn."""
+        grpc's own options bound how many streams they hold, not how many they burn. What bans
+        an address flooding grpc's own services (None: the guard is off)."""
         limits = self.settings.limits
         if not limits.max_reset_streams:
-            return
+            return None
         closed = self.metrics.counter(
             "modrpc_connections_closed_total", "Client connections the gateway closed, by reason."
         )
 
         bans = self.metrics.counter(
-            "modrpc_address_bans_total", "Client addresses refused new connections for a while after a rapid reset."
+            "modrpc_address_bans_total", "Client addresses refused new connections for a while after a rapid reset or a flood, by reason."
         )
 
         def count(offender: Offender) -> None:
             if offender.closed:
-                closed.add(1, {"reason": "rapid_reset"})
+                closed.add(1, {"reason": offender.reason})
             if offender.banned_for:
-                bans.add(1, {"reason": "rapid_reset"})
+                bans.add(1, {"reason": offender.reason})
 
         guard = ResetGuard(
             port,
@@ -272,6 +277,7 @@ class Gateway:
             ),
         )
         self._tasks.append(asyncio.create_task(guard.run(), name="modrpc-gateway-reset-guard"))
+        return guard.refuse
 
     def _log_security(self, auth: Authenticator) -> None:
         """Say at start what the gateway accepts and how it talks, so nothing is a surprise."""

@@ -183,6 +183,8 @@ class Offender:
     """Whether its socket was found and shut down."""
     banned_for: float = 0.0
     """Seconds for which its address may not connect again (0: not banned)."""
+    reason: str = "rapid_reset"
+    """Why: ``rapid_reset``, or what :meth:`ResetGuard.refuse` was told (``flood``)."""
 
 
 _Reply = TypeVar("_Reply")
@@ -229,6 +231,7 @@ def goaway_frame(error_code: int, debug: bytes = b"") -> bytes:
 
 
 RAPID_RESET_GOAWAY = goaway_frame(ENHANCE_YOUR_CALM, b"rapid_reset")
+FLOOD_GOAWAY = goaway_frame(ENHANCE_YOUR_CALM, b"flood")
 
 
 _SIOCOUTQNSD = 0x894B
@@ -331,8 +334,16 @@ class ResetGuard:
         self._gone: dict[str, _Tally] = {}
         """Per client address, what its connections that closed in the last
         :data:`ADDRESS_WINDOW` left behind."""
+        self._refused: dict[str, str] = {}
+        """Addresses to ban and cut off at the next look (:meth:`refuse`), and why."""
         self._unsupported = not FD_DIR.is_dir()
         self._no_listener_said = False
+
+    def refuse(self, ip: str, why: str) -> None:
+        """Ban ``ip`` and close its connections at the next look, for what the server saw in
+        its calls and grpc's counters do not show (an address flooding calls past their rate
+        limit); ``why`` is said in the log line. An address exempt from bans is left alone."""
+        self._refused.setdefault(ip, why)
 
     async def run(self) -> None:
         if self._unsupported:
@@ -356,6 +367,10 @@ class ResetGuard:
         server_id = self._server_id or self._find_server()
         if server_id is None:
             return []
+        refused = self._cut_off_refused(server_id) if self._refused else []
+        return refused + self._look(server_id)
+
+    def _look(self, server_id: int) -> list[Offender]:
         reply = _ask(ChannelzServicer.GetServer, channelz_pb2.GetServerRequest(server_id=server_id))
         if reply is None:
             return []
@@ -450,14 +465,47 @@ class ResetGuard:
                 self._on_close(offender)
         return closed
 
-    def _close(self, sock: channelz_pb2.Socket, counted: _Seen, banned_for: float) -> Offender:
+    def _cut_off_refused(self, server_id: int) -> list[Offender]:
+        """Ban the addresses :meth:`refuse` was told of and close their connections."""
+        refused, self._refused = self._refused, {}
+        bans = {ip: self._bans.ban(ip) for ip in refused} if self._bans is not None else {}
+        if any(bans.values()):
+            self._apply_bans()
+        # An exempt address (a proxy standing for many clients) keeps its connections.
+        cut = {ip for ip in refused if bans.get(ip, 1.0)}
+        closed: list[Offender] = []
+        for ref in self._sockets(server_id) if cut else ():
+            if ref.socket_id in self._closed:
+                continue
+            reply = _ask(ChannelzServicer.GetSocket, channelz_pb2.GetSocketRequest(socket_id=ref.socket_id))
+            if reply is None:
+                continue
+            ip = str(ip_address(reply.socket.remote.tcpip_address.ip_address))
+            if ip in cut:
+                data = reply.socket.data
+                counted = _Seen(ip, data.streams_started, data.streams_succeeded, data.streams_failed, data.messages_received)
+                closed.append(self._close(reply.socket, counted, 0.0, reason="flood"))
+        for ip in cut:
+            banned_for = bans.get(ip, 0.0)
+            shut = sum(1 for offender in closed if offender.address.rpartition(":")[0] == ip and offender.closed)
+            log.warning(
+                "%s: %s; closed its %d connections%s",
+                ip, refused[ip], shut, self._refusal(ip, banned_for),
+            )  # fmt: skip
+            if banned_for:
+                closed.append(Offender(ip, 0, 0, False, banned_for, reason="flood"))
+        if self._on_close is not None:
+            for offender in closed:
+                self._on_close(offender)
+        return closed
+
+    def _close(self, sock: channelz_pb2.Socket, counted: _Seen, banned_for: float, reason: str = "rapid_reset") -> Offender:
         port = sock.remote.tcpip_address.port
         plaintext = not sock.HasField("security")
-        shut = close_connection(
-            self.port, counted.ip, port, goaway=RAPID_RESET_GOAWAY if plaintext else b"", grace=GOAWAY_GRACE
-        )
+        goaway = (FLOOD_GOAWAY if reason == "flood" else RAPID_RESET_GOAWAY) if plaintext else b""
+        shut = close_connection(self.port, counted.ip, port, goaway=goaway, grace=GOAWAY_GRACE)
         self._closed.add(sock.ref.socket_id)
-        return Offender(f"{counted.ip}:{port}", counted.started, counted.failed, shut, banned_for)
+        return Offender(f"{counted.ip}:{port}", counted.started, counted.failed, shut, banned_for, reason)
 
     def _refusal(self, ip: str, banned_for: float) -> str:
         if self._bans is None or not banned_for:

@@ -19,6 +19,10 @@ from typing import Any
 import grpc
 import h2.errors
 import h2.settings
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from runtime.gateway import Gateway
 from tests.conftest import PROBE_MODULES_DIR
@@ -305,6 +309,94 @@ async def test_health_watches_from_one_address_cannot_hold_every_call_slot(gw_st
         assert signed_in.ok, signed_in
     finally:
         holder.close()
+
+
+async def test_health_checks_from_one_address_are_rate_limited_and_other_addresses_served(
+    gw_stack: GatewayStack,
+) -> None:
+    """Answered health checks are no rapid reset, and their calls end at once, so the budget of
+    calls at once never holds them: ``grpc_services_rate_limit`` bounds how often one address
+    may call grpc's own services. Past it, RESOURCE_EXHAUSTED names the setting and carries
+    RetryInfo; another address, and the routes, are served meanwhile."""
+    gateway, client = await _gateway(gw_stack, grpc_services_rate_limit="3/minute")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        codes = []
+        for _ in range(5):
+            try:
+                await check(health_pb2.HealthCheckRequest(), timeout=5)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.aio.AioRpcError as refused:
+                codes.append(refused.code())
+                last = refused
+        assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2, codes
+        assert "limits.grpc_services_rate_limit" in str(last.details())
+        status = rpc_status.from_call(last)  # type: ignore[arg-type]  # an AioRpcError has what from_call reads
+        assert status is not None and any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        try:
+            await reflection.read()
+            raise AssertionError("reflection from the same address is past the same limit")
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    other = RawH2(gateway.port, source="127.0.0.2")
+    try:
+        stream_id = other.conn.get_next_available_stream_id()
+        other.conn.send_headers(stream_id, grpc_headers(gateway.port, "/grpc.health.v1.Health/Check"))
+        other.conn.send_data(stream_id, grpc_message(b""), end_stream=True)
+        other.flush()
+        answered = await asyncio.to_thread(other.wait_status, stream_id, 5.0)
+        assert answered is not None and answered[0] == "0", f"another address: {answered}"
+    finally:
+        other.close()
+    assert await _served(client)
+
+
+def _health_checks(connection: RawH2, count: int) -> Counter[str]:
+    """``count`` Health/Check calls sent at once on ``connection``: their statuses (``none``:
+    not ended within 3 s)."""
+    sent = []
+    for _ in range(count):
+        stream_id = connection.conn.get_next_available_stream_id()
+        connection.conn.send_headers(stream_id, grpc_headers(connection.port, "/grpc.health.v1.Health/Check"))
+        connection.conn.send_data(stream_id, grpc_message(b""), end_stream=True)
+        sent.append(stream_id)
+    connection.flush()
+    give_up = time.monotonic() + 3
+    while time.monotonic() < give_up and not connection.closed and not all(s in connection.statuses for s in sent):
+        connection.pump(0.02)
+    return Counter(connection.statuses.get(s, ("none", ""))[0] for s in sent)
+
+
+async def test_an_address_that_keeps_calling_health_past_its_refusals_is_cut_off(gw_stack: GatewayStack) -> None:
+    """A refused health check costs the gateway about what an answered one does: an address
+    refused more often than ``grpc_services_rate_limit`` allows calls is flooding. Its
+    connection is closed with a GOAWAY saying so, and its address banned, while another
+    address is served; one within its refusals is not."""
+    gateway, client = await _gateway(gw_stack, grpc_services_rate_limit="20/minute", reset_check_interval=0.05, reset_ban=BAN)
+    polite = RawH2(gateway.port, source="127.0.0.3")
+    flooder = RawH2(gateway.port, source="127.0.0.4")
+    try:
+        first = await asyncio.to_thread(_health_checks, polite, 30)
+        assert first == Counter({"0": 20, "8": 10}), first
+        await asyncio.sleep(0.3)
+        assert not polite.closed and polite.goaway is None, "refused no more often than allowed: kept"
+        flood = await asyncio.to_thread(_health_checks, flooder, 60)
+        assert flood["0"] == 20 and flood["8"] >= 21, flood
+        assert await asyncio.to_thread(flooder.wait_closed, 3.0), "the flooding connection is closed"
+        assert flooder.goaway is None or flooder.goaway.additional_data == b"flood", flooder.goaway
+        assert not await asyncio.to_thread(_connects, gateway.port, "127.0.0.4"), "its address is refused"
+        assert not polite.closed and polite.goaway is None
+        assert await _stock_over(polite), "another address is served"
+    finally:
+        polite.close()
+        flooder.close()
+    assert await _served(client)
+    rendered = gateway.metrics.render()
+    assert b'modrpc_address_bans_total{reason="flood"} 1.0' in rendered
+    assert b'modrpc_connections_closed_total{reason="flood"} 1.0' in rendered
 
 
 async def test_one_anonymous_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:
