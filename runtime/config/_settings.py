@@ -429,7 +429,7 @@ class LimitsSettings(BaseModel):
         description=(
             "Seconds a new connection has to say something: the HTTP/2 preface and settings on "
             "gRPC (grpc.server_handshake_timeout_ms), a whole frame on the lane. Also how long a "
-            "lane frame may take to arrive once it has begun."
+            "lane frame may take to arrive once it has begun, however it trickles."
         ),
     )
     idle_timeout: float = Field(

@@ -161,6 +161,11 @@ class _Connection(FramedProtocol):
         """When it connected; when it last read a byte or ended a call (for the idle timeout)."""
         self.framed = False
         """Whether a whole frame has arrived (for the handshake timeout)."""
+        self.frame_began = 0.0
+        """When the frame now half-read began to arrive, or reading resumed with it half-read
+        (a frame must arrive whole within the handshake timeout, however it trickles)."""
+        self.reading_paused = False
+        """Whether this side stopped reading (:meth:`_pace`): the rest of a frame cannot arrive."""
         self.peer: Peer | None = None
         """Who the client's certificate says it is (None on a plaintext lane)."""
         self._handshaking = False
@@ -255,14 +260,19 @@ class _Connection(FramedProtocol):
             or self._waiting_bytes > limits.max_buffered_bytes
         ):
             transport.pause_reading()  # both are no-ops when already in that state
+            self.reading_paused = True
         else:
+            if self.reading_paused and self._reader.partial:
+                self.frame_began = time.monotonic()  # its rest could not arrive meanwhile
             transport.resume_reading()
+            self.reading_paused = False
 
     def data_received(self, data: bytes) -> None:
         if self._handshaking:  # TLS is up, but _secure has not taken the transport yet
             self._early.append(data)
             return
-        self.active_at = time.monotonic()
+        self.active_at = now = time.monotonic()
+        began_before = self._reader.partial
         try:
             frames = self._reader.feed(data)
         except FrameError as exc:
@@ -271,6 +281,8 @@ class _Connection(FramedProtocol):
             return
         if frames:
             self.framed = True
+        if frames or not began_before:
+            self.frame_began = now  # what is half-read now (if anything) began in this read
         for frame in frames:
             kind = frame.kind
             if kind == MESSAGE or kind == HALF or kind == WINDOW:
@@ -564,11 +576,14 @@ class LaneServer:
             now = time.monotonic()
             for connection in list(self._connections):
                 quiet = now - connection.active_at
-                if quiet > limits.handshake_timeout and (connection.partial or not connection.framed):
-                    what = "stopped half-way through a frame" if connection.framed else "sent no whole frame"
-                    log.warning(
-                        "cutting off a lane connection that %s for %.0fs", what, limits.handshake_timeout
-                    )
+                if connection.partial and not connection.reading_paused:
+                    late = now - connection.frame_began > limits.handshake_timeout
+                    what = "took longer to send one frame than"
+                else:
+                    late = quiet > limits.handshake_timeout and not connection.framed
+                    what = "sent no whole frame within"
+                if late:
+                    log.warning("cutting off a lane connection that %s %.0fs", what, limits.handshake_timeout)
                     self.timed_out += 1
                     connection.abort()  # a half-sent frame is dropped, never kept
                 elif quiet > limits.idle_timeout and connection.idle:

@@ -27,6 +27,8 @@ class Answer:
     ) -> tuple[bytes, tuple[tuple[str, str | bytes], ...]]:
         if method == "/t/Big":
             return b"x" * int(payload), ()
+        if method == "/t/Sleep":
+            await asyncio.sleep(float(payload))
         return payload, ()
 
 
@@ -91,6 +93,70 @@ async def test_a_silent_connection_and_a_half_sent_frame_are_cut_off(serve: list
     finally:
         silent.close()
         half.close()
+
+
+def trickle(sock: socket.socket, data: bytes, every: float, within: float) -> bool:
+    """Send ``data`` a byte every ``every`` seconds: whether the server cut ``sock`` off
+    within ``within`` seconds."""
+    sock.settimeout(every)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            if not sock.recv(1 << 16):
+                return True
+        except TimeoutError:
+            within -= every
+            if within <= 0:
+                return False
+        except OSError:
+            return True
+    return False
+
+
+async def test_a_frame_trickled_a_byte_at_a_time_is_cut_off_and_the_client_is_served(
+    serve: list[LaneServer],
+) -> None:
+    """Each byte keeps the connection active, so a frame must arrive whole within the handshake
+    timeout however it trickles; its first part is never kept past it."""
+    server, port = await start(serve, limits())
+    whole = encode_request(1, "/t/Echo", (), None, b"y" * 100_000)
+    trickler = socket.create_connection(("127.0.0.1", port))
+    trickler.sendall(whole[:50_000])
+    try:
+        async with LaneClient(f"127.0.0.1:{port}") as client:
+            assert await asyncio.to_thread(trickle, trickler, whole[50_000:], 0.1, 5.0)
+            assert server.timed_out == 1
+            assert await client.unary("/t/Echo", b"served", [], Deadline.after(5)) == (b"served", ())
+    finally:
+        trickler.close()
+
+
+async def test_a_frame_half_read_while_the_server_stopped_reading_is_not_cut_off(serve: list[LaneServer]) -> None:
+    """With ``max_concurrent_calls`` busy and more requests waiting, the server stops reading
+    (its own doing): the rest of a frame it read half of cannot arrive meanwhile, however long
+    the calls take, so that time does not count against the frame."""
+    server, port = await start(serve, limits(max_concurrent_calls=1))
+    big = encode_request(7, "/t/Echo", (), None, b"z" * 20_000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            encode_request(1, "/t/Sleep", (), None, b"1.5")
+            + encode_request(3, "/t/Echo", (), None, b"three")
+            + encode_request(5, "/t/Echo", (), None, b"five")
+            + big[:10_000]
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(big[10_000:])
+        await writer.drain()
+        answered = set()
+        while len(answered) < 4:
+            length, stream_id, kind = HEADER.unpack(await asyncio.wait_for(reader.readexactly(HEADER.size), 5))
+            await reader.readexactly(length)
+            answered.add(stream_id)
+        assert answered == {1, 3, 5, 7} and server.timed_out == 0
+    finally:
+        writer.close()
 
 
 async def test_an_idle_connection_is_closed_and_the_client_reconnects(serve: list[LaneServer]) -> None:
