@@ -151,7 +151,7 @@ async def test_a_frame_half_read_while_the_server_stopped_reading_is_not_cut_off
         await writer.drain()
         answered = set()
         while len(answered) < 4:
-            length, stream_id, kind = HEADER.unpack(await asyncio.wait_for(reader.readexactly(HEADER.size), 5))
+            length, stream_id, _ = HEADER.unpack(await asyncio.wait_for(reader.readexactly(HEADER.size), 5))
             await reader.readexactly(length)
             answered.add(stream_id)
         assert answered == {1, 3, 5, 7} and server.timed_out == 0
