@@ -5,7 +5,9 @@ the audit trail, users in a module's database), so it is created ``0600`` in dir
 ``0700``, whatever the process's umask. A file that already exists with wider permissions and
 belongs to this user is narrowed to ``0600`` when the runtime opens it, so an installation made
 before this rule is fixed on its next start; an existing directory is narrowed only when asked
-(the runtime's own ``.modrpc``), never a folder a path merely passes through.
+(the runtime's own ``.modrpc``), never a folder a path merely passes through. A serving process
+narrows the runtime's own folders whole at start (:func:`private_tree`), so files it only reads
+(keys, locks, spools of an older version) are fixed too.
 
     >>> import tempfile, pathlib, stat
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -21,18 +23,48 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "private_directory", "private_file"]
+__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "private_directory", "private_file", "private_tree"]
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
-def _narrow(path: Path, mode: int) -> None:
-    """Take group and other permissions off ``path`` when it is ours and has any."""
+def _narrow(path: Path, mode: int) -> bool:
+    """Take group and other permissions off ``path`` when it is ours and has any; whether it did."""
     with contextlib.suppress(OSError):  # not ours, or gone: leave it to the OS to refuse
         info = path.stat()
         if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
             path.chmod(stat.S_IMODE(info.st_mode) & mode)
+            return True
+    return False
+
+
+def private_tree(root: Path | str) -> int:
+    """Take group and other permissions off ``root`` and everything in it that is this user's:
+    folders ``0700`` at most, files ``0600`` at most. Symbolic links are not followed (what
+    they point to is not the runtime's). How many it narrowed (0 when ``root`` is missing).
+
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "tls").mkdir(); (root / "tls" / "ca.key").touch()
+        >>> (root / "tls").chmod(0o755); (root / "tls" / "ca.key").chmod(0o644)
+        >>> private_tree(root), oct((root / "tls" / "ca.key").stat().st_mode & 0o777)
+        (2, '0o600')
+    """
+    root = Path(root)
+    if root.is_symlink() or not root.is_dir():
+        return 0
+    narrowed = int(_narrow(root, PRIVATE_DIR_MODE))
+    for folder, folders, files in os.walk(root):
+        for name in folders:
+            path = Path(folder, name)
+            if not path.is_symlink():  # os.walk does not descend into it either
+                narrowed += _narrow(path, PRIVATE_DIR_MODE)
+        for name in files:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                narrowed += _narrow(path, PRIVATE_FILE_MODE)
+    return narrowed
 
 
 def private_directory(path: Path | str, *, narrow_existing: bool = False) -> Path:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from runtime.observability import configure_logging, configure_tracing, wants_console
 
     configure_logging(settings.log_level, console=wants_console(settings.log_format))
-    _harden_process()
+    _harden_process(settings)
     name = f"modrpc-{args.command}" + (f"-{args.module}" if args.command == "worker" else "")
     endpoint = settings.observability.otlp_endpoint
     if endpoint:
@@ -94,7 +94,7 @@ GATEWAY_CLOSE_SECONDS = 0.5
 """What the gateway may take past its grace to close its server, channels and tasks."""
 
 
-def _harden_process() -> None:
+def _harden_process(settings: Settings) -> None:
     """What every serving process does first: files it creates are private, and the open-file
     limit is as high as the administrator allows (workers inherit both from ``modrpc up``).
 
@@ -103,14 +103,23 @@ def _harden_process() -> None:
     (``runtime.limits``), so a flood of connections cannot take the descriptors the process
     needs for its own files and calls.
     """
-    from runtime.files import private_directory
+    from runtime.files import private_tree
     from runtime.limits import raise_open_file_limit
 
     os.umask(0o077)
     limit = raise_open_file_limit()
     log.debug("open-file limit %d", limit)
-    if STATE_DIR.is_dir():  # made by an older version, perhaps 0755: narrowed to 0700
-        private_directory(STATE_DIR, narrow_existing=True)
+    # The runtime's own folders, whole (the TLS folder when the runtime's development CA fills
+    # it): what an older version or a hand-made copy left readable by others (keys, the store,
+    # spools, locks) is narrowed before anything reads it.
+    folders = (STATE_DIR, settings.data_dir) + ((settings.tls.dir,) if settings.tls.dev_ca else ())
+    for folder in dict.fromkeys(folders):
+        narrowed = private_tree(folder)
+        if narrowed:
+            log.warning(
+                "%s: took group and other permissions off %d files and folders (now 0600 and 0700)",
+                folder, narrowed,
+            )  # fmt: skip
 
 
 def _stop_event() -> asyncio.Event:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -152,6 +153,36 @@ def modules_with_a_stub(tmp_path: Path) -> Path:
     records = VersionHistory.load("users", modules / "users" / "versions").records
     (modules / "users" / "transformers" / "v2025_06_01.py").write_text(render_transformer_stub("users", *records))
     return modules
+
+
+async def test_files_left_readable_by_others_are_made_private_at_the_next_start(tmp_path: Path) -> None:
+    """Every file and folder the runtime keeps (keys, the store's spools, module databases,
+    locks) is 0600 and 0700; what was widened by hand, or by an older version, while modrpc was
+    stopped is narrowed at its next start, before anything reads it."""
+    port = free_port()
+    owned = (tmp_path / "data", tmp_path / "tls")
+
+    def loose() -> list[str]:
+        return [
+            f"{path.relative_to(tmp_path)} {stat.S_IMODE(path.lstat().st_mode):o}"
+            for folder in owned for path in (folder, *folder.rglob("*"))
+            if stat.S_IMODE(path.lstat().st_mode) & 0o077
+        ]  # fmt: skip
+
+    for attempt in range(2):
+        command = await start(tmp_path, "up", "--port", str(port))
+        try:
+            await command.line_with("ready", within=60)
+            assert loose() == [], f"start {attempt + 1}"
+        finally:
+            await stop(command)
+        if attempt == 0:
+            for folder in owned:
+                for path in (folder, *folder.rglob("*")):
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+            assert any(p.endswith(".key 644") for p in loose())
+    log = (tmp_path / "up.log").read_text()
+    assert "took group and other permissions off" in log
 
 
 async def test_up_refuses_an_unfilled_transformer_stub_naming_the_file(tmp_path: Path) -> None:
