@@ -257,6 +257,10 @@ class Gateway:
             "modrpc_address_bans_total", "Client addresses refused new connections for a while after a rapid reset or a flood, by reason."
         )
 
+        for reason in ("rapid_reset", "flood"):  # listed from the start, at zero
+            closed.add(0, {"reason": reason})
+            bans.add(0, {"reason": reason})
+
         def count(offender: Offender) -> None:
             if offender.closed:
                 closed.add(1, {"reason": offender.reason})

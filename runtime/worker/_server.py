@@ -89,6 +89,8 @@ async def _retain(
     snapshots_pruned = metrics.counter(
         "modrpc_snapshots_pruned_total", "Stored snapshots removed by retention."
     )
+    for counter in (audit_pruned, snapshots_pruned):
+        counter.add(0)  # listed from the start: a zero is told apart from a missing metric
     passes: tuple[tuple[str, Any, float, int, Counter], ...] = (
         ("audit records", audit, retention.audit_max_age, retention.audit_max_bytes, audit_pruned),
         ("snapshots", snapshots, retention.snapshot_max_age, retention.snapshot_max_bytes, snapshots_pruned),
@@ -198,13 +200,11 @@ class Worker:
             redact=audit_redactor(secrets.redactor),
             segment_bytes=max(1 << 20, retention.audit_max_bytes // 4),
         )
-        observer = AuditObserver(
-            RedMetrics(metrics),
-            manifest_hash="",
-            dropped_counter=metrics.counter(
-                "modrpc_audit_dropped_total", "Audit records dropped: the sink did not keep up."
-            ),
-        )
+        dropped = metrics.counter("modrpc_audit_dropped_total", "Audit records dropped: the sink did not keep up.")
+        snapshots_dropped = metrics.counter("modrpc_snapshots_dropped_total", "Snapshots that could not be stored.")
+        for counter in (dropped, snapshots_dropped):
+            counter.add(0)  # listed from the start: a zero is told apart from a missing metric
+        observer = AuditObserver(RedMetrics(metrics), manifest_hash="", dropped_counter=dropped)
         self._observer, self._audit = observer, audit
         # Snapshots are written behind the call: a store that is down or hangs must neither fail
         # nor delay the calls whose policy asks for one. What is given up on is logged and counted.
@@ -212,7 +212,7 @@ class Worker:
         # store is down leaves them to the next worker of the module.
         snapshots = self._snapshots = WriteBehindSnapshots(
             LogSnapshotStore(self.store),
-            on_drop=metrics.counter("modrpc_snapshots_dropped_total", "Snapshots that could not be stored.").add,
+            on_drop=snapshots_dropped.add,
             spool=SnapshotSpool(Path(settings.data_dir) / "snapshots", self.module),
         )
         snapshots.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -144,6 +145,24 @@ def _request_fields(encoded: str, message: str) -> set[str]:
     (msg,) = [m for m in fdp.message_type if m.name == message]
     assert [s.name for s in fdp.service] == ["UsersService"]
     return {f.name for f in msg.field}
+
+
+async def test_a_fresh_worker_lists_its_drop_and_prune_counters_at_zero(start_worker: StartWorker) -> None:
+    """Counters a dashboard alerts on are on ``/metrics`` from the start: a zero is told apart
+    from a worker that does not report them."""
+    worker = await start_worker("users")
+    await asyncio.sleep(0.1)  # retention's first pass starts with the worker
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://{worker.metrics_address}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    for name in (
+        "modrpc_audit_dropped_total", "modrpc_snapshots_dropped_total",
+        "modrpc_audit_pruned_total", "modrpc_snapshots_pruned_total",
+    ):  # fmt: skip
+        assert f"\n{name} 0.0\n" in text, name
 
 
 # -- bad input -------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ async def test_old_records_and_snapshots_are_pruned_in_the_background_and_counte
         task = asyncio.create_task(_retain(RetentionSettings(interval=0.05), audit, snapshots, metrics, clock=lambda: later))
         try:
             async with asyncio.timeout(5):
-                while await snapshots.list() or b"modrpc_audit_pruned_total" not in metrics.render():  # noqa: ASYNC110 - polls state with no event
+                while await snapshots.list() or b"modrpc_audit_pruned_total 4.0" not in metrics.render():  # noqa: ASYNC110 - polls state with no event
                     await asyncio.sleep(0.02)
         finally:
             task.cancel()
@@ -77,4 +77,24 @@ async def test_old_records_and_snapshots_are_pruned_in_the_background_and_counte
         assert b"modrpc_audit_pruned_total 4.0" in rendered
         assert audit_files(tmp_path / "audit.jsonl") == []
     assert any("could not be removed" in r.getMessage() for r in caplog.records), "the failed pass is said"
+    metrics.close()
+
+
+class Nothing:
+    """An audit trail or snapshot store with nothing to prune."""
+
+    async def prune(self, *, before: float, max_bytes: int) -> int:
+        return 0
+
+
+async def test_the_pruned_counters_are_listed_at_zero_before_anything_is_pruned() -> None:
+    """A zero is told apart from a missing metric (a worker that never pruned, or no retention)."""
+    metrics = Metrics("retention-zero")
+    task = asyncio.create_task(_retain(RetentionSettings(interval=60), Nothing(), Nothing(), metrics))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    rendered = metrics.render()
+    assert b"modrpc_audit_pruned_total 0.0" in rendered and b"modrpc_snapshots_pruned_total 0.0" in rendered
     metrics.close()
