@@ -116,13 +116,13 @@ def _position(token: str) -> int:
         if not text.startswith(_TOKEN_PREFIX):
             raise ValueError(text)
         position = int(text[len(_TOKEN_PREFIX) :])
+        if position < 0:  # never given out
+            raise ValueError(text)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument(
             "page_token is not a token this method gave out; send the next_page_token of the "
             "previous page, or none for the first page"
         ) from None
-    if position < 0:
-        raise InvalidArgument("page_token is past the end of the notifications")
     return position
 
 

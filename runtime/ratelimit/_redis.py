@@ -123,9 +123,10 @@ class RedisRateLimiter:
     def _degraded(self, limit: RateLimit) -> Decision:
         if self._failure_mode == "open":
             return Decision(True, limit.amount, 0.0)
+        # The caller is told which backend, not where it lives: the address goes to the log.
         raise Unavailable(
-            f"rate limiting is unavailable: the rate-limit store {self._url} cannot be reached "
-            f"and limits fail closed; retry in {max(self._cooldown, 0.001):g}s"
+            "rate limiting is unavailable: its Redis store (ratelimit_url) cannot be reached and "
+            f"limits fail closed (ratelimit_failure_mode); retry in {max(self._cooldown, 0.001):g}s"
         )
 
     def _on_failure(self, exc: BaseException) -> None:

@@ -6,6 +6,7 @@ one, and the one from before paging existed (a caller pinned to 2025-01-15).
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -91,10 +92,12 @@ async def test_a_page_too_big_or_a_forged_token_is_invalid_argument(
         await client.list_notifications(notifications_pb2.ListNotificationsRequest(page_size=MAX_PAGE_SIZE + 1))
     assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_size" in (too_big.value.details() or "")
-    with pytest.raises(grpc.aio.AioRpcError) as forged:
-        await client.list_notifications(notifications_pb2.ListNotificationsRequest(page_token="nope"))
-    assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page_token" in (forged.value.details() or "")
+    negative = base64.urlsafe_b64encode(b"after:-5").decode()  # the tokens' shape, a place never given out
+    for token in ("nope", negative):
+        with pytest.raises(grpc.aio.AioRpcError) as forged:
+            await client.list_notifications(notifications_pb2.ListNotificationsRequest(page_token=token))
+        assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token is not a token this method gave out" in (forged.value.details() or ""), token
 
 
 async def test_a_caller_pinned_to_the_version_before_paging_gets_the_first_page(

@@ -74,8 +74,8 @@ async def test_fail_closed_answers_unavailable_naming_the_store_not_resource_exh
         with pytest.raises(Unavailable) as caught:
             await check_rate(limiter, "k", LIMIT)
     message = caught.value.message
-    assert "rate-limit store redis://:***@127.0.0.1:1/0 cannot be reached" in message
-    assert "retry in 2s" in message and "hunter2" not in message
+    assert "its Redis store (ratelimit_url) cannot be reached" in message
+    assert "retry in 2s" in message and "hunter2" not in message and "127.0.0.1" not in message
     assert not isinstance(caught.value, ResourceExhausted)
 
 
@@ -93,7 +93,7 @@ async def test_an_outage_of_a_real_redis_is_unavailable_then_limits_apply_again(
             assert (await check_rate(limiter, "k", limit)).allowed
             redis.kill()
             await redis.wait()
-            with pytest.raises(Unavailable, match=f"rate-limit store {url} cannot be reached"):
+            with pytest.raises(Unavailable, match=r"its Redis store \(ratelimit_url\) cannot be reached"):
                 await check_rate(limiter, "k", limit)
             redis = await _redis_server(port, tmp_path)
             clock.now += 1.5  # past the cooldown: Redis is tried again
