@@ -383,6 +383,17 @@ class LimitsSettings(BaseModel):
             "closed and it is banned as for rapid reset (reset_ban)."
         ),
     )
+    lane_max_connections: int = Field(
+        default=256,
+        ge=1,
+        description=(
+            "Connections one worker's lane accepts at once (at most max_connections); further "
+            "ones are closed as they arrive, and their clients call over gRPC instead. Its "
+            "clients are the deployment's gateways and workers, one connection each; every "
+            "connection holds asyncio's 256 KiB TLS read buffer from its first moment, before "
+            "its certificate is checked, so this bounds what silent connections can hold."
+        ),
+    )
     lane_max_concurrent_calls: int = Field(
         default=1024,
         ge=1,

@@ -118,7 +118,7 @@ def lane_limits(settings: LimitsSettings, *, max_connections: int | None = None)
     """The lane's limits from the configured ones; ``max_connections``: the process's budget for
     this server when it is lower than the setting (see :func:`runtime.limits.connection_budget`)."""
     return LaneLimits(
-        max_connections=max_connections or settings.max_connections,
+        max_connections=min(max_connections or settings.max_connections, settings.lane_max_connections),
         max_concurrent_calls=settings.lane_max_concurrent_calls,
         max_buffered_bytes=settings.max_buffered_bytes,
         handshake_timeout=settings.handshake_timeout,

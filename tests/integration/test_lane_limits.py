@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
+from runtime.config import LimitsSettings
 from runtime.deadline import Deadline
-from runtime.lane import LaneClient, LaneLimits, LaneServer
+from runtime.lane import LaneClient, LaneLimits, LaneServer, lane_limits
 from runtime.lane._frames import HEADER, REQUEST, encode_cancel, encode_request
 
 Pairs = Sequence[tuple[str, str | bytes]]
@@ -215,3 +216,13 @@ async def test_a_vanished_client_is_found_by_tcp_keepalive(serve: list[LaneServe
         assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
         assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 3
         assert served.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 1
+
+
+def test_the_lane_takes_fewer_connections_than_a_grpc_port() -> None:
+    """Each lane connection holds asyncio's 256 KiB TLS buffer before its certificate is
+    checked: the lane's own cap, below the servers' ``max_connections``, and below the
+    process's budget when that is lower."""
+    settings = LimitsSettings()
+    assert lane_limits(settings).max_connections == settings.lane_max_connections == 256
+    assert lane_limits(settings, max_connections=100).max_connections == 100
+    assert lane_limits(LimitsSettings(max_connections=50)).max_connections == 50
