@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from runtime.codegen import GenResult, ModuleSource, generate
 from runtime.errors import ExpectedError, InvalidArgument, NotFound, SchemaError
+from runtime.files import private_file
 from runtime.gtype import UnsupportedType, diff
 from runtime.manifest import discover_modules, load_manifest, load_module
 from runtime.versions import VersionHistory
@@ -68,8 +69,7 @@ def _gen(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _one_gen_at_a_time(root: Path) -> Iterator[None]:
     """Hold the project's gen lock: `modrpc up --reload` and a person may both run gen at once."""
-    lock = root / ".modrpc" / "gen.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock = private_file(root / ".modrpc" / "gen.lock")  # .modrpc is the runtime's: 0700 from the start
     with lock.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

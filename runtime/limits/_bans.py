@@ -176,6 +176,11 @@ class AddressBans:
         )
         return seconds
 
+    def holds(self, ip: str) -> bool:
+        """Whether ``ip`` is banned now."""
+        record = self._records.get(_banned_with(ip_address(ip)))
+        return record is not None and record.until > self._clock()
+
     def name(self, ip: str) -> str:
         """What a ban of ``ip`` refuses, as a log names it: the IPv4 address, or the IPv6 /64.
 

@@ -342,8 +342,10 @@ class ResetGuard:
     def refuse(self, ip: str, why: str) -> None:
         """Ban ``ip`` and close its connections at the next look, for what the server saw in
         its calls and grpc's counters do not show (an address flooding calls past their rate
-        limit); ``why`` is said in the log line. An address exempt from bans is left alone."""
-        self._refused.setdefault(ip, why)
+        limit); ``why`` is said in the log line. An address exempt from bans is left alone, and
+        one banned already is not banned again for calls it had sent before its ban."""
+        if self._bans is None or not self._bans.holds(ip):
+            self._refused.setdefault(ip, why)
 
     async def run(self) -> None:
         if self._unsupported:
@@ -489,7 +491,7 @@ class ResetGuard:
             banned_for = bans.get(ip, 0.0)
             shut = sum(1 for offender in closed if offender.address.rpartition(":")[0] == ip and offender.closed)
             log.warning(
-                "%s: %s; closed its %d connections%s",
+                "%s: %s; closed %d of its connections%s",
                 ip, refused[ip], shut, self._refusal(ip, banned_for),
             )  # fmt: skip
             if banned_for:
