@@ -86,6 +86,10 @@ __all__ = ["LaneClient", "LaneStream"]
 
 _CLOSE_SECONDS = 1.0
 """How long :meth:`LaneClient.close` lets the connection flush before cutting it."""
+FRAME_SECONDS = 10.0
+"""How long a frame from the server may take to arrive once its first byte has (the servers'
+``limits.handshake_timeout`` default): a worker that trickles an answer cannot keep its first
+part, up to ``max_message_bytes``, in this process for ever."""
 _KEEPALIVE_IDLE, _KEEPALIVE_INTERVAL, _KEEPALIVE_PROBES = 60.0, 20.0, 3
 """Probe an idle connection after 60 s, every 20 s, and give up after 3 misses: as grpc's
 keepalive, so a call with no deadline to a host that vanished fails in minutes, not hours."""
@@ -111,6 +115,9 @@ class _Connection(FramedProtocol):
         self.streams: dict[int, LaneStream] = {}
         self.lost = False
         self._reader = FrameReader(max_message_bytes + METADATA_ALLOWANCE)
+        self._frame_began = 0.0
+        """When the frame now half-read began to arrive (loop time)."""
+        self._frame_timer: asyncio.TimerHandle | None = None
         self._last_id = 0
         self.drained: asyncio.Future[None] | None = None
         """Set while writing is paused; settled when the transport drains or the connection is lost."""
@@ -145,6 +152,8 @@ class _Connection(FramedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
         super().connection_lost(exc)
         self._release()  # callers waiting to write find the connection gone and go elsewhere
         reason = f": {exc}" if exc is not None else ""
@@ -240,11 +249,17 @@ class _Connection(FramedProtocol):
             self.write_frame(encode_cancel(stream_id))
 
     def data_received(self, data: bytes) -> None:
+        began_before = self._reader.partial
         try:
             frames = self._reader.feed(data)
         except FrameError as exc:
             self._protocol_error(str(exc))
             return
+        if self._reader.partial:
+            if frames or not began_before:
+                self._frame_began = self.loop.time()
+            if self._frame_timer is None:
+                self._frame_timer = self.loop.call_at(self._frame_began + FRAME_SECONDS, self._frame_late)
         for frame in frames:
             kind = frame.kind
             if kind == REQUEST or kind == CANCEL or kind == OPEN or kind == HALF:  # a server never sends these
@@ -297,6 +312,18 @@ class _Connection(FramedProtocol):
                     grpc.StatusCode.INTERNAL, f"malformed lane answer from {self.address}: {exc}"
                 )
             )
+
+    def _frame_late(self) -> None:
+        """One timer per connection, not per frame: a frame half-read when it fires that began
+        more than :data:`FRAME_SECONDS` ago ends the connection."""
+        self._frame_timer = None
+        if not self._reader.partial or self.lost:
+            return
+        due = self._frame_began + FRAME_SECONDS
+        if self.loop.time() < due:  # a later frame: its own time
+            self._frame_timer = self.loop.call_at(due, self._frame_late)
+            return
+        self._protocol_error(f"a frame took more than {FRAME_SECONDS:g}s to arrive")
 
     def _protocol_error(self, reason: str) -> None:
         details = f"malformed lane frame from {self.address}: {reason}"

@@ -7,15 +7,20 @@ each limit is meant for, while a real :class:`~runtime.lane.LaneClient` keeps be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 
+import grpc
 import pytest
 
 from runtime.config import LimitsSettings
 from runtime.deadline import Deadline
 from runtime.lane import LaneClient, LaneLimits, LaneServer, lane_limits
-from runtime.lane._frames import HEADER, REQUEST, encode_cancel, encode_request
+from runtime.lane import _client as lane_client
+from runtime.lane._frames import HEADER, REQUEST, encode_cancel, encode_request, encode_response
+from runtime.transport import CallError
 
 Pairs = Sequence[tuple[str, str | bytes]]
 
@@ -226,3 +231,44 @@ def test_the_lane_takes_fewer_connections_than_a_grpc_port() -> None:
     assert lane_limits(settings).max_connections == settings.lane_max_connections == 256
     assert lane_limits(settings, max_connections=100).max_connections == 100
     assert lane_limits(LimitsSettings(max_connections=50)).max_connections == 50
+
+
+async def test_an_answer_trickled_by_the_server_ends_the_connection_and_its_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client's side of the same rule: a worker that sends the first part of an answer and
+    then a byte now and then cannot keep that part in the gateway; the calls on the connection
+    fail INTERNAL naming it, and the next call connects again."""
+    monkeypatch.setattr(lane_client, "FRAME_SECONDS", 0.5)
+    answer = encode_response(1, (), b"a" * 100_000)
+    trickled = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length, _, _ = HEADER.unpack(await reader.readexactly(HEADER.size))
+        await reader.readexactly(length)
+        if trickled.is_set():  # the second connection: answered whole
+            writer.write(encode_response(1, (), b"whole"))
+            await writer.drain()
+            await reader.read()
+            return
+        trickled.set()
+        writer.write(answer[:50_000])
+        with contextlib.suppress(ConnectionError):
+            for byte in answer[50_000:60_000]:
+                await asyncio.sleep(0.1)
+                writer.write(bytes([byte]))
+                await writer.drain()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with LaneClient(f"127.0.0.1:{port}") as client:
+            started = time.monotonic()
+            with pytest.raises(CallError) as failed:
+                await client.unary("/t/Echo", b"x", [], Deadline.after(30))
+            assert failed.value.status.code == grpc.StatusCode.INTERNAL
+            assert "took more than 0.5s to arrive" in failed.value.status.details
+            assert time.monotonic() - started < 5
+            assert await client.unary("/t/Echo", b"y", [], Deadline.after(5)) == (b"whole", ())
+    finally:
+        server.close()
