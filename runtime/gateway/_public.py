@@ -94,19 +94,33 @@ class Admission:
         self._limiter = open_ratelimiter("memory://", max_keys=_MAX_ADDRESSES)
 
     async def admit(self, context: Context) -> None:
+        """Let a call in: within its address's rate, then within the anonymous budget."""
         address = ClientCalls.address(context)
         try:
-            decision = await self._limiter.hit(address, self.rate)
-            if not decision.allowed:
-                await self._refused(address, context)
-                raise ResourceExhausted(
-                    f"{address} called grpc's health and reflection services more than {self.rate} "
-                    f"(limits.grpc_services_rate_limit); retry after {decision.retry_after:.3f}s",
-                    retry_after=decision.retry_after,
-                )
+            await self._within_rate(address, context)
             self.calls.admit(address, True, context)
         except ResourceExhausted as refused:
             await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+    async def pace(self, context: Context) -> ResourceExhausted | None:
+        """Count one more request message of a stream against its address's rate, as a call
+        (one stream must not carry what the rate refuses to separate calls): the refusal, if
+        it is over."""
+        try:
+            await self._within_rate(ClientCalls.address(context), context)
+        except ResourceExhausted as refused:
+            return refused
+        return None
+
+    async def _within_rate(self, address: str, context: Context) -> None:
+        decision = await self._limiter.hit(address, self.rate)
+        if not decision.allowed:
+            await self._refused(address, context)
+            raise ResourceExhausted(
+                f"{address} called grpc's health and reflection services more than {self.rate} "
+                f"(limits.grpc_services_rate_limit); retry after {decision.retry_after:.3f}s",
+                retry_after=decision.retry_after,
+            )
 
     async def _refused(self, address: str, context: Context) -> None:
         """Count a refusal; past as many as ``rate`` allows calls, the address is flooding."""
@@ -166,27 +180,60 @@ def _wrap(handler: Any, admission: Admission) -> Any:
 
         async def yielding(request: Any, context: Context) -> AsyncIterator[Any]:
             await admission.admit(context)
+            paced = _Paced(request, admission, context) if handler.request_streaming else None
             started, answered = time.perf_counter(), False
             try:
-                async for response in behaviour(request, context):
+                async for response in behaviour(request if paced is None else paced, context):
                     yield response
                     answered = True
             except asyncio.CancelledError:
                 admission.cancelled(context, started, answered)
                 raise
+            if paced is not None:
+                await paced.end()
 
         return handler._replace(**{name: yielding})
 
     async def answering(request: Any, context: Context) -> Any:
         await admission.admit(context)
+        paced = _Paced(request, admission, context) if handler.request_streaming else None
         started, writes = time.perf_counter(), _Writes(context)
         try:
-            return await behaviour(request, writes)
+            answer = await behaviour(request if paced is None else paced, writes)
         except asyncio.CancelledError:
             admission.cancelled(context, started, writes.answered)
             raise
+        if paced is not None:
+            await paced.end()
+        return answer
 
     return handler._replace(**{name: answering})
+
+
+class _Paced:
+    """A stream's request messages, each after the first counted by :meth:`Admission.pace` (the
+    first came with the call, counted as it opened). Past the rate the messages end, and
+    :meth:`end` ends the call with the refusal, once the servicer is done with them."""
+
+    def __init__(self, requests: AsyncIterator[Any], admission: Admission, context: Context) -> None:
+        self._requests = requests
+        self._admission = admission
+        self._context = context
+        self.refused: ResourceExhausted | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        first = True
+        async for message in self._requests:
+            if not first:
+                self.refused = await self._admission.pace(self._context)
+                if self.refused is not None:
+                    return
+            first = False
+            yield message
+
+    async def end(self) -> None:
+        if self.refused is not None:
+            await self._context.abort_with_status(rpc_status_of(self.refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 class _Details(NamedTuple):

@@ -9,6 +9,7 @@ while a normal caller on another connection is still served. The bounds are grpc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import struct
@@ -357,6 +358,23 @@ async def test_health_checks_from_one_address_are_rate_limited_and_other_address
     finally:
         other.close()
     assert await _served(client)
+
+
+async def test_the_messages_of_one_reflection_stream_count_against_the_same_rate(gw_stack: GatewayStack) -> None:
+    """One reflection stream may carry any number of requests: each one after the first counts
+    as a call would, so a stream cannot carry what separate calls would be refused."""
+    gateway, _ = await _gateway(gw_stack, grpc_services_rate_limit="5/minute")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(timeout=5)
+        answered = 0
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            for _ in range(8):
+                await stream.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+                await stream.read()
+                answered += 1
+        assert answered == 5
+        assert await stream.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limits.grpc_services_rate_limit" in await stream.details()
 
 
 def _health_checks(connection: RawH2, count: int) -> Counter[str]:
