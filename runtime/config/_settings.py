@@ -378,7 +378,7 @@ class LimitsSettings(BaseModel):
             "Calls one client address may make to grpc's own services at the gateway (health "
             "checks and reflection, which need no credentials), counted in each gateway process; "
             "further ones get RESOURCE_EXHAUSTED with RetryInfo, naming this setting. A stream "
-            "counts once, when it opens. Health checkers and grpcurl make a few calls a second. An "
+            "counts when it opens, and a reflection stream again for each further request. Health checkers and grpcurl make a few calls a second. An "
             "address refused more often than this allows calls is flooding: its connections are "
             "closed and it is banned as for rapid reset (reset_ban)."
         ),

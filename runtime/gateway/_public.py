@@ -7,7 +7,7 @@ included. :func:`within_budget` puts each of their calls through the same
 :class:`~runtime.gateway._ingress.ClientCalls` as a public route's anonymous call: at most
 ``max_calls_per_client`` from one address, ``max_anonymous_calls`` from all together, and at
 most ``grpc_services_rate_limit`` calls from one address, counted in this process (a stream
-counts once, when it opens). As for a route, a call its caller cancels once answered (a watch it
+counts when it opens, and again for each request after its first). As for a route, a call its caller cancels once answered (a watch it
 is done with), or after a second, is told to the reset guard as no rapid reset
 (:class:`~runtime.limits.AnsweredStreams`).
 
