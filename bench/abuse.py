@@ -433,18 +433,9 @@ def health_flood(port: int, stop: threading.Event) -> str:
                 counts["connections"] += 1
             try:
                 while time.monotonic() < give_up and not connection.closed and connection.goaway is None:
-                    batch = []
-                    for _ in range(50):
-                        stream_id = connection.conn.get_next_available_stream_id()
-                        connection.conn.send_headers(stream_id, grpc_headers(port, "/grpc.health.v1.Health/Check"))
-                        connection.conn.send_data(stream_id, grpc_message(b""), end_stream=True)
-                        batch.append(stream_id)
-                    connection.flush()
-                    ended = time.monotonic() + 2
-                    while time.monotonic() < ended and not connection.closed and not all(s in connection.statuses for s in batch):
-                        connection.pump(0.01)
+                    statuses = connection.call_all("/grpc.health.v1.Health/Check", 50, 2.0)
                     with lock:
-                        counts.update(f"grpc-status {connection.statuses.pop(s, ('none', ''))[0]}" for s in batch)
+                        counts.update(f"grpc-status {status}" for status in statuses)
             except (OSError, h2.exceptions.ProtocolError):  # the gateway hung up mid-batch
                 pass
             finally:

@@ -33,6 +33,7 @@ from tests.fixtures.raw_h2 import RawH2, closed_within, grpc_headers, grpc_messa
 
 GET_STOCK = "/inventory.v1.InventoryService/GetStock"
 ECHO = "/probe.v1.ProbeService/Echo"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 async def _gateway(gw_stack: GatewayStack, **limits: Any) -> tuple[Gateway, GatewayClient]:
@@ -377,22 +378,6 @@ async def test_the_messages_of_one_reflection_stream_count_against_the_same_rate
         assert "limits.grpc_services_rate_limit" in await stream.details()
 
 
-def _health_checks(connection: RawH2, count: int) -> Counter[str]:
-    """``count`` Health/Check calls sent at once on ``connection``: their statuses (``none``:
-    not ended within 3 s)."""
-    sent = []
-    for _ in range(count):
-        stream_id = connection.conn.get_next_available_stream_id()
-        connection.conn.send_headers(stream_id, grpc_headers(connection.port, "/grpc.health.v1.Health/Check"))
-        connection.conn.send_data(stream_id, grpc_message(b""), end_stream=True)
-        sent.append(stream_id)
-    connection.flush()
-    give_up = time.monotonic() + 3
-    while time.monotonic() < give_up and not connection.closed and not all(s in connection.statuses for s in sent):
-        connection.pump(0.02)
-    return Counter(connection.statuses.get(s, ("none", ""))[0] for s in sent)
-
-
 async def test_an_address_that_keeps_calling_health_past_its_refusals_is_cut_off(gw_stack: GatewayStack) -> None:
     """A refused health check costs the gateway about what an answered one does: an address
     refused more often than ``grpc_services_rate_limit`` allows calls is flooding. Its
@@ -402,11 +387,11 @@ async def test_an_address_that_keeps_calling_health_past_its_refusals_is_cut_off
     polite = RawH2(gateway.port, source="127.0.0.3")
     flooder = RawH2(gateway.port, source="127.0.0.4")
     try:
-        first = await asyncio.to_thread(_health_checks, polite, 30)
+        first = Counter(await asyncio.to_thread(polite.call_all, HEALTH_CHECK, 30, 3.0))
         assert first == Counter({"0": 20, "8": 10}), first
         await asyncio.sleep(0.3)
         assert not polite.closed and polite.goaway is None, "refused no more often than allowed: kept"
-        flood = await asyncio.to_thread(_health_checks, flooder, 60)
+        flood = Counter(await asyncio.to_thread(flooder.call_all, HEALTH_CHECK, 60, 3.0))
         assert flood["0"] == 20 and flood["8"] >= 21, flood
         assert await asyncio.to_thread(flooder.wait_closed, 3.0), "the flooding connection is closed"
         assert flooder.goaway is None or flooder.goaway.additional_data == b"flood", flooder.goaway
