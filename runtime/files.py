@@ -41,8 +41,13 @@ def _narrow(path: Path, mode: int) -> bool:
 
 def private_tree(root: Path | str) -> int:
     """Take group and other permissions off ``root`` and everything in it that is this user's:
-    folders ``0700`` at most, files ``0600`` at most. Symbolic links are not followed (what
-    they point to is not the runtime's). How many it narrowed (0 when ``root`` is missing).
+    folders ``0700`` at most, files ``0600`` at most. How many it narrowed (0 when ``root`` is
+    missing).
+
+    Only what is the runtime's is touched: symbolic links are not followed (each entry is
+    opened ``O_NOFOLLOW`` and changed through that descriptor, so one swapped for a link
+    meanwhile is not followed either), and a file with another hard link is left alone (its
+    other name may be anywhere). Neither is anything but plain files and folders.
 
         >>> import tempfile, pathlib
         >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -54,17 +59,32 @@ def private_tree(root: Path | str) -> int:
     root = Path(root)
     if root.is_symlink() or not root.is_dir():
         return 0
-    narrowed = int(_narrow(root, PRIVATE_DIR_MODE))
-    for folder, folders, files in os.walk(root):
+    narrowed = int(_narrow_entry(root, PRIVATE_DIR_MODE))
+    for folder, folders, files in os.walk(root):  # os.walk does not descend into links
         for name in folders:
-            path = Path(folder, name)
-            if not path.is_symlink():  # os.walk does not descend into it either
-                narrowed += _narrow(path, PRIVATE_DIR_MODE)
+            narrowed += _narrow_entry(Path(folder, name), PRIVATE_DIR_MODE)
         for name in files:
-            path = Path(folder, name)
-            if not path.is_symlink():
-                narrowed += _narrow(path, PRIVATE_FILE_MODE)
+            narrowed += _narrow_entry(Path(folder, name), PRIVATE_FILE_MODE)
     return narrowed
+
+
+def _narrow_entry(path: Path, mode: int) -> bool:
+    """:func:`_narrow` for :func:`private_tree`: never through a link, never a hard-linked file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # a link (ELOOP), unreadable, or gone: not ours to change
+        return False
+    try:
+        info = os.fstat(fd)
+        plain = stat.S_ISDIR(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink == 1)
+        if not plain or info.st_uid != os.getuid() or not stat.S_IMODE(info.st_mode) & 0o077:
+            return False
+        os.fchmod(fd, stat.S_IMODE(info.st_mode) & mode)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def private_directory(path: Path | str, *, narrow_existing: bool = False) -> Path:

@@ -372,15 +372,17 @@ class LimitsSettings(BaseModel):
             "credentials, however many addresses the anonymous ones come from."
         ),
     )
-    grpc_services_rate_limit: str = Field(
+    unrouted_rate_limit: str = Field(
         default="100/second",
         description=(
-            "Calls one client address may make to grpc's own services at the gateway (health "
-            "checks and reflection, which need no credentials), counted in each gateway process; "
-            "further ones get RESOURCE_EXHAUSTED with RetryInfo, naming this setting. A stream "
-            "counts when it opens, and a reflection stream again for each further request. Health checkers and grpcurl make a few calls a second. An "
-            "address refused more often than this allows calls is flooding: its connections are "
-            "closed and it is banned as for rapid reset (reset_ban)."
+            "Calls one client address (an IPv6 one by its /64) may make at the gateway outside "
+            "the module routes: grpc's health and reflection services and methods no module has, "
+            "which need no credentials; counted in each gateway process. Further ones get "
+            "RESOURCE_EXHAUSTED with RetryInfo, naming this setting. A stream counts when it "
+            "opens, and a reflection stream again for each further request. Health checkers and "
+            "grpcurl make a few calls a second. An address refused more often than this allows "
+            "calls is flooding: its connections are closed and it is banned as for rapid reset "
+            "(reset_ban)."
         ),
     )
     lane_max_connections: int = Field(
@@ -529,8 +531,8 @@ class LimitsSettings(BaseModel):
         ge=0.0,
         description=(
             "Seconds for which, once the gateway has closed a connection for rapid reset "
-            "(max_reset_streams), or an address for flooding grpc's own services "
-            "(grpc_services_rate_limit), new connections from its address are refused in the kernel "
+            "(max_reset_streams), or an address for flooding calls outside the module routes "
+            "(unrouted_rate_limit), new connections from its address are refused in the kernel "
             "(their TCP SYN dropped, so grpc never sees them); each repeat doubles it, up to "
             "reset_ban_max. Connections already open from that address are left alone. 0: never."
         ),
@@ -562,7 +564,7 @@ class LimitsSettings(BaseModel):
                 raise ValueError(f"{network!r} is not an IP address or network (CIDR): {exc}") from None
         return value
 
-    @field_validator("grpc_services_rate_limit")
+    @field_validator("unrouted_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
         try:

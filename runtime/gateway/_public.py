@@ -6,7 +6,7 @@ reflection streams and hold every slot of ``max_concurrent_calls``, callers with
 included. :func:`within_budget` puts each of their calls through the same
 :class:`~runtime.gateway._ingress.ClientCalls` as a public route's anonymous call: at most
 ``max_calls_per_client`` from one address, ``max_anonymous_calls`` from all together, and at
-most ``grpc_services_rate_limit`` calls from one address, counted in this process (a stream
+most ``unrouted_rate_limit`` calls from one address, counted in this process (a stream
 counts when it opens, and again for each request after its first). As for a route, a call its caller cancels once answered (a watch it
 is done with), or after a second, is told to the reset guard as no rapid reset
 (:class:`~runtime.limits.AnsweredStreams`).
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NamedTuple
@@ -36,7 +37,7 @@ from runtime.limits import PREMATURE, AnsweredStreams
 from runtime.ratelimit import RateLimit, open_ratelimiter
 from runtime.status import rpc_status_of
 
-__all__ = ["Admission", "within_budget"]
+__all__ = ["Admission", "rate_key", "within_budget"]
 
 _MAX_ADDRESSES = 10_000
 """Addresses whose rate is remembered at once; the least recently seen is forgotten first."""
@@ -69,9 +70,25 @@ class _Captured:
         """The same methods again, for grpc core to match: served through the generic handler."""
 
 
+def rate_key(peer: str) -> str:
+    """Whom a call counts against for ``unrouted_rate_limit``: its IPv4 address, or its IPv6
+    address's /64 (as a ban refuses it: a host is usually given a whole /64 to pick from).
+
+        >>> rate_key("ipv4:10.1.2.3:5000"), rate_key("ipv6:[2001:db8::7]:5000")
+        ('address 10.1.2.3', 'address 2001:db8::/64')
+    """
+    ip = peer_ip(peer)
+    if ip is None:
+        return f"address {peer}"
+    if ":" in ip:
+        return f"address {ipaddress.ip_network(f'{ip}/64', strict=False)}"
+    return f"address {ip}"
+
+
 class Admission:
     """Each call's admission (the rate of its address, then the anonymous budget), and what its
-    cancellation tells the reset guard. One is shared by all of grpc's services at a gateway.
+    cancellation tells the reset guard. One is shared by grpc's services and the unknown
+    methods' answer at a gateway: everything a caller may reach outside the module routes.
 
     The rate is counted in this process, whatever ``ratelimit_url`` says: it guards this
     gateway's own time, and a health check must not fail because a rate-limit backend is down.
@@ -95,10 +112,17 @@ class Admission:
 
     async def admit(self, context: Context) -> None:
         """Let a call in: within its address's rate, then within the anonymous budget."""
-        address = ClientCalls.address(context)
         try:
-            await self._within_rate(address, context)
-            self.calls.admit(address, True, context)
+            await self._within_rate(context)
+            self.calls.admit(ClientCalls.address(context), True, context)
+        except ResourceExhausted as refused:
+            await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+    async def limit(self, context: Context) -> None:
+        """Count a call against its address's rate alone (a call that ends at once, such as one
+        to a method no module has), ending it RESOURCE_EXHAUSTED when over."""
+        try:
+            await self._within_rate(context)
         except ResourceExhausted as refused:
             await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
 
@@ -107,31 +131,34 @@ class Admission:
         (one stream must not carry what the rate refuses to separate calls): the refusal, if
         it is over."""
         try:
-            await self._within_rate(ClientCalls.address(context), context)
+            await self._within_rate(context)
         except ResourceExhausted as refused:
             return refused
         return None
 
-    async def _within_rate(self, address: str, context: Context) -> None:
-        decision = await self._limiter.hit(address, self.rate)
+    async def _within_rate(self, context: Context) -> None:
+        peer = context.peer()
+        key = rate_key(peer)
+        decision = await self._limiter.hit(key, self.rate)
         if not decision.allowed:
-            await self._refused(address, context)
+            await self._refused(key, peer)
             raise ResourceExhausted(
-                f"{address} called grpc's health and reflection services more than {self.rate} "
-                f"(limits.grpc_services_rate_limit); retry after {decision.retry_after:.3f}s",
+                f"{key} called the gateway outside its module routes (health, reflection, unknown "
+                f"methods) more than {self.rate} (limits.unrouted_rate_limit); retry after "
+                f"{decision.retry_after:.3f}s",
                 retry_after=decision.retry_after,
             )
 
-    async def _refused(self, address: str, context: Context) -> None:
+    async def _refused(self, key: str, peer: str) -> None:
         """Count a refusal; past as many as ``rate`` allows calls, the address is flooding."""
-        if self.on_flood is None or (await self._limiter.hit(f"refused {address}", self.rate)).allowed:
+        if self.on_flood is None or (await self._limiter.hit(f"refused {key}", self.rate)).allowed:
             return
-        ip = peer_ip(context.peer())
+        ip = peer_ip(peer)
         if ip is not None:
             self.on_flood(
                 ip,
-                f"flood of grpc's health and reflection services: refused more than {self.rate} "
-                "and still calling (limits.grpc_services_rate_limit)",
+                f"flood of calls outside the module routes: refused more than {self.rate} and "
+                "still calling (limits.unrouted_rate_limit)",
             )
 
     def cancelled(self, context: Context, started: float, answered: bool) -> None:

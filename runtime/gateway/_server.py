@@ -208,7 +208,7 @@ class Gateway:
         admission = Admission(
             self._services.client_calls,
             self._services.answered,
-            RateLimit.parse(settings.limits.grpc_services_rate_limit),
+            RateLimit.parse(settings.limits.unrouted_rate_limit),
         )
         reflecting = VersionedReflection(
             lambda: {name: module.catalog for name, module in self.table.modules.items()},
@@ -221,7 +221,7 @@ class Gateway:
             )
         )
         # Last: whatever no route, health or reflection serves is UNIMPLEMENTED, with a request id.
-        server.add_generic_rpc_handlers((UnknownMethods(self._services.red),))
+        server.add_generic_rpc_handlers((UnknownMethods(self._services.red, admission),))
         if self.edge is not None:
             bound = server.add_secure_port(f"{self.host}:{self.port}", self.edge.server_credentials())
         else:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 
+from runtime.gateway._public import Admission
 from runtime.identity import request_id_of
 from runtime.observability import RedMetrics
 from runtime.status import REQUEST_ID_KEY
@@ -32,10 +33,13 @@ _SHOWN = 200
 
 
 class UnknownMethods(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """A catch-all generic handler: register it last."""
+    """A catch-all generic handler: register it last. With ``admission``, each call counts
+    against its address's ``unrouted_rate_limit`` first: anyone may call unknown methods, and
+    each costs the gateway about what a health check does."""
 
-    def __init__(self, red: RedMetrics | None) -> None:
+    def __init__(self, red: RedMetrics | None, admission: Admission | None = None) -> None:
         self._red = red
+        self._admission = admission
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
@@ -54,6 +58,8 @@ class UnknownMethods(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         self, path: str, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
         started = time.perf_counter()
+        if self._admission is not None:
+            await self._admission.limit(context)
         headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         request_id = request_id_of(headers.get(REQUEST_ID_KEY))
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))

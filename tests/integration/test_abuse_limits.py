@@ -322,10 +322,10 @@ async def test_health_checks_from_one_address_are_rate_limited_and_other_address
     gw_stack: GatewayStack,
 ) -> None:
     """Answered health checks are no rapid reset, and their calls end at once, so the budget of
-    calls at once never holds them: ``grpc_services_rate_limit`` bounds how often one address
+    calls at once never holds them: ``unrouted_rate_limit`` bounds how often one address
     may call grpc's own services. Past it, RESOURCE_EXHAUSTED names the setting and carries
     RetryInfo; another address, and the routes, are served meanwhile."""
-    gateway, client = await _gateway(gw_stack, grpc_services_rate_limit="3/minute")
+    gateway, client = await _gateway(gw_stack, unrouted_rate_limit="3/minute")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
         check = health_pb2_grpc.HealthStub(channel).Check
         codes = []
@@ -337,7 +337,7 @@ async def test_health_checks_from_one_address_are_rate_limited_and_other_address
                 codes.append(refused.code())
                 last = refused
         assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2, codes
-        assert "limits.grpc_services_rate_limit" in str(last.details())
+        assert "limits.unrouted_rate_limit" in str(last.details())
         status = rpc_status.from_call(last)  # type: ignore[arg-type]  # an AioRpcError has what from_call reads
         assert status is not None and any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
@@ -364,7 +364,7 @@ async def test_health_checks_from_one_address_are_rate_limited_and_other_address
 async def test_the_messages_of_one_reflection_stream_count_against_the_same_rate(gw_stack: GatewayStack) -> None:
     """One reflection stream may carry any number of requests: each one after the first counts
     as a call would, so a stream cannot carry what separate calls would be refused."""
-    gateway, _ = await _gateway(gw_stack, grpc_services_rate_limit="5/minute")
+    gateway, _ = await _gateway(gw_stack, unrouted_rate_limit="5/minute")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
         stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(timeout=5)
         answered = 0
@@ -375,15 +375,15 @@ async def test_the_messages_of_one_reflection_stream_count_against_the_same_rate
                 answered += 1
         assert answered == 5
         assert await stream.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "limits.grpc_services_rate_limit" in await stream.details()
+        assert "limits.unrouted_rate_limit" in await stream.details()
 
 
 async def test_an_address_that_keeps_calling_health_past_its_refusals_is_cut_off(gw_stack: GatewayStack) -> None:
     """A refused health check costs the gateway about what an answered one does: an address
-    refused more often than ``grpc_services_rate_limit`` allows calls is flooding. Its
+    refused more often than ``unrouted_rate_limit`` allows calls is flooding. Its
     connection is closed with a GOAWAY saying so, and its address banned, while another
     address is served; one within its refusals is not."""
-    gateway, client = await _gateway(gw_stack, grpc_services_rate_limit="20/minute", reset_check_interval=0.05, reset_ban=BAN)
+    gateway, client = await _gateway(gw_stack, unrouted_rate_limit="20/minute", reset_check_interval=0.05, reset_ban=BAN)
     polite = RawH2(gateway.port, source="127.0.0.3")
     flooder = RawH2(gateway.port, source="127.0.0.4")
     try:
@@ -405,6 +405,23 @@ async def test_an_address_that_keeps_calling_health_past_its_refusals_is_cut_off
     rendered = gateway.metrics.render()
     assert b'modrpc_address_bans_total{reason="flood"} 1.0' in rendered
     assert b'modrpc_connections_closed_total{reason="flood"} 1.0' in rendered
+
+
+async def test_calls_to_methods_no_module_has_count_against_the_same_rate(gw_stack: GatewayStack) -> None:
+    """An unknown method is answered at once, as a health check is: without the same rate, one
+    address calling one in a loop kept most of a core busy. Past it, RESOURCE_EXHAUSTED; past
+    its refusals, the connection is closed and the address banned."""
+    gateway, _ = await _gateway(gw_stack, unrouted_rate_limit="20/minute", reset_check_interval=0.05, reset_ban=BAN)
+    prober = RawH2(gateway.port, source="127.0.0.6")
+    try:
+        first = Counter(await asyncio.to_thread(prober.call_all, "/nope.v1.Nope/Nothing", 30, 3.0))
+        assert first == Counter({"12": 20, "8": 10}), first
+        flood = Counter(await asyncio.to_thread(prober.call_all, "/grpc.health.v1.Health/Nothing", 40, 3.0))
+        assert flood["8"] >= 11, flood
+        assert await asyncio.to_thread(prober.wait_closed, 3.0), "the flooding connection is closed"
+        assert not await asyncio.to_thread(_connects, gateway.port, "127.0.0.6"), "its address is refused"
+    finally:
+        prober.close()
 
 
 async def test_one_anonymous_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:

@@ -171,7 +171,7 @@ async def cut_off(gw_stack: GatewayStack) -> AsyncIterator[Cut]:
     await gw_stack.worker("users")
     # Every example's health checks come from one address, faster than a health checker's:
     # their rate limit is not what this property is about.
-    gateway = await gw_stack.gateway(ready=["users"], limits={"grpc_services_rate_limit": "100000/second"})
+    gateway = await gw_stack.gateway(ready=["users"], limits={"unrouted_rate_limit": "100000/second"})
     store = UnreachableStore(gateway.store)
     gateway.store = store
     yield Cut(gw_stack, gw_stack.client(gateway), store)

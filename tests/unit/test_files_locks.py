@@ -8,12 +8,14 @@ second, made it private.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
-from runtime.files import private_file
+from runtime.files import private_file, private_tree
 
 TRY_TO_WRITE = """
 import sqlite3, sys
@@ -48,3 +50,22 @@ def test_making_an_open_database_private_keeps_its_locks(tmp_path: Path) -> None
 def test_a_missing_file_is_created_private(tmp_path: Path) -> None:
     path = private_file(tmp_path / "new" / "data.db")
     assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_private_tree_leaves_links_and_hard_linked_files_alone(tmp_path: Path) -> None:
+    """What a link or a second hard link leads to may be anywhere: it is not the runtime's."""
+    outside, tree = tmp_path / "outside", tmp_path / "tree"
+    outside.mkdir()
+    tree.mkdir()
+    (outside / "shared").write_text("x")
+    (outside / "linked").write_text("x")
+    (tree / "own").write_text("x")
+    (tree / "to-outside").symlink_to(outside / "shared")
+    (tree / "folder-link").symlink_to(outside)
+    os.link(outside / "linked", tree / "hard")
+    for path in (outside, outside / "shared", outside / "linked", tree, tree / "own"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    assert private_tree(tree) == 2  # the folder and its own file
+    assert {p.name: stat.S_IMODE(p.lstat().st_mode) for p in (tree, tree / "own")} == {"tree": 0o700, "own": 0o600}
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (outside, outside / "shared", outside / "linked")] == [0o755, 0o644, 0o644]
