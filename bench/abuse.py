@@ -415,6 +415,15 @@ def quiet(port: int, stop: threading.Event) -> str:
 def health_flood(port: int, stop: threading.Event) -> str:
     """Answered ``Health/Check`` calls from 127.0.0.2 as fast as they come back, no credentials:
     4 connections, 50 calls in flight on each, for 20 s, connecting again whenever one ends."""
+    return _flood(port, "/grpc.health.v1.Health/Check")
+
+
+def unknown_flood(port: int, stop: threading.Event) -> str:
+    """As ``health-flood``, calling a method no module has (answered UNIMPLEMENTED at once)."""
+    return _flood(port, "/nope.v1.Nope/Nothing")
+
+
+def _flood(port: int, path: str) -> str:
     counts: Counter[str] = Counter()
     spent: list[float] = []
     lock = threading.Lock()
@@ -433,7 +442,7 @@ def health_flood(port: int, stop: threading.Event) -> str:
                 counts["connections"] += 1
             try:
                 while time.monotonic() < give_up and not connection.closed and connection.goaway is None:
-                    statuses = connection.call_all("/grpc.health.v1.Health/Check", 50, 2.0)
+                    statuses = connection.call_all(path, 50, 2.0)
                     with lock:
                         counts.update(f"grpc-status {status}" for status in statuses)
             except (OSError, h2.exceptions.ProtocolError):  # the gateway hung up mid-batch
@@ -461,6 +470,7 @@ ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "trickle": trickle,
     "trickle-protected": trickle_protected,
     "health-flood": health_flood,
+    "unknown-flood": unknown_flood,
     "quiet": quiet,
 }
 
