@@ -423,6 +423,12 @@ def unknown_flood(port: int, stop: threading.Event) -> str:
     return _flood(port, "/nope.v1.Nope/Nothing")
 
 
+def unauthenticated_flood(port: int, stop: threading.Event) -> str:
+    """As ``health-flood``, calling ``users.CreateUser`` without credentials (UNAUTHENTICATED at
+    once: the request is never read)."""
+    return _flood(port, "/users.v1.UsersService/CreateUser")
+
+
 def _flood(port: int, path: str) -> str:
     counts: Counter[str] = Counter()
     spent: list[float] = []
@@ -471,6 +477,7 @@ ATTACKS: dict[str, Callable[[int, threading.Event], str]] = {
     "trickle-protected": trickle_protected,
     "health-flood": health_flood,
     "unknown-flood": unknown_flood,
+    "unauthenticated-flood": unauthenticated_flood,
     "quiet": quiet,
 }
 

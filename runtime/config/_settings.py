@@ -375,9 +375,10 @@ class LimitsSettings(BaseModel):
     unrouted_rate_limit: str = Field(
         default="100/second",
         description=(
-            "Calls one client address (an IPv6 one by its /64) may make at the gateway outside "
-            "the module routes: grpc's health and reflection services and methods no module has, "
-            "which need no credentials; counted in each gateway process. Further ones get "
+            "Calls one client address (an IPv6 one by its /64) may make at the gateway that never "
+            "reach a module: grpc's health and reflection services and methods no module has, "
+            "which need no credentials, and route calls refused for their credentials; counted "
+            "in each gateway process. Further ones get "
             "RESOURCE_EXHAUSTED with RetryInfo, naming this setting. A stream counts when it "
             "opens, and a reflection stream again for each further request. Health checkers and "
             "grpcurl make a few calls a second. An address refused more often than this allows "
@@ -531,7 +532,7 @@ class LimitsSettings(BaseModel):
         ge=0.0,
         description=(
             "Seconds for which, once the gateway has closed a connection for rapid reset "
-            "(max_reset_streams), or an address for flooding calls outside the module routes "
+            "(max_reset_streams), or an address for flooding calls that reach no module "
             "(unrouted_rate_limit), new connections from its address are refused in the kernel "
             "(their TCP SYN dropped, so grpc never sees them); each repeat doubles it, up to "
             "reset_ban_max. Connections already open from that address are left alone. 0: never."

@@ -87,8 +87,9 @@ def rate_key(peer: str) -> str:
 
 class Admission:
     """Each call's admission (the rate of its address, then the anonymous budget), and what its
-    cancellation tells the reset guard. One is shared by grpc's services and the unknown
-    methods' answer at a gateway: everything a caller may reach outside the module routes.
+    cancellation tells the reset guard. One is shared, at a gateway, by everything a caller may
+    reach without reaching a module: grpc's services, the unknown methods' answer, and route
+    calls refused for their credentials.
 
     The rate is counted in this process, whatever ``ratelimit_url`` says: it guards this
     gateway's own time, and a health check must not fail because a rate-limit backend is down.
@@ -126,10 +127,11 @@ class Admission:
         except ResourceExhausted as refused:
             await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
 
-    async def pace(self, context: Context) -> ResourceExhausted | None:
-        """Count one more request message of a stream against its address's rate, as a call
-        (one stream must not carry what the rate refuses to separate calls): the refusal, if
-        it is over."""
+    async def count(self, context: Context) -> ResourceExhausted | None:
+        """Count one more against the call's address's rate, without ending the call: the
+        refusal, if it is over. For a stream's further request messages (one stream must not
+        carry what the rate refuses to separate calls), and for route calls refused for their
+        credentials (they never reach a module either)."""
         try:
             await self._within_rate(context)
         except ResourceExhausted as refused:
@@ -143,9 +145,9 @@ class Admission:
         if not decision.allowed:
             await self._refused(key, peer)
             raise ResourceExhausted(
-                f"{key} called the gateway outside its module routes (health, reflection, unknown "
-                f"methods) more than {self.rate} (limits.unrouted_rate_limit); retry after "
-                f"{decision.retry_after:.3f}s",
+                f"{key} made more calls that reach no module (health, reflection, unknown methods, "
+                f"calls without valid credentials) than {self.rate} (limits.unrouted_rate_limit); "
+                f"retry after {decision.retry_after:.3f}s",
                 retry_after=decision.retry_after,
             )
 
@@ -157,8 +159,8 @@ class Admission:
         if ip is not None:
             self.on_flood(
                 ip,
-                f"flood of calls outside the module routes: refused more than {self.rate} and "
-                "still calling (limits.unrouted_rate_limit)",
+                f"flood of calls that reach no module: refused more than {self.rate} and still "
+                "calling (limits.unrouted_rate_limit)",
             )
 
     def cancelled(self, context: Context, started: float, answered: bool) -> None:
@@ -238,7 +240,7 @@ def _wrap(handler: Any, admission: Admission) -> Any:
 
 
 class _Paced:
-    """A stream's request messages, each after the first counted by :meth:`Admission.pace` (the
+    """A stream's request messages, each after the first counted by :meth:`Admission.count` (the
     first came with the call, counted as it opened). Past the rate the messages end, and
     :meth:`end` ends the call with the refusal, once the servicer is done with them."""
 
@@ -252,7 +254,7 @@ class _Paced:
         first = True
         async for message in self._requests:
             if not first:
-                self.refused = await self._admission.pace(self._context)
+                self.refused = await self._admission.count(self._context)
                 if self.refused is not None:
                     return
             first = False

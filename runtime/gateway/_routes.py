@@ -25,6 +25,7 @@ from runtime.errors import (
     InvalidArgument,
     ModrpcError,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from runtime.gateway._auth import Authenticator
@@ -38,6 +39,7 @@ from runtime.gateway._ingress import (
     build_chain,
     request_id,
 )
+from runtime.gateway._public import Admission
 from runtime.gateway._usage import UsageReporter
 from runtime.limits import PREMATURE, AnsweredStreams
 from runtime.manifest import MethodPolicy
@@ -48,7 +50,7 @@ from runtime.observability import (
     ServerTracer,
     request_id_var,
 )
-from runtime.ratelimit import RateLimiter
+from runtime.ratelimit import RateLimit, RateLimiter
 from runtime.status import rpc_status_of
 from runtime.transport import until_half_closed
 from runtime.versions import Conversion, VersionCatalog, is_removed, is_retired, plan, state_of
@@ -185,6 +187,10 @@ class Route:
                 services.answered.add(context.peer())  # not a rapid reset: the guard takes it back out
             raise
         except Exception as exc:
+            if isinstance(exc, Unauthenticated):
+                # Refused before any module, as an unknown method is: counted with those, so a
+                # loop of calls without credentials is refused, then cut off, as theirs is.
+                exc = await services.unrouted.count(context) or exc
             status = self._status_of(call, exc)
             code, details = status.code, status.details
             # Counted before the caller hears it: abort sends the status at once.
@@ -265,6 +271,10 @@ class Route:
                 services.answered.add(context.peer())  # not a rapid reset: the guard takes it back out
             raise
         except Exception as exc:
+            if isinstance(exc, Unauthenticated):
+                # Refused before any module, as an unknown method is: counted with those, so a
+                # loop of calls without credentials is refused, then cut off, as theirs is.
+                exc = await services.unrouted.count(context) or exc
             status = self._status_of(call, exc)
             code, details = status.code, status.details
             # Counted before the caller hears it: abort sends the status at once.
@@ -422,18 +432,24 @@ class _Services:
     """``limits.max_calls_per_client``."""
     max_anonymous_calls: int = 128
     """``limits.max_anonymous_calls``."""
+    unrouted_rate_limit: str = "100/second"
+    """``limits.unrouted_rate_limit``."""
     credentials: Credentials = field(init=False)
     """``auth`` with verified tokens remembered; what routes authenticate with."""
     client_calls: ClientCalls = field(init=False)
+    """The calls each client has running: a step of every route, released as each call ends."""
+    unrouted: Admission = field(init=False)
+    """What calls that never reach a module count against, per address: grpc's services,
+    unknown methods, and route calls refused for their credentials."""
     answered: AnsweredStreams = field(default_factory=AnsweredStreams)
     """Calls their callers cancelled late, or after answers: not resets, for the reset guard."""
-    """The calls each client has running: a step of every route, released as each call ends."""
     arrivals: Arrivals = field(default_factory=Arrivals)
     """Unary calls whose request is still arriving; the gateway runs its sweep."""
 
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.auth)
         self.client_calls = ClientCalls(self.max_calls_per_client, self.max_anonymous_calls)
+        self.unrouted = Admission(self.client_calls, self.answered, RateLimit.parse(self.unrouted_rate_limit))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from runtime.errors import Unavailable
 from runtime.gateway._auth import Authenticator
 from runtime.gateway._ingress import ClientCertificates
 from runtime.gateway._keys import check_dev_secret, jwt_secret_in_force
-from runtime.gateway._public import Admission, within_budget
+from runtime.gateway._public import within_budget
 from runtime.gateway._routes import RouteTable, Usage, _Services, build_table
 from runtime.gateway._unknown import UnknownMethods
 from runtime.gateway._usage import UsageReporter
@@ -55,7 +55,7 @@ from runtime.observability import (
     ServerTracer,
     start_admin_server,
 )
-from runtime.ratelimit import RateLimit, open_ratelimiter
+from runtime.ratelimit import open_ratelimiter
 from runtime.tls import InternalTls, KeyPair
 from runtime.transport import InProcessModules
 from runtime.versions import VersionedReflection
@@ -187,6 +187,7 @@ class Gateway:
             max_metadata_bytes=settings.limits.max_metadata_bytes,
             max_calls_per_client=settings.limits.max_calls_per_client,
             max_anonymous_calls=settings.limits.max_anonymous_calls,
+            unrouted_rate_limit=settings.limits.unrouted_rate_limit,
         )
         if settings.admin_port:
             self._admin = start_admin_server(
@@ -205,11 +206,7 @@ class Gateway:
         # the module client's span carries it on to the worker, so one trace spans caller →
         # gateway → worker → module calls. Health checks and reflection are not traced here;
         # like public methods, they count against the anonymous callers' budget.
-        admission = Admission(
-            self._services.client_calls,
-            self._services.answered,
-            RateLimit.parse(settings.limits.unrouted_rate_limit),
-        )
+        admission = self._services.unrouted
         reflecting = VersionedReflection(
             lambda: {name: module.catalog for name, module in self.table.modules.items()},
             (health.SERVICE_NAME, reflection.SERVICE_NAME),

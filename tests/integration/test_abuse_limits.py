@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import h2.errors
 import h2.settings
+import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -411,21 +412,32 @@ async def test_an_address_that_keeps_calling_health_past_its_refusals_is_cut_off
     assert b'modrpc_connections_closed_total{reason="flood"} 1.0' in rendered
 
 
-async def test_calls_to_methods_no_module_has_count_against_the_same_rate(gw_stack: GatewayStack) -> None:
-    """An unknown method is answered at once, as a health check is: without the same rate, one
-    address calling one in a loop kept most of a core busy. Past it, RESOURCE_EXHAUSTED; past
-    its refusals, the connection is closed and the address banned."""
-    gateway, _ = await _gateway(gw_stack, unrouted_rate_limit="20/minute", reset_check_interval=0.05, reset_ban=BAN)
-    prober = RawH2(gateway.port, source="127.0.0.6")
+@pytest.mark.parametrize(
+    ("path", "answer", "source"),
+    [
+        ("/nope.v1.Nope/Nothing", "12", "127.0.0.6"),  # UNIMPLEMENTED
+        ("/inventory.v1.InventoryService/Reserve", "16", "127.0.0.7"),  # UNAUTHENTICATED
+    ],
+)
+async def test_calls_that_never_reach_a_module_count_against_the_same_rate(
+    gw_stack: GatewayStack, path: str, answer: str, source: str
+) -> None:
+    """A call to a method no module has, or to a route without credentials, is answered at
+    once, as a health check is: without the same rate, one address calling either in a loop
+    kept most of a core busy. Past it, RESOURCE_EXHAUSTED; past its refusals, the connection
+    is closed and the address banned."""
+    gateway, client = await _gateway(gw_stack, unrouted_rate_limit="20/minute", reset_check_interval=0.05, reset_ban=BAN)
+    prober = RawH2(gateway.port, source=source)
     try:
-        first = Counter(await asyncio.to_thread(prober.call_all, "/nope.v1.Nope/Nothing", 30, 3.0))
-        assert first == Counter({"12": 20, "8": 10}), first
-        flood = Counter(await asyncio.to_thread(prober.call_all, "/grpc.health.v1.Health/Nothing", 40, 3.0))
+        first = Counter(await asyncio.to_thread(prober.call_all, path, 30, 3.0))
+        assert first == Counter({answer: 20, "8": 10}), first
+        flood = Counter(await asyncio.to_thread(prober.call_all, path, 40, 3.0))
         assert flood["8"] >= 11, flood
         assert await asyncio.to_thread(prober.wait_closed, 3.0), "the flooding connection is closed"
-        assert not await asyncio.to_thread(_connects, gateway.port, "127.0.0.6"), "its address is refused"
+        assert not await asyncio.to_thread(_connects, gateway.port, source), "its address is refused"
     finally:
         prober.close()
+    assert await _served(client), "others are served"
 
 
 async def test_one_anonymous_address_cannot_hold_every_call_slot(gw_stack: GatewayStack) -> None:
