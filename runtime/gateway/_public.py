@@ -6,14 +6,14 @@ reflection streams and hold every slot of ``max_concurrent_calls``, callers with
 included. :func:`within_budget` puts each of their calls through the same
 :class:`~runtime.gateway._ingress.ClientCalls` as a public route's anonymous call: at most
 ``max_calls_per_client`` from one address, ``max_anonymous_calls`` from all together, and at
-most ``unrouted_rate_limit`` calls from one address, counted in this process (a stream
-counts when it opens, and again for each request after its first). As for a route, a call its caller cancels once answered (a watch it
-is done with), or after a second, is told to the reset guard as no rapid reset
-(:class:`~runtime.limits.AnsweredStreams`).
+most ``unrouted_rate_limit`` calls from one address, counted in this process (a stream counts
+when it opens, and again for each request after its first). As for a route, a call its caller
+cancels once answered (a watch it is done with), or after a second, is told to the reset guard
+as no rapid reset (:class:`~runtime.limits.AnsweredStreams`).
 
     >>> from grpc_health.v1 import health_pb2_grpc
     >>> from runtime.health import HealthService
-    >>> from runtime.gateway._ingress import ClientCalls, peer_ip
+    >>> from runtime.gateway._ingress import ClientCalls
     >>> admission = Admission(ClientCalls(64, 128), AnsweredStreams(), RateLimit.parse("50/second"))
     >>> handler = within_budget(health_pb2_grpc.add_HealthServicer_to_server, HealthService(), admission)
     >>> handler.service(_Details("/grpc.health.v1.Health/Watch")).response_streaming
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NamedTuple
@@ -33,7 +32,7 @@ import grpc
 
 from runtime.errors import ResourceExhausted
 from runtime.gateway._ingress import ClientCalls, peer_ip
-from runtime.limits import PREMATURE, AnsweredStreams
+from runtime.limits import PREMATURE, AddressBans, AnsweredStreams
 from runtime.ratelimit import RateLimit, open_ratelimiter
 from runtime.status import rpc_status_of
 
@@ -71,18 +70,14 @@ class _Captured:
 
 
 def rate_key(peer: str) -> str:
-    """Whom a call counts against for ``unrouted_rate_limit``: its IPv4 address, or its IPv6
-    address's /64 (as a ban refuses it: a host is usually given a whole /64 to pick from).
+    """Whom a call counts against for ``unrouted_rate_limit``: what a ban of its address would
+    refuse (the IPv4 address, or the IPv6 /64: a host is usually given a whole /64).
 
         >>> rate_key("ipv4:10.1.2.3:5000"), rate_key("ipv6:[2001:db8::7]:5000")
         ('address 10.1.2.3', 'address 2001:db8::/64')
     """
     ip = peer_ip(peer)
-    if ip is None:
-        return f"address {peer}"
-    if ":" in ip:
-        return f"address {ipaddress.ip_network(f'{ip}/64', strict=False)}"
-    return f"address {ip}"
+    return f"address {peer if ip is None else AddressBans.name(ip)}"
 
 
 class Admission:
@@ -113,43 +108,39 @@ class Admission:
 
     async def admit(self, context: Context) -> None:
         """Let a call in: within its address's rate, then within the anonymous budget."""
-        try:
-            await self._within_rate(context)
-            self.calls.admit(ClientCalls.address(context), True, context)
-        except ResourceExhausted as refused:
-            await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
+        refused = await self.count(context)
+        if refused is None:
+            try:
+                self.calls.admit(ClientCalls.address(context), True, context)
+            except ResourceExhausted as exc:
+                refused = exc
+        if refused is not None:
+            await _abort(context, refused)
 
     async def limit(self, context: Context) -> None:
         """Count a call against its address's rate alone (a call that ends at once, such as one
         to a method no module has), ending it RESOURCE_EXHAUSTED when over."""
-        try:
-            await self._within_rate(context)
-        except ResourceExhausted as refused:
-            await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
+        refused = await self.count(context)
+        if refused is not None:
+            await _abort(context, refused)
 
     async def count(self, context: Context) -> ResourceExhausted | None:
         """Count one more against the call's address's rate, without ending the call: the
         refusal, if it is over. For a stream's further request messages (one stream must not
         carry what the rate refuses to separate calls), and for route calls refused for their
         credentials (they never reach a module either)."""
-        try:
-            await self._within_rate(context)
-        except ResourceExhausted as refused:
-            return refused
-        return None
-
-    async def _within_rate(self, context: Context) -> None:
         peer = context.peer()
         key = rate_key(peer)
         decision = await self._limiter.hit(key, self.rate)
-        if not decision.allowed:
-            await self._refused(key, peer)
-            raise ResourceExhausted(
-                f"{key} made more calls that reach no module (health, reflection, unknown methods, "
-                f"calls without valid credentials) than {self.rate} (limits.unrouted_rate_limit); "
-                f"retry after {decision.retry_after:.3f}s",
-                retry_after=decision.retry_after,
-            )
+        if decision.allowed:
+            return None
+        await self._refused(key, peer)
+        return ResourceExhausted(
+            f"{key} made more calls that reach no module (health, reflection, unknown methods, "
+            f"calls without valid credentials) than {self.rate} (limits.unrouted_rate_limit); "
+            f"retry after {decision.retry_after:.3f}s",
+            retry_after=decision.retry_after,
+        )
 
     async def _refused(self, key: str, peer: str) -> None:
         """Count a refusal; past as many as ``rate`` allows calls, the address is flooding."""
@@ -262,7 +253,11 @@ class _Paced:
 
     async def end(self) -> None:
         if self.refused is not None:
-            await self._context.abort_with_status(rpc_status_of(self.refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
+            await _abort(self._context, self.refused)
+
+
+async def _abort(context: Context, refused: ResourceExhausted) -> None:
+    await context.abort_with_status(rpc_status_of(refused))  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 class _Details(NamedTuple):

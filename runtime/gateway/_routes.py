@@ -187,11 +187,7 @@ class Route:
                 services.answered.add(context.peer())  # not a rapid reset: the guard takes it back out
             raise
         except Exception as exc:
-            if isinstance(exc, Unauthenticated):
-                # Refused before any module, as an unknown method is: counted with those, so a
-                # loop of calls without credentials is refused, then cut off, as theirs is.
-                exc = await services.unrouted.count(context) or exc
-            status = self._status_of(call, exc)
+            status = await self._status_of(call, exc)
             code, details = status.code, status.details
             # Counted before the caller hears it: abort sends the status at once.
             self._observe(call, code, started)
@@ -218,9 +214,15 @@ class Route:
         if red is not None:
             red.observe(self.path, call.version, "CANCELLED" if code is None else code.name, time.perf_counter() - started)
 
-    def _status_of(self, call: GatewayCall, exc: Exception) -> grpc.Status:
+    async def _status_of(self, call: GatewayCall, exc: Exception) -> grpc.Status:
         """The status a failed call ends with; a worker's own (with its google.rpc details) goes
-        back as it came, and anything unexpected is logged."""
+        back as it came, and anything unexpected is logged.
+
+        A call refused for its credentials reached no module, as an unknown method's does: it
+        counts with those (``unrouted_rate_limit``), so a loop of them is refused, then cut
+        off, as theirs is."""
+        if isinstance(exc, Unauthenticated):
+            exc = await self.services.unrouted.count(call.context) or exc
         if not isinstance(exc, ModrpcError) or isinstance(exc, InternalError):
             log.error("call %s %s failed: %s", call.request_id, self.path, exc, exc_info=exc)
         return rpc_status_of(exc, call.request_id, relay=True)
@@ -271,11 +273,7 @@ class Route:
                 services.answered.add(context.peer())  # not a rapid reset: the guard takes it back out
             raise
         except Exception as exc:
-            if isinstance(exc, Unauthenticated):
-                # Refused before any module, as an unknown method is: counted with those, so a
-                # loop of calls without credentials is refused, then cut off, as theirs is.
-                exc = await services.unrouted.count(context) or exc
-            status = self._status_of(call, exc)
+            status = await self._status_of(call, exc)
             code, details = status.code, status.details
             # Counted before the caller hears it: abort sends the status at once.
             self._observe(call, code, started)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterable, Callable
 
 import grpc
@@ -115,8 +116,6 @@ class _Connection(FramedProtocol):
         self.streams: dict[int, LaneStream] = {}
         self.lost = False
         self._reader = FrameReader(max_message_bytes + METADATA_ALLOWANCE)
-        self._frame_began = 0.0
-        """When the frame now half-read began to arrive (loop time)."""
         self._frame_timer: asyncio.TimerHandle | None = None
         self._last_id = 0
         self.drained: asyncio.Future[None] | None = None
@@ -249,17 +248,13 @@ class _Connection(FramedProtocol):
             self.write_frame(encode_cancel(stream_id))
 
     def data_received(self, data: bytes) -> None:
-        began_before = self._reader.partial
         try:
             frames = self._reader.feed(data)
         except FrameError as exc:
             self._protocol_error(str(exc))
             return
-        if self._reader.partial:
-            if frames or not began_before:
-                self._frame_began = self.loop.time()
-            if self._frame_timer is None:
-                self._frame_timer = self.loop.call_at(self._frame_began + FRAME_SECONDS, self._frame_late)
+        if self._frame_timer is None and self._reader.partial:
+            self._frame_timer = self.loop.call_later(FRAME_SECONDS, self._frame_late)
         for frame in frames:
             kind = frame.kind
             if kind == REQUEST or kind == CANCEL or kind == OPEN or kind == HALF:  # a server never sends these
@@ -319,9 +314,9 @@ class _Connection(FramedProtocol):
         self._frame_timer = None
         if not self._reader.partial or self.lost:
             return
-        due = self._frame_began + FRAME_SECONDS
-        if self.loop.time() < due:  # a later frame: its own time
-            self._frame_timer = self.loop.call_at(due, self._frame_late)
+        left = self._reader.began + FRAME_SECONDS - time.monotonic()
+        if left > 0:  # a later frame: its own time
+            self._frame_timer = self.loop.call_later(left, self._frame_late)
             return
         self._protocol_error(f"a frame took more than {FRAME_SECONDS:g}s to arrive")
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -389,12 +390,15 @@ class FrameReader:
         ([Frame(stream_id=7, kind=4, body=b'')], [Frame(stream_id=8, kind=2, body=b'\\x00\\x00hi')])
     """
 
-    __slots__ = ("_buffer", "_skip", "max_body")
+    __slots__ = ("_buffer", "_skip", "began", "max_body")
 
     def __init__(self, max_body: int = DEFAULT_MAX_MESSAGE_BYTES + METADATA_ALLOWANCE) -> None:
         self.max_body = max_body
         self._buffer = bytearray()
         self._skip = 0
+        self.began = 0.0
+        """When (``time.monotonic``) the frame now half-read began to arrive: both ends cut off a
+        peer whose frame takes too long, however it trickles."""
 
     @property
     def partial(self) -> bool:
@@ -403,6 +407,14 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[Frame | Oversized]:
         """The frames completed by ``data``, in order."""
+        out = self._feed(data)
+        if (out or not self.began) and self.partial:
+            self.began = time.monotonic()  # what is half-read now began in this read
+        elif not self.partial:
+            self.began = 0.0
+        return out
+
+    def _feed(self, data: bytes) -> list[Frame | Oversized]:
         out: list[Frame | Oversized] = []
         if self._skip:
             if len(data) <= self._skip:

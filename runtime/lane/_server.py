@@ -161,9 +161,6 @@ class _Connection(FramedProtocol):
         """When it connected; when it last read a byte or ended a call (for the idle timeout)."""
         self.framed = False
         """Whether a whole frame has arrived (for the handshake timeout)."""
-        self.frame_began = 0.0
-        """When the frame now half-read began to arrive, or reading resumed with it half-read
-        (a frame must arrive whole within the handshake timeout, however it trickles)."""
         self.reading_paused = False
         """Whether this side stopped reading (:meth:`_pace`): the rest of a frame cannot arrive."""
         self.peer: Peer | None = None
@@ -220,6 +217,12 @@ class _Connection(FramedProtocol):
         return self._reader.partial
 
     @property
+    def frame_began(self) -> float:
+        """When the frame now half-read began to arrive, or reading resumed with it half-read
+        (a frame must arrive whole within the handshake timeout, however it trickles)."""
+        return self._reader.began
+
+    @property
     def idle(self) -> bool:
         """No call running or waiting, and no frame half-read."""
         return not self.tasks and not self._waiting and not self._reader.partial
@@ -263,7 +266,7 @@ class _Connection(FramedProtocol):
             self.reading_paused = True
         else:
             if self.reading_paused and self._reader.partial:
-                self.frame_began = time.monotonic()  # its rest could not arrive meanwhile
+                self._reader.began = time.monotonic()  # its rest could not arrive meanwhile
             transport.resume_reading()
             self.reading_paused = False
 
@@ -271,8 +274,7 @@ class _Connection(FramedProtocol):
         if self._handshaking:  # TLS is up, but _secure has not taken the transport yet
             self._early.append(data)
             return
-        self.active_at = now = time.monotonic()
-        began_before = self._reader.partial
+        self.active_at = time.monotonic()
         try:
             frames = self._reader.feed(data)
         except FrameError as exc:
@@ -281,8 +283,6 @@ class _Connection(FramedProtocol):
             return
         if frames:
             self.framed = True
-        if frames or not began_before:
-            self.frame_began = now  # what is half-read now (if anything) began in this read
         for frame in frames:
             kind = frame.kind
             if kind == MESSAGE or kind == HALF or kind == WINDOW:

@@ -181,10 +181,11 @@ class AddressBans:
         record = self._records.get(_banned_with(ip_address(ip)))
         return record is not None and record.until > self._clock()
 
-    def name(self, ip: str) -> str:
+    @staticmethod
+    def name(ip: str) -> str:
         """What a ban of ``ip`` refuses, as a log names it: the IPv4 address, or the IPv6 /64.
 
-            >>> AddressBans(1, first=1, longest=1).name("2001:db8::7")
+            >>> AddressBans.name("2001:db8::7")
             '2001:db8::/64'
         """
         banned = _banned_with(ip_address(ip))
