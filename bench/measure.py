@@ -45,8 +45,8 @@ SMOKE = (
 """A few hundred calls: enough to prove the harness works, far too few to mean anything."""
 
 TARGET_ORDER = (
-    "bare", "direct", "gateway", "gateway_edge", "gateway_grpc", "embedded", "proxy", "nginx", "nginx_bare",
-    "proxy_bare",
+    "bare", "direct", "gateway", "gateway_edge", "gateway_grpc", "embedded", "lane_proxy", "proxy", "nginx",
+    "nginx_bare", "proxy_bare",
 )  # fmt: skip
 
 
@@ -170,6 +170,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def _streamed(figures: dict[str, Any], name: str, profile: str = "c1") -> float | None:
     """Messages per second of a streaming target (:mod:`bench.streams`), None when not measured."""
     entry = figures.get("streams", {}).get(name, {}).get(profile)
@@ -215,6 +219,12 @@ GOALS = (
          lambda f: _ratio(_throughput(f, "gateway"), _throughput(f, "bare")), lambda r: r >= 0.75),
     Goal("gateway CPU/call ÷ bare reference CPU/call (c4/m10)", "≤ 1.2",
          lambda f: _ratio(_cpu(f, "gateway", "gateway"), _cpu(f, "bare", "server")), lambda r: r <= 1.2),
+    Goal("floor of the design: lane pass-through CPU/call ÷ bare (c4/m10)", "(reported)",
+         lambda f: _ratio(_cpu(f, "lane_proxy", "proxy"), _cpu(f, "bare", "server")), lambda r: True),
+    Goal("floor of the design: lane pass-through ÷ bare throughput (c4/m10)", "(reported)",
+         lambda f: _ratio(_throughput(f, "lane_proxy"), _throughput(f, "bare")), lambda r: True),
+    Goal("the gateway's policy chain: gateway CPU/call minus lane pass-through's (c4/m10)", "(reported)",
+         lambda f: _difference(_cpu(f, "gateway", "gateway"), _cpu(f, "lane_proxy", "proxy")), lambda v: True, " µs"),
     Goal("gateway added mean latency (c1/m1)", "≤ 250 µs", _added_latency, lambda v: v <= 250, " µs"),
     Goal("cached version resolutions per second", "≥ 500k/s",
          lambda f: min(f["micro"]["resolve_per_second"].values()), lambda v: v >= 500_000, "/s"),

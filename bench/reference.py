@@ -11,6 +11,11 @@
   forwards the raw request bytes and the caller's metadata over one ``grpc.aio`` channel and
   returns the raw response. It has none of the gateway's policy, so the gateway has to beat it
   while doing more.
+* ``lane-proxy``: the floor of the gateway's design. The same generic handler forwards the raw
+  request and the caller's metadata over the worker's lane (mutual TLS, as the gateway's
+  :class:`~runtime.lane.LaneClient`) and returns the raw response: a ``grpc.aio`` server and
+  the lane hop, with no policy at all. What the gateway costs beyond it is its policy chain;
+  what it costs beyond the bare server, no policy chain can take away.
 
 Run one per process, so its CPU can be read from ``/proc``::
 
@@ -18,6 +23,7 @@ Run one per process, so its CPU can be read from ``/proc``::
     python -m bench.reference echo --port 0 --tls-dir DIR --module echo   # mutual TLS, as a worker
     python -m bench.reference stream --port 0
     python -m bench.reference proxy --port 0 --target 127.0.0.1:50061 --tls-dir DIR --module echo
+    python -m bench.reference lane-proxy --port 0 --target 127.0.0.1:50061 --tls-dir DIR --module echo
 
 A worker takes mutual TLS only, so the proxy in front of one dials it with the certificate of the
 ``gateway`` identity from ``--tls-dir`` (the deployment's CA), as a proxy of the runtime's own
@@ -37,7 +43,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-__all__ = ["READY_PREFIX", "main", "serve_echo", "serve_proxy", "serve_stream"]
+__all__ = ["READY_PREFIX", "main", "serve_echo", "serve_lane_proxy", "serve_proxy", "serve_stream"]
 
 READY_PREFIX = "listening "
 """The line each server prints once it serves: the prefix, then ``host:port``."""
@@ -119,6 +125,37 @@ class _PassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return grpc.unary_unary_rpc_method_handler(forward)
 
 
+class _LanePassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Forwards every method as unary, bytes in and bytes out, over one lane client."""
+
+    def __init__(self, lane: Any) -> None:
+        self._lane = lane
+        self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        method: str = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = self._handlers[method] = self._forwarder(method)
+        return handler
+
+    def _forwarder(self, method: str) -> grpc.RpcMethodHandler[bytes, bytes]:
+        from runtime.deadline import Deadline
+
+        lane = self._lane
+
+        async def forward(request: bytes, context: Any) -> bytes:
+            metadata = [
+                (key, value) for key, value in context.invocation_metadata() or () if not key.startswith(_NOT_FORWARDED)
+            ]
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else Deadline.after(remaining)
+            body: bytes = (await lane.unary(method, request, metadata, deadline))[0]
+            return body
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+
 async def _serve(
     handler: grpc.GenericRpcHandler[bytes, bytes], host: str, port: int, credentials: grpc.ServerCredentials | None = None
 ) -> None:
@@ -179,12 +216,32 @@ async def serve_proxy(
         await _serve(_PassThrough(channel), host, port)
 
 
+async def serve_lane_proxy(target: str, tls_dir: str, module: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve the lane pass-through to the worker at ``target`` (its gRPC port) until SIGTERM.
+
+    The worker is asked for its lane as the gateway's pool asks (:data:`~runtime.lane.WHERE_METHOD`),
+    and called there as the gateway calls it: mutual TLS with the ``gateway`` certificate."""
+    from runtime.identity import Peer
+    from runtime.lane import WHERE_METHOD, LaneClient, parse_where
+
+    tls = _internal_tls(tls_dir, "gateway")
+    server = Peer.module(module)
+    options = tls.channel_options(server)
+    async with grpc.aio.secure_channel(target, tls.channel_credentials(), options=options) as channel:
+        answer = await channel.unary_unary(WHERE_METHOD)(b"", timeout=5)
+    address = parse_where(answer)
+    if address is None:
+        raise SystemExit(f"the worker at {target} has no lane: it answered {answer!r}")
+    async with LaneClient(address, tls=tls, server=server) as lane:
+        await _serve(_LanePassThrough(lane), host, port)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.reference", description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=("echo", "stream", "proxy"))
+    parser.add_argument("kind", choices=("echo", "stream", "proxy", "lane-proxy"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--target", help="host:port the proxy forwards to (proxy only)")
+    parser.add_argument("--target", help="host:port the proxy forwards to (proxy and lane-proxy: a worker's gRPC port)")
     parser.add_argument("--tls-dir", help="proxy: dial the target with mutual TLS as the gateway of this folder; "
                         "echo: serve mutual TLS as a worker of --module does")
     parser.add_argument("--module", help="the module the target must prove it serves, or the echo serves as (with --tls-dir)")
@@ -193,10 +250,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(serve_echo(args.host, args.port, args.tls_dir, args.module))
     elif args.kind == "stream":
         asyncio.run(serve_stream(args.host, args.port))
-    else:
-        if not args.target:
-            parser.error("proxy needs --target")
+    elif not args.target:
+        parser.error(f"{args.kind} needs --target")
+    elif args.kind == "proxy":
         asyncio.run(serve_proxy(args.target, args.host, args.port, args.tls_dir, args.module))
+    elif not args.tls_dir:
+        parser.error("lane-proxy needs --tls-dir: workers take mutual TLS only")
+    else:
+        asyncio.run(serve_lane_proxy(args.target, args.tls_dir, args.module or "echo", args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ _PATHS = (
     ("gateway_edge", "TLS edge gateway → worker (lane, mTLS)", _WORKER, "gateway"),
     ("gateway_grpc", "gateway → worker over gRPC (lane off, mTLS)", _WORKER, "gateway"),
     ("embedded", "gateway with the module in process (embedded)", _WORKER, "gateway"),
+    ("lane_proxy", "lane pass-through → worker (grpc.aio + the lane, mTLS; no policy)", _WORKER, "proxy"),
     ("proxy", "naive grpc.aio pass-through → worker (mTLS)", _WORKER, "proxy"),
     ("nginx", "nginx grpc_pass → worker (mTLS)", _WORKER, "nginx"),
     ("nginx_bare", "nginx grpc_pass → bare echo (mTLS, the worker's certificate)", "bare", "nginx"),

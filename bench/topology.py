@@ -260,6 +260,14 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
             bare_stream = await start("bare_stream", [sys.executable, "-m", "bench.reference", "stream"], "listening ")
             top.targets["bare_stream"] = Target("bare_stream", bare_stream.address, {"server": bare_stream})
             top.targets["proxy"] = Target("proxy", proxy.address, {"proxy": proxy, "worker": worker})
+            # The floor of the gateway's design: grpc.aio in front, the lane behind, no policy.
+            lane_proxy = await start(
+                "lane_proxy",
+                [sys.executable, "-m", "bench.reference", "lane-proxy", "--target", worker.address,
+                 "--tls-dir", str(tls), "--module", MODULE],
+                "listening ",
+            )  # fmt: skip
+            top.targets["lane_proxy"] = Target("lane_proxy", lane_proxy.address, {"proxy": lane_proxy, "worker": worker})
             proxy_bare = await start(
                 "proxy_bare", [sys.executable, "-m", "bench.reference", "proxy", "--target", bare.address], "listening "
             )

@@ -21,7 +21,7 @@ from bench.topology import echo_call
 
 pytestmark = pytest.mark.timeout(240)
 
-TARGETS = {"bare", "gateway", "gateway_edge", "gateway_grpc", "embedded", "proxy", "proxy_bare"}
+TARGETS = {"bare", "gateway", "gateway_edge", "gateway_grpc", "embedded", "lane_proxy", "proxy", "proxy_bare"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_cpu_is_accounted_to_every_process_on_each_path(figures: dict[str, Any])
         "gateway_edge": {"gateway", "worker"},
         "gateway_grpc": {"gateway", "worker"},
         "embedded": {"gateway"},
+        "lane_proxy": {"proxy", "worker"},
         "proxy": {"proxy", "worker"},
         "proxy_bare": {"proxy", "server"},
     }
