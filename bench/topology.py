@@ -11,6 +11,9 @@
 * **bare**: :mod:`bench.reference` ``echo``, the cheapest grpc.aio server;
 * **bare_stream**: :mod:`bench.reference` ``stream``, the cheapest grpc.aio streaming server
   (for :mod:`bench.streams`);
+* **lane_proxy**: :mod:`bench.reference` ``lane-proxy``, the floor of the gateway's design: a
+  grpc.aio server forwarding over the worker's lane with the gateway's certificate and no
+  policy at all;
 * **proxy**: :mod:`bench.reference` ``proxy``, the naive pass-through in front of the worker
   (dialling it with the gateway's certificate);
 * **proxy_bare**: the same pass-through in front of the bare server, the setting in which issue 7
