@@ -93,11 +93,15 @@ _NOT_FORWARDED = ("grpc-", ":")
 """Metadata the gRPC library sets itself and refuses from applications."""
 
 
-class _PassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Forwards every method, bytes in and bytes out, over one channel to ``target``."""
+def _forwarded(context: Any) -> list[tuple[str, str | bytes]]:
+    """The caller's metadata, less what the gRPC library sets itself."""
+    return [(key, value) for key, value in context.invocation_metadata() or () if not key.startswith(_NOT_FORWARDED)]
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._channel = channel
+
+class _Forwarding(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    """Every method path gets a forwarder of its own, made on its first call."""
+
+    def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
@@ -108,13 +112,21 @@ class _PassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return handler
 
     def _forwarder(self, method: str) -> grpc.RpcMethodHandler[bytes, bytes]:
+        raise NotImplementedError
+
+
+class _PassThrough(_Forwarding):
+    """Forwards every method, bytes in and bytes out, over one channel to ``target``."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        super().__init__()
+        self._channel = channel
+
+    def _forwarder(self, method: str) -> grpc.RpcMethodHandler[bytes, bytes]:
         upstream = self._channel.unary_unary(method, request_serializer=None, response_deserializer=None)
 
         async def forward(request: bytes, context: Any) -> bytes:
-            metadata = [
-                (key, value) for key, value in context.invocation_metadata() or () if not key.startswith(_NOT_FORWARDED)
-            ]
-            call = upstream(request, metadata=metadata, timeout=context.time_remaining())
+            call = upstream(request, metadata=_forwarded(context), timeout=context.time_remaining())
             try:
                 response: bytes = await call
             except grpc.aio.AioRpcError as exc:
@@ -125,19 +137,12 @@ class _PassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return grpc.unary_unary_rpc_method_handler(forward)
 
 
-class _LanePassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+class _LanePassThrough(_Forwarding):
     """Forwards every method as unary, bytes in and bytes out, over one lane client."""
 
     def __init__(self, lane: Any) -> None:
+        super().__init__()
         self._lane = lane
-        self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
-        method: str = handler_call_details.method
-        handler = self._handlers.get(method)
-        if handler is None:
-            handler = self._handlers[method] = self._forwarder(method)
-        return handler
 
     def _forwarder(self, method: str) -> grpc.RpcMethodHandler[bytes, bytes]:
         from runtime.deadline import Deadline
@@ -145,12 +150,9 @@ class _LanePassThrough(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         lane = self._lane
 
         async def forward(request: bytes, context: Any) -> bytes:
-            metadata = [
-                (key, value) for key, value in context.invocation_metadata() or () if not key.startswith(_NOT_FORWARDED)
-            ]
             remaining = context.time_remaining()
             deadline = None if remaining is None else Deadline.after(remaining)
-            body: bytes = (await lane.unary(method, request, metadata, deadline))[0]
+            body: bytes = (await lane.unary(method, request, _forwarded(context), deadline))[0]
             return body
 
         return grpc.unary_unary_rpc_method_handler(forward)

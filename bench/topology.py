@@ -239,12 +239,13 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
             worker = await start("worker", _modrpc("worker", MODULE), WORKER_READY, env)
             gateway = await start("gateway", _modrpc("gateway"), GATEWAY_READY, env)
             bare = await start("bare", [sys.executable, "-m", "bench.reference", "echo"], "listening ")
-            proxy = await start(
-                "proxy",
-                [sys.executable, "-m", "bench.reference", "proxy", "--target", worker.address,
-                 "--tls-dir", str(tls), "--module", MODULE],
-                "listening ",
-            )  # fmt: skip
+            async def in_front_of_worker(name: str, kind: str) -> Server:
+                """A reference forwarder (bench.reference) reaching the worker as the gateway does."""
+                command = [sys.executable, "-m", "bench.reference", kind, "--target", worker.address,
+                           "--tls-dir", str(tls), "--module", MODULE]  # fmt: skip
+                return await start(name, command, "listening ")
+
+            proxy = await in_front_of_worker("proxy", "proxy")
             top.skipped["direct"] = "workers take mutual TLS only; h2load has no client certificate"
             top.targets["gateway"] = Target("gateway", gateway.address, {"gateway": gateway, "worker": worker})
             edge_env = {**env, "MODRPC_TLS__CERT": str(edge_cert), "MODRPC_TLS__KEY": str(edge_key)}
@@ -264,12 +265,7 @@ async def topology(*, nginx: bool = True, embedded: bool = True) -> AsyncIterato
             top.targets["bare_stream"] = Target("bare_stream", bare_stream.address, {"server": bare_stream})
             top.targets["proxy"] = Target("proxy", proxy.address, {"proxy": proxy, "worker": worker})
             # The floor of the gateway's design: grpc.aio in front, the lane behind, no policy.
-            lane_proxy = await start(
-                "lane_proxy",
-                [sys.executable, "-m", "bench.reference", "lane-proxy", "--target", worker.address,
-                 "--tls-dir", str(tls), "--module", MODULE],
-                "listening ",
-            )  # fmt: skip
+            lane_proxy = await in_front_of_worker("lane_proxy", "lane-proxy")
             top.targets["lane_proxy"] = Target("lane_proxy", lane_proxy.address, {"proxy": lane_proxy, "worker": worker})
             proxy_bare = await start(
                 "proxy_bare", [sys.executable, "-m", "bench.reference", "proxy", "--target", bare.address], "listening "
