@@ -146,13 +146,18 @@ class _LanePassThrough(_Forwarding):
 
     def _forwarder(self, method: str) -> grpc.RpcMethodHandler[bytes, bytes]:
         from runtime.deadline import Deadline
+        from runtime.transport import CallError
 
         lane = self._lane
 
         async def forward(request: bytes, context: Any) -> bytes:
             remaining = context.time_remaining()
             deadline = None if remaining is None else Deadline.after(remaining)
-            body: bytes = (await lane.unary(method, request, _forwarded(context), deadline))[0]
+            try:
+                body: bytes = (await lane.unary(method, request, _forwarded(context), deadline))[0]
+            except CallError as exc:  # the worker's status (or the lane's UNAVAILABLE), as it came
+                await context.abort(exc.code, exc.details)
+                raise
             return body
 
         return grpc.unary_unary_rpc_method_handler(forward)
